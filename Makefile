@@ -1,0 +1,64 @@
+# Two commands on a fresh machine: `make run` (the main job) and `make test` (the whole suite).
+# Both create .venv and install what is missing, Debian's ffmpeg included where apt exists.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# torch goes in first and pinned: on CPU-only machines that is the local CPU wheel, and nothing
+# later may pull a different build with gigabytes of CUDA packages.
+TORCH_SPEC ?= torch==2.13.0
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: run test install install-dev system-deps lint format bench clean
+
+run: install
+	@$(BIN)/neurochip doctor || true
+	@echo
+	@echo "NeuroChip is installed. Try it on any WAV, MP3, FLAC, OGG or tracker file:"
+	@echo "  $(BIN)/neurochip spectrogram song.wav -o song.png      # what the model sees"
+	@echo "  $(BIN)/neurochip roundtrip song.wav -o heard.wav       # what it hears (denoise 0)"
+	@echo "  $(BIN)/neurochip invert song.png -o back.wav --phase-from song.wav"
+	@echo "  $(BIN)/neurochip --help"
+
+test: install-dev
+	$(BIN)/python -m pytest
+
+lint: install-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install-dev
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: install
+	$(BIN)/python bench/roundtrip.py
+
+install: system-deps $(VENV)/.installed
+
+install-dev: install $(VENV)/.installed-dev
+
+system-deps:
+	@command -v ffmpeg >/dev/null 2>&1 || { \
+	  if command -v apt-get >/dev/null 2>&1; then \
+	    echo "Installing ffmpeg (Debian package) for MP3/M4A and chip/tracker formats..."; \
+	    $(SUDO) apt-get update -q && \
+	    $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends ffmpeg; \
+	  else \
+	    echo "ffmpeg not found: install it (e.g. brew install ffmpeg) for chip/tracker formats."; \
+	  fi; }
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -r requirements.txt
+	$(BIN)/python -m pip install -q --no-deps -e .
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
+	$(BIN)/python -m pip install -q -r requirements-dev.txt
+	touch $@
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

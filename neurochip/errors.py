@@ -1,0 +1,14 @@
+"""The one error type composers see.
+
+Every failure a user can cause (a file that does not decode, a setting out of range, missing
+model weights) is raised as a :class:`NeuroChipError` whose message says what happened and
+what to do. The CLI and the app print the message alone, never a traceback.
+"""
+
+
+class NeuroChipError(Exception):
+    """A problem the user can fix; ``str(err)`` is written for them."""
+
+
+class AudioLoadError(NeuroChipError):
+    """An input file could not be read as audio."""
