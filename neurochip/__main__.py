@@ -1,0 +1,5 @@
+import sys
+
+from neurochip.cli import main
+
+sys.exit(main())

@@ -1,0 +1,131 @@
+"""``neurochip doctor``: what this machine can do, and how to fix what it cannot."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+from dataclasses import dataclass
+
+import torch
+
+from neurochip.audio import FFMPEG_FORMATS, find_ffmpeg, supported_formats
+from neurochip.device import best_device, describe_device
+
+#: The published Riffusion model on the Hugging Face hub.
+DEFAULT_MODEL_ID = "riffusion/riffusion-model-v1"
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+    essential: bool = True
+
+    def line(self) -> str:
+        status = "ok" if self.ok else ("missing" if self.essential else "note")
+        text = f"[{status:>7}] {self.name}: {self.detail}"
+        return text if self.ok or not self.fix else f"{text}\n          fix: {self.fix}"
+
+
+def check_python() -> Check:
+    version = platform.python_version()
+    ok = sys.version_info >= (3, 10)
+    return Check("Python", ok, version, "install Python 3.10 or newer")
+
+
+def check_torch() -> Check:
+    return Check("PyTorch", True, torch.__version__)
+
+
+def check_device() -> Check:
+    device = best_device()
+    if device.type == "cpu":
+        return Check(
+            "Device",
+            False,
+            "cpu only: spectrograms work, full renders will be slow",
+            "a CUDA GPU (NVIDIA) or Apple silicon (MPS) renders many times faster",
+            essential=False,
+        )
+    return Check("Device", True, describe_device(device))
+
+
+def check_ffmpeg() -> Check:
+    ffmpeg = find_ffmpeg()
+    if ffmpeg is None:
+        return Check(
+            "ffmpeg",
+            False,
+            "not found: WAV, FLAC, OGG and MP3 still work; M4A, WebM and chip/tracker "
+            "formats do not",
+            "sudo apt-get install ffmpeg (Debian/Ubuntu), brew install ffmpeg (macOS), "
+            "or set NEUROCHIP_FFMPEG to its path",
+            essential=False,
+        )
+    try:
+        first = subprocess.run(
+            [ffmpeg, "-version"], capture_output=True, text=True, timeout=10
+        ).stdout.splitlines()[0]
+    except (OSError, subprocess.SubprocessError, IndexError):
+        first = "present, but did not answer -version"
+    return Check("ffmpeg", True, f"{ffmpeg} ({first})")
+
+
+def check_chip_formats() -> Check:
+    formats = supported_formats()
+    chip = sorted(suffix for suffix in FFMPEG_FORMATS if suffix in formats)
+    working = [s for s in chip if formats[s]]
+    missing = [s for s in chip if not formats[s]]
+    detail = "reads " + (" ".join(working) if working else "none")
+    if missing:
+        detail += "; cannot read " + " ".join(missing)
+    return Check(
+        "Formats through ffmpeg",
+        not missing,
+        detail,
+        "install an ffmpeg built with libopenmpt (trackers) and libgme (chip rips), "
+        "e.g. Debian's ffmpeg package; or render your song to WAV first",
+        essential=False,
+    )
+
+
+def check_model_cache(model_id: str = DEFAULT_MODEL_ID) -> Check:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+        from huggingface_hub.constants import HF_HUB_CACHE
+    except ImportError:
+        return Check(
+            "Model weights",
+            False,
+            "huggingface_hub is not installed",
+            "make run (or pip install -r requirements.txt)",
+            essential=False,
+        )
+    cached = try_to_load_from_cache(model_id, "model_index.json")
+    if isinstance(cached, str):
+        return Check("Model weights", True, f"{model_id} is in the cache ({HF_HUB_CACHE})")
+    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+    return Check(
+        "Model weights",
+        False,
+        f"{model_id} is not in the cache ({HF_HUB_CACHE})"
+        + (" and HF_HUB_OFFLINE is set" if offline else ""),
+        f"huggingface-cli download {model_id} (about 4 GB, once), or pass --model with a "
+        "local folder or .safetensors file",
+        essential=False,
+    )
+
+
+def run_checks() -> list[Check]:
+    return [
+        check_python(),
+        check_torch(),
+        check_device(),
+        check_ffmpeg(),
+        check_chip_formats(),
+        check_model_cache(),
+    ]

@@ -1,0 +1,144 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from PIL import Image
+
+from neurochip.audio import find_ffmpeg
+from neurochip.cli import main
+from neurochip.spectrogram import ExifTag
+from tests.chiptune import make_chiptune, protracker_module
+
+SR = 44100
+
+
+@pytest.fixture
+def song(tmp_path: Path) -> Path:
+    path = tmp_path / "song.wav"
+    sf.write(path, make_chiptune(3.3, stereo=True).T, SR, subtype="PCM_16")
+    return path
+
+
+def test_spectrogram_command_writes_a_riffusion_image(song, tmp_path, capsys):
+    out = tmp_path / "clip.png"
+    code = main(["spectrogram", str(song), "-o", str(out), "--start", "0.5", "--duration", "2"])
+    assert code == 0
+    image = Image.open(out)
+    assert image.size == (1 + (2 * SR) // 441, 512)
+    assert image.getexif()[ExifTag.STEREO] == 0
+    assert "Wrote" in capsys.readouterr().out
+
+
+def test_spectrogram_command_stereo(song, tmp_path):
+    out = tmp_path / "clip.png"
+    assert main(["spectrogram", str(song), "-o", str(out), "--stereo"]) == 0
+    pixels = np.asarray(Image.open(out))
+    assert (pixels[:, :, 0] == 0).all() and not (pixels[:, :, 1] == pixels[:, :, 2]).all()
+
+
+def test_roundtrip_command_keeps_length_and_channels(song, tmp_path):
+    out = tmp_path / "heard.wav"
+    code = main(["roundtrip", str(song), "-o", str(out), "--iterations", "1"])
+    assert code == 0
+    data, rate = sf.read(out, always_2d=True)
+    assert rate == SR
+    assert data.shape == (sf.info(song).frames, 2)
+    assert np.abs(data).max() > 0.1
+
+
+def test_roundtrip_command_span_and_random_phase(song, tmp_path):
+    out = tmp_path / "heard.flac"
+    args = ["roundtrip", str(song), "-o", str(out), "--phase", "random", "--iterations", "2"]
+    assert main([*args, "--start", "1.0", "--duration", "1.5", "--bit-depth", "24"]) == 0
+    assert sf.info(out).frames == round(1.5 * SR)
+    assert sf.info(out).subtype == "PCM_24"
+
+
+def test_invert_command_restores_exact_length(song, tmp_path):
+    image = tmp_path / "clip.png"
+    main(["spectrogram", str(song), "-o", str(image), "--duration", "2.0017"])
+    out = tmp_path / "back.wav"
+    code = main(
+        ["invert", str(image), "-o", str(out), "--phase-from", str(song), "--iterations", "1"]
+    )
+    assert code == 0
+    assert sf.info(out).frames == round(2.0017 * SR)
+
+
+def test_invert_without_exif_normalises(tmp_path, song):
+    image = tmp_path / "clip.png"
+    main(["spectrogram", str(song), "-o", str(image), "--duration", "1"])
+    plain = tmp_path / "plain.png"
+    Image.fromarray(np.asarray(Image.open(image))).save(plain)  # drops the EXIF tags
+    out = tmp_path / "back.wav"
+    assert main(["invert", str(plain), "-o", str(out), "--iterations", "1"]) == 0
+    data, _ = sf.read(out)
+    assert np.abs(data).max() == pytest.approx(0.99, abs=0.01)
+
+
+@pytest.mark.skipif(find_ffmpeg() is None, reason="needs ffmpeg with libopenmpt")
+def test_tracker_module_through_the_cli(tmp_path):
+    module = tmp_path / "tune.mod"
+    module.write_bytes(protracker_module())
+    out = tmp_path / "tune.png"
+    assert main(["spectrogram", str(module), "-o", str(out), "--duration", "1"]) == 0
+    assert Image.open(out).size == (101, 512)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["roundtrip", "missing.wav", "-o", "x.wav"], "missing.wav"),
+        (["spectrogram", "{song}", "-o", "x.jpg"], ".png"),
+        (["roundtrip", "{song}", "-o", "x.xyz"], ".xyz"),
+        (["roundtrip", "{song}", "-o", "x.wav", "--start", "99"], "start"),
+        (["roundtrip", "{song}", "-o", "x.wav", "--max-duration", "1"], "long"),
+        (["invert", "{song}", "-o", "x.wav"], "song.wav"),
+    ],
+)
+def test_bad_input_is_one_clear_line(argv, message, song, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code = main([a.replace("{song}", str(song)) for a in argv])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("neurochip: ") and message.lower() in err.lower()
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["roundtrip", "a.wav", "-o", "b.wav", "--duration", "-1"],
+        ["roundtrip", "a.wav", "-o", "b.wav", "--iterations", "-3"],
+        ["roundtrip", "a.wav", "-o", "b.wav", "--phase", "magic"],
+        ["render-everything"],
+    ],
+)
+def test_invalid_options_are_usage_errors(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert "usage:" in capsys.readouterr().err
+
+
+def test_doctor_reports_each_check(capsys):
+    code = main(["doctor"])
+    out = capsys.readouterr().out
+    assert code == 0
+    for name in ("Python", "PyTorch", "Device", "ffmpeg", "Model weights"):
+        assert name in out
+
+
+def test_help_explains_options():
+    out = subprocess.run(
+        [sys.executable, "-m", "neurochip", "roundtrip", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "--phase" in out and "Griffin-Lim" in out and "denoise 0" in out
