@@ -19,6 +19,8 @@ from tqdm import tqdm
 from neurochip.audio import DEFAULT_MAX_DURATION_S, Audio, load_audio, save_audio
 from neurochip.device import DEVICE_CHOICES, resolve_device
 from neurochip.errors import NeuroChipError
+from neurochip.model import DEFAULT_MODEL_ID as DEFAULT_MODEL
+from neurochip.model import SCHEDULERS
 from neurochip.phase import (
     DEFAULT_ITERATIONS,
     PHASE_MODES,
@@ -35,6 +37,7 @@ from neurochip.spectrogram import (
 )
 
 EPILOG = "Run 'neurochip doctor' to check what this machine can do."
+SCHEDULER_NAMES = tuple(SCHEDULERS)
 
 
 # --- shared options ----------------------------------------------------------------------------
@@ -232,6 +235,114 @@ def _limit_peak(waveform: torch.Tensor) -> torch.Tensor:
     return waveform * (0.99 / peak) if peak > 0.99 else waveform
 
 
+def _stage_bar(description: str):
+    """A progress bar whose label follows the engine's stage (encode, denoise step k of n...)."""
+    bar = tqdm(
+        total=1000,
+        desc=description,
+        leave=False,
+        disable=None,
+        bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}",
+    )
+
+    def update(fraction: float, stage: str) -> None:
+        bar.set_description_str(f"{description}: {stage}", refresh=False)
+        bar.update(round(fraction * 1000) - bar.n)
+
+    return bar, update
+
+
+def _output_variant(path: Path, suffix: str) -> Path:
+    return path.with_name(f"{path.stem}-{suffix}{path.suffix}")
+
+
+def cmd_render(args: argparse.Namespace) -> None:
+    from neurochip.engine import Engine, RenderSettings, take_b_settings
+    from neurochip.mix import crossfade_compare, stereo_pair
+    from neurochip.model import load_model
+    from neurochip.takes import save_take, take_metadata
+
+    # Every setting is checked before the (slow) model load.
+    settings = RenderSettings(
+        prompt=args.prompt,
+        negative_prompt=args.negative_prompt,
+        denoise=args.denoise,
+        guidance=args.guidance,
+        steps=args.steps,
+        seed=args.seed,
+        scheduler=args.scheduler,
+        start_s=args.start,
+        duration_s=args.duration,
+        overlap=args.overlap,
+        phase=args.phase,
+        phase_iterations=args.iterations,
+        batch_size=args.batch_size,
+    )
+    settings_b = take_b_settings(
+        settings, **({"seed": args.seed_b} if args.seed_b is not None else {})
+    )
+    if not 0 <= args.width <= 1:
+        raise NeuroChipError(f"--width must be between 0 and 1, not {args.width}.")
+    _output_kind(args.output)
+    song = load_audio(args.input, max_duration_s=args.max_duration)
+    span = song.span(settings.start_s, settings.duration_s)  # checks the span before loading
+    print(f"Loading model {args.model} ...", file=sys.stderr)
+    engine = Engine(load_model(args.model, device=args.device, dtype=args.dtype))
+    print(f"Model: {engine.model.describe()}", file=sys.stderr)
+
+    takes = {"A": settings} | ({"B": settings_b} if args.stereo_pair else {})
+    renders = {}
+    for name, take_settings in takes.items():
+        label = f"take {name}" if args.stereo_pair else "render"
+        bar, update = _stage_bar(label)
+        with bar:
+            renders[name] = engine.render(song, take_settings, progress=update)
+
+    source_name = args.input.name
+    info = renders["A"].info
+    written = []
+    if args.stereo_pair:
+        mix = stereo_pair(renders["A"].audio, renders["B"].audio, args.width)
+        meta = take_metadata("stereo pair", takes, source_name, info, width=args.width)
+        written.append(save_take(args.output, mix, meta, args.bit_depth))
+        for name in ("A", "B"):
+            meta = take_metadata("take", {name: takes[name]}, source_name, info)
+            path = _output_variant(args.output, name)
+            written.append(save_take(path, renders[name].audio, meta, args.bit_depth))
+        result = mix
+    else:
+        meta = take_metadata("take", takes, source_name, info)
+        written.append(save_take(args.output, renders["A"].audio, meta, args.bit_depth))
+        result = renders["A"].audio
+    if args.crossfade_compare:
+        original = span.to_stereo() if result.channels == 2 else span.to_mono()
+        fade_at = args.crossfade_at if args.crossfade_at is not None else span.duration_s / 3
+        compare = crossfade_compare(
+            original, result, fade_at, args.crossfade_length, args.crossfade_back
+        )
+        meta = take_metadata(
+            "crossfade comparison",
+            takes,
+            source_name,
+            info,
+            fade_at_s=fade_at,
+            fade_s=args.crossfade_length,
+            back_at_s=args.crossfade_back,
+        )
+        written.append(
+            save_take(_output_variant(args.output, "compare"), compare, meta, args.bit_depth)
+        )
+    for path in written:
+        print(f"Wrote {path}")
+
+
+def _output_kind(path: Path) -> None:
+    if path.suffix.lower() not in (".wav", ".flac", ".ogg", ".mp3"):
+        raise NeuroChipError(
+            f"Write renders as .wav, .flac, .ogg or .mp3, not {path.suffix or 'no extension'}."
+        )
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     from neurochip.doctor import run_checks
 
@@ -317,6 +428,139 @@ def build_parser() -> argparse.ArgumentParser:
     _add_input_options(trip)
     _add_phase_options(trip, with_mode=True)
     trip.set_defaults(run=cmd_roundtrip)
+
+    render = commands.add_parser(
+        "render",
+        help="render a song as a live cover with Riffusion",
+        description="Render a song (or a span of it) through Riffusion img2img as one piece: "
+        "the output has exactly the input's length and stays aligned with it. Each output "
+        "file carries its settings, so any take can be reproduced.",
+        epilog=EPILOG,
+    )
+    render.add_argument(
+        "input", type=Path, help="your sketch: WAV, MP3, FLAC, OGG, tracker file..."
+    )
+    _add_output_options(render)
+    render.add_argument(
+        "--prompt",
+        required=True,
+        help="what the cover should sound like, e.g. 'a funk band with slap bass'",
+    )
+    render.add_argument(
+        "--negative-prompt",
+        default="",
+        metavar="TEXT",
+        help="what to steer away from, e.g. 'distorted, noisy'",
+    )
+    render.add_argument(
+        "--denoise",
+        type=float,
+        default=0.35,
+        help="how much of the sketch is reimagined, 0-1: below 0.15 little changes, 0.2-0.4 is "
+        "a note-for-note cover with new instruments, above 0.5 the notes drift (default 0.35)",
+    )
+    render.add_argument(
+        "--guidance",
+        type=float,
+        default=7.0,
+        help="how strongly the prompt is followed: 2-3 lively but inconsistent, 7-8 the usual "
+        "middle, above 12 harsh and squealing (default 7)",
+    )
+    render.add_argument(
+        "--steps",
+        type=int,
+        default=50,
+        help="denoising steps at denoise 1 (a render runs denoise x steps): more is sharper and "
+        "slower, with diminishing returns past 50 (default 50)",
+    )
+    render.add_argument(
+        "--seed",
+        type=int,
+        default=42,
+        help="the noise pattern the take grows from: same seed and settings, same take "
+        "(default 42)",
+    )
+    render.add_argument(
+        "--scheduler",
+        default="dpm++",
+        metavar="NAME",
+        help="the sampling algorithm: " + ", ".join(SCHEDULER_NAMES) + " (default dpm++)",
+    )
+    render.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        metavar="ID|DIR|FILE",
+        help="Hugging Face id, local diffusers folder, or .safetensors file "
+        f"(default {DEFAULT_MODEL})",
+    )
+    render.add_argument(
+        "--dtype",
+        choices=("auto", "fp32", "fp16", "bf16"),
+        default="auto",
+        help="number format: auto is fp16 on CUDA GPUs and fp32 elsewhere",
+    )
+    _add_input_options(render)
+    render.add_argument(
+        "--overlap",
+        type=float,
+        default=0.25,
+        help="how much neighbouring 5 s model windows share, 0-0.75: more overlap blends more "
+        "smoothly and costs more time (default 0.25)",
+    )
+    render.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        metavar="N",
+        help="model inputs per GPU call (default: as many as free memory allows)",
+    )
+    render.add_argument(
+        "--stereo-pair",
+        action="store_true",
+        help="render two takes (B with seed + 1) and pan them left and right; also writes "
+        "OUT-A and OUT-B",
+    )
+    render.add_argument(
+        "--seed-b",
+        type=int,
+        default=None,
+        metavar="SEED",
+        help="seed of take B in a stereo pair (default: --seed + 1)",
+    )
+    render.add_argument(
+        "--width",
+        type=float,
+        default=1.0,
+        help="stereo width of the pair, 0-1: 0 = both takes centred, 1 = hard left/right",
+    )
+    render.add_argument(
+        "--crossfade-compare",
+        action="store_true",
+        help="also write OUT-compare: your sketch crossfading into the render, level-matched",
+    )
+    render.add_argument(
+        "--crossfade-at",
+        type=_non_negative,
+        default=None,
+        metavar="SEC",
+        help="when the comparison fades into the render (default: a third of the way in)",
+    )
+    render.add_argument(
+        "--crossfade-length",
+        type=_positive,
+        default=2.0,
+        metavar="SEC",
+        help="length of each comparison fade (default 2 s)",
+    )
+    render.add_argument(
+        "--crossfade-back",
+        type=_non_negative,
+        default=None,
+        metavar="SEC",
+        help="when the comparison fades back to the sketch (default: it stays on the render)",
+    )
+    _add_phase_options(render, with_mode=True)
+    render.set_defaults(run=cmd_render)
 
     doctor = commands.add_parser(
         "doctor",

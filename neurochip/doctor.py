@@ -12,9 +12,7 @@ import torch
 
 from neurochip.audio import FFMPEG_FORMATS, find_ffmpeg, supported_formats
 from neurochip.device import best_device, describe_device
-
-#: The published Riffusion model on the Hugging Face hub.
-DEFAULT_MODEL_ID = "riffusion/riffusion-model-v1"
+from neurochip.model import DEFAULT_MODEL_ID
 
 
 @dataclass(frozen=True)

@@ -142,3 +142,57 @@ def test_help_explains_options():
         check=True,
     ).stdout
     assert "--phase" in out and "Griffin-Lim" in out and "denoise 0" in out
+
+
+# --- render -------------------------------------------------------------------------------------
+
+RENDER_FAST = ["--steps", "4", "--denoise", "0.5", "--iterations", "0"]
+
+
+def test_render_writes_a_take_that_carries_its_settings(song, tmp_path, tiny_model_dir):
+    from neurochip.takes import settings_from_take
+
+    out = tmp_path / "cover.wav"
+    argv = ["render", str(song), "-o", str(out), "--prompt", "a string quartet"]
+    code = main([*argv, "--model", str(tiny_model_dir), "--start", "0.5", *RENDER_FAST])
+    assert code == 0
+    assert sf.info(out).frames == sf.info(song).frames - round(0.5 * SR)
+    settings = settings_from_take(out)
+    assert settings.prompt == "a string quartet" and settings.start_s == 0.5
+    assert out.with_suffix(".json").is_file()
+
+
+def test_render_stereo_pair_and_comparison(song, tmp_path, tiny_model_dir):
+    from neurochip.takes import read_take_metadata
+
+    out = tmp_path / "cover.flac"
+    argv = ["render", str(song), "-o", str(out), "--prompt", "funk", *RENDER_FAST]
+    argv += ["--model", str(tiny_model_dir), "--stereo-pair", "--width", "0.8"]
+    assert main([*argv, "--crossfade-compare", "--crossfade-at", "1.0"]) == 0
+    pair, _ = sf.read(out, always_2d=True)
+    assert pair.shape == (sf.info(song).frames, 2)
+    assert not np.allclose(pair[:, 0], pair[:, 1])
+    meta = read_take_metadata(out)
+    assert meta["kind"] == "stereo pair" and meta["takes"]["B"]["seed"] == 43
+    for name in ("cover-A.flac", "cover-B.flac", "cover-compare.flac"):
+        assert sf.info(tmp_path / name).frames == sf.info(song).frames
+    compare, _ = sf.read(tmp_path / "cover-compare.flac", always_2d=True)
+    original, _ = sf.read(song, always_2d=True)
+    np.testing.assert_allclose(compare[:SR], original[:SR], atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--denoise", "1.5"], "denoise"),
+        (["--steps", "0"], "steps"),
+        (["--scheduler", "warp"], "scheduler"),
+        (["--width", "2"], "width"),
+        (["--model", "/no/such/model"], "huggingface-cli download"),
+    ],
+)
+def test_render_rejects_bad_settings_clearly(song, tmp_path, capsys, extra, message):
+    code = main(["render", str(song), "-o", str(tmp_path / "x.wav"), "--prompt", "x", *extra])
+    err = capsys.readouterr().err
+    assert code == 2 and message.lower() in err.lower()
+    assert "Traceback" not in err and not (tmp_path / "x.wav").exists()

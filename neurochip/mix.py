@@ -1,0 +1,107 @@
+"""Mixing takes: stereo pairs and original-vs-render crossfades.
+
+Composers double a part by rendering it twice and panning the takes left and right; they show
+off a render by crossfading from the raw chip sketch into it. Both are built in here, working
+on :class:`~neurochip.audio.Audio` of equal length (renders are sample-aligned with their input).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from neurochip.audio import Audio
+from neurochip.errors import NeuroChipError
+
+
+def _mono(audio: Audio) -> np.ndarray:
+    return audio.to_mono().samples[0]
+
+
+def _check_aligned(*takes: Audio) -> None:
+    rates = {t.sample_rate for t in takes}
+    lengths = {t.frames for t in takes}
+    if len(rates) != 1 or len(lengths) != 1:
+        raise NeuroChipError(
+            "These takes do not line up (different lengths or sample rates): mix takes "
+            "rendered from the same song span."
+        )
+
+
+def stereo_pair(take_a: Audio, take_b: Audio, width: float = 1.0) -> Audio:
+    """Pan two takes apart: A to the left, B to the right.
+
+    ``width`` 0 is both takes in the middle (their mono sum), 1 is hard left/right. The pan law
+    is linear, so left + right is always A + B: the mix collapses to mono without any take
+    getting louder or quieter, whatever the width.
+    """
+    if not 0.0 <= width <= 1.0:
+        raise NeuroChipError(f"Stereo width must be between 0 and 1, not {width}.")
+    _check_aligned(take_a, take_b)
+    a, b = _mono(take_a), _mono(take_b)
+    near, far = (1 + width) / 2, (1 - width) / 2
+    left = near * a + far * b
+    right = far * a + near * b
+    mix = np.stack([left, right]).astype(np.float32)
+    return Audio(_limit(mix), take_a.sample_rate)
+
+
+def rms(samples: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(samples, dtype=np.float64))))
+
+
+def level_match(audio: Audio, reference: Audio) -> Audio:
+    """``audio`` scaled to the RMS level of ``reference`` (a fair A/B needs equal loudness)."""
+    level = rms(audio.samples)
+    if level == 0:
+        return audio
+    return Audio(audio.samples * np.float32(rms(reference.samples) / level), audio.sample_rate)
+
+
+def crossfade_compare(
+    original: Audio,
+    render: Audio,
+    fade_at_s: float,
+    fade_s: float = 2.0,
+    back_at_s: float | None = None,
+) -> Audio:
+    """The original, crossfading into the render at ``fade_at_s`` (and back at ``back_at_s``).
+
+    The render is level-matched to the original first, and the fades are equal-power (the two
+    are different performances, so their sum should keep constant power, not amplitude).
+    Until the first fade begins the output is the original, sample for sample.
+    """
+    if render.channels != original.channels:
+        render = render.to_stereo() if original.channels == 2 else render.to_mono()
+    _check_aligned(original, render)
+    rate, frames = original.sample_rate, original.frames
+    duration = frames / rate
+    if not 0 <= fade_at_s < duration:
+        raise NeuroChipError(
+            f"The crossfade must start within the song (0 to {duration:.1f} s), not at "
+            f"{fade_at_s} s."
+        )
+    if fade_s <= 0:
+        raise NeuroChipError("The crossfade length must be more than 0 s.")
+    if back_at_s is not None and not fade_at_s + fade_s <= back_at_s < duration:
+        raise NeuroChipError(
+            "The fade back to the original must start after the first fade has finished "
+            f"({fade_at_s + fade_s:.1f} s) and before the end ({duration:.1f} s)."
+        )
+    matched = level_match(render, original)
+    t = np.arange(frames) / rate
+    # 0 = all original, 1 = all render
+    position = np.clip((t - fade_at_s) / fade_s, 0, 1)
+    if back_at_s is not None:
+        position = np.minimum(position, np.clip(1 - (t - back_at_s) / fade_s, 0, 1))
+    gain_render = np.sin(0.5 * np.pi * position).astype(np.float32)
+    gain_original = np.cos(0.5 * np.pi * position).astype(np.float32)
+    mix = original.samples * gain_original + matched.samples * gain_render
+    # No limiter here: scaling the whole mix would change the original part the listener
+    # compares against. Integer files are clipped at save time, which a fade seldom reaches.
+    return Audio(mix.astype(np.float32), rate)
+
+
+def _limit(samples: np.ndarray) -> np.ndarray:
+    """Scale down (never up) so the mix cannot clip."""
+    peak = float(np.abs(samples).max()) if samples.size else 0.0
+    return samples * np.float32(0.99 / peak) if peak > 0.99 else samples

@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """The tiny random-weight model in Riffusion's layout (see tests/tiny_model.py)."""
+    from tests.tiny_model import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-riffusion")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_model_dir):
+    """Loaded through the same code path as the real model."""
+    from neurochip.model import load_model
+
+    return load_model(tiny_model_dir, device="cpu")
+
+
+@pytest.fixture
+def engine(tiny_model):
+    from neurochip.engine import Engine
+
+    return Engine(tiny_model)

@@ -1,0 +1,263 @@
+from __future__ import annotations
+
+import dataclasses
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from neurochip.audio import Audio
+from neurochip.engine import (
+    Engine,
+    RenderCancelled,
+    RenderSettings,
+    blend_windows,
+    plan_windows,
+    take_b_settings,
+    window_weight,
+)
+from neurochip.errors import NeuroChipError
+from neurochip.phase import waveform_from_amplitudes
+from neurochip.spectrogram import SpectrogramParams, mel_amplitudes
+from tests.chiptune import make_chiptune
+
+SR = 44100
+# Few steps and no Griffin-Lim iterations: the tiny model makes noise anyway, and the tests
+# are about lengths, alignment, determinism and plumbing, which these settings exercise fully.
+FAST = RenderSettings(prompt="a string quartet", steps=6, denoise=0.5, phase_iterations=0)
+
+
+def song(seconds: float, seed: int = 0) -> Audio:
+    return Audio(make_chiptune(seconds, seed=seed), SR)
+
+
+# --- windows ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("width", [8, 64, 65, 100, 280, 1001])
+def test_windows_cover_every_column(width):
+    starts = plan_windows(width, 64, 0.25)
+    window = min(64, width)
+    covered = np.zeros(width, dtype=int)
+    for s in starts:
+        covered[s : s + window] += 1
+    assert covered.min() >= 1
+    assert starts[0] == 0 and starts[-1] + window == width
+    if len(starts) > 1:
+        assert all(b - a <= 48 for a, b in zip(starts, starts[1:], strict=False))
+
+
+def test_window_weight_tapers_but_never_vanishes():
+    weight = window_weight(64, 0.25, torch.device("cpu"))
+    assert weight.min() > 0 and weight.max() == 1
+    assert weight[0] < 0.01 and weight[32] == 1
+    torch.testing.assert_close(weight, weight.flip(0))
+
+
+def test_blending_a_pointwise_predictor_equals_predicting_the_whole():
+    """A noise predictor that is a known function of each input value gives the same result
+    windowed as unwindowed, whatever the windows, weights and batching."""
+    x = torch.randn(1, 4, 8, 203)
+
+    def predictor(t: torch.Tensor) -> torch.Tensor:
+        return torch.sin(3 * t) * 2 + t**2
+
+    for overlap, batch in [(0.25, 1), (0.5, 3), (0.0, 16)]:
+        starts = plan_windows(203, 64, overlap)
+        weight = window_weight(64, overlap, x.device)
+        blended = blend_windows(x, starts, 64, weight, predictor, batch)
+        torch.testing.assert_close(blended, predictor(x), rtol=1e-5, atol=1e-5)
+
+
+def test_blending_averages_disagreeing_windows_smoothly():
+    """Where windows disagree (a predictor that sees its window position), the blend moves
+    smoothly from one to the other instead of jumping at a seam."""
+    x = torch.zeros(1, 1, 1, 160)
+    calls = iter(range(100))
+
+    def predictor(t: torch.Tensor) -> torch.Tensor:
+        return torch.cat([torch.full_like(t[i : i + 1], float(next(calls))) for i in range(len(t))])
+
+    starts = plan_windows(160, 64, 0.5)
+    out = blend_windows(x, starts, 64, window_weight(64, 0.5, x.device), predictor, 1)[0, 0, 0]
+    assert out[0] == 0 and out[-1] == len(starts) - 1
+    assert out.diff().abs().max() < 0.2  # no step anywhere
+
+
+# --- rendering --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seconds", [7.3, 61.0])
+def test_output_length_equals_input_exactly(engine, seconds):
+    audio = song(seconds)
+    render = engine.render(audio, dataclasses.replace(FAST, steps=2))
+    assert render.audio.frames == audio.frames
+    assert render.audio.channels == 1
+    assert np.isfinite(render.audio.samples).all()
+    assert render.output_image.shape == (3, 512, 1 + audio.frames // 441)
+
+
+@pytest.mark.parametrize(("start", "duration"), [(1.0, 2.5), (0.37, None), (3.0, 1.2345)])
+def test_span_length_and_alignment(engine, start, duration):
+    audio = song(6.0)
+    settings = dataclasses.replace(FAST, start_s=start, duration_s=duration)
+    render = engine.render(audio, settings)
+    span = audio.span(start, duration)
+    assert render.audio.frames == span.frames
+    assert np.array_equal(render.source.samples, span.to_mono().samples)
+    assert render.start_s == pytest.approx(start, abs=1 / SR)
+
+
+def test_same_seed_same_take_other_seed_other_take(engine, tiny_model):
+    audio = song(3.0)
+    first = engine.render(audio, FAST).audio.samples
+    again = Engine(tiny_model).render(audio, FAST).audio.samples
+    other = engine.render(audio, dataclasses.replace(FAST, seed=7)).audio.samples
+    assert np.array_equal(first, again)
+    assert not np.allclose(first, other)
+
+
+def test_batch_size_does_not_change_the_take(engine):
+    audio = song(9.0)
+    one = engine.render(audio, dataclasses.replace(FAST, batch_size=1)).audio.samples
+    many = engine.render(audio, dataclasses.replace(FAST, batch_size=16)).audio.samples
+    np.testing.assert_allclose(one, many, atol=1e-4)
+
+
+def test_denoise_zero_is_the_source_path_reconstruction(engine):
+    audio = song(2.5)
+    render = engine.render(audio, dataclasses.replace(FAST, denoise=0.0, phase_iterations=2))
+    waveform = torch.from_numpy(audio.samples)
+    expected = waveform_from_amplitudes(
+        mel_amplitudes(waveform),
+        SpectrogramParams(),
+        audio.frames,
+        dataclasses.replace(FAST, phase_iterations=2).phase_settings,
+        source=waveform,
+    )
+    np.testing.assert_allclose(render.audio.samples, expected.numpy(), atol=2e-4)
+
+
+def test_the_model_changes_the_picture(engine):
+    render = engine.render(song(2.0), dataclasses.replace(FAST, denoise=0.8))
+    assert (render.output_image - render.input_image).abs().mean() > 0.01
+
+
+def test_progress_reports_every_stage_in_order(engine):
+    seen: list[tuple[float, str]] = []
+    engine.render(song(2.0), FAST, progress=lambda f, stage: seen.append((f, stage)))
+    fractions = [f for f, _ in seen]
+    stages = [s for _, s in seen]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert stages[0] == "encode" and "decode" in stages and "phase" in stages
+    assert f"denoise step 3 of {FAST.denoise_steps}" in stages
+
+
+def test_cancel_stops_within_one_unet_call(engine, tiny_model):
+    cancel = threading.Event()
+    calls = []
+    hook = tiny_model.unet.register_forward_hook(lambda *a: calls.append(cancel.is_set()))
+
+    def progress(fraction: float, stage: str) -> None:
+        if stage.startswith("denoise step 1 "):
+            cancel.set()
+
+    try:
+        with pytest.raises(RenderCancelled):
+            engine.render(song(12.0), dataclasses.replace(FAST, batch_size=2), progress, cancel)
+    finally:
+        hook.remove()
+    assert calls and calls.count(True) == 0  # no UNet call started after the cancel
+
+
+def test_preview_reuses_the_song_encoding_and_is_exact(engine, monkeypatch):
+    audio = song(12.0)
+    encodes = []
+    original = Engine._encode
+    monkeypatch.setattr(
+        Engine, "_encode", lambda self, image: encodes.append(1) or original(self, image)
+    )
+    first = engine.preview(audio, FAST, start_s=2.004)
+    second = engine.preview(audio, dataclasses.replace(FAST, seed=3), start_s=6.0)
+    assert len(encodes) == 1
+    assert first.audio.frames == round(5.12 * SR)
+    assert first.start_s == pytest.approx(2.0)  # snapped to the 10 ms grid
+    start = round(6.0 * SR)
+    assert np.array_equal(second.source.samples, audio.samples[:, start : start + round(5.12 * SR)])
+
+
+def test_preview_sounds_like_that_part_of_the_full_render(engine):
+    """Same noise, same neighbourhood: the preview's picture follows the full render's."""
+    audio = song(10.0)
+    full = engine.render(audio, FAST)
+    preview = engine.preview(audio, FAST, start_s=3.0)
+    region = full.output_image[..., 300 : 300 + preview.output_image.shape[-1]]
+    other = engine.render(audio, dataclasses.replace(FAST, seed=99)).output_image[
+        ..., 300 : 300 + preview.output_image.shape[-1]
+    ]
+    same_seed = (preview.output_image - region).abs().mean()
+    other_seed = (preview.output_image - other).abs().mean()
+    assert same_seed < other_seed / 2
+
+
+def test_two_threads_queue_instead_of_colliding(engine):
+    audio = song(2.0)
+    results: list[np.ndarray] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(engine.render(audio, FAST).audio.samples))
+        for _ in range(2)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 2 and np.array_equal(results[0], results[1])
+
+
+@pytest.mark.parametrize("scheduler", ["dpm++", "ddim", "pndm", "euler", "euler-a", "lms"])
+def test_every_scheduler_renders(engine, scheduler):
+    render = engine.render(song(1.5), dataclasses.replace(FAST, scheduler=scheduler, steps=4))
+    assert render.audio.frames == round(1.5 * SR)
+    assert np.isfinite(render.audio.samples).all()
+
+
+# --- settings ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"denoise": 1.2}, "denoise"),
+        ({"denoise": -0.1}, "denoise"),
+        ({"steps": 0}, "steps"),
+        ({"guidance": -1}, "guidance"),
+        ({"scheduler": "turbo"}, "scheduler"),
+        ({"overlap": 0.9}, "overlap"),
+        ({"phase": "magic"}, "phase"),
+        ({"duration_s": 0}, "duration"),
+        ({"seed": -1}, "seed"),
+    ],
+)
+def test_invalid_settings_are_clear_errors(change, message):
+    with pytest.raises(NeuroChipError, match=f"(?i){message}"):
+        RenderSettings(**change)
+
+
+def test_settings_serialise_and_come_back():
+    settings = RenderSettings(prompt="slap bass, ünïcödé", seed=5, duration_s=12.5)
+    assert RenderSettings.from_json(settings.to_json()) == settings
+    with pytest.raises(NeuroChipError, match="Unknown"):
+        RenderSettings.from_dict({"prompt": "x", "sparkle": 3})
+    with pytest.raises(NeuroChipError, match="JSON"):
+        RenderSettings.from_json("{not json")
+
+
+def test_take_b_is_seed_plus_one_unless_overridden():
+    assert take_b_settings(FAST).seed == FAST.seed + 1
+    assert take_b_settings(FAST, seed=3, guidance=4.0).guidance == 4.0
+
+
+def test_span_past_the_end_is_a_clear_error(engine):
+    with pytest.raises(NeuroChipError):
+        engine.render(song(2.0), dataclasses.replace(FAST, start_s=5.0))
