@@ -1,18 +1,33 @@
 from __future__ import annotations
 
+import io
 import json
+import os
+import re
+import shutil
+import sqlite3
+import threading
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
+import torch
+from PIL import Image
 
+from neurochip import takes
 from neurochip.audio import Audio, save_audio
-from neurochip.engine import RenderSettings
+from neurochip.engine import Render, RenderSettings
 from neurochip.errors import NeuroChipError
 from neurochip.takes import (
+    TakeLibrary,
     read_take_metadata,
     save_take,
     settings_from_take,
     sidecar_path,
+    spectrogram_thumbnail,
+    take_filename,
     take_metadata,
 )
 
@@ -43,3 +58,501 @@ def test_file_without_settings_is_a_clear_error(tmp_path):
     take = save_take(tmp_path / "t.wav", AUDIO, take_metadata("take", {"A": SETTINGS}))
     with pytest.raises(NeuroChipError, match="not 'B'"):
         settings_from_take(take, "B")
+
+
+# --- the take library ---------------------------------------------------------------------------
+
+RATE = 44100
+
+
+def sine(seconds: float = 0.5, freq: float = 440.0, channels: int = 1) -> Audio:
+    t = np.arange(round(seconds * RATE)) / RATE
+    wave = (0.5 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+    return Audio(np.repeat(wave[None], channels, axis=0), RATE)
+
+
+def settings(seed: int = 42, prompt: str = "a funk band with slap bass") -> RenderSettings:
+    return RenderSettings(prompt=prompt, seed=seed, denoise=0.35, guidance=7.0)
+
+
+def add_take(library, seed=42, source="sketch.wav", seconds=0.5, freq=440.0, **kwargs):
+    meta = take_metadata("take", {"A": settings(seed)}, source, {"model": "tiny"})
+    return library.add(sine(seconds, freq), meta, **kwargs)
+
+
+def files_under(root: Path) -> set[Path]:
+    return {p for p in root.rglob("*") if p.is_file()}
+
+
+def make_old(path: Path, age_s: float = 3600.0) -> None:
+    """Backdate a folder and its files, as if a crashed process had left them long ago."""
+    old = time.time() - age_s
+    for p in [path, *path.rglob("*")]:
+        os.utime(p, (old, old))
+
+
+@pytest.fixture
+def library(tmp_path):
+    return TakeLibrary(tmp_path / "home")
+
+
+def test_add_list_get_round_trip(library):
+    thumb = Image.new("RGB", (40, 96), "white")
+    take = add_take(library, seed=7, source="minuet.nsf", thumbnail=thumb)
+    assert re.fullmatch(r"[0-9a-f]{12}", take.id)
+    assert take.name == "minuet — a funk band with slap bass (seed 7)"
+    assert (take.kind, take.source_name, take.channels, take.starred) == (
+        "take",
+        "minuet.nsf",
+        1,
+        False,
+    )
+    assert take.duration_s == pytest.approx(0.5)
+    assert take.audio_path == library.root / "takes" / take.id / "take.wav"
+    assert take.thumbnail_path is not None and Image.open(take.thumbnail_path).size == (40, 96)
+    assert take.settings() == settings(7)
+    assert take.metadata["model"] == "tiny"
+    assert settings_from_take(take.audio_path) == settings(7)  # the file carries them too
+    assert library.list() == [take]
+    assert library.get(take.id) == take
+    audio = library.load_audio(take.id)
+    np.testing.assert_allclose(audio.samples, sine().samples, atol=1e-6)  # 24-bit WAV
+
+
+def test_list_is_newest_first_and_can_show_only_starred(library):
+    takes = [add_take(library, seed=s) for s in range(4)]
+    assert [t.id for t in library.list()] == [t.id for t in reversed(takes)]
+    assert library.list(starred_only=True) == []
+    library.star(takes[1].id)
+    library.star(takes[3].id)
+    assert [t.id for t in library.list(starred_only=True)] == [takes[3].id, takes[1].id]
+
+
+def test_star_unstar_and_rename(library):
+    take = add_take(library)
+    starred = library.star(take.id)
+    assert starred.starred and library.get(take.id).starred
+    assert not library.star(take.id, False).starred and not library.get(take.id).starred
+    renamed = library.rename(take.id, "  keeper:\n the\tgood one  ")
+    assert renamed.name == library.get(take.id).name == "keeper: the good one"
+    with pytest.raises(NeuroChipError, match="cannot be empty"):
+        library.rename(take.id, " \n ")
+
+
+def test_unknown_ids_are_clear_errors(library):
+    add_take(library)
+    for call in (
+        lambda: library.get("0123456789ab"),
+        lambda: library.get("../../etc"),
+        lambda: library.star("nope"),
+        lambda: library.rename("0123456789ab", "x"),
+        lambda: library.delete("0123456789ab"),
+        lambda: library.export("0123456789ab"),
+        lambda: library.pair("0123456789ab", "0123456789ab"),
+    ):
+        with pytest.raises(NeuroChipError, match="No take with id"):
+            call()
+
+
+def test_delete_removes_the_row_and_the_folder(library):
+    keep, gone = add_take(library, seed=1), add_take(library, seed=2)
+    library.delete(gone.id)
+    assert [t.id for t in library.list()] == [keep.id]
+    assert sorted(p.name for p in (library.root / "takes").iterdir()) == [keep.id]
+    assert not gone.audio_path.exists()
+    with pytest.raises(NeuroChipError, match="No take"):
+        library.get(gone.id)
+    assert [t.id for t in TakeLibrary(library.root).list()] == [keep.id]  # stays deleted
+
+
+def test_a_new_session_sees_the_same_takes(library):
+    a, b = add_take(library, seed=1), add_take(library, seed=2)
+    library.star(a.id)
+    library.rename(b.id, "B, renamed")
+    again = TakeLibrary(library.root)
+    assert again.recover() == 0
+    assert again.list() == library.list()
+    assert [(t.id, t.starred, t.name) for t in again.list()] == [
+        (b.id, False, "B, renamed"),
+        (a.id, True, a.name),
+    ]
+
+
+@pytest.mark.parametrize("damage", ["lost", "garbage"])
+def test_the_index_is_rebuilt_from_the_folders(library, damage):
+    a, b = add_take(library, seed=1), add_take(library, seed=2, name="my take")
+    library.star(a.id)
+    before = library.list()
+    assert [(t.id, t.name, t.starred) for t in before] == [
+        (b.id, "my take", False),
+        (a.id, a.name, True),
+    ]
+    index = library.root / "library.sqlite3"
+    for extra in ("-wal", "-shm"):
+        index.with_name(index.name + extra).unlink(missing_ok=True)
+    if damage == "lost":
+        index.unlink()
+    else:
+        index.write_bytes(b"this is not a database" * 100)
+    rebuilt = TakeLibrary(library.root)
+    assert rebuilt.list() == before  # names, stars and order survive
+    if damage == "garbage":
+        assert list(library.root.glob("library.sqlite3.damaged-*"))
+
+
+def test_default_home_follows_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("NEUROCHIP_HOME", str(tmp_path / "elsewhere"))
+    assert takes.default_home() == takes.DEFAULT_HOME == tmp_path / "elsewhere"
+    assert TakeLibrary().root == tmp_path / "elsewhere"
+    assert (tmp_path / "elsewhere" / "takes").is_dir()
+    assert (tmp_path / "elsewhere" / "library.sqlite3").is_file()
+    monkeypatch.delenv("NEUROCHIP_HOME")
+    home = takes.DEFAULT_HOME  # read again: follows the variable
+    assert home == Path("~/.neurochip").expanduser()
+
+
+def test_a_newer_index_is_refused_clearly(library):
+    with sqlite3.connect(library.root / "library.sqlite3") as conn:
+        conn.execute(f"PRAGMA user_version = {takes.SCHEMA_VERSION + 1}")
+    with pytest.raises(NeuroChipError, match="newer NeuroChip"):
+        TakeLibrary(library.root)
+
+
+# --- stereo pairs --------------------------------------------------------------------------------
+
+
+def test_pair_makes_a_stereo_take_with_both_settings(library):
+    a = add_take(library, seed=1, freq=440.0, thumbnail=Image.new("RGB", (8, 8)))
+    b = add_take(library, seed=2, freq=660.0)
+    pair = library.pair(a.id, b.id, width=1.0)
+    assert (pair.kind, pair.channels) == ("stereo pair", 2)
+    assert pair.settings("A") == settings(1) and pair.settings("B") == settings(2)
+    assert pair.metadata["width"] == 1.0 and pair.metadata["from_takes"] == [a.id, b.id]
+    assert pair.source_name == "sketch.wav" and "seeds 1, 2" in pair.name
+    assert pair.thumbnail_path is not None  # take A's
+    mix = library.load_audio(pair.id).samples
+    np.testing.assert_allclose(mix[0], library.load_audio(a.id).samples[0], atol=1e-5)
+    np.testing.assert_allclose(mix[1], library.load_audio(b.id).samples[0], atol=1e-5)
+    assert library.list()[0].id == pair.id
+
+    centre = library.load_audio(library.pair(a.id, b.id, width=0.0).id).samples
+    np.testing.assert_array_equal(centre[0], centre[1])
+
+
+def test_pair_refuses_takes_of_different_lengths_and_bad_widths(library):
+    a, b = add_take(library, seconds=0.5), add_take(library, seconds=0.4)
+    with pytest.raises(NeuroChipError, match="same length"):
+        library.pair(a.id, b.id)
+    with pytest.raises(NeuroChipError, match="between 0 and 1"):
+        library.pair(a.id, a.id, width=1.5)
+    assert len(library.list()) == 2
+
+
+# --- crash safety --------------------------------------------------------------------------------
+
+
+def test_a_crash_between_folder_and_index_is_recovered(library, monkeypatch):
+    def killed(*args, **kwargs):
+        raise sqlite3.OperationalError("database is locked")  # or the process died here
+
+    monkeypatch.setattr(takes, "_insert", killed)
+    with pytest.raises(NeuroChipError, match="saved in"):
+        add_take(library, seed=5, name="survivor")
+    monkeypatch.undo()
+    (folder,) = (library.root / "takes").iterdir()
+    assert re.fullmatch(r"[0-9a-f]{12}", folder.name)
+
+    fresh = TakeLibrary(library.root)
+    (take,) = fresh.list()
+    assert (take.id, take.name, take.settings()) == (folder.name, "survivor", settings(5))
+    assert library.list() == [take]  # the open library notices too, without a restart
+
+
+def test_recover_counts_and_indexes_a_folder_written_by_hand(library):
+    take_id = "00112233aabb"
+    meta = take_metadata("crossfade comparison", {"A": settings(3)}, "tune.mod")
+    save_take(library.root / "takes" / take_id / "take.wav", sine(channels=2), meta)
+    assert library.recover() == 1
+    take = library.get(take_id)
+    assert (take.kind, take.channels, take.source_name) == ("crossfade comparison", 2, "tune.mod")
+    assert take.name == "tune — crossfade comparison: a funk band with slap bass (seed 3)"
+    assert library.recover() == 0
+
+
+def test_a_failed_add_leaves_nothing_behind(library, monkeypatch):
+    def disk_full(path, image):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(takes, "_write_png", disk_full)
+    with pytest.raises(NeuroChipError, match="No space left"):
+        add_take(library, thumbnail=Image.new("RGB", (4, 4)))
+    assert list((library.root / "takes").iterdir()) == []
+    assert library.list() == []
+
+
+def test_partial_folders_are_never_listed_and_removed_once_stale(library):
+    done = add_take(library)
+    stale = library.root / "takes" / "aaaaaaaaaaaa.partial"
+    live = library.root / "takes" / "bbbbbbbbbbbb.partial"  # another process writing now
+    for partial in (stale, live):
+        save_take(partial / "take.wav", sine(), take_metadata("take", {"A": settings()}))
+    make_old(stale)
+    reopened = TakeLibrary(library.root)
+    assert [t.id for t in reopened.list()] == [done.id]
+    assert not stale.exists() and live.exists()
+    assert reopened.recover(stale_after_s=0) == 0 and not live.exists()
+
+
+def test_rows_whose_folder_vanished_are_dropped(library):
+    keep, lost = add_take(library, seed=1), add_take(library, seed=2)
+    shutil.rmtree(lost.audio_path.parent)
+    assert [t.id for t in TakeLibrary(library.root).list()] == [keep.id]
+    with sqlite3.connect(library.root / "library.sqlite3") as conn:
+        assert [r[0] for r in conn.execute("SELECT id FROM takes")] == [keep.id]
+    with pytest.raises(NeuroChipError, match="No take"):
+        library.get(lost.id)
+
+
+def test_a_delete_interrupted_after_the_rename_stays_deleted(library):
+    keep, doomed = add_take(library, seed=1), add_take(library, seed=2)
+    folder = doomed.audio_path.parent
+    # Killed after the rename, before the row's deletion committed.
+    folder.rename(folder.with_name(f"{doomed.id}.deleted"))
+    assert [t.id for t in TakeLibrary(library.root).list()] == [keep.id]
+    assert sorted(p.name for p in (library.root / "takes").iterdir()) == [keep.id]
+
+
+def test_stale_temporary_files_are_removed(library):
+    take = add_take(library)
+    folder = take.audio_path.parent
+    leftovers = [folder / ".take.wav.tmp-1a2b3c4d", folder / ".entry.json.k2j1x9.tmp"]
+    for path in leftovers:
+        path.write_bytes(b"half a file")
+        make_old(path)
+    TakeLibrary(library.root)
+    assert not any(p.exists() for p in leftovers)
+    assert sorted(p.name for p in folder.iterdir()) == ["entry.json", "take.json", "take.wav"]
+
+
+def test_concurrent_writers_lose_nothing(library):
+    root = library.root
+    start = threading.Barrier(3)
+    errors: list[BaseException] = []
+    ids: list[str] = []
+
+    def writer(offset: int) -> None:
+        own = TakeLibrary(root)  # another tab, or another process
+        start.wait()
+        try:
+            for i in range(10):
+                ids.append(add_take(own, seed=offset + i).id)
+        except BaseException as err:
+            errors.append(err)
+
+    def opener() -> None:
+        start.wait()
+        try:
+            for _ in range(5):
+                TakeLibrary(root).list()  # new sessions recovering while others write
+        except BaseException as err:
+            errors.append(err)
+
+    threads = [threading.Thread(target=writer, args=(n * 100,)) for n in range(2)]
+    threads.append(threading.Thread(target=opener))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert len(set(ids)) == 20
+    assert {t.id for t in library.list()} == set(ids)
+    assert {p.name for p in (root / "takes").iterdir()} == set(ids)
+
+
+def test_one_library_shared_by_threads(library):
+    errors: list[BaseException] = []
+
+    def work(seed: int) -> None:
+        try:
+            take = add_take(library, seed=seed)
+            library.star(take.id)
+            library.list()
+        except BaseException as err:
+            errors.append(err)
+
+    threads = [threading.Thread(target=work, args=(s,)) for s in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == [] and len(library.list(starred_only=True)) == 6
+
+
+# --- user text never reaches a path --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("source", ["../../etc/passwd", "a/b\\c:d*?.wav", "/abs/x.wav", ".."])
+def test_names_from_users_stay_text(tmp_path, source):
+    library = TakeLibrary(tmp_path / "home")
+    take = add_take(library, source=source, name="../../../escape/" + source)
+    assert take.source_name == source == library.get(take.id).source_name
+    assert take.name.startswith("../../../escape/")
+    assert {p for p in tmp_path.rglob("*") if p.is_file()} == files_under(library.root)
+    for path in files_under(library.root / "takes"):
+        assert path.parent.parent == library.root / "takes"
+        assert re.fullmatch(r"[0-9a-f]{12}", path.parent.name)
+    _, file_name = library.export(take.id)
+    assert re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", file_name)
+
+
+# --- download names ------------------------------------------------------------------------------
+
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def test_take_filename_is_made_from_song_and_settings():
+    assert (
+        take_filename("minuet.nsf", settings(), "take", ".wav")
+        == "minuet_funk-band-with-slap-bass_d0.35_g7_seed42.wav"
+    )
+    assert (
+        take_filename("minuet.nsf", settings(), "stereo pair", ".flac")
+        == "minuet_stereo-pair_funk-band-with-slap-bass_d0.35_g7_seed42.flac"
+    )
+    odd = RenderSettings(prompt="The Orchestra", denoise=0.5, guidance=7.5, seed=3)
+    assert take_filename("C:\\songs\\boss theme.it", odd, "take", "mp3") == (
+        "boss-theme_orchestra_d0.5_g7.5_seed3.mp3"
+    )
+    salsa = RenderSettings(prompt="salsa band, a brass section", denoise=1.0, guidance=0.0)
+    assert take_filename("a.wav", salsa, "take", ".ogg") == (
+        "a_salsa-band-a-brass-section_d1_g0_seed42.ogg"
+    )
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        None,
+        "",
+        "!!!.wav",
+        "?*:<>|",
+        "ミヌエット.nsf",
+        "Für Élise.mid",
+        "x" * 500 + ".wav",
+        ".hidden",
+    ],
+)
+@pytest.mark.parametrize("with_settings", [True, False])
+def test_take_filename_is_always_safe(source, with_settings):
+    long_prompt = RenderSettings(prompt="ünïcödé 音楽 " + "word " * 80, seed=2**62)
+    chosen = long_prompt if with_settings else None
+    name = take_filename(source, chosen, "crossfade comparison", ".flac")
+    assert SAFE_NAME.fullmatch(name) and name.endswith(".flac")
+    assert len(name) <= takes.MAX_FILENAME_CHARS
+    assert name == take_filename(source, chosen, "crossfade comparison", ".flac")
+    if with_settings:
+        assert "unicode" in name and f"seed{2**62}" in name
+
+
+def test_take_filename_edge_cases():
+    assert take_filename(None, None, "take", ".wav") == "neurochip-take.wav"
+    assert take_filename("nul.wav", None, "take", ".wav") == "nul-take.wav"  # Windows device
+    assert take_filename("Für Élise.mid", None, "take", ".WAV") == "Fur-Elise.wav"
+    assert take_filename("../../etc/passwd", None, "take", ".wav") == "passwd.wav"
+
+
+# --- export --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("suffix", [".wav", ".flac", ".mp3", "FLAC"])
+def test_export_gives_decodable_files_named_after_the_take(library, suffix):
+    take = add_take(library, seed=9, source="minuet.nsf")
+    data, file_name = library.export(take.id, suffix)
+    ext = "." + suffix.lower().lstrip(".")
+    assert file_name == f"minuet_funk-band-with-slap-bass_d0.35_g7_seed9{ext}"
+    samples, rate = sf.read(io.BytesIO(data), always_2d=True)
+    assert rate == RATE and samples.shape[1] == 1
+    # MP3 frames pad the ends; libsndfile trims them with the LAME header, give or take.
+    assert abs(len(samples) - 22050) <= (1152 if ext == ".mp3" else 0)
+
+
+@pytest.mark.parametrize("suffix", [".wav", ".flac"])
+def test_exported_files_carry_the_settings(library, tmp_path, suffix):
+    pair_a, pair_b = add_take(library, seed=1), add_take(library, seed=2)
+    take = library.pair(pair_a.id, pair_b.id, 0.5)
+    data, file_name = library.export(take.id, suffix)
+    path = tmp_path / file_name
+    path.write_bytes(data)
+    meta = read_take_metadata(path)  # no sidecar here: embedded
+    assert meta["kind"] == "stereo pair" and meta["width"] == 0.5
+    assert settings_from_take(path, "B") == settings(2)
+
+
+def test_export_refuses_other_file_types(library):
+    take = add_take(library)
+    for suffix in (".aiff", "", ".wav/../x", ".exe"):
+        with pytest.raises(NeuroChipError, match="can be downloaded as"):
+            library.export(take.id, suffix)
+
+
+# --- thumbnails and renders ----------------------------------------------------------------------
+
+
+def test_spectrogram_thumbnail_is_small_and_rgb():
+    picture = torch.rand(3, 512, 2000)
+    thumb = spectrogram_thumbnail(picture)
+    assert (thumb.mode, thumb.size) == ("RGB", (400, 96))
+    assert spectrogram_thumbnail(picture[:, :, :50], max_width=400, height=32).size == (50, 32)
+    silence = np.asarray(spectrogram_thumbnail(torch.ones(3, 512, 100)))
+    assert (silence == 255).all()  # white stays white
+    stereo = torch.cat([torch.zeros(1, 512, 64), torch.full((2, 512, 64), 0.5)])
+    grey = np.asarray(spectrogram_thumbnail(stereo))
+    assert (grey == 128).all()  # Riffusion's empty R channel does not tint it cyan
+    with pytest.raises(NeuroChipError, match="shaped"):
+        spectrogram_thumbnail(torch.ones(4, 512, 10))
+
+
+def test_add_render_keeps_the_take_with_its_thumbnail(library):
+    audio = sine(0.25)
+    picture = torch.linspace(0, 1, 64).expand(3, 512, 64).contiguous()
+    render = Render(
+        audio=audio,
+        source=audio,
+        settings=settings(11),
+        input_image=picture,
+        output_image=picture,
+        info={"model": "tiny", "device": "cpu", "seconds": np.float32(1.5)},
+    )
+    take = library.add_render(render, "minuet.nsf")
+    assert (take.kind, take.source_name, take.settings()) == ("take", "minuet.nsf", settings(11))
+    assert take.metadata["device"] == "cpu" and take.metadata["seconds"] == 1.5
+    assert take.thumbnail_path is not None
+    assert Image.open(take.thumbnail_path).size == (64, 96)
+    named = library.add_render(render, None, name="first try")
+    assert named.name == "first try" and named.source_name is None
+    assert named.name == library.get(named.id).name
+
+
+def test_take_settings_names_what_it_holds(library):
+    take = add_take(library)
+    with pytest.raises(NeuroChipError, match="holds takes A, not 'B'"):
+        take.settings("B")
+
+
+def test_add_refuses_metadata_not_made_by_take_metadata(library):
+    with pytest.raises(ValueError, match="take_metadata"):
+        library.add(sine(), {"takes": {}})
+    assert library.list() == []
+
+
+def test_a_folder_without_a_readable_take_is_left_alone(library, caplog):
+    take = add_take(library)
+    broken = library.root / "takes" / "cccccccccccc"
+    broken.mkdir()
+    (broken / "take.wav").write_bytes(b"not audio")
+    assert TakeLibrary(library.root).recover() == 0
+    assert [t.id for t in library.list()] == [take.id]
+    caplog.clear()
+    library.list()
+    assert not caplog.records  # not retried (and reported) on every listing
+    assert (broken / "take.wav").exists()  # never deleted: it may be someone's only copy
