@@ -45,6 +45,10 @@ from neurochip.spectrogram import (
 #: Image columns the model was trained on: its window onto the song.
 WINDOW_COLUMNS = 512
 
+#: Image columns the VAE encodes or decodes at once, and how many neighbouring tiles share.
+VAE_TILE = 512
+VAE_TILE_OVERLAP = 64
+
 #: Length of a preview, in seconds: one model window.
 PREVIEW_SECONDS = 5.12
 
@@ -209,6 +213,39 @@ def blend_windows(
     return out / norm
 
 
+def tiled_along_time(
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    tile: int,
+    overlap: int,
+    ratio: float,
+) -> torch.Tensor:
+    """Apply ``fn`` to overlapping tiles of ``x`` along its last (time) axis and blend them.
+
+    The VAE sees the spectrogram's full height in every tile: square tiles would cut the
+    picture into a top part and a thin strip of the lowest bands (bass and kick) with little
+    context. ``fn`` maps (1, C, H, tile) to (1, C', H', tile * ratio); tiles overlap by
+    ``overlap`` columns, crossfaded with the same tapered weight as the UNet windows.
+    """
+    width = x.shape[-1]
+    if width <= tile:
+        return fn(x).float()
+    stride = tile - overlap
+    starts = list(range(0, width - tile, stride)) + [width - tile]
+    out_tile = round(tile * ratio)
+    weight = window_weight(out_tile, overlap / tile, x.device)
+    out = norm = None
+    for start in starts:
+        y = fn(x[..., start : start + tile]).float()
+        if out is None:
+            out = torch.zeros(*y.shape[:-1], round(width * ratio), device=y.device)
+            norm = torch.zeros(round(width * ratio), device=y.device)
+        a = round(start * ratio)
+        out[..., a : a + out_tile] += y * weight.to(y.device)
+        norm[a : a + out_tile] += weight.to(y.device)
+    return out / norm
+
+
 # --- the engine -----------------------------------------------------------------------------------
 
 
@@ -354,26 +391,31 @@ class Engine:
         model = self.model
         pad = (-image.shape[-1]) % (model.vae_scale * model.unet_multiple)
         padded = torch.nn.functional.pad(image[None], (0, pad, 0, 0), mode="replicate")
-        vae = model.vae
-        self._configure_vae_tiling(padded.shape[-1])
-        pixels = (padded * 2 - 1).to(model.device, model.dtype)
-        latents = vae.encode(pixels).latent_dist.mode()
-        return latents.float() * model.latent_scaling
+
+        def encode(pixels: torch.Tensor) -> torch.Tensor:
+            pixels = (pixels * 2 - 1).to(model.device, model.dtype)
+            return model.vae.encode(pixels).latent_dist.mode()
+
+        latents = tiled_along_time(encode, padded, VAE_TILE, VAE_TILE_OVERLAP, 1 / model.vae_scale)
+        return latents * model.latent_scaling
 
     @torch.no_grad()
     def _decode(self, latents: torch.Tensor) -> torch.Tensor:
         model = self.model
-        self._configure_vae_tiling(latents.shape[-1] * model.vae_scale)
-        pixels = model.vae.decode((latents / model.latent_scaling).to(model.dtype)).sample
-        return (pixels[0].float() / 2 + 0.5).clamp(0, 1)
+        scale = model.vae_scale
 
-    def _configure_vae_tiling(self, width: int) -> None:
-        vae = self.model.vae
-        # Long songs are far wider than the VAE's native size: tile them (blended tiles).
-        if width > max(WINDOW_COLUMNS, vae.config.sample_size):
-            vae.enable_tiling()
-        else:
-            vae.disable_tiling()
+        def decode(tile: torch.Tensor) -> torch.Tensor:
+            return model.vae.decode((tile / model.latent_scaling).to(model.dtype)).sample
+
+        pixels = tiled_along_time(
+            decode, latents, VAE_TILE // scale, VAE_TILE_OVERLAP // scale, scale
+        )
+        if not torch.isfinite(pixels).all():
+            raise NeuroChipError(
+                "The model produced invalid numbers (NaN), which fp16 can do on some GPUs. "
+                "Render again with --dtype fp32 (or bf16), or choose fp32 on the Model page."
+            )
+        return (pixels[0] / 2 + 0.5).clamp(0, 1)
 
     @torch.no_grad()
     def _img2img_region(

@@ -15,6 +15,7 @@ from neurochip.engine import (
     blend_windows,
     plan_windows,
     take_b_settings,
+    tiled_along_time,
     window_weight,
 )
 from neurochip.errors import NeuroChipError
@@ -83,6 +84,40 @@ def test_blending_averages_disagreeing_windows_smoothly():
     out = blend_windows(x, starts, 64, window_weight(64, 0.5, x.device), predictor, 1)[0, 0, 0]
     assert out[0] == 0 and out[-1] == len(starts) - 1
     assert out.diff().abs().max() < 0.2  # no step anywhere
+
+
+@pytest.mark.parametrize("width", [512, 1024, 1600, 4096])
+def test_vae_tiling_keeps_full_height_and_equals_the_untiled_result(width):
+    """Local maps (like a VAE's, away from tile edges) come out the same tiled or whole, and
+    every tile is the picture's full height."""
+    x = torch.rand(1, 3, 64, width)
+    heights = []
+
+    def encode_like(tile: torch.Tensor) -> torch.Tensor:
+        heights.append(tile.shape[-2])
+        return torch.nn.functional.avg_pool2d(tile, 8)
+
+    def decode_like(tile: torch.Tensor) -> torch.Tensor:
+        return tile.repeat_interleave(8, dim=-1).repeat_interleave(8, dim=-2)
+
+    down = tiled_along_time(encode_like, x, 512, 64, 1 / 8)
+    torch.testing.assert_close(down, encode_like(x), rtol=1e-5, atol=1e-6)
+    assert set(heights) == {64}
+    up = tiled_along_time(decode_like, down, 64, 8, 8)
+    torch.testing.assert_close(up, decode_like(down), rtol=1e-5, atol=1e-6)
+
+
+def test_nan_from_the_model_is_a_clear_error(engine, monkeypatch):
+    vae = engine.model.vae
+    original = vae.decode
+
+    class Broken:
+        def __init__(self, sample):
+            self.sample = sample
+
+    monkeypatch.setattr(vae, "decode", lambda z: Broken(original(z).sample * float("nan")))
+    with pytest.raises(NeuroChipError, match="fp32"):
+        engine.render(song(1.0), FAST)
 
 
 # --- rendering --------------------------------------------------------------------------------
