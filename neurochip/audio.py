@@ -55,6 +55,9 @@ SAMPLE_RATE: int = 44100
 DEFAULT_MAX_DURATION_S: float = 20 * 60
 """Longest input :func:`load_audio` accepts unless told otherwise (20 minutes)."""
 
+#: Standard MIDI Files: synthesised by the built-in chip synth before anything else sees them.
+MIDI_SUFFIXES: frozenset[str] = frozenset({".mid", ".midi", ".smf"})
+
 SOUNDFILE_SUFFIXES: set[str] = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif"}
 """Suffixes read with soundfile (libsndfile); ffmpeg is only a fallback for these."""
 
@@ -331,6 +334,8 @@ def supported_formats() -> dict[str, bool]:
         formats[suffix] = _SOUNDFILE_FORMATS[suffix] in available or bool(demuxers)
     for suffix in FFMPEG_FORMATS:
         formats[suffix] = any(name in demuxers for name in _FFMPEG_DEMUXERS[suffix])
+    for suffix in MIDI_SUFFIXES:
+        formats[suffix] = True  # the built-in chip synth needs nothing from the system
     return formats
 
 
@@ -375,7 +380,9 @@ def load_audio(
         raise NeuroChipError(f"The maximum duration must be more than 0 s; got {max_duration_s}.")
 
     suffix = _check_input_file(path)
-    if suffix in SOUNDFILE_SUFFIXES:
+    if suffix in MIDI_SUFFIXES:
+        audio = _synthesise_midi(path, max_duration_s)
+    elif suffix in SOUNDFILE_SUFFIXES:
         audio = _load_with_soundfile(path, max_duration_s)
     else:
         audio = _load_with_ffmpeg(path, max_duration_s)
@@ -393,6 +400,13 @@ def load_audio(
     if sample_rate is not None:
         audio = audio.resample(int(sample_rate))
     return audio
+
+
+def _synthesise_midi(path: Path, max_duration_s: float | None) -> Audio:
+    """A MIDI sketch, rendered by the built-in chip synth (see :mod:`neurochip.midi`)."""
+    from neurochip.midi import MAX_MIDI_SECONDS, read_midi, render_midi
+
+    return render_midi(read_midi(path, max_seconds=max_duration_s or MAX_MIDI_SECONDS))
 
 
 def _check_input_file(path: Path) -> str:
@@ -415,7 +429,8 @@ def _check_input_file(path: Path) -> str:
         raise AudioLoadError(f"{name} is not a regular file; pass an audio file.")
 
     suffix = path.suffix.lower()
-    if suffix not in SOUNDFILE_SUFFIXES and suffix not in FFMPEG_FORMATS:
+    known = suffix in SOUNDFILE_SUFFIXES or suffix in FFMPEG_FORMATS or suffix in MIDI_SUFFIXES
+    if not known:
         formats = supported_formats()
         supported = ", ".join(s for s, ok in formats.items() if ok)
         missing = [s for s, ok in formats.items() if not ok]
