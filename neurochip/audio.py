@@ -406,7 +406,12 @@ def _synthesise_midi(path: Path, max_duration_s: float | None) -> Audio:
     """A MIDI sketch, rendered by the built-in chip synth (see :mod:`neurochip.midi`)."""
     from neurochip.midi import MAX_MIDI_SECONDS, read_midi, render_midi
 
-    return render_midi(read_midi(path, max_seconds=max_duration_s or MAX_MIDI_SECONDS))
+    try:
+        return render_midi(read_midi(path, max_seconds=max_duration_s or MAX_MIDI_SECONDS))
+    except AudioLoadError:
+        raise
+    except NeuroChipError as err:  # one error type from the loader, whatever the format
+        raise AudioLoadError(str(err)) from err
 
 
 def _check_input_file(path: Path) -> str:

@@ -17,6 +17,7 @@ from neurochip.audio import (
     CHIP_PLAY_LENGTH_S,
     DEFAULT_MAX_DURATION_S,
     FFMPEG_FORMATS,
+    MIDI_SUFFIXES,
     SAMPLE_RATE,
     SOUNDFILE_SUFFIXES,
     Audio,
@@ -265,9 +266,29 @@ def test_ffmpeg_input_longer_than_the_limit(tmp_path):
     assert "max_duration_s" in message
 
 
+def test_midi_is_synthesised_and_damaged_midi_is_a_clear_error(tmp_path):
+    import mido
+
+    song = mido.MidiFile()
+    track = mido.MidiTrack()
+    track += [
+        mido.Message("note_on", note=69, velocity=100, time=0),
+        mido.Message("note_off", note=69, time=480),
+    ]
+    song.tracks.append(track)
+    good = tmp_path / "sketch.mid"
+    song.save(good)
+    audio = load_audio(good)
+    assert audio.sample_rate == SAMPLE_RATE and audio.channels == 2 and audio.duration_s > 0.5
+    bad = tmp_path / "broken.mid"
+    bad.write_bytes(good.read_bytes()[:30])
+    assert "broken.mid" in load_error(bad)
+
+
 def test_supported_formats_covers_every_suffix():
     formats = supported_formats()
-    assert set(formats) == SOUNDFILE_SUFFIXES | set(FFMPEG_FORMATS)
+    assert set(formats) == SOUNDFILE_SUFFIXES | set(FFMPEG_FORMATS) | MIDI_SUFFIXES
+    assert all(formats[suffix] for suffix in MIDI_SUFFIXES)
     assert all(formats[suffix] for suffix in (".wav", ".flac", ".ogg"))
 
 
@@ -352,7 +373,7 @@ def test_text_file_named_mp3(tmp_path):
     assert "could not be decoded" in message
 
 
-@pytest.mark.parametrize("name", ["song.txt", "song.mid", "song"])
+@pytest.mark.parametrize("name", ["song.txt", "song.xyz", "song"])
 def test_unsupported_format_lists_what_is_supported(tmp_path, name):
     path = tmp_path / name
     path.write_bytes(b"MThd" + bytes(100))
@@ -406,7 +427,7 @@ def test_ffmpeg_timeout(tmp_path, monkeypatch):
 
 def test_unsupported_format_without_ffmpeg_says_what_ffmpeg_adds(tmp_path, monkeypatch):
     monkeypatch.setenv("NEUROCHIP_FFMPEG", str(tmp_path / "no-such-ffmpeg"))
-    path = tmp_path / "song.mid"
+    path = tmp_path / "song.xyz"
     path.write_bytes(b"MThd" + bytes(100))
     message = load_error(path)
     assert "Supported here: " in message
