@@ -9,16 +9,10 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test install install-dev system-deps lint format bench clean
+.PHONY: run test install install-dev system-deps test-deps lint format bench clean
 
 run: install
-	@$(BIN)/neurochip doctor || true
-	@echo
-	@echo "NeuroChip is installed. Try it on any WAV, MP3, FLAC, OGG or tracker file:"
-	@echo "  $(BIN)/neurochip spectrogram song.wav -o song.png      # what the model sees"
-	@echo "  $(BIN)/neurochip roundtrip song.wav -o heard.wav       # what it hears (denoise 0)"
-	@echo "  $(BIN)/neurochip invert song.png -o back.wav --phase-from song.wav"
-	@echo "  $(BIN)/neurochip --help"
+	$(BIN)/neurochip app
 
 test: install-dev
 	$(BIN)/python -m pytest
@@ -36,7 +30,7 @@ bench: install
 
 install: system-deps $(VENV)/.installed
 
-install-dev: install $(VENV)/.installed-dev
+install-dev: install test-deps $(VENV)/.installed-dev
 
 system-deps:
 	@command -v ffmpeg >/dev/null 2>&1 || { \
@@ -47,6 +41,24 @@ system-deps:
 	  else \
 	    echo "ffmpeg not found: install it (e.g. brew install ffmpeg) for chip/tracker formats."; \
 	  fi; }
+
+# For the tests: headless Chromium for the browser test (Playwright's own browser download does
+# not work everywhere), and FluidSynth with a small General MIDI SoundFont for the SoundFont
+# tests. All from Debian.
+test-deps:
+	@missing=""; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v fluidsynth >/dev/null 2>&1 || missing="$$missing fluidsynth"; \
+	ls /usr/share/sounds/sf2/*.sf2 >/dev/null 2>&1 || missing="$$missing timgm6mb-soundfont"; \
+	if [ -n "$$missing" ]; then \
+	  if command -v apt-get >/dev/null 2>&1; then \
+	    echo "Installing$$missing (Debian packages) for the tests..."; \
+	    $(SUDO) apt-get update -q && \
+	    $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	  else \
+	    echo "Please install:$$missing (or set NEUROCHIP_CHROMIUM / NEUROCHIP_SOUNDFONT)."; \
+	  fi; \
+	fi
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

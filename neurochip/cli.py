@@ -8,6 +8,7 @@ message and exit code 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
@@ -343,6 +344,79 @@ def _output_kind(path: Path) -> None:
         )
 
 
+def _voice_override(text: str) -> tuple[str, str]:
+    track, sep, voice = text.partition("=")
+    if not sep or not track or not voice:
+        raise argparse.ArgumentTypeError(f"use TRACK=VOICE (e.g. 2=triangle), not {text!r}")
+    return track.strip(), voice.strip()
+
+
+def cmd_synth(args: argparse.Namespace) -> None:
+    from neurochip.midi import read_midi, render_midi, render_soundfont
+
+    song = read_midi(args.midi, max_seconds=args.max_duration)
+    if args.soundfont is not None:
+        if args.voice:
+            raise NeuroChipError("--voice picks chip voices; it does not apply to --soundfont.")
+        soundfont = None if args.soundfont == "default" else args.soundfont
+        audio = render_soundfont(args.midi, soundfont)
+        how = "the SoundFont"
+    else:
+        voices = dict(args.voice or [])
+        with _progress_bar("Synthesising") as progress:
+            audio = render_midi(song, voices=voices, progress=progress)
+        how = "the chip synth"
+        print("Voices:")
+        for track in song.tracks:
+            voice = voices.get(track.key, track.voice)
+            notes = f"{track.notes:>5} notes"
+            print(f"  {track.key:>5}  ch {track.channel:<2}  {notes}  {voice:<9} {track.name}")
+    path = save_audio(args.output, audio, bit_depth=args.bit_depth)
+    print(f"Wrote {path} ({audio.duration_s:.2f} s, rendered with {how}).")
+
+
+def cmd_app(args: argparse.Namespace) -> None:
+    root = Path(__file__).resolve().parents[1]
+    script = root / "app" / "main.py"
+    if not script.is_file():
+        raise NeuroChipError(
+            "The app is not part of this installation: run it from the NeuroChip source folder "
+            "(make run)."
+        )
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(
+            f"neurochip: serving on {args.host}: anyone who can reach this machine can use "
+            "the app and its takes.",
+            file=sys.stderr,
+        )
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), env.get("PYTHONPATH")) if p)
+    if args.model:
+        env["NEUROCHIP_MODEL"] = args.model
+    if args.home:
+        env["NEUROCHIP_HOME"] = str(args.home)
+    command = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(script),
+        "--server.address",
+        args.host,
+        "--server.port",
+        str(args.port),
+        "--server.maxUploadSize",
+        str(args.max_upload_mb),
+    ]
+    print(
+        f"NeuroChip is starting: open http://{args.host}:{args.port} in your browser.", flush=True
+    )
+    # Streamlit replaces this process (so Ctrl-C and kill reach the server itself), started
+    # from the repository root so that it reads .streamlit/config.toml (XSRF, limits).
+    os.chdir(root)
+    os.execve(sys.executable, command, env)
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     from neurochip.doctor import run_checks
 
@@ -561,6 +635,70 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_phase_options(render, with_mode=True)
     render.set_defaults(run=cmd_render)
+
+    synth = commands.add_parser(
+        "synth",
+        help="render a MIDI sketch with the built-in chip synth (or a SoundFont)",
+        description="Render a Standard MIDI File as chip music: pulse, triangle and noise "
+        "voices that follow pitch bend, mod-wheel vibrato, volume and expression swells, "
+        "sustain and pan. Every command that takes audio also takes .mid files directly.",
+        epilog=EPILOG,
+    )
+    synth.add_argument("midi", type=Path, help="the MIDI file (.mid)")
+    _add_output_options(synth)
+    synth.add_argument(
+        "--voice",
+        action="append",
+        type=_voice_override,
+        metavar="TRACK=VOICE",
+        help="give a track another voice, e.g. --voice 2=triangle (voices: pulse12, pulse25, "
+        "pulse50, triangle, saw, noise); repeatable. The tracks are listed after rendering.",
+    )
+    synth.add_argument(
+        "--soundfont",
+        nargs="?",
+        const="default",
+        default=None,
+        metavar="FILE.sf2",
+        help="render with FluidSynth and this SoundFont instead (no file: the General MIDI "
+        "SoundFont installed on this system)",
+    )
+    synth.add_argument(
+        "--max-duration",
+        type=_positive,
+        default=DEFAULT_MAX_DURATION_S,
+        metavar="SEC",
+        help="refuse songs longer than this (default: 20 minutes)",
+    )
+    synth.set_defaults(run=cmd_synth)
+
+    app = commands.add_parser(
+        "app",
+        help="start the NeuroChip app in your browser",
+        description="Start the Streamlit app (Arrange, Takes, Model & device) on this machine.",
+        epilog=EPILOG,
+    )
+    app.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1: this machine only)",
+    )
+    app.add_argument("--port", type=int, default=8501, help="port (default 8501)")
+    app.add_argument(
+        "--max-upload-mb",
+        type=int,
+        default=int(os.environ.get("NEUROCHIP_MAX_UPLOAD_MB", 200)),
+        help="largest upload accepted, in MB (default 200)",
+    )
+    app.add_argument("--model", default=None, metavar="ID|DIR|FILE", help="model to load")
+    app.add_argument(
+        "--home",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="where takes are kept (default ~/.neurochip, or NEUROCHIP_HOME)",
+    )
+    app.set_defaults(run=cmd_app)
 
     doctor = commands.add_parser(
         "doctor",

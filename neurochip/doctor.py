@@ -91,6 +91,24 @@ def check_chip_formats() -> Check:
     )
 
 
+def check_midi() -> Check:
+    from neurochip.midi import find_fluidsynth, find_soundfont
+
+    fluidsynth, soundfont = find_fluidsynth(), find_soundfont()
+    detail = "built-in chip synth ready"
+    if fluidsynth and soundfont:
+        return Check("MIDI", True, f"{detail}; SoundFont rendering with {soundfont.name}")
+    missing = "fluidsynth" if not fluidsynth else "a General MIDI SoundFont"
+    return Check(
+        "MIDI",
+        False,
+        f"{detail}; SoundFont rendering needs {missing}",
+        "sudo apt-get install fluidsynth fluid-soundfont-gm (Debian/Ubuntu), "
+        "brew install fluid-synth (macOS), or pass --soundfont FILE.sf2",
+        essential=False,
+    )
+
+
 def check_model_cache(model_id: str = DEFAULT_MODEL_ID) -> Check:
     try:
         from huggingface_hub import try_to_load_from_cache
@@ -125,5 +143,6 @@ def run_checks() -> list[Check]:
         check_device(),
         check_ffmpeg(),
         check_chip_formats(),
+        check_midi(),
         check_model_cache(),
     ]

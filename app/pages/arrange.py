@@ -1,0 +1,456 @@
+"""Arrange: drag a sketch in, tweak until the take sounds right, render the song, download."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+
+import streamlit as st
+import torch
+
+from app import ui
+from app.figures import spectrogram_figure
+from neurochip.engine import PREVIEW_SECONDS, RenderSettings, take_b_settings
+from neurochip.errors import NeuroChipError
+from neurochip.jobs import Job
+from neurochip.midi import DRUMS, VOICES
+from neurochip.mix import crossfade_compare, stereo_pair
+from neurochip.model import SCHEDULERS
+from neurochip.spectrogram import amplitudes_to_float_image, mel_amplitudes
+from neurochip.takes import spectrogram_thumbnail, take_metadata
+
+HELP = {
+    "prompt": "Describe the finished song as a fan wiki would: the band, the style, the "
+    "energy. E.g. 'a funk band with slap bass', 'a string quartet in a concert hall'.",
+    "negative_prompt": "What to steer away from, e.g. 'distorted, lo-fi, noisy'.",
+    "denoise": "How much of your sketch is reimagined. Below 0.15 little changes but the "
+    "timbre; 0.2-0.4 is the sweet spot for a note-for-note cover with new instruments; past "
+    "0.5 the notes start to change.",
+    "guidance": "How strongly the prompt is followed. 2-3 is lively but inconsistent (a "
+    "trombone for one note, then a guitar); 7-8 is the usual middle; past 12 the sound turns "
+    "harsh and squeals.",
+    "steps": "Denoising steps at full strength (a render runs denoise x steps). More gives "
+    "sharper articulation and dynamics, with diminishing returns past 50. Low values make "
+    "fast, janky 'collage' takes.",
+    "seed": "The noise pattern the take grows from. Same seed and settings give the same take; "
+    "change it for a different interpretation.",
+    "scheduler": "The sampling algorithm. dpm++ is fast and clean; euler-a is more varied.",
+    "width": "Stereo pair: 0 puts both takes in the middle, 1 pans take A hard left and take B "
+    "hard right. The mix always sums cleanly to mono.",
+    "overlap": "How much neighbouring 5-second model windows share. More blends more smoothly "
+    "and costs more time.",
+}
+
+st.title("Arrange")
+st.caption(
+    "Drop a chip sketch, describe the band, and tweak until the take sounds right. "
+    "The preview re-renders as you change settings; then render the whole song."
+)
+
+# --- the sketch -------------------------------------------------------------------------------
+
+uploaded = st.file_uploader(
+    "Your sketch",
+    type=ui.UPLOAD_SUFFIXES,
+    help="WAV, MP3, FLAC or OGG; with ffmpeg also M4A, tracker modules (MOD, S3M, XM, IT) "
+    "and chip rips (NSF, SPC, VGM, GBS, ...).",
+)
+if uploaded is not None and st.session_state.get("upload_id") != uploaded.file_id:
+    st.session_state["upload_id"] = uploaded.file_id
+    try:
+        with st.spinner(f"Reading {uploaded.name}..."):
+            ui.set_song(ui.read_upload(uploaded.name, uploaded.getvalue()))
+        st.session_state.pop("upload_error", None)
+    except NeuroChipError as err:
+        ui.set_song(None)
+        st.session_state["upload_error"] = str(err)
+if st.button("Try the demo: Greensleeves as a chip-tune MIDI sketch", icon=":material/music_note:"):
+    ui.set_song(ui.demo_song())
+    st.session_state["upload_id"] = uploaded.file_id if uploaded is not None else None
+    st.session_state.pop("upload_error", None)
+if st.session_state.get("upload_error"):
+    st.error(st.session_state["upload_error"], icon=":material/error:")
+
+song = ui.current_song()
+if song is None:
+    st.info("Drop a WAV, MP3 or chip file above to begin.", icon=":material/upload_file:")
+    st.stop()
+
+audio = song.audio
+st.audio(audio.samples, sample_rate=audio.sample_rate)
+st.caption(
+    f"**{song.name}** · {ui.format_seconds(audio.duration_s)} · "
+    f"{'stereo' if audio.channels == 2 else 'mono'} · {audio.sample_rate} Hz "
+    "(rendered as a mono mix; use the stereo pair for width)"
+)
+
+if song.tracks:
+    with st.expander("MIDI voices: which chip voice plays each part", expanded=True):
+        st.caption(
+            "Your MIDI sketch is played by the built-in chip synth. Pick another voice for a "
+            "part and the sketch is synthesised again."
+        )
+        choices = list(VOICES) + [DRUMS]
+        chosen = {}
+        for track in song.tracks:
+            name_col, voice_col = st.columns([3, 1], vertical_alignment="center")
+            name_col.markdown(f"**{track.name}** · channel {track.channel} · {track.notes} notes")
+            current = song.voices.get(track.key, track.voice)
+            chosen[track.key] = voice_col.selectbox(
+                "Voice",
+                choices,
+                index=choices.index(current),
+                key=f"voice_{song.key}_{track.key}",
+                label_visibility="collapsed",
+            )
+        overrides = {
+            k: v for k, v in chosen.items() if v != next(t.voice for t in song.tracks if t.key == k)
+        }
+        if overrides != song.voices:
+            with st.spinner("Synthesising the sketch with the new voices..."):
+                ui.set_song(ui.read_upload(song.name, song.midi, overrides))
+            st.rerun()
+
+# --- settings ---------------------------------------------------------------------------------
+
+
+def roll_seed() -> None:
+    seed = random.randrange(0, 2**31)
+    st.session_state["w_seed"] = st.session_state["seed"] = seed
+
+
+left, right = st.columns([3, 2])
+with left:
+    st.text_input(
+        "Prompt",
+        key=ui.remembered("prompt"),
+        on_change=ui.remember,
+        args=("prompt",),
+        help=HELP["prompt"],
+    )
+    st.text_input(
+        "Negative prompt",
+        key=ui.remembered("negative_prompt"),
+        on_change=ui.remember,
+        args=("negative_prompt",),
+        help=HELP["negative_prompt"],
+    )
+    st.slider(
+        "Denoise",
+        0.0,
+        1.0,
+        step=0.01,
+        key=ui.remembered("denoise"),
+        on_change=ui.remember,
+        args=("denoise",),
+        help=HELP["denoise"],
+    )
+    st.slider(
+        "Guidance",
+        0.0,
+        20.0,
+        step=0.5,
+        key=ui.remembered("guidance"),
+        on_change=ui.remember,
+        args=("guidance",),
+        help=HELP["guidance"],
+    )
+with right:
+    st.slider(
+        "Steps",
+        1,
+        100,
+        key=ui.remembered("steps"),
+        on_change=ui.remember,
+        args=("steps",),
+        help=HELP["steps"],
+    )
+    seed_col, dice_col = st.columns([4, 1], vertical_alignment="bottom")
+    seed_col.number_input(
+        "Seed",
+        0,
+        2**31 - 1,
+        step=1,
+        key=ui.remembered("seed"),
+        on_change=ui.remember,
+        args=("seed",),
+        help=HELP["seed"],
+    )
+    dice_col.button(
+        "Roll",
+        icon=":material/casino:",
+        on_click=roll_seed,
+        help="Roll a new seed",
+        width="stretch",
+    )
+    st.selectbox(
+        "Scheduler",
+        list(SCHEDULERS),
+        key=ui.remembered("scheduler"),
+        on_change=ui.remember,
+        args=("scheduler",),
+        help=HELP["scheduler"],
+    )
+    st.slider(
+        "Stereo width",
+        0.0,
+        1.0,
+        step=0.05,
+        key=ui.remembered("width"),
+        on_change=ui.remember,
+        args=("width",),
+        help=HELP["width"],
+    )
+
+try:
+    settings = RenderSettings(
+        prompt=st.session_state["w_prompt"],
+        negative_prompt=st.session_state["w_negative_prompt"],
+        denoise=float(st.session_state["w_denoise"]),
+        guidance=float(st.session_state["w_guidance"]),
+        steps=int(st.session_state["w_steps"]),
+        seed=int(st.session_state["w_seed"]),
+        scheduler=st.session_state["w_scheduler"],
+        overlap=float(st.session_state.get("overlap", RenderSettings.overlap)),
+    )
+except NeuroChipError as err:
+    st.error(str(err))
+    st.stop()
+st.session_state["last_settings"] = settings
+
+engine, model_error = ui.engine()
+if engine is None:
+    st.warning(
+        "The Riffusion model is not available, so takes cannot be rendered yet. Spectrogram "
+        f"previews still work.\n\n{model_error}",
+        icon=":material/cloud_off:",
+    )
+    st.page_link("pages/model.py", label="Model & device settings", icon=":material/memory:")
+
+# --- preview ----------------------------------------------------------------------------------
+
+st.subheader("Preview")
+longest_start = max(0.0, audio.duration_s - PREVIEW_SECONDS)
+p_left, p_right = st.columns([4, 1], vertical_alignment="bottom")
+preview_start = p_left.slider(
+    "Preview region start (s)",
+    0.0,
+    longest_start,
+    0.0,
+    step=0.1,
+    key="preview_start",
+    disabled=longest_start == 0,
+    help=f"The preview renders {PREVIEW_SECONDS:.2f} s (one model window) from here.",
+)
+auto = p_right.toggle(
+    "Auto preview",
+    value=True,
+    key="auto_preview",
+    help="Re-render the preview whenever a setting changes. Turn off on slow machines.",
+)
+preview_now = p_right.button("Preview now", disabled=engine is None)
+
+preview_key = (song.key, settings.to_json(), round(preview_start, 2))
+if engine is not None and (
+    preview_now or (auto and st.session_state.get("preview_key") != preview_key)
+):
+    previous = st.session_state.get("preview_job")
+    if previous is not None:
+        previous.cancel()  # superseded: stop it within one model call
+
+    def preview_work(progress, cancel, engine=engine, settings=settings, start=preview_start):
+        return engine.preview(audio, settings, start, progress=progress, cancel=cancel)
+
+    # Debounced: a slider still moving cancels this before it starts.
+    job = Job(preview_work, delay_s=0.0 if preview_now else 0.6, name="preview").start()
+    st.session_state["preview_job"] = job
+    st.session_state["preview_key"] = preview_key
+
+preview_job = st.session_state.get("preview_job")
+
+
+@st.fragment(run_every=0.5 if preview_job is not None and not preview_job.finished else None)
+def preview_progress() -> None:
+    job = st.session_state.get("preview_job")
+    if job is None:
+        return
+    if not job.finished:
+        ui.show_job_progress(job, "Preview")
+    elif st.session_state.get("preview_drawn") is not job:
+        st.session_state["preview_drawn"] = job
+        st.rerun()  # draw the finished preview with the rest of the page
+
+
+preview_progress()
+
+if preview_job is not None and preview_job.state == "done" and preview_job.result is not None:
+    result = preview_job.result
+    st.audio(result.audio.samples, sample_rate=result.audio.sample_rate)
+    st.plotly_chart(
+        spectrogram_figure(
+            {"input": result.input_image, "output": result.output_image}, result.start_s
+        ),
+        width="stretch",
+    )
+elif preview_job is not None and preview_job.state == "failed":
+    st.error(preview_job.error)
+else:
+    # No take yet (or no model): show what the model would see of the region.
+    hop = 441
+    first = int(round(preview_start * audio.sample_rate / hop)) * hop
+    region = audio.to_mono().samples[:, first : first + round(PREVIEW_SECONDS * audio.sample_rate)]
+    if region.shape[1] > hop * 20:
+        picture, _ = amplitudes_to_float_image(mel_amplitudes(torch.from_numpy(region)))
+        st.plotly_chart(
+            spectrogram_figure({"input": picture}, first / audio.sample_rate),
+            width="stretch",
+        )
+
+# --- full render ------------------------------------------------------------------------------
+
+st.subheader("Render the song")
+r1, r2, r3 = st.columns(3)
+start_s = r1.number_input(
+    "Start (s)", 0.0, max(0.0, audio.duration_s - 0.5), 0.0, step=1.0, key="render_start"
+)
+duration_s = r2.number_input(
+    f"Duration (s) · the song is {audio.duration_s:.2f} s",
+    0.5,
+    max(0.5, audio.duration_s - start_s),
+    max(0.5, audio.duration_s - start_s),
+    step=1.0,
+    key=f"render_duration_{song.key}_{start_s}",
+    help="Defaults to the whole song from Start.",
+)
+with r3:
+    pair = st.checkbox(
+        "Stereo pair (take A + take B)",
+        value=True,
+        key="render_pair",
+        help="Render a second take with seed + 1 and pan the two apart.",
+    )
+    compare = st.checkbox(
+        "Crossfade comparison",
+        value=False,
+        key="render_compare",
+        help="Also make a mix that starts as your sketch and fades into the render.",
+    )
+    fade_at = st.number_input(
+        "Fade into the render at (s)",
+        0.0,
+        float(duration_s),
+        float(duration_s) / 3,
+        step=1.0,
+        key="render_fade_at",
+        disabled=not compare,
+    )
+
+render_job = st.session_state.get("render_job")
+busy = render_job is not None and not render_job.finished
+if st.button(
+    "Render", type="primary", disabled=engine is None or busy, icon=":material/graphic_eq:"
+):
+    full = dataclasses.replace(settings, start_s=float(start_s), duration_s=float(duration_s))
+    library = ui.library()
+    width = float(st.session_state["w_width"])
+
+    def render_work(
+        progress,
+        cancel,
+        engine=engine,
+        full=full,
+        pair=pair,
+        compare=compare,
+        fade_at=float(fade_at),
+        width=width,
+        song=song,
+        library=library,
+    ):
+        takes = {"A": full} | ({"B": take_b_settings(full)} if pair else {})
+        renders, ids = {}, {}
+        for i, (name, take_settings) in enumerate(takes.items()):
+
+            def report(fraction, stage, i=i, name=name):
+                progress((i + fraction) / len(takes), f"take {name}: {stage}")
+
+            renders[name] = engine.render(song.audio, take_settings, report, cancel)
+            # Saved at once: a later cancel, refresh or crash cannot lose this take.
+            ids[name] = library.add_render(renders[name], song.name).id
+        thumb = spectrogram_thumbnail(renders["A"].output_image)
+        mix = renders["A"].audio
+        if pair:
+            mix = stereo_pair(renders["A"].audio, renders["B"].audio, width)
+            meta = take_metadata("stereo pair", takes, song.name, renders["A"].info, width=width)
+            ids["pair"] = library.add(mix, meta, thumbnail=thumb).id
+        if compare:
+            original = renders["A"].source.to_stereo() if mix.channels == 2 else renders["A"].source
+            faded = crossfade_compare(original, mix, min(fade_at, original.duration_s - 0.01))
+            meta = take_metadata(
+                "crossfade comparison", takes, song.name, renders["A"].info, fade_at_s=fade_at
+            )
+            ids["compare"] = library.add(faded, meta, thumbnail=thumb).id
+        return ids
+
+    st.session_state["render_job"] = Job(render_work, name="render").start()
+    st.rerun()
+
+
+@st.fragment(run_every=0.5 if busy else None)
+def render_progress() -> None:
+    job = st.session_state.get("render_job")
+    if job is None:
+        return
+    if not job.finished:
+        ui.show_job_progress(job, "Rendering")
+        if st.button("Cancel render", icon=":material/cancel:"):
+            job.cancel()
+    elif st.session_state.get("render_drawn") is not job:
+        st.session_state["render_drawn"] = job
+        st.rerun()
+
+
+render_progress()
+
+if render_job is not None and render_job.finished:
+    if render_job.state == "done":
+        library = ui.library()
+        st.success(
+            f"Rendered in {ui.format_seconds(render_job.elapsed_s())}. "
+            "Every take is kept on the Takes page."
+        )
+        fmt = (
+            st.segmented_control(
+                "Download as", [".wav", ".flac", ".mp3"], default=".wav", key="download_format"
+            )
+            or ".wav"
+        )
+        labels = {
+            "pair": "Stereo pair mix",
+            "A": "Take A",
+            "B": "Take B",
+            "compare": "Crossfade comparison",
+        }
+        for name in ("pair", "A", "B", "compare"):
+            if name not in render_job.result:
+                continue
+            take_id = render_job.result[name]
+            try:
+                take = library.get(take_id)
+            except NeuroChipError:
+                continue  # deleted on the Takes page meanwhile
+            c1, c2 = st.columns([4, 1], vertical_alignment="center")
+            c1.markdown(f"**{labels[name]}** · {take.name}")
+            c1.audio(str(take.audio_path))
+            data, file_name = ui.export_take(take_id, fmt)
+            c2.download_button(
+                "Download",
+                data,
+                file_name=file_name,
+                key=f"dl_{take_id}",
+                icon=":material/download:",
+                width="stretch",
+            )
+    elif render_job.state == "cancelled":
+        st.info("Render cancelled. Takes that had finished are kept on the Takes page.")
+    else:
+        st.error(render_job.error)

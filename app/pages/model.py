@@ -1,0 +1,54 @@
+"""Model & device: which Riffusion weights, where they run, and what this machine can do."""
+
+from __future__ import annotations
+
+import streamlit as st
+import torch
+
+from app import ui
+from neurochip.device import DEVICE_CHOICES
+from neurochip.doctor import run_checks
+from neurochip.model import DTYPES
+
+st.title("Model & device")
+choice = ui.model_choice()
+
+with st.form("model_form"):
+    source = st.text_input(
+        "Model",
+        value=choice.source,
+        help="A Hugging Face id (riffusion/riffusion-model-v1), a local folder in diffusers "
+        "layout, or a single .safetensors file.",
+    )
+    device = st.selectbox("Device", DEVICE_CHOICES, index=DEVICE_CHOICES.index(choice.device))
+    dtype = st.selectbox(
+        "Number format",
+        list(DTYPES),
+        index=list(DTYPES).index(choice.dtype),
+        help="auto: fp16 on CUDA GPUs (fast, half the memory), fp32 on the CPU.",
+    )
+    if st.form_submit_button("Use this model", type="primary"):
+        st.session_state["model_choice"] = ui.ModelChoice(source.strip(), device, dtype)
+        ui.forget_engine()
+        st.rerun()
+
+engine, error = ui.engine()
+if engine is not None:
+    st.success(f"Loaded: {engine.model.describe()}", icon=":material/check_circle:")
+    if engine.model.device.type == "cuda":
+        free, total = torch.cuda.mem_get_info(engine.model.device)
+        st.metric("GPU memory free", f"{free / 2**30:.1f} of {total / 2**30:.1f} GiB")
+else:
+    st.error(error, icon=":material/cloud_off:")
+    st.caption("Spectrogram previews on the Arrange page keep working without the model.")
+    if st.button("Try again"):
+        ui.forget_engine()
+        st.rerun()
+
+st.subheader("This machine")
+for check in run_checks():
+    icon = "✅" if check.ok else ("❌" if check.essential else "ℹ️")
+    st.markdown(
+        f"{icon} **{check.name}**: {check.detail}"
+        + (f"  \n*Fix:* {check.fix}" if not check.ok and check.fix else "")
+    )

@@ -1,0 +1,93 @@
+"""Takes: every render, kept. Play, A/B, star keepers, delete, reopen, pair any two."""
+
+from __future__ import annotations
+
+import datetime
+
+import streamlit as st
+
+from app import ui
+from neurochip.errors import NeuroChipError
+
+st.title("Takes")
+library = ui.library()
+st.caption(f"Every render is kept in `{library.root}` (set NEUROCHIP_HOME to move it).")
+
+starred_only = st.toggle("Starred only", key="takes_starred_only")
+takes = library.list(starred_only=starred_only)
+if not takes:
+    st.info("No takes yet: render one on the Arrange page.", icon=":material/library_music:")
+    st.stop()
+
+
+def label(take) -> str:
+    star = "★ " if take.starred else ""
+    return f"{star}{take.name} ({take.kind}, {ui.format_seconds(take.duration_s)})"
+
+
+# --- A/B and pairing --------------------------------------------------------------------------
+
+with st.expander("Compare two takes, or build a stereo pair", icon=":material/compare_arrows:"):
+    by_id = {t.id: t for t in takes}
+    a_col, b_col = st.columns(2)
+    a_id = a_col.selectbox("Take A", list(by_id), format_func=lambda i: label(by_id[i]), key="ab_a")
+    b_id = b_col.selectbox(
+        "Take B",
+        list(by_id),
+        index=min(1, len(by_id) - 1),
+        format_func=lambda i: label(by_id[i]),
+        key="ab_b",
+    )
+    a_col.audio(str(by_id[a_id].audio_path))
+    b_col.audio(str(by_id[b_id].audio_path))
+    width = st.slider("Stereo width", 0.0, 1.0, 1.0, 0.05, key="pair_width")
+    if st.button("Make a stereo pair of A (left) and B (right)", disabled=a_id == b_id):
+        try:
+            pair = library.pair(a_id, b_id, width)
+            st.success(f"Added {pair.name}.")
+        except NeuroChipError as err:
+            st.error(str(err))
+
+# --- the list ---------------------------------------------------------------------------------
+
+fmt = (
+    st.segmented_control(
+        "Download as", [".wav", ".flac", ".mp3"], default=".wav", key="takes_format"
+    )
+    or ".wav"
+)
+for take in takes:
+    with st.container(border=True):
+        top = st.columns([6, 1, 1, 1], vertical_alignment="center")
+        created = datetime.datetime.fromtimestamp(take.created).strftime("%Y-%m-%d %H:%M")
+        top[0].markdown(f"**{label(take)}**  \n{created} · from {take.source_name or 'unknown'}")
+        if top[1].button("★" if take.starred else "☆", key=f"star_{take.id}", help="Star a keeper"):
+            library.star(take.id, not take.starred)
+            st.rerun()
+        if top[2].button(
+            "Open", key=f"open_{take.id}", help="Load this take's settings into Arrange"
+        ):
+            ui.open_settings(take.settings("A"))
+            st.switch_page("pages/arrange.py")
+        if top[3].button("Delete", key=f"delete_{take.id}", help="Delete this take for good"):
+            st.session_state["confirm_delete"] = take.id
+        if st.session_state.get("confirm_delete") == take.id:
+            st.warning("Delete this take and its file?")
+            yes, no = st.columns(2)
+            if yes.button("Yes, delete", key=f"yes_{take.id}", type="primary"):
+                library.delete(take.id)
+                st.session_state.pop("confirm_delete", None)
+                st.rerun()
+            if no.button("Keep it", key=f"no_{take.id}"):
+                st.session_state.pop("confirm_delete", None)
+                st.rerun()
+        if take.thumbnail_path is not None and take.thumbnail_path.is_file():
+            st.image(str(take.thumbnail_path), width="stretch")
+        st.audio(str(take.audio_path))
+        settings = take.metadata.get("takes", {})
+        with st.expander("Settings"):
+            st.json(settings, expanded=False)
+        data, file_name = ui.export_take(take.id, fmt)
+        st.download_button(
+            "Download", data, file_name=file_name, key=f"dl_{take.id}", icon=":material/download:"
+        )

@@ -1,0 +1,128 @@
+"""Long work in a background thread, with progress, time left and cancellation.
+
+A render takes minutes; a UI must stay responsive, show how far it got, and let the user
+cancel. :class:`Job` runs any function that accepts ``(progress, cancel)`` (the engine's own
+callback and event) in a thread, and exposes its state for polling. It knows nothing of
+Streamlit. A job's work should save its own results (e.g. into the take library) so that they
+survive the page that started it being closed or refreshed.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+from neurochip.errors import NeuroChipError
+
+T = TypeVar("T")
+Work = Callable[[Callable[[float, str], None], threading.Event], T]
+
+PENDING, RUNNING, DONE, FAILED, CANCELLED = "pending", "running", "done", "failed", "cancelled"
+
+
+class Job(Generic[T]):
+    """One piece of work on its own thread.
+
+    Args:
+        work: ``work(progress, cancel)``; calls ``progress(fraction, stage)`` and stops soon
+            after ``cancel`` is set (the engine raises ``RenderCancelled``).
+        delay_s: wait this long before starting, and do not start if cancelled meanwhile
+            (debouncing: a preview for settings that changed again is never computed).
+        name: shown in UIs.
+    """
+
+    def __init__(self, work: Work[T], delay_s: float = 0.0, name: str = "") -> None:
+        self.name = name
+        self._work = work
+        self._delay_s = delay_s
+        self._cancel = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name=f"neurochip-job-{name}", daemon=True)
+        self.state = PENDING
+        self.fraction = 0.0
+        self.stage = "waiting"
+        self.result: T | None = None
+        self.error: str | None = None
+        self.started_at: float | None = None
+        self.finished_at: float | None = None
+
+    def start(self) -> Job[T]:
+        self._thread.start()
+        return self
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    @property
+    def finished(self) -> bool:
+        return self.state in (DONE, FAILED, CANCELLED)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until finished (or timeout); True if finished."""
+        self._thread.join(timeout)
+        return self.finished
+
+    def elapsed_s(self) -> float:
+        if self.started_at is None:
+            return 0.0
+        return (self.finished_at or time.monotonic()) - self.started_at
+
+    def eta_s(self) -> float | None:
+        """Seconds left, extrapolated from progress so far; None until there is a basis."""
+        if self.state != RUNNING or self.fraction < 0.02:
+            return None
+        return self.elapsed_s() * (1 - self.fraction) / self.fraction
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "name": self.name,
+                "state": self.state,
+                "fraction": self.fraction,
+                "stage": self.stage,
+                "elapsed_s": self.elapsed_s(),
+                "eta_s": self.eta_s(),
+                "error": self.error,
+            }
+
+    def _progress(self, fraction: float, stage: str) -> None:
+        with self._lock:
+            self.fraction, self.stage = fraction, stage
+
+    def _run(self) -> None:
+        if self._delay_s and self._cancel.wait(self._delay_s):
+            self._finish(CANCELLED, stage="superseded")
+            return
+        self.started_at = time.monotonic()
+        with self._lock:
+            self.state = RUNNING
+        try:
+            result = self._work(self._progress, self._cancel)
+        except NeuroChipError as err:
+            if self._cancel.is_set():
+                self._finish(CANCELLED, stage="cancelled")
+            else:
+                self._finish(FAILED, error=str(err))
+        except Exception as err:  # a UI must show it, not lose it in a thread
+            self._finish(FAILED, error=f"Unexpected error: {type(err).__name__}: {err}")
+        else:
+            self.result = result
+            self._finish(DONE, stage="done", fraction=1.0)
+
+    def _finish(
+        self, state: str, stage: str | None = None, error: str | None = None, fraction=None
+    ) -> None:
+        with self._lock:
+            self.state = state
+            self.finished_at = time.monotonic()
+            if stage is not None:
+                self.stage = stage
+            if fraction is not None:
+                self.fraction = fraction
+            self.error = error

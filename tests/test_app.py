@@ -1,0 +1,228 @@
+"""The app's pages, driven through Streamlit's AppTest (no browser; see test_browser.py)."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import soundfile as sf
+from streamlit.testing.v1 import AppTest
+
+from app import ui
+from neurochip.errors import NeuroChipError
+from tests.chiptune import make_chiptune
+
+SR = 44100
+TIMEOUT = 120
+
+
+def wav_bytes(seconds: float = 6.0) -> bytes:
+    buffer = io.BytesIO()
+    sf.write(buffer, make_chiptune(seconds).T, SR, format="WAV", subtype="PCM_16")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def app_env(tmp_path, monkeypatch, tiny_model_dir):
+    monkeypatch.setenv("NEUROCHIP_MODEL", str(tiny_model_dir))
+    monkeypatch.setenv("NEUROCHIP_HOME", str(tmp_path / "home"))
+    return tmp_path
+
+
+def start(page: str | None = None, song: bool = True) -> AppTest:
+    at = AppTest.from_file("../app/main.py", default_timeout=TIMEOUT)
+    if song:
+        # AppTest cannot drive a file uploader: give the page what an upload produces.
+        at.session_state["song"] = ui.read_upload("minuet.wav", wav_bytes())
+        at.session_state["upload_id"] = "test"
+    at.session_state["auto_preview"] = False
+    at.run()
+    if page:
+        at.switch_page(page).run()
+    return at
+
+
+def fast(at: AppTest) -> None:
+    at.slider(key="w_steps").set_value(4)
+    at.slider(key="w_denoise").set_value(0.5)
+
+
+# --- upload handling (what the uploader hands to read_upload) ---------------------------------
+
+
+def test_upload_is_decoded_and_named_for_display_only():
+    song = ui.read_upload("../../etc/Minuet (final).WAV", wav_bytes(2.0))
+    assert song.audio.frames == 2 * SR and song.name == "../../etc/Minuet (final).WAV"
+    assert len(song.key) == 24
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "message"),
+    [
+        ("empty.wav", b"", "empty"),
+        ("notes.txt", b"hello", "not a format"),
+        ("song.wav", b"RIFF\x00\x00\x00\x00WAVEjunk", "song.wav"),
+        (
+            "noise.mp3",
+            bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8)),
+            "noise.mp3",
+        ),
+        ("evil.wav/../../x.sh", b"#!/bin/sh", "not a format"),
+    ],
+)
+def test_bad_uploads_are_clear_errors(name, data, message):
+    with pytest.raises(NeuroChipError, match=f"(?i){message}"):
+        ui.read_upload(name, data)
+
+
+def test_only_known_suffixes_survive_sanitising():
+    assert ui.safe_suffix("a.WAV") == ".wav"
+    assert ui.safe_suffix("x.mod") == ".mod"
+    assert ui.safe_suffix("x.wav.exe") == ""
+    assert ui.safe_suffix("../x") == ""
+
+
+# --- Arrange ----------------------------------------------------------------------------------
+
+
+def test_arrange_without_a_song_asks_for_one(app_env):
+    at = start(song=False)
+    assert not at.exception
+    assert any("Drop a WAV" in i.value for i in at.info)
+
+
+def test_bad_upload_message_is_shown_in_the_page(app_env):
+    at = AppTest.from_file("../app/main.py", default_timeout=TIMEOUT)
+    at.session_state["upload_error"] = "minuet.mp3 is not a readable audio file."
+    at.run()
+    assert not at.exception and "minuet.mp3" in at.error[0].value
+
+
+def test_sliders_become_render_settings(app_env):
+    at = start()
+    assert not at.exception
+    at.slider(key="w_denoise").set_value(0.22)
+    at.slider(key="w_guidance").set_value(4.5)
+    at.slider(key="w_steps").set_value(30)
+    at.text_input(key="w_prompt").input("a string quartet")
+    at.selectbox(key="w_scheduler").set_value("ddim")
+    at.run()
+    settings = at.session_state["last_settings"]
+    assert (settings.denoise, settings.guidance, settings.steps) == (0.22, 4.5, 30)
+    assert settings.prompt == "a string quartet" and settings.scheduler == "ddim"
+
+
+def test_dice_rolls_a_new_seed(app_env):
+    at = start()
+    before = at.session_state["last_settings"].seed
+    [dice] = [b for b in at.button if b.label == "Roll"]
+    dice.click().run()
+    assert at.session_state["last_settings"].seed != before
+
+
+def test_preview_renders_and_shows_spectrograms(app_env):
+    at = start()
+    fast(at)
+    [preview] = [b for b in at.button if b.label == "Preview now"]
+    preview.click().run()
+    job = at.session_state["preview_job"]
+    assert job.wait(TIMEOUT) and job.state == "done", job.error
+    at.run()
+    assert not at.exception
+    assert len(at.get("plotly_chart")) == 1
+    assert job.result.audio.frames == round(5.12 * SR)
+
+
+def test_full_render_keeps_takes_and_offers_downloads(app_env):
+    at = start()
+    fast(at)
+    at.run()
+    [render] = [b for b in at.button if b.label == "Render"]
+    render.click().run()
+    job = at.session_state["render_job"]
+    assert job.wait(TIMEOUT) and job.state == "done", job.error
+    at.run()
+    assert not at.exception
+    assert set(job.result) == {"A", "B", "pair"}
+    downloads = at.get("download_button")
+    assert len(downloads) == 3
+    takes = ui.library().list()
+    assert {t.kind for t in takes} == {"take", "stereo pair"}
+    pair = next(t for t in takes if t.kind == "stereo pair")
+    assert pair.channels == 2 and pair.duration_s == pytest.approx(6.0, abs=1e-3)
+
+
+# --- Takes ------------------------------------------------------------------------------------
+
+
+def test_takes_are_listed_in_a_fresh_session_and_can_be_starred(app_env):
+    first = start()
+    fast(first)
+    first.run()
+    [render] = [b for b in first.button if b.label == "Render"]
+    render.click().run()
+    assert first.session_state["render_job"].wait(TIMEOUT)
+
+    at = start("pages/takes.py", song=False)  # a new browser session
+    assert not at.exception
+    takes = ui.library().list()
+    assert len(takes) == 3
+    [star] = [b for b in at.button if b.key == f"star_{takes[0].id}"]
+    star.click().run()
+    assert ui.library().get(takes[0].id).starred
+
+
+def test_takes_page_without_takes(app_env):
+    at = start("pages/takes.py", song=False)
+    assert not at.exception and any("No takes yet" in i.value for i in at.info)
+
+
+# --- Model & device ---------------------------------------------------------------------------
+
+
+def test_missing_model_is_explained_and_previews_still_work(app_env, monkeypatch):
+    monkeypatch.setenv("NEUROCHIP_MODEL", str(app_env / "no-such-model"))
+    at = start()
+    assert not at.exception
+    assert any("huggingface-cli download" in w.value for w in at.warning)
+    assert len(at.get("plotly_chart")) == 1  # the input spectrogram of the preview region
+    at.switch_page("pages/model.py").run()
+    assert not at.exception
+    assert any("huggingface-cli download" in e.value for e in at.error)
+
+
+def test_model_page_shows_the_loaded_model_and_checks(app_env):
+    at = start("pages/model.py", song=False)
+    assert not at.exception
+    assert any("Loaded" in s.value for s in at.success)
+    assert any("ffmpeg" in m.value for m in at.markdown)
+
+
+# --- MIDI sketches ------------------------------------------------------------------------------
+
+
+def test_demo_button_loads_the_midi_sketch_and_shows_its_voices(app_env):
+    at = start(song=False)
+    [demo] = [b for b in at.button if b.label.startswith("Try the demo")]
+    demo.click().run()
+    assert not at.exception
+    song = at.session_state["song"]
+    assert song.name == "greensleeves.mid" and len(song.tracks) == 4
+    assert song.audio.duration_s == pytest.approx(29.84, abs=0.05)
+    voices = [s for s in at.selectbox if s.key and s.key.startswith("voice_")]
+    assert [v.value for v in voices] == ["pulse25", "pulse12", "triangle", "drums"]
+
+
+def test_changing_a_voice_synthesises_the_sketch_again(app_env):
+    at = start(song=False)
+    at.session_state["song"] = ui.demo_song()
+    at.run()
+    before = at.session_state["song"]
+    [bass] = [s for s in at.selectbox if s.key == f"voice_{before.key}_4"]
+    bass.set_value("pulse50").run()
+    after = at.session_state["song"]
+    assert not at.exception
+    assert after.voices == {"4": "pulse50"} and after.key != before.key
+    assert after.audio.frames == before.audio.frames
+    assert not (after.audio.samples == before.audio.samples).all()

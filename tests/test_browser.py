@@ -1,0 +1,141 @@
+"""End to end in a real browser: upload a chip tune, move a slider, render, download.
+
+Starts the app (``neurochip app``) on a free localhost port with the tiny random model and
+drives Debian's headless Chromium through Playwright. ``make test`` installs Chromium; set
+NEUROCHIP_CHROMIUM to use another binary.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+
+from tests.chiptune import make_chiptune
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = os.environ.get("NEUROCHIP_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SCREENSHOT = ROOT / "docs" / "arrange.png"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def app_url(tmp_path, tiny_model_dir):
+    port = free_port()
+    log = (tmp_path / "app.log").open("w")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "neurochip",
+            "app",
+            "--port",
+            str(port),
+            "--model",
+            str(tiny_model_dir),
+            "--home",
+            str(tmp_path / "home"),
+        ],
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as reply:
+                    if reply.status == 200:
+                        break
+            except OSError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                log.flush()
+                pytest.fail("The app did not start:\n" + (tmp_path / "app.log").read_text())
+            time.sleep(0.5)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+def test_upload_tweak_render_download(app_url, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    assert Path(CHROMIUM).exists(), f"Chromium not found at {CHROMIUM}: run `make test`."
+    tune = tmp_path / "minuet-sketch.wav"
+    sf.write(tune, make_chiptune(6.0).T, 44100, subtype="PCM_16")
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1800}, accept_downloads=True)
+        page.set_default_timeout(120_000)
+        page.goto(app_url)
+        expect(page.get_by_text("Drop a WAV")).to_be_visible()
+
+        page.locator("[data-testid='stFileUploader'] input[type='file']").set_input_files(tune)
+        expect(page.get_by_text("minuet-sketch.wav").first).to_be_visible()
+        expect(page.locator("[data-testid='stAudio']").first).to_be_visible()
+
+        # Move the Steps slider with the keyboard, as a user can: Home = 1, then up to 3.
+        steps = page.locator("[data-testid='stSlider']").filter(has_text="Steps")
+        thumb = steps.get_by_role("slider")
+        thumb.focus()
+        thumb.press("Home")
+        thumb.press("ArrowRight")
+        thumb.press("ArrowRight")
+        expect(thumb).to_have_value("3")
+
+        page.get_by_role("button", name="Render", exact=True).click()
+        expect(page.locator("[data-testid='stProgress']").first).to_be_visible()
+        expect(page.get_by_text("Rendered in")).to_be_visible(timeout=240_000)
+        expect(page.get_by_text("Stereo pair mix")).to_be_visible()
+        assert page.locator("[data-testid='stAudio']").count() >= 4  # sketch, preview?, takes
+
+        with page.expect_download() as info:
+            page.locator("[data-testid='stDownloadButton'] button").first.click()
+        download = info.value
+        saved = tmp_path / download.suggested_filename
+        download.save_as(saved)
+        head = saved.read_bytes()[:64]
+        assert head.startswith(b"RIFF"), f"{saved.name}: {saved.stat().st_size} bytes: {head!r}"
+        data, rate = sf.read(saved, always_2d=True)
+        assert saved.suffix == ".wav" and "minuet-sketch" in saved.name
+        assert rate == 44100 and data.shape == (6 * 44100, 2)
+
+        # Streamlit scrolls inside its main container: make the window tall enough for the
+        # whole page and go back to the top (the upload and the settings).
+        page.set_viewport_size({"width": 1400, "height": 3300})
+        page.evaluate("document.querySelector(\"[data-testid='stMain']\")?.scrollTo(0, 0)")
+        page.wait_for_timeout(500)
+        SCREENSHOT.parent.mkdir(exist_ok=True)
+        page.screenshot(path=str(SCREENSHOT), full_page=True)
+        browser.close()
+    assert SCREENSHOT.stat().st_size > 10_000
