@@ -196,3 +196,48 @@ def test_render_rejects_bad_settings_clearly(song, tmp_path, capsys, extra, mess
     err = capsys.readouterr().err
     assert code == 2 and message.lower() in err.lower()
     assert "Traceback" not in err and not (tmp_path / "x.wav").exists()
+
+
+# --- MIDI ---------------------------------------------------------------------------------------
+
+DEMO_MIDI = Path(__file__).resolve().parents[1] / "assets" / "greensleeves.mid"
+
+
+def test_synth_renders_the_demo_and_lists_voices(tmp_path, capsys):
+    out = tmp_path / "demo.wav"
+    assert main(["synth", str(DEMO_MIDI), "-o", str(out), "--voice", "4=pulse50"]) == 0
+    printed = capsys.readouterr().out
+    assert "pulse50" in printed and "Lead" in printed and "drums" in printed
+    data, rate = sf.read(out, always_2d=True)
+    assert rate == SR and data.shape[1] == 2
+    assert data.shape[0] == pytest.approx(29.84 * SR, abs=SR * 0.05)
+
+
+def test_synth_with_the_systems_soundfont(tmp_path):
+    from neurochip.midi import find_fluidsynth, find_soundfont
+
+    assert find_fluidsynth() and find_soundfont(), "make test installs fluidsynth + a SoundFont"
+    out = tmp_path / "gm.flac"
+    assert main(["synth", str(DEMO_MIDI), "-o", str(out), "--soundfont"]) == 0
+    data, _ = sf.read(out, always_2d=True)
+    assert np.abs(data).max() > 0.1
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--voice", "9=pulse25"], "9"),
+        (["--voice", "2=kazoo"], "kazoo"),
+        (["--soundfont", "missing.sf2"], "missing.sf2"),
+        (["--soundfont", "--voice", "2=saw"], "--voice"),
+    ],
+)
+def test_synth_bad_options_are_clear(tmp_path, capsys, extra, message):
+    code = main(["synth", str(DEMO_MIDI), "-o", str(tmp_path / "x.wav"), *extra])
+    assert code == 2 and message in capsys.readouterr().err
+
+
+def test_every_audio_command_takes_midi(tmp_path):
+    image = tmp_path / "demo.png"
+    assert main(["spectrogram", str(DEMO_MIDI), "-o", str(image), "--duration", "2"]) == 0
+    assert Image.open(image).size == (1 + 2 * SR // 441, 512)
