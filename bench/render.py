@@ -55,7 +55,7 @@ from neurochip.audio import Audio, load_audio
 from neurochip.device import describe_device, resolve_device
 from neurochip.engine import Engine, RenderSettings
 from neurochip.errors import NeuroChipError
-from neurochip.model import RiffusionModel, resolve_dtype
+from neurochip.model import RiffusionModel, assemble_model, resolve_dtype
 from neurochip.phase import PhaseSettings, waveform_from_amplitudes
 from neurochip.spectrogram import (
     SpectrogramParams,
@@ -231,7 +231,6 @@ def build_model(
     arch: Architecture, device: torch.device, dtype: torch.dtype, seed: int = 0
 ) -> RiffusionModel:
     """The random-weight model, set up the way ``neurochip.model.load_model`` sets one up."""
-    from diffusers.models.attention_processor import AttnProcessor2_0
     from diffusers.utils import logging as diffusers_logging
 
     torch.manual_seed(seed)
@@ -243,23 +242,19 @@ def build_model(
     # in fp32 here (its own list is empty), so the warning is noise.
     diffusers_logging.set_verbosity_error()
     try:
-        for module in (unet, vae, text_encoder):
-            module.to(device, dtype).eval().requires_grad_(False)
+        # The same preparation (device, dtype, eval, SDPA attention) as load_model's.
+        return assemble_model(
+            unet,
+            vae,
+            text_encoder,
+            build_tokenizer(),
+            dict(SD_SCHEDULER_CONFIG),
+            device=device,
+            dtype=dtype,
+            source=f"random SD1.5 architecture ({arch.name})",
+        )
     finally:
         diffusers_logging.set_verbosity(verbosity)
-    # PyTorch's fused scaled-dot-product attention, as load_model sets it.
-    unet.set_attn_processor(AttnProcessor2_0())
-    vae.set_attn_processor(AttnProcessor2_0())
-    return RiffusionModel(
-        unet=unet,
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=build_tokenizer(),
-        scheduler_config=dict(SD_SCHEDULER_CONFIG),
-        device=device,
-        dtype=dtype,
-        source=f"random SD1.5 architecture ({arch.name})",
-    )
 
 
 def parameter_counts(model: RiffusionModel) -> dict[str, float]:

@@ -238,7 +238,7 @@ class Audio:
         if start >= self.frames:
             raise NeuroChipError(
                 f"The start time {start_s:g} s is past the end of the audio, which is "
-                f"{_format_duration(self.duration_s)} long."
+                f"{format_duration(self.duration_s)} long."
             )
         if duration_s is None:
             stop = self.frames
@@ -486,8 +486,8 @@ def _load_with_soundfile(path: Path, max_duration_s: float | None) -> Audio:
     if expected > 0 and expected - len(data) > max(0.01 * expected, 0.5 * rate):
         raise _damaged_error(
             path,
-            f"the file says it is {_format_duration(expected / rate)} long but only "
-            f"{_format_duration(len(data) / rate)} could be decoded",
+            f"the file says it is {format_duration(expected / rate)} long but only "
+            f"{format_duration(len(data) / rate)} could be decoded",
         )
     audio = Audio(data.T, rate)
     return audio.to_stereo() if audio.channels > 2 else audio
@@ -730,15 +730,16 @@ def _damaged_error(path: Path, reason: str) -> AudioLoadError:
 def _too_long_error(
     path: Path, duration_s: float, max_duration_s: float, *, exact: bool
 ) -> AudioLoadError:
-    length = _format_duration(duration_s) if exact else f"more than {_format_duration(duration_s)}"
+    length = format_duration(duration_s) if exact else f"more than {format_duration(duration_s)}"
     return AudioLoadError(
         f"{path.name} is {length} long, over the limit of "
-        f"{_format_duration(max_duration_s)}. Trim it, or raise the limit with "
+        f"{format_duration(max_duration_s)}. Trim it, or raise the limit with "
         f"--max-duration SEC (max_duration_s= in Python)."
     )
 
 
-def _format_duration(seconds: float) -> str:
+def format_duration(seconds: float) -> str:
+    """A length as people say it: "42.0 s", "3 min 05 s", "1 h 02 min 00 s"."""
     if seconds < 60:
         return f"{seconds:.1f} s"
     minutes, rest = divmod(round(seconds), 60)

@@ -102,7 +102,7 @@ import numpy as np
 import soundfile as sf
 from scipy import signal
 
-from neurochip.audio import Audio
+from neurochip.audio import Audio, format_duration
 from neurochip.errors import NeuroChipError
 
 __all__ = [
@@ -411,8 +411,8 @@ def read_midi(path: str | os.PathLike[str], max_seconds: float = MAX_MIDI_SECOND
     length_s = float(seconds_of(np.array([end_tick]))[0])
     if length_s > max_seconds:
         raise NeuroChipError(
-            f"{name} is {_format_duration(length_s)} long, over the limit of "
-            f"{_format_duration(max_seconds)}. Shorten it (check for stray events far "
+            f"{name} is {format_duration(length_s)} long, over the limit of "
+            f"{format_duration(max_seconds)}. Shorten it (check for stray events far "
             "after the last note), or raise the limit (max_seconds=)."
         )
 
@@ -727,16 +727,6 @@ def _track_name(track) -> str:
         if msg.type == "track_name" and msg.name.strip():
             return msg.name.strip()
     return ""
-
-
-def _format_duration(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, rest = divmod(round(seconds), 60)
-    if minutes >= 60:
-        hours, minutes = divmod(minutes, 60)
-        return f"{hours} h {minutes:02d} min {rest:02d} s"
-    return f"{minutes} min {rest:02d} s"
 
 
 # --------------------------------------------------------------------------------------

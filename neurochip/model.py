@@ -158,9 +158,23 @@ def load_model(
         # The hub client's internal deprecation notices mean nothing to a composer.
         warnings.simplefilter("ignore", UserWarning)
         parts = _load_parts(source, path, torch_dtype, local_files_only)
-    unet, vae, text_encoder, tokenizer, scheduler_config = parts
+    return assemble_model(*parts, device=torch_device, dtype=torch_dtype, source=source)
+
+
+def assemble_model(
+    unet: Any,
+    vae: Any,
+    text_encoder: Any,
+    tokenizer: Any,
+    scheduler_config: dict[str, Any],
+    *,
+    device: torch.device,
+    dtype: torch.dtype,
+    source: str,
+) -> RiffusionModel:
+    """Put loaded (or freshly built) parts on one device, ready for inference."""
     for module in (unet, vae, text_encoder):
-        module.to(torch_device).eval().requires_grad_(False)
+        module.to(device, dtype).eval().requires_grad_(False)
     # PyTorch's fused scaled-dot-product attention: the fastest and leanest on every backend.
     from diffusers.models.attention_processor import AttnProcessor2_0
 
@@ -172,8 +186,8 @@ def load_model(
         text_encoder=text_encoder,
         tokenizer=tokenizer,
         scheduler_config=dict(scheduler_config),
-        device=torch_device,
-        dtype=torch_dtype,
+        device=device,
+        dtype=dtype,
         source=source,
     )
 
