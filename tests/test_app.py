@@ -226,3 +226,24 @@ def test_changing_a_voice_synthesises_the_sketch_again(app_env):
     assert after.voices == {"4": "pulse50"} and after.key != before.key
     assert after.audio.frames == before.audio.frames
     assert not (after.audio.samples == before.audio.samples).all()
+
+
+def test_open_puts_a_takes_settings_back_into_arrange(app_env):
+    from neurochip.audio import Audio
+    from neurochip.engine import RenderSettings
+    from neurochip.takes import take_metadata
+
+    settings = RenderSettings(prompt="a brass band", denoise=0.27, guidance=5.5, seed=1234)
+    audio = Audio(make_chiptune(1.0), SR)
+    take = ui.library().add(audio, take_metadata("take", {"A": settings}, "sketch.wav"))
+    at = start("pages/takes.py")
+    [open_button] = [b for b in at.button if b.key == f"open_{take.id}"]
+    open_button.click().run()
+    assert not at.exception
+    loaded = at.session_state["last_settings"]  # Arrange ran with the take's settings
+    assert (loaded.prompt, loaded.denoise, loaded.guidance, loaded.seed) == (
+        "a brass band",
+        0.27,
+        5.5,
+        1234,
+    )

@@ -241,3 +241,14 @@ def test_every_audio_command_takes_midi(tmp_path):
     image = tmp_path / "demo.png"
     assert main(["spectrogram", str(DEMO_MIDI), "-o", str(image), "--duration", "2"]) == 0
     assert Image.open(image).size == (1 + 2 * SR // 441, 512)
+
+
+def test_roundtrip_command_reads_mp3(tmp_path):
+    from neurochip.audio import Audio, save_audio
+
+    mp3 = save_audio(tmp_path / "sketch.mp3", Audio(make_chiptune(2.0), SR))
+    out = tmp_path / "heard.wav"
+    assert main(["roundtrip", str(mp3), "-o", str(out), "--iterations", "1"]) == 0
+    data, rate = sf.read(out, always_2d=True)
+    assert rate == SR and abs(data.shape[0] - 2 * SR) < 0.1 * SR  # MP3 adds encoder padding
+    assert np.abs(data).max() > 0.1
