@@ -504,9 +504,23 @@ class Engine:
                 uncond, cond = out.chunk(2)
                 return uncond + settings.guidance * (cond - uncond)
 
-            noise_pred = blend_windows(
-                model_input, starts, window, weight, predict, windows_per_call, check_cancel
-            )
+            while True:
+                try:
+                    noise_pred = blend_windows(
+                        model_input, starts, window, weight, predict, windows_per_call, check_cancel
+                    )
+                    break
+                except torch.OutOfMemoryError as err:
+                    # The free-memory estimate was optimistic (or another program took memory):
+                    # halve the batch and redo this step; the result does not depend on it.
+                    if windows_per_call == 1:
+                        raise NeuroChipError(
+                            "Out of GPU memory even one window at a time: close other programs "
+                            "using the GPU, or use fp16 (--dtype fp16)."
+                        ) from err
+                    windows_per_call = max(1, windows_per_call // 2)
+                    if model.device.type == "cuda":
+                        torch.cuda.empty_cache()
             latents = scheduler.step(noise_pred, t, latents, **step_options).prev_sample.float()
             report(
                 0.05 + 0.8 * (k + 1) / len(timesteps), f"denoise step {k + 1} of {len(timesteps)}"

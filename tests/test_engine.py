@@ -160,6 +160,25 @@ def test_batch_size_does_not_change_the_take(engine):
     np.testing.assert_allclose(one, many, atol=1e-4)
 
 
+def test_out_of_memory_halves_the_batch_and_keeps_the_take(engine, tiny_model, monkeypatch):
+    audio = song(9.0)
+    expected = engine.render(audio, dataclasses.replace(FAST, batch_size=2)).audio.samples
+    unet = tiny_model.unet
+    forward = type(unet).forward
+    sizes = []
+
+    def small_gpu(self, sample, *args, **kwargs):
+        sizes.append(sample.shape[0])
+        if sample.shape[0] > 2:  # pretend more than one guided window does not fit
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return forward(self, sample, *args, **kwargs)
+
+    monkeypatch.setattr(type(unet), "forward", small_gpu)
+    render = engine.render(audio, dataclasses.replace(FAST, batch_size=16))
+    assert sizes[0] > 2 and sizes[-1] == 2  # tried the big batch, finished one window a call
+    np.testing.assert_allclose(render.audio.samples, expected, atol=1e-4)
+
+
 def test_denoise_zero_is_the_source_path_reconstruction(engine):
     audio = song(2.5)
     render = engine.render(audio, dataclasses.replace(FAST, denoise=0.0, phase_iterations=2))
