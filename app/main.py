@@ -12,12 +12,14 @@ if str(ROOT) not in sys.path:
 
 st.set_page_config(page_title="NeuroChip", page_icon="🎛️", layout="wide")
 
-PAGES = Path(__file__).parent / "pages"
+# Not "pages/": Streamlit would also auto-discover that folder and, for a fresh server opened on
+# a page's URL, list the raw file names in the sidebar before this navigation takes over.
+VIEWS = Path(__file__).parent / "views"
 navigation = st.navigation(
     [
-        st.Page(PAGES / "arrange.py", title="Arrange", icon=":material/piano:", default=True),
-        st.Page(PAGES / "takes.py", title="Takes", icon=":material/library_music:"),
-        st.Page(PAGES / "model.py", title="Model & device", icon=":material/memory:"),
+        st.Page(VIEWS / "arrange.py", title="Arrange", icon=":material/piano:", default=True),
+        st.Page(VIEWS / "takes.py", title="Takes", icon=":material/library_music:"),
+        st.Page(VIEWS / "model.py", title="Model & device", icon=":material/memory:"),
     ]
 )
 navigation.run()

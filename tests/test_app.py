@@ -164,7 +164,7 @@ def test_takes_are_listed_in_a_fresh_session_and_can_be_starred(app_env):
     render.click().run()
     assert first.session_state["render_job"].wait(TIMEOUT)
 
-    at = start("pages/takes.py", song=False)  # a new browser session
+    at = start("views/takes.py", song=False)  # a new browser session
     assert not at.exception
     takes = ui.library().list()
     assert len(takes) == 3
@@ -174,7 +174,7 @@ def test_takes_are_listed_in_a_fresh_session_and_can_be_starred(app_env):
 
 
 def test_takes_page_without_takes(app_env):
-    at = start("pages/takes.py", song=False)
+    at = start("views/takes.py", song=False)
     assert not at.exception and any("No takes yet" in i.value for i in at.info)
 
 
@@ -187,13 +187,13 @@ def test_missing_model_is_explained_and_previews_still_work(app_env, monkeypatch
     assert not at.exception
     assert any("huggingface-cli download" in w.value for w in at.warning)
     assert len(at.get("plotly_chart")) == 1  # the input spectrogram of the preview region
-    at.switch_page("pages/model.py").run()
+    at.switch_page("views/model.py").run()
     assert not at.exception
     assert any("huggingface-cli download" in e.value for e in at.error)
 
 
 def test_model_page_shows_the_loaded_model_and_checks(app_env):
-    at = start("pages/model.py", song=False)
+    at = start("views/model.py", song=False)
     assert not at.exception
     assert any("Loaded" in s.value for s in at.success)
     assert any("ffmpeg" in m.value for m in at.markdown)
@@ -236,7 +236,7 @@ def test_open_puts_a_takes_settings_back_into_arrange(app_env):
     settings = RenderSettings(prompt="a brass band", denoise=0.27, guidance=5.5, seed=1234)
     audio = Audio(make_chiptune(1.0), SR)
     take = ui.library().add(audio, take_metadata("take", {"A": settings}, "sketch.wav"))
-    at = start("pages/takes.py")
+    at = start("views/takes.py")
     [open_button] = [b for b in at.button if b.key == f"open_{take.id}"]
     open_button.click().run()
     assert not at.exception

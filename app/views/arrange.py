@@ -225,7 +225,7 @@ if engine is None:
         f"previews still work.\n\n{model_error}",
         icon=":material/cloud_off:",
     )
-    st.page_link("pages/model.py", label="Model & device settings", icon=":material/memory:")
+    st.page_link("views/model.py", label="Model & device settings", icon=":material/memory:")
 
 # --- preview ----------------------------------------------------------------------------------
 

@@ -47,7 +47,11 @@ else:
 
 st.subheader("This machine")
 for check in run_checks():
-    icon = "✅" if check.ok else ("❌" if check.essential else "ℹ️")
+    icon = (
+        ":material/check_circle:"
+        if check.ok
+        else (":material/error:" if check.essential else ":material/info:")
+    )
     st.markdown(
         f"{icon} **{check.name}**: {check.detail}"
         + (f"  \n*Fix:* {check.fix}" if not check.ok and check.fix else "")

@@ -58,7 +58,7 @@ fmt = (
 )
 for take in takes:
     with st.container(border=True):
-        top = st.columns([6, 1, 1, 1], vertical_alignment="center")
+        top = st.columns([6, 1, 1.2, 1.5], vertical_alignment="center")
         created = datetime.datetime.fromtimestamp(take.created).strftime("%Y-%m-%d %H:%M")
         top[0].markdown(f"**{label(take)}**  \n{created} · from {take.source_name or 'unknown'}")
         if top[1].button("★" if take.starred else "☆", key=f"star_{take.id}", help="Star a keeper"):
@@ -68,7 +68,7 @@ for take in takes:
             "Open", key=f"open_{take.id}", help="Load this take's settings into Arrange"
         ):
             ui.open_settings(take.settings("A"))
-            st.switch_page("pages/arrange.py")
+            st.switch_page("views/arrange.py")
         if top[3].button("Delete", key=f"delete_{take.id}", help="Delete this take for good"):
             st.session_state["confirm_delete"] = take.id
         if st.session_state.get("confirm_delete") == take.id:
