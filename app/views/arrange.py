@@ -165,7 +165,7 @@ with right:
         args=("steps",),
         help=HELP["steps"],
     )
-    seed_col, dice_col = st.columns([4, 1], vertical_alignment="bottom")
+    seed_col, dice_col = st.columns([5, 2], vertical_alignment="bottom")
     seed_col.number_input(
         "Seed",
         0,
