@@ -10,7 +10,6 @@ import hashlib
 import os
 import re
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -216,13 +215,6 @@ def show_job_progress(job: Job, label: str) -> None:
     if snap["state"] == "running":
         text += f" · {format_seconds(snap['eta_s'])} left"
     st.progress(min(1.0, snap["fraction"]), text=text)
-
-
-def wait_briefly(job: Job, seconds: float = 0.05) -> None:
-    """Let a just-started job get going, so the first progress frame is not empty."""
-    deadline = time.monotonic() + seconds
-    while not job.finished and time.monotonic() < deadline:
-        time.sleep(0.01)
 
 
 @st.cache_data(show_spinner="Preparing the download...", max_entries=32)

@@ -164,10 +164,6 @@ def settings_from_take(path: str | Path, take: str = "A") -> RenderSettings:
     return RenderSettings.from_dict(takes[take])
 
 
-def render_metadata(render: Render, source_name: str | None = None) -> dict[str, Any]:
-    return take_metadata("take", {"A": render.settings}, source_name, render.info)
-
-
 def _write_text_atomically(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
