@@ -26,7 +26,7 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import BinaryIO, Literal, TypeVar
 
 import numpy as np
 import soundfile as sf
@@ -736,6 +736,18 @@ def _too_long_error(
         f"{format_duration(max_duration_s)}. Trim it, or raise the limit with "
         f"--max-duration SEC (max_duration_s= in Python)."
     )
+
+
+T = TypeVar("T")  # a numpy array or a torch tensor
+
+
+def limit_peak(samples: T, ceiling: float = 0.99) -> T:
+    """Scale down (never up) so the peak is at most ``ceiling``: a file that cannot clip.
+
+    Works on numpy arrays and torch tensors alike (renders are tensors, mixes are arrays).
+    """
+    peak = 0.0 if 0 in samples.shape else float(abs(samples).max())
+    return samples * (ceiling / peak) if peak > ceiling else samples
 
 
 def format_duration(seconds: float) -> str:

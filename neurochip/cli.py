@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from neurochip.audio import DEFAULT_MAX_DURATION_S, Audio, load_audio, save_audio
+from neurochip.audio import DEFAULT_MAX_DURATION_S, Audio, limit_peak, load_audio, save_audio
 from neurochip.device import DEVICE_CHOICES, resolve_device
 from neurochip.errors import NeuroChipError
 from neurochip.model import DEFAULT_MODEL_ID as DEFAULT_MODEL
@@ -213,7 +213,7 @@ def cmd_invert(args: argparse.Namespace) -> None:
     if decoded.max_value is None:
         # Without the level tag the scale is arbitrary: normalise, as Riffusion does.
         waveform = waveform / waveform.abs().max().clamp_min(1e-9) * 0.99
-    _save(args, _limit_peak(waveform), params.sample_rate)
+    _save(args, limit_peak(waveform), params.sample_rate)
 
 
 def cmd_roundtrip(args: argparse.Namespace) -> None:
@@ -227,13 +227,7 @@ def cmd_roundtrip(args: argparse.Namespace) -> None:
             settings,
             progress,
         )
-    _save(args, _limit_peak(waveform), audio.sample_rate)
-
-
-def _limit_peak(waveform: torch.Tensor) -> torch.Tensor:
-    """Scale down (never up) so the file cannot clip."""
-    peak = float(waveform.abs().max())
-    return waveform * (0.99 / peak) if peak > 0.99 else waveform
+    _save(args, limit_peak(waveform), audio.sample_rate)
 
 
 def _stage_bar(description: str):

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from neurochip.audio import Audio
+from neurochip.audio import Audio, limit_peak
 from neurochip.errors import NeuroChipError
 from neurochip.model import SCHEDULERS, RiffusionModel, scheduler_spec
 from neurochip.phase import PHASE_MODES, PhaseSettings, waveform_from_amplitudes
@@ -355,9 +355,7 @@ class Engine:
             source=source,
             progress=lambda f: report(0.9 + 0.1 * f, "phase"),
         )
-        peak = float(waveform.abs().max())
-        if peak > 0.99:  # keep the take from clipping; never turn it up
-            waveform = waveform * (0.99 / peak)
+        waveform = limit_peak(waveform)  # a take never clips, and is never turned up
         report(1.0, "done")
         return Render(
             audio=Audio(waveform.cpu().numpy(), song.sample_rate),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from neurochip.audio import Audio
+from neurochip.audio import Audio, limit_peak
 from neurochip.errors import NeuroChipError
 
 
@@ -42,7 +42,7 @@ def stereo_pair(take_a: Audio, take_b: Audio, width: float = 1.0) -> Audio:
     left = near * a + far * b
     right = far * a + near * b
     mix = np.stack([left, right]).astype(np.float32)
-    return Audio(_limit(mix), take_a.sample_rate)
+    return Audio(limit_peak(mix), take_a.sample_rate)
 
 
 def rms(samples: np.ndarray) -> float:
@@ -99,9 +99,3 @@ def crossfade_compare(
     # No limiter here: scaling the whole mix would change the original part the listener
     # compares against. Integer files are clipped at save time, which a fade seldom reaches.
     return Audio(mix.astype(np.float32), rate)
-
-
-def _limit(samples: np.ndarray) -> np.ndarray:
-    """Scale down (never up) so the mix cannot clip."""
-    peak = float(np.abs(samples).max()) if samples.size else 0.0
-    return samples * np.float32(0.99 / peak) if peak > 0.99 else samples

@@ -16,7 +16,7 @@ from neurochip.jobs import Job
 from neurochip.midi import DRUMS, VOICES
 from neurochip.mix import crossfade_compare, stereo_pair
 from neurochip.model import SCHEDULERS
-from neurochip.spectrogram import amplitudes_to_float_image, mel_amplitudes
+from neurochip.spectrogram import SpectrogramParams, amplitudes_to_float_image, mel_amplitudes
 from neurochip.takes import spectrogram_thumbnail, take_metadata
 
 HELP = {
@@ -296,7 +296,7 @@ elif preview_job is not None and preview_job.state == "failed":
     st.error(preview_job.error)
 else:
     # No take yet (or no model): show what the model would see of the region.
-    hop = 441
+    hop = SpectrogramParams().hop_length
     first = int(round(preview_start * audio.sample_rate / hop)) * hop
     region = audio.to_mono().samples[:, first : first + round(PREVIEW_SECONDS * audio.sample_rate)]
     if region.shape[1] > hop * 20:
