@@ -139,17 +139,22 @@ def _add_phase_options(parser: argparse.ArgumentParser, with_mode: bool) -> None
 
 @contextmanager
 def _progress_bar(description: str):
-    """A tqdm bar driven by a library progress callback (a fraction from 0 to 1)."""
+    """A tqdm bar driven by a library progress callback.
+
+    The callback takes the fraction done (0 to 1) and, from the engine, the current stage
+    (encode, denoise step k of n, ...), which then follows the description.
+    """
     with tqdm(
         total=1000,
         desc=description,
-        unit="‰",
         leave=False,
         disable=None,
         bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}",
     ) as bar:
 
-        def update(fraction: float) -> None:
+        def update(fraction: float, stage: str | None = None) -> None:
+            if stage is not None:
+                bar.set_description_str(f"{description}: {stage}", refresh=False)
             bar.update(round(fraction * 1000) - bar.n)
 
         yield update
@@ -230,23 +235,6 @@ def cmd_roundtrip(args: argparse.Namespace) -> None:
     _save(args, limit_peak(waveform), audio.sample_rate)
 
 
-def _stage_bar(description: str):
-    """A progress bar whose label follows the engine's stage (encode, denoise step k of n...)."""
-    bar = tqdm(
-        total=1000,
-        desc=description,
-        leave=False,
-        disable=None,
-        bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}",
-    )
-
-    def update(fraction: float, stage: str) -> None:
-        bar.set_description_str(f"{description}: {stage}", refresh=False)
-        bar.update(round(fraction * 1000) - bar.n)
-
-    return bar, update
-
-
 def _output_variant(path: Path, suffix: str) -> Path:
     return path.with_name(f"{path.stem}-{suffix}{path.suffix}")
 
@@ -289,8 +277,7 @@ def cmd_render(args: argparse.Namespace) -> None:
     renders = {}
     for name, take_settings in takes.items():
         label = f"take {name}" if args.stereo_pair else "render"
-        bar, update = _stage_bar(label)
-        with bar:
+        with _progress_bar(label) as update:
             renders[name] = engine.render(song, take_settings, progress=update)
 
     source_name = args.input.name
