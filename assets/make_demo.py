@@ -214,8 +214,8 @@ def main() -> None:
     midi_path = HERE / "greensleeves.mid"
     make_midi().save(midi_path)
     print(f"Wrote {midi_path}")
-    from neurochip.audio import save_audio
-    from neurochip.midi import render_midi
+    from neurochip.io.write import save_audio
+    from neurochip.synth import render_midi
 
     audio = render_midi(midi_path)
     flac = save_audio(HERE / "greensleeves.flac", audio)

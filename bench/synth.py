@@ -3,7 +3,7 @@
 Builds (with mido) a four-track song at 120 BPM -- triangle bass in eighths, a pulse lead
 with pitch bends and mod-wheel vibrato, three-note string chords with CC11 swells and CC7
 automation, and a drum track (kick, snare, hats, crashes) -- then times
-:func:`neurochip.midi.render_midi` on it, stereo at 44.1 kHz.
+:func:`neurochip.synth.render_midi` on it, stereo at 44.1 kHz.
 
 It runs single-threaded: ``OMP_NUM_THREADS``, ``OPENBLAS_NUM_THREADS``, ``MKL_NUM_THREADS``
 are set to 1 before numpy loads and ``torch.set_num_threads(1)`` is called (the synth uses
@@ -32,8 +32,8 @@ from pathlib import Path  # noqa: E402
 import mido  # noqa: E402
 import torch  # noqa: E402
 
-from neurochip.audio import save_audio  # noqa: E402
-from neurochip.midi import read_midi, render_midi  # noqa: E402
+from neurochip.io.write import save_audio  # noqa: E402
+from neurochip.synth import read_midi, render_midi  # noqa: E402
 
 TPB = 480
 BEAT = TPB

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import torch
 
-from neurochip.audio import FFMPEG_FORMATS, find_ffmpeg, supported_formats
 from neurochip.device import best_device, describe_device
+from neurochip.io.decode import FFMPEG_FORMATS, find_ffmpeg, supported_formats
 from neurochip.model import DEFAULT_MODEL_ID
 
 
@@ -92,7 +92,7 @@ def check_chip_formats() -> Check:
 
 
 def check_midi() -> Check:
-    from neurochip.midi import find_fluidsynth, find_soundfont
+    from neurochip.synth import find_fluidsynth, find_soundfont
 
     fluidsynth, soundfont = find_fluidsynth(), find_soundfont()
     detail = "built-in chip synth ready"

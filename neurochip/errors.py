@@ -1,4 +1,4 @@
-"""The one error type composers see.
+"""Every error NeuroChip raises on purpose, in one place.
 
 Every failure a user can cause (a file that does not decode, a setting out of range, missing
 model weights) is raised as a :class:`NeuroChipError` whose message says what happened and
@@ -11,4 +11,12 @@ class NeuroChipError(Exception):
 
 
 class AudioLoadError(NeuroChipError):
-    """An input file could not be read as audio."""
+    """An input file could not be read as audio (or as a MIDI sketch)."""
+
+
+class ModelNotFoundError(NeuroChipError):
+    """The model weights are not here; the message says how to get them."""
+
+
+class RenderCancelled(NeuroChipError):
+    """The render was cancelled; nothing was written."""

@@ -23,7 +23,8 @@ from typing import Any
 import torch
 
 from neurochip.device import resolve_device
-from neurochip.errors import NeuroChipError
+from neurochip.errors import ModelNotFoundError, NeuroChipError
+from neurochip.settings import SCHEDULER_NAMES
 
 #: The published Riffusion model on the Hugging Face hub.
 DEFAULT_MODEL_ID = "riffusion/riffusion-model-v1"
@@ -38,12 +39,10 @@ SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
     "lms": ("LMSDiscreteScheduler", {}),
 }
 DEFAULT_SCHEDULER = "dpm++"
+# The names composers choose from are listed with the settings; each needs its class here.
+assert tuple(SCHEDULERS) == SCHEDULER_NAMES, "neurochip.settings.SCHEDULER_NAMES is out of date"
 
 DTYPES = {"auto": None, "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-class ModelNotFoundError(NeuroChipError):
-    """The model weights are not here; the message says how to get them."""
 
 
 @dataclass

@@ -24,6 +24,7 @@ import torch
 from PIL import Image
 
 from neurochip.errors import NeuroChipError
+from neurochip.io.audio import Audio
 
 #: Float audio in [-1, 1] times this gives Riffusion's int16 sample values.
 INT16_SCALE = 32768.0
@@ -242,8 +243,22 @@ def frame_chunks(num_frames: int, chunk: int) -> list[tuple[int, int]]:
     return [(a, min(a + chunk, num_frames)) for a in range(0, num_frames, chunk)]
 
 
+def as_waveform(audio: torch.Tensor | Audio, params: SpectrogramParams) -> torch.Tensor:
+    """A (channels, samples) tensor the codec can take.
+
+    A tensor is taken as it is; an :class:`~neurochip.io.audio.Audio` is resampled to
+    ``params.sample_rate`` and laid out as the picture wants it (two channels for a stereo
+    picture, the mono mix otherwise).
+    """
+    if not isinstance(audio, Audio):
+        return audio
+    audio = audio.resample(params.sample_rate)
+    audio = audio.to_stereo() if params.stereo else audio.to_mono()
+    return torch.from_numpy(audio.samples)
+
+
 def mel_amplitudes(
-    waveform: torch.Tensor,
+    waveform: torch.Tensor | Audio,
     params: SpectrogramParams = SpectrogramParams(),
     chunk_frames: int = 2048,
 ) -> torch.Tensor:
@@ -251,13 +266,14 @@ def mel_amplitudes(
 
     Args:
         waveform: (channels, samples) float audio in [-1, 1] at ``params.sample_rate``, on any
-            device.
+            device; or an :class:`~neurochip.io.audio.Audio` (see :func:`as_waveform`).
         params: the spectrogram format.
         chunk_frames: STFT columns computed at once; bounds memory for long songs.
 
     Returns:
         (channels, n_mels, 1 + samples // hop) amplitudes on Riffusion's int16 scale.
     """
+    waveform = as_waveform(waveform, params)
     if waveform.ndim != 2:
         raise ValueError("waveform must be (channels, samples)")
     padded = padded_signal(waveform.float() * INT16_SCALE, params)
@@ -391,9 +407,11 @@ def amplitudes_from_image(image: Image.Image) -> DecodedImage:
 
 
 def spectrogram_image(
-    waveform: torch.Tensor, params: SpectrogramParams = SpectrogramParams()
+    waveform: torch.Tensor | Audio, params: SpectrogramParams = SpectrogramParams()
 ) -> Image.Image:
-    """Float audio (channels, samples) -> Riffusion image (stereo if it has two channels)."""
+    """Float audio (channels, samples) or an Audio -> Riffusion image (stereo if it has two
+    channels)."""
+    waveform = as_waveform(waveform, params)
     amplitudes = mel_amplitudes(waveform, params)
     return image_from_amplitudes(amplitudes, params, num_samples=waveform.shape[-1])
 

@@ -1,4 +1,4 @@
-"""Tests for neurochip.midi: reading MIDI files and the chip synth that plays them.
+"""Tests for neurochip.synth: reading MIDI files, the chip synth and drums, FluidSynth.
 
 Every MIDI file is built here with mido. Pitches are measured from the spectrum, vibrato
 from the analytic signal's instantaneous frequency, levels as RMS in dB.
@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 from scipy import signal
 
-from neurochip import midi as midi_module
-from neurochip.errors import NeuroChipError
-from neurochip.midi import (
+from neurochip.errors import AudioLoadError, NeuroChipError
+from neurochip.io.decode import load_audio
+from neurochip.sketch import load_sketch
+from neurochip.synth import (
     MAX_VOICES_PER_CHANNEL,
     PEAK_LEVEL,
     RELEASE_TAIL_S,
@@ -30,6 +31,8 @@ from neurochip.midi import (
     render_midi,
     render_soundfont,
 )
+from neurochip.synth import midi as midi_reader
+from neurochip.synth import soundfont as soundfont_module
 
 SR = 44100
 TPB = 480  # ticks per beat; at the default 120 BPM one beat is 0.5 s
@@ -551,9 +554,20 @@ def test_too_long_midi_is_refused_fast(tmp_path):
 
 
 def test_huge_file_is_refused_before_parsing(tmp_path, monkeypatch):
-    monkeypatch.setattr(midi_module, "MAX_MIDI_BYTES", 100)
+    monkeypatch.setattr(midi_reader, "MAX_MIDI_BYTES", 100)
     with pytest.raises(NeuroChipError, match=r"big\.mid is .* too big"):
         read_midi(one_track(tmp_path / "big.mid", *(note(i, i + 1) for i in range(20))))
+
+
+def test_load_audio_refuses_midi_and_load_sketch_plays_it(tmp_path):
+    path = one_track(tmp_path / "sketch.mid", note(0, 1))
+    with pytest.raises(
+        AudioLoadError, match=r"sketch\.mid is a MIDI file, not audio: .*load_sketch"
+    ):
+        load_audio(path)
+    sketch = load_sketch(path)
+    assert sketch.is_midi and [t.key for t in sketch.tracks] == ["2"]
+    np.testing.assert_array_equal(sketch.audio.samples, render_midi(path).samples)
 
 
 def test_bad_sample_rate(tmp_path):
@@ -577,7 +591,7 @@ def test_render_with_a_soundfont(tmp_path):
 
 
 def test_a_file_that_is_not_a_soundfont(tmp_path, monkeypatch):
-    monkeypatch.setattr(midi_module, "find_fluidsynth", lambda: "/usr/bin/fluidsynth")
+    monkeypatch.setattr(soundfont_module, "find_fluidsynth", lambda: "/usr/bin/fluidsynth")
     broken = tmp_path / "broken.sf2"
     broken.write_text("not a soundfont")
     with pytest.raises(NeuroChipError, match=r"broken\.sf2 is not a SoundFont"):
@@ -595,14 +609,14 @@ def test_fluidsynth_failing_to_load_the_soundfont(tmp_path):
 
 
 def test_missing_fluidsynth_says_how_to_install(tmp_path, monkeypatch):
-    monkeypatch.setattr(midi_module, "find_fluidsynth", lambda: None)
+    monkeypatch.setattr(soundfont_module, "find_fluidsynth", lambda: None)
     with pytest.raises(NeuroChipError, match="FluidSynth.*apt-get install fluidsynth.*brew"):
         render_soundfont(one_track(tmp_path / "x.mid", note(0, 1)))
 
 
 def test_missing_soundfont_says_how_to_get_one(tmp_path, monkeypatch):
-    monkeypatch.setattr(midi_module, "find_fluidsynth", lambda: "/usr/bin/fluidsynth")
-    monkeypatch.setattr(midi_module, "find_soundfont", lambda: None)
+    monkeypatch.setattr(soundfont_module, "find_fluidsynth", lambda: "/usr/bin/fluidsynth")
+    monkeypatch.setattr(soundfont_module, "find_soundfont", lambda: None)
     path = one_track(tmp_path / "x.mid", note(0, 1))
     with pytest.raises(NeuroChipError, match="No General MIDI SoundFont.*apt-get.*--soundfont"):
         render_soundfont(path)

@@ -1,18 +1,15 @@
-"""Reading and writing audio files.
+"""Reading audio files: recorded audio, tracker modules and chip-music rips.
 
-Everything that enters neurochip goes through :func:`load_audio`, which returns an
-:class:`Audio`: float32 samples shaped ``(channels, frames)`` at 44.1 kHz unless asked
-otherwise. Plain audio files (WAV, FLAC, OGG, MP3, AIFF) are read with soundfile
-(libsndfile); compressed formats from other apps (M4A, WebM, Opus, ...), tracker modules
-(MOD, S3M, XM, IT) and chip-music rips (NSF, SPC, VGM, ...) are decoded by the system's
-``ffmpeg``, which plays the latter two through libopenmpt and libgme.
+:func:`load_audio` returns an :class:`~neurochip.io.audio.Audio`: float32 samples shaped
+``(channels, frames)`` at 44.1 kHz unless asked otherwise. Plain audio files (WAV, FLAC, OGG,
+MP3, AIFF) are read with soundfile (libsndfile); compressed formats from other apps (M4A, WebM,
+Opus, ...), tracker modules (MOD, S3M, XM, IT) and chip-music rips (NSF, SPC, VGM, ...) are
+decoded by the system's ``ffmpeg``, which plays the latter two through libopenmpt and libgme.
+MIDI files are not audio: :func:`neurochip.load_sketch` plays them with the chip synth.
 
 Every problem with an input file is raised as :class:`~neurochip.errors.AudioLoadError`,
 whose message names the file and says what to do about it; nothing from soundfile,
 ffmpeg or the OS escapes as a traceback.
-
-:func:`save_audio` writes WAV, FLAC, OGG or MP3 atomically and can store a text string
-(the render settings) in the file's comment field; :func:`read_metadata` reads it back.
 """
 
 from __future__ import annotations
@@ -20,42 +17,21 @@ from __future__ import annotations
 import functools
 import math
 import os
-import secrets
 import shutil
 import subprocess
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Literal, TypeVar
 
 import numpy as np
 import soundfile as sf
-import soxr
 
 from neurochip.errors import AudioLoadError, NeuroChipError
-
-__all__ = [
-    "CHIP_PLAY_LENGTH_S",
-    "DEFAULT_MAX_DURATION_S",
-    "FFMPEG_FORMATS",
-    "SAMPLE_RATE",
-    "SOUNDFILE_SUFFIXES",
-    "Audio",
-    "ffmpeg_demuxers",
-    "find_ffmpeg",
-    "load_audio",
-    "read_metadata",
-    "save_audio",
-    "supported_formats",
-]
-
-SAMPLE_RATE: int = 44100
-"""The sample rate neurochip works at, and what :func:`load_audio` returns by default."""
+from neurochip.io.audio import SAMPLE_RATE, Audio, format_duration
+from neurochip.io.riff import iff_chunks
 
 DEFAULT_MAX_DURATION_S: float = 20 * 60
 """Longest input :func:`load_audio` accepts unless told otherwise (20 minutes)."""
 
-#: Standard MIDI Files: synthesised by the built-in chip synth before anything else sees them.
+#: Standard MIDI Files: not audio; :func:`neurochip.load_sketch` plays them with the chip synth.
 MIDI_SUFFIXES: frozenset[str] = frozenset({".mid", ".midi", ".smf"})
 
 SOUNDFILE_SUFFIXES: set[str] = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif"}
@@ -135,138 +111,6 @@ _INSTALL_FFMPEG_HINT = (
 # --------------------------------------------------------------------------------------
 # Audio
 # --------------------------------------------------------------------------------------
-
-
-@dataclass(eq=False, repr=False)
-class Audio:
-    """Audio samples and their sample rate.
-
-    Args:
-        samples: Samples shaped ``(channels, frames)``, nominally in ``[-1, 1]``. Stored as
-            a C-contiguous float32 array (converted if needed); a 1-D array is taken as
-            mono.
-        sample_rate: Frames per second.
-
-    Raises:
-        ValueError: If ``samples`` is not 1-D or 2-D, looks like ``(frames, channels)``,
-            or ``sample_rate`` is not a positive integer.
-
-    Methods that change nothing (``to_mono`` on mono audio, ``resample`` to the same
-    rate, ...) return ``self``; treat an :class:`Audio` as immutable.
-    """
-
-    samples: np.ndarray
-    sample_rate: int
-
-    def __post_init__(self) -> None:
-        samples = np.asarray(self.samples, dtype=np.float32)
-        if samples.ndim == 1:
-            samples = samples[np.newaxis, :]
-        if samples.ndim != 2 or samples.shape[0] == 0:
-            raise ValueError(
-                f"Audio samples must be shaped (channels, frames); got shape {samples.shape}"
-            )
-        if samples.shape[0] > 64:
-            # Nobody feeds 65+ channels to neurochip; this is soundfile's (frames, channels).
-            raise ValueError(
-                f"Audio samples must be shaped (channels, frames); got shape {samples.shape}"
-                " (transpose it?)"
-            )
-        self.samples = np.ascontiguousarray(samples)
-        if isinstance(self.sample_rate, bool) or int(self.sample_rate) != self.sample_rate:
-            raise ValueError(f"sample_rate must be an integer; got {self.sample_rate!r}")
-        if self.sample_rate <= 0:
-            raise ValueError(f"sample_rate must be positive; got {self.sample_rate!r}")
-        self.sample_rate = int(self.sample_rate)
-
-    def __repr__(self) -> str:
-        return (
-            f"Audio(channels={self.channels}, frames={self.frames}, "
-            f"sample_rate={self.sample_rate}, duration_s={self.duration_s:.3f})"
-        )
-
-    @property
-    def channels(self) -> int:
-        """Number of channels."""
-        return int(self.samples.shape[0])
-
-    @property
-    def frames(self) -> int:
-        """Number of frames (samples per channel)."""
-        return int(self.samples.shape[1])
-
-    @property
-    def duration_s(self) -> float:
-        """Length in seconds."""
-        return self.frames / self.sample_rate
-
-    def to_mono(self) -> Audio:
-        """The mean of all channels, shaped ``(1, frames)``."""
-        if self.channels == 1:
-            return self
-        return Audio(self.samples.mean(axis=0, keepdims=True), self.sample_rate)
-
-    def to_stereo(self) -> Audio:
-        """Two channels: mono is duplicated, stereo returned as is.
-
-        With more than two channels the first two are kept and the rest dropped: front
-        left and right in WAV and FLAC order. A proper downmix needs the file's channel
-        layout, which an array does not carry; :func:`load_audio` therefore has ffmpeg
-        downmix such files and only falls back to this when ffmpeg is missing.
-        """
-        if self.channels == 2:
-            return self
-        if self.channels == 1:
-            return Audio(np.repeat(self.samples, 2, axis=0), self.sample_rate)
-        return Audio(self.samples[:2], self.sample_rate)
-
-    def span(self, start_s: float = 0.0, duration_s: float | None = None) -> Audio:
-        """An exact excerpt.
-
-        Args:
-            start_s: Start time; the excerpt starts at frame ``round(start_s * sample_rate)``.
-            duration_s: Length; ``round(duration_s * sample_rate)`` frames, cut short at the
-                end of the audio. ``None`` means up to the end.
-
-        Raises:
-            NeuroChipError: If the start is negative or not before the end, or the duration
-                is not positive.
-        """
-        if not math.isfinite(start_s) or start_s < 0:
-            raise NeuroChipError(f"The start time must be 0 s or later; got {start_s} s.")
-        start = round(start_s * self.sample_rate)
-        if start >= self.frames:
-            raise NeuroChipError(
-                f"The start time {start_s:g} s is past the end of the audio, which is "
-                f"{format_duration(self.duration_s)} long."
-            )
-        if duration_s is None:
-            stop = self.frames
-        else:
-            if not duration_s > 0:  # also catches NaN
-                raise NeuroChipError(f"The duration must be more than 0 s; got {duration_s} s.")
-            stop = self.frames
-            if math.isfinite(duration_s):
-                stop = min(start + round(duration_s * self.sample_rate), self.frames)
-            if stop <= start:
-                raise NeuroChipError(
-                    f"A duration of {duration_s} s is shorter than one sample at "
-                    f"{self.sample_rate} Hz."
-                )
-        return Audio(self.samples[:, start:stop].copy(), self.sample_rate)
-
-    def resample(self, sample_rate: int) -> Audio:
-        """The same audio at another sample rate (soxr, very high quality).
-
-        The result has ``round(frames * sample_rate / self.sample_rate)`` frames, give or
-        take one.
-        """
-        if sample_rate == self.sample_rate:
-            return self
-        if isinstance(sample_rate, bool) or int(sample_rate) != sample_rate or sample_rate <= 0:
-            raise ValueError(f"sample_rate must be a positive integer; got {sample_rate!r}")
-        resampled = soxr.resample(self.samples.T, self.sample_rate, int(sample_rate), quality="VHQ")
-        return Audio(np.ascontiguousarray(resampled.T, dtype=np.float32), int(sample_rate))
 
 
 # --------------------------------------------------------------------------------------
@@ -381,8 +225,11 @@ def load_audio(
 
     suffix = _check_input_file(path)
     if suffix in MIDI_SUFFIXES:
-        audio = _synthesise_midi(path, max_duration_s)
-    elif suffix in SOUNDFILE_SUFFIXES:
+        raise AudioLoadError(
+            f"{path.name} is a MIDI file, not audio: load it with load_sketch(), which plays it "
+            "with the built-in chip synth."
+        )
+    if suffix in SOUNDFILE_SUFFIXES:
         audio = _load_with_soundfile(path, max_duration_s)
     else:
         audio = _load_with_ffmpeg(path, max_duration_s)
@@ -400,18 +247,6 @@ def load_audio(
     if sample_rate is not None:
         audio = audio.resample(int(sample_rate))
     return audio
-
-
-def _synthesise_midi(path: Path, max_duration_s: float | None) -> Audio:
-    """A MIDI sketch, rendered by the built-in chip synth (see :mod:`neurochip.midi`)."""
-    from neurochip.midi import MAX_MIDI_SECONDS, read_midi, render_midi
-
-    try:
-        return render_midi(read_midi(path, max_seconds=max_duration_s or MAX_MIDI_SECONDS))
-    except AudioLoadError:
-        raise
-    except NeuroChipError as err:  # one error type from the loader, whatever the format
-        raise AudioLoadError(str(err)) from err
 
 
 def _check_input_file(path: Path) -> str:
@@ -659,7 +494,7 @@ def _check_not_truncated(path: Path) -> None:
             else:
                 return
             block_align = 1
-            for chunk_id, size, offset in _iff_chunks(f, 12, file_size, big_endian):
+            for chunk_id, size, offset in iff_chunks(f, 12, file_size, big_endian):
                 if chunk_id == b"fmt ":
                     f.seek(offset + 12)
                     block_align = max(1, int.from_bytes(f.read(2), "little"))
@@ -683,22 +518,6 @@ def _check_not_truncated(path: Path) -> None:
 
 def _percent(part: int, whole: int) -> str:
     return f"{100 * part / whole:.0f}%" if whole else "none"
-
-
-def _iff_chunks(
-    f: BinaryIO, start: int, end: int, big_endian: bool
-) -> Iterator[tuple[bytes, int, int]]:
-    """Yield (id, declared size, offset of the body) for RIFF/IFF chunks in [start, end)."""
-    order: Literal["big", "little"] = "big" if big_endian else "little"
-    position = start
-    while position + 8 <= end:
-        f.seek(position)
-        header = f.read(8)
-        if len(header) < 8:
-            return
-        size = int.from_bytes(header[4:], order)
-        yield header[:4], size, position + 8
-        position += 8 + size + (size & 1)
 
 
 def _soundfile_reason(err: BaseException) -> str:
@@ -736,207 +555,3 @@ def _too_long_error(
         f"{format_duration(max_duration_s)}. Trim it, or raise the limit with "
         f"--max-duration SEC (max_duration_s= in Python)."
     )
-
-
-T = TypeVar("T")  # a numpy array or a torch tensor
-
-
-def limit_peak(samples: T, ceiling: float = 0.99) -> T:
-    """Scale down (never up) so the peak is at most ``ceiling``: a file that cannot clip.
-
-    Works on numpy arrays and torch tensors alike (renders are tensors, mixes are arrays).
-    """
-    peak = 0.0 if 0 in samples.shape else float(abs(samples).max())
-    return samples * (ceiling / peak) if peak > ceiling else samples
-
-
-def format_duration(seconds: float) -> str:
-    """A length as people say it: "42.0 s", "3 min 05 s", "1 h 02 min 00 s"."""
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, rest = divmod(round(seconds), 60)
-    if minutes >= 60:
-        hours, minutes = divmod(minutes, 60)
-        return f"{hours} h {minutes:02d} min {rest:02d} s"
-    return f"{minutes} min {rest:02d} s"
-
-
-# --------------------------------------------------------------------------------------
-# Saving and metadata
-# --------------------------------------------------------------------------------------
-
-_SAVE_FORMATS: dict[str, str] = {".wav": "WAV", ".flac": "FLAC", ".mp3": "MP3", ".ogg": "OGG"}
-
-# ID3v1's comment field holds 30 bytes; LAME only writes an ID3v2 tag for longer text.
-_ID3V1_COMMENT_BYTES = 30
-
-
-def save_audio(
-    path: str | os.PathLike[str],
-    audio: Audio,
-    *,
-    bit_depth: Literal["16", "24", "float"] = "16",
-    metadata: str | None = None,
-) -> Path:
-    """Write audio to a WAV, FLAC, MP3 or OGG (Vorbis) file, picked by the suffix.
-
-    The file is written under a temporary name in the same folder and renamed into place,
-    so a crash never leaves a half-written file under ``path``. Missing folders are made.
-
-    Args:
-        path: Where to write. Replaced if it exists.
-        audio: What to write. Samples outside ``[-1, 1]`` are clipped, except in float WAV;
-            NaN becomes 0.
-        bit_depth: ``"16"``, ``"24"`` or ``"float"`` for WAV; FLAC stores 16 or 24 bits
-            (``"float"`` gives 24); ignored for MP3 and OGG.
-        metadata: Text stored in the file's comment field (WAV ``LIST/INFO/ICMT``, FLAC and
-            OGG Vorbis comment, MP3 ID3 comment); read it with :func:`read_metadata`.
-            ``None`` or ``""`` stores nothing.
-
-    Returns:
-        The path written.
-
-    Raises:
-        NeuroChipError: For an unknown suffix or bit depth, or if the file cannot be
-            written (no permission, disk full, a sample rate MP3 does not support, ...).
-    """
-    path = Path(path)
-    suffix = path.suffix.lower()
-    file_format = _SAVE_FORMATS.get(suffix)
-    if file_format is None:
-        raise NeuroChipError(
-            f"Cannot save {path.name}: unknown file type {suffix or '(no extension)'}. "
-            f"Use one of {', '.join(_SAVE_FORMATS)}."
-        )
-    bit_depth = str(bit_depth)  # type: ignore[assignment]  # tolerate 16 and 24 as ints
-    if bit_depth not in ("16", "24", "float"):
-        raise NeuroChipError(f'The bit depth must be "16", "24" or "float"; got {bit_depth!r}.')
-    subtype = {
-        "WAV": {"16": "PCM_16", "24": "PCM_24", "float": "FLOAT"}[bit_depth],
-        "FLAC": "PCM_16" if bit_depth == "16" else "PCM_24",
-        "MP3": "MPEG_LAYER_III",
-        "OGG": "VORBIS",
-    }[file_format]
-
-    samples = np.nan_to_num(audio.samples, nan=0.0, posinf=1.0, neginf=-1.0)
-    if subtype != "FLOAT":
-        # libsndfile wraps out-of-range floats around in integer formats instead of clipping.
-        np.clip(samples, -1.0, 1.0, out=samples)
-    if file_format == "WAV":
-        bytes_per_sample = {"PCM_16": 2, "PCM_24": 3, "FLOAT": 4}[subtype]
-        if samples.size * bytes_per_sample > 0xFFFFFFFF - (1 << 20):
-            raise NeuroChipError(
-                f"{path.name} would be over 4 GB, the most a WAV file can hold. "
-                "Save it as FLAC instead."
-            )
-
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise NeuroChipError(
-            f"Cannot create the folder {path.parent}: {err.strerror or err}."
-        ) from err
-
-    temporary = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
-    try:
-        # Created by us (not mkstemp) so the file gets the usual umask permissions.
-        os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-        with sf.SoundFile(
-            temporary,
-            "w",
-            samplerate=audio.sample_rate,
-            channels=audio.channels,
-            subtype=subtype,
-            format=file_format,
-        ) as sound_file:
-            if metadata and file_format != "WAV":
-                # Vorbis comments and ID3 tags are written with the first block of audio.
-                sound_file.comment = metadata
-            sound_file.write(samples.T)
-        if metadata and file_format == "WAV":
-            # libsndfile drops a WAV comment longer than ~2 KB without a word.
-            _append_wav_comment(temporary, metadata)
-        with temporary.open("rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(temporary, path)
-    except (sf.SoundFileError, RuntimeError, OSError) as err:
-        detail = getattr(err, "error_string", None) or getattr(err, "strerror", None) or err
-        raise NeuroChipError(f"Could not write {path.name}: {detail}") from err
-    finally:
-        # Gone after a successful rename; after a failure, never leave it behind.
-        temporary.unlink(missing_ok=True)
-    return path
-
-
-def _append_wav_comment(path: Path, text: str) -> None:
-    """Append a LIST/INFO chunk holding ``text`` as ICMT, and fix the RIFF size."""
-    comment = text.encode("utf-8") + b"\0"
-    if len(comment) & 1:
-        comment += b"\0"
-    info = b"INFO" + b"ICMT" + len(comment).to_bytes(4, "little") + comment
-    chunk = b"LIST" + len(info).to_bytes(4, "little") + info
-    with path.open("rb+") as f:
-        f.seek(0, os.SEEK_END)
-        end = f.tell()
-        if end & 1:  # chunks start on even offsets
-            f.write(b"\0")
-            end += 1
-        riff_size = end + len(chunk) - 8
-        if riff_size > 0xFFFFFFFF:
-            raise NeuroChipError(f"{path.name} is too large for a WAV file; save it as FLAC.")
-        f.write(chunk)
-        f.seek(4)
-        f.write(riff_size.to_bytes(4, "little"))
-
-
-def read_metadata(path: str | os.PathLike[str]) -> str | None:
-    """The text :func:`save_audio` stored in a file's comment field.
-
-    Works on any WAV, FLAC, OGG or MP3 file with a comment. Returns ``None`` when there is
-    none, or the file cannot be read.
-    """
-    path = Path(path)
-    try:
-        with path.open("rb") as f:
-            header = f.read(12)
-            if header[:4] == b"RIFF" and header[8:12] == b"WAVE":
-                return _read_wav_comment(f, os.fstat(f.fileno()).st_size)
-        with sf.SoundFile(path) as sound_file:
-            comment = sound_file.comment
-            is_mp3 = sound_file.format == "MP3"
-    except (sf.SoundFileError, RuntimeError, OSError, ValueError):
-        return None
-    if is_mp3 and comment:
-        comment = _repair_id3_comment(comment)
-    return comment or None
-
-
-def _read_wav_comment(f: BinaryIO, file_size: int) -> str | None:
-    # Our own reader because libsndfile ignores ICMT chunks over ~2 KB.
-    for chunk_id, size, offset in _iff_chunks(f, 12, file_size, big_endian=False):
-        if chunk_id != b"LIST":
-            continue
-        f.seek(offset)
-        if f.read(4) != b"INFO":
-            continue
-        end = min(offset + size, file_size)
-        for sub_id, sub_size, sub_offset in _iff_chunks(f, offset + 4, end, big_endian=False):
-            if sub_id == b"ICMT":
-                f.seek(sub_offset)
-                text = f.read(sub_size).split(b"\0", 1)[0].decode("utf-8", "replace")
-                return text or None
-    return None
-
-
-def _repair_id3_comment(comment: str) -> str:
-    """Undo the double UTF-8 encoding of non-ASCII MP3 comments.
-
-    libsndfile hands our UTF-8 bytes to LAME, which stores them in an ID3v2 frame marked
-    Latin-1, so they come back decoded as Latin-1 ("é" reads as "Ã©"). Comments of up to
-    30 bytes go to ID3v1 instead and come back intact, so only longer ones are repaired.
-    """
-    try:
-        repaired = comment.encode("latin-1").decode("utf-8")
-    except UnicodeError:
-        return comment
-    return repaired if len(repaired.encode("utf-8")) > _ID3V1_COMMENT_BYTES else comment

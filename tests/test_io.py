@@ -1,4 +1,4 @@
-"""Tests for neurochip.audio: loading, saving, metadata and the Audio helpers."""
+"""Tests for neurochip.io (and load_sketch): loading, saving, metadata, the Audio helpers."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from neurochip import audio as audio_module
-from neurochip.audio import (
+from neurochip.errors import AudioLoadError, NeuroChipError
+from neurochip.io import (
     CHIP_PLAY_LENGTH_S,
     DEFAULT_MAX_DURATION_S,
     FFMPEG_FORMATS,
@@ -28,7 +28,8 @@ from neurochip.audio import (
     save_audio,
     supported_formats,
 )
-from neurochip.errors import AudioLoadError, NeuroChipError
+from neurochip.io import decode as audio_module
+from neurochip.sketch import load_sketch
 from tests.chiptune import protracker_module
 
 needs_ffmpeg = pytest.mark.skipif(
@@ -266,7 +267,7 @@ def test_ffmpeg_input_longer_than_the_limit(tmp_path):
     assert "max_duration_s" in message
 
 
-def test_midi_is_synthesised_and_damaged_midi_is_a_clear_error(tmp_path):
+def _midi_file(path: Path) -> Path:
     import mido
 
     song = mido.MidiFile()
@@ -276,13 +277,64 @@ def test_midi_is_synthesised_and_damaged_midi_is_a_clear_error(tmp_path):
         mido.Message("note_off", note=69, time=480),
     ]
     song.tracks.append(track)
-    good = tmp_path / "sketch.mid"
-    song.save(good)
-    audio = load_audio(good)
+    song.save(path)
+    return path
+
+
+def test_midi_sketch_is_synthesised_and_damaged_midi_is_a_clear_error(tmp_path):
+    good = _midi_file(tmp_path / "sketch.mid")
+    sketch = load_sketch(good)
+    audio = sketch.audio
     assert audio.sample_rate == SAMPLE_RATE and audio.channels == 2 and audio.duration_s > 0.5
+    assert sketch.is_midi and sketch.name == "sketch.mid" and len(sketch.tracks) == 1
     bad = tmp_path / "broken.mid"
     bad.write_bytes(good.read_bytes()[:30])
-    assert "broken.mid" in load_error(bad)
+    with pytest.raises(AudioLoadError, match="broken.mid"):
+        load_sketch(bad)
+
+
+def test_load_audio_points_midi_to_load_sketch(tmp_path):
+    assert "load_sketch" in load_error(_midi_file(tmp_path / "sketch.mid"))
+
+
+def test_load_sketch_reads_file_objects_and_bytes_like_paths(tmp_path):
+    import io
+
+    wav = tmp_path / "song.wav"
+    sf.write(wav, np.sin(np.arange(22050) / 10).astype(np.float32) * 0.5, 22050)
+    from_path = load_sketch(wav)
+    with wav.open("rb") as handle:
+        from_file = load_sketch(handle)
+    from_bytes = load_sketch(io.BytesIO(wav.read_bytes()), name="song.wav")
+    for sketch in (from_file, from_bytes):
+        assert sketch.name == "song.wav" and sketch.key == from_path.key
+        np.testing.assert_array_equal(sketch.audio.samples, from_path.audio.samples)
+    midi = _midi_file(tmp_path / "tune.mid")
+    from_midi_bytes = load_sketch(midi.read_bytes(), name="tune.mid")
+    np.testing.assert_array_equal(from_midi_bytes.audio.samples, load_sketch(midi).audio.samples)
+
+
+def test_load_sketch_errors_name_the_composers_file_not_a_temporary_one(tmp_path):
+    import io
+
+    with pytest.raises(AudioLoadError) as info:
+        load_sketch(io.BytesIO(b"RIFF\x00\x00\x00\x00WAVEjunk" * 4), name="My Song.wav")
+    assert "My Song.wav" in str(info.value) and "sketch.wav" not in str(info.value)
+    with pytest.raises(AudioLoadError, match="not a format"):
+        load_sketch(io.BytesIO(b"data"), name="../../etc/passwd")
+    with pytest.raises(AudioLoadError, match="empty"):
+        load_sketch(b"", name="song.wav")
+    with pytest.raises(NeuroChipError, match="name="):
+        load_sketch(b"data")
+
+
+def test_midi_voices_change_the_sound_and_the_key(tmp_path):
+    sketch = load_sketch(_midi_file(tmp_path / "sketch.mid"))
+    key = sketch.tracks[0].key
+    other = "triangle" if sketch.tracks[0].voice != "triangle" else "saw"
+    revoiced = sketch.with_voices({key: other})
+    assert revoiced.voices == {key: other} and revoiced.key != sketch.key
+    assert not np.array_equal(revoiced.audio.samples, sketch.audio.samples)
 
 
 def test_supported_formats_covers_every_suffix():

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import io
 import json
 import os
@@ -16,20 +18,22 @@ import soundfile as sf
 import torch
 from PIL import Image
 
-from neurochip import takes
-from neurochip.audio import Audio, save_audio
-from neurochip.engine import Render, RenderSettings
 from neurochip.errors import NeuroChipError
-from neurochip.takes import (
-    TakeLibrary,
+from neurochip.io.audio import Audio
+from neurochip.io.write import save_audio
+from neurochip.library import names, store
+from neurochip.library.metadata import (
     read_take_metadata,
     save_take,
     settings_from_take,
     sidecar_path,
-    spectrogram_thumbnail,
-    take_filename,
     take_metadata,
 )
+from neurochip.library.names import take_filename
+from neurochip.library.store import TakeLibrary
+from neurochip.library.thumbnails import spectrogram_thumbnail
+from neurochip.settings import RenderSettings
+from neurochip.takeset import pair_takes
 
 SETTINGS = RenderSettings(prompt="a funk band with slap bass, ünïcödé", seed=9, denoise=0.3)
 AUDIO = Audio(np.zeros((1, 4410), np.float32), 44100)
@@ -148,7 +152,7 @@ def test_unknown_ids_are_clear_errors(library):
         lambda: library.rename("0123456789ab", "x"),
         lambda: library.delete("0123456789ab"),
         lambda: library.export("0123456789ab"),
-        lambda: library.pair("0123456789ab", "0123456789ab"),
+        lambda: pair_takes(library, "0123456789ab", "0123456789ab"),
     ):
         with pytest.raises(NeuroChipError, match="No take with id"):
             call()
@@ -202,20 +206,257 @@ def test_the_index_is_rebuilt_from_the_folders(library, damage):
 
 def test_default_home_follows_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("NEUROCHIP_HOME", str(tmp_path / "elsewhere"))
-    assert takes.default_home() == takes.DEFAULT_HOME == tmp_path / "elsewhere"
+    assert store.default_home() == store.DEFAULT_HOME == tmp_path / "elsewhere"
     assert TakeLibrary().root == tmp_path / "elsewhere"
     assert (tmp_path / "elsewhere" / "takes").is_dir()
     assert (tmp_path / "elsewhere" / "library.sqlite3").is_file()
     monkeypatch.delenv("NEUROCHIP_HOME")
-    home = takes.DEFAULT_HOME  # read again: follows the variable
+    home = store.DEFAULT_HOME  # read again: follows the variable
     assert home == Path("~/.neurochip").expanduser()
 
 
 def test_a_newer_index_is_refused_clearly(library):
     with sqlite3.connect(library.root / "library.sqlite3") as conn:
-        conn.execute(f"PRAGMA user_version = {takes.SCHEMA_VERSION + 1}")
+        conn.execute(f"PRAGMA user_version = {store.SCHEMA_VERSION + 1}")
     with pytest.raises(NeuroChipError, match="newer NeuroChip"):
         TakeLibrary(library.root)
+
+
+# --- search, sort and the index ------------------------------------------------------------------
+
+
+def add_with(library, prompts, source, seed=1, kind="take", **kwargs):
+    """A take whose takes ("A", then "B") have these prompts."""
+    chosen = {k: settings(seed + i, p) for i, (k, p) in enumerate(zip("AB", prompts, strict=False))}
+    return library.add(sine(0.1), take_metadata(kind, chosen, source), **kwargs)
+
+
+@pytest.fixture
+def songs(library):
+    """Four takes of three songs (one without), added in this order."""
+    funk = add_with(library, ["a Funk band"], "minuet.nsf", seed=1)
+    quartet = add_with(library, ["string quartet"], "Boss Theme.it", seed=2, name="Élan vital")
+    strasse = add_with(library, ["Straße  music"], None, seed=3)
+    pair = add_with(library, ["brass", "funk"], "minuet.nsf", seed=4, kind="stereo pair")
+    library.star(quartet.id)
+    library.star(strasse.id)
+    return funk, quartet, strasse, pair
+
+
+def ids(takes):
+    return [t.id for t in takes]
+
+
+def test_list_searches_names_and_prompts_ignoring_case(library, songs):
+    funk, quartet, strasse, pair = songs
+    assert (pair.prompt, funk.prompt) == ("brass / funk", "a Funk band")
+    assert ids(library.list(text="FUNK")) == [pair.id, funk.id]  # B's prompt counts too
+    assert ids(library.list(text="élan")) == ids(library.list(text="ÉLAN")) == [quartet.id]
+    assert ids(library.list(text="strasse MUSIC")) == [strasse.id]  # ß, runs of spaces
+    assert ids(library.list(text="minuet")) == [pair.id, funk.id]  # in the default names
+    assert library.list(text="  ") == library.list()
+    assert library.list(text="vital string") == []  # no match across name and prompt
+    assert library.list(text="%") == library.list(text="_") == []  # no wildcards
+    library.rename(strasse.id, "Keeper")
+    assert ids(library.list(text="keeper")) == [strasse.id]
+    assert library.list(text="untitled") == []  # its old name is no longer searched
+    assert ids(library.list(text="straße")) == [strasse.id]  # its prompt still is
+
+
+def test_list_filters_by_song_and_star(library, songs):
+    funk, quartet, strasse, pair = songs
+    assert ids(library.list(song="minuet.nsf")) == [pair.id, funk.id]
+    assert library.list(song="minuet") == []  # the song's name exactly
+    assert ids(library.list(starred_only=True)) == [strasse.id, quartet.id]
+    assert ids(library.list(starred_only=True, song="Boss Theme.it")) == [quartet.id]
+    assert ids(library.list(starred_only=True, text="funk")) == []
+    assert library.songs() == ["Boss Theme.it", "minuet.nsf"]
+
+
+def test_list_sorts_and_pages(library, songs):
+    funk, quartet, strasse, pair = songs
+    newest = [pair.id, strasse.id, quartet.id, funk.id]
+    assert ids(library.list()) == ids(library.list(sort="created")) == newest
+    assert ids(library.list(sort="created", descending=False)) == newest[::-1]
+    # Starred first; ties newest first.
+    assert ids(library.list(sort="starred")) == [strasse.id, quartet.id, pair.id, funk.id]
+    # Names A to Z ignoring case: "Élan", "minuet — a Funk", "minuet — stereo", "untitled".
+    assert ids(library.list(sort="name")) == [quartet.id, funk.id, pair.id, strasse.id]
+    # Songs A to Z, then takes without one; one song's takes newest first.
+    by_song = [quartet.id, pair.id, funk.id, strasse.id]
+    assert ids(library.list(sort="song")) == by_song
+    assert ids(library.list(sort="song", descending=True)) == by_song[::-1]  # all reversed
+    assert ids(library.list(sort="starred", descending=False)) == [
+        funk.id,
+        pair.id,
+        quartet.id,
+        strasse.id,
+    ]
+    # "a funk band", "brass / funk", "strasse music" (ß folds to ss), "string quartet".
+    by_prompt = [funk.id, pair.id, strasse.id, quartet.id]
+    assert ids(library.list(sort="prompt")) == by_prompt
+    assert ids(library.list(sort="prompt", descending=True)) == by_prompt[::-1]
+    assert ids(library.list(limit=2)) == newest[:2]
+    assert ids(library.list(limit=2, offset=2)) == newest[2:]
+    assert ids(library.list(offset=3)) == newest[3:]
+    assert library.list(limit=0) == []
+    assert ids(library.list(sort="name", starred_only=True, limit=1)) == [quartet.id]
+    with pytest.raises(ValueError, match="sorted by created"):
+        library.list(sort="size")
+    with pytest.raises(ValueError, match="negative"):
+        library.list(limit=-1)
+
+
+def test_every_sort_walks_an_index(library, songs):
+    with contextlib.closing(sqlite3.connect(library.root / "library.sqlite3")) as conn:
+        for sort, terms in store._SORTS.items():
+            for reverse in (False, True):
+                order = ", ".join(f"{t} {store._REVERSE[w] if reverse else w}" for t, w in terms)
+                plan = conn.execute(f"EXPLAIN QUERY PLAN SELECT * FROM takes ORDER BY {order}")
+                details = " ".join(row[-1] for row in plan)
+                assert "USING INDEX" in details and "TEMP B-TREE" not in details, (sort, details)
+
+
+def test_listed_takes_equal_what_add_and_get_return(library, songs):
+    listed = {t.id: t for t in library.list()}
+    for take in songs:
+        fresh = library.get(take.id)
+        assert listed[take.id] == fresh
+        rebuilt = dataclasses.replace(fresh)  # through Take.__init__
+        assert rebuilt == fresh and repr(rebuilt) == repr(fresh)
+        assert rebuilt.audio_path == fresh.audio_path == take.audio_path
+        assert listed[take.id].metadata == fresh.metadata and fresh.metadata["takes"]
+        assert hash(listed[take.id]) == hash(take)
+    assert songs[0] == listed[songs[0].id]  # as add() returned it (not starred since)
+
+
+def test_a_version_1_index_is_migrated_and_backfilled(library):
+    a = add_with(library, ["a Funk band"], "minuet.nsf", seed=1)
+    b = add_with(library, ["brass", "Ünïcode strings"], "tune.mod", seed=2, kind="stereo pair")
+    index = library.root / "library.sqlite3"
+    v1_columns = ", ".join(store._COLUMNS[:12])  # what version 1 had
+    with contextlib.closing(sqlite3.connect(index)) as conn:
+        rows = conn.execute(f"SELECT {v1_columns} FROM takes").fetchall()
+    for extra in ("", "-wal", "-shm"):
+        index.with_name(index.name + extra).unlink(missing_ok=True)
+    with contextlib.closing(sqlite3.connect(index)) as conn, conn:
+        for statement in store._MIGRATIONS[1]:
+            conn.execute(statement)
+        conn.executemany(f"INSERT INTO takes ({v1_columns}) VALUES ({', '.join('?' * 12)})", rows)
+        # Only in the index, so a row rebuilt from the folder would not say it.
+        conn.execute("UPDATE takes SET name = 'named in version 1' WHERE id = ?", (a.id,))
+        conn.execute("PRAGMA user_version = 1")
+
+    migrated = TakeLibrary(library.root)
+    with contextlib.closing(sqlite3.connect(index)) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == store.SCHEMA_VERSION == 2
+        backfilled = dict(
+            ((take_id, (prompt, search)))
+            for take_id, prompt, search in conn.execute("SELECT id, prompt, search FROM takes")
+        )
+    assert backfilled[a.id] == ("a Funk band", "named in version 1\na funk band")
+    assert backfilled[b.id][0] == "brass / Ünïcode strings"
+    assert ids(migrated.list(text="version 1")) == [a.id]
+    assert ids(migrated.list(text="ÜNÏCODE")) == [b.id]
+    assert ids(migrated.list(sort="prompt")) == [a.id, b.id]
+    assert migrated.get(b.id).prompt == "brass / Ünïcode strings"
+    assert migrated.recover() == 0  # the rows were migrated, not rebuilt
+
+
+def scans_of(monkeypatch, folder: Path) -> list[Path]:
+    """A list that grows by one each time ``folder`` is listed."""
+    scans: list[Path] = []
+    real = store._scan
+
+    def counting(path):
+        if Path(path) == folder:
+            scans.append(Path(path))
+        return real(path)
+
+    monkeypatch.setattr(store, "_scan", counting)
+    return scans
+
+
+def test_listing_reads_only_the_index_until_the_takes_folder_changes(library, monkeypatch):
+    first = add_take(library, seed=1)
+    takes_dir = library.root / "takes"
+    make_old(takes_dir)  # as if nothing had changed for an hour
+    scans = scans_of(monkeypatch, takes_dir)
+    assert ids(library.list()) == [first.id]
+    assert len(scans) == 1  # compared once, and remembered
+    for _ in range(3):
+        assert ids(library.list()) == [first.id]
+        library.list(starred_only=True, text="funk", sort="name")
+    library.star(first.id)  # an edit touches the index and the take's own folder only
+    assert library.list(starred_only=True)[0].starred
+    assert len(scans) == 1
+
+    # Another process adds a take: takes/ changes, so the next listing looks again.
+    other = add_take(TakeLibrary(library.root), seed=2)
+    assert ids(library.list()) == [other.id, first.id]
+    assert len(scans) >= 2
+
+
+def test_a_recent_folder_time_is_not_trusted(library, monkeypatch):
+    add_take(library)
+    monkeypatch.setattr(store, "RACY_S", 1e9)  # every time is "recent"
+    scans = scans_of(monkeypatch, library.root / "takes")
+    library.list()
+    library.list()
+    assert len(scans) == 2  # a change in the same clock tick could hide: keep looking
+
+
+def test_folders_added_and_deleted_by_hand_show_in_a_synced_listing(library):
+    first = add_take(library, seed=1)
+    takes_dir = library.root / "takes"
+    make_old(takes_dir)
+    assert ids(library.list()) == [first.id]  # remembered as in line
+    by_hand = "00112233aabb"
+    meta = take_metadata("take", {"A": settings(3)}, "tune.mod")
+    save_take(takes_dir / by_hand / "take.wav", sine(), meta)  # e.g. copied from a backup
+    assert ids(library.list()) == [by_hand, first.id]  # "created" from its file's time
+    assert library.get(by_hand).source_name == "tune.mod"
+
+    make_old(takes_dir)
+    assert len(library.list()) == 2
+    shutil.rmtree(takes_dir / first.id)  # deleted by hand
+    assert ids(library.list()) == [by_hand]
+    with contextlib.closing(sqlite3.connect(library.root / "library.sqlite3")) as conn:
+        assert [r[0] for r in conn.execute("SELECT id FROM takes")] == [by_hand]
+
+
+def test_a_take_whose_insert_failed_shows_up_in_a_synced_listing(library, monkeypatch):
+    first = add_take(library, seed=1)
+    make_old(library.root / "takes")
+    assert ids(library.list()) == [first.id]  # remembered as in line
+
+    def locked(*args, **kwargs):
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(store, "_insert", locked)
+    with pytest.raises(NeuroChipError, match="saved in"):
+        add_take(library, seed=2, name="survivor")
+    monkeypatch.undo()
+    assert [t.name for t in library.list()] == ["survivor", first.name]
+
+
+def test_an_unreadable_folder_is_retried_once_it_changes(library, caplog, monkeypatch):
+    take = add_take(library)
+    takes_dir = library.root / "takes"
+    broken = takes_dir / "cccccccccccc"
+    broken.mkdir()
+    (broken / "take.wav").write_bytes(b"half a copy")
+    make_old(takes_dir)
+    assert ids(library.list()) == [take.id]
+    assert "could not be indexed" in caplog.text
+    caplog.clear()
+    scans = scans_of(monkeypatch, takes_dir)
+    assert ids(library.list()) == [take.id]
+    assert not caplog.records and scans == []  # in line: neither read nor reported again
+    # The copy finishes: the folder changes (takes/ itself does not).
+    save_take(broken / "take.wav", sine(), take_metadata("take", {"A": settings(8)}))
+    assert set(ids(library.list())) == {take.id, broken.name}
+    assert library.get(broken.name).settings() == settings(8)
 
 
 # --- stereo pairs --------------------------------------------------------------------------------
@@ -224,7 +465,7 @@ def test_a_newer_index_is_refused_clearly(library):
 def test_pair_makes_a_stereo_take_with_both_settings(library):
     a = add_take(library, seed=1, freq=440.0, thumbnail=Image.new("RGB", (8, 8)))
     b = add_take(library, seed=2, freq=660.0)
-    pair = library.pair(a.id, b.id, width=1.0)
+    pair = pair_takes(library, a.id, b.id, width=1.0)
     assert (pair.kind, pair.channels) == ("stereo pair", 2)
     assert pair.settings("A") == settings(1) and pair.settings("B") == settings(2)
     assert pair.metadata["width"] == 1.0 and pair.metadata["from_takes"] == [a.id, b.id]
@@ -235,16 +476,16 @@ def test_pair_makes_a_stereo_take_with_both_settings(library):
     np.testing.assert_allclose(mix[1], library.load_audio(b.id).samples[0], atol=1e-5)
     assert library.list()[0].id == pair.id
 
-    centre = library.load_audio(library.pair(a.id, b.id, width=0.0).id).samples
+    centre = library.load_audio(pair_takes(library, a.id, b.id, width=0.0).id).samples
     np.testing.assert_array_equal(centre[0], centre[1])
 
 
 def test_pair_refuses_takes_of_different_lengths_and_bad_widths(library):
     a, b = add_take(library, seconds=0.5), add_take(library, seconds=0.4)
     with pytest.raises(NeuroChipError, match="same length"):
-        library.pair(a.id, b.id)
+        pair_takes(library, a.id, b.id)
     with pytest.raises(NeuroChipError, match="between 0 and 1"):
-        library.pair(a.id, a.id, width=1.5)
+        pair_takes(library, a.id, a.id, width=1.5)
     assert len(library.list()) == 2
 
 
@@ -255,7 +496,7 @@ def test_a_crash_between_folder_and_index_is_recovered(library, monkeypatch):
     def killed(*args, **kwargs):
         raise sqlite3.OperationalError("database is locked")  # or the process died here
 
-    monkeypatch.setattr(takes, "_insert", killed)
+    monkeypatch.setattr(store, "_insert", killed)
     with pytest.raises(NeuroChipError, match="saved in"):
         add_take(library, seed=5, name="survivor")
     monkeypatch.undo()
@@ -283,7 +524,7 @@ def test_a_failed_add_leaves_nothing_behind(library, monkeypatch):
     def disk_full(path, image):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(takes, "_write_png", disk_full)
+    monkeypatch.setattr(store, "write_png", disk_full)
     with pytest.raises(NeuroChipError, match="No space left"):
         add_take(library, thumbnail=Image.new("RGB", (4, 4)))
     assert list((library.root / "takes").iterdir()) == []
@@ -448,7 +689,7 @@ def test_take_filename_is_always_safe(source, with_settings):
     chosen = long_prompt if with_settings else None
     name = take_filename(source, chosen, "crossfade comparison", ".flac")
     assert SAFE_NAME.fullmatch(name) and name.endswith(".flac")
-    assert len(name) <= takes.MAX_FILENAME_CHARS
+    assert len(name) <= names.MAX_FILENAME_CHARS
     assert name == take_filename(source, chosen, "crossfade comparison", ".flac")
     if with_settings:
         assert "unicode" in name and f"seed{2**62}" in name
@@ -479,7 +720,7 @@ def test_export_gives_decodable_files_named_after_the_take(library, suffix):
 @pytest.mark.parametrize("suffix", [".wav", ".flac"])
 def test_exported_files_carry_the_settings(library, tmp_path, suffix):
     pair_a, pair_b = add_take(library, seed=1), add_take(library, seed=2)
-    take = library.pair(pair_a.id, pair_b.id, 0.5)
+    take = pair_takes(library, pair_a.id, pair_b.id, 0.5)
     data, file_name = library.export(take.id, suffix)
     path = tmp_path / file_name
     path.write_bytes(data)
@@ -512,25 +753,20 @@ def test_spectrogram_thumbnail_is_small_and_rgb():
         spectrogram_thumbnail(torch.ones(4, 512, 10))
 
 
-def test_add_render_keeps_the_take_with_its_thumbnail(library):
-    audio = sine(0.25)
+def test_add_keeps_a_render_with_its_thumbnail(library):
     picture = torch.linspace(0, 1, 64).expand(3, 512, 64).contiguous()
-    render = Render(
-        audio=audio,
-        source=audio,
-        settings=settings(11),
-        input_image=picture,
-        output_image=picture,
-        info={"model": "tiny", "device": "cpu", "seconds": np.float32(1.5)},
-    )
-    take = library.add_render(render, "minuet.nsf")
+    info = {"model": "tiny", "device": "cpu", "seconds": np.float32(1.5)}  # as engines say
+    meta = take_metadata("take", {"A": settings(11)}, "minuet.nsf", info)
+    take = library.add(sine(0.25), meta, thumbnail=spectrogram_thumbnail(picture))
     assert (take.kind, take.source_name, take.settings()) == ("take", "minuet.nsf", settings(11))
     assert take.metadata["device"] == "cpu" and take.metadata["seconds"] == 1.5
     assert take.thumbnail_path is not None
     assert Image.open(take.thumbnail_path).size == (64, 96)
-    named = library.add_render(render, None, name="first try")
+    unnamed_song = take_metadata("take", {"B": settings(12)}, None, info)
+    named = library.add(sine(0.25), unnamed_song, name="first try")
     assert named.name == "first try" and named.source_name is None
     assert named.name == library.get(named.id).name
+    assert named.settings() == settings(12)  # a take B file: its only take
 
 
 def test_take_settings_names_what_it_holds(library):

@@ -1,0 +1,215 @@
+"""Writing audio files atomically, with a text comment (the render settings) inside.
+
+:func:`save_audio` writes WAV, FLAC, OGG or MP3 under a temporary name and renames it into
+place; :func:`read_metadata` reads the comment back.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tempfile
+from pathlib import Path
+from typing import BinaryIO, Literal
+
+import numpy as np
+import soundfile as sf
+
+from neurochip.errors import NeuroChipError
+from neurochip.io.audio import Audio
+from neurochip.io.riff import iff_chunks
+
+# --------------------------------------------------------------------------------------
+# Saving and metadata
+# --------------------------------------------------------------------------------------
+
+_SAVE_FORMATS: dict[str, str] = {".wav": "WAV", ".flac": "FLAC", ".mp3": "MP3", ".ogg": "OGG"}
+
+# ID3v1's comment field holds 30 bytes; LAME only writes an ID3v2 tag for longer text.
+_ID3V1_COMMENT_BYTES = 30
+
+
+def save_audio(
+    path: str | os.PathLike[str],
+    audio: Audio,
+    *,
+    bit_depth: Literal["16", "24", "float"] = "16",
+    metadata: str | None = None,
+) -> Path:
+    """Write audio to a WAV, FLAC, MP3 or OGG (Vorbis) file, picked by the suffix.
+
+    The file is written under a temporary name in the same folder and renamed into place,
+    so a crash never leaves a half-written file under ``path``. Missing folders are made.
+
+    Args:
+        path: Where to write. Replaced if it exists.
+        audio: What to write. Samples outside ``[-1, 1]`` are clipped, except in float WAV;
+            NaN becomes 0.
+        bit_depth: ``"16"``, ``"24"`` or ``"float"`` for WAV; FLAC stores 16 or 24 bits
+            (``"float"`` gives 24); ignored for MP3 and OGG.
+        metadata: Text stored in the file's comment field (WAV ``LIST/INFO/ICMT``, FLAC and
+            OGG Vorbis comment, MP3 ID3 comment); read it with :func:`read_metadata`.
+            ``None`` or ``""`` stores nothing.
+
+    Returns:
+        The path written.
+
+    Raises:
+        NeuroChipError: For an unknown suffix or bit depth, or if the file cannot be
+            written (no permission, disk full, a sample rate MP3 does not support, ...).
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    file_format = _SAVE_FORMATS.get(suffix)
+    if file_format is None:
+        raise NeuroChipError(
+            f"Cannot save {path.name}: unknown file type {suffix or '(no extension)'}. "
+            f"Use one of {', '.join(_SAVE_FORMATS)}."
+        )
+    bit_depth = str(bit_depth)  # type: ignore[assignment]  # tolerate 16 and 24 as ints
+    if bit_depth not in ("16", "24", "float"):
+        raise NeuroChipError(f'The bit depth must be "16", "24" or "float"; got {bit_depth!r}.')
+    subtype = {
+        "WAV": {"16": "PCM_16", "24": "PCM_24", "float": "FLOAT"}[bit_depth],
+        "FLAC": "PCM_16" if bit_depth == "16" else "PCM_24",
+        "MP3": "MPEG_LAYER_III",
+        "OGG": "VORBIS",
+    }[file_format]
+
+    samples = np.nan_to_num(audio.samples, nan=0.0, posinf=1.0, neginf=-1.0)
+    if subtype != "FLOAT":
+        # libsndfile wraps out-of-range floats around in integer formats instead of clipping.
+        np.clip(samples, -1.0, 1.0, out=samples)
+    if file_format == "WAV":
+        bytes_per_sample = {"PCM_16": 2, "PCM_24": 3, "FLOAT": 4}[subtype]
+        if samples.size * bytes_per_sample > 0xFFFFFFFF - (1 << 20):
+            raise NeuroChipError(
+                f"{path.name} would be over 4 GB, the most a WAV file can hold. "
+                "Save it as FLAC instead."
+            )
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise NeuroChipError(
+            f"Cannot create the folder {path.parent}: {err.strerror or err}."
+        ) from err
+
+    temporary = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
+    try:
+        # Created by us (not mkstemp) so the file gets the usual umask permissions.
+        os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        with sf.SoundFile(
+            temporary,
+            "w",
+            samplerate=audio.sample_rate,
+            channels=audio.channels,
+            subtype=subtype,
+            format=file_format,
+        ) as sound_file:
+            if metadata and file_format != "WAV":
+                # Vorbis comments and ID3 tags are written with the first block of audio.
+                sound_file.comment = metadata
+            sound_file.write(samples.T)
+        if metadata and file_format == "WAV":
+            # libsndfile drops a WAV comment longer than ~2 KB without a word.
+            _append_wav_comment(temporary, metadata)
+        with temporary.open("rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    except (sf.SoundFileError, RuntimeError, OSError) as err:
+        detail = getattr(err, "error_string", None) or getattr(err, "strerror", None) or err
+        raise NeuroChipError(f"Could not write {path.name}: {detail}") from err
+    finally:
+        # Gone after a successful rename; after a failure, never leave it behind.
+        temporary.unlink(missing_ok=True)
+    return path
+
+
+def _append_wav_comment(path: Path, text: str) -> None:
+    """Append a LIST/INFO chunk holding ``text`` as ICMT, and fix the RIFF size."""
+    comment = text.encode("utf-8") + b"\0"
+    if len(comment) & 1:
+        comment += b"\0"
+    info = b"INFO" + b"ICMT" + len(comment).to_bytes(4, "little") + comment
+    chunk = b"LIST" + len(info).to_bytes(4, "little") + info
+    with path.open("rb+") as f:
+        f.seek(0, os.SEEK_END)
+        end = f.tell()
+        if end & 1:  # chunks start on even offsets
+            f.write(b"\0")
+            end += 1
+        riff_size = end + len(chunk) - 8
+        if riff_size > 0xFFFFFFFF:
+            raise NeuroChipError(f"{path.name} is too large for a WAV file; save it as FLAC.")
+        f.write(chunk)
+        f.seek(4)
+        f.write(riff_size.to_bytes(4, "little"))
+
+
+def read_metadata(path: str | os.PathLike[str]) -> str | None:
+    """The text :func:`save_audio` stored in a file's comment field.
+
+    Works on any WAV, FLAC, OGG or MP3 file with a comment. Returns ``None`` when there is
+    none, or the file cannot be read.
+    """
+    path = Path(path)
+    try:
+        with path.open("rb") as f:
+            header = f.read(12)
+            if header[:4] == b"RIFF" and header[8:12] == b"WAVE":
+                return _read_wav_comment(f, os.fstat(f.fileno()).st_size)
+        with sf.SoundFile(path) as sound_file:
+            comment = sound_file.comment
+            is_mp3 = sound_file.format == "MP3"
+    except (sf.SoundFileError, RuntimeError, OSError, ValueError):
+        return None
+    if is_mp3 and comment:
+        comment = _repair_id3_comment(comment)
+    return comment or None
+
+
+def _read_wav_comment(f: BinaryIO, file_size: int) -> str | None:
+    # Our own reader because libsndfile ignores ICMT chunks over ~2 KB.
+    for chunk_id, size, offset in iff_chunks(f, 12, file_size, big_endian=False):
+        if chunk_id != b"LIST":
+            continue
+        f.seek(offset)
+        if f.read(4) != b"INFO":
+            continue
+        end = min(offset + size, file_size)
+        for sub_id, sub_size, sub_offset in iff_chunks(f, offset + 4, end, big_endian=False):
+            if sub_id == b"ICMT":
+                f.seek(sub_offset)
+                text = f.read(sub_size).split(b"\0", 1)[0].decode("utf-8", "replace")
+                return text or None
+    return None
+
+
+def _repair_id3_comment(comment: str) -> str:
+    """Undo the double UTF-8 encoding of non-ASCII MP3 comments.
+
+    libsndfile hands our UTF-8 bytes to LAME, which stores them in an ID3v2 frame marked
+    Latin-1, so they come back decoded as Latin-1 ("é" reads as "Ã©"). Comments of up to
+    30 bytes go to ID3v1 instead and come back intact, so only longer ones are repaired.
+    """
+    try:
+        repaired = comment.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        return comment
+    return repaired if len(repaired.encode("utf-8")) > _ID3V1_COMMENT_BYTES else comment
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    """Write a text file under a temporary name and rename it into place (never half-written)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

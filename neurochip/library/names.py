@@ -1,0 +1,127 @@
+"""Names made from what a composer typed: display titles and download file names.
+
+Text a user typed or uploaded (file names, prompts, take names) becomes a title or a file name
+here and nowhere else, and never a path on this machine.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import unicodedata
+from collections.abc import Mapping
+from typing import Any
+
+from neurochip.settings import RenderSettings
+
+MAX_NAME_CHARS = 200
+MAX_FILENAME_CHARS = 120
+
+_WINDOWS_RESERVED = {
+    "CON",
+    "PRN",
+    "AUX",
+    "NUL",
+    *(f"COM{i}" for i in range(1, 10)),
+    *(f"LPT{i}" for i in range(1, 10)),
+}
+_LEADING_ARTICLE = re.compile(r"^(a|an|the)-(?=.)")
+
+
+# --- names ---------------------------------------------------------------------------------------
+
+
+def take_filename(
+    source_name: str | None, settings: RenderSettings | None, kind: str, suffix: str
+) -> str:
+    """A download name made from the song and the settings, safe on every OS.
+
+    E.g. ``minuet_funk-band-with-slap-bass_d0.35_g7_seed42.wav`` for a take of ``minuet.nsf``
+    with the prompt "a funk band with slap bass", or ``minuet_stereo-pair_..._seed42.flac``.
+    Only ``A-Z a-z 0-9 . _ -`` appear, and the name starts with a letter or digit; accents are
+    dropped (``é`` -> ``e``) and other scripts left out. It is at most
+    :data:`MAX_FILENAME_CHARS` long, never empty, never a Windows device name (``nul.wav``),
+    and the same arguments always give the same name. The song's folders and extension are
+    dropped; a leading "a", "an" or "the" of the prompt too.
+    """
+    ext = _clean_suffix(suffix)
+    parts = [_clip_slug(_slug(_file_stem(source_name or "")), 40)]
+    if kind and kind != "take":
+        parts.append(_clip_slug(_slug(kind).lower(), 24))
+    prompt = ""
+    tail: list[str] = []
+    if settings is not None:
+        prompt = _LEADING_ARTICLE.sub("", _slug(settings.prompt).lower(), count=1)
+        tail = [f"d{settings.denoise:g}", f"g{settings.guidance:g}", f"seed{settings.seed}"]
+    # The prompt gets whatever room the fixed parts leave.
+    fixed = "_".join(p for p in (*parts, *tail) if p)
+    room = min(48, MAX_FILENAME_CHARS - len(ext) - len(fixed) - 1)
+    parts.append(_clip_slug(prompt, room))
+    stem = "_".join(p for p in (*parts, *tail) if p)
+    stem = stem[: MAX_FILENAME_CHARS - len(ext)].strip("._-") or "neurochip-take"
+    if stem.split(".")[0].upper() in _WINDOWS_RESERVED:
+        stem += "-take"
+    return stem + ext
+
+
+def _slug(text: str) -> str:
+    """ASCII letters and digits joined by single hyphens ("Für Elise!" -> "Fur-Elise")."""
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+    return re.sub(r"[^A-Za-z0-9]+", "-", ascii_text).strip("-")
+
+
+def _clip_slug(slug: str, limit: int) -> str:
+    """``slug`` cut to ``limit`` characters, at a word boundary where there is one."""
+    if limit <= 0:
+        return ""
+    if len(slug) <= limit:
+        return slug
+    cut = slug[:limit]
+    if slug[limit] != "-" and "-" in cut:
+        cut = cut.rsplit("-", 1)[0]
+    return cut.strip("-")
+
+
+def _clean_suffix(suffix: str) -> str:
+    letters = re.sub(r"[^a-z0-9]", "", suffix.lower())[:8]
+    return f".{letters}" if letters else ""
+
+
+def _file_stem(file_name: str) -> str:
+    """A file name without folders (either kind of slash) or extension, for display."""
+    base = re.split(r"[\\/]", file_name.strip())[-1] or file_name.strip()
+    stem = os.path.splitext(base)[0]
+    return stem or base
+
+
+def clean_name(text: str) -> str:
+    """A display title on one line, without control characters, at most MAX_NAME_CHARS."""
+    text = " ".join(text.split())  # newlines and tabs become spaces first
+    text = "".join(ch for ch in text if unicodedata.category(ch) not in ("Cc", "Cf", "Cs"))
+    if len(text) > MAX_NAME_CHARS:
+        text = text[: MAX_NAME_CHARS - 1].rstrip() + "…"
+    return text
+
+
+def _shorten(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def default_take_name(metadata: Mapping[str, Any]) -> str:
+    """A title for a take nobody named: "sketch — a funk band with slap bass (seed 42)"."""
+    source = metadata.get("source")
+    song = _file_stem(source) if isinstance(source, str) and source.strip() else "untitled"
+    settings = [s for s in (metadata.get("takes") or {}).values() if isinstance(s, Mapping)]
+    prompts: list[str] = []
+    for s in settings:
+        prompt = _shorten(str(s.get("prompt") or "no prompt"), 60)
+        if prompt not in prompts:
+            prompts.append(prompt)
+    what = " / ".join(prompts) or "no settings"
+    kind = str(metadata.get("kind") or "take")
+    if kind != "take":
+        what = f"{kind}: {what}"
+    seeds = [str(s["seed"]) for s in settings if "seed" in s]
+    if seeds:
+        what += f" (seed{'s' if len(seeds) > 1 else ''} {', '.join(seeds)})"
+    return clean_name(f"{song} — {what}")

@@ -1,0 +1,163 @@
+"""The front door for a composer's sketch: audio, a tracker module, a chip rip or a MIDI file.
+
+:func:`load_sketch` reads any of them, from a path or from an open file (an upload, a
+``BytesIO``), and returns a :class:`Sketch`: the audio the engine renders plus what the app
+shows about it (the name, and for MIDI the parts and the voices that play them).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from neurochip.errors import AudioLoadError, NeuroChipError
+from neurochip.io.audio import SAMPLE_RATE, Audio
+from neurochip.io.decode import (
+    DEFAULT_MAX_DURATION_S,
+    FFMPEG_FORMATS,
+    MIDI_SUFFIXES,
+    SOUNDFILE_SUFFIXES,
+    load_audio,
+)
+from neurochip.synth import MAX_MIDI_SECONDS, TrackInfo, read_midi, render_midi
+
+#: Every file suffix :func:`load_sketch` reads (without the dot), for upload boxes.
+SKETCH_SUFFIXES: tuple[str, ...] = tuple(
+    sorted({s.lstrip(".") for s in SOUNDFILE_SUFFIXES | set(FFMPEG_FORMATS) | MIDI_SUFFIXES})
+)
+
+SketchSource = str | os.PathLike[str] | BinaryIO | bytes
+
+
+@dataclass(frozen=True, eq=False)
+class Sketch:
+    """A loaded sketch.
+
+    Attributes:
+        audio: What the engine renders (44.1 kHz unless asked otherwise).
+        name: The file's name as the composer knows it: for display, never a path.
+        key: A hash of the content (and the MIDI voices): identifies the sketch in caches.
+        tracks: For MIDI, its parts and their default voices; empty otherwise.
+        voices: For MIDI, the voice overrides it was played with (track key -> voice).
+        midi: For MIDI, the file itself, to play it again with other voices.
+    """
+
+    audio: Audio
+    name: str
+    key: str
+    tracks: tuple[TrackInfo, ...] = ()
+    voices: Mapping[str, str] = field(default_factory=dict)
+    midi: bytes | None = None
+
+    @property
+    def is_midi(self) -> bool:
+        return self.midi is not None
+
+    def with_voices(self, voices: Mapping[str, str]) -> Sketch:
+        """The same MIDI sketch played with other voices (track key -> voice)."""
+        if self.midi is None:
+            raise NeuroChipError(f"{self.name} is audio, not MIDI: its voices cannot change.")
+        return load_sketch(
+            self.midi, name=self.name, voices=voices, sample_rate=self.audio.sample_rate
+        )
+
+
+def load_sketch(
+    source: SketchSource,
+    *,
+    name: str | None = None,
+    voices: Mapping[str, str] | None = None,
+    sample_rate: int = SAMPLE_RATE,
+    max_duration_s: float | None = DEFAULT_MAX_DURATION_S,
+) -> Sketch:
+    """Read a sketch from a path or an open binary file (or its bytes).
+
+    Args:
+        source: A path, a file object opened for binary reading, or the file's bytes.
+        name: The file's name, whose extension picks the decoder. Needed for file objects
+            without a ``name`` and for bytes; only its extension is ever used to pick a
+            decoder, never to build a path.
+        voices: For MIDI, voice overrides: track key -> one of the chip synth's voices.
+        sample_rate: Rate of the sketch's audio.
+        max_duration_s: Refuse sketches longer than this (``None``: no limit).
+
+    Raises:
+        AudioLoadError: If it cannot be read; the message names the file and says what to do.
+    """
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source).expanduser()
+        return _load_path(path, name or path.name, voices, sample_rate, max_duration_s)
+    data = source if isinstance(source, bytes) else _read_all(source)
+    name = name or Path(str(getattr(source, "name", "") or "")).name
+    if not name:
+        raise NeuroChipError("Say which kind of file this is: pass name='song.wav' (or .mid, ...).")
+    if not data:
+        raise AudioLoadError(f"{name} is empty: choose another file.")
+    suffix = Path(name).suffix.lower()
+    if not re.fullmatch(r"\.[a-z0-9]{1,5}", suffix) or suffix[1:] not in SKETCH_SUFFIXES:
+        raise AudioLoadError(
+            f"{name} is not a format NeuroChip reads. Use one of: {', '.join(SKETCH_SUFFIXES)}."
+        )
+    # The decoders (libsndfile, ffmpeg, mido) want a file: a private one, named by us.
+    with tempfile.TemporaryDirectory(prefix="neurochip-sketch-") as folder:
+        path = Path(folder) / f"sketch{suffix}"
+        path.write_bytes(data)
+        try:
+            return _load_path(path, name, voices, sample_rate, max_duration_s)
+        except NeuroChipError as err:
+            # The decoder names our temporary file; the composer knows their own file name.
+            raise type(err)(str(err).replace(str(path), name).replace(path.name, name)) from err
+
+
+def _read_all(source: BinaryIO) -> bytes:
+    data = source.read()
+    if isinstance(data, str):
+        raise NeuroChipError("Open the sketch in binary mode ('rb').")
+    return data if isinstance(data, bytes) else bytes(data)
+
+
+def _load_path(
+    path: Path,
+    name: str,
+    voices: Mapping[str, str] | None,
+    sample_rate: int,
+    max_duration_s: float | None,
+) -> Sketch:
+    voices = dict(voices or {})
+    if path.suffix.lower() not in MIDI_SUFFIXES:
+        if voices:
+            raise NeuroChipError(f"{name} is audio, not MIDI: it has no voices to change.")
+        audio = load_audio(path, sample_rate=sample_rate, max_duration_s=max_duration_s)
+        return Sketch(audio, name, _content_key(audio.samples.tobytes()))
+    try:
+        song = read_midi(path, max_seconds=max_duration_s or MAX_MIDI_SECONDS)
+        audio = render_midi(song, sample_rate=sample_rate, voices=voices)
+    except AudioLoadError:
+        raise
+    except NeuroChipError as err:  # one error type from the loader, whatever the format
+        raise AudioLoadError(str(err)) from err
+    data = path.read_bytes()
+    return Sketch(
+        audio,
+        name,
+        _content_key(data, repr(sorted(voices.items())).encode()),
+        tracks=song.tracks,
+        voices=voices,
+        midi=data,
+    )
+
+
+def _content_key(*parts: bytes) -> str:
+    digest = hashlib.blake2b(digest_size=12)
+    for part in parts:
+        digest.update(part)
+    return digest.hexdigest()
+
+
+__all__ = ["SKETCH_SUFFIXES", "Sketch", "load_sketch"]
