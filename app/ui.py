@@ -1,38 +1,27 @@
-"""What the pages share: the loaded model, the take library, the song, widget state, job display.
+"""What the pages share: the loaded engine, the take library, the sketch, widget state, jobs.
 
 Pages stay thin: they lay out widgets and call the ``neurochip`` library; anything two pages
-need lives here. Heavy objects (the model, the library) load once per server process.
+need lives here. Heavy objects (the engine, the library) load once per server process.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
-import re
-import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import streamlit as st
 
-from neurochip.audio import (
-    FFMPEG_FORMATS,
-    MIDI_SUFFIXES,
-    SOUNDFILE_SUFFIXES,
-    Audio,
-    load_audio,
-)
-from neurochip.engine import Engine, RenderSettings
+from neurochip.engine import Engine
 from neurochip.errors import NeuroChipError
 from neurochip.jobs import Job
-from neurochip.midi import TrackInfo, read_midi, render_midi
-from neurochip.model import DEFAULT_MODEL_ID, load_model
-from neurochip.takes import TakeLibrary
+from neurochip.library.store import TakeLibrary
+from neurochip.model import DEFAULT_MODEL_ID
+from neurochip.settings import RenderSettings, TakeSetOptions, describe
+from neurochip.sketch import SKETCH_SUFFIXES, Sketch, load_sketch
 
-UPLOAD_SUFFIXES = sorted(
-    {s.lstrip(".") for s in SOUNDFILE_SUFFIXES | set(FFMPEG_FORMATS) | MIDI_SUFFIXES}
-)
+UPLOAD_SUFFIXES = list(SKETCH_SUFFIXES)
 
 
 # --- heavy objects, once per process ----------------------------------------------------------
@@ -56,13 +45,13 @@ def _load_engine(choice: ModelChoice) -> tuple[Engine | None, str | None]:
     # Failures are cached too: retrying a missing 4 GB download on every rerun would freeze the
     # page. The Model page's "Try again" clears this cache.
     try:
-        return Engine(load_model(choice.source, device=choice.device, dtype=choice.dtype)), None
+        return Engine.from_pretrained(choice.source, choice.device, choice.dtype), None
     except NeuroChipError as err:
         return None, str(err)
 
 
 def engine() -> tuple[Engine | None, str | None]:
-    """The shared engine (one per model and device: renders from all tabs queue on it)."""
+    """The shared engine (renders from all tabs queue on its device's lock)."""
     with st.spinner("Loading the model (once per server start)..."):
         return _load_engine(model_choice())
 
@@ -80,98 +69,48 @@ def library() -> TakeLibrary:
     return _library(os.environ.get("NEUROCHIP_HOME"))
 
 
-# --- the song ---------------------------------------------------------------------------------
+# --- the sketch -------------------------------------------------------------------------------
 
 
 DEMO_SKETCH = Path(__file__).resolve().parents[1] / "assets" / "greensleeves.mid"
 
 
-@dataclass
-class Song:
-    audio: Audio
-    name: str  # as the user called it: display only, never a path
-    key: str  # content hash: identifies the song in caches and previews
-    tracks: tuple[TrackInfo, ...] = ()  # MIDI sketches: the parts and their default voices
-    voices: dict[str, str] = field(default_factory=dict)  # MIDI voice overrides by track key
-    midi: bytes | None = None  # the MIDI file, to synthesise again with other voices
-
-
-def safe_suffix(name: str) -> str:
-    """The upload's extension if it is one we read, else ''. Nothing else of the name is used."""
-    suffix = Path(name).suffix.lower()
-    return (
-        suffix if re.fullmatch(r"\.[a-z0-9]{1,5}", suffix) and suffix[1:] in UPLOAD_SUFFIXES else ""
-    )
-
-
-def read_upload(name: str, data: bytes, voices: dict[str, str] | None = None) -> Song:
-    """Decode uploaded bytes. The file name only picks the decoder; it never reaches a path.
-
-    MIDI sketches are synthesised by the chip synth, with ``voices`` overriding track voices.
-    """
-    if not data:
-        raise NeuroChipError(f"{name} is empty: choose another file.")
-    suffix = safe_suffix(name)
-    if not suffix:
-        raise NeuroChipError(
-            f"{name} is not a format NeuroChip reads. Use one of: "
-            + ", ".join(UPLOAD_SUFFIXES)
-            + "."
-        )
-    voices = dict(voices or {})
-    tracks: tuple[TrackInfo, ...] = ()
-    with tempfile.TemporaryDirectory(prefix="neurochip-upload-") as folder:
-        path = Path(folder) / f"upload{suffix}"
-        path.write_bytes(data)
-        try:
-            if suffix in MIDI_SUFFIXES:
-                midi = read_midi(path)
-                tracks = midi.tracks
-                audio = render_midi(midi, voices=voices)
-            else:
-                audio = load_audio(path)
-        except NeuroChipError as err:
-            # The decoder names the temporary file; the composer knows their own file name.
-            raise NeuroChipError(str(err).replace(path.name, name)) from err
-    digest = hashlib.blake2b(data + repr(sorted(voices.items())).encode(), digest_size=12)
-    return Song(
-        audio,
-        name,
-        digest.hexdigest(),
-        tracks=tracks,
-        voices=voices,
-        midi=data if tracks else None,
-    )
-
-
-def demo_song() -> Song:
+def demo_sketch() -> Sketch:
     """The demo sketch: Greensleeves as a chip-tune MIDI file (assets/greensleeves.mid)."""
-    return read_upload(DEMO_SKETCH.name, DEMO_SKETCH.read_bytes())
+    return load_sketch(DEMO_SKETCH)
 
 
-def current_song() -> Song | None:
-    return st.session_state.get("song")
+def current_sketch() -> Sketch | None:
+    return st.session_state.get("sketch")
 
 
-def set_song(song: Song | None) -> None:
-    st.session_state["song"] = song
+def set_sketch(sketch: Sketch | None) -> None:
+    st.session_state["sketch"] = sketch
     st.session_state.pop("preview_job", None)
     st.session_state.pop("preview_key", None)
 
 
 # --- widget values that survive page switches -------------------------------------------------
 
-SETTING_DEFAULTS: dict[str, Any] = {
-    "prompt": "a funk band with slap bass, live recording",
-    "negative_prompt": "",
-    "denoise": RenderSettings.denoise,
-    "guidance": RenderSettings.guidance,
-    "steps": RenderSettings.steps,
-    "seed": RenderSettings.seed,
-    "scheduler": RenderSettings.scheduler,
-    "overlap": RenderSettings.overlap,
-    "width": 1.0,
+#: The settings the Arrange page shows, with the class that owns each.
+SETTINGS: dict[str, type] = {
+    "prompt": RenderSettings,
+    "negative_prompt": RenderSettings,
+    "denoise": RenderSettings,
+    "guidance": RenderSettings,
+    "steps": RenderSettings,
+    "seed": RenderSettings,
+    "scheduler": RenderSettings,
+    "overlap": RenderSettings,
+    "width": TakeSetOptions,
 }
+DEFAULT_PROMPT = "a funk band with slap bass, live recording"
+
+
+def default(name: str) -> Any:
+    if name == "prompt":
+        return DEFAULT_PROMPT  # an empty prompt is a poor first impression
+    return next(f.default for f in fields(SETTINGS[name]) if f.name == name)
 
 
 def remembered(name: str) -> str:
@@ -182,7 +121,7 @@ def remembered(name: str) -> str:
     """
     key = f"w_{name}"
     if key not in st.session_state:
-        st.session_state[key] = st.session_state.get(name, SETTING_DEFAULTS[name])
+        st.session_state[key] = st.session_state.get(name, default(name))
     return key
 
 
@@ -190,12 +129,50 @@ def remember(name: str) -> None:
     st.session_state[name] = st.session_state[f"w_{name}"]
 
 
+def setting_widget(container, name: str, **options: Any) -> Any:
+    """The widget of one setting: label, help and range from the settings dataclass."""
+    about = describe(SETTINGS[name], name)
+    common = {
+        "key": remembered(name),
+        "on_change": remember,
+        "args": (name,),
+        "help": about.help,
+    }
+    if isinstance(default(name), str):
+        if "options" in options:
+            return container.selectbox(about.label, **options, **common)
+        return container.text_input(about.label, **options, **common)
+    if options.pop("number_input", False):
+        return container.number_input(
+            about.label, int(about.minimum), int(about.maximum), step=1, **options, **common
+        )
+    kind = type(default(name))
+    return container.slider(
+        about.label, kind(about.minimum), kind(about.maximum), step=kind(about.step), **common
+    )
+
+
 def open_settings(settings: RenderSettings) -> None:
     """Load a take's settings into the Arrange page's widgets (from any page)."""
-    for name in SETTING_DEFAULTS:
+    for name in SETTINGS:
         if hasattr(settings, name):
             st.session_state[name] = getattr(settings, name)
             st.session_state.pop(f"w_{name}", None)
+
+
+def current_settings() -> RenderSettings:
+    """The Arrange page's settings as they stand (raises NeuroChipError if one is invalid)."""
+    state = st.session_state
+    return RenderSettings(
+        prompt=state[remembered("prompt")],
+        negative_prompt=state[remembered("negative_prompt")],
+        denoise=float(state[remembered("denoise")]),
+        guidance=float(state[remembered("guidance")]),
+        steps=int(state[remembered("steps")]),
+        seed=int(state[remembered("seed")]),
+        scheduler=state[remembered("scheduler")],
+        overlap=float(state.get("overlap", default("overlap"))),
+    )
 
 
 # --- jobs -------------------------------------------------------------------------------------

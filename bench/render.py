@@ -51,10 +51,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from neurochip.audio import Audio, load_audio
 from neurochip.device import describe_device, resolve_device
 from neurochip.engine import Engine, RenderSettings
 from neurochip.errors import NeuroChipError
+from neurochip.io import Audio, load_audio
 from neurochip.model import RiffusionModel, assemble_model, resolve_dtype
 from neurochip.phase import PhaseSettings, waveform_from_amplitudes
 from neurochip.spectrogram import (

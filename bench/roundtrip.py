@@ -48,9 +48,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from neurochip.audio import load_audio
 from neurochip.device import describe_device, resolve_device
 from neurochip.errors import NeuroChipError
+from neurochip.io import load_audio
 from neurochip.phase import PHASE_MODES, PhaseSettings, roundtrip
 from neurochip.spectrogram import SpectrogramParams
 

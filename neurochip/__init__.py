@@ -1,37 +1,73 @@
 """NeuroChip: chiptune and MIDI sketches -> live arrangement mockups with Riffusion.
 
-The library is usable on its own (no Streamlit needed). Data flows
-audio -> spectrogram -> (latents -> spectrogram) -> audio::
+The library stands alone (no Streamlit needed); the CLI and the app are thin front ends over
+it. Data flows sketch -> spectrogram -> latents -> spectrogram -> audio -> mix -> takes::
 
-    from neurochip import load_audio, roundtrip, SpectrogramParams
-    song = load_audio("sketch.wav")
+    from neurochip import Engine, RenderSettings, TakeSetOptions, load_sketch, render_take_set
+
+    engine = Engine.from_pretrained("riffusion/riffusion-model-v1")
+    sketch = load_sketch("sketch.mid")
+    takes = render_take_set(engine, sketch, RenderSettings(prompt="a funk band"),
+                            TakeSetOptions(stereo_pair=True))
+    takes.write("cover.wav")
+
+See docs/ARCHITECTURE.md for the map of the package.
 """
 
-from neurochip.audio import Audio, load_audio, save_audio
-from neurochip.errors import AudioLoadError, NeuroChipError
-from neurochip.phase import PhaseSettings, roundtrip, waveform_from_amplitudes
-from neurochip.spectrogram import (
+__version__ = "0.1.0"
+
+# After __version__: the take library's metadata records it.
+from neurochip.engine import Engine, Render, device_lock  # noqa: E402
+from neurochip.errors import (  # noqa: E402
+    AudioLoadError,
+    ModelNotFoundError,
+    NeuroChipError,
+    RenderCancelled,
+)
+from neurochip.io import Audio, load_audio, save_audio  # noqa: E402
+from neurochip.library import Take, TakeLibrary, settings_from_take  # noqa: E402
+from neurochip.mix import crossfade_compare, stereo_pair  # noqa: E402
+from neurochip.phase import PhaseSettings, roundtrip, waveform_from_amplitudes  # noqa: E402
+from neurochip.settings import RenderSettings, TakeSetOptions  # noqa: E402
+from neurochip.sketch import Sketch, load_sketch  # noqa: E402
+from neurochip.spectrogram import (  # noqa: E402
     SpectrogramParams,
     amplitudes_from_image,
     image_from_amplitudes,
     mel_amplitudes,
     spectrogram_image,
 )
-
-__version__ = "0.1.0"
+from neurochip.takeset import TakeSet, pair_takes, render_take_set  # noqa: E402
 
 __all__ = [
     "Audio",
     "AudioLoadError",
+    "Engine",
+    "ModelNotFoundError",
     "NeuroChipError",
     "PhaseSettings",
+    "Render",
+    "RenderCancelled",
+    "RenderSettings",
+    "Sketch",
     "SpectrogramParams",
+    "Take",
+    "TakeLibrary",
+    "TakeSet",
+    "TakeSetOptions",
     "amplitudes_from_image",
+    "crossfade_compare",
+    "device_lock",
     "image_from_amplitudes",
     "load_audio",
+    "load_sketch",
     "mel_amplitudes",
+    "pair_takes",
+    "render_take_set",
     "roundtrip",
     "save_audio",
+    "settings_from_take",
     "spectrogram_image",
+    "stereo_pair",
     "waveform_from_amplitudes",
 ]

@@ -17,24 +17,24 @@ The output has exactly the input span's length, sample-aligned with it.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import inspect
-import json
 import math
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from neurochip.audio import Audio, limit_peak
-from neurochip.errors import NeuroChipError
-from neurochip.model import SCHEDULERS, RiffusionModel, scheduler_spec
-from neurochip.phase import PHASE_MODES, PhaseSettings, waveform_from_amplitudes
+from neurochip.errors import NeuroChipError, RenderCancelled
+from neurochip.io.audio import Audio, limit_peak
+from neurochip.model import DEFAULT_MODEL_ID, RiffusionModel, load_model
+from neurochip.phase import waveform_from_amplitudes
+from neurochip.settings import RenderSettings
 from neurochip.spectrogram import (
     SpectrogramParams,
     amplitudes_to_float_image,
@@ -54,90 +54,6 @@ PREVIEW_SECONDS = 5.12
 
 #: progress(fraction done 0..1, stage) -- stage is e.g. "encode", "denoise step 3 of 17".
 ProgressCallback = Callable[[float, str], None]
-
-SETTINGS_VERSION = 1
-
-
-class RenderCancelled(NeuroChipError):
-    """The render was cancelled; nothing was written."""
-
-
-@dataclass(frozen=True)
-class RenderSettings:
-    """Everything that decides a take. Same settings + same seed + same device = same take."""
-
-    prompt: str = ""
-    negative_prompt: str = ""
-    denoise: float = 0.35  # img2img strength: 0 keeps the input, 1 ignores it
-    guidance: float = 7.0  # classifier-free guidance scale
-    steps: int = 50  # scheduler steps for denoise 1 (img2img runs denoise * steps)
-    seed: int = 42
-    scheduler: str = "dpm++"
-    start_s: float = 0.0
-    duration_s: float | None = None  # None: to the end of the song
-    overlap: float = 0.25  # fraction of a window shared with the next
-    phase: str = "source"
-    phase_iterations: int | None = None  # None: the phase mode's default
-    batch_size: int | None = None  # UNet items per call; None adapts to free memory
-
-    def __post_init__(self) -> None:
-        checks = [
-            (0.0 <= self.denoise <= 1.0, f"denoise must be between 0 and 1, not {self.denoise}"),
-            (0.0 <= self.guidance <= 50.0, f"guidance must be 0-50, not {self.guidance}"),
-            (1 <= self.steps <= 1000, f"steps must be 1-1000, not {self.steps}"),
-            (0 <= self.seed < 2**63, f"seed must be a non-negative integer, not {self.seed}"),
-            (self.start_s >= 0, f"start must be 0 or later, not {self.start_s}"),
-            (
-                self.duration_s is None or self.duration_s > 0,
-                f"duration must be more than 0 s, not {self.duration_s}",
-            ),
-            (0.0 <= self.overlap <= 0.75, f"overlap must be 0-0.75, not {self.overlap}"),
-            (
-                self.phase in PHASE_MODES,
-                f"phase must be one of {', '.join(PHASE_MODES)}, not {self.phase!r}",
-            ),
-            (
-                self.phase_iterations is None or self.phase_iterations >= 0,
-                "phase iterations must be 0 or more",
-            ),
-            (self.batch_size is None or self.batch_size >= 1, "batch size must be 1 or more"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise NeuroChipError(message[0].upper() + message[1:] + ".")
-        if self.scheduler not in SCHEDULERS:
-            scheduler_spec(self.scheduler)  # raises the clear error
-
-    @property
-    def denoise_steps(self) -> int:
-        """Scheduler steps actually run: img2img skips the first (1 - denoise) of them."""
-        return min(int(self.steps * self.denoise), self.steps)
-
-    @property
-    def phase_settings(self) -> PhaseSettings:
-        return PhaseSettings(mode=self.phase, iterations=self.phase_iterations)  # type: ignore[arg-type]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"version": SETTINGS_VERSION, **dataclasses.asdict(self)}
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), ensure_ascii=False, sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RenderSettings:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known - {"version"}
-        if unknown:
-            raise NeuroChipError(f"Unknown render settings: {', '.join(sorted(unknown))}.")
-        return cls(**{k: v for k, v in data.items() if k in known})
-
-    @classmethod
-    def from_json(cls, text: str) -> RenderSettings:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise NeuroChipError(f"These render settings are not valid JSON ({err}).") from err
-        return cls.from_dict(data)
 
 
 @dataclass
@@ -246,14 +162,74 @@ def tiled_along_time(
     return out / norm
 
 
+# --- preview regions -----------------------------------------------------------------------------
+
+
+def preview_region(
+    song: Audio,
+    start_s: float,
+    duration_s: float = PREVIEW_SECONDS,
+    params: SpectrogramParams = SpectrogramParams(),
+) -> tuple[int, int]:
+    """(first sample, length) of a preview region of ``song``, at ``params.sample_rate``.
+
+    Seconds become samples at the rate the engine works at (a 48 kHz song's 10 s are sample
+    441,000 after resampling, not 480,000), and the start snaps to a picture column (10 ms).
+    """
+    if song.sample_rate != params.sample_rate:
+        raise ValueError("preview_region() takes the song at the engine's sample rate")
+    hop = params.hop_length
+    first = min(int(round(start_s * song.sample_rate / hop)), max(0, song.frames - 1) // hop)
+    start = first * hop
+    length = min(int(round(duration_s * song.sample_rate)), song.frames - start)
+    if length < params.min_samples:
+        raise NeuroChipError("The preview region is too short: choose an earlier start.")
+    return start, length
+
+
+def region_picture(
+    song: Audio,
+    start_s: float,
+    duration_s: float = PREVIEW_SECONDS,
+    params: SpectrogramParams = SpectrogramParams(),
+) -> tuple[torch.Tensor, float]:
+    """The float picture the model sees of a preview region (no model needed), and its start.
+
+    Its columns are exactly the preview's input picture's (the level differs: this is scaled
+    to the region alone).
+    """
+    mono = song.to_mono().resample(params.sample_rate)
+    start, length = preview_region(mono, start_s, duration_s, params)
+    region = torch.from_numpy(mono.samples[:, start : start + length])
+    picture, _ = amplitudes_to_float_image(mel_amplitudes(region, params))
+    return picture, start / params.sample_rate
+
+
 # --- the engine -----------------------------------------------------------------------------------
+
+
+_DEVICE_LOCKS: dict[str, threading.Lock] = {}
+_DEVICE_LOCKS_GUARD = threading.Lock()
+
+
+def device_lock(device: torch.device | str) -> threading.Lock:
+    """The one render lock of a device in this process.
+
+    Every engine on a device renders under it, so two engines (two models, or the app's old
+    and new model while one still renders) never share a GPU at once: that would only run it
+    out of memory. Engines on different devices do not wait for each other.
+    """
+    key = str(torch.device(device))
+    with _DEVICE_LOCKS_GUARD:
+        return _DEVICE_LOCKS.setdefault(key, threading.Lock())
 
 
 class Engine:
     """Renders songs with one loaded model. Keeps the encodings of recent songs for previews.
 
-    One engine serves one device; its methods are safe to call from several threads, which
-    queue on an internal lock (two renders at once would only run out of GPU memory).
+    Get one with :meth:`from_pretrained`, or hand it a :class:`RiffusionModel` you built. Its
+    methods are safe to call from several threads: renders queue on the device's lock
+    (:func:`device_lock`), shared by every engine on that device.
     """
 
     def __init__(
@@ -266,11 +242,32 @@ class Engine:
         self.params = params
         self._cache: OrderedDict[str, dict[str, torch.Tensor]] = OrderedDict()
         self._cache_songs = cache_songs
-        self._lock = threading.Lock()
+        self._lock = device_lock(model.device)
         if model.device.type == "cpu":
             # Denormal floats (from SiLU of large negative activations) make CPU convolutions
             # several times slower; flushing them to zero changes no audible result.
             torch.set_flush_denormal(True)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        source: str | Path = DEFAULT_MODEL_ID,
+        device: str = "auto",
+        dtype: str | None = None,
+        local_files_only: bool | None = None,
+    ) -> Engine:
+        """An engine with the Riffusion model (or any Stable Diffusion 1.x model) loaded.
+
+        Args:
+            source: Hugging Face hub id, local diffusers folder, or one ``.safetensors`` file.
+            device: ``auto`` (the best found), ``cuda``, ``mps`` or ``cpu``.
+            dtype: ``fp32``, ``fp16`` or ``bf16``; ``None`` is fp16 on CUDA, fp32 elsewhere.
+            local_files_only: Never touch the network (default: ``HF_HUB_OFFLINE``).
+
+        Raises:
+            ModelNotFoundError: The weights are not here; the message says how to get them.
+        """
+        return cls(load_model(source, device, dtype or "auto", local_files_only))
 
     # -- public --------------------------------------------------------------------------------
 
@@ -282,6 +279,9 @@ class Engine:
         cancel: threading.Event | None = None,
     ) -> Render:
         """Render the span ``settings.start_s`` .. ``+duration_s`` of a song as one take."""
+        # Cut the span at the working rate: lengths in samples then mean the same on both sides
+        # of the resampler (a 48 kHz span's sample count is not the take's).
+        song = self._at_working_rate(song)
         span = song.span(settings.start_s, settings.duration_s)
         with self._lock:
             result = self._render_region(span, 0, span.frames, settings, progress, cancel)
@@ -304,12 +304,8 @@ class Engine:
         The region gets the same noise the full render puts there, so a preview sounds like
         that part of the full render (up to the windows' context). ``start_s`` snaps to 10 ms.
         """
-        hop = self.params.hop_length
-        first = min(int(round(start_s * song.sample_rate / hop)), max(0, song.frames - 1) // hop)
-        start = first * hop
-        length = min(int(round(duration_s * song.sample_rate)), song.frames - start)
-        if length < self.params.min_samples:
-            raise NeuroChipError("The preview region is too short: choose an earlier start.")
+        song = self._at_working_rate(song)
+        start, length = preview_region(song, start_s, duration_s, self.params)
         with self._lock:
             return self._render_region(song, start, length, settings, progress, cancel)
 
@@ -324,8 +320,7 @@ class Engine:
         progress: ProgressCallback | None,
         cancel: threading.Event | None,
     ) -> Render:
-        if song.sample_rate != self.params.sample_rate:
-            song = song.resample(self.params.sample_rate)
+        song = self._at_working_rate(song)
         report = _monotonic(progress)
         hop = self.params.hop_length
         mono = song.to_mono()
@@ -366,6 +361,11 @@ class Engine:
             start_s=start / song.sample_rate,
             info={"model": self.model.source, "device": str(self.model.device)},
         )
+
+    def _at_working_rate(self, song: Audio) -> Audio:
+        if song.sample_rate == self.params.sample_rate:
+            return song
+        return song.resample(self.params.sample_rate)
 
     def _song_encoding(self, mono: Audio, need_latents: bool) -> dict[str, torch.Tensor]:
         """Picture (and VAE latents) of a whole song, kept for the next preview of it."""
@@ -549,8 +549,3 @@ def _monotonic(progress: ProgressCallback | None) -> ProgressCallback:
             progress(done, stage)
 
     return report
-
-
-def take_b_settings(settings: RenderSettings, **overrides: Any) -> RenderSettings:
-    """Settings for the second take of a stereo pair: seed + 1 unless overridden."""
-    return replace(settings, **({"seed": settings.seed + 1} | overrides))

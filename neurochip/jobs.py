@@ -9,6 +9,7 @@ survive the page that started it being closed or refreshed.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -18,6 +19,8 @@ from neurochip.errors import NeuroChipError
 
 T = TypeVar("T")
 Work = Callable[[Callable[[float, str], None], threading.Event], T]
+
+log = logging.getLogger(__name__)
 
 PENDING, RUNNING, DONE, FAILED, CANCELLED = "pending", "running", "done", "failed", "cancelled"
 
@@ -31,12 +34,21 @@ class Job(Generic[T]):
         delay_s: wait this long before starting, and do not start if cancelled meanwhile
             (debouncing: a preview for settings that changed again is never computed).
         name: shown in UIs.
+        clock: seconds from an arbitrary start, for :meth:`elapsed_s` and :meth:`eta_s`
+            (tests pass a fake one). The debounce delay always waits in real time.
     """
 
-    def __init__(self, work: Work[T], delay_s: float = 0.0, name: str = "") -> None:
+    def __init__(
+        self,
+        work: Work[T],
+        delay_s: float = 0.0,
+        name: str = "",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.name = name
         self._work = work
         self._delay_s = delay_s
+        self._clock = clock
         self._cancel = threading.Event()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name=f"neurochip-job-{name}", daemon=True)
@@ -71,7 +83,8 @@ class Job(Generic[T]):
     def elapsed_s(self) -> float:
         if self.started_at is None:
             return 0.0
-        return (self.finished_at or time.monotonic()) - self.started_at
+        end = self.finished_at if self.finished_at is not None else self._clock()
+        return end - self.started_at
 
     def eta_s(self) -> float | None:
         """Seconds left, extrapolated from progress so far; None until there is a basis."""
@@ -99,7 +112,7 @@ class Job(Generic[T]):
         if self._delay_s and self._cancel.wait(self._delay_s):
             self._finish(CANCELLED, stage="superseded")
             return
-        self.started_at = time.monotonic()
+        self.started_at = self._clock()
         with self._lock:
             self.state = RUNNING
         try:
@@ -108,8 +121,11 @@ class Job(Generic[T]):
             if self._cancel.is_set():
                 self._finish(CANCELLED, stage="cancelled")
             else:
+                # The UI shows the one-line message; the log keeps where it came from.
+                log.warning("Job %r failed: %s", self.name, err, exc_info=True)
                 self._finish(FAILED, error=str(err))
         except Exception as err:  # a UI must show it, not lose it in a thread
+            log.exception("Job %r failed unexpectedly", self.name)
             self._finish(FAILED, error=f"Unexpected error: {type(err).__name__}: {err}")
         else:
             self.result = result
@@ -120,7 +136,7 @@ class Job(Generic[T]):
     ) -> None:
         with self._lock:
             self.state = state
-            self.finished_at = time.monotonic()
+            self.finished_at = self._clock()
             if stage is not None:
                 self.stage = stage
             if fraction is not None:

@@ -2,15 +2,16 @@
 
 Composers double a part by rendering it twice and panning the takes left and right; they show
 off a render by crossfading from the raw chip sketch into it. Both are built in here, working
-on :class:`~neurochip.audio.Audio` of equal length (renders are sample-aligned with their input).
+on :class:`~neurochip.io.audio.Audio` of equal length (renders are sample-aligned with their
+input).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from neurochip.audio import Audio, limit_peak
 from neurochip.errors import NeuroChipError
+from neurochip.io.audio import Audio, limit_peak
 
 
 def _mono(audio: Audio) -> np.ndarray:
@@ -31,8 +32,9 @@ def stereo_pair(take_a: Audio, take_b: Audio, width: float = 1.0) -> Audio:
     """Pan two takes apart: A to the left, B to the right.
 
     ``width`` 0 is both takes in the middle (their mono sum), 1 is hard left/right. The pan law
-    is linear, so left + right is always A + B: the mix collapses to mono without any take
-    getting louder or quieter, whatever the width.
+    is linear, so left + right is A + B: the mix collapses to mono without either take getting
+    louder or quieter than the other, whatever the width. When the pair would clip, the
+    limiter scales the whole mix down, so left + right is then A + B times that one gain.
     """
     if not 0.0 <= width <= 1.0:
         raise NeuroChipError(f"Stereo width must be between 0 and 1, not {width}.")

@@ -5,6 +5,14 @@ from pathlib import Path
 import pytest
 
 
+@pytest.fixture(autouse=True)
+def private_take_library(tmp_path, monkeypatch) -> Path:
+    """Every test keeps its takes in its own folder, never in the user's ~/.neurochip."""
+    home = tmp_path / "neurochip-home"
+    monkeypatch.setenv("NEUROCHIP_HOME", str(home))
+    return home
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """The tiny random-weight model in Riffusion's layout (see tests/tiny_model.py)."""

@@ -11,6 +11,7 @@ from streamlit.testing.v1 import AppTest
 
 from app import ui
 from neurochip.errors import NeuroChipError
+from neurochip.sketch import load_sketch
 from tests.chiptune import make_chiptune
 
 SR = 44100
@@ -34,7 +35,7 @@ def start(page: str | None = None, song: bool = True) -> AppTest:
     at = AppTest.from_file("../app/main.py", default_timeout=TIMEOUT)
     if song:
         # AppTest cannot drive a file uploader: give the page what an upload produces.
-        at.session_state["song"] = ui.read_upload("minuet.wav", wav_bytes())
+        at.session_state["sketch"] = load_sketch(wav_bytes(), name="minuet.wav")
         at.session_state["upload_id"] = "test"
     at.session_state["auto_preview"] = False
     at.run()
@@ -48,13 +49,14 @@ def fast(at: AppTest) -> None:
     at.slider(key="w_denoise").set_value(0.5)
 
 
-# --- upload handling (what the uploader hands to read_upload) ---------------------------------
+# --- upload handling (what the uploader hands to load_sketch) --------------------------------
 
 
 def test_upload_is_decoded_and_named_for_display_only():
-    song = ui.read_upload("../../etc/Minuet (final).WAV", wav_bytes(2.0))
-    assert song.audio.frames == 2 * SR and song.name == "../../etc/Minuet (final).WAV"
-    assert len(song.key) == 24
+    upload = io.BytesIO(wav_bytes(2.0))
+    sketch = load_sketch(upload, name="../../etc/Minuet (final).WAV")
+    assert sketch.audio.frames == 2 * SR and sketch.name == "../../etc/Minuet (final).WAV"
+    assert len(sketch.key) == 24
 
 
 @pytest.mark.parametrize(
@@ -69,18 +71,12 @@ def test_upload_is_decoded_and_named_for_display_only():
             "noise.mp3",
         ),
         ("evil.wav/../../x.sh", b"#!/bin/sh", "not a format"),
+        ("x.wav.exe", b"MZ", "not a format"),
     ],
 )
 def test_bad_uploads_are_clear_errors(name, data, message):
     with pytest.raises(NeuroChipError, match=f"(?i){message}"):
-        ui.read_upload(name, data)
-
-
-def test_only_known_suffixes_survive_sanitising():
-    assert ui.safe_suffix("a.WAV") == ".wav"
-    assert ui.safe_suffix("x.mod") == ".mod"
-    assert ui.safe_suffix("x.wav.exe") == ""
-    assert ui.safe_suffix("../x") == ""
+        load_sketch(io.BytesIO(data), name=name)
 
 
 # --- Arrange ----------------------------------------------------------------------------------
@@ -207,7 +203,7 @@ def test_demo_button_loads_the_midi_sketch_and_shows_its_voices(app_env):
     [demo] = [b for b in at.button if b.label.startswith("Try the demo")]
     demo.click().run()
     assert not at.exception
-    song = at.session_state["song"]
+    song = at.session_state["sketch"]
     assert song.name == "greensleeves.mid" and len(song.tracks) == 4
     assert song.audio.duration_s == pytest.approx(29.84, abs=0.05)
     voices = [s for s in at.selectbox if s.key and s.key.startswith("voice_")]
@@ -216,12 +212,12 @@ def test_demo_button_loads_the_midi_sketch_and_shows_its_voices(app_env):
 
 def test_changing_a_voice_synthesises_the_sketch_again(app_env):
     at = start(song=False)
-    at.session_state["song"] = ui.demo_song()
+    at.session_state["sketch"] = ui.demo_sketch()
     at.run()
-    before = at.session_state["song"]
+    before = at.session_state["sketch"]
     [bass] = [s for s in at.selectbox if s.key == f"voice_{before.key}_4"]
     bass.set_value("pulse50").run()
-    after = at.session_state["song"]
+    after = at.session_state["sketch"]
     assert not at.exception
     assert after.voices == {"4": "pulse50"} and after.key != before.key
     assert after.audio.frames == before.audio.frames
@@ -229,9 +225,9 @@ def test_changing_a_voice_synthesises_the_sketch_again(app_env):
 
 
 def test_open_puts_a_takes_settings_back_into_arrange(app_env):
-    from neurochip.audio import Audio
-    from neurochip.engine import RenderSettings
-    from neurochip.takes import take_metadata
+    from neurochip.io.audio import Audio
+    from neurochip.library.metadata import take_metadata
+    from neurochip.settings import RenderSettings
 
     settings = RenderSettings(prompt="a brass band", denoise=0.27, guidance=5.5, seed=1234)
     audio = Audio(make_chiptune(1.0), SR)
@@ -247,3 +243,69 @@ def test_open_puts_a_takes_settings_back_into_arrange(app_env):
         5.5,
         1234,
     )
+
+
+# --- one workflow: the app and the CLI make the same files --------------------------------------
+
+
+def test_app_and_cli_make_identical_files(app_env, tiny_model_dir):
+    from neurochip.cli import main
+    from neurochip.library.metadata import read_take_metadata, settings_from_take
+
+    at = start()
+    fast(at)
+    at.checkbox(key="render_compare").check()
+    at.run()
+    [render] = [b for b in at.button if b.label == "Render"]
+    render.click().run()
+    job = at.session_state["render_job"]
+    assert job.wait(TIMEOUT) and job.state == "done", job.error
+    saved = job.result
+    assert set(saved) == {"A", "B", "pair", "compare"}
+
+    sketch = app_env / "minuet.wav"
+    sketch.write_bytes(wav_bytes())
+    out = app_env / "cli" / "cover.wav"
+    settings = at.session_state["last_settings"]
+    argv = ["render", str(sketch), "-o", str(out), "--model", str(tiny_model_dir)]
+    argv += ["--prompt", settings.prompt, "--steps", "4", "--denoise", "0.5"]
+    argv += ["--duration", "6", "--stereo-pair", "--crossfade-compare", "--crossfade-at", "2"]
+    argv += ["--bit-depth", "24", "--no-library"]
+    assert main(argv) == 0
+    cli_files = {
+        "pair": out,
+        "A": out.with_name("cover-A.wav"),
+        "B": out.with_name("cover-B.wav"),
+        "compare": out.with_name("cover-compare.wav"),
+    }
+    library = ui.library()
+    for role, path in cli_files.items():
+        app_file = library.get(saved[role]).audio_path
+        assert read_take_metadata(path) == read_take_metadata(app_file), role
+        assert path.read_bytes() == app_file.read_bytes(), role
+        # Every file either front end writes says what made it.
+        for made in (path, app_file):
+            assert settings_from_take(made).prompt == settings.prompt
+    assert settings_from_take(cli_files["B"]).seed == settings.seed + 1
+    assert settings_from_take(cli_files["pair"], "B").seed == settings.seed + 1
+
+
+def test_takes_can_be_searched_and_filtered_by_song(app_env):
+    from neurochip.io.audio import Audio
+    from neurochip.library.metadata import take_metadata
+    from neurochip.settings import RenderSettings
+
+    audio = Audio(make_chiptune(1.0), SR)
+    library = ui.library()
+    funk = library.add(audio, take_metadata("take", {"A": RenderSettings(prompt="funk")}, "a.wav"))
+    harp = library.add(audio, take_metadata("take", {"A": RenderSettings(prompt="harp")}, "b.wav"))
+    at = start("views/takes.py", song=False)
+    shown = {b.key for b in at.button if b.key and b.key.startswith("star_")}
+    assert shown == {f"star_{funk.id}", f"star_{harp.id}"}
+    at.text_input(key="takes_search").input("FUNK").run()
+    assert {b.key for b in at.button if b.key and b.key.startswith("star_")} == {f"star_{funk.id}"}
+    at.text_input(key="takes_search").input("").run()
+    at.selectbox(key="takes_song").set_value("b.wav").run()
+    assert {b.key for b in at.button if b.key and b.key.startswith("star_")} == {f"star_{harp.id}"}
+    at.text_input(key="takes_search").input("funk").run()
+    assert not at.exception and any("No take matches" in i.value for i in at.info)

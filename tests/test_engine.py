@@ -7,19 +7,20 @@ import numpy as np
 import pytest
 import torch
 
-from neurochip.audio import Audio
+from neurochip import engine as engine_module
 from neurochip.engine import (
     Engine,
-    RenderCancelled,
-    RenderSettings,
     blend_windows,
+    device_lock,
     plan_windows,
-    take_b_settings,
+    region_picture,
     tiled_along_time,
     window_weight,
 )
-from neurochip.errors import NeuroChipError
+from neurochip.errors import NeuroChipError, RenderCancelled
+from neurochip.io.audio import Audio
 from neurochip.phase import waveform_from_amplitudes
+from neurochip.settings import RenderSettings
 from neurochip.spectrogram import SpectrogramParams, mel_amplitudes
 from tests.chiptune import make_chiptune
 
@@ -269,47 +270,85 @@ def test_two_threads_queue_instead_of_colliding(engine):
     assert len(results) == 2 and np.array_equal(results[0], results[1])
 
 
+class _WatchedLock:
+    """A lock that tells when a thread starts waiting for it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.waiting = threading.Event()
+        self.acquired_by: list[str] = []
+
+    def __enter__(self):
+        if self._lock.locked():
+            self.waiting.set()
+        self._lock.acquire()
+        self.acquired_by.append(threading.current_thread().name)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._lock.release()
+
+
+def test_two_engines_on_one_device_never_render_at_once(tiny_model, monkeypatch):
+    # The app can hold an old engine still rendering while a new one loads on the same GPU.
+    assert device_lock("cpu") is device_lock(torch.device("cpu"))
+    assert device_lock("cpu") is not device_lock("meta")
+    watched = _WatchedLock()
+    monkeypatch.setitem(engine_module._DEVICE_LOCKS, "cpu", watched)
+    first, second = Engine(tiny_model), Engine(tiny_model)
+    in_first, release_first = threading.Event(), threading.Event()
+    log: list[str] = []
+
+    def hold(fraction: float, stage: str) -> None:
+        log.append("first")
+        in_first.set()
+        release_first.wait(timeout=60)
+
+    def note(fraction: float, stage: str) -> None:
+        log.append("second")
+
+    audio = song(1.0)
+    one = threading.Thread(target=first.render, args=(audio, FAST, hold), name="one")
+    two = threading.Thread(target=second.render, args=(audio, FAST, note), name="two")
+    one.start()
+    assert in_first.wait(timeout=60)
+    two.start()
+    # The second engine reaches the lock the first one holds, and waits there.
+    assert watched.waiting.wait(timeout=60)
+    assert "second" not in log
+    release_first.set()
+    one.join(timeout=120)
+    two.join(timeout=120)
+    assert watched.acquired_by == ["one", "two"]
+    assert log.index("second") > max(i for i, who in enumerate(log) if who == "first")
+
+
+def test_a_48_khz_song_renders_to_the_asked_length(engine):
+    at_48 = Audio(make_chiptune(3.0, seed=4), SR).resample(48000)
+    render = engine.render(at_48, dataclasses.replace(FAST, start_s=0.5, duration_s=2.0))
+    assert render.audio.sample_rate == SR and render.audio.frames == 2 * SR
+    assert render.source.frames == 2 * SR and render.start_s == pytest.approx(0.5)
+
+
+def test_a_48_khz_song_previews_from_the_asked_second(engine):
+    at_44 = Audio(make_chiptune(14.0, seed=3), SR)
+    at_48 = at_44.resample(48000)
+    preview = engine.preview(at_48, FAST, start_s=10.0, duration_s=2.0)
+    assert preview.start_s == pytest.approx(10.0)
+    # The picture it starts from is the song's own at 10 s (column 1000).
+    whole = engine.preview(at_48, FAST, start_s=0.0, duration_s=14.0)
+    np.testing.assert_allclose(
+        preview.input_image, whole.input_image[..., 1000 : 1000 + preview.input_image.shape[-1]]
+    )
+    picture, start = region_picture(at_48, 10.0, 2.0)
+    assert start == pytest.approx(10.0) and picture.shape == preview.input_image.shape
+
+
 @pytest.mark.parametrize("scheduler", ["dpm++", "ddim", "pndm", "euler", "euler-a", "lms"])
 def test_every_scheduler_renders(engine, scheduler):
     render = engine.render(song(1.5), dataclasses.replace(FAST, scheduler=scheduler, steps=4))
     assert render.audio.frames == round(1.5 * SR)
     assert np.isfinite(render.audio.samples).all()
-
-
-# --- settings ---------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("change", "message"),
-    [
-        ({"denoise": 1.2}, "denoise"),
-        ({"denoise": -0.1}, "denoise"),
-        ({"steps": 0}, "steps"),
-        ({"guidance": -1}, "guidance"),
-        ({"scheduler": "turbo"}, "scheduler"),
-        ({"overlap": 0.9}, "overlap"),
-        ({"phase": "magic"}, "phase"),
-        ({"duration_s": 0}, "duration"),
-        ({"seed": -1}, "seed"),
-    ],
-)
-def test_invalid_settings_are_clear_errors(change, message):
-    with pytest.raises(NeuroChipError, match=f"(?i){message}"):
-        RenderSettings(**change)
-
-
-def test_settings_serialise_and_come_back():
-    settings = RenderSettings(prompt="slap bass, ünïcödé", seed=5, duration_s=12.5)
-    assert RenderSettings.from_json(settings.to_json()) == settings
-    with pytest.raises(NeuroChipError, match="Unknown"):
-        RenderSettings.from_dict({"prompt": "x", "sparkle": 3})
-    with pytest.raises(NeuroChipError, match="JSON"):
-        RenderSettings.from_json("{not json")
-
-
-def test_take_b_is_seed_plus_one_unless_overridden():
-    assert take_b_settings(FAST).seed == FAST.seed + 1
-    assert take_b_settings(FAST, seed=3, guidance=4.0).guidance == 4.0
 
 
 def test_span_past_the_end_is_a_clear_error(engine):

@@ -132,6 +132,35 @@ def test_source_phase_beats_riffusions_random_phase():
     assert sc_source < sc_random - 4.0, (sc_source, sc_random)
 
 
+def test_roundtrip_defaults_to_the_closer_source_phase_setting():
+    # At denoise 0 the magnitudes are the source's own: its phase alone fits them best, and
+    # Griffin-Lim iterations only drift towards what the 8-bit picture lost.
+    waveform = chip(4.0, seed=2)
+    default = roundtrip(waveform, PARAMS)
+    eight = roundtrip(waveform, PARAMS, PhaseSettings(mode="source", iterations=8))
+    assert spectral_convergence_db(waveform, default) < spectral_convergence_db(waveform, eight)
+    zero = roundtrip(waveform, PARAMS, PhaseSettings(mode="source", iterations=0))
+    assert torch.equal(default, zero)
+
+
+def test_codec_and_phase_take_audio_as_well_as_tensors():
+    from neurochip.io.audio import Audio
+    from neurochip.spectrogram import mel_amplitudes, spectrogram_image
+
+    tensor = chip(2.0, stereo=True)
+    audio = Audio(tensor.numpy(), SR)
+    heard = roundtrip(audio)
+    assert isinstance(heard, Audio) and heard.channels == 2 and heard.frames == audio.frames
+    stereo = SpectrogramParams(stereo=True)
+    assert torch.equal(torch.from_numpy(heard.samples), roundtrip(tensor, stereo))
+    mono = tensor.mean(0, keepdim=True)
+    assert torch.allclose(mel_amplitudes(audio), mel_amplitudes(mono), rtol=1e-4, atol=1e-2)
+    assert spectrogram_image(audio).size == spectrogram_image(mono).size
+    # Audio at another rate is resampled to the picture's rate first.
+    at_48 = audio.resample(48000)
+    assert mel_amplitudes(at_48).shape == mel_amplitudes(audio).shape
+
+
 def test_chunked_reconstruction_matches_whole():
     waveform = chip(3.0)
     mel = mel_amplitudes(waveform)

@@ -6,40 +6,16 @@ import dataclasses
 import random
 
 import streamlit as st
-import torch
 
 from app import ui
 from app.figures import spectrogram_figure
-from neurochip.engine import PREVIEW_SECONDS, RenderSettings, take_b_settings
+from neurochip.engine import PREVIEW_SECONDS, region_picture
 from neurochip.errors import NeuroChipError
 from neurochip.jobs import Job
-from neurochip.midi import DRUMS, VOICES
-from neurochip.mix import crossfade_compare, stereo_pair
-from neurochip.model import SCHEDULERS
-from neurochip.spectrogram import SpectrogramParams, amplitudes_to_float_image, mel_amplitudes
-from neurochip.takes import spectrogram_thumbnail, take_metadata
-
-HELP = {
-    "prompt": "Describe the finished song as a fan wiki would: the band, the style, the "
-    "energy. E.g. 'a funk band with slap bass', 'a string quartet in a concert hall'.",
-    "negative_prompt": "What to steer away from, e.g. 'distorted, lo-fi, noisy'.",
-    "denoise": "How much of your sketch is reimagined. Below 0.15 little changes but the "
-    "timbre; 0.2-0.4 is the sweet spot for a note-for-note cover with new instruments; past "
-    "0.5 the notes start to change.",
-    "guidance": "How strongly the prompt is followed. 2-3 is lively but inconsistent (a "
-    "trombone for one note, then a guitar); 7-8 is the usual middle; past 12 the sound turns "
-    "harsh and squeals.",
-    "steps": "Denoising steps at full strength (a render runs denoise x steps). More gives "
-    "sharper articulation and dynamics, with diminishing returns past 50. Low values make "
-    "fast, janky 'collage' takes.",
-    "seed": "The noise pattern the take grows from. Same seed and settings give the same take; "
-    "change it for a different interpretation.",
-    "scheduler": "The sampling algorithm. dpm++ is fast and clean; euler-a is more varied.",
-    "width": "Stereo pair: 0 puts both takes in the middle, 1 pans take A hard left and take B "
-    "hard right. The mix always sums cleanly to mono.",
-    "overlap": "How much neighbouring 5-second model windows share. More blends more smoothly "
-    "and costs more time.",
-}
+from neurochip.settings import SCHEDULER_NAMES, TakeSetOptions, describe
+from neurochip.sketch import load_sketch
+from neurochip.synth import DRUMS, VOICES
+from neurochip.takeset import ROLES, render_take_set
 
 st.title("Arrange")
 st.caption(
@@ -59,19 +35,19 @@ if uploaded is not None and st.session_state.get("upload_id") != uploaded.file_i
     st.session_state["upload_id"] = uploaded.file_id
     try:
         with st.spinner(f"Reading {uploaded.name}..."):
-            ui.set_song(ui.read_upload(uploaded.name, uploaded.getvalue()))
+            ui.set_sketch(load_sketch(uploaded, name=uploaded.name))
         st.session_state.pop("upload_error", None)
     except NeuroChipError as err:
-        ui.set_song(None)
+        ui.set_sketch(None)
         st.session_state["upload_error"] = str(err)
 if st.button("Try the demo: Greensleeves as a chip-tune MIDI sketch", icon=":material/music_note:"):
-    ui.set_song(ui.demo_song())
+    ui.set_sketch(ui.demo_sketch())
     st.session_state["upload_id"] = uploaded.file_id if uploaded is not None else None
     st.session_state.pop("upload_error", None)
 if st.session_state.get("upload_error"):
     st.error(st.session_state["upload_error"], icon=":material/error:")
 
-song = ui.current_song()
+song = ui.current_sketch()
 if song is None:
     st.info("Drop a WAV, MP3 or chip file above to begin.", icon=":material/upload_file:")
     st.stop()
@@ -108,7 +84,7 @@ if song.tracks:
         }
         if overrides != song.voices:
             with st.spinner("Synthesising the sketch with the new voices..."):
-                ui.set_song(ui.read_upload(song.name, song.midi, overrides))
+                ui.set_sketch(song.with_voices(overrides))
             st.rerun()
 
 # --- settings ---------------------------------------------------------------------------------
@@ -120,99 +96,25 @@ def roll_seed() -> None:
 
 
 left, right = st.columns([3, 2])
-with left:
-    st.text_input(
-        "Prompt",
-        key=ui.remembered("prompt"),
-        on_change=ui.remember,
-        args=("prompt",),
-        help=HELP["prompt"],
-    )
-    st.text_input(
-        "Negative prompt",
-        key=ui.remembered("negative_prompt"),
-        on_change=ui.remember,
-        args=("negative_prompt",),
-        help=HELP["negative_prompt"],
-    )
-    st.slider(
-        "Denoise",
-        0.0,
-        1.0,
-        step=0.01,
-        key=ui.remembered("denoise"),
-        on_change=ui.remember,
-        args=("denoise",),
-        help=HELP["denoise"],
-    )
-    st.slider(
-        "Guidance",
-        0.0,
-        20.0,
-        step=0.5,
-        key=ui.remembered("guidance"),
-        on_change=ui.remember,
-        args=("guidance",),
-        help=HELP["guidance"],
-    )
-with right:
-    st.slider(
-        "Steps",
-        1,
-        100,
-        key=ui.remembered("steps"),
-        on_change=ui.remember,
-        args=("steps",),
-        help=HELP["steps"],
-    )
-    seed_col, dice_col = st.columns([5, 2], vertical_alignment="bottom")
-    seed_col.number_input(
-        "Seed",
-        0,
-        2**31 - 1,
-        step=1,
-        key=ui.remembered("seed"),
-        on_change=ui.remember,
-        args=("seed",),
-        help=HELP["seed"],
-    )
-    dice_col.button(
-        "Roll",
-        icon=":material/casino:",
-        on_click=roll_seed,
-        help="Roll a new seed",
-        width="stretch",
-    )
-    st.selectbox(
-        "Scheduler",
-        list(SCHEDULERS),
-        key=ui.remembered("scheduler"),
-        on_change=ui.remember,
-        args=("scheduler",),
-        help=HELP["scheduler"],
-    )
-    st.slider(
-        "Stereo width",
-        0.0,
-        1.0,
-        step=0.05,
-        key=ui.remembered("width"),
-        on_change=ui.remember,
-        args=("width",),
-        help=HELP["width"],
-    )
+ui.setting_widget(left, "prompt")
+ui.setting_widget(left, "negative_prompt")
+ui.setting_widget(left, "denoise")
+ui.setting_widget(left, "guidance")
+ui.setting_widget(right, "steps")
+seed_col, dice_col = right.columns([5, 2], vertical_alignment="bottom")
+ui.setting_widget(seed_col, "seed", number_input=True)
+dice_col.button(
+    "Roll",
+    icon=":material/casino:",
+    on_click=roll_seed,
+    help="Roll a new seed",
+    width="stretch",
+)
+ui.setting_widget(right, "scheduler", options=list(SCHEDULER_NAMES))
+ui.setting_widget(right, "width")
 
 try:
-    settings = RenderSettings(
-        prompt=st.session_state["w_prompt"],
-        negative_prompt=st.session_state["w_negative_prompt"],
-        denoise=float(st.session_state["w_denoise"]),
-        guidance=float(st.session_state["w_guidance"]),
-        steps=int(st.session_state["w_steps"]),
-        seed=int(st.session_state["w_seed"]),
-        scheduler=st.session_state["w_scheduler"],
-        overlap=float(st.session_state.get("overlap", RenderSettings.overlap)),
-    )
+    settings = ui.current_settings()
 except NeuroChipError as err:
     st.error(str(err))
     st.stop()
@@ -296,15 +198,12 @@ elif preview_job is not None and preview_job.state == "failed":
     st.error(preview_job.error)
 else:
     # No take yet (or no model): show what the model would see of the region.
-    hop = SpectrogramParams().hop_length
-    first = int(round(preview_start * audio.sample_rate / hop)) * hop
-    region = audio.to_mono().samples[:, first : first + round(PREVIEW_SECONDS * audio.sample_rate)]
-    if region.shape[1] > hop * 20:
-        picture, _ = amplitudes_to_float_image(mel_amplitudes(torch.from_numpy(region)))
-        st.plotly_chart(
-            spectrogram_figure({"input": picture}, first / audio.sample_rate),
-            width="stretch",
-        )
+    try:
+        picture, picture_start = region_picture(audio, preview_start)
+    except NeuroChipError:
+        picture = None  # a region too short to draw
+    if picture is not None:
+        st.plotly_chart(spectrogram_figure({"input": picture}, picture_start), width="stretch")
 
 # --- full render ------------------------------------------------------------------------------
 
@@ -322,27 +221,23 @@ duration_s = r2.number_input(
     key=f"render_duration_{song.key}_{start_s}",
     help="Defaults to the whole song from Start.",
 )
+about = {name: describe(TakeSetOptions, name) for name in ("stereo_pair", "compare")}
 with r3:
     pair = st.checkbox(
-        "Stereo pair (take A + take B)",
-        value=True,
-        key="render_pair",
-        help="Render a second take with seed + 1 and pan the two apart.",
+        about["stereo_pair"].label, value=True, key="render_pair", help=about["stereo_pair"].help
     )
     compare = st.checkbox(
-        "Crossfade comparison",
-        value=False,
-        key="render_compare",
-        help="Also make a mix that starts as your sketch and fades into the render.",
+        about["compare"].label, value=False, key="render_compare", help=about["compare"].help
     )
     fade_at = st.number_input(
-        "Fade into the render at (s)",
+        describe(TakeSetOptions, "compare_at_s").label,
         0.0,
         float(duration_s),
         float(duration_s) / 3,
         step=1.0,
         key="render_fade_at",
         disabled=not compare,
+        help=describe(TakeSetOptions, "compare_at_s").help,
     )
 
 render_job = st.session_state.get("render_job")
@@ -351,45 +246,21 @@ if st.button(
     "Render", type="primary", disabled=engine is None or busy, icon=":material/graphic_eq:"
 ):
     full = dataclasses.replace(settings, start_s=float(start_s), duration_s=float(duration_s))
-    library = ui.library()
-    width = float(st.session_state["w_width"])
-
-    def render_work(
-        progress,
-        cancel,
-        engine=engine,
-        full=full,
-        pair=pair,
+    options = TakeSetOptions(
+        stereo_pair=pair,
+        width=float(st.session_state["w_width"]),
         compare=compare,
-        fade_at=float(fade_at),
-        width=width,
-        song=song,
-        library=library,
-    ):
-        takes = {"A": full} | ({"B": take_b_settings(full)} if pair else {})
-        renders, ids = {}, {}
-        for i, (name, take_settings) in enumerate(takes.items()):
+        # Inside the span, whatever the number box was left at.
+        compare_at_s=min(float(fade_at), float(duration_s) * 0.99) if compare else None,
+    )
 
-            def report(fraction, stage, i=i, name=name):
-                progress((i + fraction) / len(takes), f"take {name}: {stage}")
-
-            renders[name] = engine.render(song.audio, take_settings, report, cancel)
-            # Saved at once: a later cancel, refresh or crash cannot lose this take.
-            ids[name] = library.add_render(renders[name], song.name).id
-        thumb = spectrogram_thumbnail(renders["A"].output_image)
-        mix = renders["A"].audio
-        if pair:
-            mix = stereo_pair(renders["A"].audio, renders["B"].audio, width)
-            meta = take_metadata("stereo pair", takes, song.name, renders["A"].info, width=width)
-            ids["pair"] = library.add(mix, meta, thumbnail=thumb).id
-        if compare:
-            original = renders["A"].source.to_stereo() if mix.channels == 2 else renders["A"].source
-            faded = crossfade_compare(original, mix, min(fade_at, original.duration_s - 0.01))
-            meta = take_metadata(
-                "crossfade comparison", takes, song.name, renders["A"].info, fade_at_s=fade_at
-            )
-            ids["compare"] = library.add(faded, meta, thumbnail=thumb).id
-        return ids
+    def render_work(progress, cancel, engine=engine, full=full, options=options, song=song):
+        # Each take is kept in the library the moment it exists: a later cancel, refresh or
+        # crash cannot lose it.
+        takes = render_take_set(
+            engine, song, full, options, library=ui.library(), progress=progress, cancel=cancel
+        )
+        return takes.saved
 
     st.session_state["render_job"] = Job(render_work, name="render").start()
     st.rerun()
@@ -424,12 +295,6 @@ if render_job is not None and render_job.finished:
             )
             or ".wav"
         )
-        labels = {
-            "pair": "Stereo pair mix",
-            "A": "Take A",
-            "B": "Take B",
-            "compare": "Crossfade comparison",
-        }
         for name in ("pair", "A", "B", "compare"):
             if name not in render_job.result:
                 continue
@@ -439,7 +304,7 @@ if render_job is not None and render_job.finished:
             except NeuroChipError:
                 continue  # deleted on the Takes page meanwhile
             c1, c2 = st.columns([4, 1], vertical_alignment="center")
-            c1.markdown(f"**{labels[name]}** · {take.name}")
+            c1.markdown(f"**{ROLES[name]}** · {take.name}")
             c1.audio(str(take.audio_path))
             data, file_name = ui.export_take(take_id, fmt)
             c2.download_button(

@@ -8,16 +8,43 @@ import streamlit as st
 
 from app import ui
 from neurochip.errors import NeuroChipError
+from neurochip.takeset import pair_takes
 
 st.title("Takes")
 library = ui.library()
 st.caption(f"Every render is kept in `{library.root}` (set NEUROCHIP_HOME to move it).")
 
-starred_only = st.toggle("Starred only", key="takes_starred_only")
-takes = library.list(starred_only=starred_only)
+SORTS = {
+    "Newest first": "created",
+    "Starred first": "starred",
+    "Name": "name",
+    "Song": "song",
+    "Prompt": "prompt",
+}
+find, song_col, sort_col, star_col = st.columns([3, 2, 2, 1.2], vertical_alignment="bottom")
+text = find.text_input(
+    "Search",
+    key="takes_search",
+    placeholder="prompt or name, e.g. funk",
+    help="Matches the takes' prompts and names, ignoring case.",
+)
+songs = library.songs()
+song = song_col.selectbox("Song", ["All songs", *songs], key="takes_song")
+sort = sort_col.selectbox("Sort", list(SORTS), key="takes_sort")
+starred_only = star_col.toggle("Starred only", key="takes_starred_only")
+takes = library.list(
+    starred_only=starred_only,
+    song=None if song == "All songs" else song,
+    text=text or None,
+    sort=SORTS[sort],
+)
 if not takes:
-    st.info("No takes yet: render one on the Arrange page.", icon=":material/library_music:")
+    if text or starred_only or song != "All songs":
+        st.info("No take matches: clear the search or the filters.", icon=":material/search_off:")
+    else:
+        st.info("No takes yet: render one on the Arrange page.", icon=":material/library_music:")
     st.stop()
+st.caption(f"{len(takes)} take{'s' if len(takes) != 1 else ''}")
 
 
 def label(take) -> str:
@@ -43,7 +70,7 @@ with st.expander("Compare two takes, or build a stereo pair", icon=":material/co
     width = st.slider("Stereo width", 0.0, 1.0, 1.0, 0.05, key="pair_width")
     if st.button("Make a stereo pair of A (left) and B (right)", disabled=a_id == b_id):
         try:
-            pair = library.pair(a_id, b_id, width)
+            pair = pair_takes(library, a_id, b_id, width)
             st.success(f"Added {pair.name}.")
         except NeuroChipError as err:
             st.error(str(err))
@@ -67,7 +94,7 @@ for take in takes:
         if top[2].button(
             "Open", key=f"open_{take.id}", help="Load this take's settings into Arrange"
         ):
-            ui.open_settings(take.settings("A"))
+            ui.open_settings(take.settings())
             st.switch_page("views/arrange.py")
         if top[3].button("Delete", key=f"delete_{take.id}", help="Delete this take for good"):
             st.session_state["confirm_delete"] = take.id

@@ -1,0 +1,152 @@
+"""What the commands share: option groups, the progress bar, loading the input span."""
+
+from __future__ import annotations
+
+import argparse
+from contextlib import contextmanager
+from pathlib import Path
+
+from tqdm import tqdm
+
+from neurochip.device import DEVICE_CHOICES
+from neurochip.io.audio import Audio
+from neurochip.io.decode import DEFAULT_MAX_DURATION_S
+from neurochip.io.write import save_audio
+from neurochip.phase import DEFAULT_ITERATIONS, PHASE_MODES
+from neurochip.settings import RenderSettings, help_text
+from neurochip.sketch import load_sketch
+
+EPILOG = "Run 'neurochip doctor' to check what this machine can do."
+
+
+def non_negative(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
+    return value
+
+
+def positive(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, not {text}")
+    return value
+
+
+def count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
+    return value
+
+
+def add_input_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--start",
+        type=non_negative,
+        default=0.0,
+        metavar="SEC",
+        help="where in the song to begin, in seconds (default: the beginning)",
+    )
+    parser.add_argument(
+        "--duration",
+        type=positive,
+        default=None,
+        metavar="SEC",
+        help="how many seconds to use from --start (default: to the end of the song)",
+    )
+    add_max_duration(parser, "inputs")
+
+
+def add_max_duration(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--max-duration",
+        type=positive,
+        default=DEFAULT_MAX_DURATION_S,
+        metavar="SEC",
+        help=f"refuse {what} longer than this, to protect against a wrong file "
+        f"(default: {DEFAULT_MAX_DURATION_S / 60:.0f} minutes)",
+    )
+
+
+def add_output_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        type=Path,
+        metavar="OUT",
+        help="the audio file to write: .wav, .flac, .ogg or .mp3",
+    )
+    parser.add_argument(
+        "--bit-depth",
+        choices=("16", "24", "float"),
+        default="16",
+        help="sample format of WAV/FLAC output (default: 16-bit, what DAWs and players expect)",
+    )
+
+
+def add_device_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--device",
+        choices=DEVICE_CHOICES,
+        default="auto",
+        help="where to compute: a CUDA GPU or Apple MPS is much faster (default: the best found)",
+    )
+
+
+def add_phase_options(
+    parser: argparse.ArgumentParser, with_mode: bool, source_iterations: int | None = None
+) -> None:
+    if with_mode:
+        parser.add_argument(
+            "--phase",
+            choices=PHASE_MODES,
+            default="source",
+            help=help_text(RenderSettings, "phase") + " (default: source)",
+        )
+    source = DEFAULT_ITERATIONS["source"] if source_iterations is None else source_iterations
+    parser.add_argument(
+        "--iterations",
+        type=count,
+        default=None,
+        metavar="N",
+        help="Griffin-Lim iterations: more makes the sound match the spectrogram more closely "
+        f"but takes longer (default: {source} from source phase, "
+        f"{DEFAULT_ITERATIONS['random']} from random phase)",
+    )
+    add_device_option(parser)
+
+
+@contextmanager
+def progress_bar(description: str):
+    """A tqdm bar driven by a library progress callback.
+
+    The callback takes the fraction done (0 to 1) and, from the engine, the current stage
+    (encode, denoise step k of n, ...), which then follows the description.
+    """
+    with tqdm(
+        total=1000,
+        desc=description,
+        leave=False,
+        disable=None,
+        bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}",
+    ) as bar:
+
+        def update(fraction: float, stage: str | None = None) -> None:
+            if stage is not None:
+                bar.set_description_str(f"{description}: {stage}", refresh=False)
+            bar.update(round(fraction * 1000) - bar.n)
+
+        yield update
+
+
+def load_span(args: argparse.Namespace, path: Path) -> Audio:
+    """The input's span (--start, --duration): audio, chip music or a MIDI sketch."""
+    sketch = load_sketch(path, max_duration_s=args.max_duration)
+    return sketch.audio.span(args.start, args.duration)
+
+
+def write_audio(args: argparse.Namespace, audio: Audio) -> None:
+    path = save_audio(args.output, audio, bit_depth=args.bit_depth)
+    print(f"Wrote {path} ({audio.duration_s:.2f} s, {audio.channels} channel(s)).")

@@ -1,0 +1,159 @@
+"""``neurochip render``: a sketch through Riffusion, as one piece, with its takes.
+
+Collects settings, shows progress and reports the files: the work itself is
+:func:`neurochip.takeset.render_take_set`, the same call the app makes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+from neurochip.cli.common import (
+    EPILOG,
+    add_input_options,
+    add_output_options,
+    add_phase_options,
+    non_negative,
+    positive,
+    progress_bar,
+)
+from neurochip.errors import NeuroChipError
+from neurochip.library.store import TakeLibrary
+from neurochip.model import DEFAULT_MODEL_ID
+from neurochip.settings import RenderSettings, TakeSetOptions, describe
+from neurochip.sketch import load_sketch
+
+OUTPUT_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
+
+
+def _default(settings_class: type, name: str):
+    return next(f.default for f in dataclasses.fields(settings_class) if f.name == name)
+
+
+def _setting(parser, flag: str, settings_class: type, name: str, **options) -> None:
+    """An option whose help and default come from the settings dataclass."""
+    default = _default(settings_class, name)
+    shown = "" if default in (None, "", False) else f" (default {default})"
+    parser.add_argument(
+        flag,
+        dest=name,
+        default=default,
+        help=describe(settings_class, name).help + shown,
+        **options,
+    )
+
+
+def add_parser(commands) -> None:
+    parser = commands.add_parser(
+        "render",
+        help="render a song as a live cover with Riffusion",
+        description="Render a song (or a span of it) through Riffusion img2img as one piece: "
+        "the output has exactly the input's length and stays aligned with it. Each output "
+        "file carries its settings, so any take can be reproduced, and every take is also "
+        "kept in the take library the app shows.",
+        epilog=EPILOG,
+    )
+    parser.add_argument(
+        "input", type=Path, help="your sketch: WAV, MP3, FLAC, OGG, MIDI, tracker file..."
+    )
+    add_output_options(parser)
+    parser.add_argument("--prompt", required=True, help=describe(RenderSettings, "prompt").help)
+    _setting(parser, "--negative-prompt", RenderSettings, "negative_prompt", metavar="TEXT")
+    _setting(parser, "--denoise", RenderSettings, "denoise", type=float)
+    _setting(parser, "--guidance", RenderSettings, "guidance", type=float)
+    _setting(parser, "--steps", RenderSettings, "steps", type=int)
+    _setting(parser, "--seed", RenderSettings, "seed", type=int)
+    _setting(parser, "--scheduler", RenderSettings, "scheduler", metavar="NAME")
+    parser.add_argument(
+        "--model",
+        default=DEFAULT_MODEL_ID,
+        metavar="ID|DIR|FILE",
+        help="Hugging Face id, local diffusers folder, or .safetensors file "
+        f"(default {DEFAULT_MODEL_ID})",
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=("auto", "fp32", "fp16", "bf16"),
+        default="auto",
+        help="number format: auto is fp16 on CUDA GPUs and fp32 elsewhere",
+    )
+    add_input_options(parser)
+    _setting(parser, "--overlap", RenderSettings, "overlap", type=float)
+    _setting(parser, "--batch-size", RenderSettings, "batch_size", type=int, metavar="N")
+    _setting(parser, "--stereo-pair", TakeSetOptions, "stereo_pair", action="store_true")
+    _setting(parser, "--seed-b", TakeSetOptions, "seed_b", type=int, metavar="SEED")
+    _setting(parser, "--width", TakeSetOptions, "width", type=float)
+    _setting(parser, "--crossfade-compare", TakeSetOptions, "compare", action="store_true")
+    _setting(
+        parser, "--crossfade-at", TakeSetOptions, "compare_at_s", type=non_negative, metavar="SEC"
+    )
+    _setting(
+        parser, "--crossfade-length", TakeSetOptions, "compare_fade_s", type=positive, metavar="SEC"
+    )
+    _setting(
+        parser,
+        "--crossfade-back",
+        TakeSetOptions,
+        "compare_back_s",
+        type=non_negative,
+        metavar="SEC",
+    )
+    parser.add_argument(
+        "--no-library",
+        action="store_true",
+        help="do not keep the takes in the take library (~/.neurochip, or NEUROCHIP_HOME)",
+    )
+    add_phase_options(parser, with_mode=True)
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> None:
+    from neurochip.engine import Engine
+    from neurochip.takeset import ROLES, render_take_set
+
+    # Every setting is checked before the (slow) model load.
+    settings = RenderSettings(
+        prompt=args.prompt,
+        negative_prompt=args.negative_prompt,
+        denoise=args.denoise,
+        guidance=args.guidance,
+        steps=args.steps,
+        seed=args.seed,
+        scheduler=args.scheduler,
+        start_s=args.start,
+        duration_s=args.duration,
+        overlap=args.overlap,
+        phase=args.phase,
+        phase_iterations=args.iterations,
+        batch_size=args.batch_size,
+    )
+    options = TakeSetOptions(
+        stereo_pair=args.stereo_pair,
+        seed_b=args.seed_b,
+        width=args.width,
+        compare=args.compare,
+        compare_at_s=args.compare_at_s,
+        compare_fade_s=args.compare_fade_s,
+        compare_back_s=args.compare_back_s,
+    )
+    if args.output.suffix.lower() not in OUTPUT_SUFFIXES:
+        raise NeuroChipError(
+            f"Write renders as {', '.join(OUTPUT_SUFFIXES)}, not "
+            f"{args.output.suffix or 'no extension'}."
+        )
+    sketch = load_sketch(args.input, max_duration_s=args.max_duration)
+    sketch.audio.span(settings.start_s, settings.duration_s)  # checks the span before loading
+    library = None if args.no_library else TakeLibrary()
+    print(f"Loading model {args.model} ...", file=sys.stderr)
+    engine = Engine.from_pretrained(args.model, device=args.device, dtype=args.dtype)
+    print(f"Model: {engine.model.describe()}", file=sys.stderr)
+
+    with progress_bar("render") as update:
+        takes = render_take_set(engine, sketch, settings, options, library=library, progress=update)
+    for path, role in zip(takes.write(args.output, args.bit_depth), takes.files, strict=True):
+        print(f"Wrote {path} ({ROLES[role].lower()})")
+    if library is not None:
+        print(f"Kept {len(takes.saved)} take(s) in the take library {library.root}.")

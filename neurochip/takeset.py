@@ -1,0 +1,228 @@
+"""The arrangement workflow: a sketch and settings in, the finished set of takes out.
+
+This is the one place that decides what a render makes, for every front end (the CLI, the
+app, Python):
+
+1. **take A**: the engine renders the span with the settings;
+2. **take B** (stereo pair): seed + 1, or the seed asked for (:meth:`TakeSetOptions.take_b`);
+3. **stereo pair**: A panned left, B right (:func:`~neurochip.mix.stereo_pair`);
+4. **comparison**: the sketch span as the composer hears it (stereo where the sketch or the
+   mix is) crossfading into the result;
+5. each file gets its metadata (:func:`~neurochip.library.metadata.take_metadata`), and is
+   kept in the take library the moment it exists, so a later cancel or crash loses nothing.
+
+:func:`pair_takes` makes a stereo pair of any two takes already in the library.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from neurochip.engine import Engine, ProgressCallback, Render
+from neurochip.errors import NeuroChipError
+from neurochip.io.audio import Audio
+from neurochip.library.metadata import save_take, take_metadata
+from neurochip.library.store import Take, TakeLibrary
+from neurochip.library.thumbnails import read_png, spectrogram_thumbnail
+from neurochip.mix import crossfade_compare, stereo_pair
+from neurochip.settings import RenderSettings, TakeSetOptions
+from neurochip.sketch import Sketch
+
+log = logging.getLogger(__name__)
+
+#: The files of a take set, in the order they are made, and what each is called.
+ROLES: dict[str, str] = {
+    "A": "Take A",
+    "B": "Take B",
+    "pair": "Stereo pair mix",
+    "compare": "Crossfade comparison",
+}
+
+
+@dataclass(frozen=True)
+class TakeFile:
+    """One file of a take set: its audio and the metadata it carries."""
+
+    role: str  # "A", "B", "pair" or "compare"
+    audio: Audio
+    metadata: dict[str, Any]
+
+
+@dataclass
+class TakeSet:
+    """What one render made: the engine's renders and the files made from them.
+
+    Attributes:
+        renders: ``"A"`` (and ``"B"`` for a stereo pair): the engine's results, with pictures.
+        files: Role -> file, in :data:`ROLES` order.
+        saved: Role -> take id in the library, for the files kept there.
+    """
+
+    renders: dict[str, Render]
+    files: dict[str, TakeFile] = field(default_factory=dict)
+    saved: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def main(self) -> TakeFile:
+        """The result to listen to first: the stereo pair where there is one, else take A."""
+        return self.files.get("pair") or self.files["A"]
+
+    def write(self, path: str | Path, bit_depth: str = "16") -> list[Path]:
+        """Write every file: the main result at ``path``, the others beside it.
+
+        ``song.wav`` gets the main result; ``song-A.wav`` and ``song-B.wav`` the takes of a
+        stereo pair; ``song-compare.wav`` the comparison.
+        """
+        path = Path(path)
+        written = []
+        for role, take in self.files.items():
+            if take is self.main:
+                target = path
+            else:
+                target = path.with_name(f"{path.stem}-{role}{path.suffix}")
+            written.append(save_take(target, take.audio, take.metadata, bit_depth))
+        return written
+
+
+def render_take_set(
+    engine: Engine,
+    sketch: Sketch | Audio,
+    settings: RenderSettings,
+    options: TakeSetOptions = TakeSetOptions(),
+    *,
+    source_name: str | None = None,
+    library: TakeLibrary | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
+) -> TakeSet:
+    """Render a sketch's span with ``settings`` and make every file ``options`` asks for.
+
+    Args:
+        engine: The engine to render with.
+        sketch: A loaded sketch (or plain audio, then name it with ``source_name``).
+        settings: Take A's settings; the span is ``settings.start_s`` + ``duration_s``.
+        options: Take B and the stereo pair, the comparison.
+        source_name: The song's name in metadata and titles (default: the sketch's name).
+        library: Keep each file here as soon as it exists.
+        progress: ``progress(fraction, stage)`` over the whole set.
+        cancel: Set it to stop; the takes already kept stay in the library.
+
+    Raises:
+        RenderCancelled: When ``cancel`` was set.
+        NeuroChipError: For a span outside the song, or a comparison time past its end.
+    """
+    if isinstance(sketch, Sketch):
+        audio, source_name = sketch.audio, source_name or sketch.name
+    else:
+        audio = sketch
+    takes = {"A": settings}
+    if options.stereo_pair:
+        takes["B"] = options.take_b(settings)
+
+    result = TakeSet(renders={})
+
+    def keep(role: str, take_audio: Audio, metadata: dict[str, Any], thumbnail) -> None:
+        result.files[role] = TakeFile(role, take_audio, metadata)
+        if library is not None:
+            result.saved[role] = library.add(take_audio, metadata, thumbnail=thumbnail).id
+
+    for i, (name, take_settings) in enumerate(takes.items()):
+
+        def report(fraction: float, stage: str, i: int = i, name: str = name) -> None:
+            if progress is not None:
+                label = f"take {name}: {stage}" if len(takes) > 1 else stage
+                progress((i + fraction) / len(takes), label)
+
+        render = engine.render(audio, take_settings, report, cancel)
+        result.renders[name] = render
+        meta = take_metadata("take", {name: take_settings}, source_name, render.info)
+        keep(name, render.audio, meta, _thumbnail(render))
+
+    info = result.renders["A"].info
+    cover = _thumbnail(result.renders["A"])
+    mix = result.renders["A"].audio
+    if options.stereo_pair:
+        mix = stereo_pair(mix, result.renders["B"].audio, options.width)
+        meta = take_metadata("stereo pair", takes, source_name, info, width=options.width)
+        keep("pair", mix, meta, cover)
+    if options.compare:
+        # The sketch as the composer hears it, over the rendered span, at the render's rate.
+        span = audio.span(settings.start_s, settings.duration_s).resample(mix.sample_rate)
+        original = span.to_stereo() if 2 in (span.channels, mix.channels) else span
+        fade_at = options.compare_at_s
+        if fade_at is None:
+            fade_at = original.duration_s / 3
+        faded = crossfade_compare(
+            original, mix, fade_at, options.compare_fade_s, options.compare_back_s
+        )
+        meta = take_metadata(
+            "crossfade comparison",
+            takes,
+            source_name,
+            info,
+            fade_at_s=fade_at,
+            fade_s=options.compare_fade_s,
+            back_at_s=options.compare_back_s,
+        )
+        keep("compare", faded, meta, cover)
+    return result
+
+
+def _thumbnail(render: Render):
+    try:
+        return spectrogram_thumbnail(render.output_image)
+    except (NeuroChipError, RuntimeError) as err:
+        # A preview picture is not worth losing the take over.
+        log.warning("No thumbnail for this take: %s", err)
+        return None
+
+
+def pair_takes(library: TakeLibrary, take_a: str, take_b: str, width: float = 1.0) -> Take:
+    """A new take in the library: take A panned left and take B right.
+
+    Its metadata holds both takes' settings as "A" and "B", the width and
+    ``"from_takes": [id_a, id_b]``; its thumbnail is take A's. (A take that is itself a pair
+    or a comparison contributes its first settings and is mixed down to mono first.)
+
+    Raises:
+        NeuroChipError: For an unknown id, a width outside 0..1, or takes of different
+            lengths or sample rates.
+    """
+    try:
+        width = float(width)
+    except (TypeError, ValueError):
+        width = math.nan
+    if not 0.0 <= width <= 1.0:  # NaN fails too
+        raise NeuroChipError(f"Stereo width must be between 0 and 1, not {width}.")
+    a, b = library.get(take_a), library.get(take_b)
+    settings = {"A": a.settings(), "B": b.settings()}
+    audio_a, audio_b = library.load_audio(a.id), library.load_audio(b.id)
+    if audio_a.sample_rate != audio_b.sample_rate:
+        raise NeuroChipError(
+            f"“{a.name}” ({audio_a.sample_rate} Hz) and “{b.name}” "
+            f"({audio_b.sample_rate} Hz) have different sample rates, so they cannot be "
+            "paired."
+        )
+    if audio_a.frames != audio_b.frames:
+        raise NeuroChipError(
+            f"“{a.name}” is {audio_a.duration_s:.3f} s long and “{b.name}” "
+            f"{audio_b.duration_s:.3f} s: a stereo pair needs two takes of the same length. "
+            "Render both from the same start and duration of the song."
+        )
+    mix = stereo_pair(audio_a, audio_b, width)
+    sources = [s for s in dict.fromkeys((a.source_name, b.source_name)) if s]
+    provenance = {k: a.metadata[k] for k in ("model", "device") if k in a.metadata}
+    metadata = take_metadata(
+        "stereo pair",
+        settings,
+        " + ".join(sources) or None,
+        provenance,
+        width=width,
+        from_takes=[a.id, b.id],
+    )
+    return library.add(mix, metadata, thumbnail=read_png(a.thumbnail_path))

@@ -1,0 +1,102 @@
+"""The layout docs/ARCHITECTURE.md describes: no import cycles, storage apart from diffusion."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "neurochip"
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports_of(path: Path) -> set[str]:
+    """neurochip modules a file imports, at the top or inside functions."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("neurochip"):
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("neurochip")}
+    return found
+
+
+def graph() -> dict[str, set[str]]:
+    modules = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    edges = {}
+    for name, path in modules.items():
+        # The root package re-exports everything, and "from neurochip import __version__" is
+        # a leaf fact, not a dependency on the modules it exports.
+        targets = {t for t in imports_of(path) if t in modules and t != "neurochip"}
+        edges[name] = {t for t in targets if t != name}
+    return edges
+
+
+def find_cycle(edges: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(edges.get(node, ())):
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt) :] + [nxt]
+            if nxt not in state and (cycle := visit(nxt)):
+                return cycle
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(edges):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return None
+
+
+def test_the_checker_finds_a_cycle():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_no_module_imports_itself_back():
+    assert find_cycle(graph()) is None
+
+
+def packages_of(edges: dict[str, set[str]], module: str) -> set[str]:
+    return {t for name, targets in edges.items() if name.startswith(module) for t in targets}
+
+
+@pytest.mark.parametrize(
+    ("layer", "must_not_reach"),
+    [
+        ("neurochip.library", ("neurochip.engine", "neurochip.model", "neurochip.mix")),
+        ("neurochip.io", ("neurochip.synth", "neurochip.spectrogram", "neurochip.engine")),
+        ("neurochip.synth", ("neurochip.sketch", "neurochip.engine")),
+        ("neurochip.spectrogram", ("neurochip.engine", "neurochip.model")),
+        ("neurochip.engine", ("neurochip.library", "neurochip.takeset", "neurochip.cli")),
+    ],
+)
+def test_layers_stay_apart(layer, must_not_reach):
+    edges = graph()
+    reached, todo = set(), [m for m in edges if m.startswith(layer)]
+    while todo:
+        for target in edges[todo.pop()]:
+            if target not in reached:
+                reached.add(target)
+                todo.append(target)
+    assert not {r for r in reached if r.startswith(must_not_reach)}
+
+
+def test_front_ends_do_not_run_the_take_workflow_themselves():
+    # The mixer and the engine's render are called by neurochip.takeset alone.
+    root = PACKAGE.parent
+    for path in [*root.glob("app/**/*.py"), *PACKAGE.glob("cli/*.py")]:
+        text = path.read_text(encoding="utf-8")
+        for call in ("stereo_pair(", "crossfade_compare(", ".render(", "take_metadata("):
+            assert call not in text, f"{path.relative_to(root)} calls {call}"

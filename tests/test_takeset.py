@@ -1,0 +1,116 @@
+"""The arrangement workflow: what one render makes, for every front end."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from neurochip.errors import RenderCancelled
+from neurochip.io.audio import Audio
+from neurochip.library.metadata import read_take_metadata, settings_from_take
+from neurochip.library.store import TakeLibrary
+from neurochip.settings import RenderSettings, TakeSetOptions
+from neurochip.sketch import Sketch
+from neurochip.takeset import render_take_set
+from tests.chiptune import make_chiptune
+
+SR = 44100
+FAST = RenderSettings(prompt="a brass band", steps=4, denoise=0.5, phase_iterations=0)
+
+
+def sketch(seconds: float = 2.0, stereo: bool = False, rate: int = SR) -> Sketch:
+    audio = Audio(make_chiptune(seconds, stereo=stereo), SR).resample(rate)
+    return Sketch(audio, "minuet.wav", "key")
+
+
+def test_a_single_take(engine):
+    takes = render_take_set(engine, sketch(), FAST)
+    assert list(takes.files) == ["A"] and takes.main is takes.files["A"]
+    meta = takes.files["A"].metadata
+    assert meta["kind"] == "take" and meta["source"] == "minuet.wav"
+    assert meta["takes"] == {"A": FAST.to_dict()}
+
+
+def test_a_stereo_pair_keys_take_b_as_take_b(engine, tmp_path):
+    takes = render_take_set(engine, sketch(), FAST, TakeSetOptions(stereo_pair=True, seed_b=7))
+    assert list(takes.files) == ["A", "B", "pair"] and takes.main is takes.files["pair"]
+    assert takes.renders["B"].settings.seed == 7
+    paths = takes.write(tmp_path / "cover.wav")
+    assert [p.name for p in paths] == ["cover-A.wav", "cover-B.wav", "cover.wav"]
+    assert read_take_metadata(tmp_path / "cover-B.wav")["takes"].keys() == {"B"}
+    assert settings_from_take(tmp_path / "cover-B.wav").seed == 7
+    assert settings_from_take(tmp_path / "cover.wav", "B").seed == 7
+    assert takes.files["pair"].metadata["width"] == 1.0
+
+
+@pytest.mark.parametrize(("stereo_sketch", "pair"), [(True, False), (False, True), (True, True)])
+def test_the_comparison_starts_as_the_sketch_the_composer_hears(engine, stereo_sketch, pair):
+    song = sketch(3.0, stereo=stereo_sketch)
+    options = TakeSetOptions(stereo_pair=pair, compare=True, compare_at_s=1.5)
+    compare = render_take_set(engine, song, FAST, options).files["compare"]
+    assert compare.audio.channels == 2
+    heard = song.audio.to_stereo().samples
+    np.testing.assert_array_equal(compare.audio.samples[:, :SR], heard[:, :SR])
+    meta = compare.metadata
+    assert (meta["fade_at_s"], meta["fade_s"], meta["back_at_s"]) == (1.5, 2.0, None)
+
+
+def test_a_comparison_of_a_48_khz_span_lines_up_with_the_render(engine):
+    song = sketch(3.0, rate=48000)
+    settings = FAST.replace(start_s=0.5, duration_s=2.0)
+    takes = render_take_set(engine, song, settings, TakeSetOptions(compare=True))
+    compare, take = takes.files["compare"].audio, takes.files["A"].audio
+    assert compare.sample_rate == take.sample_rate == SR and compare.frames == take.frames
+    assert takes.files["compare"].metadata["fade_at_s"] == pytest.approx(2.0 / 3)
+
+
+def test_every_file_is_kept_in_the_library_as_soon_as_it_exists(engine, tmp_path):
+    library = TakeLibrary(tmp_path / "home")
+    options = TakeSetOptions(stereo_pair=True, compare=True)
+    takes = render_take_set(engine, sketch(), FAST, options, library=library)
+    assert set(takes.saved) == {"A", "B", "pair", "compare"}
+    for role, take_id in takes.saved.items():
+        take = library.get(take_id)
+        assert take.metadata == takes.files[role].metadata
+        # As stored: 24-bit, and clipped where a comparison's fade went over full scale.
+        expected = np.clip(takes.files[role].audio.samples, -1, 1)
+        np.testing.assert_allclose(library.load_audio(take_id).samples, expected, atol=1e-6)
+        assert take.thumbnail_path is not None
+
+
+def test_a_cancel_during_take_b_keeps_take_a(engine, tmp_path):
+    library = TakeLibrary(tmp_path / "home")
+    cancel = threading.Event()
+
+    def progress(fraction: float, stage: str) -> None:
+        if stage.startswith("take B"):
+            cancel.set()
+
+    with pytest.raises(RenderCancelled):
+        render_take_set(
+            engine,
+            sketch(),
+            FAST,
+            TakeSetOptions(stereo_pair=True),
+            library=library,
+            progress=progress,
+            cancel=cancel,
+        )
+    [kept] = library.list()
+    assert kept.settings().seed == FAST.seed and kept.kind == "take"
+
+
+def test_progress_covers_the_whole_set_in_order(engine):
+    seen: list[tuple[float, str]] = []
+    render_take_set(
+        engine,
+        sketch(),
+        FAST,
+        TakeSetOptions(stereo_pair=True),
+        progress=lambda f, s: seen.append((f, s)),
+    )
+    fractions = [f for f, _ in seen]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert seen[0][1].startswith("take A") and seen[-1][1].startswith("take B")
