@@ -3,6 +3,9 @@
 Starts the app (``neurochip app``) on a free localhost port with the tiny random model and
 drives Debian's headless Chromium through Playwright. ``make test`` installs Chromium; set
 NEUROCHIP_CHROMIUM to use another binary.
+
+The test screenshots the page into a temporary folder, so a test run leaves the tree as it was.
+``make screenshots`` sets NEUROCHIP_SCREENSHOTS=docs to refresh the README's picture instead.
 """
 
 from __future__ import annotations
@@ -32,7 +35,20 @@ FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-SCREENSHOT = ROOT / "docs" / "arrange.png"
+
+
+def screenshot_path(tmp_path: Path) -> Path:
+    """Where the page's picture goes: the folder in NEUROCHIP_SCREENSHOTS (relative to the
+    repository), or else ``tmp_path``."""
+    folder = os.environ.get("NEUROCHIP_SCREENSHOTS")
+    return (ROOT / folder if folder else tmp_path) / "arrange.png"
+
+
+def test_screenshots_stay_out_of_the_tree_unless_asked(tmp_path, monkeypatch):
+    monkeypatch.delenv("NEUROCHIP_SCREENSHOTS", raising=False)
+    assert screenshot_path(tmp_path) == tmp_path / "arrange.png"
+    monkeypatch.setenv("NEUROCHIP_SCREENSHOTS", "docs")
+    assert screenshot_path(tmp_path) == ROOT / "docs" / "arrange.png"
 
 
 def free_port() -> int:
@@ -135,7 +151,8 @@ def test_upload_tweak_render_download(app_url, tmp_path):
         page.set_viewport_size({"width": 1400, "height": 3300})
         page.evaluate("document.querySelector(\"[data-testid='stMain']\")?.scrollTo(0, 0)")
         page.wait_for_timeout(500)
-        SCREENSHOT.parent.mkdir(exist_ok=True)
-        page.screenshot(path=str(SCREENSHOT), full_page=True)
+        screenshot = screenshot_path(tmp_path)
+        screenshot.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(screenshot), full_page=True)
         browser.close()
-    assert SCREENSHOT.stat().st_size > 10_000
+    assert screenshot.stat().st_size > 10_000

@@ -1,55 +1,102 @@
 from __future__ import annotations
 
+import logging
 import threading
-import time
 
 import pytest
 
-from neurochip.engine import RenderCancelled
-from neurochip.errors import NeuroChipError
-from neurochip.jobs import CANCELLED, DONE, FAILED, Job
+from neurochip.errors import NeuroChipError, RenderCancelled
+from neurochip.jobs import CANCELLED, DONE, FAILED, RUNNING, Job
+
+# Only a guard against a hung test: every wait below ends on an event long before this.
+HANG_S = 30
+
+
+class FakeClock:
+    """A clock that only moves when the test moves it."""
+
+    def __init__(self, now: float = 0.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
 
 
 def test_job_runs_in_the_background_and_reports_progress():
-    gate = threading.Event()
+    halfway, gate = threading.Event(), threading.Event()
 
     def work(progress, cancel):
         progress(0.5, "halfway")
-        gate.wait(5)
+        halfway.set()
+        assert gate.wait(HANG_S)
         return 42
 
     job = Job(work, name="demo").start()
-    deadline = time.monotonic() + 5
-    while job.snapshot()["stage"] != "halfway" and time.monotonic() < deadline:
-        time.sleep(0.01)
+    assert halfway.wait(HANG_S)
     snap = job.snapshot()
-    assert snap["state"] == "running" and snap["fraction"] == 0.5 and not job.finished
+    assert snap["state"] == RUNNING and snap["stage"] == "halfway" and snap["fraction"] == 0.5
+    assert snap["name"] == "demo" and not job.finished and job.result is None
     gate.set()
-    assert job.wait(5) and job.state == DONE and job.result == 42 and job.fraction == 1.0
+    assert job.wait(HANG_S)
+    assert job.state == DONE and job.result == 42 and job.fraction == 1.0
 
 
 def test_eta_extrapolates_from_progress():
+    clock = FakeClock(100.0)
+    steps = [threading.Event() for _ in range(3)]
+    go = [threading.Event() for _ in range(2)]
+
     def work(progress, cancel):
+        progress(0.01, "warming up")
+        steps[0].set()
+        assert go[0].wait(HANG_S)
         progress(0.25, "step")
-        time.sleep(0.2)
+        steps[1].set()
+        assert go[1].wait(HANG_S)
         progress(0.5, "step")
-        cancel.wait(5)
+        steps[2].set()
+        assert cancel.wait(HANG_S)
         raise RenderCancelled("stop")
 
-    job = Job(work).start()
-    time.sleep(0.35)
-    eta = job.eta_s()
-    assert eta is not None and 0.1 < eta < 2.0
+    job = Job(work, clock=clock)
+    assert job.eta_s() is None and job.elapsed_s() == 0.0  # not started
+    job.start()
+
+    assert steps[0].wait(HANG_S)
+    clock.now = 101.0
+    assert job.eta_s() is None  # 1 % done is no basis for a guess
+    go[0].set()
+
+    assert steps[1].wait(HANG_S)
+    clock.now = 110.0
+    assert job.elapsed_s() == pytest.approx(10.0)
+    assert job.eta_s() == pytest.approx(30.0)  # a quarter took 10 s: three more quarters
+    go[1].set()
+
+    assert steps[2].wait(HANG_S)
+    clock.now = 140.0
+    assert job.snapshot()["eta_s"] == pytest.approx(40.0)  # half took 40 s
+
     job.cancel()
-    job.wait(5)
-    assert job.state == CANCELLED
+    assert job.wait(HANG_S)
+    assert job.state == CANCELLED and job.eta_s() is None
+
+
+def test_elapsed_time_stops_when_the_job_finishes():
+    clock = FakeClock(0.0)  # a clock may well read 0 at the finish
+    job = Job(lambda p, c: "done", clock=clock).start()
+    assert job.wait(HANG_S) and job.state == DONE
+    clock.now = 50.0
+    assert job.elapsed_s() == 0.0
 
 
 def test_cancel_before_the_debounce_delay_never_starts_the_work():
-    started = []
-    job = Job(lambda p, c: started.append(1), delay_s=0.3).start()
+    started = threading.Event()
+    # The delay is far longer than the test: only the cancel can end it.
+    job = Job(lambda p, c: started.set(), delay_s=10 * HANG_S).start()
     job.cancel()
-    assert job.wait(5) and job.state == CANCELLED and not started
+    assert job.wait(HANG_S)
+    assert job.state == CANCELLED and job.stage == "superseded" and not started.is_set()
 
 
 def test_errors_are_kept_as_messages():
@@ -60,17 +107,64 @@ def test_errors_are_kept_as_messages():
         raise ZeroDivisionError("oops")
 
     job = Job(bad).start()
-    job.wait(5)
+    assert job.wait(HANG_S)
     assert job.state == FAILED and job.error == "The clip is too short."
     job = Job(broken).start()
-    job.wait(5)
-    assert job.state == FAILED and "ZeroDivisionError" in job.error
+    assert job.wait(HANG_S)
+    assert job.state == FAILED and job.error == "Unexpected error: ZeroDivisionError: oops"
+
+
+@pytest.mark.parametrize(
+    ("error", "level"),
+    [
+        (NeuroChipError("The clip is too short."), logging.WARNING),
+        (ZeroDivisionError("oops"), logging.ERROR),
+    ],
+    ids=["user-error", "unexpected"],
+)
+def test_failures_log_their_traceback_and_show_one_line(caplog, error, level):
+    def work(progress, cancel):
+        raise error
+
+    caplog.set_level(logging.WARNING, logger="neurochip.jobs")
+    job = Job(work, name="render").start()
+    assert job.wait(HANG_S) and job.state == FAILED
+    assert "\n" not in job.error and "Traceback" not in job.error and str(error) in job.error
+    [record] = [r for r in caplog.records if r.name == "neurochip.jobs"]
+    assert record.levelno == level and "'render'" in record.getMessage()
+    assert record.exc_info is not None and record.exc_info[1] is error
+    assert "Traceback" in caplog.text and "in work" in caplog.text  # where it came from
+
+
+def test_cancelled_work_is_not_logged_as_a_failure(caplog):
+    def work(progress, cancel):
+        assert cancel.wait(HANG_S)
+        raise RenderCancelled("stop")
+
+    caplog.set_level(logging.DEBUG, logger="neurochip.jobs")
+    job = Job(work).start()
+    job.cancel()
+    assert job.wait(HANG_S)
+    assert job.state == CANCELLED and job.error is None
+    assert not [r for r in caplog.records if r.name == "neurochip.jobs"]
 
 
 @pytest.mark.parametrize("delay", [0.0, 0.05])
 def test_results_survive_the_caller(delay):
-    """The work finishes even when nobody polls it (e.g. the browser tab was closed)."""
-    done = threading.Event()
-    job = Job(lambda p, c: done.set() or "saved", delay_s=delay).start()
-    del job
-    assert done.wait(5)
+    """A job finished while nobody watched (the tab was closed) still holds its result."""
+    registry: dict[str, Job[str]] = {}  # outlives the page, as a per-process job list does
+    gate = threading.Event()
+
+    def page_that_starts_a_render_and_is_closed():
+        def work(progress, cancel):
+            assert gate.wait(HANG_S)
+            return "saved"
+
+        registry["render"] = Job(work, delay_s=delay, name="render").start()
+
+    page_that_starts_a_render_and_is_closed()
+    gate.set()  # the work finishes with nobody polling it
+
+    job = registry["render"]  # a later page looks it up
+    assert job.wait(HANG_S)
+    assert job.state == DONE and job.result == "saved" and job.snapshot()["fraction"] == 1.0
