@@ -17,6 +17,12 @@ run: install
 test: install-dev
 	$(BIN)/python -m pytest
 
+# Refresh docs/arrange.png, the README's picture of the app (a plain test run writes it to a
+# temporary folder, leaving the tree clean).
+.PHONY: screenshots
+screenshots: install-dev
+	NEUROCHIP_SCREENSHOTS=docs $(BIN)/python -m pytest tests/test_browser.py::test_upload_tweak_render_download
+
 lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -66,10 +72,12 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install -q -r requirements.txt
 	$(BIN)/python -m pip install -q --no-deps -e .
+	$(BIN)/python -m pip check  # requirements.txt must pin all that pyproject.toml declares
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
 	$(BIN)/python -m pip install -q -r requirements-dev.txt
+	$(BIN)/python -m pip check
 	touch $@
 
 clean:

@@ -257,12 +257,7 @@ def read_midi(path: str | os.PathLike[str], max_seconds: float = MAX_MIDI_SECOND
         NeuroChipError: If the file is missing, not a MIDI file, damaged, type 2, too big
             or too long, has an absurd tempo (outside 10-1000 BPM) or no notes.
     """
-    try:
-        import mido  # imported here so that the rest of neurochip works without it
-    except ImportError as err:
-        raise NeuroChipError(
-            "Reading MIDI files needs the mido package: `pip install mido`."
-        ) from err
+    import mido  # a core dependency; imported here because only MIDI sketches need it
 
     path = Path(path).expanduser()
     name = path.name

@@ -1,0 +1,230 @@
+"""Packaging: pyproject.toml declares everything the code imports, so `pip install .` works.
+
+Every ``import`` in the source (inside functions too) is mapped to the distribution that
+provides it, and that distribution must be declared where the code runs: the core
+dependencies for ``neurochip/``, core or ``[app]`` for ``app/``, any of them or ``[dev]`` for
+``tests/`` and ``bench/``. Declared dependencies carry version floors, requirements*.txt pins
+each of them, and the wheel holds every module of the package.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import re
+import shutil
+import subprocess
+import sys
+import zipfile
+from collections.abc import Iterable
+from importlib.metadata import packages_distributions
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    tomllib = pytest.importorskip("tomli")
+
+ROOT = Path(__file__).resolve().parents[1]
+PROJECT = "neurochip"
+FIRST_PARTY = {"neurochip", "app", "tests", "bench"}
+
+
+def _project() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+
+
+def _requirements(group: str) -> list[Requirement]:
+    """``core`` (the dependencies) or an extra's, as written."""
+    project = _project()
+    specs = project["dependencies"] if group == "core" else project["optional-dependencies"][group]
+    return [Requirement(spec) for spec in specs]
+
+
+def declared(*groups: str) -> set[str]:
+    """Distributions the groups install, following ``neurochip[...]`` self-references."""
+    names: set[str] = set()
+    todo, seen = list(groups), set()
+    while todo:
+        group = todo.pop()
+        if group in seen:
+            continue
+        seen.add(group)
+        for req in _requirements(group):
+            if canonicalize_name(req.name) == PROJECT:
+                todo.extend(["core", *req.extras])
+            else:
+                names.add(canonicalize_name(req.name))
+    return names
+
+
+def imported_modules(path: Path) -> dict[str, int]:
+    """Top-level names of the absolute imports in one file, anywhere in it, with a line each."""
+    found: dict[str, int] = {}
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module]
+        else:
+            continue
+        for name in names:
+            found.setdefault(name.partition(".")[0], node.lineno)
+    return found
+
+
+def undeclared(files: Iterable[Path], allowed: set[str]) -> list[str]:
+    """``file:line: import x (distribution y)`` for each third-party import not in allowed."""
+    providers = packages_distributions()
+    problems = []
+    for path in sorted(files):
+        for module, line in sorted(imported_modules(path).items()):
+            if module in sys.stdlib_module_names or module in FIRST_PARTY:
+                continue
+            dists = {canonicalize_name(d) for d in providers.get(module, ())}
+            where = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+            if not dists:
+                problems.append(f"{where}:{line}: import {module} (no installed distribution)")
+            elif not dists & allowed:
+                problems.append(f"{where}:{line}: import {module} ({', '.join(sorted(dists))})")
+    return problems
+
+
+def python_files(*folders: str) -> list[Path]:
+    return [p for folder in folders for p in (ROOT / folder).rglob("*.py")]
+
+
+def test_neurochip_imports_are_core_dependencies():
+    problems = undeclared(python_files("neurochip"), declared("core"))
+    assert not problems, "Declare these in [project] dependencies:\n" + "\n".join(problems)
+
+
+def test_app_imports_are_declared():
+    problems = undeclared(python_files("app"), declared("core", "app"))
+    assert not problems, "Declare these in the [app] extra:\n" + "\n".join(problems)
+
+
+def test_test_and_bench_imports_are_declared():
+    problems = undeclared(python_files("tests", "bench"), declared("core", "app", "dev"))
+    assert not problems, "Declare these in the [dev] extra:\n" + "\n".join(problems)
+
+
+def test_the_check_catches_an_undeclared_import(tmp_path):
+    module = tmp_path / "module.py"
+    module.write_text(
+        "import os\n"
+        "import numpy as np\n"
+        "from neurochip.io import Audio\n"
+        "from . import sibling\n"
+        "\n"
+        "def load(path):\n"
+        "    import yaml\n"
+        "    from surely_nobody_ships_this.sub import thing\n"
+    )
+    problems = undeclared([module], declared("core"))
+    assert [p.split(": ", 1)[1].split(" (")[0] for p in problems] == [
+        "import surely_nobody_ships_this",
+        "import yaml",
+    ]
+    assert "module.py:7:" in problems[1]
+    assert undeclared([module], declared("core") | {"pyyaml"}) == problems[:1]
+
+
+def test_every_dependency_has_a_version_floor():
+    project = _project()
+    groups = ["core", *project["optional-dependencies"]]
+    for group in groups:
+        for req in _requirements(group):
+            if canonicalize_name(req.name) == PROJECT:
+                continue
+            operators = {spec.operator for spec in req.specifier}
+            assert ">=" in operators, f"{group}: {req} needs a floor (>=)"
+            assert "==" not in operators, f"{group}: {req}: exact pins go in requirements.txt"
+
+
+def _pins() -> dict[str, Version]:
+    pins = {}
+    for name in ("requirements.txt", "requirements-dev.txt"):
+        for line in (ROOT / name).read_text().splitlines():
+            line = line.partition("#")[0].strip()
+            if match := re.fullmatch(r"([A-Za-z0-9._-]+)\s*==\s*(\S+)", line):
+                pins[canonicalize_name(match[1])] = Version(match[2])
+    return pins
+
+
+def test_requirements_pin_every_dependency_at_or_above_its_floor():
+    pins = _pins()
+    project = _project()
+    for group in ["core", *project["optional-dependencies"]]:
+        for req in _requirements(group):
+            name = canonicalize_name(req.name)
+            if name == PROJECT:
+                continue
+            assert name in pins, f"{req.name} ({group}) is not pinned in requirements*.txt"
+            pin = Version(pins[name].base_version)  # torch==2.13.0+cpu counts as 2.13.0
+            assert req.specifier.contains(pin, prereleases=True), (
+                f"{req.name}=={pins[name]} in requirements*.txt is outside {req} in pyproject"
+            )
+
+
+def test_console_scripts_point_at_callables():
+    scripts = _project()["scripts"]
+    assert "neurochip" in scripts
+    for name, target in scripts.items():
+        module_name, _, attr = target.partition(":")
+        obj = importlib.import_module(module_name)
+        for part in attr.split("."):
+            obj = getattr(obj, part, None)
+        assert callable(obj), f"console script {name} -> {target} is not a callable"
+
+
+def test_every_source_folder_is_a_package():
+    """setuptools only ships folders with an __init__.py, and no data files unless told to."""
+    for folder in (ROOT / "neurochip").rglob("*"):
+        if folder.is_dir() and folder.name != "__pycache__" and any(folder.glob("*.py")):
+            assert (folder / "__init__.py").is_file(), f"{folder.relative_to(ROOT)}: no __init__"
+    extra = [
+        p.relative_to(ROOT)
+        for p in (ROOT / "neurochip").rglob("*")
+        if p.is_file() and p.suffix not in (".py", ".pyc") and "__pycache__" not in p.parts
+    ]
+    assert not extra, f"not shipped in the wheel without [tool.setuptools.package-data]: {extra}"
+
+
+def test_the_wheel_holds_the_whole_package(tmp_path):
+    """Build the wheel (no dependencies, no network) and look inside."""
+    pytest.importorskip("setuptools", minversion="77")  # the build backend pyproject names
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    shutil.copytree(
+        ROOT / "neurochip", source / "neurochip", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation"]
+        + ["--no-index", "-w", str(tmp_path / "dist"), str(source)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    (wheel,) = (tmp_path / "dist").glob("neurochip-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        (metadata,) = [n for n in names if n.endswith(".dist-info/METADATA")]
+        requires = [
+            line.split(":", 1)[1].strip()
+            for line in archive.read(metadata).decode().splitlines()
+            if line.startswith("Requires-Dist:")
+        ]
+        entry_points = archive.read(metadata.replace("METADATA", "entry_points.txt")).decode()
+    modules = {p.relative_to(source).as_posix() for p in (source / "neurochip").rglob("*.py")}
+    assert not modules - names, f"missing from the wheel: {sorted(modules - names)}"
+    core = {canonicalize_name(Requirement(r).name) for r in requires if "extra ==" not in r}
+    assert core == declared("core")
+    assert "neurochip = neurochip.cli:main" in entry_points
