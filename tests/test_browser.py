@@ -113,6 +113,9 @@ def test_upload_tweak_render_download(app_url, tmp_path):
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1800}, accept_downloads=True)
         page.set_default_timeout(120_000)
+        # Assertions wait as long as actions: on a loaded 2-core machine the first run of the
+        # page (importing torch and diffusers) alone can take longer than Playwright's 5 s.
+        expect.set_options(timeout=120_000)
         page.goto(app_url)
         expect(page.get_by_text("Drop a WAV")).to_be_visible()
 
