@@ -25,6 +25,7 @@ from PIL import Image
 
 from neurochip.errors import NeuroChipError
 from neurochip.io.audio import Audio
+from neurochip.io.write import atomic_write
 
 #: Float audio in [-1, 1] times this gives Riffusion's int16 sample values.
 INT16_SCALE = 32768.0
@@ -424,8 +425,8 @@ def save_image(image: Image.Image, path: str | Path) -> Path:
             f"Save spectrogram images as .png (not {path.suffix or 'no extension'}): "
             "lossy formats would change the pixels the model reads."
         )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path, format="PNG", exif=image.getexif())
+    with atomic_write(path) as temporary:
+        image.save(temporary, format="PNG", exif=image.getexif())
     return path
 
 

@@ -76,17 +76,29 @@ class TakeSet:
         """Write every file: the main result at ``path``, the others beside it.
 
         ``song.wav`` gets the main result; ``song-A.wav`` and ``song-B.wav`` the takes of a
-        stereo pair; ``song-compare.wav`` the comparison.
+        stereo pair; ``song-compare.wav`` the comparison (see :func:`output_paths`).
         """
-        path = Path(path)
-        written = []
-        for role, take in self.files.items():
-            if take is self.main:
-                target = path
-            else:
-                target = path.with_name(f"{path.stem}-{role}{path.suffix}")
-            written.append(save_take(target, take.audio, take.metadata, bit_depth))
-        return written
+        targets = output_paths(path, list(self.files))
+        return [
+            save_take(targets[role], take.audio, take.metadata, bit_depth)
+            for role, take in self.files.items()
+        ]
+
+
+def roles(options: TakeSetOptions) -> list[str]:
+    """The files a take set with these options is made of, in :data:`ROLES` order."""
+    made = ["A", "B", "pair"] if options.stereo_pair else ["A"]
+    return made + (["compare"] if options.compare else [])
+
+
+def output_paths(path: str | Path, made: list[str]) -> dict[str, Path]:
+    """Where :meth:`TakeSet.write` puts each file: the main one (the pair, else A) at ``path``."""
+    path = Path(path)
+    main = "pair" if "pair" in made else "A"
+    return {
+        role: path if role == main else path.with_name(f"{path.stem}-{role}{path.suffix}")
+        for role in made
+    }
 
 
 def render_take_set(

@@ -270,3 +270,98 @@ def test_roundtrip_command_reads_mp3(tmp_path):
     data, rate = sf.read(out, always_2d=True)
     assert rate == SR and abs(data.shape[0] - 2 * SR) < 0.1 * SR  # MP3 adds encoder padding
     assert np.abs(data).max() > 0.1
+
+
+# --- never write over what the composer has ----------------------------------------------------
+
+
+def checksums(*paths: Path) -> dict[Path, bytes]:
+    import hashlib
+
+    return {p: hashlib.sha256(p.read_bytes()).digest() for p in paths}
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["roundtrip", "{song}", "-o", "{song}"],
+        ["spectrogram", "{song}", "-o", "{song}"],
+        ["render", "{song}", "-o", "{song}", "--prompt", "x"],
+        ["render", "{song}", "-o", "{link}", "--prompt", "x"],
+        ["render", "{song}", "-o", "{hard}", "--prompt", "x"],
+        ["render", "{song_a}", "-o", "{cover}", "--prompt", "x", "--stereo-pair"],
+        ["render", "{song}", "-o", "{other}", "--prompt", "x", "--crossfade-compare"],
+        ["invert", "{png}", "-o", "{song}", "--phase-from", "{song}"],
+    ],
+)
+def test_no_command_writes_over_its_input(command, song, tmp_path, capsys, tiny_model_dir):
+    png = tmp_path / "song.png"
+    assert main(["spectrogram", str(song), "-o", str(png)]) == 0
+    link = tmp_path / "link.wav"
+    link.symlink_to(song)
+    hard = tmp_path / "hard.wav"
+    hard.hardlink_to(song)
+    song_a = tmp_path / "cover-A.wav"
+    song_a.write_bytes(song.read_bytes())
+    other_compare = tmp_path / "x-compare.wav"  # the comparison of -o x.wav lands here
+    names = {
+        "song": song,
+        "png": png,
+        "link": link,
+        "hard": hard,
+        "song_a": song_a,
+        "other": tmp_path / "x.wav",
+        "cover": tmp_path / "cover.wav",
+    }
+    if "{other}" in command:
+        other_compare.hardlink_to(song)
+    before = checksums(song, png, song_a)
+    argv = [part.format(**{k: str(v) for k, v in names.items()}) for part in command]
+    # --overwrite never reaches an input.
+    extra = ["--overwrite"] + (["--model", str(tiny_model_dir)] if command[0] == "render" else [])
+    code = main([*argv, *extra])
+    err = capsys.readouterr().err
+    assert code == 2 and "replace your input" in err, err
+    assert checksums(song, png, song_a) == before
+
+
+def test_an_existing_file_is_replaced_only_with_overwrite_or_when_we_rendered_it(
+    song, tmp_path, capsys, tiny_model_dir
+):
+    mine = tmp_path / "mix.wav"
+    mine.write_bytes(b"RIFF my own mixdown")
+    code = main(["roundtrip", str(song), "-o", str(mine)])
+    assert code == 2 and "--overwrite" in capsys.readouterr().err
+    assert mine.read_bytes() == b"RIFF my own mixdown"
+    assert main(["roundtrip", str(song), "-o", str(mine), "--overwrite"]) == 0
+    assert sf.info(mine).frames == sf.info(song).frames
+    # A take NeuroChip rendered carries its settings: rendering again replaces it.
+    take = tmp_path / "cover.wav"
+    argv = ["render", str(song), "-o", str(take), "--prompt", "x", "--model", str(tiny_model_dir)]
+    argv += [*RENDER_FAST, "--duration", "1", "--no-library"]
+    assert main(argv) == 0
+    assert main([*argv, "--seed", "7"]) == 0
+    from neurochip.library.metadata import settings_from_take
+
+    assert settings_from_take(take).seed == 7
+
+
+def test_a_full_disk_is_one_clear_line_and_leaves_the_old_file(song, tmp_path, capsys, monkeypatch):
+    import errno
+
+    from PIL import Image
+
+    out = tmp_path / "song.png"
+    assert main(["spectrogram", str(song), "-o", str(out)]) == 0
+    before = out.read_bytes()
+
+    def full(self, fp, *args, **kwargs):
+        Path(fp).write_bytes(b"\x89PNG half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Image.Image, "save", full)
+    code = main(["spectrogram", str(song), "-o", str(out), "--start", "1", "--overwrite"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "the disk is full" in err and "\n" not in err
+    assert out.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterable
 from contextlib import contextmanager
 from pathlib import Path
 
 from tqdm import tqdm
 
 from neurochip.device import DEVICE_CHOICES
+from neurochip.errors import NeuroChipError
 from neurochip.io.audio import Audio
 from neurochip.io.decode import DEFAULT_MAX_DURATION_S
-from neurochip.io.write import save_audio
+from neurochip.io.write import refuse_overwriting_inputs, save_audio
+from neurochip.library.metadata import read_take_metadata
 from neurochip.phase import DEFAULT_ITERATIONS, PHASE_MODES
 from neurochip.settings import RenderSettings, help_text
 from neurochip.sketch import load_sketch
@@ -84,6 +87,46 @@ def add_output_options(parser: argparse.ArgumentParser) -> None:
         default="16",
         help="sample format of WAV/FLAC output (default: 16-bit, what DAWs and players expect)",
     )
+    add_overwrite_option(parser)
+
+
+def add_overwrite_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace output files that already exist (takes NeuroChip rendered are replaced "
+        "without it; your inputs never are)",
+    )
+
+
+def check_outputs(
+    args: argparse.Namespace, outputs: Iterable[Path], inputs: Iterable[Path | None]
+) -> None:
+    """Refuse, before any work, to write over an input, or over a file we did not make.
+
+    Inputs are never replaced, whatever the options. An existing output is replaced only
+    when it is a take NeuroChip rendered (it carries our settings) or with --overwrite.
+    Sidecars (.json) count as outputs too.
+    """
+    outputs = [Path(o) for o in outputs]
+    everything = outputs + [o.with_suffix(".json") for o in outputs if o.suffix != ".json"]
+    refuse_overwriting_inputs(everything, inputs)
+    if args.overwrite:
+        return
+    for output in outputs:
+        if output.exists() and not _rendered_by_us(output):
+            raise NeuroChipError(
+                f"{output} already exists: add --overwrite to replace it, or choose another "
+                "output name (-o)."
+            )
+
+
+def _rendered_by_us(path: Path) -> bool:
+    try:
+        read_take_metadata(path)
+    except (NeuroChipError, OSError):
+        return False
+    return True
 
 
 def add_device_option(parser: argparse.ArgumentParser) -> None:

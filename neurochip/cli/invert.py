@@ -11,6 +11,7 @@ from neurochip.cli.common import (
     EPILOG,
     add_output_options,
     add_phase_options,
+    check_outputs,
     non_negative,
     progress_bar,
     write_audio,
@@ -52,6 +53,7 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    check_outputs(args, [args.output], [args.image, args.phase_from])
     decoded = amplitudes_from_image(load_image(args.image))
     device = resolve_device(args.device)
     params = decoded.params

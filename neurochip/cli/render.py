@@ -16,6 +16,7 @@ from neurochip.cli.common import (
     add_input_options,
     add_output_options,
     add_phase_options,
+    check_outputs,
     non_negative,
     positive,
     progress_bar,
@@ -112,7 +113,7 @@ def add_parser(commands) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from neurochip.engine import Engine
-    from neurochip.takeset import ROLES, render_take_set
+    from neurochip.takeset import ROLES, output_paths, render_take_set, roles
 
     # Every setting is checked before the (slow) model load.
     settings = RenderSettings(
@@ -144,6 +145,7 @@ def run(args: argparse.Namespace) -> None:
             f"Write renders as {', '.join(OUTPUT_SUFFIXES)}, not "
             f"{args.output.suffix or 'no extension'}."
         )
+    check_outputs(args, output_paths(args.output, roles(options)).values(), [args.input])
     sketch = load_sketch(args.input, max_duration_s=args.max_duration)
     sketch.audio.span(settings.start_s, settings.duration_s)  # checks the span before loading
     library = None if args.no_library else TakeLibrary()

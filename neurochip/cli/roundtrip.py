@@ -12,6 +12,7 @@ from neurochip.cli.common import (
     add_input_options,
     add_output_options,
     add_phase_options,
+    check_outputs,
     load_span,
     progress_bar,
     write_audio,
@@ -38,6 +39,7 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    check_outputs(args, [args.output], [args.input])
     audio = load_span(args, args.input)
     device = resolve_device(args.device)
     settings = PhaseSettings(mode=args.phase, iterations=args.iterations)

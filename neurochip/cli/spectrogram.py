@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from neurochip.cli.common import EPILOG, add_device_option, add_input_options, load_span
+from neurochip.cli.common import (
+    EPILOG,
+    add_device_option,
+    add_input_options,
+    add_overwrite_option,
+    check_outputs,
+    load_span,
+)
 from neurochip.device import resolve_device
 from neurochip.spectrogram import SpectrogramParams, as_waveform, save_image, spectrogram_image
 
@@ -29,10 +36,12 @@ def add_parser(commands) -> None:
     )
     add_input_options(parser)
     add_device_option(parser)
+    add_overwrite_option(parser)
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> None:
+    check_outputs(args, [args.output], [args.input])
     audio = load_span(args, args.input)
     params = SpectrogramParams(stereo=args.stereo)
     waveform = as_waveform(audio, params).to(resolve_device(args.device))

@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from neurochip.cli.common import EPILOG, add_max_duration, add_output_options, progress_bar
+from neurochip.cli.common import (
+    EPILOG,
+    add_max_duration,
+    add_output_options,
+    check_outputs,
+    progress_bar,
+)
 from neurochip.errors import NeuroChipError
 from neurochip.io.write import save_audio
 
@@ -52,6 +58,8 @@ def _voice_override(text: str) -> tuple[str, str]:
 def run(args: argparse.Namespace) -> None:
     from neurochip.synth import read_midi, render_midi, render_soundfont
 
+    soundfont = None if args.soundfont in (None, "default") else Path(args.soundfont)
+    check_outputs(args, [args.output], [args.midi, soundfont])
     song = read_midi(args.midi, max_seconds=args.max_duration)
     if args.soundfont is not None:
         if args.voice:

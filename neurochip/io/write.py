@@ -6,9 +6,11 @@ place; :func:`read_metadata` reads the comment back.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import secrets
-import tempfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO, Literal
 
@@ -18,6 +20,88 @@ import soundfile as sf
 from neurochip.errors import NeuroChipError
 from neurochip.io.audio import Audio
 from neurochip.io.riff import iff_chunks
+
+# --------------------------------------------------------------------------------------
+# One atomic write for every file NeuroChip makes
+# --------------------------------------------------------------------------------------
+
+_OS_ERRORS: dict[int, str] = {
+    errno.ENOSPC: "the disk is full: free some space, or write to another disk",
+    errno.EDQUOT: "your disk quota is used up: free some space, or write elsewhere",
+    errno.EACCES: "permission denied: choose a folder you can write to",
+    errno.EPERM: "permission denied: choose a folder you can write to",
+    errno.EROFS: "the disk is read-only: write to another folder",
+    errno.ENOENT: "the folder does not exist",
+    errno.ENOTDIR: "part of the path is a file, not a folder",
+    errno.EISDIR: "that is a folder: give a file name",
+    errno.ENAMETOOLONG: "the file name is too long",
+}
+
+
+def describe_os_error(err: BaseException) -> str:
+    """An OS error as a composer would want it said ("the disk is full")."""
+    code = getattr(err, "errno", None)
+    if code in _OS_ERRORS:
+        return _OS_ERRORS[code]
+    detail = getattr(err, "strerror", None) or getattr(err, "error_string", None) or str(err)
+    return str(detail).rstrip(".") or type(err).__name__
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Write ``path`` all at once: yields a temporary path beside it, renamed into place.
+
+    Whatever happens while writing (a full disk, a crash, Ctrl-C), ``path`` holds either its
+    old content or the complete new one, never half of either. Missing folders are made.
+    Every OS error becomes a :class:`NeuroChipError` saying "Could not write X: <why>".
+
+    Raises:
+        NeuroChipError: If the file cannot be written.
+    """
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Created by us (not mkstemp) so the file gets the usual umask permissions.
+        os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        yield temporary
+        with temporary.open("rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    except (sf.SoundFileError, RuntimeError, OSError) as err:
+        raise NeuroChipError(f"Could not write {path}: {describe_os_error(err)}.") from err
+    finally:
+        # Gone after a successful rename; after a failure, never leave it behind.
+        temporary.unlink(missing_ok=True)
+
+
+def refuse_overwriting_inputs(
+    outputs: Iterable[str | os.PathLike[str]], inputs: Iterable[str | os.PathLike[str] | None]
+) -> None:
+    """Raise if any output would replace one of the inputs.
+
+    The same file counts however it is named: relative or absolute paths, symbolic links and
+    hard links (same device and inode) alike.
+
+    Raises:
+        NeuroChipError: Naming the input that would be lost.
+    """
+    sources = [Path(p) for p in inputs if p is not None]
+    for output in map(Path, outputs):
+        for source in sources:
+            if _same_file(output, source):
+                raise NeuroChipError(
+                    f"Writing {output} would replace your input {source.name}: choose another "
+                    "output name (-o)."
+                )
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet): compare where they would be
+        return a.expanduser().resolve() == b.expanduser().resolve()
+
 
 # --------------------------------------------------------------------------------------
 # Saving and metadata
@@ -88,17 +172,7 @@ def save_audio(
                 "Save it as FLAC instead."
             )
 
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise NeuroChipError(
-            f"Cannot create the folder {path.parent}: {err.strerror or err}."
-        ) from err
-
-    temporary = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
-    try:
-        # Created by us (not mkstemp) so the file gets the usual umask permissions.
-        os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    with atomic_write(path) as temporary:
         with sf.SoundFile(
             temporary,
             "w",
@@ -114,15 +188,6 @@ def save_audio(
         if metadata and file_format == "WAV":
             # libsndfile drops a WAV comment longer than ~2 KB without a word.
             _append_wav_comment(temporary, metadata)
-        with temporary.open("rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(temporary, path)
-    except (sf.SoundFileError, RuntimeError, OSError) as err:
-        detail = getattr(err, "error_string", None) or getattr(err, "strerror", None) or err
-        raise NeuroChipError(f"Could not write {path.name}: {detail}") from err
-    finally:
-        # Gone after a successful rename; after a failure, never leave it behind.
-        temporary.unlink(missing_ok=True)
     return path
 
 
@@ -201,15 +266,12 @@ def _repair_id3_comment(comment: str) -> str:
 
 
 def write_text_atomically(path: Path, text: str) -> None:
-    """Write a text file under a temporary name and rename it into place (never half-written)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write a text file all at once (see :func:`atomic_write`)."""
+    with atomic_write(path) as temporary:
+        temporary.write_text(text, encoding="utf-8")
+
+
+def write_bytes_atomically(path: Path, data: bytes) -> None:
+    """Write a binary file all at once (see :func:`atomic_write`)."""
+    with atomic_write(path) as temporary:
+        temporary.write_bytes(data)
