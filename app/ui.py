@@ -80,14 +80,36 @@ def demo_sketch() -> Sketch:
     return load_sketch(DEMO_SKETCH)
 
 
+def accept_upload(upload: Any) -> None:
+    """Load an uploaded file (``name``, ``file_id``, file-like) as the sketch.
+
+    A file that cannot be read leaves the sketch already loaded, with its settings, preview
+    and takes, as it was: the composer only sees why the new file was refused.
+    """
+    st.session_state["upload_id"] = upload.file_id
+    try:
+        set_sketch(load_sketch(upload, name=upload.name))
+        forget("upload_error")
+    except NeuroChipError as err:
+        current = current_sketch()
+        kept = f" {current.name} is still loaded." if current is not None else ""
+        st.session_state["upload_error"] = f"{err}{kept}"
+
+
+def forget(*keys: str) -> None:
+    """Drop these keys from the session state, where present."""
+    for key in keys:
+        if key in st.session_state:
+            del st.session_state[key]
+
+
 def current_sketch() -> Sketch | None:
     return st.session_state.get("sketch")
 
 
 def set_sketch(sketch: Sketch | None) -> None:
     st.session_state["sketch"] = sketch
-    st.session_state.pop("preview_job", None)
-    st.session_state.pop("preview_key", None)
+    forget("preview_job", "preview_key")
 
 
 # --- widget values that survive page switches -------------------------------------------------
@@ -163,6 +185,11 @@ def open_settings(settings: RenderSettings) -> None:
 def current_settings() -> RenderSettings:
     """The Arrange page's settings as they stand (raises NeuroChipError if one is invalid)."""
     state = st.session_state
+    for name in SETTINGS:
+        # Kept under the plain key too, every run: Streamlit drops a widget's state on any run
+        # that does not draw it, and remembered() restores it from here.
+        if f"w_{name}" in state:
+            state[name] = state[f"w_{name}"]
     return RenderSettings(
         prompt=state[remembered("prompt")],
         negative_prompt=state[remembered("negative_prompt")],

@@ -309,3 +309,35 @@ def test_takes_can_be_searched_and_filtered_by_song(app_env):
     assert {b.key for b in at.button if b.key and b.key.startswith("star_")} == {f"star_{harp.id}"}
     at.text_input(key="takes_search").input("funk").run()
     assert not at.exception and any("No take matches" in i.value for i in at.info)
+
+
+class FakeUpload(io.BytesIO):
+    """What st.file_uploader hands the page: a file object with a name and an id."""
+
+    def __init__(self, name: str, data: bytes, file_id: str) -> None:
+        super().__init__(data)
+        self.name, self.file_id = name, file_id
+
+
+def test_a_bad_upload_keeps_the_song_and_settings_already_loaded(app_env):
+    at = start()
+    at.slider(key="w_denoise").set_value(0.22).run()
+    loaded = at.session_state["sketch"]
+
+    def upload(name: str, data: bytes, file_id: str) -> None:
+        # The page's handler, with AppTest's session state as Streamlit's.
+        from unittest import mock
+
+        with mock.patch.object(ui.st, "session_state", at.session_state):
+            ui.accept_upload(FakeUpload(name, data, file_id))
+
+    upload("notes.wav", b"RIFF\x00\x00\x00\x00WAVEjunk", "bad")
+    at.run()
+    assert not at.exception
+    assert at.session_state["sketch"] is loaded
+    assert "notes.wav" in at.error[0].value and "minuet.wav is still loaded" in at.error[0].value
+    assert at.session_state["last_settings"].denoise == 0.22
+    upload("good.wav", wav_bytes(3.0), "good")
+    at.run()
+    assert at.session_state["sketch"].name == "good.wav" and not at.error
+    assert at.session_state["last_settings"].denoise == 0.22

@@ -13,7 +13,6 @@ from neurochip.engine import PREVIEW_SECONDS, region_picture
 from neurochip.errors import NeuroChipError
 from neurochip.jobs import Job
 from neurochip.settings import SCHEDULER_NAMES, TakeSetOptions, describe
-from neurochip.sketch import load_sketch
 from neurochip.synth import DRUMS, VOICES
 from neurochip.takeset import ROLES, render_take_set
 
@@ -28,18 +27,12 @@ st.caption(
 uploaded = st.file_uploader(
     "Your sketch",
     type=ui.UPLOAD_SUFFIXES,
-    help="WAV, MP3, FLAC or OGG; with ffmpeg also M4A, tracker modules (MOD, S3M, XM, IT) "
-    "and chip rips (NSF, SPC, VGM, GBS, ...).",
+    help="WAV, MP3, FLAC, OGG or a MIDI file (played by the chip synth); with ffmpeg also "
+    "M4A, tracker modules (MOD, S3M, XM, IT) and chip rips (NSF, SPC, VGM, GBS, ...).",
 )
 if uploaded is not None and st.session_state.get("upload_id") != uploaded.file_id:
-    st.session_state["upload_id"] = uploaded.file_id
-    try:
-        with st.spinner(f"Reading {uploaded.name}..."):
-            ui.set_sketch(load_sketch(uploaded, name=uploaded.name))
-        st.session_state.pop("upload_error", None)
-    except NeuroChipError as err:
-        ui.set_sketch(None)
-        st.session_state["upload_error"] = str(err)
+    with st.spinner(f"Reading {uploaded.name}..."):
+        ui.accept_upload(uploaded)
 if st.button("Try the demo: Greensleeves as a chip-tune MIDI sketch", icon=":material/music_note:"):
     ui.set_sketch(ui.demo_sketch())
     st.session_state["upload_id"] = uploaded.file_id if uploaded is not None else None
@@ -49,7 +42,10 @@ if st.session_state.get("upload_error"):
 
 song = ui.current_sketch()
 if song is None:
-    st.info("Drop a WAV, MP3 or chip file above to begin.", icon=":material/upload_file:")
+    st.info(
+        "Drop a WAV, MP3, MIDI or chip file above to begin, or try the demo.",
+        icon=":material/upload_file:",
+    )
     st.stop()
 
 audio = song.audio
