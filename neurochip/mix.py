@@ -70,7 +70,8 @@ def crossfade_compare(
 
     The render is level-matched to the original first, and the fades are equal-power (the two
     are different performances, so their sum should keep constant power, not amplitude).
-    Until the first fade begins the output is the original, sample for sample.
+    Until the first fade begins the output is the original, sample for sample; where the
+    level-matched render would push the mix over full scale, the render alone is turned down.
     """
     if render.channels != original.channels:
         render = render.to_stereo() if original.channels == 2 else render.to_mono()
@@ -97,7 +98,15 @@ def crossfade_compare(
         position = np.minimum(position, np.clip(1 - (t - back_at_s) / fade_s, 0, 1))
     gain_render = np.sin(0.5 * np.pi * position).astype(np.float32)
     gain_original = np.cos(0.5 * np.pi * position).astype(np.float32)
-    mix = original.samples * gain_original + matched.samples * gain_render
-    # No limiter here: scaling the whole mix would change the original part the listener
-    # compares against. Integer files are clipped at save time, which a fade seldom reaches.
+    # A level-matched render can peak higher than the sketch (same loudness, other shape):
+    # turn the render alone down until the mix fits, so the sketch's part stays sample for
+    # sample what the listener compares against and nothing clips at save time.
+    sketch_part = original.samples * gain_original
+    render_gain = 1.0
+    for _ in range(8):
+        mix = sketch_part + matched.samples * (gain_render * render_gain)
+        peak = float(np.abs(mix).max(initial=0.0))
+        if peak <= 0.99:
+            break
+        render_gain *= 0.99 / peak
     return Audio(mix.astype(np.float32), rate)

@@ -98,3 +98,17 @@ def test_crossfade_matches_channels_and_checks_times(take):
         crossfade_compare(take(), take(), 10.0)
     with pytest.raises(NeuroChipError, match="fade back"):
         crossfade_compare(take(), take(), 1.0, 1.0, back_at_s=1.5)
+
+
+def test_a_comparison_never_clips_and_keeps_the_sketch_part_exact():
+    rate = 1000
+    t = np.arange(4 * rate) / rate
+    # A quiet, smooth sketch and a peaky render of the same loudness: matched, it would clip.
+    sketch = Audio((0.5 * np.sin(2 * np.pi * 5 * t)).astype(np.float32), rate)
+    spikes = np.zeros_like(t)
+    spikes[::100] = 1.0
+    render = Audio(spikes.astype(np.float32), rate)
+    mix = crossfade_compare(sketch, render, fade_at_s=1.0, fade_s=1.0)
+    assert np.abs(mix.samples).max() <= 0.99
+    np.testing.assert_array_equal(mix.samples[:, :rate], sketch.samples[:, :rate])
+    assert np.abs(mix.samples[:, 3 * rate :]).max() > 0.5  # the render is still there
