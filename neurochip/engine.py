@@ -49,6 +49,11 @@ WINDOW_COLUMNS = 512
 VAE_TILE = 512
 VAE_TILE_OVERLAP = 64
 
+#: Memory an engine keeps for the encodings of recent songs (pictures and latents), so that
+#: previews of them start at once. A 10-minute song's picture alone is ~370 MB; the newest
+#: song is always kept, whatever its size.
+DEFAULT_CACHE_BYTES = 1 << 30
+
 #: Length of a preview, in seconds: one model window.
 PREVIEW_SECONDS = 5.12
 
@@ -236,12 +241,12 @@ class Engine:
         self,
         model: RiffusionModel,
         params: SpectrogramParams = SpectrogramParams(),
-        cache_songs: int = 4,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
     ) -> None:
         self.model = model
         self.params = params
         self._cache: OrderedDict[str, dict[str, torch.Tensor]] = OrderedDict()
-        self._cache_songs = cache_songs
+        self._cache_bytes = cache_bytes
         self._lock = device_lock(model.device)
         if model.device.type == "cpu":
             # Denormal floats (from SiLU of large negative activations) make CPU convolutions
@@ -266,6 +271,7 @@ class Engine:
 
         Raises:
             ModelNotFoundError: The weights are not here; the message says how to get them.
+            ModelLoadError: They are here, but a part cannot be used; the message names it.
         """
         return cls(load_model(source, device, dtype or "auto", local_files_only))
 
@@ -376,12 +382,22 @@ class Engine:
             image, max_value = amplitudes_to_float_image(mel_amplitudes(waveform, self.params))
             entry = {"image": image, "max_value": torch.tensor(max_value)}
             self._cache[key] = entry
-            while len(self._cache) > self._cache_songs:
-                self._cache.popitem(last=False)
         self._cache.move_to_end(key)
         if need_latents and "latents" not in entry:
             entry["latents"] = self._encode(entry["image"])
+        self._evict()
         return entry
+
+    def cache_size_bytes(self) -> int:
+        """Memory the kept song encodings take (pictures and latents)."""
+        return sum(_entry_bytes(entry) for entry in self._cache.values())
+
+    def _evict(self) -> None:
+        """Forget the least recently used songs until the cache fits; the newest always stays."""
+        total = self.cache_size_bytes()
+        while total > self._cache_bytes and len(self._cache) > 1:
+            _, entry = self._cache.popitem(last=False)
+            total -= _entry_bytes(entry)
 
     @torch.no_grad()
     def _encode(self, image: torch.Tensor) -> torch.Tensor:
@@ -536,6 +552,10 @@ class Engine:
         items = latent_shape[-2] * min(latent_shape[-1], WINDOW_COLUMNS // 8)
         per_item = 0.35e9 * items / (64 * 64) * (2 if self.model.dtype == torch.float32 else 1)
         return int(max(per_window, min(64, free * 0.5 // per_item)))
+
+
+def _entry_bytes(entry: dict[str, torch.Tensor]) -> int:
+    return sum(t.numel() * t.element_size() for t in entry.values())
 
 
 def _monotonic(progress: ProgressCallback | None) -> ProgressCallback:

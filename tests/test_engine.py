@@ -354,3 +354,19 @@ def test_every_scheduler_renders(engine, scheduler):
 def test_span_past_the_end_is_a_clear_error(engine):
     with pytest.raises(NeuroChipError):
         engine.render(song(2.0), dataclasses.replace(FAST, start_s=5.0))
+
+
+def test_the_song_cache_is_bounded_by_bytes_and_keeps_the_newest(tiny_model):
+    engine = Engine(tiny_model, cache_bytes=1)  # smaller than any song
+    for seed in (1, 2):
+        engine.preview(song(6.0, seed=seed), FAST, start_s=0.0, duration_s=1.0)
+        assert len(engine._cache) == 1  # only the song just used
+    big = Engine(tiny_model, cache_bytes=1 << 30)
+    for seed in (1, 2, 3):
+        big.preview(song(6.0, seed=seed), FAST, start_s=0.0, duration_s=1.0)
+    assert len(big._cache) == 3
+    limit = big.cache_size_bytes() * 2 // 3 + 1  # room for two of the three songs
+    bounded = Engine(tiny_model, cache_bytes=limit)
+    for seed in (1, 2, 3):
+        bounded.preview(song(6.0, seed=seed), FAST, start_s=0.0, duration_s=1.0)
+    assert len(bounded._cache) == 2 and bounded.cache_size_bytes() <= limit
