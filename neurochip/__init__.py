@@ -20,6 +20,7 @@ __version__ = "0.1.0"
 from neurochip.engine import Engine, Render, device_lock  # noqa: E402
 from neurochip.errors import (  # noqa: E402
     AudioLoadError,
+    ModelLoadError,
     ModelNotFoundError,
     NeuroChipError,
     RenderCancelled,
@@ -43,6 +44,7 @@ __all__ = [
     "Audio",
     "AudioLoadError",
     "Engine",
+    "ModelLoadError",
     "ModelNotFoundError",
     "NeuroChipError",
     "PhaseSettings",

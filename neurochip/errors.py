@@ -20,3 +20,7 @@ class ModelNotFoundError(NeuroChipError):
 
 class RenderCancelled(NeuroChipError):
     """The render was cancelled; nothing was written."""
+
+
+class ModelLoadError(NeuroChipError):
+    """The model is here but a part of it cannot be used; the message names the part and why."""
