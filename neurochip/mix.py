@@ -59,6 +59,27 @@ def level_match(audio: Audio, reference: Audio) -> Audio:
     return Audio(audio.samples * np.float32(rms(reference.samples) / level), audio.sample_rate)
 
 
+def check_crossfade(
+    duration_s: float, fade_at_s: float, fade_s: float, back_at_s: float | None
+) -> None:
+    """Raise if a comparison's fades do not fit a render of ``duration_s`` seconds.
+
+    Separate from :func:`crossfade_compare` so a front end can check before rendering.
+    """
+    if not 0 <= fade_at_s < duration_s:
+        raise NeuroChipError(
+            f"The crossfade must start within the render (0 to {duration_s:.1f} s), not at "
+            f"{fade_at_s} s."
+        )
+    if fade_s <= 0:
+        raise NeuroChipError("The crossfade length must be more than 0 s.")
+    if back_at_s is not None and not fade_at_s + fade_s <= back_at_s < duration_s:
+        raise NeuroChipError(
+            "The fade back to the original must start after the first fade has finished "
+            f"({fade_at_s + fade_s:.1f} s) and before the end ({duration_s:.1f} s)."
+        )
+
+
 def crossfade_compare(
     original: Audio,
     render: Audio,
@@ -77,19 +98,7 @@ def crossfade_compare(
         render = render.to_stereo() if original.channels == 2 else render.to_mono()
     _check_aligned(original, render)
     rate, frames = original.sample_rate, original.frames
-    duration = frames / rate
-    if not 0 <= fade_at_s < duration:
-        raise NeuroChipError(
-            f"The crossfade must start within the song (0 to {duration:.1f} s), not at "
-            f"{fade_at_s} s."
-        )
-    if fade_s <= 0:
-        raise NeuroChipError("The crossfade length must be more than 0 s.")
-    if back_at_s is not None and not fade_at_s + fade_s <= back_at_s < duration:
-        raise NeuroChipError(
-            "The fade back to the original must start after the first fade has finished "
-            f"({fade_at_s + fade_s:.1f} s) and before the end ({duration:.1f} s)."
-        )
+    check_crossfade(frames / rate, fade_at_s, fade_s, back_at_s)
     matched = level_match(render, original)
     t = np.arange(frames) / rate
     # 0 = all original, 1 = all render

@@ -29,9 +29,10 @@ from neurochip.io.audio import Audio
 from neurochip.library.metadata import save_take, take_metadata
 from neurochip.library.store import Take, TakeLibrary
 from neurochip.library.thumbnails import read_png, spectrogram_thumbnail
-from neurochip.mix import crossfade_compare, stereo_pair
+from neurochip.mix import check_crossfade, crossfade_compare, stereo_pair
 from neurochip.settings import RenderSettings, TakeSetOptions
 from neurochip.sketch import Sketch
+from neurochip.spectrogram import SpectrogramParams
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +133,7 @@ def render_take_set(
         audio, source_name = sketch.audio, source_name or sketch.name
     else:
         audio = sketch
+    check_take_set(audio, settings, options)
     takes = {"A": settings}
     if options.stereo_pair:
         takes["B"] = options.take_b(settings)
@@ -166,9 +168,7 @@ def render_take_set(
         # The sketch as the composer hears it, over the rendered span, at the render's rate.
         span = audio.span(settings.start_s, settings.duration_s).resample(mix.sample_rate)
         original = span.to_stereo() if 2 in (span.channels, mix.channels) else span
-        fade_at = options.compare_at_s
-        if fade_at is None:
-            fade_at = original.duration_s / 3
+        fade_at = _fade_at(options, original.duration_s)
         faded = crossfade_compare(
             original, mix, fade_at, options.compare_fade_s, options.compare_back_s
         )
@@ -183,6 +183,33 @@ def render_take_set(
         )
         keep("compare", faded, meta, cover)
     return result
+
+
+def check_take_set(audio: Audio, settings: RenderSettings, options: TakeSetOptions) -> None:
+    """Raise now, before a model loads, for anything that would stop the set half-way.
+
+    The span must lie in the song and be long enough for one picture column group, and the
+    comparison's fades must fit the span.
+
+    Raises:
+        NeuroChipError: Saying what to change.
+    """
+    span = audio.span(settings.start_s, settings.duration_s)
+    params = SpectrogramParams()
+    shortest = params.min_samples / params.sample_rate
+    if span.duration_s < shortest:
+        raise NeuroChipError(
+            f"The span to render is {span.duration_s:.2f} s: it must be at least "
+            f"{shortest:.2f} s. Choose an earlier start or a longer duration."
+        )
+    if options.compare:
+        fade_at = _fade_at(options, span.duration_s)
+        check_crossfade(span.duration_s, fade_at, options.compare_fade_s, options.compare_back_s)
+
+
+def _fade_at(options: TakeSetOptions, duration_s: float) -> float:
+    """When the comparison fades into the render: as asked, else a third of the way in."""
+    return duration_s / 3 if options.compare_at_s is None else options.compare_at_s
 
 
 def _thumbnail(render: Render):

@@ -206,6 +206,10 @@ def test_render_keeps_its_takes_in_the_library_unless_told_not_to(
         (["--scheduler", "warp"], "scheduler"),
         (["--width", "2"], "width"),
         (["--model", "/no/such/model"], "huggingface-cli download"),
+        # Found before the model loads (the model here does not exist): nothing half-done.
+        (["--start", "3.29", "--model", "/no/such/model"], "at least"),
+        (["--crossfade-compare", "--crossfade-at", "9", "--model", "/no/such"], "crossfade"),
+        (["--crossfade-compare", "--crossfade-back", "1", "--model", "/no/such"], "fade back"),
     ],
 )
 def test_render_rejects_bad_settings_clearly(song, tmp_path, capsys, extra, message):

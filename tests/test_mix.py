@@ -94,7 +94,7 @@ def test_crossfade_back_returns_to_the_original(take):
 def test_crossfade_matches_channels_and_checks_times(take):
     stereo = Audio(np.vstack([take().samples, take().samples]), SR)
     assert crossfade_compare(stereo, take(), 1.0).channels == 2
-    with pytest.raises(NeuroChipError, match="within the song"):
+    with pytest.raises(NeuroChipError, match="within the render"):
         crossfade_compare(take(), take(), 10.0)
     with pytest.raises(NeuroChipError, match="fade back"):
         crossfade_compare(take(), take(), 1.0, 1.0, back_at_s=1.5)

@@ -113,7 +113,7 @@ def add_parser(commands) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from neurochip.engine import Engine
-    from neurochip.takeset import ROLES, output_paths, render_take_set, roles
+    from neurochip.takeset import ROLES, check_take_set, output_paths, render_take_set, roles
 
     # Every setting is checked before the (slow) model load.
     settings = RenderSettings(
@@ -147,7 +147,7 @@ def run(args: argparse.Namespace) -> None:
         )
     check_outputs(args, output_paths(args.output, roles(options)).values(), [args.input])
     sketch = load_sketch(args.input, max_duration_s=args.max_duration)
-    sketch.audio.span(settings.start_s, settings.duration_s)  # checks the span before loading
+    check_take_set(sketch.audio, settings, options)  # all of it, before the slow model load
     library = None if args.no_library else TakeLibrary()
     print(f"Loading model {args.model} ...", file=sys.stderr)
     engine = Engine.from_pretrained(args.model, device=args.device, dtype=args.dtype)
