@@ -349,7 +349,10 @@ def test_a_version_1_index_is_migrated_and_backfilled(library):
 
     migrated = TakeLibrary(library.root)
     with contextlib.closing(sqlite3.connect(index)) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == store.SCHEMA_VERSION == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == store.SCHEMA_VERSION == 3
+        # Version 3's sizes: from the files' headers, by recover() (a migration sees no files).
+        sizes = dict(conn.execute("SELECT id, audio_size FROM takes").fetchall())
+        assert sizes == {t.id: t.audio_path.stat().st_size for t in (a, b)}
         backfilled = dict(
             ((take_id, (prompt, search)))
             for take_id, prompt, search in conn.execute("SELECT id, prompt, search FROM takes")
@@ -792,3 +795,323 @@ def test_a_folder_without_a_readable_take_is_left_alone(library, caplog):
     library.list()
     assert not caplog.records  # not retried (and reported) on every listing
     assert (broken / "take.wav").exists()  # never deleted: it may be someone's only copy
+
+
+# --- a damaged index (issue 9) ------------------------------------------------------------------
+
+
+def quick_check(index: Path) -> str:
+    with contextlib.closing(sqlite3.connect(index)) as conn:
+        return conn.execute("PRAGMA quick_check(1)").fetchone()[0]
+
+
+def corrupt_index(index: Path, pages: list[int] | None = None) -> None:
+    """Write garbage over pages of a real index (all but page 1, the schema, by default).
+
+    As a failing disk or a torn copy would; the write-ahead log is checkpointed first, so that
+    every page is read from the file. Checks that the file is damaged as SQLite sees it.
+    """
+    with contextlib.closing(sqlite3.connect(index)) as conn:
+        assert conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+        count = conn.execute("PRAGMA page_count").fetchone()[0]
+    garbage = bytes(range(256)) * (page_size // 256)  # page type 0: no such b-tree page
+    with index.open("r+b") as f:
+        for page in pages or range(2, count + 1):
+            f.seek((page - 1) * page_size)
+            f.write(garbage)
+    assert quick_check(index) != "ok"
+    if pages is None:
+        with (
+            contextlib.closing(sqlite3.connect(index)) as conn,
+            pytest.raises(sqlite3.DatabaseError, match="malformed"),
+        ):
+            conn.execute("SELECT * FROM takes ORDER BY created").fetchall()
+
+
+def set_aside(root: Path) -> list[Path]:
+    """The damaged index files set aside in a library (not their -wal and -shm)."""
+    found = root.glob("library.sqlite3.damaged-*")
+    return sorted(p for p in found if not p.name.endswith(("-wal", "-shm")))
+
+
+def listed(library) -> list[tuple[str, str, bool, float]]:
+    return [(t.id, t.name, t.starred, t.created) for t in library.list()]
+
+
+@pytest.fixture(scope="module")
+def many_takes(tmp_path_factory) -> Path:
+    """A library of 30 takes, some starred, some renamed: its index spans many pages."""
+    root = tmp_path_factory.mktemp("many") / "home"
+    library = TakeLibrary(root)
+    takes = [add_take(library, seed=s, source=f"song {s % 3}.nsf", seconds=0.05) for s in range(30)]
+    for take in takes[::4]:
+        library.star(take.id)
+    for take in takes[1::7]:
+        library.rename(take.id, f"renamed {take.id}")
+    return root
+
+
+@pytest.fixture
+def many(many_takes, tmp_path) -> TakeLibrary:
+    """A copy of many_takes for one test."""
+    shutil.copytree(many_takes, tmp_path / "many")
+    return TakeLibrary(tmp_path / "many")
+
+
+def test_a_corrupted_index_is_set_aside_and_rebuilt_when_opened(many):
+    before = many.list()
+    assert len(before) == 30 and sum(t.starred for t in before) == 8
+    corrupt_index(many.index_path)
+    again = TakeLibrary(many.root)  # used to raise "database disk image is malformed"
+    assert again.list() == before  # every take, with its name, star and place
+    [aside] = set_aside(many.root)
+    assert quick_check(aside) != "ok"  # kept as it was, for a look
+    assert quick_check(many.index_path) == "ok"
+    assert again.recover() == 0
+
+
+def test_opening_checks_every_page_of_the_index(many):
+    by_prompt = ids(many.list(sort="prompt"))
+    with contextlib.closing(sqlite3.connect(many.index_path)) as conn:
+        [root_page] = conn.execute(
+            "SELECT rootpage FROM sqlite_master WHERE name = 'takes_by_prompt'"
+        ).fetchone()
+    corrupt_index(many.index_path, [root_page])  # a page only sorting by prompt reads
+    again = TakeLibrary(many.root)
+    assert len(set_aside(many.root)) == 1  # found by the check when opened, not later
+    assert ids(again.list(sort="prompt")) == by_prompt
+
+
+OPERATIONS = ["list", "songs", "get", "load_audio", "export", "star", "rename", "delete", "add"]
+
+
+@pytest.mark.parametrize("operation", [*OPERATIONS, "recover", "pair"])
+def test_an_index_damaged_while_in_use_is_rebuilt_once(many, operation):
+    before = {t.id: t for t in many.list()}
+    take, other = many.list()[3], many.list()[5]
+    corrupt_index(many.index_path)  # behind the back of the open library (the app's)
+    result = {
+        "list": lambda: many.list(),
+        "songs": lambda: many.songs(),
+        "get": lambda: many.get(take.id),
+        "load_audio": lambda: many.load_audio(take.id),
+        "export": lambda: many.export(take.id),
+        "star": lambda: many.star(take.id, not take.starred),
+        "rename": lambda: many.rename(take.id, "a new name"),
+        "delete": lambda: many.delete(take.id),
+        "add": lambda: add_take(many, seed=99, seconds=0.05),
+        "recover": lambda: many.recover(),
+        "pair": lambda: pair_takes(many, take.id, other.id),
+    }[operation]()
+    assert len(set_aside(many.root)) == 1
+    after = {t.id: t for t in many.list()}
+    assert quick_check(many.index_path) == "ok"
+    if operation == "get":
+        assert result == before[take.id]
+    elif operation == "songs":
+        assert result == ["song 0.nsf", "song 1.nsf", "song 2.nsf"]
+    elif operation == "export":
+        assert result[0] == take.audio_path.read_bytes()
+    elif operation == "star":
+        assert result.starred == after[take.id].starred != take.starred
+    elif operation == "rename":
+        assert result.name == after[take.id].name == "a new name"
+    elif operation == "delete":
+        assert take.id not in after and not take.audio_path.exists()
+    elif operation in ("add", "pair"):
+        assert result.id in after and after[result.id].name == result.name
+    # Nothing else changed: no take lost, every name and star as it was.
+    changed = {take.id} if operation in ("star", "rename", "delete") else set()
+    added = {result.id} if operation in ("add", "pair") else set()
+    assert set(after) == (set(before) | added) - ({take.id} if operation == "delete" else set())
+    for take_id in set(before) - changed:
+        assert after[take_id] == before[take_id]
+
+
+def test_a_delete_whose_commit_finds_the_index_damaged_is_done(many, monkeypatch):
+    before = {t.id: t for t in many.list()}
+    take = many.list()[2]
+    real_connect = sqlite3.connect
+
+    class DamagedAtCommit(sqlite3.Connection):
+        deleting = False
+
+        def execute(self, sql, *args):
+            self.deleting |= sql.startswith("DELETE")
+            if sql == "COMMIT" and self.deleting:  # after the folder was renamed .deleted
+                super().execute("ROLLBACK")
+                raise sqlite3.DatabaseError("database disk image is malformed")
+            return super().execute(sql, *args)
+
+    monkeypatch.setattr(
+        store.sqlite3, "connect", lambda *a, **k: real_connect(*a, factory=DamagedAtCommit, **k)
+    )
+    many.delete(take.id)  # not "No take with id": it was deleted, then the index rebuilt
+    monkeypatch.undo()
+    assert len(set_aside(many.root)) == 1
+    after = {t.id: t for t in many.list()}
+    assert after == {i: t for i, t in before.items() if i != take.id}
+    assert not (many.root / "takes" / take.id).exists()
+    assert not list((many.root / "takes").glob("*.deleted"))
+
+
+def test_an_index_damaged_again_after_the_rebuild_is_a_clear_error(many, monkeypatch):
+    count = len(many.list())
+    real_connect = sqlite3.connect
+
+    class Listing(sqlite3.Cursor):  # e.g. a failing disk: listing fails, fresh index or not
+        def execute(self, sql, *args):
+            if sql.startswith("SELECT id, created"):
+                raise sqlite3.DatabaseError("database disk image is malformed")
+            return super().execute(sql, *args)
+
+    class Connection(sqlite3.Connection):
+        def cursor(self, factory=Listing):
+            return super().cursor(factory)
+
+    monkeypatch.setattr(
+        store.sqlite3, "connect", lambda *a, **k: real_connect(*a, factory=Connection, **k)
+    )
+    with pytest.raises(NeuroChipError, match="rebuilt from the take folders") as info:
+        many.list()
+    assert "malformed" in str(info.value) and "\n" not in str(info.value)
+    assert len(set_aside(many.root)) == 1  # rebuilt once, not over and over
+    monkeypatch.undo()
+    assert len(many.list()) == count
+
+
+@pytest.mark.parametrize(
+    "message",
+    ["database is locked", "attempt to write a readonly database", "database or disk is full"],
+)
+def test_other_index_errors_stay_clear_errors(many, monkeypatch, message):
+    take = many.list()[0]
+    real_connect = sqlite3.connect
+
+    class Failing(sqlite3.Cursor):
+        def execute(self, sql, *args):
+            if sql.split()[0].upper() in ("SELECT", "INSERT", "UPDATE", "DELETE"):
+                raise sqlite3.OperationalError(message)
+            return super().execute(sql, *args)
+
+    class Connection(sqlite3.Connection):
+        def cursor(self, factory=Failing):
+            return super().cursor(factory)
+
+        def execute(self, sql, *args):
+            return self.cursor().execute(sql, *args)
+
+    monkeypatch.setattr(
+        store.sqlite3, "connect", lambda *a, **k: real_connect(*a, factory=Connection, **k)
+    )
+    for call in (
+        many.list,
+        many.songs,
+        lambda: many.get(take.id),
+        lambda: many.star(take.id),
+        lambda: many.delete(take.id),
+        many.recover,
+    ):
+        with pytest.raises(NeuroChipError, match=message) as info:
+            call()
+        assert "\n" not in str(info.value)
+    with pytest.raises(NeuroChipError, match="saved in"):
+        add_take(many, seed=99)
+    assert set_aside(many.root) == []
+    monkeypatch.undo()
+    assert len(many.list()) == 31  # the take whose insert failed is kept all the same
+
+
+def test_an_index_another_library_already_rebuilt_is_not_set_aside_again(many, monkeypatch):
+    """A connection opened before another process replaced the index fails on the old file."""
+    before = listed(many)
+    index = many.index_path
+    real = TakeLibrary._new_take
+    calls = []
+
+    def replaced_meanwhile(self, *args):
+        if not calls:
+            calls.append(1)
+            for extra in ("", "-wal", "-shm"):  # as the other process's rebuild does
+                with contextlib.suppress(FileNotFoundError):
+                    os.replace(f"{index}{extra}", f"{index}.elsewhere{extra}")
+            TakeLibrary(many.root)
+            raise sqlite3.DatabaseError("database disk image is malformed")
+        return real(self, *args)
+
+    monkeypatch.setattr(TakeLibrary, "_new_take", replaced_meanwhile)
+    assert listed(many) == before
+    assert set_aside(many.root) == []  # the new index was kept
+
+
+# --- damaged take files (issue 9) -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cut", [100, 10, 0])
+def test_a_take_cut_off_by_hand_is_listed_as_damaged_and_not_exported(library, cut):
+    whole, take = add_take(library, seed=1), add_take(library, seed=2, name="cut")
+    size = take.audio_path.stat().st_size
+    assert 60_000 < size < 70_000
+    with take.audio_path.open("r+b") as f:
+        f.truncate(cut)
+    found = {t.id: t for t in library.list()}
+    assert not found[whole.id].damaged and found[whole.id].damage is None
+    damage = f"cut off at {cut} bytes of {size / 1000:.1f} KB"
+    assert found[take.id].damaged and found[take.id].damage == damage
+    message = (
+        f"The audio of “cut” is damaged ({damage}): it cannot be played or exported; "
+        "delete it or restore the file."
+    )
+    for call in (
+        lambda: library.export(take.id),
+        lambda: library.export(take.id, ".flac"),
+        lambda: library.load_audio(take.id),
+        lambda: pair_takes(library, whole.id, take.id),
+    ):
+        with pytest.raises(NeuroChipError) as info:
+            call()
+        assert str(info.value) == message
+    assert library.export(whole.id)[0] == whole.audio_path.read_bytes()
+    # An index rebuilt from the folders still lists it, still damaged: never lost.
+    for extra in ("", "-wal", "-shm"):
+        Path(f"{library.index_path}{extra}").unlink(missing_ok=True)
+    again = {t.id: t for t in TakeLibrary(library.root).list()}
+    assert set(again) == {whole.id, take.id}
+    assert again[take.id].damaged and again[take.id].name == "cut"
+    assert not again[whole.id].damaged
+    library.delete(take.id)  # what a composer does about it
+    assert ids(library.list()) == [whole.id]
+
+
+def test_listing_checks_takes_by_size_alone(library, monkeypatch):
+    takes = [add_take(library, seed=s) for s in range(3)]
+    # A complete file of another size (e.g. put back from a backup, or edited) is not damaged.
+    save_take(takes[0].audio_path, sine(0.2), takes[0].metadata, bit_depth="24")
+
+    def no_header_reads(*args, **kwargs):
+        raise AssertionError("listing read a header of a take whose size is as recorded")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(store.sf, "info", no_header_reads)
+        patched.setattr(store, "_declared_size", no_header_reads)
+        assert [t.damaged for t in library.list()[:2]] == [False, False]
+    assert not library.get(takes[0].id).damaged  # its header is read: it is complete
+    assert library.load_audio(takes[0].id).frames == round(0.2 * RATE)
+
+
+def test_the_takes_page_warns_about_damaged_takes_and_survives_a_damaged_index(tmp_path):
+    from streamlit.testing.v1 import AppTest
+
+    library = TakeLibrary()  # the app's, in $NEUROCHIP_HOME
+    whole, cut = add_take(library, seed=1), add_take(library, seed=2, name="cut")
+    with cut.audio_path.open("r+b") as f:
+        f.truncate(100)
+    corrupt_index(library.index_path)
+    at = AppTest.from_file("../app/views/takes.py", default_timeout=60).run()
+    assert not at.exception
+    stars = {b.key for b in at.button if b.key and b.key.startswith("star_")}
+    assert stars == {f"star_{whole.id}", f"star_{cut.id}"}  # both listed
+    assert any("damaged" in w.value and "cut off at 100 bytes" in w.value for w in at.warning)
+    downloads = {d.key for d in at.get("download_button")}
+    assert downloads == {f"dl_{whole.id}"}  # none for the damaged take

@@ -28,16 +28,24 @@ text = find.text_input(
     placeholder="prompt or name, e.g. funk",
     help="Matches the takes' prompts and names, ignoring case.",
 )
-songs = library.songs()
+try:
+    songs = library.songs()
+except NeuroChipError as err:  # e.g. the index cannot be read, and could not be rebuilt
+    st.error(str(err))
+    st.stop()
 song = song_col.selectbox("Song", ["All songs", *songs], key="takes_song")
 sort = sort_col.selectbox("Sort", list(SORTS), key="takes_sort")
 starred_only = star_col.toggle("Starred only", key="takes_starred_only")
-takes = library.list(
-    starred_only=starred_only,
-    song=None if song == "All songs" else song,
-    text=text or None,
-    sort=SORTS[sort],
-)
+try:
+    takes = library.list(
+        starred_only=starred_only,
+        song=None if song == "All songs" else song,
+        text=text or None,
+        sort=SORTS[sort],
+    )
+except NeuroChipError as err:
+    st.error(str(err))
+    st.stop()
 if not takes:
     if text or starred_only or song != "All songs":
         st.info("No take matches: clear the search or the filters.", icon=":material/search_off:")
@@ -45,11 +53,25 @@ if not takes:
         st.info("No takes yet: render one on the Arrange page.", icon=":material/library_music:")
     st.stop()
 st.caption(f"{len(takes)} take{'s' if len(takes) != 1 else ''}")
+if notice := st.session_state.pop("takes_notice", None):
+    st.success(notice, icon=":material/check_circle:")
 
 
 def label(take) -> str:
     star = "★ " if take.starred else ""
     return f"{star}{take.name} ({take.kind}, {ui.format_seconds(take.duration_s)})"
+
+
+def player(take, where=st) -> None:
+    """The take's player, or why there is none (its audio file is damaged)."""
+    if take.damaged:
+        where.warning(
+            f"The audio of this take is damaged ({take.damage}): it cannot be played or "
+            f"downloaded. Delete it, or put its file back: `{take.audio_path}`.",
+            icon=":material/broken_image:",
+        )
+    else:
+        where.audio(str(take.audio_path))
 
 
 # --- A/B and pairing --------------------------------------------------------------------------
@@ -65,13 +87,14 @@ with st.expander("Compare two takes, or build a stereo pair", icon=":material/co
         format_func=lambda i: label(by_id[i]),
         key="ab_b",
     )
-    a_col.audio(str(by_id[a_id].audio_path))
-    b_col.audio(str(by_id[b_id].audio_path))
+    player(by_id[a_id], a_col)
+    player(by_id[b_id], b_col)
     width = st.slider("Stereo width", 0.0, 1.0, 1.0, 0.05, key="pair_width")
     if st.button("Make a stereo pair of A (left) and B (right)", disabled=a_id == b_id):
         try:
             pair = pair_takes(library, a_id, b_id, width)
-            st.success(f"Added {pair.name}.")
+            st.session_state["takes_notice"] = f"Added {pair.name}."
+            st.rerun()  # the list above was drawn before the pair existed
         except NeuroChipError as err:
             st.error(str(err))
 
@@ -110,11 +133,17 @@ for take in takes:
                 st.rerun()
         if take.thumbnail_path is not None and take.thumbnail_path.is_file():
             st.image(str(take.thumbnail_path), width="stretch")
-        st.audio(str(take.audio_path))
+        player(take)
         settings = take.metadata.get("takes", {})
         with st.expander("Settings"):
             st.json(settings, expanded=False)
-        data, file_name = ui.export_take(take.id, fmt)
+        if take.damaged:
+            continue
+        try:
+            data, file_name = ui.export_take(take.id, fmt)
+        except NeuroChipError as err:  # e.g. deleted in another tab meanwhile
+            st.error(str(err))
+            continue
         st.download_button(
             "Download", data, file_name=file_name, key=f"dl_{take.id}", icon=":material/download:"
         )
