@@ -11,16 +11,31 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
 from neurochip.errors import NeuroChipError
-from neurochip.phase import PHASE_MODES, PhaseSettings
+from neurochip.phase import MAX_ITERATIONS, PHASE_MODES, PhaseSettings
 
 #: Scheduler names users pick from. The diffusers class behind each is in :mod:`neurochip.model`.
 SCHEDULER_NAMES: tuple[str, ...] = ("dpm++", "ddim", "pndm", "euler", "euler-a", "lms")
 
 SETTINGS_VERSION = 1
+
+#: Largest seed: seeds are 0 to 2**32 - 1, the range the app's seed box takes (and numpy's
+#: and most tools' seeds). Take B's default seed, seed + 1, wraps round to 0 after it.
+MAX_SEED = 2**32 - 1
+
+#: Longest time a setting names (start, duration, crossfade times): 24 hours. No sketch is
+#: that long (the loader refuses more than 20 minutes unless told otherwise); more is a typo.
+MAX_TIME_S = 24 * 3600.0
+
+#: Most model inputs per GPU call: each needs ~0.35 GB of activations (measured, see
+#: Engine._auto_batch, which picks at most 64), so 512 would want ~180 GB, more than any
+#: one GPU has.
+MAX_BATCH_SIZE = 512
 
 
 @dataclass(frozen=True)
@@ -55,6 +70,27 @@ def _check(checks: list[tuple[bool, str]]) -> None:
     for ok, message in checks:
         if not ok:
             raise NeuroChipError(message[0].upper() + message[1:] + ".")
+
+
+def _check_numbers(settings: Any) -> None:
+    """Every number field holds a finite number of its type (``None`` where allowed).
+
+    Runs before the range checks, so those never compare a string or NaN, and no NaN or
+    infinity reaches a file's metadata (JSON has no way to write them).
+    """
+    for f in dataclasses.fields(settings):
+        kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+        value = getattr(settings, f.name)
+        if not kind.startswith(("int", "float")) or (value is None and "None" in kind):
+            continue
+        label = f.metadata["setting"].label
+        if kind.startswith("int"):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise NeuroChipError(f"{label} must be a whole number, not {value!r}.")
+        elif isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise NeuroChipError(f"{label} must be a number, not {value!r}.")
+        elif not math.isfinite(value):
+            raise NeuroChipError(f"{label} must be a finite number, not {value}.")
 
 
 @dataclass(frozen=True)
@@ -111,7 +147,7 @@ class RenderSettings:
         "dice rolls one) for another interpretation.",
         useful="any",
         minimum=0,
-        maximum=2**31 - 1,
+        maximum=MAX_SEED,
         step=1,
     )
     scheduler: str = _setting(
@@ -126,6 +162,7 @@ class RenderSettings:
         label="Start (s)",
         help="Where in the song the render begins, in seconds.",
         minimum=0.0,
+        maximum=MAX_TIME_S,
     )
     duration_s: float | None = _setting(
         None,
@@ -152,16 +189,21 @@ class RenderSettings:
         None,
         label="Griffin-Lim iterations",
         help="More makes the sound match the spectrogram more closely but takes longer "
-        "(default: the phase mode's own).",
+        f"(default: the phase mode's own; at most {MAX_ITERATIONS}).",
+        minimum=0,
+        maximum=MAX_ITERATIONS,
     )
     batch_size: int | None = _setting(
         None,
         label="Batch size",
         help="Model inputs per GPU call (default: as many as free memory allows). It never "
         "changes the take.",
+        minimum=1,
+        maximum=MAX_BATCH_SIZE,
     )
 
     def __post_init__(self) -> None:
+        _check_numbers(self)
         _check(
             [
                 (
@@ -170,11 +212,18 @@ class RenderSettings:
                 ),
                 (0.0 <= self.guidance <= 50.0, f"guidance must be 0-50, not {self.guidance}"),
                 (1 <= self.steps <= 1000, f"steps must be 1-1000, not {self.steps}"),
-                (0 <= self.seed < 2**63, f"seed must be a non-negative integer, not {self.seed}"),
-                (self.start_s >= 0, f"start must be 0 or later, not {self.start_s}"),
                 (
-                    self.duration_s is None or self.duration_s > 0,
-                    f"duration must be more than 0 s, not {self.duration_s}",
+                    0 <= self.seed <= MAX_SEED,
+                    f"seed must be a whole number from 0 to {MAX_SEED}, not {self.seed}",
+                ),
+                (
+                    0 <= self.start_s <= MAX_TIME_S,
+                    f"start must be 0-{MAX_TIME_S:.0f} s, not {self.start_s}",
+                ),
+                (
+                    self.duration_s is None or 0 < self.duration_s <= MAX_TIME_S,
+                    f"duration must be more than 0 s and at most {MAX_TIME_S:.0f} s, "
+                    f"not {self.duration_s}",
                 ),
                 (0.0 <= self.overlap <= 0.75, f"overlap must be 0-0.75, not {self.overlap}"),
                 (
@@ -182,10 +231,14 @@ class RenderSettings:
                     f"phase must be one of {', '.join(PHASE_MODES)}, not {self.phase!r}",
                 ),
                 (
-                    self.phase_iterations is None or self.phase_iterations >= 0,
-                    "phase iterations must be 0 or more",
+                    self.phase_iterations is None or 0 <= self.phase_iterations <= MAX_ITERATIONS,
+                    f"Griffin-Lim iterations must be 0-{MAX_ITERATIONS} (more only takes "
+                    f"longer), not {self.phase_iterations}",
                 ),
-                (self.batch_size is None or self.batch_size >= 1, "batch size must be 1 or more"),
+                (
+                    self.batch_size is None or 1 <= self.batch_size <= MAX_BATCH_SIZE,
+                    f"batch size must be 1-{MAX_BATCH_SIZE}, not {self.batch_size}",
+                ),
                 (
                     self.scheduler in SCHEDULER_NAMES,
                     f"unknown scheduler {self.scheduler!r}: choose one of "
@@ -243,7 +296,10 @@ class TakeSetOptions:
     seed_b: int | None = _setting(
         None,
         label="Seed of take B",
-        help="Seed of take B in a stereo pair (default: seed + 1).",
+        help=f"Seed of take B in a stereo pair, 0 to {MAX_SEED} (default: seed + 1, or 0 "
+        "after the largest seed).",
+        minimum=0,
+        maximum=MAX_SEED,
     )
     width: float = _setting(
         1.0,
@@ -266,21 +322,25 @@ class TakeSetOptions:
         help="When the comparison fades into the render, in seconds from the render's start "
         "(default: a third of the way in).",
         minimum=0.0,
+        maximum=MAX_TIME_S,
     )
     compare_fade_s: float = _setting(
         2.0,
         label="Fade length (s)",
         help="Length of each comparison fade, in seconds.",
         minimum=0.1,
+        maximum=MAX_TIME_S,
     )
     compare_back_s: float | None = _setting(
         None,
         label="Fade back at (s)",
         help="When the comparison fades back to the sketch (default: it stays on the render).",
         minimum=0.0,
+        maximum=MAX_TIME_S,
     )
 
     def __post_init__(self) -> None:
+        _check_numbers(self)
         _check(
             [
                 (
@@ -288,20 +348,32 @@ class TakeSetOptions:
                     f"stereo width must be between 0 and 1, not {self.width}",
                 ),
                 (
-                    self.seed_b is None or 0 <= self.seed_b < 2**63,
-                    f"the seed of take B must be a non-negative integer, not {self.seed_b}",
+                    self.seed_b is None or 0 <= self.seed_b <= MAX_SEED,
+                    f"the seed of take B must be a whole number from 0 to {MAX_SEED}, "
+                    f"not {self.seed_b}",
                 ),
                 (
-                    self.compare_at_s is None or self.compare_at_s >= 0,
-                    f"the comparison fade must start at 0 s or later, not {self.compare_at_s}",
+                    self.compare_at_s is None or 0 <= self.compare_at_s <= MAX_TIME_S,
+                    f"the comparison fade must start 0-{MAX_TIME_S:.0f} s into the render, "
+                    f"not {self.compare_at_s}",
                 ),
-                (self.compare_fade_s > 0, "the crossfade length must be more than 0 s"),
+                (
+                    0 < self.compare_fade_s <= MAX_TIME_S,
+                    f"the crossfade length must be more than 0 s and at most "
+                    f"{MAX_TIME_S:.0f} s, not {self.compare_fade_s}",
+                ),
+                (
+                    self.compare_back_s is None or 0 <= self.compare_back_s <= MAX_TIME_S,
+                    f"the fade back to the sketch must be 0-{MAX_TIME_S:.0f} s into the render, "
+                    f"not {self.compare_back_s}",
+                ),
             ]
         )
 
     def take_b(self, settings: RenderSettings) -> RenderSettings:
-        """Settings of take B: take A's with seed + 1 (or :attr:`seed_b`)."""
-        return settings.replace(seed=settings.seed + 1 if self.seed_b is None else self.seed_b)
+        """Settings of take B: take A's with :attr:`seed_b`, or seed + 1 (0 after the largest)."""
+        seed = (settings.seed + 1) % (MAX_SEED + 1) if self.seed_b is None else self.seed_b
+        return settings.replace(seed=seed)
 
 
 #: Settings listed in the README's table, in this order.

@@ -85,7 +85,8 @@ def load_sketch(
             decoder, never to build a path.
         voices: For MIDI, voice overrides: track key -> one of the chip synth's voices.
         sample_rate: Rate of the sketch's audio.
-        max_duration_s: Refuse sketches longer than this (``None``: no limit).
+        max_duration_s: Refuse sketches longer than this (``None``: no limit for audio; a
+            MIDI file keeps the default limit, since synthesising it is work we must bound).
 
     Raises:
         AudioLoadError: If it cannot be read; the message names the file and says what to do.

@@ -267,6 +267,80 @@ def test_ffmpeg_input_longer_than_the_limit(tmp_path):
     assert "max_duration_s" in message
 
 
+def silence(path: Path, minutes: float, *codec: str) -> Path:
+    """A long but cheap file: silence at 8 kHz mono, made by ffmpeg."""
+    ffmpeg = find_ffmpeg()
+    assert ffmpeg is not None
+    subprocess.run(
+        [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi"]
+        + ["-i", "anullsrc=r=8000:cl=mono", "-t", str(60 * minutes), *codec, str(path)],
+        check=True,
+        timeout=120,
+    )
+    return path
+
+
+def forbid_decoding(monkeypatch) -> None:
+    """Make decoding any audio fail the test: a refusal must come before it."""
+
+    def decoded(*args, **kwargs):
+        raise AssertionError("the file was decoded before it was refused")
+
+    run = subprocess.run
+
+    def ffmpeg_without_decoding(command, *args, **kwargs):
+        if "pipe:1" in command:  # ffmpeg decoding to us; probes and -demuxers may run
+            decoded()
+        return run(command, *args, **kwargs)
+
+    monkeypatch.setattr(audio_module.subprocess, "run", ffmpeg_without_decoding)
+    monkeypatch.setattr(sf.SoundFile, "read", decoded)
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize("suffix", [".m4a", ".webm", ".wav", ".flac", ".mp3"])
+def test_an_over_long_file_is_refused_before_it_is_decoded(tmp_path, monkeypatch, suffix):
+    path = silence(tmp_path / f"podcast{suffix}", 21)
+    forbid_decoding(monkeypatch)
+    with pytest.raises(AudioLoadError, match=r"podcast\..* is 21 min 00 s long, over the limit"):
+        load_audio(path)
+
+
+@needs_ffmpeg
+def test_an_over_long_file_whose_length_is_unknown_is_still_refused(tmp_path, monkeypatch):
+    # Without ffprobe's answer the decoder stops a second past the limit.
+    monkeypatch.setattr(audio_module, "_probe_duration", lambda ffmpeg, path: None)
+    path = silence(tmp_path / "long.m4a", 0.1, "-c:a", "aac")
+    with pytest.raises(AudioLoadError, match=r"long\.m4a is more than 3\.\d s long"):
+        load_audio(path, max_duration_s=2.0)
+
+
+def test_a_length_just_over_the_limit_is_not_shown_as_the_limit(tmp_path):
+    path = tmp_path / "edge.wav"
+    sf.write(path, np.zeros(round(1200.4 * 8000), dtype=np.int16), 8000, subtype="PCM_16")
+    message = load_error(path)
+    assert "edge.wav is 1200.4 s long, over the limit of 1200.0 s." in message
+
+
+@pytest.mark.parametrize("name", ["locked.wav", "locked.m4a", "locked.mod"])
+def test_a_file_we_may_not_read_says_so(tmp_path, monkeypatch, name):
+    # Tests run as root, where chmod denies nothing: the OS's refusal is simulated.
+    path = tmp_path / name
+    write(path, sine(440, 0.5), format="WAV")
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(audio_module, "open", denied, raising=False)
+    monkeypatch.setattr(sf, "SoundFile", denied)
+    for load in (load_audio, load_sketch):
+        with pytest.raises(AudioLoadError) as caught:
+            load(path)
+        message = str(caught.value)
+        assert message.startswith(f"{name} cannot be read: you do not have permission")
+        assert "Check the file's permissions" in message and "damaged" not in message
+
+
 def _midi_file(path: Path) -> Path:
     import mido
 

@@ -32,7 +32,7 @@ from neurochip.library.metadata import (
 from neurochip.library.names import take_filename
 from neurochip.library.store import TakeLibrary
 from neurochip.library.thumbnails import spectrogram_thumbnail
-from neurochip.settings import RenderSettings
+from neurochip.settings import MAX_SEED, RenderSettings
 from neurochip.takeset import pair_takes
 
 SETTINGS = RenderSettings(prompt="a funk band with slap bass, ünïcödé", seed=9, denoise=0.3)
@@ -688,14 +688,14 @@ def test_take_filename_is_made_from_song_and_settings():
 )
 @pytest.mark.parametrize("with_settings", [True, False])
 def test_take_filename_is_always_safe(source, with_settings):
-    long_prompt = RenderSettings(prompt="ünïcödé 音楽 " + "word " * 80, seed=2**62)
+    long_prompt = RenderSettings(prompt="ünïcödé 音楽 " + "word " * 80, seed=MAX_SEED)
     chosen = long_prompt if with_settings else None
     name = take_filename(source, chosen, "crossfade comparison", ".flac")
     assert SAFE_NAME.fullmatch(name) and name.endswith(".flac")
     assert len(name) <= names.MAX_FILENAME_CHARS
     assert name == take_filename(source, chosen, "crossfade comparison", ".flac")
     if with_settings:
-        assert "unicode" in name and f"seed{2**62}" in name
+        assert "unicode" in name and f"seed{MAX_SEED}" in name
 
 
 def test_take_filename_edge_cases():

@@ -6,19 +6,21 @@ from the analytic signal's instantaneous frequency, levels as RMS in dB.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import mido
 import numpy as np
 import pytest
+import soundfile as sf
 from scipy import signal
 
 from neurochip.errors import AudioLoadError, NeuroChipError
-from neurochip.io.decode import load_audio
+from neurochip.io.decode import DEFAULT_MAX_DURATION_S, load_audio
 from neurochip.sketch import load_sketch
 from neurochip.synth import (
+    MAX_SYNTH_WORK,
     MAX_VOICES_PER_CHANNEL,
+    NOTE_COST_S,
     PEAK_LEVEL,
     RELEASE_TAIL_S,
     VIBRATO_MAX_CENTS,
@@ -30,7 +32,9 @@ from neurochip.synth import (
     read_midi,
     render_midi,
     render_soundfont,
+    synth_work,
 )
+from neurochip.synth import chip as chip_module
 from neurochip.synth import midi as midi_reader
 from neurochip.synth import soundfont as soundfont_module
 
@@ -477,6 +481,37 @@ def test_bad_overrides_are_clear_errors(tmp_path):
         render_midi(path, voices={"2": "kazoo"})
 
 
+def test_a_channel_is_mixed_only_where_its_notes_sound(tmp_path, monkeypatch):
+    # A 1 s note with pan automation, in a song made 100 s long by another channel: the
+    # panned channel's 99 silent seconds are not mixed (they cost time, not sound).
+    path = one_track(
+        tmp_path / "sparse.mid",
+        cc(0, 10, 0),
+        cc(0.5, 10, 127),
+        note(0, 1),
+        note(99, 100, 60, channel=1),
+    )
+    mixed = []
+    expand = chip_module._Clock.expand
+    monkeypatch.setattr(
+        chip_module._Clock, "expand", lambda self, *a: mixed.append(a) or expand(self, *a)
+    )
+    audio = render_midi(path)
+    assert len(mixed) == 2  # one chunk, left and right
+    assert rms_db(audio.samples[0, : SR // 2]) > rms_db(audio.samples[1, : SR // 2]) + 20
+
+
+def test_the_fast_wavetable_read_is_the_modulo_one(tmp_path):
+    table = chip_module._wavetable("saw", 40)
+    phases = np.cumsum(np.full(10_000, 0.0123)) + np.arange(10_000) * 1e-7 + 12345.0
+    size = len(table) - 2
+    position = (phases % 1.0) * size
+    index = position.astype(np.intp)
+    fraction = position - index
+    expected = table[index] + fraction * (table[index + 1] - table[index])
+    np.testing.assert_array_equal(chip_module._read_table(table, phases), expected)
+
+
 def test_progress_is_reported_up_to_one(tmp_path):
     path = one_track(tmp_path / "p.mid", *(note(i / 10, i / 10 + 0.1, 60 + i) for i in range(20)))
     seen: list[float] = []
@@ -542,15 +577,151 @@ def test_bad_input_is_one_clear_error_naming_the_file(tmp_path, case, message):
     assert path.name in str(caught.value)
 
 
-def test_too_long_midi_is_refused_fast(tmp_path):
+def forbid_playing(monkeypatch) -> None:
+    """Make playing any note (chip synth or FluidSynth) fail the test: refusals come first."""
+
+    def played(*args, **kwargs):
+        raise AssertionError("a note was played before the song was refused")
+
+    monkeypatch.setattr(chip_module, "_render_note", played)
+    monkeypatch.setattr(chip_module, "_render_drums", played)
+    monkeypatch.setattr(soundfont_module.subprocess, "run", played)
+    monkeypatch.setattr(soundfont_module, "find_fluidsynth", lambda: "/usr/bin/fluidsynth")
+
+
+def fake_soundfont(tmp_path: Path) -> Path:
+    path = tmp_path / "font.sf2"
+    path.write_bytes(b"RIFF\0\0\0\0sfbk")
+    return path
+
+
+def test_too_long_midi_is_refused_before_its_notes_are_paired(tmp_path, monkeypatch):
     ten_hours = 10 * 3600
     path = one_track(tmp_path / "forever.mid", note(0, 1), note(ten_hours - 1, ten_hours))
-    started = time.perf_counter()
+
+    def paired(*args, **kwargs):
+        raise AssertionError("the notes were paired before the length was checked")
+
+    monkeypatch.setattr(midi_reader, "_collect_events", paired)
     with pytest.raises(NeuroChipError, match=r"forever\.mid is 10 h 00 min 00 s long"):
         render_midi(path)
-    assert time.perf_counter() - started < 2.0  # a hang guard, not a benchmark
     with pytest.raises(NeuroChipError, match="over the limit of 5.0 s"):
         read_midi(one_track(tmp_path / "ten.mid", note(0, 10)), max_seconds=5)
+
+
+def test_midi_and_audio_share_one_duration_limit(tmp_path, monkeypatch):
+    # One constant: the loader's.
+    assert midi_reader.MAX_MIDI_SECONDS is DEFAULT_MAX_DURATION_S
+    # Its last event exactly at the limit: with the release tail its audio is 0.5 s over,
+    # and the loader refuses that much audio, so every MIDI path refuses it too.
+    forbid_playing(monkeypatch)
+    limit = DEFAULT_MAX_DURATION_S
+    path = one_track(tmp_path / "edge.mid", note(0, 1), note(limit - 1, limit))
+    over = (
+        r"edge\.mid is 1200\.5 s long \(its last event, plus 0\.5 s .*over the limit of 1200\.0 s"
+    )
+    with pytest.raises(NeuroChipError, match=over):
+        read_midi(path)
+    with pytest.raises(AudioLoadError, match=over):
+        load_sketch(path)
+    with pytest.raises(NeuroChipError, match=over):
+        render_soundfont(path, fake_soundfont(tmp_path))
+
+
+def test_a_midi_is_compared_with_the_limit_as_the_audio_it_becomes(tmp_path, monkeypatch):
+    forbid_playing(monkeypatch)
+    path = one_track(tmp_path / "edge.mid", note(9, 10))  # 10.5 s of audio
+    wav = tmp_path / "edge.wav"
+    sf.write(wav, np.zeros(round(10.5 * SR), dtype=np.float32), SR)
+    for load in (load_audio, load_sketch):
+        with pytest.raises(AudioLoadError, match=r"edge\.(wav|mid) is 10\.5 s long"):
+            load(wav if load is load_audio else path, max_duration_s=10)
+    with pytest.raises(NeuroChipError, match="over the limit of 10.0 s"):
+        read_midi(path, max_seconds=10)
+    assert read_midi(path, max_seconds=10.5).duration_s == 10.5
+
+
+@pytest.mark.parametrize("limit", [0, -1, float("nan")])
+def test_a_nonsense_duration_limit_is_refused(tmp_path, limit):
+    with pytest.raises(NeuroChipError, match="maximum duration must be more than 0 s"):
+        read_midi(one_track(tmp_path / "a.mid", note(0, 1)), max_seconds=limit)
+
+
+def test_a_compute_bomb_is_refused_before_any_note_is_played(tmp_path, monkeypatch):
+    # 64 notes held for 19 minutes, 16 per channel (none stolen): a few hundred bytes that
+    # took minutes and gigabytes to play.
+    forbid_playing(monkeypatch)
+    held = [note(0, 19 * 60, 40 + i % 16, channel=i // 16) for i in range(64)]
+    path = one_track(tmp_path / "bomb.mid", *held)
+    assert path.stat().st_size < 1000
+    refusal = (
+        r"bomb\.mid is too much for the synth to play: its 64 notes add up to 72,973 "
+        r"voice-seconds .* over the limit of 10,000 .* Look for stuck"
+    )
+    with pytest.raises(NeuroChipError, match=refusal):
+        read_midi(path)
+    with pytest.raises(NeuroChipError, match=refusal):
+        render_midi(path)
+    with pytest.raises(AudioLoadError, match=refusal):
+        load_sketch(path)
+    with pytest.raises(NeuroChipError, match=refusal):
+        render_soundfont(path, fake_soundfont(tmp_path))
+
+
+def test_work_counts_held_time_after_the_pedal_and_voice_stealing(tmp_path):
+    # 20 notes struck together and held 100 s on one channel: 4 are stolen at once.
+    stacked = [note(0, 100, 40 + i) for i in range(20)]
+    song = read_midi(one_track(tmp_path / "stack.mid", *stacked))
+    assert synth_work(song) == pytest.approx(16 * 100 + 20 * NOTE_COST_S)
+    # Released after 1 s, but the pedal holds them until 30 s.
+    pedal = [cc(0, 64, 127), note(0, 1, 60), note(0, 1, 64), cc(30, 64, 0), note(30, 31, 67)]
+    song = read_midi(one_track(tmp_path / "pedal.mid", *pedal))
+    assert synth_work(song) == pytest.approx(2 * 30 + 1 + 3 * NOTE_COST_S)
+
+
+def test_drum_hits_cost_their_hit_unless_a_voice_makes_them_notes(tmp_path, monkeypatch):
+    # 100 hits on channel 10, each "held" 10 s (drums ignore note-offs).
+    hits = [note(i * 10, i * 10 + 10, 38, channel=9) for i in range(100)]
+    path = one_track(tmp_path / "kit.mid", *hits)
+    song = read_midi(path)
+    assert synth_work(song) == pytest.approx(100 * NOTE_COST_S)
+    assert synth_work(song, {"2": "pulse50"}) == pytest.approx(100 * (10 + NOTE_COST_S))
+    # render_midi weighs the song again with its voices, before playing a note.
+    forbid_playing(monkeypatch)
+    monkeypatch.setattr(midi_reader, "MAX_SYNTH_WORK", 500)
+    with pytest.raises(NeuroChipError, match=r"kit\.mid is too much .* 1,020 voice-seconds"):
+        render_midi(song, voices={"2": "pulse50"})
+
+
+def test_a_dense_twenty_minute_song_is_not_refused(tmp_path):
+    # Bass and lead in eighths, three-note chords a bar long, kick, snare and hats in eighths:
+    # denser than most sketches, and 20 minutes of it still fits under the limit.
+    events = []
+    for bar in range(598):  # 2 s bars at 120 BPM, just under 20 minutes with the tail
+        t = 2.0 * bar
+        events += [note(t, t + 1.97, p, channel=2) for p in (57, 60, 64)]
+        for eighth in range(8):
+            e = t + eighth / 4
+            events += note(e, e + 0.23, 33, channel=0) + note(e, e + 0.24, 69, channel=1)
+            events += note(e, e + 0.05, (36, 42, 38, 42)[eighth % 4], channel=9)
+    song = read_midi(one_track(tmp_path / "dense.mid", *events))
+    assert 8_000 < synth_work(song) < MAX_SYNTH_WORK
+
+
+def test_a_midi_we_may_not_read_says_so(tmp_path, monkeypatch):
+    # Tests run as root, where chmod denies nothing: the OS's refusal is simulated.
+    path = one_track(tmp_path / "locked.mid", note(0, 1))
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(mido, "MidiFile", denied)
+    for load in (read_midi, load_sketch):
+        with pytest.raises(NeuroChipError) as caught:
+            load(path)
+        message = str(caught.value)
+        assert message.startswith("locked.mid cannot be read: you do not have permission")
+        assert "Check the file's permissions" in message and "damaged" not in message
 
 
 def test_huge_file_is_refused_before_parsing(tmp_path, monkeypatch):

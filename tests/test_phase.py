@@ -6,6 +6,7 @@ import torch
 from neurochip.errors import NeuroChipError
 from neurochip.phase import (
     DEFAULT_ITERATIONS,
+    MAX_ITERATIONS,
     PhaseSettings,
     _band_pair,
     griffin_lim,
@@ -202,6 +203,27 @@ def test_settings_validate():
         PhaseSettings(mode="magic")  # type: ignore[arg-type]
     with pytest.raises(NeuroChipError):
         PhaseSettings(iterations=-1)
+    assert PhaseSettings(iterations=MAX_ITERATIONS).griffin_lim_iterations == 1000
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"iterations": 10**8}, "Griffin-Lim iterations must be a whole number from 0 to 1000"),
+        ({"iterations": 2.5}, "Griffin-Lim iterations must be a whole number"),
+        ({"nnls_iterations": 10**8}, "Inverse mel iterations must be a whole number from 0 to"),
+        ({"momentum": float("nan")}, "momentum must be a number from 0 to below 1, not nan"),
+        ({"seed": -1}, "phase seed must be a whole number"),
+        ({"chunk_frames": 0}, "Chunk frames must be a whole number from 1 to"),
+        ({"chunk_frames": 10**9}, "Chunk frames must be a whole number from 1 to"),
+    ],
+)
+def test_every_phase_setting_is_bounded(change, message):
+    with pytest.raises(NeuroChipError, match=message):
+        PhaseSettings(**change)
+
+
+def test_settings_refuse_what_the_reconstruction_cannot_use():
     with pytest.raises(NeuroChipError, match="source audio"):
         waveform_from_amplitudes(torch.rand(1, 512, 10), PARAMS, settings=PhaseSettings())
     with pytest.raises(NeuroChipError, match="columns"):

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from pathlib import Path
 
 import pytest
 
 from neurochip.cli import build_parser
 from neurochip.errors import NeuroChipError
+from neurochip.phase import MAX_ITERATIONS
 from neurochip.settings import (
+    MAX_SEED,
     TABLE_SETTINGS,
     RenderSettings,
     TakeSetOptions,
@@ -45,6 +49,89 @@ def test_invalid_settings_are_clear_errors(change, message):
 def test_invalid_take_set_options_are_clear_errors(change, message):
     with pytest.raises(NeuroChipError, match=message):
         TakeSetOptions(**change)
+
+
+def number_fields(kind: str) -> list[tuple[type, str]]:
+    """(class, field) of every ``kind`` ("int" or "float") setting, optional or not."""
+    return [
+        (settings_class, f.name)
+        for settings_class in (RenderSettings, TakeSetOptions)
+        for f in dataclasses.fields(settings_class)
+        if str(f.type).startswith(kind)
+    ]
+
+
+FLOAT_FIELDS = number_fields("float")
+INT_FIELDS = number_fields("int")
+
+
+def test_the_number_fields_are_all_found():
+    assert {name for _, name in FLOAT_FIELDS} == {
+        "denoise", "guidance", "start_s", "duration_s", "overlap",
+        "width", "compare_at_s", "compare_fade_s", "compare_back_s",
+    }  # fmt: skip
+    assert {name for _, name in INT_FIELDS} == {
+        "steps",
+        "seed",
+        "phase_iterations",
+        "batch_size",
+        "seed_b",
+    }
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+@pytest.mark.parametrize(("settings_class", "name"), FLOAT_FIELDS)
+def test_non_finite_numbers_are_refused_in_every_float_field(settings_class, name, value):
+    # JSON has no NaN or infinity: "--duration inf" once wrote "Infinity" into a sidecar.
+    label = describe(settings_class, name).label
+    with pytest.raises(NeuroChipError) as caught:
+        settings_class(**{name: value})
+    assert str(caught.value) == f"{label} must be a finite number, not {value}."
+
+
+@pytest.mark.parametrize(("settings_class", "name"), FLOAT_FIELDS + INT_FIELDS)
+def test_every_number_setting_has_an_upper_bound(settings_class, name):
+    with pytest.raises(NeuroChipError, match=r"not 1000000000000\.$"):
+        settings_class(**{name: 10**12})
+
+
+@pytest.mark.parametrize(
+    ("settings_class", "change", "message"),
+    [
+        (RenderSettings, {"denoise": "0.3"}, "Denoise must be a number, not '0.3'"),
+        (RenderSettings, {"steps": 2.5}, "Steps must be a whole number, not 2.5"),
+        (RenderSettings, {"seed": True}, "Seed must be a whole number, not True"),
+        (TakeSetOptions, {"width": None}, "Stereo width must be a number, not None"),
+    ],
+)
+def test_numbers_of_the_wrong_type_are_clear_errors(settings_class, change, message):
+    with pytest.raises(NeuroChipError, match=message):
+        settings_class(**change)
+
+
+def test_griffin_lim_iterations_are_bounded():
+    assert RenderSettings(phase_iterations=MAX_ITERATIONS).phase_settings.iterations == 1000
+    with pytest.raises(NeuroChipError, match=r"Griffin-Lim iterations must be 0-1000"):
+        RenderSettings(phase_iterations=10**8)
+
+
+def test_seeds_are_the_range_the_app_offers():
+    assert RenderSettings(seed=MAX_SEED).seed == 2**32 - 1
+    assert describe(RenderSettings, "seed").maximum == MAX_SEED
+    for too_big in ({"seed": 2**63 - 1}, {"seed": MAX_SEED + 1}):
+        with pytest.raises(
+            NeuroChipError, match=r"Seed must be a whole number from 0 to 4294967295"
+        ):
+            RenderSettings(**too_big)
+    with pytest.raises(NeuroChipError, match=r"seed of take B must be .* 0 to 4294967295"):
+        TakeSetOptions(seed_b=MAX_SEED + 1)
+
+
+def test_take_b_of_the_largest_seed_wraps_to_zero():
+    # seed + 1 once failed for the largest seed, even when no pair was made.
+    settings = RenderSettings(seed=MAX_SEED)
+    assert TakeSetOptions().take_b(settings) == settings.replace(seed=0)
+    assert TakeSetOptions(seed_b=MAX_SEED).take_b(settings).seed == MAX_SEED
 
 
 def test_settings_serialise_and_come_back():

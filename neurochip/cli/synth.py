@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> None:
         if args.voice:
             raise NeuroChipError("--voice picks chip voices; it does not apply to --soundfont.")
         soundfont = None if args.soundfont == "default" else args.soundfont
-        audio = render_soundfont(args.midi, soundfont)
+        audio = render_soundfont(args.midi, soundfont, max_seconds=args.max_duration)
         how = "the SoundFont"
     else:
         voices = dict(args.voice or [])

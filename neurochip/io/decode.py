@@ -289,7 +289,24 @@ def _check_input_file(path: Path) -> str:
         raise AudioLoadError(
             f"{name} is empty (0 bytes); the export or download probably failed. Export it again."
         )
+    # The decoders report a file they may not open as damaged; say what is really wrong.
+    try:
+        with open(path, "rb") as f:
+            f.read(1)
+    except PermissionError as err:
+        raise unreadable_file_error(name) from err
+    except OSError as err:
+        raise AudioLoadError(f"{name} cannot be opened: {err.strerror or err}.") from err
     return suffix
+
+
+def unreadable_file_error(name: str) -> AudioLoadError:
+    """The error for a file this user may not read (the same for audio and MIDI)."""
+    return AudioLoadError(
+        f"{name} cannot be read: you do not have permission to open it. Check the file's "
+        "permissions (e.g. `chmod a+r FILE`), or copy it to a folder of your own and load "
+        "the copy."
+    )
 
 
 def _load_with_soundfile(path: Path, max_duration_s: float | None) -> Audio:
@@ -367,6 +384,14 @@ def _load_with_ffmpeg(path: Path, max_duration_s: float | None) -> Audio:
             f"{name} ({kind}) cannot be decoded by the ffmpeg at {ffmpeg} ({why}). {fix}"
         )
 
+    if max_duration_s is not None and suffix not in _CHIP_FORMATS:
+        # Refuse an over-long file before decoding it: decoding 20 minutes only to refuse
+        # them took seconds and a gigabyte. Chip rips are cut instead; an unknown duration
+        # is caught while decoding (see below).
+        duration = _probe_duration(ffmpeg, path)
+        if duration is not None and duration > max_duration_s:
+            raise _too_long_error(path, duration, max_duration_s, exact=True)
+
     command = [
         ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error",
         # "file:" stops ffmpeg reading a name like "a:b.m4a" as protocol "a", and "-x.m4a"
@@ -427,10 +452,9 @@ def _load_with_ffmpeg(path: Path, max_duration_s: float | None) -> Audio:
         samples = samples[:, : math.floor(play_s * rate)]
     audio = Audio(samples, rate)
     if max_duration_s is not None and audio.frames > max_duration_s * rate:
-        duration = _probe_duration(ffmpeg, path)
-        if duration is None or duration <= max_duration_s:
-            raise _too_long_error(path, audio.duration_s, max_duration_s, exact=False)
-        raise _too_long_error(path, duration, max_duration_s, exact=True)
+        # The container did not know (or understated) its length: we only decoded a
+        # second past the limit, so all we can say is "more than".
+        raise _too_long_error(path, audio.duration_s, max_duration_s, exact=False)
     return audio
 
 
@@ -546,12 +570,20 @@ def _damaged_error(path: Path, reason: str) -> AudioLoadError:
     )
 
 
+def format_over_limit(duration_s: float, limit_s: float) -> tuple[str, str]:
+    """A length and the limit it is over, as people say them, never both "20 min 00 s"."""
+    length, limit = format_duration(duration_s), format_duration(limit_s)
+    if length == limit:  # rounded to the same second: show the tenths
+        length, limit = f"{duration_s:.1f} s", f"{limit_s:.1f} s"
+    return length, limit
+
+
 def _too_long_error(
     path: Path, duration_s: float, max_duration_s: float, *, exact: bool
 ) -> AudioLoadError:
-    length = format_duration(duration_s) if exact else f"more than {format_duration(duration_s)}"
+    length, limit = format_over_limit(duration_s, max_duration_s)
+    length = length if exact else f"more than {length}"
     return AudioLoadError(
-        f"{path.name} is {length} long, over the limit of "
-        f"{format_duration(max_duration_s)}. Trim it, or raise the limit with "
-        f"--max-duration SEC (max_duration_s= in Python)."
+        f"{path.name} is {length} long, over the limit of {limit}. Trim it, or raise the "
+        f"limit with --max-duration SEC (max_duration_s= in Python)."
     )

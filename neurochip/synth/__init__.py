@@ -6,15 +6,16 @@ alternative.
 
 * :mod:`neurochip.synth.midi` reads the file: its parts, notes, controller changes and tempo
   map, and the chip voice each General MIDI program gets (:func:`read_midi`,
-  :func:`default_voice`).
+  :func:`default_voice`); how much work a song is to play (:func:`synth_work`), weighed
+  before anything is played.
 * :mod:`neurochip.synth.chip` is the chip synth (:func:`render_midi`): voices, wavetables,
   envelopes, and the controller curves (bend, vibrato, volume, pan). See it for what each
   control does.
 * :mod:`neurochip.synth.drums` is its drum kit, for channel 10.
 * :mod:`neurochip.synth.soundfont` plays the file with FluidSynth instead
   (:func:`render_soundfont`).
-* :mod:`neurochip.synth.common` holds what these share: the sample clock, progress
-  reporting, the NES noise LFSR and the output level.
+* :mod:`neurochip.synth.common` holds what these share: the sample clock, voice stealing,
+  progress reporting, the NES noise LFSR and the output level.
 
 Every problem with an input is raised as :class:`~neurochip.errors.NeuroChipError` naming
 the file.
@@ -32,6 +33,8 @@ from neurochip.synth.midi import (
     DRUMS,
     MAX_MIDI_BYTES,
     MAX_MIDI_SECONDS,
+    MAX_SYNTH_WORK,
+    NOTE_COST_S,
     RELEASE_TAIL_S,
     VOICES,
     MidiSong,
@@ -39,6 +42,7 @@ from neurochip.synth.midi import (
     default_voice,
     gm_program_name,
     read_midi,
+    synth_work,
 )
 from neurochip.synth.soundfont import find_fluidsynth, find_soundfont, render_soundfont
 
@@ -47,7 +51,9 @@ __all__ = [
     "DRUMS",
     "MAX_MIDI_BYTES",
     "MAX_MIDI_SECONDS",
+    "MAX_SYNTH_WORK",
     "MAX_VOICES_PER_CHANNEL",
+    "NOTE_COST_S",
     "PEAK_LEVEL",
     "RELEASE_TAIL_S",
     "VIBRATO_MAX_CENTS",
@@ -62,4 +68,5 @@ __all__ = [
     "read_midi",
     "render_midi",
     "render_soundfont",
+    "synth_work",
 ]

@@ -66,16 +66,29 @@ import numpy as np
 from neurochip.errors import NeuroChipError
 from neurochip.io.audio import Audio
 from neurochip.synth.common import (
+    _CHUNK,
     _STEAL_RELEASE_S,
     CONTROL_BLOCK,
+    MAX_VOICES_PER_CHANNEL,
     PEAK_LEVEL,
     _check_sample_rate,
     _Clock,
     _lfsr_sequence,
+    _mark,
     _Progress,
+    _steal,
 )
 from neurochip.synth.drums import _render_drums
-from neurochip.synth.midi import DRUMS, VOICES, Control, MidiSong, Note, default_voice, read_midi
+from neurochip.synth.midi import (
+    DRUMS,
+    VOICES,
+    Control,
+    MidiSong,
+    Note,
+    _check_work,
+    default_voice,
+    read_midi,
+)
 
 __all__ = [
     "CONTROL_BLOCK",
@@ -85,9 +98,6 @@ __all__ = [
     "VIBRATO_RATE_HZ",
     "render_midi",
 ]
-
-MAX_VOICES_PER_CHANNEL: int = 16
-"""Notes sounding at once on one channel before the oldest is stolen."""
 
 VIBRATO_RATE_HZ: float = 5.5
 """Rate of the mod-wheel vibrato."""
@@ -99,7 +109,6 @@ VIBRATO_MAX_CENTS: float = 50.0
 _BAND_LIMIT_FRACTION = 0.475
 _BAND_LIMIT_HZ = 20_000.0
 _END_FADE_S = 0.02
-_CHUNK = 1 << 16  # samples per oscillator chunk, bounds memory for very long notes
 
 
 @dataclass(frozen=True)
@@ -153,12 +162,17 @@ def render_midi(
 
     Raises:
         NeuroChipError: For a bad file (see :func:`read_midi`), an unknown track key or
-            voice in ``voices``, or a bad sample rate.
+            voice in ``voices``, a bad sample rate, or a song that is too much work to play
+            with these voices (:data:`~neurochip.synth.midi.MAX_SYNTH_WORK`), refused before
+            any note is played.
     """
     if not isinstance(song, MidiSong):
         song = read_midi(song)
     sample_rate = _check_sample_rate(sample_rate)
     overrides = _check_overrides(song, voices or {})
+    # Again, with the overrides: they decide which notes are drums (and a MidiSong can be
+    # made without read_midi).
+    _check_work(song.name, song.notes, overrides)
 
     frames = max(1, round(song.duration_s * sample_rate))
     clock = _Clock(sample_rate, frames)
@@ -172,8 +186,10 @@ def render_midi(
 
     mix = np.zeros((2 if stereo else 1, frames), dtype=np.float32)
     bus = np.zeros(frames, dtype=np.float32)
+    # The chunks of the bus this channel's notes reach: only those are mixed and cleared,
+    # so a channel costs the time its notes sound, not the length of the song.
+    touched = np.zeros(-(-frames // _CHUNK), dtype=bool)
     for channel, notes in sorted(by_channel.items()):
-        bus[:] = 0.0
         pitched: list[tuple[Note, str]] = []
         drums: list[Note] = []
         for note in notes:
@@ -184,11 +200,15 @@ def render_midi(
                 pitched.append((note, voice))
         pitch_curve = _pitch_curve(controls, channel, clock)
         for note, voice, end_s, release_s in _steal_voices(pitched):
-            _render_note(bus, note, voice, end_s, release_s, pitch_curve, clock)
+            _mark(touched, *_render_note(bus, note, voice, end_s, release_s, pitch_curve, clock))
             report.step()
-        _render_drums(bus, drums, clock, report)
+        _render_drums(bus, drums, clock, report, touched)
+        chunks = np.flatnonzero(touched)
         for out, gain in enumerate(_gain_curves(controls, channel, clock, stereo)):
-            _mix_in(mix[out], bus, gain, clock)
+            _mix_in(mix[out], bus, gain, clock, chunks)
+        for chunk in chunks:
+            bus[chunk * _CHUNK : (chunk + 1) * _CHUNK] = 0.0
+        touched[:] = False
 
     fade = min(frames, round(_END_FADE_S * sample_rate))
     mix[:, frames - fade :] *= np.linspace(1.0, 0.0, fade, dtype=np.float32)
@@ -199,9 +219,16 @@ def render_midi(
     return Audio(mix, sample_rate)
 
 
-def _mix_in(out: np.ndarray, bus: np.ndarray, gain: float | np.ndarray, clock: _Clock) -> None:
-    """Add ``bus`` times a gain (a number, or a block curve) into ``out``."""
-    for start in range(0, clock.frames, _CHUNK):  # in chunks: no song-long temporaries
+def _mix_in(
+    out: np.ndarray, bus: np.ndarray, gain: float | np.ndarray, clock: _Clock, chunks: np.ndarray
+) -> None:
+    """Add ``bus`` times a gain (a number, or a block curve) into ``out``, chunk by chunk.
+
+    Only the :data:`_CHUNK` s listed in ``chunks`` (the rest of the bus is silent), one at a
+    time: no song-long temporaries.
+    """
+    for chunk in chunks.tolist():
+        start = chunk * _CHUNK
         stop = min(clock.frames, start + _CHUNK)
         scale = gain if isinstance(gain, float) else clock.expand(gain, start, stop)
         out[start:stop] += bus[start:stop] * scale
@@ -290,18 +317,8 @@ def _steal_voices(
     With :data:`MAX_VOICES_PER_CHANNEL` notes held, a new note ends the oldest one, which
     then fades out in 5 ms instead of its voice's release.
     """
-    ends = [note.end_s for note, _ in pitched]
-    stolen = [False] * len(pitched)
-    order = sorted(range(len(pitched)), key=lambda i: pitched[i][0].start_s)
-    active: list[tuple[float, int]] = []  # (start, index) of the notes still held
-    for index in order:
-        start = pitched[index][0].start_s
-        active = [(s, i) for s, i in active if ends[i] > start]
-        if len(active) >= MAX_VOICES_PER_CHANNEL:
-            oldest = min(active)
-            active.remove(oldest)
-            ends[oldest[1]], stolen[oldest[1]] = start, True
-        active.append((start, index))
+    notes = [note for note, _ in pitched]
+    ends, stolen = _steal([note.start_s for note in notes], [note.end_s for note in notes])
     for index, (note, voice) in enumerate(pitched):
         release = _STEAL_RELEASE_S if stolen[index] else _VOICE_SPECS[voice].release
         yield note, voice, ends[index], release
@@ -315,13 +332,13 @@ def _render_note(
     release_s: float,
     pitch_curve: np.ndarray | None,
     clock: _Clock,
-) -> None:
-    """Add one pitched note to the channel's bus."""
+) -> tuple[int, int]:
+    """Add one pitched note to the channel's bus; return the samples it reached."""
     spec = _VOICE_SPECS[voice]
     rate = clock.rate
     start = round(note.start_s * rate)
     if start >= clock.frames:
-        return
+        return 0, 0
     # Short notes still reach full level: the gate lasts at least the attack.
     gate = max(round((end_s - note.start_s) * rate), round(spec.attack * rate), 1)
     release = max(round(release_s * rate), 1)
@@ -340,7 +357,7 @@ def _render_note(
     else:
         harmonics = int(min(_BAND_LIMIT_HZ, _BAND_LIMIT_FRACTION * rate) // top)
         if harmonics < 1:
-            return  # even the fundamental would be above the band limit: inaudible
+            return 0, 0  # even the fundamental would be above the band limit: inaudible
         table = _wavetable(voice, min(harmonics, 4096))
         wave_of = functools.partial(_read_table, table)
 
@@ -367,6 +384,7 @@ def _render_note(
         wave *= envelope.segment(chunk_start, chunk_stop)
         wave *= amplitude
         bus[start + chunk_start : start + chunk_stop] += wave
+    return start, start + length
 
 
 class _Envelope:
@@ -429,7 +447,10 @@ def _wavetable(voice: str, harmonics: int) -> np.ndarray:
 def _read_table(table: np.ndarray, phases: np.ndarray) -> np.ndarray:
     """The wavetable at the given phases (cycles), linearly interpolated."""
     size = len(table) - 2
-    position = phases % 1.0
+    # phases - floor(phases) is phases % 1.0 exactly (phases are never negative), and numpy
+    # computes it ~20x faster than its floating-point modulo, which was most of a note's time.
+    position = np.floor(phases)
+    np.subtract(phases, position, out=position)
     position *= size
     index = position.astype(np.intp)
     position -= index  # now the fraction between table[index] and table[index + 1]

@@ -1,25 +1,33 @@
 """What the chip synth, its drum kit and the SoundFont renderer share.
 
 The sample clock with its grid of control blocks (controller curves are stepped every
-:data:`CONTROL_BLOCK` samples and interpolated in between), progress reporting, the NES noise
-channel's LFSR (heard in the chip's ``noise`` voice and in the drums), the output level and
-the sample-rate check every render makes.
+:data:`CONTROL_BLOCK` samples and interpolated in between) and of mixing chunks, voice
+stealing (which the reader also needs, to estimate a song's work before it is played),
+progress reporting, the NES noise channel's LFSR (heard in the chip's ``noise`` voice and in
+the drums), the output level and the sample-rate check every render makes.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from neurochip.errors import NeuroChipError
 
-__all__ = ["CONTROL_BLOCK", "PEAK_LEVEL"]
+__all__ = ["CONTROL_BLOCK", "MAX_VOICES_PER_CHANNEL", "PEAK_LEVEL"]
 
 CONTROL_BLOCK: int = 64
 """Samples per step of the controller curves (interpolated linearly in between)."""
+
+MAX_VOICES_PER_CHANNEL: int = 16
+"""Notes sounding at once on one channel before the oldest is stolen."""
+
+# Samples per chunk of an oscillator or of a channel's mix: bounds the temporaries of a very
+# long note, and a channel is only cleared and mixed in the chunks its notes reach.
+_CHUNK = 1 << 16
 
 PEAK_LEVEL: float = 0.89
 """Peak level of a render, about -1 dBFS."""
@@ -34,6 +42,32 @@ def _check_sample_rate(sample_rate: int) -> int:
             f"The sample rate must be a whole number of at least 8000 Hz; got {sample_rate}."
         )
     return int(sample_rate)
+
+
+def _steal(starts: Sequence[float], ends: Sequence[float]) -> tuple[list[float], list[bool]]:
+    """Notes' ends after voice stealing, and which notes were stolen.
+
+    ``starts`` and ``ends`` are one channel's pitched notes. With
+    :data:`MAX_VOICES_PER_CHANNEL` notes held, a new note ends the oldest one at its start.
+    """
+    ends = list(ends)
+    stolen = [False] * len(starts)
+    active: list[tuple[float, int]] = []  # (start, index) of the notes still held
+    for index in sorted(range(len(starts)), key=starts.__getitem__):
+        start = starts[index]
+        active = [(s, i) for s, i in active if ends[i] > start]
+        if len(active) >= MAX_VOICES_PER_CHANNEL:
+            oldest = min(active)
+            active.remove(oldest)
+            ends[oldest[1]], stolen[oldest[1]] = start, True
+        active.append((start, index))
+    return ends, stolen
+
+
+def _mark(touched: np.ndarray, start: int, stop: int) -> None:
+    """Mark the :data:`_CHUNK` s of a bus that samples ``[start, stop)`` reach."""
+    if stop > start:
+        touched[start // _CHUNK : (stop - 1) // _CHUNK + 1] = True
 
 
 class _Progress:

@@ -21,7 +21,7 @@ from typing import NamedTuple
 import numpy as np
 from scipy import signal
 
-from neurochip.synth.common import _STEAL_RELEASE_S, _Clock, _lfsr_sequence, _Progress
+from neurochip.synth.common import _STEAL_RELEASE_S, _Clock, _lfsr_sequence, _mark, _Progress
 from neurochip.synth.midi import Note
 
 
@@ -163,8 +163,13 @@ def _drum_parts(sound: _DrumSound, rate: int) -> tuple[np.ndarray, np.ndarray | 
     return tone, noise_envelope
 
 
-def _render_drums(bus: np.ndarray, notes: Sequence[Note], clock: _Clock, report: _Progress) -> None:
-    """Add drum hits (one-shots: note-offs are ignored; closed hats choke the open hat)."""
+def _render_drums(
+    bus: np.ndarray, notes: Sequence[Note], clock: _Clock, report: _Progress, touched: np.ndarray
+) -> None:
+    """Add drum hits (one-shots: note-offs are ignored; closed hats choke the open hat).
+
+    The chunks of ``bus`` they reach are marked in ``touched``.
+    """
     rate, frames = clock.rate, clock.frames
     buffers = _noise_buffers(rate)
     chokes = sorted(n.start_s for n in notes if n.pitch in _HAT_CHOKERS)
@@ -192,3 +197,4 @@ def _render_drums(bus: np.ndarray, notes: Sequence[Note], clock: _Clock, report:
             fade = min(length, round(_STEAL_RELEASE_S * rate))
             hit[length - fade :] *= np.linspace(1.0, 0.0, fade)
         bus[start : start + length] += hit * (note.velocity / 127.0) ** 2
+        _mark(touched, start, start + length)

@@ -12,9 +12,17 @@ track joins one tempo map that times all tracks, as sequencers do; SMPTE time di
 supported too. Tempos outside 10-1000 BPM are refused rather than clamped: such a file is
 broken, and silently changing its timing would make a mockup that does not line up with
 the composer's bars. The song length is computed from the events alone (the time of the
-last event of any kind, exactly what ``mido.MidiFile.length`` reports), so a MIDI that
-lasts ten hours is refused before anything is rendered. Files over :data:`MAX_MIDI_BYTES`
-are refused up front, because mido parses at a few microseconds per byte.
+last event of any kind, exactly what ``mido.MidiFile.length`` reports). A MIDI is as long
+as the audio it becomes (that length plus :data:`RELEASE_TAIL_S`), and that is what the
+limit (:data:`MAX_MIDI_SECONDS`, the audio loader's own) is compared with, so a MIDI that
+lasts ten hours is refused before its notes are even paired. Files over
+:data:`MAX_MIDI_BYTES` are refused up front, because mido parses at a few microseconds per
+byte.
+
+Length alone does not bound the work: 64 notes held for 20 minutes are a 700-byte file
+that once took minutes and gigabytes to play. So the notes are weighed as soon as they are
+paired (:func:`synth_work`, in voice-seconds), and a song over :data:`MAX_SYNTH_WORK` is
+refused before any note is played, by the chip synth or by FluidSynth.
 
 Each (track, channel) pair that plays notes becomes one :class:`TrackInfo`, the unit a
 composer can give another voice. Its ``key`` is the 1-based number of the track in the file
@@ -35,8 +43,9 @@ the file.
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -45,11 +54,19 @@ import numpy as np
 
 from neurochip.errors import NeuroChipError
 from neurochip.io.audio import format_duration
+from neurochip.io.decode import (
+    DEFAULT_MAX_DURATION_S,
+    format_over_limit,
+    unreadable_file_error,
+)
+from neurochip.synth.common import MAX_VOICES_PER_CHANNEL, _steal
 
 __all__ = [
     "DRUMS",
     "MAX_MIDI_BYTES",
     "MAX_MIDI_SECONDS",
+    "MAX_SYNTH_WORK",
+    "NOTE_COST_S",
     "RELEASE_TAIL_S",
     "VOICES",
     "Control",
@@ -59,6 +76,7 @@ __all__ = [
     "default_voice",
     "gm_program_name",
     "read_midi",
+    "synth_work",
 ]
 
 VOICES: tuple[str, ...] = ("pulse12", "pulse25", "pulse50", "triangle", "saw", "noise")
@@ -67,8 +85,30 @@ VOICES: tuple[str, ...] = ("pulse12", "pulse25", "pulse50", "triangle", "saw", "
 DRUMS = "drums"
 """The drum kit: the default for channel 10, and also accepted as a voice override."""
 
-MAX_MIDI_SECONDS: float = 20 * 60
-"""Longest MIDI :func:`read_midi` accepts by default (20 minutes, as for audio files)."""
+MAX_MIDI_SECONDS: float = DEFAULT_MAX_DURATION_S
+"""Longest MIDI :func:`read_midi` accepts by default: the audio loader's limit (20 minutes).
+
+Compared with the length of the audio the MIDI becomes, release tail included, as the
+loader compares the length of a file's audio.
+"""
+
+NOTE_COST_S: float = 0.2
+"""What each note adds to :func:`synth_work` on top of how long it is held, in seconds.
+
+Its attack, release (up to 0.2 s) and setup: ~0.1-0.2 ms of synth time each, measured,
+which is what 0.2 s of a held note costs. A drum hit counts this alone (a crash, the
+longest, measured 0.18 ms).
+"""
+
+MAX_SYNTH_WORK: float = 10_000.0
+"""Most voice-seconds (:func:`synth_work`) a MIDI may ask for: about 8 notes held for 20 minutes.
+
+Set from measurement on a shared 2-core machine (load 2-5): the chip synth played the
+``bench/synth.py`` song at 1,100-1,700 voice-seconds a second, and its slowest case (the
+noise voice with bend and vibrato on 16 held notes) at 720-1,080. Songs at the limit took
+9-10 s; at the slowest rate seen one would take ~14 s. A dense 20-minute song (bass and
+lead in eighths, three-note chords, drums: the benchmark's song) is ~9,000-9,500.
+"""
 
 MAX_MIDI_BYTES: int = 4 * 1024 * 1024
 """Largest MIDI file read (4 MiB; mido needs ~2 s per MiB, real sketches are far smaller)."""
@@ -247,18 +287,22 @@ def read_midi(path: str | os.PathLike[str], max_seconds: float = MAX_MIDI_SECOND
 
     Args:
         path: The ``.mid`` file.
-        max_seconds: Refuse songs longer than this (their last event is later), checked
-            from the events before any notes are collected.
+        max_seconds: Refuse songs whose render would be longer than this (the last event
+            plus :data:`RELEASE_TAIL_S`), checked from the events before any notes are
+            collected; ``math.inf`` for no limit.
 
     Returns:
         The parts, notes and controller curves, timed in seconds.
 
     Raises:
-        NeuroChipError: If the file is missing, not a MIDI file, damaged, type 2, too big
-            or too long, has an absurd tempo (outside 10-1000 BPM) or no notes.
+        NeuroChipError: If the file is missing, not a MIDI file, damaged, type 2, too big,
+            too long or too much work to play (:data:`MAX_SYNTH_WORK`), has an absurd tempo
+            (outside 10-1000 BPM) or no notes.
     """
     import mido  # a core dependency; imported here because only MIDI sketches need it
 
+    if isinstance(max_seconds, bool) or not max_seconds > 0:  # NaN fails too
+        raise NeuroChipError(f"The maximum duration must be more than 0 s; got {max_seconds}.")
     path = Path(path).expanduser()
     name = path.name
     if not path.is_file():
@@ -290,11 +334,13 @@ def read_midi(path: str | os.PathLike[str], max_seconds: float = MAX_MIDI_SECOND
     seconds_of = _tick_clock(path, mid, track_ticks)
     end_tick = max((int(t[-1]) for t in track_ticks if len(t)), default=0)
     length_s = float(seconds_of(np.array([end_tick]))[0])
-    if length_s > max_seconds:
+    if length_s + RELEASE_TAIL_S > max_seconds:
+        length, limit = format_over_limit(length_s + RELEASE_TAIL_S, max_seconds)
         raise NeuroChipError(
-            f"{name} is {format_duration(length_s)} long, over the limit of "
-            f"{format_duration(max_seconds)}. Shorten it (check for stray events far "
-            "after the last note), or raise the limit (max_seconds=)."
+            f"{name} is {length} long (its last event, plus {RELEASE_TAIL_S:g} s for the "
+            f"last notes to ring out), over the limit of {limit}. Shorten it (check for stray "
+            "events far after the last note), or raise the limit with --max-duration SEC "
+            "(max_seconds= in Python)."
         )
 
     notes, controls, parts = _collect_events(mid, track_ticks, seconds_of, length_s)
@@ -303,6 +349,7 @@ def read_midi(path: str | os.PathLike[str], max_seconds: float = MAX_MIDI_SECOND
             f"{name} has no notes: it holds only tempo, controller or other events. "
             "Export the MIDI again with the note tracks included."
         )
+    _check_work(name, notes)
     tracks = _describe_parts(mid, parts, notes)
     tempo_map = _tempo_map(mid, track_ticks)
     tempos = tuple(
@@ -320,10 +367,65 @@ def read_midi(path: str | os.PathLike[str], max_seconds: float = MAX_MIDI_SECOND
     )
 
 
+def synth_work(song: MidiSong, voices: Mapping[str, str] | None = None) -> float:
+    """How much playing a song asks of the synth, in voice-seconds.
+
+    Each pitched note counts the seconds it is held, after the sustain pedal and voice
+    stealing (at most :data:`MAX_VOICES_PER_CHANNEL` per channel) are resolved, plus
+    :data:`NOTE_COST_S`; each drum hit counts :data:`NOTE_COST_S`. The chip synth's time
+    grows with it (see :data:`MAX_SYNTH_WORK`).
+
+    Args:
+        song: A song from :func:`read_midi`.
+        voices: Voice overrides as :func:`~neurochip.synth.chip.render_midi` takes them
+            (track key -> voice): they decide which parts are drums.
+    """
+    parts = {track.key: index for index, track in enumerate(song.tracks)}
+    overrides = {parts[key]: voice for key, voice in (voices or {}).items() if key in parts}
+    return _work(song.notes, overrides)
+
+
+def _work(notes: Sequence[Note], overrides: Mapping[int, str]) -> float:
+    """:func:`synth_work` of notes, with voice overrides by part index."""
+    held: dict[int, tuple[list[float], list[float]]] = {}  # channel -> pitched starts, ends
+    for note in notes:
+        voice = overrides.get(note.part, DRUMS if note.channel == DRUM_CHANNEL else "pitched")
+        if voice != DRUMS:
+            starts, ends = held.setdefault(note.channel, ([], []))
+            starts.append(note.start_s)
+            ends.append(note.end_s)
+    total = len(notes) * NOTE_COST_S
+    for starts, ends in held.values():
+        if len(starts) > MAX_VOICES_PER_CHANNEL:  # stealing can only shorten notes
+            ends = _steal(starts, ends)[0]
+        total += math.fsum(max(0.0, end - start) for start, end in zip(starts, ends, strict=True))
+    return total
+
+
+def _check_work(
+    name: str, notes: Sequence[Note], overrides: Mapping[int, str] | None = None
+) -> None:
+    """Refuse notes whose :func:`synth_work` is over :data:`MAX_SYNTH_WORK`."""
+    work = _work(notes, overrides or {})
+    if work > MAX_SYNTH_WORK:
+        raise NeuroChipError(
+            f"{name or 'This MIDI file'} is too much for the synth to play: its "
+            f"{len(notes):,} notes add up to {work:,.0f} voice-seconds (each note counted for "
+            f"as long as it is held, plus {NOTE_COST_S:g} s), over the limit of "
+            f"{MAX_SYNTH_WORK:,.0f} (about {MAX_SYNTH_WORK / DEFAULT_MAX_DURATION_S:.0f} notes "
+            f"held for {format_duration(DEFAULT_MAX_DURATION_S)}). Look for stuck or "
+            "stacked duplicate notes, thin out dense chords, or split the song."
+        )
+
+
 def _bad_midi_error(path: Path, err: BaseException) -> NeuroChipError:
+    if isinstance(err, PermissionError):
+        return unreadable_file_error(path.name)
     try:
         with path.open("rb") as f:
             header = f.read(4)
+    except PermissionError:
+        return unreadable_file_error(path.name)
     except OSError as os_err:
         return NeuroChipError(f"{path.name} cannot be read: {os_err.strerror or os_err}.")
     if header != b"MThd":
