@@ -6,16 +6,21 @@ need lives here. Heavy objects (the engine, the library) load once per server pr
 
 from __future__ import annotations
 
+import gc
+import io
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+import soundfile as sf
 import streamlit as st
 
 from neurochip.engine import Engine
 from neurochip.errors import NeuroChipError
-from neurochip.jobs import Job
+from neurochip.io.audio import Audio
+from neurochip.jobs import SLOW_POLL_S, Job
 from neurochip.library.store import TakeLibrary
 from neurochip.model import DEFAULT_MODEL_ID
 from neurochip.settings import RenderSettings, TakeSetOptions, describe
@@ -45,9 +50,24 @@ def _load_engine(choice: ModelChoice) -> tuple[Engine | None, str | None]:
     # Failures are cached too: retrying a missing 4 GB download on every rerun would freeze the
     # page. The Model page's "Try again" clears this cache.
     try:
-        return Engine.from_pretrained(choice.source, choice.device, choice.dtype), None
+        loaded = Engine.from_pretrained(choice.source, choice.device, choice.dtype)
     except NeuroChipError as err:
         return None, str(err)
+    freeze_long_lived_objects()
+    return loaded, None
+
+
+def freeze_long_lived_objects() -> None:
+    """Hide what lives as long as the server (torch, diffusers, the model) from the collector.
+
+    Streamlit runs a full ``gc.collect(2)`` after every page run, fragment runs included. With
+    the model loaded that walks half a million objects, 0.4-0.6 s holding the GIL on a small
+    CPU: two pages polling render progress spent most of the interpreter on it, and the render
+    threads starved (issue 9). Frozen objects are skipped by every collection (they are still
+    freed by reference counting when dropped); what pages create later is collected as before.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def engine() -> tuple[Engine | None, str | None]:
@@ -210,6 +230,71 @@ def format_seconds(seconds: float | None) -> str:
         return "estimating..."
     minutes, secs = divmod(int(round(seconds)), 60)
     return f"{minutes}:{secs:02d}"
+
+
+def memo(name: str, key: Any, build: Callable[[], Any]) -> Any:
+    """``build()``, kept in this session for as long as ``key`` stays the same.
+
+    For what a page draws on every run but only changes with its input (a job's figures, the
+    sketch's audio): a page run then costs what drawing it costs, not making it again.
+    Keys are compared with ``is`` first (jobs), then ``==``.
+    """
+    slot = f"_memo_{name}"
+    kept = st.session_state.get(slot)
+    if kept is not None and (kept[0] is key or kept[0] == key):
+        return kept[1]
+    value = build()
+    st.session_state[slot] = (key, value)
+    return value
+
+
+def wav_bytes(audio: Audio) -> bytes:
+    """16-bit WAV of ``audio`` for st.audio (which would otherwise encode it on every run)."""
+    buffer = io.BytesIO()
+    sf.write(buffer, audio.samples.T, audio.sample_rate, format="WAV", subtype="PCM_16")
+    return buffer.getvalue()
+
+
+# How a page watches a job: a fragment polls it (only the progress is drawn, with back-off), and
+# the page's full run, which always draws a finished job's results, marks it as drawn. Until
+# then the fragment keeps asking for a full run, so a finished job always reaches its page even
+# if one such request is lost.
+
+
+def poll_every(key: str, job: Job | None) -> float | None:
+    """The ``run_every`` of the fragment that watches ``job``, for the page's full run.
+
+    Call it where the page draws the job's results (a full run draws a finished job's results,
+    so it is marked as drawn here). None when there is nothing to watch.
+    """
+    if job is None or job.finished:
+        st.session_state[f"{key}_drawn"] = job
+        interval = None
+    else:
+        interval = job.poll_interval()
+    st.session_state[f"{key}_poll_s"] = interval
+    return interval
+
+
+def watch_job(key: str, label: str) -> Job | None:
+    """The body of a job's polling fragment: the job's progress, and nothing else.
+
+    Returns the job while it runs (the caller may add a cancel button), else None. Asks for a
+    full page run when the job finished and its results are not drawn yet, or to re-arm the
+    timer at the slow rate once the job has been quiet for a while.
+    """
+    job = st.session_state.get(f"{key}_job")
+    if job is None:
+        return None
+    if job.finished:
+        if st.session_state.get(f"{key}_drawn") is not job:
+            st.rerun()  # the full run draws the results (and marks them drawn)
+        return None
+    show_job_progress(job, label)
+    armed = st.session_state.get(f"{key}_poll_s")
+    if armed is not None and armed < SLOW_POLL_S <= job.poll_interval():
+        st.rerun()  # nothing changed for a while: poll slowly from now on
+    return job
 
 
 def show_job_progress(job: Job, label: str) -> None:

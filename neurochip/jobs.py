@@ -24,6 +24,23 @@ log = logging.getLogger(__name__)
 
 PENDING, RUNNING, DONE, FAILED, CANCELLED = "pending", "running", "done", "failed", "cancelled"
 
+#: Polling back-off for UIs: poll every ``FAST_POLL_S`` while a job changes, slowing down to
+#: ``SLOW_POLL_S`` while nothing does (a render queued behind another one for minutes).
+FAST_POLL_S, SLOW_POLL_S = 0.5, 2.0
+
+
+def poll_interval(quiet_s: float, fast: float = FAST_POLL_S, slow: float = SLOW_POLL_S) -> float:
+    """How often to look at a job that has not changed for ``quiet_s`` seconds.
+
+    ``fast`` while it just changed, doubling for every ``4 * fast`` seconds of quiet, up to
+    ``slow``: steps of 0.5, 1 and 2 s by default, so a UI that re-arms its timer only when the
+    interval changes does so at most a few times per job.
+    """
+    interval = fast
+    while interval < slow and quiet_s >= 4 * interval:
+        interval *= 2
+    return min(interval, slow)
+
 
 class Job(Generic[T]):
     """One piece of work on its own thread.
@@ -59,6 +76,10 @@ class Job(Generic[T]):
         self.error: str | None = None
         self.started_at: float | None = None
         self.finished_at: float | None = None
+        #: Goes up by one on every change a UI could show (state, stage, progress); a poller
+        #: that saw this version has nothing new to draw.
+        self.version = 0
+        self.changed_at = clock()
 
     def start(self) -> Job[T]:
         self._thread.start()
@@ -92,10 +113,25 @@ class Job(Generic[T]):
             return None
         return self.elapsed_s() * (1 - self.fraction) / self.fraction
 
+    def quiet_s(self) -> float:
+        """Seconds since the job last changed (0 once it finished: its end is news)."""
+        if self.finished:
+            return 0.0
+        return max(0.0, self._clock() - self.changed_at)
+
+    def poll_interval(self) -> float:
+        """How often a UI should look at this job now (see :func:`poll_interval`)."""
+        return poll_interval(self.quiet_s())
+
+    def _changed(self) -> None:  # with self._lock held
+        self.version += 1
+        self.changed_at = self._clock()
+
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
             return {
                 "name": self.name,
+                "version": self.version,
                 "state": self.state,
                 "fraction": self.fraction,
                 "stage": self.stage,
@@ -106,7 +142,9 @@ class Job(Generic[T]):
 
     def _progress(self, fraction: float, stage: str) -> None:
         with self._lock:
-            self.fraction, self.stage = fraction, stage
+            if (fraction, stage) != (self.fraction, self.stage):
+                self.fraction, self.stage = fraction, stage
+                self._changed()
 
     def _run(self) -> None:
         if self._delay_s and self._cancel.wait(self._delay_s):
@@ -115,6 +153,7 @@ class Job(Generic[T]):
         self.started_at = self._clock()
         with self._lock:
             self.state = RUNNING
+            self._changed()
         try:
             result = self._work(self._progress, self._cancel)
         except NeuroChipError as err:
@@ -142,3 +181,4 @@ class Job(Generic[T]):
             if fraction is not None:
                 self.fraction = fraction
             self.error = error
+            self._changed()

@@ -6,7 +6,16 @@ import threading
 import pytest
 
 from neurochip.errors import NeuroChipError, RenderCancelled
-from neurochip.jobs import CANCELLED, DONE, FAILED, RUNNING, Job
+from neurochip.jobs import (
+    CANCELLED,
+    DONE,
+    FAILED,
+    FAST_POLL_S,
+    RUNNING,
+    SLOW_POLL_S,
+    Job,
+    poll_interval,
+)
 
 # Only a guard against a hung test: every wait below ends on an event long before this.
 HANG_S = 30
@@ -168,3 +177,51 @@ def test_results_survive_the_caller(delay):
     job = registry["render"]  # a later page looks it up
     assert job.wait(HANG_S)
     assert job.state == DONE and job.result == "saved" and job.snapshot()["fraction"] == 1.0
+
+
+# --- polling: a change counter and back-off for UIs --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("quiet_s", "interval"),
+    [(0.0, 0.5), (1.9, 0.5), (2.0, 1.0), (3.9, 1.0), (4.0, 2.0), (600.0, 2.0)],
+)
+def test_poll_interval_backs_off_while_nothing_changes(quiet_s, interval):
+    assert poll_interval(quiet_s) == interval
+    assert FAST_POLL_S <= poll_interval(quiet_s) <= SLOW_POLL_S
+
+
+def test_version_counts_changes_and_quiet_time_drives_the_back_off():
+    clock = FakeClock(0.0)
+    reported, go, done = threading.Event(), threading.Event(), threading.Event()
+    again = threading.Event()
+
+    def work(progress, cancel):
+        progress(0.25, "step 1")
+        progress(0.25, "step 1")  # the same again: nothing new to draw
+        reported.set()
+        assert go.wait(HANG_S)
+        progress(0.5, "step 2")
+        again.set()
+        assert done.wait(HANG_S)
+        return "ok"
+
+    job = Job(work, clock=clock)
+    assert job.version == 0 and job.poll_interval() == FAST_POLL_S
+    job.start()
+    assert reported.wait(HANG_S)
+    seen = job.snapshot()["version"]
+    assert seen == 2  # running, then step 1 once
+    clock.now = 3.0
+    assert job.quiet_s() == 3.0 and job.poll_interval() == 1.0
+    clock.now = 10.0
+    assert job.poll_interval() == SLOW_POLL_S  # queued or stuck: look every 2 s
+    go.set()
+    assert again.wait(HANG_S)
+    assert job.version == seen + 1 and job.quiet_s() == 0.0
+    assert job.poll_interval() == FAST_POLL_S  # it moves again: look often
+    done.set()
+    assert job.wait(HANG_S) and job.state == DONE
+    assert job.version == seen + 2  # finishing is a change too
+    clock.now = 100.0
+    assert job.quiet_s() == 0.0 and job.poll_interval() == FAST_POLL_S

@@ -49,7 +49,7 @@ if song is None:
     st.stop()
 
 audio = song.audio
-st.audio(audio.samples, sample_rate=audio.sample_rate)
+st.audio(ui.memo("sketch_wav", song.key, lambda: ui.wav_bytes(audio)), format="audio/wav")
 st.caption(
     f"**{song.name}** · {ui.format_seconds(audio.duration_s)} · "
     f"{'stereo' if audio.channels == 2 else 'mono'} · {audio.sample_rate} Hz "
@@ -167,39 +167,46 @@ if engine is not None and (
 preview_job = st.session_state.get("preview_job")
 
 
-@st.fragment(run_every=0.5 if preview_job is not None and not preview_job.finished else None)
+# Polls only the preview's progress, slowing down while it does not change; a full run (this
+# page) draws the finished preview. See ui.watch_job.
+@st.fragment(run_every=ui.poll_every("preview", preview_job))
 def preview_progress() -> None:
-    job = st.session_state.get("preview_job")
-    if job is None:
-        return
-    if not job.finished:
-        ui.show_job_progress(job, "Preview")
-    elif st.session_state.get("preview_drawn") is not job:
-        st.session_state["preview_drawn"] = job
-        st.rerun()  # draw the finished preview with the rest of the page
+    ui.watch_job("preview", "Preview")
 
 
 preview_progress()
 
-if preview_job is not None and preview_job.state == "done" and preview_job.result is not None:
-    result = preview_job.result
-    st.audio(result.audio.samples, sample_rate=result.audio.sample_rate)
-    st.plotly_chart(
-        spectrogram_figure(
-            {"input": result.input_image, "output": result.output_image}, result.start_s
-        ),
-        width="stretch",
-    )
-elif preview_job is not None and preview_job.state == "failed":
-    st.error(preview_job.error)
-else:
-    # No take yet (or no model): show what the model would see of the region.
+
+def region_figure():
     try:
         picture, picture_start = region_picture(audio, preview_start)
     except NeuroChipError:
-        picture = None  # a region too short to draw
-    if picture is not None:
-        st.plotly_chart(spectrogram_figure({"input": picture}, picture_start), width="stretch")
+        return None  # a region too short to draw
+    return spectrogram_figure({"input": picture}, picture_start)
+
+
+# One container, whatever it holds: the render fragment below keeps its place in the page (a
+# fragment's id is its place), so its timer never points at a fragment that is gone.
+with st.container():
+    if preview_job is not None and preview_job.state == "done" and preview_job.result is not None:
+        result = preview_job.result
+        # Made once per preview, not on every run of the page.
+        st.audio(ui.memo("preview_wav", preview_job, lambda: ui.wav_bytes(result.audio)))
+        figure = ui.memo(
+            "preview_figure",
+            preview_job,
+            lambda: spectrogram_figure(
+                {"input": result.input_image, "output": result.output_image}, result.start_s
+            ),
+        )
+        st.plotly_chart(figure, width="stretch")
+    elif preview_job is not None and preview_job.state == "failed":
+        st.error(preview_job.error)
+    else:
+        # No take yet (or no model): show what the model would see of the region.
+        figure = ui.memo("region_figure", (song.key, round(preview_start, 2)), region_figure)
+        if figure is not None:
+            st.plotly_chart(figure, width="stretch")
 
 # --- full render ------------------------------------------------------------------------------
 
@@ -262,18 +269,11 @@ if st.button(
     st.rerun()
 
 
-@st.fragment(run_every=0.5 if busy else None)
+@st.fragment(run_every=ui.poll_every("render", render_job))
 def render_progress() -> None:
-    job = st.session_state.get("render_job")
-    if job is None:
-        return
-    if not job.finished:
-        ui.show_job_progress(job, "Rendering")
-        if st.button("Cancel render", icon=":material/cancel:"):
-            job.cancel()
-    elif st.session_state.get("render_drawn") is not job:
-        st.session_state["render_drawn"] = job
-        st.rerun()
+    job = ui.watch_job("render", "Rendering")
+    if job is not None and st.button("Cancel render", icon=":material/cancel:"):
+        job.cancel()
 
 
 render_progress()
