@@ -10,7 +10,7 @@ import gc
 import io
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from neurochip.io.audio import Audio
 from neurochip.jobs import SLOW_POLL_S, Job
 from neurochip.library.store import TakeLibrary
 from neurochip.model import DEFAULT_MODEL_ID
-from neurochip.settings import RenderSettings, TakeSetOptions, describe
+from neurochip.settings import RenderSettings, TakeSetOptions, default_of, describe
 from neurochip.sketch import SKETCH_SUFFIXES, Sketch, load_sketch
 
 UPLOAD_SUFFIXES = list(SKETCH_SUFFIXES)
@@ -152,7 +152,7 @@ DEFAULT_PROMPT = "a funk band with slap bass, live recording"
 def default(name: str) -> Any:
     if name == "prompt":
         return DEFAULT_PROMPT  # an empty prompt is a poor first impression
-    return next(f.default for f in fields(SETTINGS[name]) if f.name == name)
+    return default_of(SETTINGS[name], name)
 
 
 def remembered(name: str) -> str:

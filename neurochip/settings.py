@@ -54,12 +54,21 @@ def _setting(default: Any, **about: Any) -> Any:
     return field(default=default, metadata={"setting": Setting(**about)})
 
 
-def describe(settings_class: type, name: str) -> Setting:
-    """The :class:`Setting` of field ``name`` of a settings dataclass."""
+def _field(settings_class: type, name: str) -> dataclasses.Field:
     for f in dataclasses.fields(settings_class):
         if f.name == name:
-            return f.metadata["setting"]
+            return f
     raise KeyError(name)
+
+
+def describe(settings_class: type, name: str) -> Setting:
+    """The :class:`Setting` of field ``name`` of a settings dataclass."""
+    return _field(settings_class, name).metadata["setting"]
+
+
+def default_of(settings_class: type, name: str) -> Any:
+    """The default value of field ``name`` of a settings dataclass."""
+    return _field(settings_class, name).default
 
 
 def help_text(settings_class: type, name: str) -> str:

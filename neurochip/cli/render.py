@@ -7,7 +7,6 @@ Collects settings, shows progress and reports the files: the work itself is
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from pathlib import Path
 
@@ -24,19 +23,15 @@ from neurochip.cli.common import (
 from neurochip.errors import NeuroChipError
 from neurochip.library.store import TakeLibrary
 from neurochip.model import DEFAULT_MODEL_ID
-from neurochip.settings import RenderSettings, TakeSetOptions, describe
+from neurochip.settings import RenderSettings, TakeSetOptions, default_of, describe
 from neurochip.sketch import load_sketch
 
 OUTPUT_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 
 
-def _default(settings_class: type, name: str):
-    return next(f.default for f in dataclasses.fields(settings_class) if f.name == name)
-
-
 def _setting(parser, flag: str, settings_class: type, name: str, **options) -> None:
     """An option whose help and default come from the settings dataclass."""
-    default = _default(settings_class, name)
+    default = default_of(settings_class, name)
     shown = "" if default in (None, "", False) else f" (default {default})"
     parser.add_argument(
         flag,
