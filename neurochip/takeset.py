@@ -145,6 +145,7 @@ def render_take_set(
         if library is not None:
             result.saved[role] = library.add(take_audio, metadata, thumbnail=thumbnail).id
 
+    thumbnails: dict[str, Any] = {}
     for i, (name, take_settings) in enumerate(takes.items()):
 
         def report(fraction: float, stage: str, i: int = i, name: str = name) -> None:
@@ -155,10 +156,11 @@ def render_take_set(
         render = engine.render(audio, take_settings, report, cancel)
         result.renders[name] = render
         meta = take_metadata("take", {name: take_settings}, source_name, render.info)
-        keep(name, render.audio, meta, _thumbnail(render))
+        thumbnails[name] = _thumbnail(render)
+        keep(name, render.audio, meta, thumbnails[name])
 
     info = result.renders["A"].info
-    cover = _thumbnail(result.renders["A"])
+    cover = thumbnails["A"]  # the pair and the comparison show take A's picture
     mix = result.renders["A"].audio
     if options.stereo_pair:
         mix = stereo_pair(mix, result.renders["B"].audio, options.width)
