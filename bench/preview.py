@@ -1,0 +1,248 @@
+"""Benchmark: slider change to audio -- how long a composer waits for a preview.
+
+A preview is ``Engine.preview``: one 5.12 s region of the song rendered with the current
+settings, reusing the song's cached encoding. Two cases, both on the same song:
+
+* **first**: the song was just loaded (a fresh engine, nothing cached): the preview pays for
+  encoding the song first;
+* **cached**: the song's encoding is kept and a setting changed (the seed, here: every repeat
+  is a new seed, as a composer trying seeds would make), so only the region is rendered.
+
+Each row has the wall time and where it went (encode, denoise, decode, phase: read off the
+engine's progress reports; on CUDA each report waits for the GPU first, so a stage's time is
+its own), the UNet items and calls, and the peak GPU memory.
+
+Models: ``tiny`` is the tests' tiny random-weight model (``tests/tiny_model.py``), the one the
+issue's CPU targets are stated for; ``quick`` and ``full`` are ``bench/render.py``'s reduced
+and real-size Stable Diffusion 1.5 architectures. **All weights are random**: the previews are
+noise; only the times and counts mean anything.
+
+    .venv/bin/python bench/preview.py                       # tiny model, CPU
+    .venv/bin/python bench/preview.py --model full          # SD 1.5 size (GPU; minutes on CPU)
+    .venv/bin/python bench/preview.py --song-seconds 180 --repeat 5 --json preview.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+
+# bench/render.py (next to this file, so importable when this runs as a script) owns the
+# random-weight SD 1.5 builder, the work counter and the benchmark's settings.
+from render import (
+    FULL,
+    QUICK,
+    build_model,
+    count_work,
+    import_tests,
+    neurochip_settings,
+    synchronize,
+)
+
+from neurochip.device import describe_device, resolve_device
+from neurochip.engine import PREVIEW_SECONDS, Engine
+from neurochip.io import Audio
+from neurochip.model import RiffusionModel, load_model, resolve_dtype
+
+STAGES = ("encode", "denoise", "decode", "phase")
+
+
+@dataclass
+class PreviewRun:
+    """One timed preview: a JSON row."""
+
+    case: str  # "first" or "cached"
+    wall_s: float
+    stages_s: dict[str, float]
+    unet_items: int
+    unet_calls: int
+    peak_gpu_mib: float | None
+
+
+@dataclass
+class Summary:
+    case: str
+    runs: int
+    median_s: float
+    best_s: float
+    stages_median_s: dict[str, float]
+    unet_items: int
+    unet_calls: int
+    peak_gpu_mib: float | None
+    wall_s_all: list[float] = field(default_factory=list)
+
+
+def stage_of(label: str) -> str:
+    """The engine's progress labels ("denoise step 3 of 17") by stage."""
+    for stage in STAGES:
+        if label.startswith(stage):
+            return stage
+    return "other"
+
+
+def timed_preview(engine: Engine, song: Audio, settings, start_s: float, case: str) -> PreviewRun:
+    device = engine.model.device
+    stages = dict.fromkeys(STAGES, 0.0)
+    current = ["encode", 0.0]
+
+    def progress(fraction: float, label: str) -> None:
+        synchronize(device)  # the stage before this report is finished, not just queued
+        now = time.perf_counter()
+        stages[current[0]] = stages.get(current[0], 0.0) + now - current[1]
+        current[:] = [stage_of(label), now]
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    with count_work(engine.model) as work:
+        synchronize(device)
+        began = time.perf_counter()
+        current[1] = began
+        engine.preview(song, settings, start_s, progress=progress)
+        synchronize(device)
+        wall = time.perf_counter() - began
+    stages.pop("done", None)
+    stages.pop("other", None)
+    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+    return PreviewRun(case, wall, stages, work.unet_items, work.unet_calls, peak)
+
+
+def summarise(runs: Sequence[PreviewRun]) -> Summary:
+    walls = [r.wall_s for r in runs]
+    return Summary(
+        case=runs[0].case,
+        runs=len(runs),
+        median_s=statistics.median(walls),
+        best_s=min(walls),
+        stages_median_s={
+            s: statistics.median(r.stages_s.get(s, 0.0) for r in runs) for s in STAGES
+        },
+        unet_items=runs[0].unet_items,
+        unet_calls=runs[0].unet_calls,
+        peak_gpu_mib=max((r.peak_gpu_mib or 0.0) for r in runs) if runs[0].peak_gpu_mib else None,
+        wall_s_all=walls,
+    )
+
+
+def build(model_name: str, device: torch.device, dtype: torch.dtype) -> RiffusionModel:
+    if model_name == "tiny":
+        import_tests()
+        from tests.tiny_model import build_tiny_model
+
+        folder = build_tiny_model(Path(tempfile.mkdtemp(prefix="neurochip-bench-")) / "tiny")
+        return load_model(str(folder), str(device), {torch.float16: "fp16"}.get(dtype, "fp32"))
+    return build_model(FULL if model_name == "full" else QUICK, device, dtype)
+
+
+def print_table(summaries: Sequence[Summary]) -> None:
+    header = (
+        f"{'case':<8} {'runs':>4} {'median s':>9} {'best s':>7}  "
+        + " ".join(f"{s:>8}" for s in STAGES)
+        + f"  {'UNet items':>10} {'calls':>5}  {'peak GPU MiB':>12}"
+    )
+    print(header)
+    print("-" * len(header))
+    for s in summaries:
+        peak = f"{s.peak_gpu_mib:12.0f}" if s.peak_gpu_mib else f"{'n/a':>12}"
+        stages = " ".join(f"{s.stages_median_s[k]:8.3f}" for k in STAGES)
+        print(
+            f"{s.case:<8} {s.runs:>4} {s.median_s:9.3f} {s.best_s:7.3f}  {stages}  "
+            f"{s.unet_items:>10} {s.unet_calls:>5}  {peak}"
+        )
+    print("stage columns: median seconds; 'first' includes encoding the whole song")
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Preview latency (slider change to audio), random weights: speed only."
+    )
+    parser.add_argument(
+        "--model",
+        choices=("tiny", "quick", "full"),
+        default=None,
+        help="tiny: the tests' model; quick/full: SD 1.5 layout reduced/real size "
+        "(default: full on CUDA, tiny elsewhere)",
+    )
+    parser.add_argument("--song-seconds", type=float, default=180.0, help="song length (180)")
+    parser.add_argument("--start", type=float, default=60.0, help="preview start, s (60)")
+    parser.add_argument("--steps", type=int, default=50, help="scheduler steps (50)")
+    parser.add_argument("--denoise", type=float, default=0.35, help="img2img strength (0.35)")
+    parser.add_argument("--repeat", type=int, default=5, help="cached previews timed (5)")
+    parser.add_argument("--first-repeat", type=int, default=2, help="first previews timed (2)")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--dtype", default="auto", choices=("auto", "fp32", "fp16", "bf16"))
+    parser.add_argument("--json", type=Path, default=None, help="write the results here")
+    args = parser.parse_args(argv)
+    if args.start + PREVIEW_SECONDS > args.song_seconds:
+        parser.error("--start must leave a whole preview (5.12 s) before the song's end")
+    if args.repeat < 1 or args.first_repeat < 1:
+        parser.error("--repeat and --first-repeat must be 1 or more")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    device = resolve_device(args.device)
+    dtype = resolve_dtype(args.dtype, device)
+    model_name = args.model or ("full" if device.type == "cuda" else "tiny")
+    print(f"building the {model_name} model on {device} ...", file=sys.stderr, flush=True)
+    model = build(model_name, device, dtype)
+    import_tests()
+    from tests.chiptune import make_chiptune
+
+    song = Audio(make_chiptune(args.song_seconds, stereo=False, seed=0), 44100)
+    settings = neurochip_settings("a funk band with slap bass", args.denoise, args.steps)
+
+    # Untimed warm-up on a short song: kernels chosen, allocator grown, prompt path exercised.
+    warm = Audio(song.samples[:, : round(12 * 44100)], 44100)
+    Engine(model).preview(warm, settings, 2.0)
+
+    first = []
+    for k in range(args.first_repeat):
+        print(f"first preview {k + 1}/{args.first_repeat} ...", file=sys.stderr, flush=True)
+        engine = Engine(model)  # nothing cached: the song was just loaded
+        first.append(timed_preview(engine, song, settings, args.start, "first"))
+    cached = []
+    for k in range(args.repeat):
+        print(f"cached preview {k + 1}/{args.repeat} ...", file=sys.stderr, flush=True)
+        changed = replace(settings, seed=settings.seed + 1 + k)  # a slider moved
+        cached.append(timed_preview(engine, song, changed, args.start, "cached"))
+
+    summaries = [summarise(first), summarise(cached)]
+    print(
+        f"model: {model.source} (random weights: timings only, never sound)\n"
+        f"device: {describe_device(device)}, {str(dtype).removeprefix('torch.')}, "
+        f"torch {torch.__version__}, threads {torch.get_num_threads()}\n"
+        f"song: {args.song_seconds:.0f} s synthesised chip tune; preview {PREVIEW_SECONDS} s at "
+        f"{args.start:.0f} s; steps {args.steps}, denoise {args.denoise} "
+        f"({settings.denoise_steps} denoising steps), guidance {settings.guidance}, phase "
+        f"{settings.phase}\n"
+    )
+    print_table(summaries)
+    if args.json:
+        report = {
+            "model": model.source,
+            "model_size": model_name,
+            "device": describe_device(device),
+            "dtype": str(dtype),
+            "torch": torch.__version__,
+            "song_seconds": args.song_seconds,
+            "settings": asdict(settings),
+            "summaries": [asdict(s) for s in summaries],
+            "runs": [asdict(r) for r in first + cached],
+        }
+        args.json.write_text(json.dumps(report, indent=2))
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
