@@ -86,6 +86,8 @@ def undeclared(files: Iterable[Path], allowed: set[str]) -> list[str]:
         for module, line in sorted(imported_modules(path).items()):
             if module in sys.stdlib_module_names or module in FIRST_PARTY:
                 continue
+            if (path.parent / f"{module}.py").exists():
+                continue  # a script's sibling (bench/preview.py imports bench/render.py)
             dists = {canonicalize_name(d) for d in providers.get(module, ())}
             where = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
             if not dists:
