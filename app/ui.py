@@ -20,7 +20,7 @@ import streamlit as st
 from neurochip.engine import Engine
 from neurochip.errors import NeuroChipError
 from neurochip.io.audio import Audio
-from neurochip.jobs import SLOW_POLL_S, Job
+from neurochip.jobs import DONE, FAILED, SLOW_POLL_S, Job
 from neurochip.library.store import TakeLibrary
 from neurochip.model import DEFAULT_MODEL_ID
 from neurochip.settings import RenderSettings, TakeSetOptions, default_of, describe
@@ -101,19 +101,73 @@ def demo_sketch() -> Sketch:
 
 
 def accept_upload(upload: Any) -> None:
-    """Load an uploaded file (``name``, ``file_id``, file-like) as the sketch.
+    """Start loading an uploaded file (``name``, ``file_id``, file-like) as the sketch.
 
-    A file that cannot be read leaves the sketch already loaded, with its settings, preview
-    and takes, as it was: the composer only sees why the new file was refused.
+    Loading runs as a job (a MIDI file is synthesised, which can take seconds), so the page
+    shows its progress and a Cancel button. Until it succeeds, the sketch already loaded stays,
+    with its settings, preview and takes; a file that cannot be read changes nothing else.
     """
     st.session_state["upload_id"] = upload.file_id
-    try:
-        set_sketch(load_sketch(upload, name=upload.name))
-        forget("upload_error")
-    except NeuroChipError as err:
-        current = current_sketch()
+    data, name = upload.getvalue(), upload.name
+
+    def load(progress, cancel) -> Sketch:
+        return load_sketch(data, name=name, progress=progress, cancel=cancel)
+
+    start_loading(load, f"Reading {name}")
+
+
+def change_voices(sketch: Sketch, voices: dict[str, str]) -> None:
+    """Start synthesising a MIDI sketch again with other voices, as a job (see accept_upload)."""
+
+    def load(progress, cancel) -> Sketch:
+        return sketch.with_voices(voices, progress, cancel)
+
+    start_loading(load, f"Playing {sketch.name} with the new voices", voices=(sketch.key, voices))
+
+
+def start_loading(work: Callable[..., Sketch], label: str, voices: Any = None) -> None:
+    previous = st.session_state.get("load_job")
+    if previous is not None:
+        previous.cancel()  # the newest file (or voice choice) wins
+    st.session_state["load_job"] = Job(work, name="load").start()
+    st.session_state["load_label"] = label
+    st.session_state["load_voices"] = voices
+    forget("upload_error")
+
+
+def cancel_loading() -> None:
+    """Stop the load in progress, if any: its sketch is not wanted any more."""
+    job = st.session_state.get("load_job")
+    if job is not None:
+        job.cancel()
+        st.session_state["load_adopted"] = job
+
+
+def loading_voices() -> Any:
+    """(sketch key, voices) of the voice change being synthesised or last tried, else None."""
+    job = st.session_state.get("load_job")
+    return st.session_state.get("load_voices") if job is not None else None
+
+
+def adopt_loaded_sketch() -> None:
+    """Take a finished load's sketch, or show its error; once per load, on a full page run.
+
+    A failed or cancelled voice change puts the voice pickers back to what is playing.
+    """
+    job = st.session_state.get("load_job")
+    if job is None or not job.finished or st.session_state.get("load_adopted") is job:
+        return
+    st.session_state["load_adopted"] = job
+    if job.state == DONE:
+        set_sketch(job.result)
+        return
+    current = current_sketch()
+    if job.state == FAILED:
         kept = f" {current.name} is still loaded." if current is not None else ""
-        st.session_state["upload_error"] = f"{err}{kept}"
+        st.session_state["upload_error"] = f"{job.error}{kept}"
+    if current is not None and st.session_state.get("load_voices") is not None:
+        forget(*[k for k in st.session_state if str(k).startswith(f"voice_{current.key}_")])
+        st.session_state["load_voices"] = None
 
 
 def forget(*keys: str) -> None:
@@ -128,6 +182,9 @@ def current_sketch() -> Sketch | None:
 
 
 def set_sketch(sketch: Sketch | None) -> None:
+    previous = st.session_state.get("preview_job")
+    if previous is not None:
+        previous.cancel()  # the old song's preview would only delay the new one's
     st.session_state["sketch"] = sketch
     forget("preview_job", "preview_key")
 

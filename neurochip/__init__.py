@@ -24,6 +24,7 @@ from neurochip.errors import (  # noqa: E402
     ModelNotFoundError,
     NeuroChipError,
     RenderCancelled,
+    TooLongError,
 )
 from neurochip.io import Audio, load_audio, save_audio  # noqa: E402
 from neurochip.library import Take, TakeLibrary, settings_from_take  # noqa: E402
@@ -57,6 +58,7 @@ __all__ = [
     "TakeLibrary",
     "TakeSet",
     "TakeSetOptions",
+    "TooLongError",
     "amplitudes_from_image",
     "crossfade_compare",
     "device_lock",

@@ -14,6 +14,20 @@ class AudioLoadError(NeuroChipError):
     """An input file could not be read as audio (or as a MIDI sketch)."""
 
 
+class TooLongError(AudioLoadError):
+    """A sketch is longer than the length limit.
+
+    The message says how long it is, the limit, and to trim it. Raising the limit is up to the
+    front end (the CLI's ``--max-duration``, ``max_duration_s=`` in Python; the app has a fixed
+    limit), so each adds that advice where it applies.
+    """
+
+    def __init__(self, message: str, *, duration_s: float, limit_s: float) -> None:
+        super().__init__(message)
+        self.duration_s = duration_s
+        self.limit_s = limit_s
+
+
 class ModelNotFoundError(NeuroChipError):
     """The model weights are not here; the message says how to get them."""
 

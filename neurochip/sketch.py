@@ -11,12 +11,13 @@ import hashlib
 import os
 import re
 import tempfile
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from neurochip.errors import AudioLoadError, NeuroChipError
+from neurochip.errors import AudioLoadError, NeuroChipError, RenderCancelled
 from neurochip.io.audio import SAMPLE_RATE, Audio
 from neurochip.io.decode import (
     DEFAULT_MAX_DURATION_S,
@@ -33,6 +34,9 @@ SKETCH_SUFFIXES: tuple[str, ...] = tuple(
 )
 
 SketchSource = str | os.PathLike[str] | BinaryIO | bytes
+
+#: progress(fraction done 0..1, stage), as the engine reports it (so a Job can run a load).
+LoadProgress = Callable[[float, str], None]
 
 
 @dataclass(frozen=True, eq=False)
@@ -59,12 +63,25 @@ class Sketch:
     def is_midi(self) -> bool:
         return self.midi is not None
 
-    def with_voices(self, voices: Mapping[str, str]) -> Sketch:
-        """The same MIDI sketch played with other voices (track key -> voice)."""
+    def with_voices(
+        self,
+        voices: Mapping[str, str],
+        progress: LoadProgress | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Sketch:
+        """The same MIDI sketch played with other voices (track key -> voice).
+
+        ``progress`` and ``cancel`` work as in :func:`load_sketch`.
+        """
         if self.midi is None:
             raise NeuroChipError(f"{self.name} is audio, not MIDI: its voices cannot change.")
         return load_sketch(
-            self.midi, name=self.name, voices=voices, sample_rate=self.audio.sample_rate
+            self.midi,
+            name=self.name,
+            voices=voices,
+            sample_rate=self.audio.sample_rate,
+            progress=progress,
+            cancel=cancel,
         )
 
 
@@ -75,6 +92,8 @@ def load_sketch(
     voices: Mapping[str, str] | None = None,
     sample_rate: int = SAMPLE_RATE,
     max_duration_s: float | None = DEFAULT_MAX_DURATION_S,
+    progress: LoadProgress | None = None,
+    cancel: threading.Event | None = None,
 ) -> Sketch:
     """Read a sketch from a path or an open binary file (or its bytes).
 
@@ -87,13 +106,20 @@ def load_sketch(
         sample_rate: Rate of the sketch's audio.
         max_duration_s: Refuse sketches longer than this (``None``: no limit for audio; a
             MIDI file keeps the default limit, since synthesising it is work we must bound).
+        progress: Called with (fraction done, stage): "decoding", or "synthesising" with the
+            fraction of a MIDI file's notes played (synthesis is the part that takes long).
+        cancel: Set it to stop synthesising a MIDI file at its next progress report.
 
     Raises:
         AudioLoadError: If it cannot be read; the message names the file and says what to do.
+            :class:`~neurochip.errors.TooLongError` (one) when it is over the length limit.
+        RenderCancelled: ``cancel`` was set while a MIDI file was being synthesised.
     """
     if isinstance(source, (str, os.PathLike)):
         path = Path(source).expanduser()
-        return _load_path(path, name or path.name, voices, sample_rate, max_duration_s)
+        return _load_path(
+            path, name or path.name, voices, sample_rate, max_duration_s, progress, cancel
+        )
     data = source if isinstance(source, bytes) else _read_all(source)
     name = name or Path(str(getattr(source, "name", "") or "")).name
     if not name:
@@ -110,10 +136,12 @@ def load_sketch(
         path = Path(folder) / f"sketch{suffix}"
         path.write_bytes(data)
         try:
-            return _load_path(path, name, voices, sample_rate, max_duration_s)
+            return _load_path(path, name, voices, sample_rate, max_duration_s, progress, cancel)
         except NeuroChipError as err:
             # The decoder names our temporary file; the composer knows their own file name.
-            raise type(err)(str(err).replace(str(path), name).replace(path.name, name)) from err
+            # (The same error, so its type and fields -- a TooLongError's lengths -- stay.)
+            err.args = (str(err).replace(str(path), name).replace(path.name, name),)
+            raise
 
 
 def _read_all(source: BinaryIO) -> bytes:
@@ -129,17 +157,30 @@ def _load_path(
     voices: Mapping[str, str] | None,
     sample_rate: int,
     max_duration_s: float | None,
+    progress: LoadProgress | None = None,
+    cancel: threading.Event | None = None,
 ) -> Sketch:
     voices = dict(voices or {})
+    report = progress or (lambda fraction, stage: None)
     if path.suffix.lower() not in MIDI_SUFFIXES:
         if voices:
             raise NeuroChipError(f"{name} is audio, not MIDI: it has no voices to change.")
+        report(0.0, "decoding")
         audio = load_audio(path, sample_rate=sample_rate, max_duration_s=max_duration_s)
+        report(1.0, "decoded")
         return Sketch(audio, name, _content_key(audio.samples.tobytes()))
+
+    def synth_progress(fraction: float) -> None:
+        # The synth reports every 1% of the notes: the place to stop a cancelled load.
+        if cancel is not None and cancel.is_set():
+            raise RenderCancelled(f"Loading {name} was cancelled.")
+        report(fraction, "synthesising")
+
     try:
+        report(0.0, "reading the MIDI file")
         song = read_midi(path, max_seconds=max_duration_s or MAX_MIDI_SECONDS)
-        audio = render_midi(song, sample_rate=sample_rate, voices=voices)
-    except AudioLoadError:
+        audio = render_midi(song, sample_rate=sample_rate, voices=voices, progress=synth_progress)
+    except (AudioLoadError, RenderCancelled):
         raise
     except NeuroChipError as err:  # one error type from the loader, whatever the format
         raise AudioLoadError(str(err)) from err

@@ -217,6 +217,9 @@ def test_changing_a_voice_synthesises_the_sketch_again(app_env):
     before = at.session_state["sketch"]
     [bass] = [s for s in at.selectbox if s.key == f"voice_{before.key}_4"]
     bass.set_value("pulse50").run()
+    # Synthesised as a job: the page shows its progress, with the sketch as it was below.
+    assert at.session_state["load_job"].wait(TIMEOUT)
+    at.run()
     after = at.session_state["sketch"]
     assert not at.exception
     assert after.voices == {"4": "pulse50"} and after.key != before.key
@@ -319,17 +322,23 @@ class FakeUpload(io.BytesIO):
         self.name, self.file_id = name, file_id
 
 
+def upload_into(at: AppTest, name: str, data: bytes, file_id: str, wait: bool = True) -> None:
+    """The page's upload handler, with AppTest's session state as Streamlit's."""
+    from unittest import mock
+
+    with mock.patch.object(ui.st, "session_state", at.session_state):
+        ui.accept_upload(FakeUpload(name, data, file_id))
+    if wait:
+        assert at.session_state["load_job"].wait(TIMEOUT)
+
+
 def test_a_bad_upload_keeps_the_song_and_settings_already_loaded(app_env):
     at = start()
     at.slider(key="w_denoise").set_value(0.22).run()
     loaded = at.session_state["sketch"]
 
     def upload(name: str, data: bytes, file_id: str) -> None:
-        # The page's handler, with AppTest's session state as Streamlit's.
-        from unittest import mock
-
-        with mock.patch.object(ui.st, "session_state", at.session_state):
-            ui.accept_upload(FakeUpload(name, data, file_id))
+        upload_into(at, name, data, file_id)
 
     upload("notes.wav", b"RIFF\x00\x00\x00\x00WAVEjunk", "bad")
     at.run()
@@ -341,3 +350,69 @@ def test_a_bad_upload_keeps_the_song_and_settings_already_loaded(app_env):
     at.run()
     assert at.session_state["sketch"].name == "good.wav" and not at.error
     assert at.session_state["last_settings"].denoise == 0.22
+
+
+def long_midi(seconds: float) -> bytes:
+    """One note held for ``seconds`` (120 bpm, 480 ticks a beat): tiny, and long."""
+    import mido
+
+    song = mido.MidiFile(ticks_per_beat=480)
+    track = mido.MidiTrack()
+    track += [
+        mido.Message("note_on", note=69, velocity=100, time=0),
+        mido.Message("note_off", note=69, time=round(seconds * 2 * 480)),
+    ]
+    song.tracks.append(track)
+    buffer = io.BytesIO()
+    song.save(file=buffer)
+    return buffer.getvalue()
+
+
+def test_a_too_long_upload_says_what_to_do_in_the_app(app_env):
+    at = start()
+    upload_into(at, "forever.mid", long_midi(1300), "long")
+    at.run()
+    [error] = at.error
+    assert "forever.mid is" in error.value and "over the limit of 20 min" in error.value
+    assert "minuet.wav is still loaded" in error.value
+    assert "--max-duration" not in error.value  # the app has no such option
+
+
+def test_a_midi_upload_shows_progress_and_cancel_keeps_the_song(app_env, monkeypatch):
+    import threading
+
+    import neurochip.sketch as sketch_module
+
+    entered, release = threading.Event(), threading.Event()
+    real_render_midi = sketch_module.render_midi
+
+    def slow_render_midi(song, *, progress, **options):
+        progress(0.4)  # part of the notes played...
+        entered.set()
+        release.wait(TIMEOUT)  # ...and the rest takes a while
+        progress(0.8)  # where a cancelled load stops
+        return real_render_midi(song, progress=progress, **options)
+
+    monkeypatch.setattr(sketch_module, "render_midi", slow_render_midi)
+    at = start()
+    loaded = at.session_state["sketch"]
+    demo = (ui.DEMO_SKETCH).read_bytes()
+    upload_into(at, "greensleeves.mid", demo, "midi", wait=False)
+    assert entered.wait(TIMEOUT)
+    at.run()
+    assert not at.exception
+    [bar] = at.get("progress")
+    assert "Reading greensleeves.mid" in bar.proto.text and "synthesising" in bar.proto.text
+    assert at.session_state["sketch"] is loaded  # still there, playable, while it loads
+    [cancel] = [b for b in at.button if b.key == "cancel_load"]
+    cancel.click().run()
+    release.set()
+    job = at.session_state["load_job"]
+    assert job.wait(TIMEOUT) and job.state == "cancelled"
+    at.run()
+    assert at.session_state["sketch"] is loaded and not at.error and not at.get("progress")
+
+    # The next upload is not held back by the cancelled one.
+    upload_into(at, "greensleeves.mid", demo, "midi-again")
+    at.run()
+    assert at.session_state["sketch"].name == "greensleeves.mid"

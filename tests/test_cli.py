@@ -110,6 +110,13 @@ def test_bad_input_is_one_clear_line(argv, message, song, tmp_path, capsys, monk
     assert "Traceback" not in err
 
 
+def test_too_long_input_advice_names_the_clis_own_option(song, tmp_path, capsys):
+    code = main(["roundtrip", str(song), "-o", str(tmp_path / "x.wav"), "--max-duration", "1"])
+    err = capsys.readouterr().err
+    assert code == 2 and "over the limit of 1.0 s" in err
+    assert err.rstrip().endswith("Or raise the limit with --max-duration SEC.")
+
+
 @pytest.mark.parametrize(
     "argv",
     [

@@ -31,17 +31,33 @@ uploaded = st.file_uploader(
     "M4A, tracker modules (MOD, S3M, XM, IT) and chip rips (NSF, SPC, VGM, GBS, ...).",
 )
 if uploaded is not None and st.session_state.get("upload_id") != uploaded.file_id:
-    with st.spinner(f"Reading {uploaded.name}..."):
-        ui.accept_upload(uploaded)
+    ui.accept_upload(uploaded)
 if st.button("Try the demo: Greensleeves as a chip-tune MIDI sketch", icon=":material/music_note:"):
+    ui.cancel_loading()
     ui.set_sketch(ui.demo_sketch())
     st.session_state["upload_id"] = uploaded.file_id if uploaded is not None else None
     st.session_state.pop("upload_error", None)
+ui.adopt_loaded_sketch()
+load_job = st.session_state.get("load_job")
+
+
+# Reading a file (a MIDI file is synthesised: seconds) runs as a job; the song already loaded
+# stays below, playable, until the new one is ready. See ui.watch_job.
+@st.fragment(run_every=ui.poll_every("load", load_job))
+def load_progress() -> None:
+    job = ui.watch_job("load", st.session_state.get("load_label", "Loading"))
+    if job is not None:
+        st.button("Cancel", key="cancel_load", icon=":material/close:", on_click=job.cancel)
+
+
+load_progress()
 if st.session_state.get("upload_error"):
     st.error(st.session_state["upload_error"], icon=":material/error:")
 
 song = ui.current_sketch()
 if song is None:
+    if load_job is not None and not load_job.finished:
+        st.stop()  # its progress is above
     st.info(
         "Drop a WAV, MP3, MIDI or chip file above to begin, or try the demo.",
         icon=":material/upload_file:",
@@ -78,10 +94,9 @@ if song.tracks:
         overrides = {
             k: v for k, v in chosen.items() if v != next(t.voice for t in song.tracks if t.key == k)
         }
-        if overrides != song.voices:
-            with st.spinner("Synthesising the sketch with the new voices..."):
-                ui.set_sketch(song.with_voices(overrides))
-            st.rerun()
+        if overrides != song.voices and ui.loading_voices() != (song.key, overrides):
+            ui.change_voices(song, overrides)
+            st.rerun()  # shows its progress at the top, with the song as it was below
 
 # --- settings ---------------------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 
 from neurochip.cli import app, doctor, invert, render, roundtrip, spectrogram, synth
 from neurochip.cli.common import EPILOG
-from neurochip.errors import NeuroChipError
+from neurochip.errors import NeuroChipError, TooLongError
 
 COMMANDS = (spectrogram, invert, roundtrip, render, synth, app, doctor)
 
@@ -38,7 +38,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return run(args) or 0
     except NeuroChipError as err:
-        print(f"neurochip: {err}", file=sys.stderr)
+        advice = ""
+        if isinstance(err, TooLongError) and hasattr(args, "max_duration"):
+            advice = " Or raise the limit with --max-duration SEC."
+        print(f"neurochip: {err}{advice}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("neurochip: cancelled.", file=sys.stderr)

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from neurochip.errors import AudioLoadError, NeuroChipError
+from neurochip.errors import AudioLoadError, NeuroChipError, TooLongError
 from neurochip.io.audio import SAMPLE_RATE, Audio, format_duration
 from neurochip.io.riff import iff_chunks
 
@@ -580,10 +580,12 @@ def format_over_limit(duration_s: float, limit_s: float) -> tuple[str, str]:
 
 def _too_long_error(
     path: Path, duration_s: float, max_duration_s: float, *, exact: bool
-) -> AudioLoadError:
+) -> TooLongError:
     length, limit = format_over_limit(duration_s, max_duration_s)
     length = length if exact else f"more than {length}"
-    return AudioLoadError(
-        f"{path.name} is {length} long, over the limit of {limit}. Trim it, or raise the "
-        f"limit with --max-duration SEC (max_duration_s= in Python)."
+    return TooLongError(
+        f"{path.name} is {length} long, over the limit of {limit}. Trim it to {limit} or "
+        "less, or split it into parts.",
+        duration_s=duration_s,
+        limit_s=max_duration_s,
     )

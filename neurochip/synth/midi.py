@@ -52,7 +52,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from neurochip.errors import NeuroChipError
+from neurochip.errors import NeuroChipError, TooLongError
 from neurochip.io.audio import format_duration
 from neurochip.io.decode import (
     DEFAULT_MAX_DURATION_S,
@@ -336,11 +336,12 @@ def read_midi(path: str | os.PathLike[str], max_seconds: float = MAX_MIDI_SECOND
     length_s = float(seconds_of(np.array([end_tick]))[0])
     if length_s + RELEASE_TAIL_S > max_seconds:
         length, limit = format_over_limit(length_s + RELEASE_TAIL_S, max_seconds)
-        raise NeuroChipError(
+        raise TooLongError(
             f"{name} is {length} long (its last event, plus {RELEASE_TAIL_S:g} s for the "
             f"last notes to ring out), over the limit of {limit}. Shorten it (check for stray "
-            "events far after the last note), or raise the limit with --max-duration SEC "
-            "(max_seconds= in Python)."
+            "events far after the last note), or split it into parts.",
+            duration_s=length_s + RELEASE_TAIL_S,
+            limit_s=max_seconds,
         )
 
     notes, controls, parts = _collect_events(mid, track_ticks, seconds_of, length_s)
