@@ -29,6 +29,7 @@ Run it from the repository root::
     .venv/bin/python bench/render.py --quick                  # CPU: reduced width, 10 s of audio
     .venv/bin/python bench/render.py                          # GPU: full SD 1.5 size, 60 s
     .venv/bin/python bench/render.py song.wav --seconds 30 --json render.json
+    .venv/bin/python bench/render.py --quick --pair           # a stereo pair, shared loop
 
 With no file it uses the NES-style tune synthesised by ``tests/chiptune.py`` (labelled as such).
 Timings are of the whole machine: on a busy CPU they are noisy.
@@ -43,7 +44,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -398,13 +399,28 @@ def neurochip_settings(prompt: str, denoise: float, steps: int) -> RenderSetting
     )
 
 
-def neurochip_render(model: RiffusionModel, song: np.ndarray, settings: RenderSettings):
-    """A render function for :func:`timed`: the whole song as one piece."""
+def neurochip_render(
+    model: RiffusionModel,
+    song: np.ndarray,
+    settings: RenderSettings,
+    takes: int = 1,
+    together: bool = True,
+):
+    """A render function for :func:`timed`: the whole song as one piece.
+
+    ``takes=2`` renders a stereo pair's takes A and B (seeds n and n + 1), in one denoising
+    loop (``together``, as the app and CLI do) or one after the other; take A is returned.
+    """
+    all_settings = [replace(settings, seed=settings.seed + k) for k in range(takes)]
 
     def render() -> tuple[np.ndarray, float]:
         # A fresh engine: its cache of song encodings must not carry over from the warm-up.
-        take = Engine(model, PARAMS).render(Audio(song, SAMPLE_RATE), settings)
-        return take.audio.samples, song.shape[-1] / SAMPLE_RATE
+        engine, audio = Engine(model, PARAMS), Audio(song, SAMPLE_RATE)
+        if together:
+            renders = engine.render_many(audio, all_settings)
+        else:
+            renders = [engine.render(audio, s) for s in all_settings]
+        return renders[0].audio.samples, song.shape[-1] / SAMPLE_RATE
 
     return render
 
@@ -464,7 +480,13 @@ def scale_to_stride(image: Image.Image, stride: int) -> Image.Image:
 
 
 def riffusion_clip(
-    pipeline: Any, clip: np.ndarray, device: torch.device, prompt: str, denoise: float, steps: int
+    pipeline: Any,
+    clip: np.ndarray,
+    device: torch.device,
+    prompt: str,
+    denoise: float,
+    steps: int,
+    seed: int = SEED,
 ) -> np.ndarray:
     """One clip through Riffusion's audio-to-audio path; returns (1, samples) float32."""
     waveform = torch.from_numpy(clip).to(device)
@@ -475,7 +497,7 @@ def riffusion_clip(
         strength=denoise,
         guidance_scale=GUIDANCE,
         num_inference_steps=steps,
-        generator=torch.Generator().manual_seed(SEED),  # the same seed for every clip
+        generator=torch.Generator().manual_seed(seed),  # the same seed for every clip
     ).images[0]
     # Back to the clip's width, as the playground does ("Resize back to original size").
     result = result.resize(image.size, Image.Resampling.BICUBIC)
@@ -511,21 +533,33 @@ def crossfade_join(pieces: Sequence[np.ndarray], overlap: int) -> np.ndarray:
 
 
 def riffusion_render(
-    pipeline: Any, song: np.ndarray, device: torch.device, prompt: str, denoise: float, steps: int
+    pipeline: Any,
+    song: np.ndarray,
+    device: torch.device,
+    prompt: str,
+    denoise: float,
+    steps: int,
+    takes: int = 1,
 ):
-    """A render function for :func:`timed`: the whole clip loop, slicing to joining."""
+    """A render function for :func:`timed`: the whole clip loop, slicing to joining.
+
+    With ``takes=2`` (a stereo pair) the loop runs twice, the second time with the next seed,
+    as a composer doing it by hand would; the first take's audio is returned.
+    """
 
     def render() -> tuple[np.ndarray, float]:
         duration = song.shape[-1] / SAMPLE_RATE
         starts = riffusion_clip_starts_ms(duration)
-        with torch.no_grad():
-            pieces = [
-                riffusion_clip(pipeline, clip, device, prompt, denoise, steps)
-                for clip in riffusion_clips(song, starts)
-            ]
-        joined = crossfade_join(pieces, round(OVERLAP_SECONDS * SAMPLE_RATE))
+        joined = []
+        for take in range(takes):
+            with torch.no_grad():
+                pieces = [
+                    riffusion_clip(pipeline, clip, device, prompt, denoise, steps, SEED + take)
+                    for clip in riffusion_clips(song, starts)
+                ]
+            joined.append(crossfade_join(pieces, round(OVERLAP_SECONDS * SAMPLE_RATE)))
         covered = min(duration, starts[-1] / 1000 + CLIP_SECONDS)
-        return joined, covered
+        return joined[0], covered
 
     return render
 
@@ -549,16 +583,18 @@ def load_song(path: str | None, seconds: float) -> tuple[np.ndarray, str]:
 
 def print_table(results: Sequence[Result], input_samples: int) -> None:
     header = (
-        f"{'contender':<15} {'wall s':>8} {'audio s':>7} {'x RT':>7}  {'UNet items':>10} "
-        f"{'calls':>5}  {'VAE Mpx':>7}  {'peak GPU MiB':>12}  {'out samples':>11} {'diff':>7}"
+        f"{'contender':<18} {'wall s':>8} {'audio s':>7} {'x RT':>7}  {'UNet items':>10} "
+        f"{'calls':>5} {'per call':>8}  {'VAE Mpx':>7}  {'peak GPU MiB':>12}  "
+        f"{'out samples':>11} {'diff':>7}"
     )
     print(header)
     print("-" * len(header))
     for r in results:
         peak = f"{r.peak_gpu_mib:12.0f}" if r.peak_gpu_mib is not None else f"{'n/a':>12}"
         print(
-            f"{r.contender:<15} {r.wall_s:8.2f} {r.audio_s:7.2f} {r.realtime_x:7.3f}  "
-            f"{r.unet_items:>10} {r.unet_calls:>5}  {r.vae_megapixels:7.2f}  {peak}  "
+            f"{r.contender:<18} {r.wall_s:8.2f} {r.audio_s:7.2f} {r.realtime_x:7.3f}  "
+            f"{r.unet_items:>10} {r.unet_calls:>5} {r.unet_items / max(1, r.unet_calls):8.1f}  "
+            f"{r.vae_megapixels:7.2f}  {peak}  "
             f"{r.output_samples:>11} {r.length_diff_samples:>+7}"
         )
     print(f"input: {input_samples} samples ({input_samples / SAMPLE_RATE:.2f} s)")
@@ -625,6 +661,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     parser.add_argument(
+        "--pair",
+        action="store_true",
+        help="a stereo pair (takes A and B): NeuroChip's takes in one loop and in turn; "
+        "the clip loop twice",
+    )
+    parser.add_argument(
         "--skip-riffusion", action="store_true", help="time NeuroChip only (no clip loop)"
     )
     args = parser.parse_args(argv)
@@ -674,25 +716,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         log("note: short songs are dominated by fixed costs; the full benchmark uses 60 s")
 
     warm = song[:, : round(min(WARMUP_SECONDS, args.seconds) * SAMPLE_RATE)]
+    takes = 2 if args.pair else 1
     pipeline = None if args.skip_riffusion else make_img2img_pipeline(model)
     loop = None
     if pipeline is not None:
-        loop = riffusion_render(pipeline, song, device, args.prompt, args.denoise, args.steps)
+        loop = riffusion_render(
+            pipeline, song, device, args.prompt, args.denoise, args.steps, takes
+        )
 
     # Warm-up: first calls pay for kernel selection, allocator growth and cached filters.
     log("warming up ...")
-    neurochip_render(model, warm, settings)()
+    neurochip_render(model, warm, settings, takes)()
     if pipeline is not None:
         riffusion_render(pipeline, warm, device, args.prompt, args.denoise, args.steps)()
     synchronize(device)
 
-    neurochip = neurochip_render(model, song, settings)
+    contenders = {"NeuroChip": neurochip_render(model, song, settings, takes)}
+    if takes > 1:
+        # The same pair with its takes rendered in turn: what sharing the loop saves.
+        contenders["NeuroChip, in turn"] = neurochip_render(model, song, settings, takes, False)
     clips = len(riffusion_clip_starts_ms(song.shape[-1] / SAMPLE_RATE))
-    runs: dict[str, list[Result]] = {"NeuroChip": [], "Riffusion loop": []}
+    runs: dict[str, list[Result]] = {name: [] for name in [*contenders, "Riffusion loop"]}
     # Repeats alternate between the contenders, so a slow spell of a shared machine hits both.
     for k in range(args.repeat):
-        log(f"[{k + 1}/{args.repeat}] NeuroChip: {song.shape[-1] / SAMPLE_RATE:.2f} s ...")
-        runs["NeuroChip"].append(timed("NeuroChip", neurochip, model, song.shape[-1]))
+        for name, render in contenders.items():
+            log(f"[{k + 1}/{args.repeat}] {name}: {song.shape[-1] / SAMPLE_RATE:.2f} s ...")
+            runs[name].append(timed(name, render, model, song.shape[-1]))
         if loop is not None:
             # The playground renders with the VAE as loaded: undo the tiling the engine left on.
             model.vae.disable_tiling()
@@ -719,6 +768,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"input: {label}, {song.shape[-1] / SAMPLE_RATE:.2f} s mono; steps {args.steps}, "
         f"denoise {args.denoise} ({settings.denoise_steps} denoising steps), guidance "
         f"{GUIDANCE:g}, seed {SEED}, {SCHEDULER}; NeuroChip: phase source"
+        + ("; a stereo pair: takes A and B (seed + 1) in every row" if takes > 1 else "")
         + (
             ""
             if loop is None
@@ -752,6 +802,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "griffin_lim_iterations": RIFFUSION_GL_ITERATIONS,
             },
             "results": [asdict(r) for r in results],
+            "takes": takes,
             "ratios": ratios,
             "benchmark_run_s": total,
         }

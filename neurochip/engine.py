@@ -8,7 +8,9 @@ clip borders and crossfades smear the seams. Here the whole song is one latent i
 3. **denoise**: at every step the UNet sees overlapping 512-column windows (batched, with the
    classifier-free-guidance pair), and their noise predictions are blended into one prediction
    for the whole song (MultiDiffusion), weights tapering near window edges; the scheduler then
-   steps the whole song at once;
+   steps the whole song at once. Several takes of one song (a stereo pair, a grid of seeds and
+   denoise values) share this loop: their windows go through the same UNet calls, each with
+   its own noise, timestep and prompt, and each take comes out as it would alone;
 4. **decode**: latents -> picture -> mel amplitudes at the input's level;
 5. **phase**: audio rebuilt with the input's own phase (see :mod:`neurochip.phase`).
 
@@ -22,7 +24,7 @@ import inspect
 import math
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -285,16 +287,32 @@ class Engine:
         cancel: threading.Event | None = None,
     ) -> Render:
         """Render the span ``settings.start_s`` .. ``+duration_s`` of a song as one take."""
+        return self.render_many(song, [settings], progress, cancel)[0]
+
+    def render_many(
+        self,
+        song: Audio,
+        takes: Sequence[RenderSettings],
+        progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> list[Render]:
+        """Render several takes of one span of a song together, in one denoising loop.
+
+        The takes may differ in anything but the span (``start_s``, ``duration_s``): seed,
+        denoise, guidance, prompt, steps, scheduler. Their windows share the UNet's calls
+        (a GPU does two or sixteen windows in little more time than one) and the song is
+        encoded once. Each take equals rendering it alone, up to float rounding.
+        """
+        _check_shared(takes, span=True)
         # Cut the span at the working rate: lengths in samples then mean the same on both sides
         # of the resampler (a 48 kHz span's sample count is not the take's).
         song = self._at_working_rate(song)
-        span = song.span(settings.start_s, settings.duration_s)
+        span = song.span(takes[0].start_s, takes[0].duration_s)
         with self._lock:
-            result = self._render_region(span, 0, span.frames, settings, progress, cancel)
+            results = self._render_region(span, 0, span.frames, takes, progress, cancel)
         # The span is rendered as a song of its own; report where it sits in the whole song.
-        return replace(
-            result, start_s=round(settings.start_s * song.sample_rate) / song.sample_rate
-        )
+        start_s = round(takes[0].start_s * song.sample_rate) / song.sample_rate
+        return [replace(result, start_s=start_s) for result in results]
 
     def preview(
         self,
@@ -310,10 +328,26 @@ class Engine:
         The region gets the same noise the full render puts there, so a preview sounds like
         that part of the full render (up to the windows' context). ``start_s`` snaps to 10 ms.
         """
+        return self.preview_many(song, [settings], start_s, duration_s, progress, cancel)[0]
+
+    def preview_many(
+        self,
+        song: Audio,
+        takes: Sequence[RenderSettings],
+        start_s: float,
+        duration_s: float = PREVIEW_SECONDS,
+        progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> list[Render]:
+        """Previews of one region with several settings (a variation grid), in one loop.
+
+        As :meth:`preview` for each; their span settings are ignored (the region is given).
+        """
+        _check_shared(takes, span=False)
         song = self._at_working_rate(song)
         start, length = preview_region(song, start_s, duration_s, self.params)
         with self._lock:
-            return self._render_region(song, start, length, settings, progress, cancel)
+            return self._render_region(song, start, length, takes, progress, cancel)
 
     # -- steps -----------------------------------------------------------------------------------
 
@@ -322,51 +356,63 @@ class Engine:
         song: Audio,
         start: int,
         length: int,
-        settings: RenderSettings,
+        takes: Sequence[RenderSettings],
         progress: ProgressCallback | None,
         cancel: threading.Event | None,
-    ) -> Render:
+    ) -> list[Render]:
         song = self._at_working_rate(song)
         report = _monotonic(progress)
         hop = self.params.hop_length
         mono = song.to_mono()
         report(0.0, "encode")
-        use_model = settings.denoise_steps > 0
-        cached = self._song_encoding(mono, need_latents=use_model)
+        use_model = [settings.denoise_steps > 0 for settings in takes]
+        cached = self._song_encoding(mono, need_latents=any(use_model))
         first, frames = start // hop, self.params.num_frames(length)
         input_image = cached["image"][..., first : first + frames]
 
-        if use_model:
-            output_image = self._img2img_region(cached, first, frames, settings, report, cancel)
-        else:
-            output_image = input_image  # no denoising step: the model would change nothing
+        # No denoising step: the model would change nothing, so such a take is the input.
+        output_images = [input_image] * len(takes)
+        denoised = [settings for settings, used in zip(takes, use_model, strict=True) if used]
+        if denoised:
+            rendered = iter(self._img2img_region(cached, first, frames, denoised, report, cancel))
+            output_images = [next(rendered) if used else input_image for used in use_model]
 
-        report(0.9, "phase")
         source = torch.from_numpy(mono.samples[:, start : start + length]).to(self.model.device)
-        amplitudes = float_image_to_amplitudes(
-            output_image.mean(dim=0, keepdim=True).expand(3, -1, -1),
-            float(cached["max_value"]),
-            stereo=False,
-        )
-        waveform = waveform_from_amplitudes(
-            amplitudes.to(self.model.device).float(),
-            self.params,
-            length,
-            settings.phase_settings,
-            source=source,
-            progress=lambda f: report(0.9 + 0.1 * f, "phase"),
-        )
-        waveform = limit_peak(waveform)  # a take never clips, and is never turned up
+        results = []
+        share = 0.1 / len(takes)
+        for i, (settings, output_image) in enumerate(zip(takes, output_images, strict=True)):
+
+            def phase_progress(f: float, i: int = i) -> None:
+                report(0.9 + share * (i + f), "phase")
+
+            phase_progress(0.0)
+            amplitudes = float_image_to_amplitudes(
+                output_image.mean(dim=0, keepdim=True).expand(3, -1, -1),
+                float(cached["max_value"]),
+                stereo=False,
+            )
+            waveform = waveform_from_amplitudes(
+                amplitudes.to(self.model.device).float(),
+                self.params,
+                length,
+                settings.phase_settings,
+                source=source,
+                progress=phase_progress,
+            )
+            waveform = limit_peak(waveform)  # a take never clips, and is never turned up
+            results.append(
+                Render(
+                    audio=Audio(waveform.cpu().numpy(), song.sample_rate),
+                    source=Audio(mono.samples[:, start : start + length].copy(), song.sample_rate),
+                    settings=settings,
+                    input_image=input_image.cpu(),
+                    output_image=output_image.cpu(),
+                    start_s=start / song.sample_rate,
+                    info={"model": self.model.source, "device": str(self.model.device)},
+                )
+            )
         report(1.0, "done")
-        return Render(
-            audio=Audio(waveform.cpu().numpy(), song.sample_rate),
-            source=Audio(mono.samples[:, start : start + length].copy(), song.sample_rate),
-            settings=settings,
-            input_image=input_image.cpu(),
-            output_image=output_image.cpu(),
-            start_s=start / song.sample_rate,
-            info={"model": self.model.source, "device": str(self.model.device)},
-        )
+        return results
 
     def _at_working_rate(self, song: Audio) -> Audio:
         if song.sample_rate == self.params.sample_rate:
@@ -437,10 +483,10 @@ class Engine:
         cached: dict[str, torch.Tensor],
         first: int,
         frames: int,
-        settings: RenderSettings,
+        takes: Sequence[RenderSettings],
         report: ProgressCallback,
         cancel: threading.Event | None,
-    ) -> torch.Tensor:
+    ) -> list[torch.Tensor]:
         model = self.model
         scale, multiple = model.vae_scale, model.unet_multiple
         song_latents = cached["latents"]
@@ -452,13 +498,16 @@ class Engine:
         width = -(-(b - a) // multiple) * multiple  # the UNet needs multiples of 8
         a, b = (a, a + width) if a + width <= total else (total - width, total)
         latents = song_latents[..., a:b]
-        noise = self._song_noise(song_latents.shape, settings.seed)[..., a:b]
+        # Each take's noise is its seed's noise for the whole song, cut where this region is.
+        noises = [self._song_noise(song_latents.shape, s.seed)[..., a:b] for s in takes]
 
-        denoised = self._denoise(latents, noise, settings, report, cancel)
-        report(0.85, "decode")
-        image = self._decode(denoised)
+        denoised = self._denoise(latents, noises, takes, report, cancel)
         offset = first - a * scale
-        return image[..., offset : offset + frames]
+        images = []
+        for i, take_latents in enumerate(denoised):
+            report(0.85 + 0.05 * i / len(denoised), "decode")
+            images.append(self._decode(take_latents)[..., offset : offset + frames])
+        return images
 
     def _song_noise(self, shape: torch.Size, seed: int) -> torch.Tensor:
         # Drawn on the CPU so the same seed gives the same noise on every device.
@@ -468,78 +517,112 @@ class Engine:
     def _denoise(
         self,
         latents: torch.Tensor,
-        noise: torch.Tensor,
-        settings: RenderSettings,
+        noises: Sequence[torch.Tensor],
+        takes: Sequence[RenderSettings],
         report: ProgressCallback,
         cancel: threading.Event | None,
-    ) -> torch.Tensor:
-        model = self.model
-        scheduler = model.make_scheduler(settings.scheduler)
-        scheduler.set_timesteps(settings.steps, device=model.device)
-        # img2img: skip the first (1 - denoise) of the schedule, as diffusers' pipeline does.
-        t_start = settings.steps - settings.denoise_steps
-        timesteps = scheduler.timesteps[t_start * scheduler.order :]
-        if hasattr(scheduler, "set_begin_index"):
-            scheduler.set_begin_index(t_start * scheduler.order)
-        latents = scheduler.add_noise(latents, noise, timesteps[:1])
+    ) -> list[torch.Tensor]:
+        """img2img's denoising loop for several takes of the same latents at once.
 
-        guided = settings.guidance > 1.0
-        embeddings = model.encode_prompt(settings.prompt)
-        if guided:
-            embeddings = torch.cat([model.encode_prompt(settings.negative_prompt), embeddings])
+        Every step, each take still denoising contributes its windows (and their guidance
+        pairs) to shared UNet calls; each take then steps with its own scheduler. Takes with
+        fewer denoising steps finish early. Returns each take's denoised latents.
+        """
+        model = self.model
+        lanes = [
+            _Lane.start(model, latents, noise, s) for s, noise in zip(takes, noises, strict=True)
+        ]
         window = WINDOW_COLUMNS // model.vae_scale
-        starts = plan_windows(latents.shape[-1], window, settings.overlap)
-        weight = window_weight(min(window, latents.shape[-1]), settings.overlap, model.device)
-        per_window = 2 if guided else 1
-        batch = settings.batch_size or self._auto_batch(latents.shape, per_window)
-        windows_per_call = max(1, batch // per_window)
-        # Ancestral schedulers draw fresh noise each step: seed it too. Not every scheduler's
-        # step() takes a generator (PNDM does not), so pass it only where accepted.
-        step_options: dict[str, Any] = {}
-        if "generator" in inspect.signature(scheduler.step).parameters:
-            step_options["generator"] = torch.Generator("cpu").manual_seed(settings.seed + 1)
+        starts = plan_windows(latents.shape[-1], window, takes[0].overlap)
+        weight = window_weight(min(window, latents.shape[-1]), takes[0].overlap, model.device)
+        chosen = [s.batch_size for s in takes if s.batch_size]
+        batch = min(chosen) if chosen else self._auto_batch(latents.shape, 2)
+        smallest = max(lane.items for lane in lanes)  # one window of the most costly take
 
         def check_cancel() -> None:
             if cancel is not None and cancel.is_set():
                 raise RenderCancelled("The render was cancelled.")
 
-        for k, t in enumerate(timesteps):
-            model_input = scheduler.scale_model_input(latents, t)
-
-            def predict(crops: torch.Tensor, t=t) -> torch.Tensor:
-                n = crops.shape[0]
-                crops = crops.to(model.dtype)
-                if guided:
-                    crops = torch.cat([crops, crops])
-                context = embeddings.repeat_interleave(n, dim=0)
-                out = model.unet(crops, t, encoder_hidden_states=context).sample
-                if not guided:
-                    return out
-                uncond, cond = out.chunk(2)
-                return uncond + settings.guidance * (cond - uncond)
-
+        steps = max(len(lane.timesteps) for lane in lanes)
+        for k in range(steps):
+            active = [lane for lane in lanes if k < len(lane.timesteps)]
+            inputs = [
+                lane.scheduler.scale_model_input(lane.latents, lane.timesteps[k]) for lane in active
+            ]
             while True:
                 try:
-                    noise_pred = blend_windows(
-                        model_input, starts, window, weight, predict, windows_per_call, check_cancel
+                    predictions = self._predict_windows(
+                        active, inputs, k, starts, window, weight, batch, check_cancel
                     )
                     break
                 except torch.OutOfMemoryError as err:
                     # The free-memory estimate was optimistic (or another program took memory):
                     # halve the batch and redo this step; the result does not depend on it.
-                    if windows_per_call == 1:
+                    if batch <= smallest:
                         raise NeuroChipError(
                             "Out of GPU memory even one window at a time: close other programs "
                             "using the GPU, or use fp16 (--dtype fp16)."
                         ) from err
-                    windows_per_call = max(1, windows_per_call // 2)
+                    batch = max(smallest, batch // 2)
                     if model.device.type == "cuda":
                         torch.cuda.empty_cache()
-            latents = scheduler.step(noise_pred, t, latents, **step_options).prev_sample.float()
-            report(
-                0.05 + 0.8 * (k + 1) / len(timesteps), f"denoise step {k + 1} of {len(timesteps)}"
+            for lane, noise_pred in zip(active, predictions, strict=True):
+                lane.step(noise_pred, k)
+            report(0.05 + 0.8 * (k + 1) / steps, f"denoise step {k + 1} of {steps}")
+        return [lane.latents for lane in lanes]
+
+    def _predict_windows(
+        self,
+        lanes: Sequence[_Lane],
+        inputs: Sequence[torch.Tensor],
+        k: int,
+        starts: list[int],
+        window: int,
+        weight: torch.Tensor,
+        batch: int,
+        before_call: Callable[[], None],
+    ) -> list[torch.Tensor]:
+        """Each lane's guided noise prediction at its step ``k``, windows blended.
+
+        The windows of all lanes are packed into UNet calls of at most ``batch`` items (a
+        guided window is two: the unconditioned and the prompted prediction).
+        """
+        model = self.model
+        width = min(window, inputs[0].shape[-1])
+        weight = weight[:width]
+        outs = [torch.zeros_like(x, dtype=torch.float32) for x in inputs]
+        norm = torch.zeros(inputs[0].shape[-1], device=inputs[0].device, dtype=torch.float32)
+        for s in starts:
+            norm[s : s + width] += weight
+        work = [(i, s) for i in range(len(lanes)) for s in starts]
+        while work:
+            group, items = [], 0
+            while work and (not group or items + lanes[work[0][0]].items <= batch):
+                group.append(work.pop(0))
+                items += lanes[group[-1][0]].items
+            before_call()
+            crops = [inputs[i][..., s : s + width].to(model.dtype) for i, s in group]
+            guided = [j for j, (i, _) in enumerate(group) if lanes[i].guided]
+            # The unconditioned halves first, then every window with its prompt (the order
+            # diffusers' pipeline uses for one take).
+            sample = torch.cat([crops[j] for j in guided] + crops)
+            t = torch.stack(
+                [lanes[group[j][0]].timesteps[k] for j in guided]
+                + [lanes[i].timesteps[k] for i, _ in group]
             )
-        return latents
+            context = torch.cat(
+                [lanes[group[j][0]].negative for j in guided]
+                + [lanes[i].positive for i, _ in group]
+            )
+            out = model.unet(sample, t, encoder_hidden_states=context).sample.float()
+            uncond, cond = out[: len(guided)], out[len(guided) :]
+            pairs = dict(zip(guided, uncond, strict=True))
+            for j, (i, s) in enumerate(group):
+                prediction = cond[j : j + 1]
+                if j in pairs:
+                    prediction = pairs[j][None] + lanes[i].guidance * (prediction - pairs[j][None])
+                outs[i][..., s : s + width] += prediction * weight
+        return [out / norm for out in outs]
 
     def _auto_batch(self, latent_shape: torch.Size, per_window: int) -> int:
         """UNet items per call that fit the device's free memory."""
@@ -569,3 +652,78 @@ def _monotonic(progress: ProgressCallback | None) -> ProgressCallback:
             progress(done, stage)
 
     return report
+
+
+@dataclass
+class _Lane:
+    """One take in a shared denoising loop: its schedule, prompt and latents."""
+
+    scheduler: Any
+    timesteps: torch.Tensor
+    latents: torch.Tensor
+    positive: torch.Tensor  # (1, 77, dim) prompt embedding
+    negative: torch.Tensor | None  # the negative prompt's, where guidance is on
+    guidance: float
+    step_options: dict[str, Any]
+
+    @property
+    def guided(self) -> bool:
+        return self.negative is not None
+
+    @property
+    def items(self) -> int:
+        """UNet batch items per window: the guidance pair is two."""
+        return 2 if self.guided else 1
+
+    @classmethod
+    def start(
+        cls,
+        model: RiffusionModel,
+        latents: torch.Tensor,
+        noise: torch.Tensor,
+        settings: RenderSettings,
+    ) -> _Lane:
+        scheduler = model.make_scheduler(settings.scheduler)
+        scheduler.set_timesteps(settings.steps, device=model.device)
+        # img2img: skip the first (1 - denoise) of the schedule, as diffusers' pipeline does.
+        t_start = settings.steps - settings.denoise_steps
+        timesteps = scheduler.timesteps[t_start * scheduler.order :]
+        if hasattr(scheduler, "set_begin_index"):
+            scheduler.set_begin_index(t_start * scheduler.order)
+        guided = settings.guidance > 1.0
+        # Ancestral schedulers draw fresh noise each step: seed it too. Not every scheduler's
+        # step() takes a generator (PNDM does not), so pass it only where accepted.
+        step_options: dict[str, Any] = {}
+        if "generator" in inspect.signature(scheduler.step).parameters:
+            step_options["generator"] = torch.Generator("cpu").manual_seed(settings.seed + 1)
+        return cls(
+            scheduler=scheduler,
+            timesteps=timesteps,
+            latents=scheduler.add_noise(latents, noise, timesteps[:1]),
+            positive=model.encode_prompt(settings.prompt),
+            negative=model.encode_prompt(settings.negative_prompt) if guided else None,
+            guidance=settings.guidance,
+            step_options=step_options,
+        )
+
+    def step(self, noise_pred: torch.Tensor, k: int) -> None:
+        t = self.timesteps[k]
+        self.latents = self.scheduler.step(
+            noise_pred, t, self.latents, **self.step_options
+        ).prev_sample.float()
+
+
+def _check_shared(takes: Sequence[RenderSettings], span: bool) -> None:
+    """Takes rendered together share their windows, and (but for previews) their span."""
+    if not takes:
+        raise ValueError("Rendering together needs at least one take's settings")
+    if len({s.overlap for s in takes}) > 1:
+        raise NeuroChipError(
+            "Takes rendered together must use the same window overlap: render the others "
+            "separately."
+        )
+    if span and len({(s.start_s, s.duration_s) for s in takes}) > 1:
+        raise NeuroChipError(
+            "Takes rendered together must cover the same span (start and duration): render "
+            "the others separately."
+        )

@@ -145,15 +145,10 @@ def render_take_set(
         if library is not None:
             result.saved[role] = library.add(take_audio, metadata, thumbnail=thumbnail).id
 
+    # Take A and take B in one denoising loop: their windows share the UNet's calls.
+    renders = engine.render_many(audio, list(takes.values()), progress, cancel)
     thumbnails: dict[str, Any] = {}
-    for i, (name, take_settings) in enumerate(takes.items()):
-
-        def report(fraction: float, stage: str, i: int = i, name: str = name) -> None:
-            if progress is not None:
-                label = f"take {name}: {stage}" if len(takes) > 1 else stage
-                progress((i + fraction) / len(takes), label)
-
-        render = engine.render(audio, take_settings, report, cancel)
+    for (name, take_settings), render in zip(takes.items(), renders, strict=True):
         result.renders[name] = render
         meta = take_metadata("take", {name: take_settings}, source_name, render.info)
         thumbnails[name] = _thumbnail(render)

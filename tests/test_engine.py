@@ -180,6 +180,71 @@ def test_out_of_memory_halves_the_batch_and_keeps_the_take(engine, tiny_model, m
     np.testing.assert_allclose(render.audio.samples, expected, atol=1e-4)
 
 
+# --- several takes in one loop ---------------------------------------------------------------
+
+
+def count_unet_calls(model) -> list[int]:
+    """A list that gets each UNet call's batch size (remove nothing: tests end with it)."""
+    sizes: list[int] = []
+    model.unet.register_forward_pre_hook(
+        lambda module, args, kwargs: sizes.append(int(args[0].shape[0])), with_kwargs=True
+    )
+    return sizes
+
+
+VARIED = [
+    FAST,
+    dataclasses.replace(FAST, seed=7),
+    dataclasses.replace(FAST, denoise=0.8, guidance=3.0),
+    dataclasses.replace(FAST, guidance=1.0, prompt="a funk band"),  # no guidance pair
+    dataclasses.replace(FAST, steps=9, scheduler="ddim", negative_prompt="noise"),
+]
+
+
+def test_render_many_equals_rendering_each_take_alone(engine):
+    audio = song(9.0)
+    together = engine.render_many(audio, [dataclasses.replace(t, batch_size=7) for t in VARIED])
+    assert len(together) == len(VARIED)
+    for take, settings in zip(together, VARIED, strict=True):
+        alone = engine.render(audio, settings)
+        assert take.settings.seed == settings.seed and take.audio.frames == audio.frames
+        np.testing.assert_allclose(take.audio.samples, alone.audio.samples, atol=1e-4)
+        np.testing.assert_allclose(take.output_image, alone.output_image, atol=1e-4)
+    # ... and they are different takes, not one take five times.
+    assert not np.allclose(together[0].audio.samples, together[1].audio.samples)
+
+
+def test_takes_share_unet_calls_when_the_batch_has_room(engine, tiny_model):
+    audio = song(9.0)  # three windows: six UNet items per guided take
+    sizes = count_unet_calls(tiny_model)
+    engine.render(audio, dataclasses.replace(FAST, batch_size=16))
+    one_take = list(sizes)
+    sizes.clear()
+    engine.render_many(audio, [dataclasses.replace(FAST, batch_size=16, seed=s) for s in (1, 2)])
+    assert len(sizes) == len(one_take) == FAST.denoise_steps
+    assert sum(sizes) == 2 * sum(one_take)  # the same work, in as many calls
+
+
+def test_preview_many_equals_each_preview(engine):
+    audio = song(12.0)
+    grid = [dataclasses.replace(FAST, seed=s, denoise=d) for s in (1, 2) for d in (0.3, 0.6)]
+    previews = engine.preview_many(audio, grid, 4.0, 2.0)
+    for preview, settings in zip(previews, grid, strict=True):
+        alone = engine.preview(audio, settings, 4.0, 2.0)
+        assert preview.start_s == alone.start_s == 4.0
+        np.testing.assert_allclose(preview.audio.samples, alone.audio.samples, atol=1e-4)
+
+
+def test_takes_rendered_together_must_share_their_span(engine):
+    audio = song(6.0)
+    with pytest.raises(NeuroChipError, match="same span"):
+        engine.render_many(audio, [FAST, dataclasses.replace(FAST, start_s=1.0)])
+    with pytest.raises(NeuroChipError, match="same window overlap"):
+        engine.preview_many(audio, [FAST, dataclasses.replace(FAST, overlap=0.5)], 0.0)
+    with pytest.raises(ValueError):
+        engine.render_many(audio, [])
+
+
 def test_denoise_zero_is_the_source_path_reconstruction(engine):
     audio = song(2.5)
     render = engine.render(audio, dataclasses.replace(FAST, denoise=0.0, phase_iterations=2))

@@ -33,4 +33,4 @@ def test_the_readme_python_example_runs(tmp_path, monkeypatch, tiny_model_dir, c
     assert sf.info(tmp_path / "greensleeves-funk.wav").channels == 2
     assert (tmp_path / "greensleeves-funk-compare.wav").is_file()
     printed = capsys.readouterr().out
-    assert "42 stereo pair" in printed and "100% take B: done" in printed
+    assert "42 stereo pair" in printed and "100% done" in printed

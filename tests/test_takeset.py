@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 
 import numpy as np
@@ -80,12 +81,13 @@ def test_every_file_is_kept_in_the_library_as_soon_as_it_exists(engine, tmp_path
         assert take.thumbnail_path is not None
 
 
-def test_a_cancel_during_take_b_keeps_take_a(engine, tmp_path):
+def test_a_cancelled_pair_keeps_nothing_half_made(engine, tmp_path):
+    # Takes A and B denoise together: a cancel stops both, and neither is kept half-made.
     library = TakeLibrary(tmp_path / "home")
     cancel = threading.Event()
 
     def progress(fraction: float, stage: str) -> None:
-        if stage.startswith("take B"):
+        if stage.startswith("denoise step 1 "):
             cancel.set()
 
     with pytest.raises(RenderCancelled):
@@ -98,8 +100,20 @@ def test_a_cancel_during_take_b_keeps_take_a(engine, tmp_path):
             progress=progress,
             cancel=cancel,
         )
-    [kept] = library.list()
-    assert kept.settings().seed == FAST.seed and kept.kind == "take"
+    assert library.list() == []
+
+
+def test_a_pair_renders_both_takes_in_the_calls_of_one(engine, tiny_model):
+    sizes: list[int] = []
+    tiny_model.unet.register_forward_pre_hook(
+        lambda module, args, kwargs: sizes.append(int(args[0].shape[0])), with_kwargs=True
+    )
+    roomy = dataclasses.replace(FAST, batch_size=32)
+    render_take_set(engine, sketch(), roomy, TakeSetOptions(stereo_pair=False, compare=False))
+    one_take = list(sizes)
+    sizes.clear()
+    render_take_set(engine, sketch(), roomy, TakeSetOptions(stereo_pair=True, compare=False))
+    assert len(sizes) == len(one_take) and sum(sizes) == 2 * sum(one_take)
 
 
 def test_progress_covers_the_whole_set_in_order(engine):
@@ -113,4 +127,5 @@ def test_progress_covers_the_whole_set_in_order(engine):
     )
     fractions = [f for f, _ in seen]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
-    assert seen[0][1].startswith("take A") and seen[-1][1].startswith("take B")
+    assert seen[0][1] == "encode" and seen[-1][1] == "done"
+    assert f"denoise step {FAST.denoise_steps} of {FAST.denoise_steps}" in [s for _, s in seen]
