@@ -272,3 +272,30 @@ def spectrogram_figure(
             )
         traces.append(trace)
     return go.Figure(data=traces, layout=layout)
+
+
+def faithfulness_figure(times_s, strip, ends_s, score: float, start_s: float = 0.0) -> go.Figure:
+    """The note-faithfulness strip: one bar per bar (or second), low spots in red.
+
+    A bar more than 0.15 below the take's score is where the take lost or changed the
+    sketch's notes: the place to listen first. Silent segments (NaN) are left out.
+    """
+    times = np.asarray(times_s, dtype=float) + start_s
+    widths = np.asarray(ends_s, dtype=float) + start_s - times
+    values = np.asarray(strip, dtype=float)
+    low = values < score - 0.15
+    colours = ["rgb(214, 39, 40)" if is_low else "rgb(44, 160, 44)" for is_low in low]
+    figure = go.Figure(
+        go.Bar(
+            x=times + widths / 2,
+            y=np.nan_to_num(values, nan=0.0),
+            width=widths * 0.92,
+            marker_color=colours,
+            hovertemplate="%{x:.1f} s · %{y:.2f}<extra></extra>",
+        )
+    )
+    figure.add_hline(y=score, line_dash="dot", line_color="rgb(128, 128, 128)")
+    figure.update_yaxes(range=[0, 1], title_text="notes kept", fixedrange=True)
+    figure.update_xaxes(title_text="seconds")
+    figure.update_layout(height=150, margin=dict(l=10, r=10, t=10, b=10), showlegend=False)
+    return figure

@@ -17,8 +17,9 @@ from typing import Any
 import soundfile as sf
 import streamlit as st
 
-from neurochip.engine import Engine
+from neurochip.engine import Engine, Render
 from neurochip.errors import NeuroChipError
+from neurochip.faithfulness import Faithfulness
 from neurochip.io.audio import Audio
 from neurochip.jobs import DONE, FAILED, SLOW_POLL_S, Job
 from neurochip.library.store import TakeLibrary
@@ -187,6 +188,30 @@ def set_sketch(sketch: Sketch | None) -> None:
         previous.cancel()  # the old song's preview would only delay the new one's
     st.session_state["sketch"] = sketch
     forget("preview_job", "preview_key")
+
+
+# --- the preview -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class Preview:
+    """A finished preview: the take of the region, with what it was made from."""
+
+    song_key: str
+    key: Any  # (song key, settings JSON, region start): what the page asked for
+    render: Render
+    faithfulness: Faithfulness
+
+
+def keep_preview(preview: Preview) -> None:
+    """Remember the newest finished preview: it stays on the page while the next renders."""
+    st.session_state["last_preview"] = preview
+
+
+def last_preview(song_key: str) -> Preview | None:
+    """The last finished preview of this song, if any (an older song's is not shown)."""
+    preview = st.session_state.get("last_preview")
+    return preview if preview is not None and preview.song_key == song_key else None
 
 
 # --- widget values that survive page switches -------------------------------------------------

@@ -126,8 +126,52 @@ def test_preview_renders_and_shows_spectrograms(app_env):
     assert job.wait(TIMEOUT) and job.state == "done", job.error
     at.run()
     assert not at.exception
-    assert len(at.get("plotly_chart")) == 1
-    assert job.result.audio.frames == round(5.12 * SR)
+    # The notes-kept strip and the spectrograms (input, output, difference).
+    assert len(at.get("plotly_chart")) == 2
+    preview = job.result
+    assert preview.render.audio.frames == round(5.12 * SR)
+    assert 0.0 <= preview.faithfulness.score <= 1.0
+    assert any(m.value.startswith("**Notes kept:") for m in at.markdown)
+    assert at.get("iframe")  # the A/B player: sketch against take
+
+
+def test_the_last_preview_stays_while_a_new_one_renders(app_env, monkeypatch):
+    import threading
+
+    from neurochip.engine import Engine
+
+    at = start()
+    fast(at)
+    [preview] = [b for b in at.button if b.label == "Preview now"]
+    preview.click().run()
+    first = at.session_state["preview_job"]
+    assert first.wait(TIMEOUT) and first.state == "done", first.error
+    at.run()
+
+    # The next preview is held until the page has been checked.
+    release, entered = threading.Event(), threading.Event()
+    real_preview = Engine.preview
+
+    def held_preview(self, *args, **kwargs):
+        entered.set()
+        release.wait(TIMEOUT)
+        return real_preview(self, *args, **kwargs)
+
+    monkeypatch.setattr(Engine, "preview", held_preview)
+    at.slider(key="w_denoise").set_value(0.4)
+    [preview] = [b for b in at.button if b.label == "Preview now"]
+    preview.click().run()
+    assert entered.wait(TIMEOUT)
+    assert not at.exception
+    assert any("Out of date" in c.value for c in at.caption)
+    assert len(at.get("plotly_chart")) == 2 and at.get("iframe")  # still there, playable
+    assert at.session_state["last_preview"] is first.result
+    release.set()
+    second = at.session_state["preview_job"]
+    assert second.wait(TIMEOUT) and second.state == "done", second.error
+    at.run()
+    assert at.session_state["last_preview"] is second.result
+    assert not any("Out of date" in c.value for c in at.caption)
 
 
 def test_full_render_keeps_takes_and_offers_downloads(app_env):

@@ -8,9 +8,11 @@ import random
 import streamlit as st
 
 from app import ui
-from app.figures import spectrogram_figure
+from app.abplayer import ab_player
+from app.figures import faithfulness_figure, spectrogram_figure
 from neurochip.engine import PREVIEW_SECONDS, region_picture
 from neurochip.errors import NeuroChipError
+from neurochip.faithfulness import note_faithfulness
 from neurochip.jobs import Job
 from neurochip.settings import SCHEDULER_NAMES, TakeSetOptions, describe
 from neurochip.synth import DRUMS, VOICES
@@ -171,8 +173,12 @@ if engine is not None and (
     if previous is not None:
         previous.cancel()  # superseded: stop it within one model call
 
-    def preview_work(progress, cancel, engine=engine, settings=settings, start=preview_start):
-        return engine.preview(audio, settings, start, progress=progress, cancel=cancel)
+    def preview_work(
+        progress, cancel, engine=engine, settings=settings, start=preview_start, key=preview_key
+    ):
+        result = engine.preview(audio, settings, start, progress=progress, cancel=cancel)
+        faithfulness = note_faithfulness(result.source, result.audio)
+        return ui.Preview(song.key, key, result, faithfulness)
 
     # Debounced: a slider still moving cancels this before it starts.
     job = Job(preview_work, delay_s=0.0 if preview_now else 0.6, name="preview").start()
@@ -200,28 +206,64 @@ def region_figure():
     return spectrogram_figure({"input": picture}, picture_start)
 
 
+if preview_job is not None and preview_job.state == "done" and preview_job.result is not None:
+    ui.keep_preview(preview_job.result)
+shown = ui.last_preview(song.key)
+
 # One container, whatever it holds: the render fragment below keeps its place in the page (a
 # fragment's id is its place), so its timer never points at a fragment that is gone.
 with st.container():
-    if preview_job is not None and preview_job.state == "done" and preview_job.result is not None:
-        result = preview_job.result
-        # Made once per preview, not on every run of the page.
-        st.audio(ui.memo("preview_wav", preview_job, lambda: ui.wav_bytes(result.audio)))
+    if preview_job is not None and preview_job.state == "failed":
+        st.error(preview_job.error)
+    if shown is not None:
+        result = shown.render
+        if shown.key != preview_key:
+            running = preview_job is not None and not preview_job.finished
+            st.caption(
+                ":material/history: Out of date: made with earlier settings"
+                + (" while the new preview renders." if running else ".")
+            )
+        # The previous preview stays playable while the next one renders: A/B against the
+        # sketch at the same position. Made once per preview, not on every run of the page.
+        sources = ui.memo(
+            "preview_ab",
+            shown,
+            lambda: {"Sketch": ui.wav_bytes(result.source), "Take": ui.wav_bytes(result.audio)},
+        )
+        ab_player(sources, key="preview_ab", offset_s=result.start_s)
+        faith = shown.faithfulness
+        low = ", ".join(f"{s.start_s + result.start_s:.1f} s" for s in faith.low_spots()[:3])
+        st.markdown(
+            f"**Notes kept: {faith.score:.2f}** "
+            + (f"· lowest around {low}" if low else "· no low spots"),
+            help="Note faithfulness: how well the take keeps the sketch's notes (chroma "
+            "cosine similarity, 0-1). ~1: every note kept; under ~0.6: other notes. Red bars: "
+            "the places to listen to first.",
+        )
+        st.plotly_chart(
+            ui.memo(
+                "preview_faith",
+                shown,
+                lambda: faithfulness_figure(
+                    faith.times_s, faith.strip, faith.ends_s, faith.score, result.start_s
+                ),
+            ),
+            width="stretch",
+            key="preview_faith_chart",
+        )
         figure = ui.memo(
             "preview_figure",
-            preview_job,
+            shown,
             lambda: spectrogram_figure(
                 {"input": result.input_image, "output": result.output_image}, result.start_s
             ),
         )
-        st.plotly_chart(figure, width="stretch")
-    elif preview_job is not None and preview_job.state == "failed":
-        st.error(preview_job.error)
+        st.plotly_chart(figure, width="stretch", key="preview_chart")
     else:
         # No take yet (or no model): show what the model would see of the region.
         figure = ui.memo("region_figure", (song.key, round(preview_start, 2)), region_figure)
         if figure is not None:
-            st.plotly_chart(figure, width="stretch")
+            st.plotly_chart(figure, width="stretch", key="preview_chart")
 
 # --- full render ------------------------------------------------------------------------------
 
