@@ -22,4 +22,7 @@ navigation = st.navigation(
         st.Page(VIEWS / "model.py", title="Model & device", icon=":material/memory:"),
     ]
 )
+from app import ui  # noqa: E402  (after the path fix above)
+
+ui.restore_session()  # a refresh or a restart finds what was open
 navigation.run()

@@ -6,6 +6,7 @@ need lives here. Heavy objects (the engine, the library) load once per server pr
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import io
 import os
@@ -17,15 +18,15 @@ from typing import Any
 import soundfile as sf
 import streamlit as st
 
-from neurochip.engine import Engine, Render
+from neurochip.engine import Engine
 from neurochip.errors import NeuroChipError
-from neurochip.faithfulness import Faithfulness
 from neurochip.io.audio import Audio
 from neurochip.jobs import DONE, FAILED, SLOW_POLL_S, Job
 from neurochip.library.store import TakeLibrary
 from neurochip.model import DEFAULT_MODEL_ID
 from neurochip.settings import RenderSettings, TakeSetOptions, default_of, describe
 from neurochip.sketch import SKETCH_SUFFIXES, Sketch, load_sketch
+from neurochip.workspace import Preview, Workspace
 
 UPLOAD_SUFFIXES = list(SKETCH_SUFFIXES)
 
@@ -90,6 +91,74 @@ def library() -> TakeLibrary:
     return _library(os.environ.get("NEUROCHIP_HOME"))
 
 
+@st.cache_resource(show_spinner=False)
+def _workspace(root: str | None) -> Workspace:
+    return Workspace(root)
+
+
+def workspace() -> Workspace:
+    """What the app had open: kept on disk, so a refresh or a restart brings it back."""
+    return _workspace(os.environ.get("NEUROCHIP_HOME"))
+
+
+# --- a session that survives -------------------------------------------------------------------
+
+#: View choices kept with the settings (widget key -> kept as is).
+KEPT_VIEW = ("preview_start", "auto_preview", "render_pair", "render_compare")
+
+
+def restore_session() -> None:
+    """Once per browser session: bring back the sketch, settings, model and last preview.
+
+    A refresh starts a new session, and so does a restart of the server: both find the
+    workspace as the last session left it. The sketch is loaded again as a job (a MIDI file
+    is synthesised again), with its progress at the top of Arrange.
+    """
+    if st.session_state.get("_restored"):
+        return
+    st.session_state["_restored"] = True
+    kept = workspace()
+    state = kept.state()
+    for name, value in dict(state.get("settings") or {}).items():
+        if name in SETTINGS and type(value) is type(default(name)):
+            st.session_state[name] = value
+    for name in KEPT_VIEW:
+        if name in state:
+            st.session_state[name] = state[name]
+    model = state.get("model")
+    if isinstance(model, dict) and isinstance(model.get("source"), str):
+        st.session_state["model_choice"] = ModelChoice(
+            model["source"], str(model.get("device", "auto")), str(model.get("dtype", "auto"))
+        )
+    preview = kept.preview()
+    if preview is not None:
+        st.session_state["last_preview"] = preview
+    sketch_file = kept.sketch()
+    if sketch_file is not None and current_sketch() is None:
+        data, name, voices = sketch_file.data, sketch_file.name, sketch_file.voices
+
+        def load(progress, cancel) -> Sketch:
+            return load_sketch(data, name=name, voices=voices, progress=progress, cancel=cancel)
+
+        start_loading(load, f"Reopening {name}", source=(data, name))
+
+
+def save_session() -> None:
+    """Keep the settings, view choices and model for the next session (when they changed)."""
+    state = {
+        "settings": {name: st.session_state[name] for name in SETTINGS if name in st.session_state},
+        "model": dataclasses.asdict(model_choice()),
+        **{name: st.session_state[name] for name in KEPT_VIEW if name in st.session_state},
+    }
+    if state == st.session_state.get("_saved_state"):
+        return
+    try:
+        workspace().keep_state(state)
+        st.session_state["_saved_state"] = state
+    except OSError as err:
+        st.toast(f"Could not keep the settings for next time: {err}", icon=":material/warning:")
+
+
 # --- the sketch -------------------------------------------------------------------------------
 
 
@@ -99,6 +168,11 @@ DEMO_SKETCH = Path(__file__).resolve().parents[1] / "assets" / "greensleeves.mid
 def demo_sketch() -> Sketch:
     """The demo sketch: Greensleeves as a chip-tune MIDI file (assets/greensleeves.mid)."""
     return load_sketch(DEMO_SKETCH)
+
+
+def open_demo() -> None:
+    cancel_loading()
+    set_sketch(demo_sketch(), source=(DEMO_SKETCH.read_bytes(), DEMO_SKETCH.name))
 
 
 def accept_upload(upload: Any) -> None:
@@ -114,7 +188,7 @@ def accept_upload(upload: Any) -> None:
     def load(progress, cancel) -> Sketch:
         return load_sketch(data, name=name, progress=progress, cancel=cancel)
 
-    start_loading(load, f"Reading {name}")
+    start_loading(load, f"Reading {name}", source=(data, name))
 
 
 def change_voices(sketch: Sketch, voices: dict[str, str]) -> None:
@@ -123,15 +197,25 @@ def change_voices(sketch: Sketch, voices: dict[str, str]) -> None:
     def load(progress, cancel) -> Sketch:
         return sketch.with_voices(voices, progress, cancel)
 
-    start_loading(load, f"Playing {sketch.name} with the new voices", voices=(sketch.key, voices))
+    start_loading(
+        load,
+        f"Playing {sketch.name} with the new voices",
+        source=(sketch.midi, sketch.name),
+        voices=(sketch.key, voices),
+    )
 
 
-def start_loading(work: Callable[..., Sketch], label: str, voices: Any = None) -> None:
+def start_loading(
+    work: Callable[..., Sketch], label: str, source: tuple[bytes, str], voices: Any = None
+) -> None:
+    """Run ``work`` (returns a Sketch) as the load job; ``source`` is the file's bytes and
+    name, kept in the workspace once the sketch is adopted."""
     previous = st.session_state.get("load_job")
     if previous is not None:
         previous.cancel()  # the newest file (or voice choice) wins
     st.session_state["load_job"] = Job(work, name="load").start()
     st.session_state["load_label"] = label
+    st.session_state["load_source"] = source
     st.session_state["load_voices"] = voices
     forget("upload_error")
 
@@ -160,7 +244,7 @@ def adopt_loaded_sketch() -> None:
         return
     st.session_state["load_adopted"] = job
     if job.state == DONE:
-        set_sketch(job.result)
+        set_sketch(job.result, source=st.session_state.get("load_source"))
         return
     current = current_sketch()
     if job.state == FAILED:
@@ -182,30 +266,35 @@ def current_sketch() -> Sketch | None:
     return st.session_state.get("sketch")
 
 
-def set_sketch(sketch: Sketch | None) -> None:
+def set_sketch(sketch: Sketch | None, source: tuple[bytes, str] | None = None) -> None:
+    """Open ``sketch``; ``source`` (its file's bytes and name) is kept to reopen it later."""
     previous = st.session_state.get("preview_job")
     if previous is not None:
         previous.cancel()  # the old song's preview would only delay the new one's
     st.session_state["sketch"] = sketch
     forget("preview_job", "preview_key")
+    if sketch is not None and source is not None:
+        try:
+            workspace().keep_sketch(source[0], source[1], sketch.voices)
+        except OSError as err:
+            st.toast(
+                f"Could not keep {sketch.name} for next time: {err}", icon=":material/warning:"
+            )
 
 
 # --- the preview -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, eq=False)
-class Preview:
-    """A finished preview: the take of the region, with what it was made from."""
-
-    song_key: str
-    key: Any  # (song key, settings JSON, region start): what the page asked for
-    render: Render
-    faithfulness: Faithfulness
-
-
 def keep_preview(preview: Preview) -> None:
-    """Remember the newest finished preview: it stays on the page while the next renders."""
+    """Remember the newest finished preview: it stays on the page while the next renders,
+    and in the workspace for after a refresh or a restart."""
+    if st.session_state.get("last_preview") is preview:
+        return
     st.session_state["last_preview"] = preview
+    try:
+        workspace().keep_preview(preview)
+    except OSError as err:  # the page goes on; only the reopening loses the preview
+        st.toast(f"Could not keep the preview for next time: {err}", icon=":material/warning:")
 
 
 def last_preview(song_key: str) -> Preview | None:

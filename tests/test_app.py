@@ -460,3 +460,51 @@ def test_a_midi_upload_shows_progress_and_cancel_keeps_the_song(app_env, monkeyp
     upload_into(at, "greensleeves.mid", demo, "midi-again")
     at.run()
     assert at.session_state["sketch"].name == "greensleeves.mid"
+
+
+def test_a_refresh_brings_back_song_settings_model_and_preview(app_env):
+    at = start(song=False)
+    upload_into(at, "minuet.wav", wav_bytes(6.0), "u1")
+    at.run()
+    fast(at)
+    at.slider(key="w_denoise").set_value(0.45)
+    at.text_input(key="w_prompt").input("a string quartet")
+    at.run()
+    [preview] = [b for b in at.button if b.label == "Preview now"]
+    preview.click().run()
+    job = at.session_state["preview_job"]
+    assert job.wait(TIMEOUT) and job.state == "done", job.error
+    at.run()
+    song = at.session_state["sketch"]
+    model = at.session_state["model_choice"]
+
+    # A refresh (or a restarted server) is a new session: nothing in it but the workspace.
+    again = AppTest.from_file("../app/main.py", default_timeout=TIMEOUT)
+    again.session_state["auto_preview"] = False
+    again.run()
+    assert not again.exception
+    assert again.session_state["load_job"].wait(TIMEOUT)  # reopening the sketch
+    again.run()
+    assert again.session_state["sketch"].key == song.key
+    settings = again.session_state["last_settings"]
+    assert (settings.denoise, settings.steps, settings.prompt) == (0.45, 4, "a string quartet")
+    assert again.session_state["model_choice"] == model
+    kept = again.session_state["last_preview"]
+    assert kept.song_key == song.key
+    np.testing.assert_array_equal(kept.render.audio.samples, job.result.render.audio.samples)
+    assert len(again.get("plotly_chart")) == 2 and again.get("iframe")
+    assert not any("Out of date" in c.value for c in again.caption)
+
+
+def test_a_bad_upload_after_a_refresh_changes_nothing_kept(app_env):
+    at = start(song=False)
+    upload_into(at, "minuet.wav", wav_bytes(3.0), "u1")
+    at.run()
+    upload_into(at, "broken.wav", b"RIFF\x00\x00\x00\x00WAVEjunk", "u2")
+    at.run()
+    assert "broken.wav" in at.error[0].value
+    again = AppTest.from_file("../app/main.py", default_timeout=TIMEOUT)
+    again.run()
+    assert again.session_state["load_job"].wait(TIMEOUT)
+    again.run()
+    assert again.session_state["sketch"].name == "minuet.wav"

@@ -35,8 +35,7 @@ uploaded = st.file_uploader(
 if uploaded is not None and st.session_state.get("upload_id") != uploaded.file_id:
     ui.accept_upload(uploaded)
 if st.button("Try the demo: Greensleeves as a chip-tune MIDI sketch", icon=":material/music_note:"):
-    ui.cancel_loading()
-    ui.set_sketch(ui.demo_sketch())
+    ui.open_demo()
     st.session_state["upload_id"] = uploaded.file_id if uploaded is not None else None
     st.session_state.pop("upload_error", None)
 ui.adopt_loaded_sketch()
@@ -132,6 +131,7 @@ except NeuroChipError as err:
     st.error(str(err))
     st.stop()
 st.session_state["last_settings"] = settings
+ui.save_session()
 
 engine, model_error = ui.engine()
 if engine is None:

@@ -29,6 +29,7 @@ with st.form("model_form"):
     )
     if st.form_submit_button("Use this model", type="primary"):
         st.session_state["model_choice"] = ui.ModelChoice(source.strip(), device, dtype)
+        ui.save_session()  # the next session (a refresh, a restart) uses it too
         ui.forget_engine()
         st.rerun()
 
