@@ -23,6 +23,7 @@ import hashlib
 import inspect
 import math
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -58,6 +59,9 @@ DEFAULT_CACHE_BYTES = 1 << 30
 
 #: Length of a preview, in seconds: one model window.
 PREVIEW_SECONDS = 5.12
+
+#: Prompt embeddings an engine keeps (prompt and negative prompt of recent takes).
+PROMPT_CACHE_SIZE = 16
 
 #: progress(fraction done 0..1, stage) -- stage is e.g. "encode", "denoise step 3 of 17".
 ProgressCallback = Callable[[float, str], None]
@@ -250,6 +254,8 @@ class Engine:
         self._cache: OrderedDict[str, dict[str, torch.Tensor]] = OrderedDict()
         self._cache_bytes = cache_bytes
         self._lock = device_lock(model.device)
+        self._last_song: tuple[weakref.ref, int, Audio, str] | None = None
+        self._prompts: OrderedDict[str, torch.Tensor] = OrderedDict()
         if model.device.type == "cpu":
             # Denormal floats (from SiLU of large negative activations) make CPU convolutions
             # several times slower; flushing them to zero changes no audible result.
@@ -344,10 +350,10 @@ class Engine:
         As :meth:`preview` for each; their span settings are ignored (the region is given).
         """
         _check_shared(takes, span=False)
-        song = self._at_working_rate(song)
-        start, length = preview_region(song, start_s, duration_s, self.params)
+        mono, key = self._prepared(song)
+        start, length = preview_region(mono, start_s, duration_s, self.params)
         with self._lock:
-            return self._render_region(song, start, length, takes, progress, cancel)
+            return self._render_region(mono, start, length, takes, progress, cancel, key)
 
     # -- steps -----------------------------------------------------------------------------------
 
@@ -359,6 +365,7 @@ class Engine:
         takes: Sequence[RenderSettings],
         progress: ProgressCallback | None,
         cancel: threading.Event | None,
+        key: str | None = None,
     ) -> list[Render]:
         song = self._at_working_rate(song)
         report = _monotonic(progress)
@@ -366,7 +373,7 @@ class Engine:
         mono = song.to_mono()
         report(0.0, "encode")
         use_model = [settings.denoise_steps > 0 for settings in takes]
-        cached = self._song_encoding(mono, need_latents=any(use_model))
+        cached = self._song_encoding(mono, need_latents=any(use_model), key=key)
         first, frames = start // hop, self.params.num_frames(length)
         input_image = cached["image"][..., first : first + frames]
 
@@ -419,9 +426,37 @@ class Engine:
             return song
         return song.resample(self.params.sample_rate)
 
-    def _song_encoding(self, mono: Audio, need_latents: bool) -> dict[str, torch.Tensor]:
+    def _prepared(self, song: Audio) -> tuple[Audio, str]:
+        """The song as the engine hears it (mono, working rate) and its content key.
+
+        The last song's are kept while its samples array lives: previews of one song, one per
+        slider change, then skip the resampling, the mix-down and hashing the whole song.
+        (Audio is never changed in place in NeuroChip; the key is of the content.)
+        """
+        last = self._last_song
+        if last is not None and last[0]() is song.samples and last[1] == song.sample_rate:
+            return last[2], last[3]
+        mono = self._at_working_rate(song).to_mono()
+        key = _content_key(mono)
+        self._last_song = (weakref.ref(song.samples), song.sample_rate, mono, key)
+        return mono, key
+
+    def _prompt_embedding(self, prompt: str) -> torch.Tensor:
+        """CLIP embedding of a prompt; the last few are kept (a slider change keeps them)."""
+        embedding = self._prompts.get(prompt)
+        if embedding is None:
+            embedding = self.model.encode_prompt(prompt)
+            self._prompts[prompt] = embedding
+            while len(self._prompts) > PROMPT_CACHE_SIZE:
+                self._prompts.popitem(last=False)
+        self._prompts.move_to_end(prompt)
+        return embedding
+
+    def _song_encoding(
+        self, mono: Audio, need_latents: bool, key: str | None = None
+    ) -> dict[str, torch.Tensor]:
         """Picture (and VAE latents) of a whole song, kept for the next preview of it."""
-        key = hashlib.blake2b(mono.samples.tobytes(), digest_size=16).hexdigest()
+        key = key or _content_key(mono)
         entry = self._cache.get(key)
         if entry is None:
             waveform = torch.from_numpy(mono.samples).to(self.model.device)
@@ -530,7 +565,8 @@ class Engine:
         """
         model = self.model
         lanes = [
-            _Lane.start(model, latents, noise, s) for s, noise in zip(takes, noises, strict=True)
+            _Lane.start(model, latents, noise, s, self._prompt_embedding)
+            for s, noise in zip(takes, noises, strict=True)
         ]
         window = WINDOW_COLUMNS // model.vae_scale
         starts = plan_windows(latents.shape[-1], window, takes[0].overlap)
@@ -637,6 +673,10 @@ class Engine:
         return int(max(per_window, min(64, free * 0.5 // per_item)))
 
 
+def _content_key(mono: Audio) -> str:
+    return hashlib.blake2b(mono.samples.tobytes(), digest_size=16).hexdigest()
+
+
 def _entry_bytes(entry: dict[str, torch.Tensor]) -> int:
     return sum(t.numel() * t.element_size() for t in entry.values())
 
@@ -682,6 +722,7 @@ class _Lane:
         latents: torch.Tensor,
         noise: torch.Tensor,
         settings: RenderSettings,
+        embed: Callable[[str], torch.Tensor],
     ) -> _Lane:
         scheduler = model.make_scheduler(settings.scheduler)
         scheduler.set_timesteps(settings.steps, device=model.device)
@@ -700,8 +741,8 @@ class _Lane:
             scheduler=scheduler,
             timesteps=timesteps,
             latents=scheduler.add_noise(latents, noise, timesteps[:1]),
-            positive=model.encode_prompt(settings.prompt),
-            negative=model.encode_prompt(settings.negative_prompt) if guided else None,
+            positive=embed(settings.prompt),
+            negative=embed(settings.negative_prompt) if guided else None,
             guidance=settings.guidance,
             step_options=step_options,
         )

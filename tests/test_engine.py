@@ -245,6 +245,23 @@ def test_takes_rendered_together_must_share_their_span(engine):
         engine.render_many(audio, [])
 
 
+def test_a_slider_change_does_not_hash_the_song_or_encode_the_prompt_again(
+    engine, tiny_model, monkeypatch
+):
+    audio = Audio(make_chiptune(12.0, stereo=True), SR)  # stereo: mixed down once, not per call
+    hashed, prompts = [], []
+    real_key, real_encode = engine_module._content_key, tiny_model.encode_prompt
+    monkeypatch.setattr(engine_module, "_content_key", lambda m: hashed.append(1) or real_key(m))
+    monkeypatch.setattr(tiny_model, "encode_prompt", lambda p: prompts.append(p) or real_encode(p))
+    first = engine.preview(audio, FAST, 2.0, 2.0)
+    again = engine.preview(audio, dataclasses.replace(FAST, seed=9), 2.0, 2.0)
+    assert len(hashed) == 1 and sorted(prompts) == sorted([FAST.prompt, FAST.negative_prompt])
+    assert not np.allclose(first.audio.samples, again.audio.samples)  # the seed still counts
+    # Another song (a new array) is prepared afresh.
+    engine.preview(Audio(audio.samples.copy() * 0.5, SR), FAST, 2.0, 2.0)
+    assert len(hashed) == 2
+
+
 def test_denoise_zero_is_the_source_path_reconstruction(engine):
     audio = song(2.5)
     render = engine.render(audio, dataclasses.replace(FAST, denoise=0.0, phase_iterations=2))
