@@ -39,6 +39,9 @@ class ModelChoice:
     source: str
     device: str = "auto"
     dtype: str = "auto"
+    # The app never downloads 4 GB unasked: it looks in the local cache only (an instant
+    # answer offline) until the composer presses Download on the Model page.
+    download: bool = False
 
 
 def model_choice() -> ModelChoice:
@@ -52,7 +55,9 @@ def _load_engine(choice: ModelChoice) -> tuple[Engine | None, str | None]:
     # Failures are cached too: retrying a missing 4 GB download on every rerun would freeze the
     # page. The Model page's "Try again" clears this cache.
     try:
-        loaded = Engine.from_pretrained(choice.source, choice.device, choice.dtype)
+        loaded = Engine.from_pretrained(
+            choice.source, choice.device, choice.dtype, local_files_only=not choice.download
+        )
     except NeuroChipError as err:
         return None, str(err)
     freeze_long_lived_objects()
@@ -74,8 +79,10 @@ def freeze_long_lived_objects() -> None:
 
 def engine() -> tuple[Engine | None, str | None]:
     """The shared engine (renders from all tabs queue on its device's lock)."""
-    with st.spinner("Loading the model (once per server start)..."):
-        return _load_engine(model_choice())
+    choice = model_choice()
+    loading = "Downloading the model (about 4 GB, once)" if choice.download else "Loading the model"
+    with st.spinner(f"{loading} (once per server start)..."):
+        return _load_engine(choice)
 
 
 def forget_engine() -> None:
@@ -129,7 +136,7 @@ def restore_session() -> None:
     if isinstance(model, dict) and isinstance(model.get("source"), str):
         st.session_state["model_choice"] = ModelChoice(
             model["source"], str(model.get("device", "auto")), str(model.get("dtype", "auto"))
-        )
+        )  # never a download: that waits for the composer's click
     preview = kept.preview()
     if preview is not None:
         st.session_state["last_preview"] = preview

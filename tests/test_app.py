@@ -508,3 +508,123 @@ def test_a_bad_upload_after_a_refresh_changes_nothing_kept(app_env):
     assert again.session_state["load_job"].wait(TIMEOUT)
     again.run()
     assert again.session_state["sketch"].name == "minuet.wav"
+
+
+# --- Takes: a compact, paged list; one take's big view ----------------------------------------
+
+
+def add_measured_takes(count: int, scores=None):
+    """``count`` short takes, seeds 0.., with these note-faithfulness scores (None: none)."""
+    from neurochip.io.audio import Audio
+    from neurochip.library.metadata import take_metadata
+    from neurochip.settings import RenderSettings
+
+    audio = Audio(make_chiptune(0.2), SR)
+    library = ui.library()
+    made = []
+    for i in range(count):
+        score = None if scores is None else scores[i]
+        settings = RenderSettings(prompt="funk", seed=i, denoise=0.35, guidance=7.0, steps=50)
+        measured = None if score is None else {"score": score, "segment": "second"}
+        meta = take_metadata("take", {"A": settings}, "minuet.wav", faithfulness=measured)
+        made.append(library.add(audio, meta))
+    return made
+
+
+def listed_ids(at: AppTest) -> list[str]:
+    return [b.key.removeprefix("star_") for b in at.button if b.key and b.key.startswith("star_")]
+
+
+def test_takes_page_is_a_compact_paged_list(app_env):
+    takes = add_measured_takes(30)
+    newest = [t.id for t in reversed(takes)]
+    at = start("views/takes.py", song=False)
+    assert not at.exception
+    assert listed_ids(at) == newest[:25]  # one page
+    # Rows, not players: no take's audio or export is built for the list.
+    assert not at.get("audio") and not at.get("download_button")
+    labels = " ".join(m.value for m in at.markdown)
+    assert "seed 29 · denoise 0.35 · guidance 7 · 50 steps" in labels
+    assert any("30 takes · 1–25 shown" in c.value for c in at.caption)
+    [forward] = [b for b in at.button if b.key == "takes_next"]
+    forward.click().run()
+    assert listed_ids(at) == newest[25:] and any("Page 2 of 2" in c.value for c in at.caption)
+    at.text_input(key="takes_search").input("funk").run()  # a new search starts at page 1
+    assert listed_ids(at) == newest[:25]
+
+
+def test_takes_sort_by_faithfulness(app_env):
+    low, unmeasured, high = add_measured_takes(3, [0.42, None, 0.96])
+    at = start("views/takes.py", song=False)
+    at.selectbox(key="takes_sort").set_value("Most faithful first").run()
+    assert not at.exception
+    assert listed_ids(at) == [high.id, low.id, unmeasured.id]
+    badges = " ".join(m.value for m in at.markdown)
+    assert ":green-badge[0.96]" in badges and ":red-badge[0.42]" in badges
+
+
+def test_takes_big_view_plays_downloads_renames_and_keeps_a_note(app_env):
+    [take, other] = add_measured_takes(2, [0.9, None])
+    at = start("views/takes.py", song=False)
+    [more] = [b for b in at.button if b.key == f"more_{take.id}"]
+    more.click().run()
+    assert not at.exception
+    assert len(at.get("audio")) == 1  # this take's player only
+    assert {d.key for d in at.get("download_button")} == {f"dl_{take.id}"}
+    at.text_input(key=f"name_{take.id}").input("Chorus keeper")
+    at.text_area(key=f"note_{take.id}").input("bass drifts in bar 12")
+    [save] = [b for b in at.button if b.label == "Save name and note"]
+    save.click().run()
+    assert not at.exception
+    kept = ui.library().get(take.id)
+    assert (kept.name, kept.note) == ("Chorus keeper", "bass drifts in bar 12")
+    at.text_input(key="takes_search").input("DRIFTS").run()  # notes are searched
+    assert listed_ids(at) == [take.id]
+    at.text_input(key="takes_search").input("").run()
+    # The big view of another take replaces it; deleting from there.
+    [more] = [b for b in at.button if b.key == f"more_{other.id}"]
+    more.click().run()
+    assert {d.key for d in at.get("download_button")} == {f"dl_{other.id}"}
+    [delete] = [b for b in at.button if b.key == f"delete_{other.id}"]
+    delete.click().run()
+    [yes] = [b for b in at.button if b.key == f"yes_{other.id}"]
+    yes.click().run()
+    assert not at.exception
+    assert [t.id for t in ui.library().list()] == [take.id]
+    assert listed_ids(at) == [take.id]
+
+
+def test_takes_compare_plays_two_and_pairs_them(app_env):
+    first, second = add_measured_takes(2, [0.8, 0.6])
+    at = start("views/takes.py", song=False)
+    assert not at.get("audio")  # closed: no players built
+    at.toggle(key="takes_compare").set_value(True).run()
+    assert not at.exception and len(at.get("audio")) == 2
+    [make] = [b for b in at.button if b.label.startswith("Make a stereo pair")]
+    make.click().run()
+    assert not at.exception
+    pair = ui.library().list()[0]
+    assert pair.kind == "stereo pair" and pair.faithfulness == pytest.approx(0.7)
+    assert any("Added" in s.value for s in at.success)
+
+
+def test_the_app_never_downloads_unasked(app_env, monkeypatch):
+    from neurochip.engine import Engine
+    from neurochip.errors import ModelNotFoundError
+
+    asked = []
+
+    def from_pretrained(source, device="auto", dtype=None, local_files_only=None):
+        asked.append(local_files_only)
+        raise ModelNotFoundError(f"{source} is not downloaded: huggingface-cli download {source}")
+
+    monkeypatch.setattr(Engine, "from_pretrained", staticmethod(from_pretrained))
+    monkeypatch.setenv("NEUROCHIP_MODEL", "someone/uncached-model")
+    ui.forget_engine()
+    at = start("views/model.py")
+    assert not at.exception and asked == [True]  # the cache only: an instant answer offline
+    [download] = [b for b in at.button if b.label.startswith("Download from the Hugging Face")]
+    download.click().run()
+    assert asked == [True, False]  # the composer asked: now the hub may be used
+    assert at.session_state["model_choice"].download
+    ui.forget_engine()

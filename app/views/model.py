@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
 import streamlit as st
 import torch
 
@@ -42,7 +45,22 @@ if engine is not None:
 else:
     st.error(error, icon=":material/cloud_off:")
     st.caption("Spectrogram previews on the Arrange page keep working without the model.")
-    if st.button("Try again"):
+    left, right = st.columns(2)
+    if left.button("Try again"):
+        ui.forget_engine()
+        st.rerun()
+    is_hub_id = "/" in choice.source and not Path(choice.source).expanduser().exists()
+    if (
+        is_hub_id
+        and not choice.download
+        and right.button(
+            "Download from the Hugging Face hub",
+            type="primary",
+            icon=":material/download:",
+            help="About 4 GB, once; it is kept in the Hugging Face cache for every later start.",
+        )
+    ):
+        st.session_state["model_choice"] = dataclasses.replace(choice, download=True)
         ui.forget_engine()
         st.rerun()
 

@@ -1,48 +1,85 @@
-"""Takes: every render, kept. Play, A/B, star keepers, delete, reopen, pair any two."""
+"""Takes: every render, kept. A compact list to tell them apart, one take's big view at a time.
+
+Each row says what tells a take apart (its settings and note faithfulness, from
+:attr:`Take.label <neurochip.library.store.Take.label>`); the player, downloads, note and
+rename live in the big view of the one take opened. The list is paged, so a page builds at most
+:data:`PER_PAGE` rows and a single take's player and export, whatever the library holds.
+"""
 
 from __future__ import annotations
 
 import datetime
+import math
+import re
 
 import streamlit as st
 
 from app import ui
 from neurochip.errors import NeuroChipError
+from neurochip.library.metadata import faithfulness_score
+from neurochip.library.names import faithfulness_text, take_label
 from neurochip.takeset import pair_takes
+
+PER_PAGE = 25
+
+SORTS = {
+    "Newest first": "created",
+    "Starred first": "starred",
+    "Most faithful first": "faithfulness",
+    "Name": "name",
+    "Song": "song",
+    "Prompt": "prompt",
+}
+FAITHFULNESS_HELP = (
+    "Note faithfulness: how well the take keeps the sketch's notes, measured when it was "
+    "rendered. 1.00 keeps every note; unrelated music scores about 0.5 or less."
+)
 
 st.title("Takes")
 library = ui.library()
 st.caption(f"Every render is kept in `{library.root}` (set NEUROCHIP_HOME to move it).")
 
-SORTS = {
-    "Newest first": "created",
-    "Starred first": "starred",
-    "Name": "name",
-    "Song": "song",
-    "Prompt": "prompt",
-}
+
+def first_page() -> None:
+    st.session_state["takes_page"] = 0
+
+
+def turn_page(step: int) -> None:
+    st.session_state["takes_page"] = max(0, st.session_state.get("takes_page", 0) + step)
+
+
+def toggle_open(take_id: str) -> None:
+    opened = st.session_state.get("takes_open") == take_id
+    st.session_state["takes_open"] = None if opened else take_id
+
+
 find, song_col, sort_col, star_col = st.columns([3, 2, 2, 1.2], vertical_alignment="bottom")
 text = find.text_input(
     "Search",
     key="takes_search",
-    placeholder="prompt or name, e.g. funk",
-    help="Matches the takes' prompts and names, ignoring case.",
+    placeholder="prompt, name or note, e.g. funk",
+    help="Matches the takes' prompts, names and notes, ignoring case.",
+    on_change=first_page,
 )
 try:
     songs = library.songs()
 except NeuroChipError as err:  # e.g. the index cannot be read, and could not be rebuilt
     st.error(str(err))
     st.stop()
-song = song_col.selectbox("Song", ["All songs", *songs], key="takes_song")
-sort = sort_col.selectbox("Sort", list(SORTS), key="takes_sort")
-starred_only = star_col.toggle("Starred only", key="takes_starred_only")
+song = song_col.selectbox("Song", ["All songs", *songs], key="takes_song", on_change=first_page)
+sort = sort_col.selectbox("Sort", list(SORTS), key="takes_sort", on_change=first_page)
+starred_only = star_col.toggle("Starred only", key="takes_starred_only", on_change=first_page)
+filters = {
+    "starred_only": starred_only,
+    "song": None if song == "All songs" else song,
+    "text": text or None,
+}
 try:
-    takes = library.list(
-        starred_only=starred_only,
-        song=None if song == "All songs" else song,
-        text=text or None,
-        sort=SORTS[sort],
-    )
+    total = library.count(**filters)
+    pages = max(1, math.ceil(total / PER_PAGE))
+    page = min(max(int(st.session_state.get("takes_page", 0)), 0), pages - 1)
+    st.session_state["takes_page"] = page
+    takes = library.list(**filters, sort=SORTS[sort], limit=PER_PAGE, offset=page * PER_PAGE)
 except NeuroChipError as err:
     st.error(str(err))
     st.stop()
@@ -52,14 +89,34 @@ if not takes:
     else:
         st.info("No takes yet: render one on the Arrange page.", icon=":material/library_music:")
     st.stop()
-st.caption(f"{len(takes)} take{'s' if len(takes) != 1 else ''}")
+shown = f"{total} take{'s' if total != 1 else ''}"
+if pages > 1:
+    shown += f" · {page * PER_PAGE + 1}–{page * PER_PAGE + len(takes)} shown"
+count_col, compare_col = st.columns([1, 2], vertical_alignment="center")
+count_col.caption(shown)
 if notice := st.session_state.pop("takes_notice", None):
     st.success(notice, icon=":material/check_circle:")
 
+# What makes inline markdown (and Streamlit's :colour[...] directives) of text.
+_MARKDOWN = re.compile(r"([\\`*_\[\]<>:~$|])")
 
-def label(take) -> str:
+
+def plain(text: str) -> str:
+    """User text (names, notes) shown as typed, not as markdown."""
+    return _MARKDOWN.sub(r"\\\1", text)
+
+
+def choice(take) -> str:
     star = "★ " if take.starred else ""
     return f"{star}{take.name} ({take.kind}, {ui.format_seconds(take.duration_s)})"
+
+
+def badge(score: float | None) -> str:
+    """The faithfulness score as a coloured badge (markdown)."""
+    if score is None:
+        return ":gray-badge[–]"
+    colour = "green" if score >= 0.85 else "orange" if score >= 0.65 else "red"
+    return f":{colour}-badge[{faithfulness_text(score)}]"
 
 
 def player(take, where=st) -> None:
@@ -76,74 +133,224 @@ def player(take, where=st) -> None:
 
 # --- A/B and pairing --------------------------------------------------------------------------
 
-with st.expander("Compare two takes, or build a stereo pair", icon=":material/compare_arrows:"):
-    by_id = {t.id: t for t in takes}
-    a_col, b_col = st.columns(2)
-    a_id = a_col.selectbox("Take A", list(by_id), format_func=lambda i: label(by_id[i]), key="ab_a")
-    b_id = b_col.selectbox(
-        "Take B",
-        list(by_id),
-        index=min(1, len(by_id) - 1),
-        format_func=lambda i: label(by_id[i]),
-        key="ab_b",
-    )
-    player(by_id[a_id], a_col)
-    player(by_id[b_id], b_col)
-    width = st.slider("Stereo width", 0.0, 1.0, 1.0, 0.05, key="pair_width")
-    if st.button("Make a stereo pair of A (left) and B (right)", disabled=a_id == b_id):
-        try:
-            pair = pair_takes(library, a_id, b_id, width)
-            st.session_state["takes_notice"] = f"Added {pair.name}."
-            st.rerun()  # the list above was drawn before the pair existed
-        except NeuroChipError as err:
-            st.error(str(err))
-
-# --- the list ---------------------------------------------------------------------------------
-
-fmt = (
-    st.segmented_control(
-        "Download as", [".wav", ".flac", ".mp3"], default=".wav", key="takes_format"
-    )
-    or ".wav"
+# A toggle, not an expander: an expander's content is built even while it is closed, and this
+# one's holds two players.
+compare = compare_col.toggle(
+    "Compare two takes, or build a stereo pair",
+    key="takes_compare",
+    help="Play two takes of this page side by side; search or sort to bring others here.",
 )
-for take in takes:
+if compare:
     with st.container(border=True):
-        top = st.columns([6, 1, 1.2, 1.5], vertical_alignment="center")
-        created = datetime.datetime.fromtimestamp(take.created).strftime("%Y-%m-%d %H:%M")
-        top[0].markdown(f"**{label(take)}**  \n{created} · from {take.source_name or 'unknown'}")
-        if top[1].button("★" if take.starred else "☆", key=f"star_{take.id}", help="Star a keeper"):
-            library.star(take.id, not take.starred)
-            st.rerun()
-        if top[2].button(
-            "Open", key=f"open_{take.id}", help="Load this take's settings into Arrange"
-        ):
-            ui.open_settings(take.settings())
-            st.switch_page("views/arrange.py")
-        if top[3].button("Delete", key=f"delete_{take.id}", help="Delete this take for good"):
+        by_id = {t.id: t for t in takes}
+        a_col, b_col = st.columns(2)
+        a_id = a_col.selectbox(
+            "Take A", list(by_id), format_func=lambda i: choice(by_id[i]), key="ab_a"
+        )
+        b_id = b_col.selectbox(
+            "Take B",
+            list(by_id),
+            index=min(1, len(by_id) - 1),
+            format_func=lambda i: choice(by_id[i]),
+            key="ab_b",
+        )
+        a_col.caption(by_id[a_id].label)
+        b_col.caption(by_id[b_id].label)
+        player(by_id[a_id], a_col)
+        player(by_id[b_id], b_col)
+        width = st.slider("Stereo width", 0.0, 1.0, 1.0, 0.05, key="pair_width")
+        if st.button("Make a stereo pair of A (left) and B (right)", disabled=a_id == b_id):
+            try:
+                pair = pair_takes(library, a_id, b_id, width)
+                st.session_state["takes_notice"] = f"Added {pair.name}."
+                st.rerun()  # the list above was drawn before the pair existed
+            except NeuroChipError as err:
+                st.error(str(err))
+
+# --- one take, big --------------------------------------------------------------------------------
+
+
+def big_view(take) -> None:
+    """Everything about one take: picture, player, downloads, note and name, settings."""
+    with st.container(border=True):
+        picture, right = st.columns([1, 2])
+        if take.thumbnail_path is not None and take.thumbnail_path.is_file():
+            picture.image(str(take.thumbnail_path), width="stretch")
+        else:
+            picture.caption("No picture.")
+        with right:
+            player(take)
+            if not take.damaged:
+                fmt = (
+                    st.segmented_control(
+                        "Download as",
+                        [".wav", ".flac", ".mp3"],
+                        default=".wav",
+                        key="takes_format",
+                    )
+                    or ".wav"
+                )
+                try:
+                    data, file_name = ui.export_take(take.id, fmt)
+                except NeuroChipError as err:  # e.g. deleted in another tab meanwhile
+                    st.error(str(err))
+                else:
+                    st.download_button(
+                        "Download",
+                        data,
+                        file_name=file_name,
+                        key=f"dl_{take.id}",
+                        icon=":material/download:",
+                    )
+        faithfulness_strip(take)
+        with st.form(key=f"edit_{take.id}", border=False):
+            name = st.text_input("Name", value=take.name, key=f"name_{take.id}")
+            note = st.text_area(
+                "Note",
+                value=take.note,
+                key=f"note_{take.id}",
+                height=80,
+                placeholder="What you hear: keeper for the chorus, the bass drifts in bar 12…",
+            )
+            if st.form_submit_button("Save name and note", icon=":material/save:"):
+                try:
+                    if name != take.name:
+                        library.rename(take.id, name)
+                    if note != take.note:
+                        library.set_note(take.id, note)
+                except NeuroChipError as err:
+                    st.error(str(err))
+                else:
+                    st.rerun()
+        with st.expander("Settings"):
+            st.json(take.metadata.get("takes", {}), expanded=False)
+        if st.button("Delete", key=f"delete_{take.id}", help="Delete this take for good"):
             st.session_state["confirm_delete"] = take.id
         if st.session_state.get("confirm_delete") == take.id:
             st.warning("Delete this take and its file?")
             yes, no = st.columns(2)
             if yes.button("Yes, delete", key=f"yes_{take.id}", type="primary"):
-                library.delete(take.id)
+                try:
+                    library.delete(take.id)
+                except NeuroChipError as err:
+                    st.error(str(err))
                 st.session_state.pop("confirm_delete", None)
+                st.session_state["takes_open"] = None
                 st.rerun()
             if no.button("Keep it", key=f"no_{take.id}"):
                 st.session_state.pop("confirm_delete", None)
                 st.rerun()
-        if take.thumbnail_path is not None and take.thumbnail_path.is_file():
-            st.image(str(take.thumbnail_path), width="stretch")
-        player(take)
-        settings = take.metadata.get("takes", {})
-        with st.expander("Settings"):
-            st.json(settings, expanded=False)
-        if take.damaged:
-            continue
-        try:
-            data, file_name = ui.export_take(take.id, fmt)
-        except NeuroChipError as err:  # e.g. deleted in another tab meanwhile
-            st.error(str(err))
-            continue
-        st.download_button(
-            "Download", data, file_name=file_name, key=f"dl_{take.id}", icon=":material/download:"
+
+
+def faithfulness_strip(take) -> None:
+    """The take's note faithfulness, per bar or second, with its low spots."""
+    measured = take.metadata.get("faithfulness")
+    if take.faithfulness is None or not isinstance(measured, dict):
+        st.caption("Note faithfulness: not measured.", help=FAITHFULNESS_HELP)
+        return
+    st.markdown(f"Note faithfulness {badge(take.faithfulness)}", help=FAITHFULNESS_HELP)
+    held = measured.get("takes")
+    if isinstance(held, dict):
+        # A pair's or its comparison's: the mean of its takes'; their strips are in their own
+        # files (A's and B's takes).
+        scores = [
+            f"take {key} {badge(faithfulness_score({'faithfulness': value}))}"
+            for key, value in sorted(held.items())
+        ]
+        st.markdown(" · ".join(scores))
+        return
+    strip = measured.get("strip")
+    if not isinstance(strip, list) or not strip:
+        return
+    unit = str(measured.get("segment") or "second")
+    first_bar = measured.get("first_bar")
+    first = first_bar if unit == "bar" and isinstance(first_bar, int) else 1
+    st.bar_chart(
+        [
+            {unit: first + i, "faithfulness": v if isinstance(v, (int, float)) else None}
+            for i, v in enumerate(strip)
+        ],
+        x=unit,
+        y="faithfulness",
+        sort=False,
+        height=160,
+        y_label="faithfulness",
+    )
+    spots = measured.get("low_spots") or []
+    if spots:
+        where = ", ".join(
+            f"{unit} {first + s['first']}"
+            if s["first"] == s["last"]
+            else f"{unit}s {first + s['first']}–{first + s['last']}"
+            for s in spots[:8]
         )
+        st.caption(f"Listen first to {where}: much less faithful than the rest.")
+
+
+# --- the list -------------------------------------------------------------------------------------
+
+opened = st.session_state.get("takes_open")
+head = st.columns([0.5, 6.5, 1.1, 1.7, 0.9, 0.9], vertical_alignment="bottom")
+head[1].caption("Take · settings")
+head[2].caption("Faithful", help=FAITHFULNESS_HELP)
+head[3].caption("Made")
+with st.container(gap=None):
+    for take in takes:
+        row = st.columns([0.5, 6.5, 1.1, 1.7, 0.9, 0.9], vertical_alignment="center")
+        if row[0].button(
+            "★" if take.starred else "☆",
+            key=f"star_{take.id}",
+            help="Star a keeper",
+            type="tertiary",
+        ):
+            library.star(take.id, not take.starred)
+            st.rerun()
+        note = " · :material/sticky_note_2:" if take.note else ""
+        damaged = " · :orange[damaged]" if take.damaged else ""
+        row[1].markdown(
+            f"**{plain(take.name)}**{damaged}{note}  \n"
+            f":small[:gray[{plain(take_label(take.metadata, faithfulness=False))}]]"
+        )
+        row[2].markdown(badge(take.faithfulness))
+        created = datetime.datetime.fromtimestamp(take.created).strftime("%Y-%m-%d %H:%M")
+        row[3].markdown(f":small[{created}]")
+        if row[4].button(
+            "Open",
+            key=f"open_{take.id}",
+            help="Load this take's settings into Arrange",
+            type="tertiary",
+        ):
+            ui.open_settings(take.settings())
+            st.switch_page("views/arrange.py")
+        row[5].button(
+            "Less" if opened == take.id else "More",
+            key=f"more_{take.id}",
+            help="Play, download, write a note, rename or delete",
+            type="tertiary",
+            on_click=toggle_open,
+            args=(take.id,),
+        )
+        if take.damaged and opened != take.id:
+            player(take)  # says what is wrong, and what to do
+        if opened == take.id:
+            big_view(take)
+
+if pages > 1:
+    back, where, forward = st.columns([1, 2, 1], vertical_alignment="center")
+    back.button(
+        "Previous",
+        key="takes_prev",
+        icon=":material/chevron_left:",
+        disabled=page == 0,
+        on_click=turn_page,
+        args=(-1,),
+    )
+    where.caption(f"Page {page + 1} of {pages}")
+    forward.button(
+        "Next",
+        key="takes_next",
+        icon=":material/chevron_right:",
+        disabled=page >= pages - 1,
+        on_click=turn_page,
+        args=(1,),
+    )
