@@ -11,11 +11,21 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from neurochip.cli import app, doctor, faithfulness, invert, render, roundtrip, spectrogram, synth
+from neurochip.cli import (
+    app,
+    doctor,
+    faithfulness,
+    invert,
+    render,
+    roundtrip,
+    spectrogram,
+    sweep,
+    synth,
+)
 from neurochip.cli.common import EPILOG
 from neurochip.errors import NeuroChipError, TooLongError
 
-COMMANDS = (spectrogram, invert, roundtrip, render, synth, faithfulness, app, doctor)
+COMMANDS = (spectrogram, invert, roundtrip, render, sweep, synth, faithfulness, app, doctor)
 
 
 def build_parser() -> argparse.ArgumentParser:

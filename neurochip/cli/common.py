@@ -15,8 +15,9 @@ from neurochip.io.audio import Audio
 from neurochip.io.decode import DEFAULT_MAX_DURATION_S
 from neurochip.io.write import refuse_overwriting_inputs, save_audio
 from neurochip.library.metadata import read_take_metadata
+from neurochip.model import DEFAULT_MODEL_ID
 from neurochip.phase import DEFAULT_ITERATIONS, PHASE_MODES
-from neurochip.settings import RenderSettings, help_text
+from neurochip.settings import RenderSettings, default_of, describe, help_text
 from neurochip.sketch import load_sketch
 
 EPILOG = "Run 'neurochip doctor' to check what this machine can do."
@@ -41,6 +42,36 @@ def count(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
     return value
+
+
+def add_setting(parser, flag: str, settings_class: type, name: str, **options) -> None:
+    """An option whose help and default come from the settings dataclass."""
+    default = default_of(settings_class, name)
+    shown = "" if default in (None, "", False) else f" (default {default})"
+    parser.add_argument(
+        flag,
+        dest=name,
+        default=default,
+        help=describe(settings_class, name).help + shown,
+        **options,
+    )
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """--model and --dtype, as every command that renders takes them."""
+    parser.add_argument(
+        "--model",
+        default=DEFAULT_MODEL_ID,
+        metavar="ID|DIR|FILE",
+        help="Hugging Face id, local diffusers folder, or .safetensors file "
+        f"(default {DEFAULT_MODEL_ID})",
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=("auto", "fp32", "fp16", "bf16"),
+        default="auto",
+        help="number format: auto is fp16 on CUDA GPUs and fp32 elsewhere",
+    )
 
 
 def add_input_options(parser: argparse.ArgumentParser) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from neurochip.cli.common import (
     EPILOG,
     add_input_options,
+    add_model_options,
     add_output_options,
     add_phase_options,
     check_outputs,
@@ -20,26 +21,13 @@ from neurochip.cli.common import (
     positive,
     progress_bar,
 )
+from neurochip.cli.common import add_setting as _setting
 from neurochip.errors import NeuroChipError
 from neurochip.library.store import TakeLibrary
-from neurochip.model import DEFAULT_MODEL_ID
-from neurochip.settings import RenderSettings, TakeSetOptions, default_of, describe
+from neurochip.settings import RenderSettings, TakeSetOptions, describe
 from neurochip.sketch import load_sketch
 
 OUTPUT_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
-
-
-def _setting(parser, flag: str, settings_class: type, name: str, **options) -> None:
-    """An option whose help and default come from the settings dataclass."""
-    default = default_of(settings_class, name)
-    shown = "" if default in (None, "", False) else f" (default {default})"
-    parser.add_argument(
-        flag,
-        dest=name,
-        default=default,
-        help=describe(settings_class, name).help + shown,
-        **options,
-    )
 
 
 def add_parser(commands) -> None:
@@ -63,19 +51,7 @@ def add_parser(commands) -> None:
     _setting(parser, "--steps", RenderSettings, "steps", type=int)
     _setting(parser, "--seed", RenderSettings, "seed", type=int)
     _setting(parser, "--scheduler", RenderSettings, "scheduler", metavar="NAME")
-    parser.add_argument(
-        "--model",
-        default=DEFAULT_MODEL_ID,
-        metavar="ID|DIR|FILE",
-        help="Hugging Face id, local diffusers folder, or .safetensors file "
-        f"(default {DEFAULT_MODEL_ID})",
-    )
-    parser.add_argument(
-        "--dtype",
-        choices=("auto", "fp32", "fp16", "bf16"),
-        default="auto",
-        help="number format: auto is fp16 on CUDA GPUs and fp32 elsewhere",
-    )
+    add_model_options(parser)
     add_input_options(parser)
     _setting(parser, "--overlap", RenderSettings, "overlap", type=float)
     _setting(parser, "--batch-size", RenderSettings, "batch_size", type=int, metavar="N")
