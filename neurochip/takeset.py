@@ -11,6 +11,15 @@ app, Python):
 5. each file gets its metadata (:func:`~neurochip.library.metadata.take_metadata`), and is
    kept in the take library the moment it exists, so a later cancel or crash loses nothing.
 
+Each take's note faithfulness (:func:`~neurochip.faithfulness.note_faithfulness`: how well it
+keeps the notes of the span the engine heard; per bar of a MIDI sketch, else per second) is
+measured before it is kept, and goes in its metadata as ``"faithfulness"``: the meter's
+:meth:`~neurochip.faithfulness.Faithfulness.to_dict` for a file of one take; for a file of
+takes A and B (the stereo pair, and its comparison) ``{"score": the mean of A's and B's,
+"takes": {"A": ..., "B": ...}}``, since the pair is heard as both, and a comparison's own
+audio starts as the sketch itself. A comparison of take A alone carries A's. ``None`` where
+the meter failed: a measurement is never worth losing a take over.
+
 :func:`pair_takes` makes a stereo pair of any two takes already in the library.
 """
 
@@ -18,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import math
+import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,8 +35,9 @@ from typing import Any
 
 from neurochip.engine import Engine, ProgressCallback, Render
 from neurochip.errors import NeuroChipError
+from neurochip.faithfulness import bar_times, midi_time_signatures, note_faithfulness
 from neurochip.io.audio import Audio
-from neurochip.library.metadata import save_take, take_metadata
+from neurochip.library.metadata import faithfulness_score, save_take, take_metadata
 from neurochip.library.store import Take, TakeLibrary
 from neurochip.library.thumbnails import read_png, spectrogram_thumbnail
 from neurochip.mix import check_crossfade, crossfade_compare, stereo_pair
@@ -43,6 +54,9 @@ ROLES: dict[str, str] = {
     "pair": "Stereo pair mix",
     "compare": "Crossfade comparison",
 }
+
+#: The share of a take set's progress that measuring the takes' note faithfulness gets.
+METER_SHARE = 0.03
 
 
 @dataclass(frozen=True)
@@ -134,6 +148,7 @@ def render_take_set(
     else:
         audio = sketch
     check_take_set(audio, settings, options)
+    bars = _sketch_bars(sketch) if isinstance(sketch, Sketch) else None
     takes = {"A": settings}
     if options.stereo_pair:
         takes["B"] = options.take_b(settings)
@@ -145,21 +160,37 @@ def render_take_set(
         if library is not None:
             result.saved[role] = library.add(take_audio, metadata, thumbnail=thumbnail).id
 
+    def rendering(fraction: float, stage: str) -> None:
+        # The engine's share of the set; its "done" is the meter's start.
+        if progress is not None:
+            meter = "measuring note faithfulness"
+            progress(fraction * (1 - METER_SHARE), meter if stage == "done" else stage)
+
     # Take A and take B in one denoising loop: their windows share the UNet's calls.
-    renders = engine.render_many(audio, list(takes.values()), progress, cancel)
+    renders = engine.render_many(audio, list(takes.values()), rendering, cancel)
     thumbnails: dict[str, Any] = {}
-    for (name, take_settings), render in zip(takes.items(), renders, strict=True):
+    measured: dict[str, dict[str, Any] | None] = {}
+    for i, ((name, take_settings), render) in enumerate(zip(takes.items(), renders, strict=True)):
         result.renders[name] = render
-        meta = take_metadata("take", {name: take_settings}, source_name, render.info)
+        measured[name] = _measure(render, bars)
+        if progress is not None:
+            done = 1 - METER_SHARE * (1 - (i + 1) / len(takes))
+            progress(done, "measuring note faithfulness" if done < 1 else "done")
+        meta = take_metadata(
+            "take", {name: take_settings}, source_name, render.info, faithfulness=measured[name]
+        )
         thumbnails[name] = _thumbnail(render)
         keep(name, render.audio, meta, thumbnails[name])
+    both = combined_faithfulness(measured)
 
     info = result.renders["A"].info
     cover = thumbnails["A"]  # the pair and the comparison show take A's picture
     mix = result.renders["A"].audio
     if options.stereo_pair:
         mix = stereo_pair(mix, result.renders["B"].audio, options.width)
-        meta = take_metadata("stereo pair", takes, source_name, info, width=options.width)
+        meta = take_metadata(
+            "stereo pair", takes, source_name, info, width=options.width, faithfulness=both
+        )
         keep("pair", mix, meta, cover)
     if options.compare:
         # The sketch as the composer hears it, over the rendered span, at the render's rate.
@@ -177,6 +208,7 @@ def render_take_set(
             fade_at_s=fade_at,
             fade_s=options.compare_fade_s,
             back_at_s=options.compare_back_s,
+            faithfulness=both,
         )
         keep("compare", faded, meta, cover)
     return result
@@ -209,6 +241,67 @@ def _fade_at(options: TakeSetOptions, duration_s: float) -> float:
     return duration_s / 3 if options.compare_at_s is None else options.compare_at_s
 
 
+def _sketch_bars(sketch: Sketch) -> list[float] | None:
+    """Where each bar of a MIDI sketch starts, in seconds; ``None`` for audio (or no bars)."""
+    if sketch.midi is None:
+        return None
+    from neurochip.synth import read_midi  # only MIDI sketches need it
+
+    try:
+        # read_midi reads files: the sketch holds the file's bytes (a few KB).
+        with tempfile.TemporaryDirectory(prefix="neurochip-bars-") as folder:
+            path = Path(folder) / "sketch.mid"
+            path.write_bytes(sketch.midi)
+            song = read_midi(path, max_seconds=math.inf)
+        return bar_times(song, midi_time_signatures(sketch.midi)) or None
+    except Exception as err:  # noqa: BLE001 - bars are a nicety: per second will do
+        log.warning("No bars for %s (faithfulness is shown per second): %s", sketch.name, err)
+        return None
+
+
+def _measure(render: Render, bars: list[float] | None) -> dict[str, Any] | None:
+    """A take's note faithfulness to the span the engine heard, for its metadata.
+
+    Per bar where ``bars`` (the song's, in seconds) are known: those of the span, shifted to
+    start at it, the bar it starts in (cut short) first; ``"first_bar"`` says which bar of
+    the song that is (1 = the first). ``None`` if the meter fails: logged, and the take kept.
+    """
+    try:
+        first_bar, starts = None, None
+        if bars:
+            shift = render.start_s
+            # The bar the span starts in (the last one starting at or before it), then the rest.
+            inside = [i for i, t in enumerate(bars) if t <= shift + 1e-9]
+            first = inside[-1] if inside else 0
+            starts = [0.0] + [t - shift for t in bars[first + 1 :]]
+            first_bar = first + 1
+        found = note_faithfulness(render.source, render.audio, starts)
+        data = found.to_dict()
+        if first_bar is not None and found.segment == "bar":
+            data["first_bar"] = first_bar
+        return data
+    except Exception as err:  # noqa: BLE001 - a measurement is not worth losing a take over
+        log.warning("Could not measure the note faithfulness of this take: %s", err)
+        return None
+
+
+def combined_faithfulness(
+    measured: dict[str, dict[str, Any] | None],
+) -> dict[str, Any] | None:
+    """The ``"faithfulness"`` of a file holding several takes (``{"A": ..., "B": ...}``).
+
+    One take: its own. Several: ``{"score": the mean of their scores, "takes": each's}``
+    (the mean of those measured; ``None`` if none was).
+    """
+    if len(measured) == 1:
+        return next(iter(measured.values()))
+    scores = [faithfulness_score({"faithfulness": m}) for m in measured.values()]
+    known = [s for s in scores if s is not None]
+    if not known:
+        return None
+    return {"score": round(sum(known) / len(known), 4), "takes": dict(measured)}
+
+
 def _thumbnail(render: Render):
     try:
         return spectrogram_thumbnail(render.output_image)
@@ -221,8 +314,9 @@ def _thumbnail(render: Render):
 def pair_takes(library: TakeLibrary, take_a: str, take_b: str, width: float = 1.0) -> Take:
     """A new take in the library: take A panned left and take B right.
 
-    Its metadata holds both takes' settings as "A" and "B", the width and
-    ``"from_takes": [id_a, id_b]``; its thumbnail is take A's. (A take that is itself a pair
+    Its metadata holds both takes' settings as "A" and "B", the width,
+    ``"from_takes": [id_a, id_b]`` and their note faithfulness (see
+    :func:`combined_faithfulness`); its thumbnail is take A's. (A take that is itself a pair
     or a comparison contributes its first settings and is mixed down to mono first.)
 
     Raises:
@@ -253,6 +347,9 @@ def pair_takes(library: TakeLibrary, take_a: str, take_b: str, width: float = 1.
     mix = stereo_pair(audio_a, audio_b, width)
     sources = [s for s in dict.fromkeys((a.source_name, b.source_name)) if s]
     provenance = {k: a.metadata[k] for k in ("model", "device") if k in a.metadata}
+    faithfulness = combined_faithfulness(
+        {"A": a.metadata.get("faithfulness"), "B": b.metadata.get("faithfulness")}
+    )
     metadata = take_metadata(
         "stereo pair",
         settings,
@@ -260,5 +357,6 @@ def pair_takes(library: TakeLibrary, take_a: str, take_b: str, width: float = 1.
         provenance,
         width=width,
         from_takes=[a.id, b.id],
+        faithfulness=faithfulness,
     )
     return library.add(mix, metadata, thumbnail=read_png(a.thumbnail_path))

@@ -143,6 +143,93 @@ def test_star_unstar_and_rename(library):
         library.rename(take.id, " \n ")
 
 
+def test_notes_are_kept_searched_and_survive_a_rebuild(library):
+    a, b = add_take(library, seed=1), add_take(library, seed=2)
+    entry = json.loads((a.audio_path.parent / "entry.json").read_text())
+    assert a.note == "" and entry["note"] == ""
+    noted = library.set_note(a.id, "  Bass drifts in bar 12.\r\n\tKeep the\x00 intro!  \n\n")
+    assert noted.note == library.get(a.id).note == "Bass drifts in bar 12.\n Keep the intro!"
+    entry = json.loads((a.audio_path.parent / "entry.json").read_text())
+    assert entry["note"] == noted.note and entry["name"] == a.name
+    assert ids(library.list(text="BAR 12")) == [a.id]
+    assert ids(library.list(text="12. keep")) == [a.id]  # lines are spaces to search
+    assert ids(library.list(text="seed 1")) == [a.id]  # the name still is searched
+    assert library.list(text="bar 12 keep") == []
+    library.rename(a.id, "renamed")  # a rename keeps the note, and the note its search
+    assert ids(library.list(text="drifts")) == [a.id] == ids(library.list(text="renamed"))
+    assert library.set_note(b.id, "x" * 5000).note == "x" * 1999 + "…"
+    # The index is lost: the note comes back from entry.json.
+    before = library.list()
+    for extra in ("", "-wal", "-shm"):
+        Path(f"{library.index_path}{extra}").unlink(missing_ok=True)
+    rebuilt = TakeLibrary(library.root)
+    assert rebuilt.list() == before and rebuilt.get(a.id).note == noted.note
+    assert ids(rebuilt.list(text="drifts")) == [a.id]
+    assert rebuilt.set_note(a.id, " \n ").note == ""  # an empty note removes it
+    assert rebuilt.list(text="drifts") == []
+    with pytest.raises(NeuroChipError, match="No take with id"):
+        rebuilt.set_note("0123456789ab", "hello")
+
+
+def test_takes_are_labelled_and_sorted_by_faithfulness(library):
+    def faithful(seed, score):
+        measured = None if score is None else {"score": score}
+        meta = take_metadata("take", {"A": settings(seed)}, "a.wav", faithfulness=measured)
+        return library.add(sine(0.5), meta)
+
+    low, unmeasured, high, failed = (
+        faithful(1, 0.41),
+        add_take(library, seed=2),
+        faithful(3, 0.97),
+        faithful(4, None),  # the meter failed: no score
+    )
+    assert (low.faithfulness, high.faithfulness, unmeasured.faithfulness) == (0.41, 0.97, None)
+    assert failed.faithfulness is None
+    assert high.label == "seed 3 · denoise 0.35 · guidance 7 · 50 steps · faithfulness 0.97"
+    assert unmeasured.label == "seed 2 · denoise 0.35 · guidance 7 · 50 steps"
+    assert library.get(high.id).label == high.label
+    newest_unmeasured = [failed.id, unmeasured.id]
+    assert ids(library.list(sort="faithfulness")) == [high.id, low.id, *newest_unmeasured]
+    assert ids(library.list(sort="faithfulness", descending=False)) == [
+        unmeasured.id,
+        failed.id,
+        low.id,
+        high.id,
+    ]
+    pair = pair_takes(library, low.id, high.id)  # the mean of the two takes'
+    assert pair.faithfulness == pytest.approx(0.69)
+    assert pair.label == "seeds 1, 3 · denoise 0.35 · guidance 7 · 50 steps · faithfulness 0.69"
+    assert pair_takes(library, low.id, unmeasured.id).faithfulness == 0.41
+
+
+def test_count_counts_what_list_lists(library, songs):
+    funk, quartet, strasse, pair = songs
+    assert library.count() == 4 == len(library.list())
+    assert library.count(starred_only=True) == 2
+    assert library.count(song="minuet.nsf", text="FUNK") == 2
+    assert library.count(text="nothing like it") == 0
+
+
+def test_take_labels():
+    a, b = settings(42), settings(43)
+    assert names.take_label({}) == "no settings"
+    assert names.take_label(take_metadata("take", {"B": b})) == (
+        "seed 43 · denoise 0.35 · guidance 7 · 50 steps"
+    )
+    other = dataclasses.replace(b, denoise=0.5, steps=30)
+    assert names.take_label(take_metadata("stereo pair", {"A": a, "B": other})) == (
+        "A: seed 42 · denoise 0.35 · guidance 7 · 50 steps | "
+        "B: seed 43 · denoise 0.5 · guidance 7 · 30 steps"
+    )
+    measured = take_metadata("take", {"A": a}, faithfulness={"score": 0.876})
+    assert names.take_label(measured).endswith(" · faithfulness 0.88")
+    assert " · faithfulness" not in names.take_label(measured, faithfulness=False)
+    for broken in ({"score": "high"}, {"score": float("nan")}, "0.9", {"score": True}):
+        assert names.take_label(take_metadata("take", {"A": a}, faithfulness=broken)) == (
+            "seed 42 · denoise 0.35 · guidance 7 · 50 steps"
+        )
+
+
 def test_unknown_ids_are_clear_errors(library):
     add_take(library)
     for call in (
@@ -150,6 +237,7 @@ def test_unknown_ids_are_clear_errors(library):
         lambda: library.get("../../etc"),
         lambda: library.star("nope"),
         lambda: library.rename("0123456789ab", "x"),
+        lambda: library.set_note("0123456789ab", "x"),
         lambda: library.delete("0123456789ab"),
         lambda: library.export("0123456789ab"),
         lambda: pair_takes(library, "0123456789ab", "0123456789ab"),
@@ -349,7 +437,7 @@ def test_a_version_1_index_is_migrated_and_backfilled(library):
 
     migrated = TakeLibrary(library.root)
     with contextlib.closing(sqlite3.connect(index)) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == store.SCHEMA_VERSION == 3
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == store.SCHEMA_VERSION == 4
         # Version 3's sizes: from the files' headers, by recover() (a migration sees no files).
         sizes = dict(conn.execute("SELECT id, audio_size FROM takes").fetchall())
         assert sizes == {t.id: t.audio_path.stat().st_size for t in (a, b)}
@@ -364,6 +452,50 @@ def test_a_version_1_index_is_migrated_and_backfilled(library):
     assert ids(migrated.list(sort="prompt")) == [a.id, b.id]
     assert migrated.get(b.id).prompt == "brass / Ünïcode strings"
     assert migrated.recover() == 0  # the rows were migrated, not rebuilt
+
+
+def with_faithfulness(score, **more):
+    return {"score": score, "segment": "second", "strip": [score], **more}
+
+
+def test_a_version_3_index_gets_faithfulness_scores_and_notes(library):
+    measured = library.add(
+        sine(0.1),
+        take_metadata("take", {"A": settings(1)}, "a.wav", faithfulness=with_faithfulness(0.8)),
+    )
+    pair = library.add(
+        sine(0.1),
+        take_metadata(
+            "stereo pair",
+            {"A": settings(2), "B": settings(3)},
+            "a.wav",
+            faithfulness={"score": 0.9, "takes": {"A": with_faithfulness(0.85)}},
+        ),
+    )
+    old = add_take(library, seed=4)  # before the meter: no score
+    index = library.root / "library.sqlite3"
+    v3_columns = ", ".join(store._COLUMNS[:18])  # what version 3 had
+    with contextlib.closing(sqlite3.connect(index)) as conn:
+        rows = conn.execute(f"SELECT {v3_columns} FROM takes").fetchall()
+    for extra in ("", "-wal", "-shm"):
+        index.with_name(index.name + extra).unlink(missing_ok=True)
+    with contextlib.closing(sqlite3.connect(index)) as conn, conn:
+        for version in (1, 2, 3):
+            for statement in store._MIGRATIONS[version]:
+                statement(conn) if callable(statement) else conn.execute(statement)
+        conn.executemany(f"INSERT INTO takes ({v3_columns}) VALUES ({', '.join('?' * 18)})", rows)
+        conn.execute("PRAGMA user_version = 3")
+
+    migrated = TakeLibrary(library.root)
+    with contextlib.closing(sqlite3.connect(index)) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 4
+        scores = dict(conn.execute("SELECT id, faithfulness FROM takes").fetchall())
+    assert scores == {measured.id: 0.8, pair.id: 0.9, old.id: None}
+    assert ids(migrated.list(sort="faithfulness")) == [pair.id, measured.id, old.id]
+    assert [t.note for t in migrated.list()] == ["", "", ""]
+    assert migrated.recover() == 0  # migrated, not rebuilt
+    migrated.set_note(old.id, "keeper")
+    assert ids(migrated.list(text="KEEPER")) == [old.id]
 
 
 def scans_of(monkeypatch, folder: Path) -> list[Path]:
@@ -883,7 +1015,19 @@ def test_opening_checks_every_page_of_the_index(many):
     assert ids(again.list(sort="prompt")) == by_prompt
 
 
-OPERATIONS = ["list", "songs", "get", "load_audio", "export", "star", "rename", "delete", "add"]
+OPERATIONS = [
+    "list",
+    "songs",
+    "count",
+    "get",
+    "load_audio",
+    "export",
+    "star",
+    "rename",
+    "note",
+    "delete",
+    "add",
+]
 
 
 @pytest.mark.parametrize("operation", [*OPERATIONS, "recover", "pair"])
@@ -894,11 +1038,13 @@ def test_an_index_damaged_while_in_use_is_rebuilt_once(many, operation):
     result = {
         "list": lambda: many.list(),
         "songs": lambda: many.songs(),
+        "count": lambda: many.count(text="renamed"),
         "get": lambda: many.get(take.id),
         "load_audio": lambda: many.load_audio(take.id),
         "export": lambda: many.export(take.id),
         "star": lambda: many.star(take.id, not take.starred),
         "rename": lambda: many.rename(take.id, "a new name"),
+        "note": lambda: many.set_note(take.id, "a note"),
         "delete": lambda: many.delete(take.id),
         "add": lambda: add_take(many, seed=99, seconds=0.05),
         "recover": lambda: many.recover(),
@@ -917,12 +1063,16 @@ def test_an_index_damaged_while_in_use_is_rebuilt_once(many, operation):
         assert result.starred == after[take.id].starred != take.starred
     elif operation == "rename":
         assert result.name == after[take.id].name == "a new name"
+    elif operation == "note":
+        assert result.note == after[take.id].note == "a note"
+    elif operation == "count":
+        assert result == 5  # takes[1::7] were renamed
     elif operation == "delete":
         assert take.id not in after and not take.audio_path.exists()
     elif operation in ("add", "pair"):
         assert result.id in after and after[result.id].name == result.name
     # Nothing else changed: no take lost, every name and star as it was.
-    changed = {take.id} if operation in ("star", "rename", "delete") else set()
+    changed = {take.id} if operation in ("star", "rename", "note", "delete") else set()
     added = {result.id} if operation in ("add", "pair") else set()
     assert set(after) == (set(before) | added) - ({take.id} if operation == "delete" else set())
     for take_id in set(before) - changed:
@@ -1113,5 +1263,11 @@ def test_the_takes_page_warns_about_damaged_takes_and_survives_a_damaged_index(t
     stars = {b.key for b in at.button if b.key and b.key.startswith("star_")}
     assert stars == {f"star_{whole.id}", f"star_{cut.id}"}  # both listed
     assert any("damaged" in w.value and "cut off at 100 bytes" in w.value for w in at.warning)
-    downloads = {d.key for d in at.get("download_button")}
-    assert downloads == {f"dl_{whole.id}"}  # none for the damaged take
+    assert not at.get("download_button")  # the list builds no take's download
+    for take in (whole, cut):  # the big view of each: a download for the whole one only
+        [more] = [b for b in at.button if b.key == f"more_{take.id}"]
+        more.click().run()
+        assert not at.exception
+        downloads = {d.key for d in at.get("download_button")}
+        assert downloads == ({f"dl_{whole.id}"} if take is whole else set())
+    assert any("cut off at 100 bytes" in w.value for w in at.warning)

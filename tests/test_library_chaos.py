@@ -1,11 +1,12 @@
 """Chaos: a process using the take library is killed (SIGKILL) at random points.
 
-The worker adds, stars, renames, deletes and exports takes, printing BEGIN before and ACK
+The worker adds, stars, renames, notes, deletes and exports takes, printing BEGIN before and ACK
 after each operation. After each kill the library is opened again, and:
 
 - every take whose add was acknowledged and whose delete was not begun is there, and plays;
 - a take is gone for good once its delete was acknowledged;
-- each take's star and name are the last acknowledged value, or the one in flight at the kill;
+- each take's star, name and note are the last acknowledged value, or the one in flight at the
+  kill, in the index and in its entry.json alike;
 - the index lists exactly the complete take folders, and no half-written file is left.
 """
 
@@ -41,7 +42,8 @@ WORKER = textwrap.dedent(
         print(*words, flush=True)
 
     for step in range(400):
-        op = rng.choice(["add", "add", "star", "rename", "delete", "export"]) if ids else "add"
+        ops = ["add", "add", "star", "rename", "note", "delete", "export"]
+        op = rng.choice(ops) if ids else "add"
         if op == "add":
             say("BEGIN", "add", "-", "-")
             meta = take_metadata("take", {"A": RenderSettings(seed=step)}, "chaos.wav")
@@ -58,6 +60,10 @@ WORKER = textwrap.dedent(
             value = f"name-{step}"
             say("BEGIN", "rename", take_id, value)
             library.rename(take_id, value)
+        elif op == "note":
+            value = rng.choice([f"note-{step}", "-"])  # "-": the note is cleared
+            say("BEGIN", "note", take_id, value)
+            library.set_note(take_id, "" if value == "-" else value)
         elif op == "delete":
             value = "-"
             say("BEGIN", "delete", take_id, value)
@@ -98,7 +104,8 @@ def test_a_killed_writer_loses_nothing_acknowledged(tmp_path):
     alive: set[str] = set()  # acknowledged adds, not (begun to be) deleted
     deleted: set[str] = set()  # acknowledged deletes
     maybe_deleted: set[str] = set()  # a delete in flight at a kill
-    allowed: dict[tuple[str, str], set[str]] = {}  # (id, "star"|"rename") -> allowed values
+    # (id, "star"|"rename"|"note") -> allowed values
+    allowed: dict[tuple[str, str], set[str]] = {}
     history: list[list[str]] = []
 
     for round_number in range(6):
@@ -113,7 +120,7 @@ def test_a_killed_writer_loses_nothing_acknowledged(tmp_path):
             elif op == "delete":
                 alive.discard(take_id)
                 deleted.add(take_id)
-            elif op in ("star", "rename"):
+            elif op in ("star", "rename", "note"):
                 allowed[(take_id, op)] = {value}
         if in_flight is not None:
             _, op, take_id, value = in_flight
@@ -122,6 +129,8 @@ def test_a_killed_writer_loses_nothing_acknowledged(tmp_path):
                 maybe_deleted.add(take_id)
             elif op == "star":
                 allowed.setdefault((take_id, op), {"0"}).add(value)  # a new take is unstarred
+            elif op == "note":
+                allowed.setdefault((take_id, op), {"-"}).add(value)  # a new take has none
             elif op == "rename" and (take_id, op) in allowed:
                 allowed[(take_id, op)].add(value)  # never renamed before: any default name
 
@@ -148,6 +157,13 @@ def test_a_killed_writer_loses_nothing_acknowledged(tmp_path):
             names = allowed.get((take_id, "rename"))
             if names:
                 assert take.name in names and entry["name"] in names
+            notes = allowed.get((take_id, "note"), {"-"})
+            assert (take.note or "-") in notes and (entry.get("note") or "-") in notes, (
+                take_id,
+                take.note,
+                entry.get("note"),
+                notes,
+            )
         # A delete that was in flight has settled one way or the other by now.
         maybe_deleted -= set(listed)
         deleted |= maybe_deleted

@@ -4,20 +4,25 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from neurochip import faithfulness
 from neurochip.errors import RenderCancelled
+from neurochip.faithfulness import midi_time_signatures, note_faithfulness
 from neurochip.io.audio import Audio
 from neurochip.library.metadata import read_take_metadata, settings_from_take
 from neurochip.library.store import TakeLibrary
 from neurochip.settings import RenderSettings, TakeSetOptions
 from neurochip.sketch import Sketch
+from neurochip.synth import read_midi
 from neurochip.takeset import render_take_set
 from tests.chiptune import make_chiptune
 
 SR = 44100
+DEMO_MIDI = Path(__file__).resolve().parents[1] / "assets" / "greensleeves.mid"
 FAST = RenderSettings(prompt="a brass band", steps=4, denoise=0.5, phase_iterations=0)
 
 
@@ -129,3 +134,61 @@ def test_progress_covers_the_whole_set_in_order(engine):
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
     assert seen[0][1] == "encode" and seen[-1][1] == "done"
     assert f"denoise step {FAST.denoise_steps} of {FAST.denoise_steps}" in [s for _, s in seen]
+
+
+# --- note faithfulness in every take's metadata ---------------------------------------------------
+
+
+def test_every_file_says_how_faithful_its_takes_are(engine, tmp_path):
+    library = TakeLibrary(tmp_path / "home")
+    options = TakeSetOptions(stereo_pair=True, compare=True)
+    takes = render_take_set(engine, sketch(3.0), FAST, options, library=library)
+    a, b = (takes.files[k].metadata["faithfulness"] for k in "AB")
+    for one, render in ((a, takes.renders["A"]), (b, takes.renders["B"])):
+        expected = note_faithfulness(render.source, render.audio).to_dict()
+        assert one == expected and one["segment"] == "second" and 0 <= one["score"] <= 1
+        assert len(one["strip"]) == 3  # per second of the 3 s span
+    both = {"score": round((a["score"] + b["score"]) / 2, 4), "takes": {"A": a, "B": b}}
+    assert takes.files["pair"].metadata["faithfulness"] == both
+    assert takes.files["compare"].metadata["faithfulness"] == both
+    # Indexed, so the Takes page sorts by it.
+    for role, take_id in takes.saved.items():
+        score = takes.files[role].metadata["faithfulness"]["score"]
+        assert library.get(take_id).faithfulness == score
+        assert library.get(take_id).label.endswith(f"faithfulness {score:.2f}")
+
+
+def test_a_comparison_of_one_take_carries_its_faithfulness(engine):
+    takes = render_take_set(engine, sketch(), FAST, TakeSetOptions(compare=True))
+    measured = takes.files["A"].metadata["faithfulness"]
+    assert measured["score"] > 0
+    assert takes.files["compare"].metadata["faithfulness"] == measured
+
+
+def test_a_midi_sketch_is_measured_per_bar_of_its_span(engine):
+    from neurochip.sketch import load_sketch
+
+    song = load_sketch(DEMO_MIDI)  # 3/4 at 100 bpm: a bar every 1.8 s
+    bars = faithfulness.bar_times(read_midi(DEMO_MIDI), midi_time_signatures(song.midi))
+    spacing = bars[1] - bars[0]
+    settings = FAST.replace(start_s=bars[2] + spacing / 3, duration_s=4.0)
+    take = render_take_set(engine, song, settings).files["A"].metadata["faithfulness"]
+    assert take["segment"] == "bar" and take["first_bar"] == 3  # starts inside bar 3
+    starts = [0.0] + [round(t - settings.start_s, 3) for t in bars[3:] if t < settings.start_s + 4]
+    assert take["times_s"] == pytest.approx(starts, abs=2e-3)
+
+
+def test_a_failing_meter_loses_no_take(engine, tmp_path, monkeypatch, caplog):
+    import neurochip.takeset as takeset
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("librosa is broken")
+
+    monkeypatch.setattr(takeset, "note_faithfulness", broken)
+    library = TakeLibrary(tmp_path / "home")
+    options = TakeSetOptions(stereo_pair=True)
+    takes = render_take_set(engine, sketch(), FAST, options, library=library)
+    assert set(takes.saved) == {"A", "B", "pair"}
+    assert all(f.metadata["faithfulness"] is None for f in takes.files.values())
+    assert all(library.get(i).faithfulness is None for i in takes.saved.values())
+    assert "librosa is broken" in caplog.text

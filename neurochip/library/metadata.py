@@ -10,6 +10,8 @@ from.
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,9 @@ def take_metadata(
     ``kind`` is e.g. "take", "stereo pair" or "crossfade comparison"; ``settings`` maps take
     names ("A", "B") to their settings: a single take is keyed by its own name, so take B of
     a pair says it is take B.
+
+    ``extra`` fields are added as they are; :func:`~neurochip.takeset.render_take_set` adds
+    ``"faithfulness"``: the note-faithfulness meter's result (see :func:`faithfulness_score`).
     """
     return {
         "format": METADATA_FORMAT,
@@ -44,6 +49,21 @@ def take_metadata(
         **(info or {}),
         **extra,
     }
+
+
+def faithfulness_score(metadata: Mapping[str, Any]) -> float | None:
+    """A take's note-faithfulness score (0 to 1, see :mod:`neurochip.faithfulness`), or ``None``.
+
+    ``metadata["faithfulness"]`` is what :func:`~neurochip.takeset.render_take_set` measured:
+    for a file of one take, :meth:`Faithfulness.to_dict` of it; for a file of takes A and B
+    (a stereo pair, its comparison), ``{"score": mean of the two, "takes": {"A": ..., "B":
+    ...}}``. ``None`` for a take made before the meter existed, or whose measurement failed.
+    """
+    found = metadata.get("faithfulness") if isinstance(metadata, Mapping) else None
+    score = found.get("score") if isinstance(found, Mapping) else None
+    if isinstance(score, bool) or not isinstance(score, (int, float)):
+        return None
+    return float(score) if math.isfinite(score) else None
 
 
 def sidecar_path(path: str | Path) -> Path:

@@ -12,6 +12,7 @@ import unicodedata
 from collections.abc import Mapping
 from typing import Any
 
+from neurochip.library.metadata import faithfulness_score
 from neurochip.settings import RenderSettings
 
 MAX_NAME_CHARS = 200
@@ -125,3 +126,82 @@ def default_take_name(metadata: Mapping[str, Any]) -> str:
     if seeds:
         what += f" (seed{'s' if len(seeds) > 1 else ''} {', '.join(seeds)})"
     return clean_name(f"{song} — {what}")
+
+
+# --- labels: what tells takes apart ---------------------------------------------------------------
+
+MAX_NOTE_CHARS = 2000
+
+# The settings a label shows, in order: (metadata key, how it reads).
+_LABELLED = (
+    ("seed", "seed {}"),
+    ("denoise", "denoise {}"),
+    ("guidance", "guidance {}"),
+    ("steps", "{} steps"),
+)
+
+
+def take_label(metadata: Mapping[str, Any], faithfulness: bool = True) -> str:
+    """What tells a take from its neighbours: "seed 42 · denoise 0.35 · guidance 7 · 50 steps".
+
+    Followed by " · faithfulness 0.93" where the take's notes were measured (and
+    ``faithfulness``). A stereo pair whose takes differ only in seed reads "seeds 42, 43 ·
+    denoise ..."; takes that differ in more are labelled each, "A: ... | B: ...". The one
+    place a take's label is made: the app's lists and grids show this.
+    """
+    takes = metadata.get("takes") if isinstance(metadata, Mapping) else None
+    held = (
+        {str(k): v for k, v in takes.items() if isinstance(v, Mapping)}
+        if isinstance(takes, Mapping)
+        else {}
+    )
+    settings = [held[k] for k in sorted(held)]  # "A" before "B"
+    if len(settings) <= 1:
+        text = " · ".join(_settings_parts(settings[0] if settings else {}))
+    elif all(_without_seed(s) == _without_seed(settings[0]) for s in settings):
+        seeds = ", ".join(_number(s["seed"]) for s in settings if "seed" in s)
+        parts = _settings_parts(settings[0], seed=False)
+        text = " · ".join([f"seeds {seeds}", *parts] if seeds else parts)
+    else:
+        text = " | ".join(f"{k}: {' · '.join(_settings_parts(held[k]))}" for k in sorted(held))
+    text = text or "no settings"
+    score = faithfulness_score(metadata) if faithfulness else None
+    if score is not None:
+        text += f" · faithfulness {faithfulness_text(score)}"
+    return text
+
+
+def _settings_parts(settings: Mapping[str, Any], seed: bool = True) -> list[str]:
+    return [
+        form.format(_number(settings[key]))
+        for key, form in _LABELLED
+        if key in settings and (seed or key != "seed")
+    ]
+
+
+def _without_seed(settings: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in settings.items() if k != "seed"}
+
+
+def _number(value: object) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def faithfulness_text(score: float | None) -> str:
+    """A note-faithfulness score as a label shows it: "0.93"; "–" when not measured."""
+    return "–" if score is None else f"{score:.2f}"
+
+
+def clean_note(text: str) -> str:
+    """A take's note as kept: free text, lines kept, no control characters, trimmed, at most
+    :data:`MAX_NOTE_CHARS` (an empty note is no note)."""
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    kept = []
+    for line in lines:
+        line = line.replace("\t", " ")
+        line = "".join(ch for ch in line if unicodedata.category(ch) not in ("Cc", "Cf", "Cs"))
+        kept.append(line.rstrip())
+    note = "\n".join(kept).strip()
+    if len(note) > MAX_NOTE_CHARS:
+        note = note[: MAX_NOTE_CHARS - 1].rstrip() + "…"
+    return note

@@ -10,8 +10,8 @@ lives in ``$NEUROCHIP_HOME`` (default ``~/.neurochip``)::
     takes/<id>/            one folder per take; <id> is random hex, never text from a user
         take.wav           the audio (24-bit WAV) with its settings embedded (save_take)
         take.json          the same settings, as a sidecar
-        entry.json         the take's own row (created, name, source, star), mirrored so the
-                           index can be rebuilt from the folders alone
+        entry.json         the take's own row (created, name, source, star, note), mirrored so
+                           the index can be rebuilt from the folders alone
         thumb.png          a small spectrogram picture, when there is one
     takes/<id>.partial/    a take being written, or one a crash interrupted
     takes/<id>.deleted/    a take being deleted, or one a crash interrupted
@@ -20,8 +20,8 @@ One source of truth
 -------------------
 
 The folders are the truth. The index is a cache of them, for fast listing, search and sort,
-that also holds the edits (star, rename), each mirrored into the take's ``entry.json`` in the
-same transaction; :meth:`TakeLibrary.recover` rebuilds it from the folders alone (and a
+that also holds the edits (star, rename, note), each mirrored into the take's ``entry.json`` in
+the same transaction; :meth:`TakeLibrary.recover` rebuilds it from the folders alone (and a
 damaged index is set aside and rebuilt the same way; see "Damage" below). Text a user typed or
 uploaded (file names, take names) is stored as text in the index and in JSON, and never
 becomes part of a path.
@@ -52,13 +52,15 @@ consistent state from names alone:
 A fast index
 ------------
 
-:meth:`TakeLibrary.list` filters (starred, song, text in the name or prompt), sorts (by date,
-name, song, prompt, star) and pages with one SQL query on the index. What it sorts and
-searches by is stored in columns when a row is written (``prompt``; ``search``, the name and
-prompts case-folded; ``name_key``, ``song_key``, ``prompt_key``, which sort ignoring case and
-accents), and each sort has an index in its order, so SQLite walks an index instead of
-sorting, and no row's metadata JSON is parsed to list it: a :class:`Take` parses its
-metadata, and builds its paths, only when they are first asked for.
+:meth:`TakeLibrary.list` filters (starred, song, text in the name, prompt or note), sorts (by
+date, name, song, prompt, star, note faithfulness) and pages with one SQL query on the index
+(:meth:`~TakeLibrary.count` counts what it would list, for paging). What it sorts and
+searches by is stored in columns when a row is written (``prompt``; ``search``, the name,
+prompts and note case-folded; ``name_key``, ``song_key``, ``prompt_key``, which sort ignoring
+case and accents; ``faithfulness``, the score the note-faithfulness meter gave when the take
+was rendered, from its metadata), and each sort has an index in its order, so SQLite walks an
+index instead of sorting, and no row's metadata JSON is parsed to list it: a :class:`Take`
+parses its metadata, and builds its paths, only when they are first asked for.
 
 Listing does not look at every folder either. Every change that can put the folders and the
 index out of line adds, renames or removes an entry of ``takes/`` itself (an add's or a
@@ -86,7 +88,8 @@ when SQLite reports it in use ("database disk image is malformed", "file is not 
 database"). Either way it is moved aside, with its ``-wal`` and ``-shm``, as
 ``library.sqlite3.damaged-<time>`` (kept, never deleted) and rebuilt from the folders; a call
 that found it runs again once, on the new index (:func:`_heals_index`). Nothing is lost: the
-rows are made from the folders, and the edits in them (name, star) are in ``entry.json``.
+rows are made from the folders, and the edits in them (name, star, note) are in
+``entry.json``.
 Other index errors (locked, read-only, disk full) are reported as they are. Another thread
 or process that meets the damaged file later (a connection opened before the move) sees that
 the file is no longer there and does not set the new one aside.
@@ -102,14 +105,19 @@ instead of handing out a cut-off file.
 
 Schema changes are migrations (:data:`_MIGRATIONS`, ``PRAGMA user_version``): each version's
 steps turn the previous one into it, and may backfill new columns from every row's metadata
-JSON (version 2 added the search and sort columns that way). A later column such as a note
-faithfulness score is added the same way: ``ALTER TABLE`` + an index + a backfill step, the
-value in :func:`_indexed`, and a sort key in :data:`_SORTS`.
+JSON (version 2 added the search and sort columns that way; version 4 the note-faithfulness
+score, and the note). A later column is added the same way: ``ALTER TABLE`` + an index + a
+backfill step, the value in :func:`_indexed`, and a sort key in :data:`_SORTS`.
+
+A take's note is an edit, like its name: kept in ``entry.json`` and the index, not in the
+settings its audio file carries (rewriting a whole take's audio for a note would be slow, and
+the settings say how it was made, not what a composer thinks of it).
 
 Concurrency: every call opens its own SQLite connection, so one library object can be shared
 by all of Streamlit's session threads; the database is in WAL mode (readers never wait for a
 writer) with a busy timeout (writers from other tabs or processes queue instead of failing).
-Changes that must agree with the folders (reconciling, deleting, starring, renaming) run in
+Changes that must agree with the folders (reconciling, deleting, starring, renaming, notes) run
+in
 ``BEGIN IMMEDIATE`` transactions, which take the write lock before they look at anything.
 WAL needs a local disk: keep the library off network shares.
 """
@@ -147,11 +155,18 @@ from neurochip.io.audio import Audio
 from neurochip.io.write import write_text_atomically
 from neurochip.library.metadata import (
     METADATA_FORMAT,
+    faithfulness_score,
     read_take_metadata,
     save_take,
     settings_in,
 )
-from neurochip.library.names import clean_name, default_take_name, take_filename
+from neurochip.library.names import (
+    clean_name,
+    clean_note,
+    default_take_name,
+    take_filename,
+    take_label,
+)
 from neurochip.library.thumbnails import write_png
 from neurochip.settings import RenderSettings
 
@@ -159,7 +174,7 @@ log = logging.getLogger(__name__)
 
 # --- the take library ---------------------------------------------------------------------------
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """``PRAGMA user_version`` of the index; :data:`_MIGRATIONS` brings older ones up to it."""
 
 STALE_AFTER_S = 15 * 60.0
@@ -214,24 +229,27 @@ _COLUMNS = (
     "song_key",
     "prompt_key",
     "audio_size",
+    "faithfulness",
+    "note",
 )
 # What a listing reads, in the order Take's fields take it (see TakeLibrary._new_take).
 _LISTED = (
     "id, created, name, kind, source_name, starred, frames, sample_rate, channels, prompt, "
-    "audio_file, thumbnail_file, metadata, audio_size"
+    "audio_file, thumbnail_file, metadata, audio_size, faithfulness, note"
 )
 
 _SORTS: dict[str, tuple[tuple[str, str], ...]] = {
     # sort -> its ORDER BY terms in the default direction; the other direction reverses every
-    # term, so it is the same list backwards. Each matches an index of _MIGRATIONS[2] (the
-    # implicit rowid at the end included), which SQLite walks forwards or backwards instead of
-    # sorting. Ties go newest first. A note faithfulness score would be
-    # (("faithfulness_key", "DESC"), ("created", "DESC"), ("rowid", "DESC")).
+    # term, so it is the same list backwards. Each matches an index of _MIGRATIONS[2] or [4]
+    # (the implicit rowid at the end included), which SQLite walks forwards or backwards
+    # instead of sorting. Ties go newest first. Takes without a faithfulness score (NULL) sort
+    # after every score, most faithful first (and first when reversed).
     "created": (("created", "DESC"), ("rowid", "DESC")),
     "starred": (("starred", "DESC"), ("created", "DESC"), ("rowid", "DESC")),
     "name": (("name_key", "ASC"), ("created", "DESC"), ("rowid", "ASC")),
     "song": (("song_key", "ASC"), ("created", "DESC"), ("rowid", "ASC")),
     "prompt": (("prompt_key", "ASC"), ("created", "DESC"), ("rowid", "ASC")),
+    "faithfulness": (("faithfulness", "DESC"), ("created", "DESC"), ("rowid", "DESC")),
 }
 _REVERSE = {"ASC": "DESC", "DESC": "ASC"}
 SORTS: tuple[str, ...] = tuple(_SORTS)
@@ -253,6 +271,20 @@ def _backfill_v2(conn: sqlite3.Connection) -> None:
         "song_key = :song_key, prompt_key = :prompt_key WHERE id = :id",
         updates,
     )
+
+
+def _backfill_v4(conn: sqlite3.Connection) -> None:
+    """Fill version 4's faithfulness scores from the metadata of the rows already there."""
+    updates = []
+    for take_id, text in conn.execute("SELECT id, metadata FROM takes").fetchall():
+        try:
+            metadata = json.loads(text)
+        except (TypeError, ValueError):
+            continue
+        score = faithfulness_score(metadata) if isinstance(metadata, dict) else None
+        if score is not None:
+            updates.append((score, take_id))
+    conn.executemany("UPDATE takes SET faithfulness = ? WHERE id = ?", updates)
 
 
 # One list of steps per schema version; version n's turns n - 1 into n. A step is an SQL
@@ -304,6 +336,16 @@ _MIGRATIONS: dict[int, tuple[str | Callable[[sqlite3.Connection], None], ...]] =
         # take's audio anyway (a migration sees the index only, not the folders).
         "ALTER TABLE takes ADD COLUMN audio_size INTEGER",
     ),
+    4: (
+        # The note-faithfulness score the take was rendered with (metadata "faithfulness",
+        # see faithfulness_score()); NULL for takes made before the meter, or not measured.
+        "ALTER TABLE takes ADD COLUMN faithfulness REAL",
+        # The composer's note (user text; mirrored in entry.json). Searched with the name and
+        # prompts: a note is in the search column (see _indexed); none before version 4.
+        "ALTER TABLE takes ADD COLUMN note TEXT NOT NULL DEFAULT ''",
+        "CREATE INDEX IF NOT EXISTS takes_by_faithfulness ON takes (faithfulness, created)",
+        _backfill_v4,
+    ),
 }
 assert max(_MIGRATIONS) == SCHEMA_VERSION
 
@@ -342,6 +384,8 @@ class Take:
     duration_s: float
     channels: int
     prompt: str  # the prompts of the takes in it, A's first, " / " between
+    faithfulness: float | None  # note-faithfulness score, 0 to 1; None: not measured
+    note: str  # the composer's note ("" for none)
     # As the index holds them:
     _takes_dir: Path = field(repr=False)
     _audio_file: str = field(repr=False)
@@ -375,6 +419,12 @@ class Take:
         return json.loads(self._metadata_json)
 
     @cached_property
+    def label(self) -> str:
+        """What tells it from other takes: "seed 42 · denoise 0.35 · guidance 7 · 50 steps ·
+        faithfulness 0.93" (:func:`~neurochip.library.names.take_label`)."""
+        return take_label(self.metadata)
+
+    @cached_property
     def audio_path(self) -> Path:
         # Only the final component: a damaged index cannot point outside the folder.
         return self._folder / Path(self._audio_file).name
@@ -400,6 +450,8 @@ class Take:
             self.duration_s,
             self.channels,
             self.prompt,
+            self.faithfulness,
+            self.note,
             self.audio_path,
             self.thumbnail_path,
             self.metadata,
@@ -531,6 +583,7 @@ class TakeLibrary:
             "name": title,
             "source_name": source_name,
             "starred": False,
+            "note": "",
         }
         folder = self._folder(take_id)
         try:
@@ -598,11 +651,12 @@ class TakeLibrary:
         Args:
             starred_only: Only the starred takes.
             song: Only the takes of this song (their ``source_name``, exactly).
-            text: Only the takes whose name or prompt contains this text, ignoring case
+            text: Only the takes whose name, prompt or note contains this text, ignoring case
                 ("ß" matches "SS") and runs of spaces. Empty: every take.
             sort: One of :data:`SORTS`: "created" (newest first), "starred" (starred
                 first), "name", "song", "prompt" (A to Z, ignoring case and accents; no song
-                or prompt after Z). Ties go newest first.
+                or prompt after Z), "faithfulness" (most faithful to the sketch's notes
+                first; takes never measured last). Ties go newest first.
             descending: ``True`` for Z to A (or newest first), ``False`` for A to Z (oldest
                 first); by default as above. The other direction is the same list reversed.
             limit: At most this many takes (all when ``None``), after skipping ``offset``.
@@ -617,21 +671,9 @@ class TakeLibrary:
         terms = _SORTS[sort]
         if descending is not None and descending != (terms[0][1] == "DESC"):
             terms = tuple((term, _REVERSE[way]) for term, way in terms)
-        where: builtins.list[str] = []
-        params: builtins.list[object] = []
-        if starred_only:
-            where.append("starred = 1")
-        if song is not None:
-            where.append("source_name = ?")
-            params.append(str(song))
-        needle = _fold(text) if text is not None else ""
-        if needle:
-            where.append("instr(search, ?) > 0")
-            params.append(needle)
+        where, params = _filters(starred_only, song, text)
         query = "SELECT {} FROM takes {} ORDER BY {} LIMIT ? OFFSET ?".format(
-            _LISTED,
-            "WHERE " + " AND ".join(where) if where else "",
-            ", ".join(f"{term} {way}" for term, way in terms),
+            _LISTED, where, ", ".join(f"{term} {way}" for term, way in terms)
         )
         params += [-1 if limit is None else int(limit), int(offset)]
         self._refresh()
@@ -639,6 +681,16 @@ class TakeLibrary:
             cursor = conn.cursor()
             cursor.row_factory = None  # plain tuples: the fastest rows to unpack
             return [self._new_take(*row) for row in cursor.execute(query, params)]
+
+    @_heals_index
+    def count(
+        self, starred_only: bool = False, *, song: str | None = None, text: str | None = None
+    ) -> int:
+        """How many takes :meth:`list` would give with these filters (to page through them)."""
+        where, params = _filters(starred_only, song, text)
+        self._refresh()
+        with self._connect() as conn:
+            return int(conn.execute(f"SELECT count(*) FROM takes {where}", params).fetchone()[0])
 
     @_heals_index
     def songs(self) -> builtins.list[str]:
@@ -738,6 +790,17 @@ class TakeLibrary:
         if not title:
             raise NeuroChipError("A take's name cannot be empty.")
         return self._update(take_id, "name", title)
+
+    def set_note(self, take_id: str, note: str) -> Take:
+        """Write a note on a take ("the bass drifts in bar 12"); an empty one removes it.
+
+        Free text (lines kept, see :func:`~neurochip.library.names.clean_note`), searched
+        with the take's name and prompts, kept in the take's ``entry.json`` like its name.
+
+        Raises:
+            NeuroChipError: If the id is unknown.
+        """
+        return self._update(take_id, "note", clean_note(note if isinstance(note, str) else ""))
 
     def delete(self, take_id: str) -> None:
         """Delete a take: its row and its folder, for good.
@@ -862,16 +925,18 @@ class TakeLibrary:
 
     @_heals_index
     def _update(self, take_id: str, column: str, value: object) -> Take:
-        if column not in ("starred", "name"):  # it is spliced into the SQL below
+        if column not in ("starred", "name", "note"):  # it is spliced into the SQL below
             raise ValueError(f"Cannot update {column!r}.")
         with self._transaction() as conn:
             row = conn.execute("SELECT * FROM takes WHERE id = ?", (take_id,)).fetchone()
             if row is None:
                 raise self._unknown(take_id)
             record = {**dict(row), column: value}
-            if column == "name":
+            if column in ("name", "note"):
                 metadata = json.loads(row["metadata"])
-                record.update(_indexed(str(value), row["source_name"], metadata))
+                record.update(
+                    _indexed(record["name"], row["source_name"], metadata, record["note"])
+                )
             conn.execute(
                 f"UPDATE takes SET {column} = ?, search = ?, name_key = ? WHERE id = ?",
                 (value, record["search"], record["name_key"], take_id),
@@ -890,6 +955,7 @@ class TakeLibrary:
             "name": record["name"],
             "source_name": record["source_name"],
             "starred": bool(record["starred"]),
+            "note": record["note"],
         }
         try:
             write_text_atomically(self._folder(record["id"]) / ENTRY_FILE, _entry_json(entry))
@@ -915,6 +981,8 @@ class TakeLibrary:
         thumbnail_file: str | None,
         metadata: str,
         audio_size: int | None,
+        faithfulness: float | None,
+        note: str,
     ) -> Take:
         """A take from the columns of :data:`_LISTED`.
 
@@ -935,6 +1003,8 @@ class TakeLibrary:
                 "duration_s": frames / sample_rate,
                 "channels": int(channels),
                 "prompt": prompt,
+                "faithfulness": None if faithfulness is None else float(faithfulness),
+                "note": note,
                 "_takes_dir": self.takes_dir,
                 "_audio_file": audio_file,
                 "_thumbnail_file": thumbnail_file,
@@ -1113,6 +1183,8 @@ class TakeLibrary:
         name = entry.get("name")
         title = (clean_name(name) if isinstance(name, str) else "") or default_take_name(metadata)
         source_name = None if source is None else str(source)
+        note = entry.get("note")
+        note = clean_note(note) if isinstance(note, str) else ""
         return {
             "id": folder.name,
             "created": float(created),
@@ -1126,7 +1198,7 @@ class TakeLibrary:
             "frames": frames,
             "sample_rate": rate,
             "channels": channels,
-            **_indexed(title, source_name, metadata),
+            **_indexed(title, source_name, metadata, note),
             "audio_size": _expected_size(audio, readable),
         }
 
@@ -1406,11 +1478,14 @@ def _insert(conn: sqlite3.Connection, record: Mapping[str, Any]) -> int:
     return cursor.rowcount
 
 
-def _indexed(name: str, source_name: str | None, metadata: Mapping[str, Any]) -> dict[str, str]:
-    """The columns the index derives from a take's name, song and metadata, to sort and search.
+def _indexed(
+    name: str, source_name: str | None, metadata: Mapping[str, Any], note: str = ""
+) -> dict[str, Any]:
+    """The columns the index derives from a take's name, song, metadata and note, to sort and
+    search (and the note itself).
 
-    Written with every row (add, recovery, rename, and the migration that added them), so a
-    listing reads them and parses no JSON.
+    Written with every row (add, recovery, rename, note, and the migrations that added them),
+    so a listing reads them and parses no JSON.
     """
     takes = metadata.get("takes")
     prompts: builtins.list[str] = []
@@ -1421,14 +1496,36 @@ def _indexed(name: str, source_name: str | None, metadata: Mapping[str, Any]) ->
             if isinstance(prompt, str) and prompt.strip() and prompt.strip() not in prompts:
                 prompts.append(prompt.strip())
     prompt_text = " / ".join(prompts)
+    # A newline between them, which a folded query never holds: no match spans two. (No note:
+    # no third line, so rows of older versions, which had none, need no backfill.)
+    search = f"{_fold(name)}\n{_fold(prompt_text)}" + (f"\n{_fold(note)}" if note else "")
     return {
         "prompt": prompt_text,
-        # A newline between them, which a folded query never holds: no match spans the two.
-        "search": f"{_fold(name)}\n{_fold(prompt_text)}",
+        "search": search,
         "name_key": _sort_key(name),
         "song_key": _sort_key(source_name),
         "prompt_key": _sort_key(prompt_text),
+        "faithfulness": faithfulness_score(metadata),
+        "note": note,
     }
+
+
+def _filters(
+    starred_only: bool, song: str | None, text: str | None
+) -> tuple[str, builtins.list[object]]:
+    """The WHERE clause of a listing (or "") and its parameters."""
+    where: builtins.list[str] = []
+    params: builtins.list[object] = []
+    if starred_only:
+        where.append("starred = 1")
+    if song is not None:
+        where.append("source_name = ?")
+        params.append(str(song))
+    needle = _fold(text) if text is not None else ""
+    if needle:
+        where.append("instr(search, ?) > 0")
+        params.append(needle)
+    return ("WHERE " + " AND ".join(where) if where else ""), params
 
 
 def _fold(text: str) -> str:
