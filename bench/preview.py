@@ -89,7 +89,9 @@ def stage_of(label: str) -> str:
     return "other"
 
 
-def timed_preview(engine: Engine, song: Audio, settings, start_s: float, case: str) -> PreviewRun:
+def timed_preview(
+    engine: Engine, song: Audio, settings, start_s: float, case: str, grid: list | None = None
+) -> PreviewRun:
     device = engine.model.device
     stages = dict.fromkeys(STAGES, 0.0)
     current = ["encode", 0.0]
@@ -106,7 +108,10 @@ def timed_preview(engine: Engine, song: Audio, settings, start_s: float, case: s
         synchronize(device)
         began = time.perf_counter()
         current[1] = began
-        engine.preview(song, settings, start_s, progress=progress)
+        if grid:
+            engine.preview_many(song, grid, start_s, progress=progress)
+        else:
+            engine.preview(song, settings, start_s, progress=progress)
         synchronize(device)
         wall = time.perf_counter() - began
     stages.pop("done", None)
@@ -144,7 +149,7 @@ def build(model_name: str, device: torch.device, dtype: torch.dtype) -> Riffusio
 
 def print_table(summaries: Sequence[Summary]) -> None:
     header = (
-        f"{'case':<8} {'runs':>4} {'median s':>9} {'best s':>7}  "
+        f"{'case':<9} {'runs':>4} {'median s':>9} {'best s':>7}  "
         + " ".join(f"{s:>8}" for s in STAGES)
         + f"  {'UNet items':>10} {'calls':>5}  {'peak GPU MiB':>12}"
     )
@@ -154,7 +159,7 @@ def print_table(summaries: Sequence[Summary]) -> None:
         peak = f"{s.peak_gpu_mib:12.0f}" if s.peak_gpu_mib else f"{'n/a':>12}"
         stages = " ".join(f"{s.stages_median_s[k]:8.3f}" for k in STAGES)
         print(
-            f"{s.case:<8} {s.runs:>4} {s.median_s:9.3f} {s.best_s:7.3f}  {stages}  "
+            f"{s.case:<9} {s.runs:>4} {s.median_s:9.3f} {s.best_s:7.3f}  {stages}  "
             f"{s.unet_items:>10} {s.unet_calls:>5}  {peak}"
         )
     print("stage columns: median seconds; 'first' includes encoding the whole song")
@@ -179,6 +184,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--first-repeat", type=int, default=2, help="first previews timed (2)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--dtype", default="auto", choices=("auto", "fp32", "fp16", "bf16"))
+    parser.add_argument(
+        "--grid",
+        type=int,
+        default=3,
+        help="also time a variation grid of N seeds x N denoise values of the region in one "
+        "loop (3; 0 for none)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     args = parser.parse_args(argv)
     if args.start + PREVIEW_SECONDS > args.song_seconds:
@@ -217,6 +229,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         cached.append(timed_preview(engine, song, changed, args.start, "cached"))
 
     summaries = [summarise(first), summarise(cached)]
+    if args.grid:
+        spread = [0.1 * (k - (args.grid - 1) / 2) for k in range(args.grid)]
+        grid = [
+            replace(settings, seed=100 + i, denoise=round(args.denoise + d, 3))
+            for i in range(args.grid)
+            for d in spread
+        ]
+        runs = []
+        for k in range(max(1, args.repeat // 2)):
+            print(f"grid {args.grid}x{args.grid} {k + 1} ...", file=sys.stderr, flush=True)
+            runs.append(timed_preview(engine, song, settings, args.start, "grid", grid))
+        summary = summarise(runs)
+        summary.case = f"grid {args.grid}x{args.grid}"
+        summaries.append(summary)
     print(
         f"model: {model.source} (random weights: timings only, never sound)\n"
         f"device: {describe_device(device)}, {str(dtype).removeprefix('torch.')}, "
