@@ -628,3 +628,44 @@ def test_the_app_never_downloads_unasked(app_env, monkeypatch):
     assert asked == [True, False]  # the composer asked: now the hub may be used
     assert at.session_state["model_choice"].download
     ui.forget_engine()
+
+
+def test_the_variation_grid_renders_and_use_this_adopts(app_env):
+    at = start()
+    fast(at)
+    at.run()
+    seeds = [t for t in at.text_input if t.key and t.key.startswith("grid_seeds_")]
+    values = [t for t in at.text_input if t.key and t.key.startswith("grid_values_denoise")]
+    seeds[0].input("11, 12")
+    values[0].input("0.3, 0.6")
+    [render] = [b for b in at.button if b.label == "Render the grid"]
+    render.click().run()
+    job = at.session_state["grid_job"]
+    assert job.wait(TIMEOUT) and job.state == "done", job.error
+    at.run()
+    assert not at.exception
+    uses = [b for b in at.button if b.key and b.key.startswith("use_cell_")]
+    assert len(uses) == 4
+    _, grid, variations = job.result
+    assert [(v.settings.seed, v.settings.denoise) for v in variations] == [
+        (11, 0.3),
+        (11, 0.6),
+        (12, 0.3),
+        (12, 0.6),
+    ]
+    assert all(0 <= v.faithfulness.score <= 1 for v in variations)
+    assert any("notes kept" in m.value for m in at.markdown)
+    [use] = [b for b in uses if b.key == "use_cell_3"]
+    use.click().run()
+    settings = at.session_state["last_settings"]
+    assert (settings.seed, settings.denoise, settings.steps) == (12, 0.6, 4)
+
+
+def test_a_bad_grid_is_a_clear_error_and_renders_nothing(app_env):
+    at = start()
+    [seeds] = [t for t in at.text_input if t.key and t.key.startswith("grid_seeds_")]
+    seeds.input("1, two")
+    [render] = [b for b in at.button if b.label == "Render the grid"]
+    render.click().run()
+    assert "Seeds: write numbers" in at.error[0].value
+    assert "grid_job" not in at.session_state

@@ -14,9 +14,11 @@ from neurochip.engine import PREVIEW_SECONDS, region_picture
 from neurochip.errors import NeuroChipError
 from neurochip.faithfulness import note_faithfulness
 from neurochip.jobs import Job
+from neurochip.library.thumbnails import spectrogram_thumbnail
 from neurochip.settings import SCHEDULER_NAMES, TakeSetOptions, describe
 from neurochip.synth import DRUMS, VOICES
 from neurochip.takeset import ROLES, render_take_set
+from neurochip.variations import best_variation, render_variations, variation_grid
 
 st.title("Arrange")
 st.caption(
@@ -264,6 +266,144 @@ with st.container():
         figure = ui.memo("region_figure", (song.key, round(preview_start, 2)), region_figure)
         if figure is not None:
             st.plotly_chart(figure, width="stretch", key="preview_chart")
+
+# --- variation grid ---------------------------------------------------------------------------
+
+
+def parse_values(text: str, kind: type, what: str) -> list:
+    values = [v for v in text.replace(";", ",").split(",") if v.strip()]
+    try:
+        return [kind(v.strip()) for v in values]
+    except ValueError:
+        raise NeuroChipError(
+            f"{what}: write numbers separated by commas, e.g. "
+            + ("1, 2, 3" if kind is int else "0.25, 0.35, 0.45")
+        ) from None
+
+
+def default_values(axis: str, settings) -> str:
+    if axis == "denoise":
+        values = [settings.denoise - 0.1, settings.denoise, settings.denoise + 0.1]
+        return ", ".join(f"{min(0.95, max(0.05, v)):.2f}" for v in values)
+    values = [settings.guidance - 2, settings.guidance, settings.guidance + 2]
+    return ", ".join(f"{min(20.0, max(1.0, v)):g}" for v in values)
+
+
+st.subheader("Variation grid")
+st.caption(
+    "The preview region across several seeds and denoise (or guidance) values, rendered "
+    "together in one pass: listen, compare the notes kept, and *Use this* on the best."
+)
+g1, g2, g3, g4 = st.columns([3, 2, 3, 2], vertical_alignment="bottom")
+seeds_text = g1.text_input(
+    "Seeds",
+    value=", ".join(str((settings.seed + k) % 2**32) for k in range(3)),
+    key=f"grid_seeds_{settings.seed}",
+    help="Up to 4 seeds, separated by commas: one row each.",
+)
+axis = g2.selectbox("Across", ["denoise", "guidance"], key="grid_axis")
+values_text = g3.text_input(
+    f"{axis.capitalize()} values",
+    value=default_values(axis, settings),
+    key=f"grid_values_{axis}_{settings.denoise}_{settings.guidance}",
+    help="Up to 4 values, separated by commas: one column each.",
+)
+grid_job = st.session_state.get("grid_job")
+grid_busy = grid_job is not None and not grid_job.finished
+if g4.button("Render the grid", disabled=engine is None or grid_busy, icon=":material/grid_view:"):
+    try:
+        seeds = parse_values(seeds_text, int, "Seeds")
+        values = parse_values(values_text, float, f"{axis.capitalize()} values")
+        grid = variation_grid(settings, seeds, **{axis: values})
+    except NeuroChipError as err:
+        st.session_state["grid_error"] = str(err)
+    else:
+        st.session_state.pop("grid_error", None)
+
+        def grid_work(progress, cancel, engine=engine, grid=grid, start=preview_start):
+            variations = render_variations(
+                engine,
+                audio,
+                grid,
+                region=(start, PREVIEW_SECONDS),
+                progress=progress,
+                cancel=cancel,
+            )
+            return song.key, grid, variations
+
+        st.session_state["grid_job"] = Job(grid_work, name="grid").start()
+        st.rerun()
+if st.session_state.get("grid_error"):
+    st.error(st.session_state["grid_error"], icon=":material/error:")
+
+
+@st.fragment(run_every=ui.poll_every("grid", grid_job))
+def grid_progress() -> None:
+    job = ui.watch_job("grid", "Variation grid")
+    if job is not None:
+        st.button("Cancel grid", key="cancel_grid", icon=":material/close:", on_click=job.cancel)
+
+
+grid_progress()
+
+
+def use_variation(cell_settings) -> None:
+    ui.open_settings(cell_settings)  # the page's widgets take the cell's settings
+
+
+if grid_job is not None and grid_job.state == "done" and grid_job.result[0] == song.key:
+    _, grid, variations = grid_job.result
+    best = best_variation(variations)
+    rows, columns = grid.shape
+    thumbs = ui.memo(
+        "grid_thumbs",
+        grid_job,
+        lambda: [spectrogram_thumbnail(v.render.output_image, 240, 64) for v in variations],
+    )
+    for row in range(rows):
+        cells = st.columns(columns)
+        for column in range(columns):
+            i = grid.index(row, column)
+            variation = variations[i]
+            with cells[column].container(border=True):
+                kept = f"notes kept {variation.faithfulness.score:.2f}"
+                mark = " · best" if i == best else ""
+                st.markdown(f"**{variation.label}**  \n:small[{kept}{mark}]")
+                st.image(thumbs[i], width="stretch")
+                st.audio(
+                    ui.memo(
+                        f"grid_wav_{i}", grid_job, lambda v=variation: ui.wav_bytes(v.render.audio)
+                    )
+                )
+                st.button(
+                    "Use this",
+                    key=f"use_cell_{i}",
+                    on_click=use_variation,
+                    args=(variation.settings,),
+                    help="Take these settings into the sliders above (the preview follows).",
+                    width="stretch",
+                )
+    labels = [v.label for v in variations]
+    compared = st.multiselect(
+        "Compare in the player (up to 3 cells, with the sketch)",
+        labels,
+        default=[labels[best]],
+        max_selections=3,
+        key="grid_compare",
+    )
+    if compared:
+        chosen = [variations[labels.index(label)] for label in compared]
+        sources = ui.memo(
+            "grid_ab",
+            (grid_job, tuple(compared)),
+            lambda: (
+                {"Sketch": ui.wav_bytes(chosen[0].render.source)}
+                | {v.label: ui.wav_bytes(v.render.audio) for v in chosen}
+            ),
+        )
+        ab_player(sources, key="grid_ab", offset_s=chosen[0].render.start_s, height=120)
+elif grid_job is not None and grid_job.state == "failed":
+    st.error(grid_job.error)
 
 # --- full render ------------------------------------------------------------------------------
 
