@@ -669,3 +669,31 @@ def test_a_bad_grid_is_a_clear_error_and_renders_nothing(app_env):
     render.click().run()
     assert "Seeds: write numbers" in at.error[0].value
     assert "grid_job" not in at.session_state
+
+
+def test_a_new_upload_cancels_the_old_songs_preview(app_env, monkeypatch):
+    import threading
+
+    from neurochip.engine import Engine
+
+    entered, release = threading.Event(), threading.Event()
+    real_preview = Engine.preview
+
+    def held_preview(self, *args, **kwargs):
+        entered.set()
+        release.wait(TIMEOUT)
+        return real_preview(self, *args, **kwargs)
+
+    monkeypatch.setattr(Engine, "preview", held_preview)
+    at = start()
+    fast(at)
+    [preview] = [b for b in at.button if b.label == "Preview now"]
+    preview.click().run()
+    old = at.session_state["preview_job"]
+    assert entered.wait(TIMEOUT)
+    upload_into(at, "next.wav", wav_bytes(3.0), "next")
+    at.run()
+    assert at.session_state["sketch"].name == "next.wav"
+    assert old.cancelled  # stopped at its next model call, not left to delay the new song
+    release.set()
+    assert old.wait(TIMEOUT) and old.state == "cancelled"
