@@ -23,6 +23,7 @@ import hashlib
 import inspect
 import math
 import threading
+import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -248,8 +249,14 @@ class Engine:
         model: RiffusionModel,
         params: SpectrogramParams = SpectrogramParams(),
         cache_bytes: int = DEFAULT_CACHE_BYTES,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.model = model
+        self._clock = clock
+        # Seconds per unit of each stage on this device, learned from every render: progress
+        # fractions follow the time a stage will take, so "time left" holds steady.
+        self._rates = dict(PRIOR_RATES)
+        self._measured: set[str] = set()  # stages whose rate is this device's, not the prior
         self.params = params
         self._cache: OrderedDict[str, dict[str, torch.Tensor]] = OrderedDict()
         self._cache_bytes = cache_bytes
@@ -368,13 +375,21 @@ class Engine:
         key: str | None = None,
     ) -> list[Render]:
         song = self._at_working_rate(song)
-        report = _monotonic(progress)
         hop = self.params.hop_length
         mono = song.to_mono()
-        report(0.0, "encode")
         use_model = [settings.denoise_steps > 0 for settings in takes]
-        cached = self._song_encoding(mono, need_latents=any(use_model), key=key)
         first, frames = start // hop, self.params.num_frames(length)
+        key = key or _content_key(mono)
+        report = _StagedProgress(
+            progress,
+            self._rates,
+            self._measured,
+            self._work(mono, key, first, frames, length, takes),
+            self._clock,
+            self._sync,
+        )
+        report.stage("encode", 0.0, "encode")
+        cached = self._song_encoding(mono, need_latents=any(use_model), key=key)
         input_image = cached["image"][..., first : first + frames]
 
         # No denoising step: the model would change nothing, so such a take is the input.
@@ -386,11 +401,10 @@ class Engine:
 
         source = torch.from_numpy(mono.samples[:, start : start + length]).to(self.model.device)
         results = []
-        share = 0.1 / len(takes)
         for i, (settings, output_image) in enumerate(zip(takes, output_images, strict=True)):
 
             def phase_progress(f: float, i: int = i) -> None:
-                report(0.9 + share * (i + f), "phase")
+                report.stage("phase", (i + f) / len(takes), "phase")
 
             phase_progress(0.0)
             amplitudes = float_image_to_amplitudes(
@@ -418,8 +432,44 @@ class Engine:
                     info={"model": self.model.source, "device": str(self.model.device)},
                 )
             )
-        report(1.0, "done")
+        report.finish()
         return results
+
+    def _work(
+        self,
+        mono: Audio,
+        key: str,
+        first: int,
+        frames: int,
+        length: int,
+        takes: Sequence[RenderSettings],
+    ) -> dict[str, float]:
+        """Units of work of each stage of a render (columns, UNet items, seconds of audio)."""
+        model = self.model
+        cached = self._cache.get(key)
+        columns = self.params.num_frames(mono.frames)
+        denoised = [s for s in takes if s.denoise_steps > 0]
+        need_encode = cached is None or (bool(denoised) and "latents" not in cached)
+        a, b = _region_columns(
+            -(-columns // (model.vae_scale * model.unet_multiple)) * model.unet_multiple,
+            first,
+            frames,
+            model.vae_scale,
+            model.unet_multiple,
+        )
+        windows = len(plan_windows(b - a, WINDOW_COLUMNS // model.vae_scale, takes[0].overlap))
+        items = sum(s.denoise_steps * windows * (2 if s.guidance > 1.0 else 1) for s in denoised)
+        return {
+            "encode": float(columns if need_encode else 0),
+            "denoise": float(items),
+            "decode": float(len(denoised) * (b - a)),
+            "phase": len(takes) * length / self.params.sample_rate,
+        }
+
+    def _sync(self) -> None:
+        # CUDA runs ahead of Python: a stage's time is only its own once the GPU caught up.
+        if self.model.device.type == "cuda":
+            torch.cuda.synchronize(self.model.device)
 
     def _at_working_rate(self, song: Audio) -> Audio:
         if song.sample_rate == self.params.sample_rate:
@@ -519,19 +569,13 @@ class Engine:
         first: int,
         frames: int,
         takes: Sequence[RenderSettings],
-        report: ProgressCallback,
+        report: _StagedProgress,
         cancel: threading.Event | None,
     ) -> list[torch.Tensor]:
         model = self.model
         scale, multiple = model.vae_scale, model.unet_multiple
         song_latents = cached["latents"]
-        # The latent columns under the region, with one window of context on each side where
-        # the song has it, so the region is denoised in the same company as in a full render.
-        total, context = song_latents.shape[-1], WINDOW_COLUMNS // scale
-        a = max(0, first // scale - context)
-        b = min(total, -(-(first + frames) // scale) + context)
-        width = -(-(b - a) // multiple) * multiple  # the UNet needs multiples of 8
-        a, b = (a, a + width) if a + width <= total else (total - width, total)
+        a, b = _region_columns(song_latents.shape[-1], first, frames, scale, multiple)
         latents = song_latents[..., a:b]
         # Each take's noise is its seed's noise for the whole song, cut where this region is.
         noises = [self._song_noise(song_latents.shape, s.seed)[..., a:b] for s in takes]
@@ -540,7 +584,7 @@ class Engine:
         offset = first - a * scale
         images = []
         for i, take_latents in enumerate(denoised):
-            report(0.85 + 0.05 * i / len(denoised), "decode")
+            report.stage("decode", i / len(denoised), "decode")
             images.append(self._decode(take_latents)[..., offset : offset + frames])
         return images
 
@@ -554,7 +598,7 @@ class Engine:
         latents: torch.Tensor,
         noises: Sequence[torch.Tensor],
         takes: Sequence[RenderSettings],
-        report: ProgressCallback,
+        report: _StagedProgress,
         cancel: threading.Event | None,
     ) -> list[torch.Tensor]:
         """img2img's denoising loop for several takes of the same latents at once.
@@ -604,7 +648,7 @@ class Engine:
                         torch.cuda.empty_cache()
             for lane, noise_pred in zip(active, predictions, strict=True):
                 lane.step(noise_pred, k)
-            report(0.05 + 0.8 * (k + 1) / steps, f"denoise step {k + 1} of {steps}")
+            report.stage("denoise", (k + 1) / steps, f"denoise step {k + 1} of {steps}")
         return [lane.latents for lane in lanes]
 
     def _predict_windows(
@@ -681,17 +725,85 @@ def _entry_bytes(entry: dict[str, torch.Tensor]) -> int:
     return sum(t.numel() * t.element_size() for t in entry.values())
 
 
-def _monotonic(progress: ProgressCallback | None) -> ProgressCallback:
-    """A progress callback whose fraction never goes backwards (stages estimate their share)."""
-    done = 0.0
+def _region_columns(total: int, first: int, frames: int, scale: int, multiple: int):
+    """The latent columns (a, b) denoised for picture columns ``first`` + ``frames``.
 
-    def report(fraction: float, stage: str) -> None:
-        nonlocal done
-        done = min(1.0, max(done, fraction))
-        if progress is not None:
-            progress(done, stage)
+    One window of context on each side where the song has it, so the region is denoised in
+    the same company as in a full render; the width a multiple of what the UNet needs.
+    """
+    context = WINDOW_COLUMNS // scale
+    a = max(0, first // scale - context)
+    b = min(total, -(-(first + frames) // scale) + context)
+    width = -(-(b - a) // multiple) * multiple
+    return (a, a + width) if a + width <= total else (max(0, total - width), total)
 
-    return report
+
+#: Seconds per unit of each stage before an engine has measured its own (the tests' tiny model
+#: on a 2-core CPU): encode per picture column, denoise per UNet item, decode per latent
+#: column, phase per second of audio. Only the ratios matter, and only until the first render.
+PRIOR_RATES = {"encode": 2.5e-4, "denoise": 9e-3, "decode": 1.5e-3, "phase": 0.2}
+STAGES = ("encode", "denoise", "decode", "phase")
+
+
+class _StagedProgress:
+    """Progress as the share of the render's expected time done, stage by stage.
+
+    Each stage's expected time is its units of work times this engine's measured rate, so a
+    stage that is slow on this device (phase on a CPU) gets the share of the bar it takes,
+    and a time-left estimate extrapolated from the fraction holds steady. When a stage ends,
+    its measured rate updates the engine's, for the next render.
+    """
+
+    def __init__(
+        self,
+        progress: ProgressCallback | None,
+        rates: dict[str, float],
+        measured: set[str],
+        work: dict[str, float],
+        clock: Callable[[], float],
+        sync: Callable[[], None],
+    ) -> None:
+        self.progress, self.rates, self.measured, self.work = progress, rates, measured, work
+        self.clock, self.sync = clock, sync
+        expected = {stage: work.get(stage, 0.0) * rates[stage] for stage in STAGES}
+        total = sum(expected.values()) or 1.0
+        self.starts, self.shares, done = {}, {}, 0.0
+        for stage in STAGES:
+            self.starts[stage], self.shares[stage] = done / total, expected[stage] / total
+            done += expected[stage]
+        self.current: str | None = None
+        self.began = clock()
+        self.done = 0.0
+
+    def stage(self, stage: str, within: float, label: str) -> None:
+        if stage != self.current:
+            self._end_stage()
+            self.current, self.began = stage, self.clock()
+        fraction = self.starts[stage] + self.shares[stage] * min(1.0, max(0.0, within))
+        self._report(fraction, label)
+
+    def finish(self) -> None:
+        self._end_stage()
+        self._report(1.0, "done")
+
+    def _end_stage(self) -> None:
+        stage, units = self.current, self.work.get(self.current or "", 0.0)
+        if stage is None or units <= 0:
+            return
+        self.sync()
+        rate = (self.clock() - self.began) / units
+        if rate <= 0:
+            return
+        # The first measurement replaces the prior (a guess from another machine); later
+        # ones are averaged in, so one disturbed render does not throw the estimate.
+        known = stage in self.measured
+        self.rates[stage] = 0.5 * self.rates[stage] + 0.5 * rate if known else rate
+        self.measured.add(stage)
+
+    def _report(self, fraction: float, label: str) -> None:
+        self.done = min(1.0, max(self.done, fraction))  # never backwards
+        if self.progress is not None:
+            self.progress(self.done, label)
 
 
 @dataclass

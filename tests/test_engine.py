@@ -262,6 +262,51 @@ def test_a_slider_change_does_not_hash_the_song_or_encode_the_prompt_again(
     assert len(hashed) == 2
 
 
+def test_progress_follows_the_time_each_stage_took_last_time(tiny_model, monkeypatch):
+    # A fake clock: each UNet item "takes" 0.01 s and phase 3 s per second of audio, as on a
+    # CPU where phase dominates; the engine must learn that, not keep a fixed 10 % for phase.
+    now = [0.0]
+    engine = Engine(tiny_model, clock=lambda: now[0])
+    tiny_model.unet.register_forward_pre_hook(
+        lambda module, args: now.__setitem__(0, now[0] + 0.01 * args[0].shape[0])
+    )
+    real_phase = engine_module.waveform_from_amplitudes
+
+    def slow_phase(amplitudes, params, length, *args, progress=None, **kwargs):
+        began, cost = now[0], 3.0 * length / params.sample_rate
+
+        def timed(fraction: float) -> None:  # the clock moves as the phase work does
+            now[0] = began + cost * fraction
+            if progress is not None:
+                progress(fraction)
+
+        waveform = real_phase(amplitudes, params, length, *args, progress=timed, **kwargs)
+        now[0] = began + cost
+        return waveform
+
+    monkeypatch.setattr(engine_module, "waveform_from_amplitudes", slow_phase)
+    audio = song(12.0)
+    engine.preview(audio, FAST, 3.0, 3.0)  # learns this device's rates
+    seen = []
+    began = now[0]
+    engine.preview(
+        audio,
+        dataclasses.replace(FAST, seed=3),
+        3.0,
+        3.0,
+        progress=lambda f, s: seen.append((f, now[0] - began)),
+    )
+    total = now[0] - began
+    assert total > 8  # phase (9 s) dominates, as set up
+    for fraction, elapsed in seen:
+        assert fraction == pytest.approx(elapsed / total, abs=0.05)
+    # So a time-left estimate from the fraction never climbs: at every report it is within
+    # a few per cent of the truth.
+    for fraction, elapsed in seen:
+        if 0.05 < fraction < 1:
+            assert elapsed * (1 - fraction) / fraction == pytest.approx(total - elapsed, abs=0.6)
+
+
 def test_denoise_zero_is_the_source_path_reconstruction(engine):
     audio = song(2.5)
     render = engine.render(audio, dataclasses.replace(FAST, denoise=0.0, phase_iterations=2))
