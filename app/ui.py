@@ -142,12 +142,37 @@ def restore_session() -> None:
         st.session_state["last_preview"] = preview
     sketch_file = kept.sketch()
     if sketch_file is not None and current_sketch() is None:
-        data, name, voices = sketch_file.data, sketch_file.name, sketch_file.voices
+        reopen(sketch_file.data, sketch_file.name, sketch_file.voices, sketch_file.decode_as)
 
-        def load(progress, cancel) -> Sketch:
-            return load_sketch(data, name=name, voices=voices, progress=progress, cancel=cancel)
 
-        start_loading(load, f"Reopening {name}", source=(data, name))
+def reopen(data: bytes, name: str, voices: dict[str, str], decode_as: str, verb="Reopening"):
+    """Load a kept sketch file as the load job; ``decode_as`` names it for its decoder."""
+
+    def load(progress, cancel) -> Sketch:
+        sketch = load_sketch(data, name=decode_as, voices=voices, progress=progress, cancel=cancel)
+        return dataclasses.replace(sketch, name=name)
+
+    start_loading(load, f"{verb} {name}", source=(data, name, decode_as))
+
+
+def open_take(take: Any) -> None:
+    """Arrange with a take's settings and span and, where the library kept it, its sketch."""
+    settings = take.settings()
+    open_settings(settings)
+    key = take.metadata.get("sketch_key")
+    st.session_state["render_start"] = float(settings.start_s)
+    if settings.duration_s is not None and key:
+        st.session_state[f"render_duration_{key}_{float(settings.start_s)}"] = settings.duration_s
+    current = current_sketch()
+    if key and (current is None or current.key != key):
+        kept = library().source(key)
+        if kept is not None:
+            reopen(kept.data, kept.name, kept.voices, kept.decode_as, verb="Opening")
+        else:
+            st.session_state["upload_error"] = (
+                f"The song of {take.name} was not kept with it (made before NeuroChip kept "
+                "songs, or its copy was removed): upload it again to render more of it."
+            )
 
 
 def save_session() -> None:
@@ -213,10 +238,10 @@ def change_voices(sketch: Sketch, voices: dict[str, str]) -> None:
 
 
 def start_loading(
-    work: Callable[..., Sketch], label: str, source: tuple[bytes, str], voices: Any = None
+    work: Callable[..., Sketch], label: str, source: tuple, voices: Any = None
 ) -> None:
-    """Run ``work`` (returns a Sketch) as the load job; ``source`` is the file's bytes and
-    name, kept in the workspace once the sketch is adopted."""
+    """Run ``work`` (returns a Sketch) as the load job; ``source`` is the file's bytes, name
+    (and the name to decode it as), kept in the workspace once the sketch is adopted."""
     previous = st.session_state.get("load_job")
     if previous is not None:
         previous.cancel()  # the newest file (or voice choice) wins
@@ -273,7 +298,7 @@ def current_sketch() -> Sketch | None:
     return st.session_state.get("sketch")
 
 
-def set_sketch(sketch: Sketch | None, source: tuple[bytes, str] | None = None) -> None:
+def set_sketch(sketch: Sketch | None, source: tuple | None = None) -> None:
     """Open ``sketch``; ``source`` (its file's bytes and name) is kept to reopen it later."""
     previous = st.session_state.get("preview_job")
     if previous is not None:
@@ -282,7 +307,7 @@ def set_sketch(sketch: Sketch | None, source: tuple[bytes, str] | None = None) -
     forget("preview_job", "preview_key")
     if sketch is not None and source is not None:
         try:
-            workspace().keep_sketch(source[0], source[1], sketch.voices)
+            workspace().keep_sketch(*source[:2], sketch.voices, *source[2:])
         except OSError as err:
             st.toast(
                 f"Could not keep {sketch.name} for next time: {err}", icon=":material/warning:"

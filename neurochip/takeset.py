@@ -149,6 +149,13 @@ def render_take_set(
         audio = sketch
     check_take_set(audio, settings, options)
     bars = _sketch_bars(sketch) if isinstance(sketch, Sketch) else None
+    # Which sketch the takes come from: opening one brings it back (the library keeps a copy).
+    provenance = {"sketch_key": sketch.key} if isinstance(sketch, Sketch) else {}
+    if library is not None and isinstance(sketch, Sketch):
+        try:
+            library.keep_source(sketch)
+        except OSError as err:  # the takes matter more than reopening their song
+            log.warning("Could not keep a copy of %s: %s", sketch.name, err)
     takes = {"A": settings}
     if options.stereo_pair:
         takes["B"] = options.take_b(settings)
@@ -177,13 +184,17 @@ def render_take_set(
             done = 1 - METER_SHARE * (1 - (i + 1) / len(takes))
             progress(done, "measuring note faithfulness" if done < 1 else "done")
         meta = take_metadata(
-            "take", {name: take_settings}, source_name, render.info, faithfulness=measured[name]
+            "take",
+            {name: take_settings},
+            source_name,
+            {**render.info, **provenance},
+            faithfulness=measured[name],
         )
         thumbnails[name] = _thumbnail(render)
         keep(name, render.audio, meta, thumbnails[name])
     both = combined_faithfulness(measured)
 
-    info = result.renders["A"].info
+    info = {**result.renders["A"].info, **provenance}
     cover = thumbnails["A"]  # the pair and the comparison show take A's picture
     mix = result.renders["A"].audio
     if options.stereo_pair:

@@ -60,6 +60,7 @@ class SketchFile:
     data: bytes
     name: str
     voices: dict[str, str]
+    decode_as: str  # a name whose suffix picks the decoder (the name itself, mostly)
 
 
 class Workspace:
@@ -71,8 +72,17 @@ class Workspace:
 
     # -- the sketch --------------------------------------------------------------------------
 
-    def keep_sketch(self, data: bytes, name: str, voices: Mapping[str, str] | None = None) -> None:
-        """Remember the sketch now open (its file, as loaded). Too large a file is skipped."""
+    def keep_sketch(
+        self,
+        data: bytes,
+        name: str,
+        voices: Mapping[str, str] | None = None,
+        decode_as: str | None = None,
+    ) -> None:
+        """Remember the sketch now open (its file, as loaded). Too large a file is skipped.
+
+        ``decode_as`` names the file for its decoder when the bytes are not what ``name``
+        says (a take library's FLAC copy of ``minuet.wav``)."""
         if len(data) > MAX_SKETCH_BYTES:
             log.info("Not keeping %s for reopening: %d bytes", name, len(data))
             return
@@ -80,7 +90,12 @@ class Workspace:
         # The bytes first: a crash between the two writes leaves the old name with new bytes
         # only if the JSON fails, and then the load check (length) sets both aside.
         write_bytes_atomically(self.root / "sketch.bin", data)
-        meta = {"name": name, "voices": dict(voices or {}), "size": len(data)}
+        meta = {
+            "name": name,
+            "voices": dict(voices or {}),
+            "size": len(data),
+            "decode_as": decode_as or name,
+        }
         write_text_atomically(self.root / "sketch.json", json.dumps(meta))
 
     def sketch(self) -> SketchFile | None:
@@ -93,7 +108,9 @@ class Workspace:
             if len(data) != meta["size"] or not isinstance(meta["name"], str):
                 raise ValueError("the sketch file does not match its description")
             voices = {str(k): str(v) for k, v in dict(meta.get("voices") or {}).items()}
-            return SketchFile(data, meta["name"], voices)
+            return SketchFile(
+                data, meta["name"], voices, str(meta.get("decode_as") or meta["name"])
+            )
         except (OSError, KeyError, TypeError, ValueError) as err:
             self._set_aside("sketch.json", err)
             self._set_aside("sketch.bin", err)

@@ -697,3 +697,44 @@ def test_a_new_upload_cancels_the_old_songs_preview(app_env, monkeypatch):
     assert old.cancelled  # stopped at its next model call, not left to delay the new song
     release.set()
     assert old.wait(TIMEOUT) and old.state == "cancelled"
+
+
+def test_open_brings_back_the_takes_song_span_and_settings(app_env, tiny_model_dir):
+    from neurochip.engine import Engine
+    from neurochip.settings import RenderSettings, TakeSetOptions
+    from neurochip.takeset import render_take_set
+
+    sketch = load_sketch(wav_bytes(8.0), name="minuet.wav")
+    settings = RenderSettings(
+        prompt="a brass band",
+        steps=4,
+        denoise=0.5,
+        seed=77,
+        start_s=2.0,
+        duration_s=3.0,
+        phase_iterations=0,
+    )
+    engine = Engine.from_pretrained(tiny_model_dir, device="cpu")
+    takes = render_take_set(
+        engine,
+        sketch,
+        settings,
+        TakeSetOptions(stereo_pair=False, compare=False),
+        library=ui.library(),
+    )
+    take_id = takes.saved["A"]
+    at = start("views/takes.py", song=False)  # a fresh session with no song loaded
+    [open_button] = [b for b in at.button if b.key == f"open_{take_id}"]
+    open_button.click().run()
+    assert not at.exception
+    assert at.session_state["load_job"].wait(TIMEOUT)
+    at.switch_page("views/arrange.py").run()  # AppTest stays on the page it was told
+    opened = at.session_state["sketch"]
+    assert opened.name == "minuet.wav" and opened.audio.frames == sketch.audio.frames
+    np.testing.assert_allclose(opened.audio.samples, sketch.audio.samples, atol=2e-4)
+    loaded = at.session_state["last_settings"]
+    assert (loaded.prompt, loaded.seed, loaded.denoise) == ("a brass band", 77, 0.5)
+    assert not at.exception, at.exception
+    assert at.number_input(key="render_start").value == 2.0
+    [duration] = [n for n in at.number_input if n.key and n.key.startswith("render_duration_")]
+    assert duration.value == 3.0

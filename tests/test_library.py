@@ -1271,3 +1271,28 @@ def test_the_takes_page_warns_about_damaged_takes_and_survives_a_damaged_index(t
         downloads = {d.key for d in at.get("download_button")}
         assert downloads == ({f"dl_{whole.id}"} if take is whole else set())
     assert any("cut off at 100 bytes" in w.value for w in at.warning)
+
+
+def test_the_library_keeps_one_copy_of_each_sketch(tmp_path):
+    from neurochip.sketch import load_sketch
+    from tests.chiptune import make_chiptune
+
+    library = TakeLibrary(tmp_path / "home")
+    buffer = io.BytesIO()
+    sf.write(buffer, make_chiptune(2.0).T, 44100, format="WAV", subtype="PCM_16")
+    audio_sketch = load_sketch(buffer.getvalue(), name="minuet.wav")
+    midi_path = Path(__file__).resolve().parents[1] / "assets" / "greensleeves.mid"
+    midi_sketch = load_sketch(midi_path).with_voices({load_sketch(midi_path).tracks[0].key: "saw"})
+    for sketch in (audio_sketch, midi_sketch, audio_sketch):
+        library.keep_source(sketch)
+    assert len(list((tmp_path / "home" / "sources").glob("*.json"))) == 2
+
+    kept = library.source(audio_sketch.key)
+    assert kept.name == "minuet.wav" and kept.decode_as.endswith(".flac")
+    again = load_sketch(kept.data, name=kept.decode_as)
+    np.testing.assert_allclose(again.audio.samples, audio_sketch.audio.samples, atol=1e-4)
+    midi = library.source(midi_sketch.key)
+    assert midi.data == midi_path.read_bytes() and midi.voices == dict(midi_sketch.voices)
+    # Only our own keys name files: nothing from metadata becomes a path.
+    for bad in ("../../etc/passwd", "", "ABC", None, "0" * 100):
+        assert library.source(bad) is None

@@ -317,10 +317,10 @@ with st.container(gap=None):
         if row[4].button(
             "Open",
             key=f"open_{take.id}",
-            help="Load this take's settings into Arrange",
+            help="Open in Arrange: this take's song, span and settings",
             type="tertiary",
         ):
-            ui.open_settings(take.settings())
+            ui.open_take(take)
             st.switch_page("views/arrange.py")
         row[5].button(
             "Less" if opened == take.id else "More",

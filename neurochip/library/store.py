@@ -167,8 +167,10 @@ from neurochip.library.names import (
     take_filename,
     take_label,
 )
+from neurochip.library.sources import SourceFile, keep_source, source_file
 from neurochip.library.thumbnails import write_png
 from neurochip.settings import RenderSettings
+from neurochip.sketch import Sketch
 
 log = logging.getLogger(__name__)
 
@@ -549,6 +551,14 @@ class TakeLibrary:
         return f"TakeLibrary({str(self.root)!r})"
 
     # -- adding -------------------------------------------------------------------------------
+
+    def keep_source(self, sketch: Sketch) -> None:
+        """Keep a copy of the sketch takes are made from, so Open can bring it back."""
+        keep_source(self.root / "sources", sketch)
+
+    def source(self, key: str) -> SourceFile | None:
+        """The kept copy of the sketch with this key (a take's ``sketch_key``), or None."""
+        return source_file(self.root / "sources", key)
 
     def add(
         self,
