@@ -21,7 +21,7 @@ test: install-dev
 # temporary folder, leaving the tree clean).
 .PHONY: screenshots
 screenshots: install-dev
-	NEUROCHIP_SCREENSHOTS=docs $(BIN)/python -m pytest tests/test_browser.py::test_upload_tweak_render_download
+	NEUROCHIP_SCREENSHOTS=docs $(BIN)/python -m pytest tests/test_browser.py
 
 lint: install-dev
 	$(BIN)/ruff check .

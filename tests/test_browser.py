@@ -159,3 +159,75 @@ def test_upload_tweak_render_download(app_url, tmp_path):
         page.screenshot(path=str(screenshot), full_page=True)
         browser.close()
     assert screenshot.stat().st_size > 10_000
+
+
+def player_frame(page):
+    """The A/B player's frame (the first one whose page has the player)."""
+    for frame in page.frames:
+        try:
+            if frame.evaluate("() => Boolean(window.abPlayer)"):
+                return frame
+        except Exception:  # a frame still loading  # noqa: BLE001
+            continue
+    return None
+
+
+def test_preview_ab_grid_and_a_refresh(app_url, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    tune = tmp_path / "minuet-sketch.wav"
+    sf.write(tune, make_chiptune(6.0).T, 44100, subtype="PCM_16")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 2400})
+        page.set_default_timeout(240_000)
+        expect.set_options(timeout=240_000)
+        page.goto(app_url)
+        page.locator("[data-testid='stFileUploader'] input[type='file']").set_input_files(tune)
+        expect(page.get_by_text("minuet-sketch.wav").first).to_be_visible()
+        thumb = page.locator("[data-testid='stSlider']").filter(has_text="Steps")
+        thumb = thumb.get_by_role("slider")
+        thumb.focus()
+        thumb.press("Home")
+        thumb.press("ArrowRight")  # 2 steps: the auto preview follows the slider
+
+        # The preview: its A/B player plays sketch and take on one clock.
+        expect(page.get_by_text("Notes kept:")).to_be_visible()
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('iframe')].some(f => {"
+            "  try { return Boolean(f.contentWindow.abPlayer) } catch (e) { return false } })"
+        )
+        frame = player_frame(page)
+        frame.get_by_role("button", name="A: Sketch").click()
+        frame.get_by_role("button", name="Play").click()
+        frame.wait_for_function("() => window.abPlayer.currentTime() > 0.3")
+        before = frame.evaluate("() => window.abPlayer.currentTime()")
+        frame.get_by_role("button", name="B: Take").click()
+        after = frame.evaluate("() => window.abPlayer.currentTime()")
+        assert frame.evaluate("() => window.abPlayer.active") == 1
+        assert before <= after < before + 1.0  # the same place, still moving on
+
+        # A variation grid of the region: two seeds x two denoise values, in one render.
+        seeds = page.get_by_role("textbox", name="Seeds")
+        seeds.fill("5, 6")
+        seeds.press("Enter")
+        values = page.get_by_role("textbox", name="Denoise values")
+        values.fill("0.3, 0.6")
+        values.press("Enter")
+        page.get_by_role("button", name="Render the grid").click()
+        expect(page.get_by_role("button", name="Use this")).to_have_count(4)
+        expect(page.get_by_text("notes kept").first).to_be_visible()
+        if os.environ.get("NEUROCHIP_SCREENSHOTS"):
+            page.evaluate("document.querySelector(\"[data-testid='stMain']\")?.scrollTo(0, 0)")
+            page.screenshot(
+                path=str(screenshot_path(tmp_path).with_name("arrange-grid.png")), full_page=True
+            )
+        page.get_by_role("button", name="Use this").last.click()
+        expect(page.get_by_label("Seed", exact=True)).to_have_value("6")
+
+        # A refresh brings the song, the settings and the last preview back.
+        page.reload()
+        expect(page.get_by_text("minuet-sketch.wav").first).to_be_visible()
+        expect(page.get_by_label("Seed", exact=True)).to_have_value("6")
+        expect(page.get_by_text("Notes kept:")).to_be_visible()
+        browser.close()
