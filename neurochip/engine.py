@@ -387,6 +387,7 @@ class Engine:
             self._work(mono, key, first, frames, length, takes),
             self._clock,
             self._sync,
+            cancel,
         )
         report.stage("encode", 0.0, "encode")
         cached = self._song_encoding(mono, need_latents=any(use_model), key=key)
@@ -762,8 +763,10 @@ class _StagedProgress:
         work: dict[str, float],
         clock: Callable[[], float],
         sync: Callable[[], None],
+        cancel: threading.Event | None = None,
     ) -> None:
         self.progress, self.rates, self.measured, self.work = progress, rates, measured, work
+        self.cancel = cancel
         self.clock, self.sync = clock, sync
         expected = {stage: work.get(stage, 0.0) * rates[stage] for stage in STAGES}
         total = sum(expected.values()) or 1.0
@@ -776,6 +779,13 @@ class _StagedProgress:
         self.done = 0.0
 
     def stage(self, stage: str, within: float, label: str) -> None:
+        """Report progress within a stage; stops the render here once cancelled.
+
+        Every stage reports often (the denoising loop every step, decoding every take, phase
+        rebuilding every chunk), so a cancel takes effect within one of those.
+        """
+        if self.cancel is not None and self.cancel.is_set():
+            raise RenderCancelled("The render was cancelled.")
         if stage != self.current:
             self._end_stage()
             self.current, self.began = stage, self.clock()

@@ -353,6 +353,21 @@ def test_cancel_stops_within_one_unet_call(engine, tiny_model):
     assert calls and calls.count(True) == 0  # no UNet call started after the cancel
 
 
+@pytest.mark.parametrize("stage", ["decode", "phase"])
+def test_cancel_stops_in_the_stages_after_denoising_too(engine, stage):
+    cancel = threading.Event()
+    seen = []
+
+    def progress(fraction: float, label: str) -> None:
+        seen.append(label)
+        if label == stage:
+            cancel.set()  # the composer clicks Cancel while this stage runs
+
+    with pytest.raises(RenderCancelled):
+        engine.render_many(song(6.0), [FAST, dataclasses.replace(FAST, seed=2)], progress, cancel)
+    assert "done" not in seen and seen[-1] == stage
+
+
 def test_preview_reuses_the_song_encoding_and_is_exact(engine, monkeypatch):
     audio = song(12.0)
     encodes = []
