@@ -274,17 +274,31 @@ def spectrogram_figure(
     return go.Figure(data=traces, layout=layout)
 
 
-def faithfulness_figure(times_s, strip, ends_s, score: float, start_s: float = 0.0) -> go.Figure:
-    """The note-faithfulness strip: one bar per bar (or second), low spots in red.
+#: Notes kept from here up: the take keeps the sketch's notes (green); from DRIFTING, some
+#: notes changed (orange); below, other notes (red). The Takes page's badges use the same.
+FAITHFUL, DRIFTING = 0.85, 0.65
+COLOURS = {"green": "rgb(44, 160, 44)", "orange": "rgb(255, 127, 14)", "red": "rgb(214, 39, 40)"}
 
-    A bar more than 0.15 below the take's score is where the take lost or changed the
-    sketch's notes: the place to listen first. Silent segments (NaN) are left out.
+
+def faithfulness_colour(score: float) -> str:
+    """green, orange or red for a notes-kept score (see FAITHFUL, DRIFTING)."""
+    return "green" if score >= FAITHFUL else "orange" if score >= DRIFTING else "red"
+
+
+def faithfulness_figure(times_s, strip, ends_s, score: float, start_s: float = 0.0) -> go.Figure:
+    """The note-faithfulness strip: one bar per bar (or second), coloured by notes kept.
+
+    Colours as the Takes page's badges (:func:`faithfulness_colour`); a bar more than 0.15
+    below the take's own score is red too: the place to listen first. Silent segments (NaN)
+    are left out.
     """
     times = np.asarray(times_s, dtype=float) + start_s
     widths = np.asarray(ends_s, dtype=float) + start_s - times
     values = np.asarray(strip, dtype=float)
-    low = values < score - 0.15
-    colours = ["rgb(214, 39, 40)" if is_low else "rgb(44, 160, 44)" for is_low in low]
+    colours = [
+        COLOURS["red" if value < score - 0.15 else faithfulness_colour(value)]
+        for value in np.nan_to_num(values, nan=1.0)
+    ]
     figure = go.Figure(
         go.Bar(
             x=times + widths / 2,

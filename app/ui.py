@@ -155,14 +155,28 @@ def reopen(data: bytes, name: str, voices: dict[str, str], decode_as: str, verb=
     start_loading(load, f"{verb} {name}", source=(data, name, decode_as))
 
 
+def apply_pending_span(song: Sketch) -> None:
+    """Set the render span an opened take asked for, once its song is loaded."""
+    job = st.session_state.get("load_job")
+    pending = st.session_state.get("pending_span")
+    if pending is None or (job is not None and not job.finished):
+        return
+    start_s, duration_s = pending
+    del st.session_state["pending_span"]
+    start_s = min(start_s, max(0.0, song.audio.duration_s - 0.5))
+    st.session_state["render_start"] = start_s
+    if duration_s is not None:
+        longest = max(0.5, song.audio.duration_s - start_s)
+        st.session_state[f"render_duration_{song.key}_{start_s}"] = min(duration_s, longest)
+
+
 def open_take(take: Any) -> None:
     """Arrange with a take's settings and span and, where the library kept it, its sketch."""
     settings = take.settings()
     open_settings(settings)
     key = take.metadata.get("sketch_key")
-    st.session_state["render_start"] = float(settings.start_s)
-    if settings.duration_s is not None and key:
-        st.session_state[f"render_duration_{key}_{float(settings.start_s)}"] = settings.duration_s
+    # Applied by Arrange once the take's song is the one open (see apply_pending_span).
+    st.session_state["pending_span"] = (float(settings.start_s), settings.duration_s)
     current = current_sketch()
     if key and (current is None or current.key != key):
         kept = library().source(key)
@@ -305,6 +319,11 @@ def set_sketch(sketch: Sketch | None, source: tuple | None = None) -> None:
         previous.cancel()  # the old song's preview would only delay the new one's
     st.session_state["sketch"] = sketch
     forget("preview_job", "preview_key")
+    last = st.session_state.get("last_preview")
+    if sketch is not None and last is not None and last.song_key == sketch.key:
+        # This song's last preview is on screen: with the same settings it is not stale,
+        # so reopening the song (a refresh) renders nothing new.
+        st.session_state["preview_key"] = last.key
     if sketch is not None and source is not None:
         try:
             workspace().keep_sketch(*source[:2], sketch.voices, *source[2:])

@@ -127,12 +127,15 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
 
 def _missing_weights(source: str, reason: str) -> ModelNotFoundError:
     offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+    # The id asked for, where it is one (someone/model); else the Riffusion model's.
+    hub_id = source if "/" in source and not Path(source).expanduser().exists() else None
     return ModelNotFoundError(
         f"The Riffusion model weights could not be loaded from {source!r} ({reason}). "
-        f"To get them: run `huggingface-cli download {DEFAULT_MODEL_ID}` once on a machine "
-        "with internet access (about 4 GB, kept in the Hugging Face cache"
+        f"To get them: run `huggingface-cli download {hub_id or DEFAULT_MODEL_ID}` once on a "
+        "machine with internet access (about 4 GB for Riffusion, kept in the Hugging Face cache"
         + (", and HF_HUB_OFFLINE is set here, so nothing is downloaded" if offline else "")
-        + "), or pass --model with a local folder in diffusers layout or a .safetensors file."
+        + "), or use a local folder in diffusers layout or a .safetensors file (--model on "
+        "the command line, the Model page in the app)."
     )
 
 

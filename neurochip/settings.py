@@ -261,6 +261,16 @@ class RenderSettings:
         """Scheduler steps actually run: img2img skips the first (1 - denoise) of them."""
         return min(int(self.steps * self.denoise), self.steps)
 
+    def warnings(self) -> list[str]:
+        """Valid settings that are probably not what was meant, said for a composer."""
+        if self.denoise > 0 and self.denoise_steps == 0:
+            return [
+                f"Steps x denoise is {self.steps * self.denoise:.2f}: less than one denoising "
+                "step, so the model does nothing and the take is your sketch unchanged. Raise "
+                "Steps or Denoise."
+            ]
+        return []
+
     @property
     def phase_settings(self) -> PhaseSettings:
         return PhaseSettings(mode=self.phase, iterations=self.phase_iterations)  # type: ignore[arg-type]

@@ -475,12 +475,13 @@ def test_a_refresh_brings_back_song_settings_model_and_preview(app_env):
     job = at.session_state["preview_job"]
     assert job.wait(TIMEOUT) and job.state == "done", job.error
     at.run()
+    at.toggle(key="auto_preview").set_value(True).run()  # kept on for the next session
+    assert at.session_state["preview_job"] is job  # nothing changed: nothing re-rendered
     song = at.session_state["sketch"]
     model = at.session_state["model_choice"]
 
     # A refresh (or a restarted server) is a new session: nothing in it but the workspace.
     again = AppTest.from_file("../app/main.py", default_timeout=TIMEOUT)
-    again.session_state["auto_preview"] = False
     again.run()
     assert not again.exception
     assert again.session_state["load_job"].wait(TIMEOUT)  # reopening the sketch
@@ -494,6 +495,7 @@ def test_a_refresh_brings_back_song_settings_model_and_preview(app_env):
     np.testing.assert_array_equal(kept.render.audio.samples, job.result.render.audio.samples)
     assert len(again.get("plotly_chart")) == 2 and again.get("iframe")
     assert not any("Out of date" in c.value for c in again.caption)
+    assert "preview_job" not in again.session_state  # the same settings: nothing re-rendered
 
 
 def test_a_bad_upload_after_a_refresh_changes_nothing_kept(app_env):
@@ -599,7 +601,8 @@ def test_takes_compare_plays_two_and_pairs_them(app_env):
     at = start("views/takes.py", song=False)
     assert not at.get("audio")  # closed: no players built
     at.toggle(key="takes_compare").set_value(True).run()
-    assert not at.exception and len(at.get("audio")) == 2
+    # One A/B player (one clock) for both takes, not two players drifting apart.
+    assert not at.exception and len(at.get("iframe")) == 1 and not at.get("audio")
     [make] = [b for b in at.button if b.label.startswith("Make a stereo pair")]
     make.click().run()
     assert not at.exception
@@ -699,7 +702,10 @@ def test_a_new_upload_cancels_the_old_songs_preview(app_env, monkeypatch):
     assert old.wait(TIMEOUT) and old.state == "cancelled"
 
 
-def test_open_brings_back_the_takes_song_span_and_settings(app_env, tiny_model_dir):
+@pytest.mark.parametrize("another_song_open", [False, True])
+def test_open_brings_back_the_takes_song_span_and_settings(
+    app_env, tiny_model_dir, another_song_open
+):
     from neurochip.engine import Engine
     from neurochip.settings import RenderSettings, TakeSetOptions
     from neurochip.takeset import render_take_set
@@ -723,7 +729,8 @@ def test_open_brings_back_the_takes_song_span_and_settings(app_env, tiny_model_d
         library=ui.library(),
     )
     take_id = takes.saved["A"]
-    at = start("views/takes.py", song=False)  # a fresh session with no song loaded
+    # A fresh session, with no song or with another song open (a 6 s one).
+    at = start("views/takes.py", song=another_song_open)
     [open_button] = [b for b in at.button if b.key == f"open_{take_id}"]
     open_button.click().run()
     assert not at.exception
@@ -732,9 +739,18 @@ def test_open_brings_back_the_takes_song_span_and_settings(app_env, tiny_model_d
     opened = at.session_state["sketch"]
     assert opened.name == "minuet.wav" and opened.audio.frames == sketch.audio.frames
     np.testing.assert_allclose(opened.audio.samples, sketch.audio.samples, atol=2e-4)
+    assert not at.exception, at.exception
     loaded = at.session_state["last_settings"]
     assert (loaded.prompt, loaded.seed, loaded.denoise) == ("a brass band", 77, 0.5)
-    assert not at.exception, at.exception
     assert at.number_input(key="render_start").value == 2.0
     [duration] = [n for n in at.number_input if n.key and n.key.startswith("render_duration_")]
     assert duration.value == 3.0
+
+
+def test_settings_that_skip_the_model_are_warned_about(app_env):
+    at = start()
+    at.slider(key="w_steps").set_value(4)
+    at.slider(key="w_denoise").set_value(0.2).run()
+    assert any("less than one denoising step" in w.value for w in at.warning)
+    at.slider(key="w_denoise").set_value(0.5).run()
+    assert not any("denoising step" in w.value for w in at.warning)

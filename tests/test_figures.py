@@ -228,3 +228,16 @@ def test_long_song_figure_is_light():
     figure = spectrogram_figure({"input": picture(18001)})
     assert len(figure.to_json()) < 1_000_000
     assert np.asarray(heatmaps(figure)[0].z).shape[1] <= 1600
+
+
+def test_the_notes_kept_strip_colours_like_the_takes_badges():
+    from app.figures import COLOURS, faithfulness_colour, faithfulness_figure
+
+    strip = np.array([0.95, 0.7, 0.5, np.nan])
+    figure = faithfulness_figure([0, 1, 2, 3], strip, [1, 2, 3, 4], score=0.72)
+    colours = list(figure.data[0].marker.color)
+    assert colours[:3] == [COLOURS["green"], COLOURS["orange"], COLOURS["red"]]
+    # A take scoring 0.55 is red everywhere it scores so, whatever its own average.
+    flat = faithfulness_figure([0, 1], np.array([0.55, 0.56]), [1, 2], score=0.555)
+    assert set(flat.data[0].marker.color) == {COLOURS["red"]}
+    assert [faithfulness_colour(s) for s in (0.9, 0.7, 0.3)] == ["green", "orange", "red"]

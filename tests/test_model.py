@@ -289,3 +289,12 @@ def test_single_file_offline_never_says_to_download_the_weights(tmp_path, monkey
     message = str(info.value)
     assert "\n" not in message and "riffusion.safetensors" in message, message
     assert "huggingface-cli" not in message and "4 GB" not in message, message
+
+
+def test_missing_hub_weights_name_the_id_asked_for(tmp_path, monkeypatch):
+    from neurochip.model import _missing_weights
+
+    message = str(_missing_weights("someone/nothing", "not in the cache"))
+    assert "huggingface-cli download someone/nothing" in message
+    local = str(_missing_weights(str(tmp_path), "no weights"))
+    assert "huggingface-cli download riffusion/riffusion-model-v1" in local

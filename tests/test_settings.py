@@ -179,3 +179,12 @@ def test_every_table_setting_has_a_useful_range_and_slider_limits():
     for settings_class, name in TABLE_SETTINGS:
         about = describe(settings_class, name)
         assert about.useful and about.help.endswith((".", ")"))
+
+
+def test_settings_that_make_no_denoising_step_are_warned_about():
+    quiet = RenderSettings(steps=4, denoise=0.2)
+    assert quiet.denoise_steps == 0
+    [warning] = quiet.warnings()
+    assert "less than one denoising step" in warning and "0.80" in warning
+    assert RenderSettings(steps=5, denoise=0.2).warnings() == []
+    assert RenderSettings(denoise=0.0).warnings() == []  # a roundtrip on purpose

@@ -88,7 +88,7 @@ if song.tracks:
             name_col.markdown(f"**{track.name}** · channel {track.channel} · {track.notes} notes")
             current = song.voices.get(track.key, track.voice)
             chosen[track.key] = voice_col.selectbox(
-                "Voice",
+                f"Voice of {track.name}",  # what a screen reader says for this part
                 choices,
                 index=choices.index(current),
                 key=f"voice_{song.key}_{track.key}",
@@ -134,6 +134,8 @@ except NeuroChipError as err:
     st.stop()
 st.session_state["last_settings"] = settings
 ui.save_session()
+for warning in settings.warnings():
+    st.warning(warning, icon=":material/warning:")
 
 engine, model_error = ui.engine()
 if engine is None:
@@ -408,6 +410,7 @@ elif grid_job is not None and grid_job.state == "failed":
 # --- full render ------------------------------------------------------------------------------
 
 st.subheader("Render the song")
+ui.apply_pending_span(song)  # an opened take's start and duration
 r1, r2, r3 = st.columns(3)
 start_s = r1.number_input(
     "Start (s)", 0.0, max(0.0, audio.duration_s - 0.5), 0.0, step=1.0, key="render_start"

@@ -15,6 +15,8 @@ import re
 import streamlit as st
 
 from app import ui
+from app.abplayer import ab_player
+from app.figures import faithfulness_colour
 from neurochip.errors import NeuroChipError
 from neurochip.library.metadata import faithfulness_score
 from neurochip.library.names import faithfulness_text, take_label
@@ -115,7 +117,7 @@ def badge(score: float | None) -> str:
     """The faithfulness score as a coloured badge (markdown)."""
     if score is None:
         return ":gray-badge[–]"
-    colour = "green" if score >= 0.85 else "orange" if score >= 0.65 else "red"
+    colour = faithfulness_colour(score)
     return f":{colour}-badge[{faithfulness_text(score)}]"
 
 
@@ -156,8 +158,21 @@ if compare:
         )
         a_col.caption(by_id[a_id].label)
         b_col.caption(by_id[b_id].label)
-        player(by_id[a_id], a_col)
-        player(by_id[b_id], b_col)
+        try:
+            # One player, one clock: switch between the takes at the same position.
+            sources = ui.memo(
+                "takes_ab",
+                (a_id, b_id),
+                lambda: {
+                    "Take A": ui.wav_bytes(library.load_audio(a_id)),
+                    "Take B": ui.wav_bytes(library.load_audio(b_id)),
+                },
+            )
+            ab_player(sources, key="takes_ab")
+        except (NeuroChipError, ValueError) as err:  # damaged, or too long for one page
+            st.caption(f"Played separately: {err}")
+            player(by_id[a_id], a_col)
+            player(by_id[b_id], b_col)
         width = st.slider("Stereo width", 0.0, 1.0, 1.0, 0.05, key="pair_width")
         if st.button("Make a stereo pair of A (left) and B (right)", disabled=a_id == b_id):
             try:

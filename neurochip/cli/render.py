@@ -102,6 +102,8 @@ def run(args: argparse.Namespace) -> None:
         phase_iterations=args.iterations,
         batch_size=args.batch_size,
     )
+    for warning in settings.warnings():
+        print(f"neurochip: note: {warning}", file=sys.stderr)
     options = TakeSetOptions(
         stereo_pair=args.stereo_pair,
         seed_b=args.seed_b,
