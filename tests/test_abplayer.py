@@ -5,11 +5,8 @@ from __future__ import annotations
 import base64
 import io
 import os
-import subprocess
 import sys
 import textwrap
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +15,7 @@ import soundfile as sf
 
 from app.abplayer import MAX_TOTAL_BYTES, player_html
 from neurochip.io.audio import Audio
-from tests.test_browser import CHROMIUM, FLAGS, free_port
+from tests.test_browser import CHROMIUM, FLAGS, serving
 
 ROOT = Path(__file__).resolve().parents[1]
 RATE = 44100
@@ -133,53 +130,13 @@ st.button("New take", on_click=lambda: st.session_state.update(takes=takes + 1))
 def player_url(tmp_path):
     script = tmp_path / "ab_page.py"
     script.write_text(textwrap.dedent(SCRIPT.format(root=str(ROOT))))
-    port = free_port()
-    log = (tmp_path / "streamlit.log").open("w")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamlit",
-            "run",
-            str(script),
-            "--server.port",
-            str(port),
-            "--server.address",
-            "127.0.0.1",
-            "--server.headless",
-            "true",
-            "--server.fileWatcherType",
-            "none",
-            "--browser.gatherUsageStats",
-            "false",
-        ],
-        cwd=tmp_path,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as reply:
-                    if reply.status == 200:
-                        break
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                log.flush()
-                pytest.fail("Streamlit did not start:\n" + (tmp_path / "streamlit.log").read_text())
-            time.sleep(0.5)
+    command = [sys.executable, "-m", "streamlit", "run", str(script)]
+    command += ["--server.port", "{port}", "--server.address", "127.0.0.1"]
+    command += ["--server.headless", "true", "--server.fileWatcherType", "none"]
+    command += ["--browser.gatherUsageStats", "false"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with serving(command, tmp_path / "streamlit.log", cwd=tmp_path, env=env) as url:
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
 
 
 def test_switching_keeps_the_position_and_the_loop_wraps(player_url):

@@ -10,6 +10,7 @@ The test screenshots the page into a temporary folder, so a test run leaves the 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -57,26 +58,21 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture
-def app_url(tmp_path, tiny_model_dir):
+@contextlib.contextmanager
+def serving(command: list[str], log_path: Path, cwd: Path = ROOT, env=None):
+    """Run a web server command on a free localhost port; yield its URL once it is healthy.
+
+    ``command`` has ``{port}`` where the port goes. The server's output goes to ``log_path``
+    and is shown if it fails to start.
+    """
     port = free_port()
-    log = (tmp_path / "app.log").open("w")
+    log = log_path.open("w")
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "neurochip",
-            "app",
-            "--port",
-            str(port),
-            "--model",
-            str(tiny_model_dir),
-            "--home",
-            str(tmp_path / "home"),
-        ],
-        cwd=ROOT,
+        [part.replace("{port}", str(port)) for part in command],
+        cwd=cwd,
         stdout=log,
         stderr=subprocess.STDOUT,
+        env=env,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -90,7 +86,7 @@ def app_url(tmp_path, tiny_model_dir):
                 pass
             if process.poll() is not None or time.monotonic() > deadline:
                 log.flush()
-                pytest.fail("The app did not start:\n" + (tmp_path / "app.log").read_text())
+                pytest.fail(f"{command[2]} did not start:\n" + log_path.read_text())
             time.sleep(0.5)
         yield url
     finally:
@@ -100,6 +96,14 @@ def app_url(tmp_path, tiny_model_dir):
         except subprocess.TimeoutExpired:
             process.kill()
         log.close()
+
+
+@pytest.fixture
+def app_url(tmp_path, tiny_model_dir):
+    command = [sys.executable, "-m", "neurochip", "app", "--port", "{port}"]
+    command += ["--model", str(tiny_model_dir), "--home", str(tmp_path / "home")]
+    with serving(command, tmp_path / "app.log") as url:
+        yield url
 
 
 def test_upload_tweak_render_download(app_url, tmp_path):
