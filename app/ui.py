@@ -319,6 +319,9 @@ def set_sketch(sketch: Sketch | None, source: tuple | None = None) -> None:
         previous.cancel()  # the old song's preview would only delay the new one's
     st.session_state["sketch"] = sketch
     forget("preview_job", "preview_key")
+    finished = st.session_state.get("render_job")
+    if finished is not None and finished.finished:
+        forget("render_job")  # the last song's results (its takes stay on the Takes page)
     last = st.session_state.get("last_preview")
     if sketch is not None and last is not None and last.song_key == sketch.key:
         # This song's last preview is on screen: with the same settings it is not stale,

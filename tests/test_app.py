@@ -191,6 +191,11 @@ def test_full_render_keeps_takes_and_offers_downloads(app_env):
     assert {t.kind for t in takes} == {"take", "stereo pair"}
     pair = next(t for t in takes if t.kind == "stereo pair")
     assert pair.channels == 2 and pair.duration_s == pytest.approx(6.0, abs=1e-3)
+    # Another song: this one's results leave the page (its takes stay on the Takes page).
+    upload_into(at, "next.wav", wav_bytes(3.0), "next")
+    at.run()
+    assert not at.get("download_button") and "render_job" not in at.session_state
+    assert len(ui.library().list()) == len(takes)
 
 
 # --- Takes ------------------------------------------------------------------------------------
