@@ -290,7 +290,16 @@ def adopt_loaded_sketch() -> None:
         return
     st.session_state["load_adopted"] = job
     if job.state == DONE:
+        before = current_sketch()
         set_sketch(job.result, source=st.session_state.get("load_source"))
+        last = st.session_state.get("last_preview")
+        voice_change = st.session_state.get("load_voices") is not None
+        if voice_change and before is not None and last is not None and last.song_key == before.key:
+            # The same song with other voices: its last preview stays on the page, marked out
+            # of date (no key matches it), until the new voices' preview is ready.
+            st.session_state["last_preview"] = dataclasses.replace(
+                last, song_key=job.result.key, key=None
+            )
         return
     current = current_sketch()
     if job.state == FAILED:

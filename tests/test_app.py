@@ -558,6 +558,10 @@ def test_takes_page_is_a_compact_paged_list(app_env):
     assert listed_ids(at) == newest[25:] and any("Page 2 of 2" in c.value for c in at.caption)
     at.text_input(key="takes_search").input("funk").run()  # a new search starts at page 1
     assert listed_ids(at) == newest[:25]
+    forward.click().run()
+    [newer] = add_measured_takes(1)  # rendered meanwhile: the list starts over, newest first
+    at.run()
+    assert listed_ids(at)[0] == newer.id
 
 
 def test_takes_sort_by_faithfulness(app_env):
@@ -759,3 +763,24 @@ def test_settings_that_skip_the_model_are_warned_about(app_env):
     assert any("less than one denoising step" in w.value for w in at.warning)
     at.slider(key="w_denoise").set_value(0.5).run()
     assert not any("denoising step" in w.value for w in at.warning)
+
+
+def test_a_voice_change_keeps_the_last_preview_as_out_of_date(app_env):
+    at = start(song=False)
+    at.session_state["sketch"] = ui.demo_sketch()
+    at.run()
+    fast(at)
+    [preview] = [b for b in at.button if b.label == "Preview now"]
+    preview.click().run()
+    job = at.session_state["preview_job"]
+    assert job.wait(TIMEOUT) and job.state == "done", job.error
+    at.run()
+    before = at.session_state["sketch"]
+    [bass] = [s for s in at.selectbox if s.key == f"voice_{before.key}_4"]
+    bass.set_value("pulse50").run()
+    assert at.session_state["load_job"].wait(TIMEOUT)
+    at.run()
+    assert at.session_state["sketch"].key != before.key
+    kept = at.session_state["last_preview"]
+    assert kept.render is job.result.render  # still on the page, playable
+    assert any("Out of date" in c.value for c in at.caption)

@@ -78,6 +78,9 @@ filters = {
 }
 try:
     total = library.count(**filters)
+    if st.session_state.get("takes_seen_total") not in (None, total):
+        first_page()  # takes came or went since this page was last drawn: new ones are first
+    st.session_state["takes_seen_total"] = total
     pages = max(1, math.ceil(total / PER_PAGE))
     page = min(max(int(st.session_state.get("takes_page", 0)), 0), pages - 1)
     st.session_state["takes_page"] = page
