@@ -450,7 +450,6 @@ class Engine:
         cached = self._cache.get(key)
         columns = self.params.num_frames(mono.frames)
         denoised = [s for s in takes if s.denoise_steps > 0]
-        need_encode = cached is None or (bool(denoised) and "latents" not in cached)
         a, b = _region_columns(
             -(-columns // (model.vae_scale * model.unet_multiple)) * model.unet_multiple,
             first,
@@ -458,10 +457,16 @@ class Engine:
             model.vae_scale,
             model.unet_multiple,
         )
+        if cached is None:
+            encode = columns  # the picture, and then the region's tiles
+        elif denoised and "latents" in cached:
+            encode = cached["latents"].missing(a, b)
+        else:
+            encode = (b - a) * model.vae_scale if denoised else 0
         windows = len(plan_windows(b - a, WINDOW_COLUMNS // model.vae_scale, takes[0].overlap))
         items = sum(s.denoise_steps * windows * (2 if s.guidance > 1.0 else 1) for s in denoised)
         return {
-            "encode": float(columns if need_encode else 0),
+            "encode": float(encode),
             "denoise": float(items),
             "decode": float(len(denoised) * (b - a)),
             "phase": len(takes) * length / self.params.sample_rate,
@@ -531,19 +536,21 @@ class Engine:
             _, entry = self._cache.popitem(last=False)
             total -= _entry_bytes(entry)
 
-    @torch.no_grad()
-    def _encode(self, image: torch.Tensor) -> torch.Tensor:
-        """Float picture (3, 512, W) -> latents (1, 4, 64, W') with W' * 8 >= W, padded."""
-        model = self.model
-        pad = (-image.shape[-1]) % (model.vae_scale * model.unet_multiple)
-        padded = torch.nn.functional.pad(image[None], (0, pad, 0, 0), mode="replicate")
+    def _encode(self, image: torch.Tensor) -> _SongLatents:
+        """Float picture (3, 512, W) -> latents (1, 4, 64, W') with W' * 8 >= W, padded.
 
+        Encoded lazily, tile by tile, as regions ask for them (see :class:`_SongLatents`).
+        """
+        model = self.model
+        width = image.shape[-1] + (-image.shape[-1]) % (model.vae_scale * model.unet_multiple)
+
+        @torch.no_grad()
         def encode(pixels: torch.Tensor) -> torch.Tensor:
             pixels = (pixels * 2 - 1).to(model.device, model.dtype)
             return model.vae.encode(pixels).latent_dist.mode()
 
-        latents = tiled_along_time(encode, padded, VAE_TILE, VAE_TILE_OVERLAP, 1 / model.vae_scale)
-        return latents * model.latent_scaling
+        channels = int(getattr(model.vae.config, "latent_channels", 4))
+        return _SongLatents(encode, image, width, model.vae_scale, channels, model.latent_scaling)
 
     @torch.no_grad()
     def _decode(self, latents: torch.Tensor) -> torch.Tensor:
@@ -577,7 +584,7 @@ class Engine:
         scale, multiple = model.vae_scale, model.unet_multiple
         song_latents = cached["latents"]
         a, b = _region_columns(song_latents.shape[-1], first, frames, scale, multiple)
-        latents = song_latents[..., a:b]
+        latents = song_latents.columns(a, b)
         # Each take's noise is its seed's noise for the whole song, cut where this region is.
         noises = [self._song_noise(song_latents.shape, s.seed)[..., a:b] for s in takes]
 
@@ -722,8 +729,92 @@ def _content_key(mono: Audio) -> str:
     return hashlib.blake2b(mono.samples.tobytes(), digest_size=16).hexdigest()
 
 
-def _entry_bytes(entry: dict[str, torch.Tensor]) -> int:
-    return sum(t.numel() * t.element_size() for t in entry.values())
+def _entry_bytes(entry: dict[str, Any]) -> int:
+    return sum(
+        t.nbytes if isinstance(t, _SongLatents) else t.numel() * t.element_size()
+        for t in entry.values()
+    )
+
+
+class _SongLatents:
+    """A song's VAE latents, encoded tile by tile as regions ask for them.
+
+    A preview needs the latents under its region and a window of context, not the whole
+    song's: the first preview of a 3-minute song encodes 3 or 4 tiles instead of 40. The tiles
+    are :func:`tiled_along_time`'s over the whole song, blended with the same weights, so
+    every column handed out equals the whole-song encoding's (up to float summation order).
+    """
+
+    def __init__(
+        self,
+        encode: Callable[[torch.Tensor], torch.Tensor],
+        image: torch.Tensor,
+        width: int,
+        scale: int,
+        channels: int,
+        scaling: float,
+    ) -> None:
+        # The song's picture (3, H, W), shared with the cache entry; ``width`` is W padded to
+        # what the UNet needs, the padding repeating the last column (as the whole-song
+        # encoding pads), made only for the tile that reaches it.
+        self.encode, self.image, self.scale, self.scaling = encode, image, scale, scaling
+        self.tile = min(width, VAE_TILE)
+        stride = VAE_TILE - VAE_TILE_OVERLAP
+        self.starts = (
+            [0]
+            if width <= VAE_TILE
+            else list(range(0, width - VAE_TILE, stride)) + [width - VAE_TILE]
+        )
+        self.shape = torch.Size((1, channels, image.shape[-2] // scale, width // scale))
+        self.done = [False] * len(self.starts)
+        device = image.device
+        self.out = torch.zeros(self.shape, device=device)
+        self.norm = torch.zeros(self.shape[-1], device=device)
+        out_tile = self.tile // scale
+        self.weight = (
+            torch.ones(out_tile, device=device)
+            if len(self.starts) == 1
+            else window_weight(out_tile, VAE_TILE_OVERLAP / VAE_TILE, device)
+        )
+
+    def _tiles(self, a: int, b: int) -> list[int]:
+        """Tiles that reach latent columns a..b (all of them must be in for exactness)."""
+        scale = self.scale
+        return [
+            i
+            for i, start in enumerate(self.starts)
+            if start // scale < b and (start + self.tile) // scale > a
+        ]
+
+    def missing(self, a: int, b: int) -> int:
+        """Picture columns still to encode before latent columns a..b can be handed out."""
+        return sum(self.tile for i in self._tiles(a, b) if not self.done[i])
+
+    def columns(self, a: int, b: int) -> torch.Tensor:
+        """Latent columns a..b, encoding the tiles they need first."""
+        out_tile = self.tile // self.scale
+        for i in self._tiles(a, b):
+            if self.done[i]:
+                continue
+            start = self.starts[i]
+            pixels = self.image[None, ..., start : start + self.tile]
+            short = self.tile - pixels.shape[-1]
+            if short:
+                pixels = torch.nn.functional.pad(pixels, (0, short, 0, 0), mode="replicate")
+            y = self.encode(pixels).float()
+            at = start // self.scale
+            self.out[..., at : at + out_tile] += y * self.weight
+            self.norm[at : at + out_tile] += self.weight
+            self.done[i] = True
+        return self.out[..., a:b] / self.norm[a:b] * self.scaling
+
+    def full(self) -> torch.Tensor:
+        """Every column (encodes what is missing)."""
+        return self.columns(0, self.shape[-1])
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.out, self.norm))
 
 
 def _region_columns(total: int, first: int, frames: int, scale: int, multiple: int):

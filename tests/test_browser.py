@@ -140,7 +140,8 @@ def test_upload_tweak_render_download(app_url, tmp_path):
         expect(page.locator("[data-testid='stProgress']").first).to_be_visible()
         expect(page.get_by_text("Rendered in")).to_be_visible(timeout=240_000)
         expect(page.get_by_text("Stereo pair mix")).to_be_visible()
-        assert page.locator("[data-testid='stAudio']").count() >= 4  # sketch, preview?, takes
+        # The sketch's player and one per take (pair, A, B): wait for the last to arrive.
+        expect(page.locator("[data-testid='stAudio']").nth(3)).to_be_visible()
 
         with page.expect_download() as info:
             page.locator("[data-testid='stDownloadButton'] button").first.click()

@@ -368,6 +368,32 @@ def test_cancel_stops_in_the_stages_after_denoising_too(engine, stage):
     assert "done" not in seen and seen[-1] == stage
 
 
+def test_a_songs_latents_encoded_by_region_equal_the_whole_songs(engine, tiny_model):
+    picture = torch.rand(3, 512, 1500)  # three tiles and a padded end
+    lazy = engine._encode(picture)
+    model = tiny_model
+    padded = torch.nn.functional.pad(picture[None], (0, 36, 0, 0), mode="replicate")  # to 1536
+
+    def encode(pixels):
+        return model.vae.encode((pixels * 2 - 1).to(model.device, model.dtype)).latent_dist.mode()
+
+    with torch.no_grad():
+        whole = tiled_along_time(encode, padded, 512, 64, 1 / 8) * model.latent_scaling
+    assert lazy.shape == whole.shape
+    region = lazy.columns(100, 130)  # asks for the middle first
+    assert sum(lazy.done) < len(lazy.done)  # ... and encodes only the tiles under it
+    torch.testing.assert_close(region, whole[..., 100:130], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(lazy.full(), whole, atol=1e-5, rtol=1e-5)
+
+
+def test_the_first_preview_of_a_long_song_encodes_only_its_region(engine, tiny_model):
+    tiles = []
+    tiny_model.vae.encoder.register_forward_pre_hook(lambda module, args: tiles.append(1))
+    engine.preview(song(60.0), FAST, start_s=30.0, duration_s=2.0)
+    assert 1 <= len(tiles) <= 4  # a 60 s song is 14 tiles
+    engine.render(song(60.0), dataclasses.replace(FAST, start_s=0.0, duration_s=12.0))
+
+
 def test_preview_reuses_the_song_encoding_and_is_exact(engine, monkeypatch):
     audio = song(12.0)
     encodes = []
