@@ -141,6 +141,17 @@ def blend_windows(
     return out / norm
 
 
+def tile_starts(width: int, tile: int, overlap: int) -> list[int]:
+    """Where the tiles of :func:`tiled_along_time` start along ``width`` columns.
+
+    Every ``tile - overlap`` columns, the last one flush with the end; one tile (at 0) when
+    ``width`` fits in one.
+    """
+    if width <= tile:
+        return [0]
+    return list(range(0, width - tile, tile - overlap)) + [width - tile]
+
+
 def tiled_along_time(
     fn: Callable[[torch.Tensor], torch.Tensor],
     x: torch.Tensor,
@@ -158,8 +169,7 @@ def tiled_along_time(
     width = x.shape[-1]
     if width <= tile:
         return fn(x).float()
-    stride = tile - overlap
-    starts = list(range(0, width - tile, stride)) + [width - tile]
+    starts = tile_starts(width, tile, overlap)
     out_tile = round(tile * ratio)
     weight = window_weight(out_tile, overlap / tile, x.device)
     out = norm = None
@@ -759,12 +769,7 @@ class _SongLatents:
         # encoding pads), made only for the tile that reaches it.
         self.encode, self.image, self.scale, self.scaling = encode, image, scale, scaling
         self.tile = min(width, VAE_TILE)
-        stride = VAE_TILE - VAE_TILE_OVERLAP
-        self.starts = (
-            [0]
-            if width <= VAE_TILE
-            else list(range(0, width - VAE_TILE, stride)) + [width - VAE_TILE]
-        )
+        self.starts = tile_starts(width, VAE_TILE, VAE_TILE_OVERLAP)
         self.shape = torch.Size((1, channels, image.shape[-2] // scale, width // scale))
         self.done = [False] * len(self.starts)
         device = image.device
