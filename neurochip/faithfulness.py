@@ -27,16 +27,22 @@ chroma overlaps). Chroma does not hear octaves: the tune an octave up scores 0.9
 from __future__ import annotations
 
 import io
+import logging
 import math
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
 from neurochip.errors import NeuroChipError
 from neurochip.io.audio import Audio
+from neurochip.sketch import Sketch
 from neurochip.synth.midi import MidiSong
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "ANALYSIS_RATE",
@@ -46,9 +52,11 @@ __all__ = [
     "Faithfulness",
     "LowSpot",
     "bar_times",
+    "bars_of_span",
     "chroma",
     "midi_time_signatures",
     "note_faithfulness",
+    "sketch_bar_times",
 ]
 
 ANALYSIS_RATE: int = 22050
@@ -274,6 +282,45 @@ def _unit(chroma_frames: np.ndarray, keep: np.ndarray | None = None) -> np.ndarr
 # --------------------------------------------------------------------------------------
 # Bars from MIDI
 # --------------------------------------------------------------------------------------
+
+
+def sketch_bar_times(sketch: Sketch) -> list[float] | None:
+    """Where each bar of a MIDI sketch starts, in seconds; ``None`` for audio (or no bars).
+
+    Never raises: bars are a nicety, and without them the meter works per second (logged).
+    """
+    if sketch.midi is None:
+        return None
+    from neurochip.synth import read_midi  # only MIDI sketches need it
+
+    try:
+        # read_midi reads files: the sketch holds the file's bytes (a few KB).
+        with tempfile.TemporaryDirectory(prefix="neurochip-bars-") as folder:
+            path = Path(folder) / "sketch.mid"
+            path.write_bytes(sketch.midi)
+            song = read_midi(path, max_seconds=math.inf)
+        return bar_times(song, midi_time_signatures(sketch.midi)) or None
+    except Exception as err:  # noqa: BLE001 - bars are a nicety: per second will do
+        log.warning("No bars for %s (faithfulness is shown per second): %s", sketch.name, err)
+        return None
+
+
+def bars_of_span(
+    bar_times_s: Sequence[float] | None, start_s: float
+) -> tuple[list[float] | None, int | None]:
+    """A song's bar starts as a span starting at ``start_s`` sees them, for the strip.
+
+    Returns the bar the span starts in (cut short) at 0, then the later bars, in seconds from
+    ``start_s``; and which bar of the song that first one is (1 = the song's first). A span
+    that starts before the first bar keeps the bars as they fall. ``(None, None)`` without
+    bars.
+    """
+    if bar_times_s is None or len(bar_times_s) == 0:
+        return None, None
+    bars = [float(t) - start_s for t in bar_times_s]
+    started = sum(1 for t in bars if t <= 1e-9)  # bars starting at or before the span
+    starts = ([0.0] if started else []) + bars[started:]
+    return starts or None, max(started, 1)
 
 
 def bar_times(

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import logging
 import math
-import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +34,7 @@ from typing import Any
 
 from neurochip.engine import Engine, ProgressCallback, Render
 from neurochip.errors import NeuroChipError
-from neurochip.faithfulness import bar_times, midi_time_signatures, note_faithfulness
+from neurochip.faithfulness import bars_of_span, note_faithfulness, sketch_bar_times
 from neurochip.io.audio import Audio
 from neurochip.library.metadata import faithfulness_score, save_take, take_metadata
 from neurochip.library.store import Take, TakeLibrary
@@ -148,7 +147,7 @@ def render_take_set(
     else:
         audio = sketch
     check_take_set(audio, settings, options)
-    bars = _sketch_bars(sketch) if isinstance(sketch, Sketch) else None
+    bars = sketch_bar_times(sketch) if isinstance(sketch, Sketch) else None
     # Which sketch the takes come from: opening one brings it back (the library keeps a copy).
     provenance = {"sketch_key": sketch.key} if isinstance(sketch, Sketch) else {}
     if library is not None and isinstance(sketch, Sketch):
@@ -252,24 +251,6 @@ def _fade_at(options: TakeSetOptions, duration_s: float) -> float:
     return duration_s / 3 if options.compare_at_s is None else options.compare_at_s
 
 
-def _sketch_bars(sketch: Sketch) -> list[float] | None:
-    """Where each bar of a MIDI sketch starts, in seconds; ``None`` for audio (or no bars)."""
-    if sketch.midi is None:
-        return None
-    from neurochip.synth import read_midi  # only MIDI sketches need it
-
-    try:
-        # read_midi reads files: the sketch holds the file's bytes (a few KB).
-        with tempfile.TemporaryDirectory(prefix="neurochip-bars-") as folder:
-            path = Path(folder) / "sketch.mid"
-            path.write_bytes(sketch.midi)
-            song = read_midi(path, max_seconds=math.inf)
-        return bar_times(song, midi_time_signatures(sketch.midi)) or None
-    except Exception as err:  # noqa: BLE001 - bars are a nicety: per second will do
-        log.warning("No bars for %s (faithfulness is shown per second): %s", sketch.name, err)
-        return None
-
-
 def _measure(render: Render, bars: list[float] | None) -> dict[str, Any] | None:
     """A take's note faithfulness to the span the engine heard, for its metadata.
 
@@ -278,14 +259,7 @@ def _measure(render: Render, bars: list[float] | None) -> dict[str, Any] | None:
     the song that is (1 = the first). ``None`` if the meter fails: logged, and the take kept.
     """
     try:
-        first_bar, starts = None, None
-        if bars:
-            shift = render.start_s
-            # The bar the span starts in (the last one starting at or before it), then the rest.
-            inside = [i for i, t in enumerate(bars) if t <= shift + 1e-9]
-            first = inside[-1] if inside else 0
-            starts = [0.0] + [t - shift for t in bars[first + 1 :]]
-            first_bar = first + 1
+        starts, first_bar = bars_of_span(bars, render.start_s)
         found = note_faithfulness(render.source, render.audio, starts)
         data = found.to_dict()
         if first_bar is not None and found.segment == "bar":

@@ -25,7 +25,7 @@ from typing import Any
 
 from neurochip.engine import Engine, ProgressCallback, Render
 from neurochip.errors import NeuroChipError, RenderCancelled
-from neurochip.faithfulness import Faithfulness, note_faithfulness
+from neurochip.faithfulness import Faithfulness, bars_of_span, note_faithfulness
 from neurochip.io.audio import Audio
 from neurochip.library.metadata import take_metadata
 from neurochip.library.names import default_take_name
@@ -290,7 +290,7 @@ def render_variations(
             raise RenderCancelled("The variation grid was cancelled.")
         if progress is not None:
             progress(_ENGINE_SHARE + (1 - _ENGINE_SHARE) * i / len(renders), "note faithfulness")
-        bars = _bars_from(bar_times_s, render.start_s)
+        bars, _ = bars_of_span(bar_times_s, render.start_s)
         variations.append(
             Variation(
                 settings=settings,
@@ -303,15 +303,6 @@ def render_variations(
     if progress is not None:
         progress(1.0, "done")
     return variations
-
-
-def _bars_from(bar_times_s: Sequence[float] | None, start_s: float) -> list[float] | None:
-    """Bar starts in seconds from ``start_s``: the bar it falls in starts at 0."""
-    if bar_times_s is None or len(bar_times_s) == 0:
-        return None
-    bars = [float(t) - start_s for t in bar_times_s]
-    after = [t for t in bars if t > 1e-9]
-    return ([0.0] if len(after) < len(bars) else []) + after or None
 
 
 def best_variation(variations: Sequence[Variation]) -> int:

@@ -16,11 +16,11 @@ import soundfile as sf
 from neurochip.cli import main
 from neurochip.engine import Engine
 from neurochip.errors import NeuroChipError, RenderCancelled
+from neurochip.faithfulness import bars_of_span
 from neurochip.io.audio import Audio
 from neurochip.settings import RenderSettings
 from neurochip.variations import (
     MAX_CELLS,
-    _bars_from,
     best_variation,
     keep_variations,
     render_variations,
@@ -118,6 +118,9 @@ def test_a_bad_grid_is_refused_with_what_to_change(seeds, axes, message):
 
 
 def test_bar_times_become_bars_of_the_span():
+    def _bars_from(bar_times_s, start_s):  # the strip's bars, as render_variations uses them
+        return bars_of_span(bar_times_s, start_s)[0]
+
     assert _bars_from(None, 3.0) is None and _bars_from([], 3.0) is None
     # The span starts in the bar of 2.0 s: that bar is the strip's first, from 0.
     assert _bars_from([0.0, 2.0, 4.0, 6.0], 3.0) == [0.0, 1.0, 3.0]

@@ -11,9 +11,8 @@ from pathlib import Path
 from neurochip.cli.common import EPILOG, add_max_duration, add_overwrite_option, check_outputs
 from neurochip.faithfulness import (
     Faithfulness,
-    bar_times,
-    midi_time_signatures,
     note_faithfulness,
+    sketch_bar_times,
 )
 from neurochip.io.write import atomic_write
 from neurochip.sketch import load_sketch
@@ -53,12 +52,7 @@ def run(args: argparse.Namespace) -> None:
         check_outputs(args, [args.json], [args.sketch, args.take])
     sketch = load_sketch(args.sketch, max_duration_s=args.max_duration)
     take = load_sketch(args.take, max_duration_s=args.max_duration)
-    bars = None
-    if sketch.midi is not None:
-        from neurochip.synth import read_midi
-
-        bars = bar_times(read_midi(args.sketch), midi_time_signatures(sketch.midi)) or None
-    result = note_faithfulness(sketch.audio, take.audio, bars)
+    result = note_faithfulness(sketch.audio, take.audio, sketch_bar_times(sketch))
     print(report(result, sketch.name, take.name))
     if args.json is not None:
         data = {"sketch": sketch.name, "take": take.name, **result.to_dict(LOW_MARGIN)}

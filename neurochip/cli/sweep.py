@@ -22,12 +22,13 @@ from neurochip.cli.common import (
     progress_bar,
 )
 from neurochip.errors import NeuroChipError
+from neurochip.faithfulness import sketch_bar_times
 from neurochip.io.write import refuse_overwriting_inputs, write_text_atomically
 from neurochip.library.metadata import save_take, sidecar_path
 from neurochip.library.names import take_filename
 from neurochip.library.store import TakeLibrary
 from neurochip.settings import RenderSettings, TakeSetOptions, default_of, describe
-from neurochip.sketch import Sketch, load_sketch
+from neurochip.sketch import load_sketch
 from neurochip.takeset import check_take_set
 from neurochip.variations import (
     KIND,
@@ -128,7 +129,7 @@ def run(args: argparse.Namespace) -> None:
     _check_folder(args, names)
     sketch = load_sketch(args.input, max_duration_s=args.max_duration)
     check_take_set(sketch.audio, grid.base, TakeSetOptions())  # the span lies in the song
-    bars = _bar_times(args.input, sketch)
+    bars = sketch_bar_times(sketch)
     library = None if args.no_library else TakeLibrary()
     print(f"Loading model {args.model} ...", file=sys.stderr)
     engine = Engine.from_pretrained(args.model, device=args.device, dtype=args.dtype)
@@ -230,16 +231,6 @@ def _check_folder(args: argparse.Namespace, names: list[str]) -> None:
             f"{folder} already holds {there[0].name}{more} that this sweep would write: add "
             "--overwrite to replace them, or choose another folder (-o)."
         )
-
-
-def _bar_times(path: Path, sketch: Sketch) -> list[float] | None:
-    """A MIDI sketch's bars (faithfulness per bar), else None (per second)."""
-    if sketch.midi is None:
-        return None
-    from neurochip.faithfulness import bar_times, midi_time_signatures
-    from neurochip.synth import read_midi
-
-    return bar_times(read_midi(path), midi_time_signatures(sketch.midi)) or None
 
 
 def table(grid: VariationGrid, variations: Sequence[Variation], names: Sequence[str]) -> str:
