@@ -229,12 +229,7 @@ def accept_upload(upload: Any) -> None:
     with its settings, preview and takes; a file that cannot be read changes nothing else.
     """
     st.session_state["upload_id"] = upload.file_id
-    data, name = upload.getvalue(), upload.name
-
-    def load(progress, cancel) -> Sketch:
-        return load_sketch(data, name=name, progress=progress, cancel=cancel)
-
-    start_loading(load, f"Reading {name}", source=(data, name))
+    reopen(upload.getvalue(), upload.name, {}, upload.name, verb="Reading")
 
 
 def change_voices(sketch: Sketch, voices: dict[str, str]) -> None:
