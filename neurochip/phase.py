@@ -243,16 +243,39 @@ def griffin_lim(
         )
     else:
         angles = init / (init.abs() + 1e-16)
+    # Bins whose magnitude is 0 in every frame (above a mel picture's top frequency: over half
+    # the spectrum) stay 0 whatever their phase, so only the bins below them are iterated; the
+    # result is the same, the per-iteration arithmetic ~2x less.
+    bins = _live_bins(magnitude)
+    magnitude, angles = magnitude[:, :bins], angles[:, :bins]
+    spectrum = torch.zeros(
+        *magnitude.shape[:-2],
+        params.num_stft_bins,
+        magnitude.shape[-1],
+        dtype=torch.complex64,
+        device=magnitude.device,
+    )
+
+    def rebuild(angles: torch.Tensor) -> torch.Tensor:
+        spectrum[:, :bins] = magnitude * angles
+        return _istft(spectrum, params, length)
+
     previous = torch.zeros_like(angles)
     factor = momentum / (1 + momentum)
     for _ in range(iterations):
-        rebuilt = _stft(_istft(magnitude * angles, params, length), params)
+        rebuilt = _stft(rebuild(angles), params)[:, :bins]
         angles = rebuilt - previous * factor
         angles = angles / (angles.abs() + 1e-16)
         previous = rebuilt
         if on_iteration is not None:
             on_iteration()
-    return _istft(magnitude * angles, params, length)
+    return rebuild(angles)
+
+
+def _live_bins(magnitude: torch.Tensor) -> int:
+    """1 + the highest bin with a non-zero magnitude in any frame (at least 1)."""
+    live = torch.nonzero(magnitude.amax(dim=tuple(d for d in range(magnitude.ndim) if d != 1)))
+    return int(live.max()) + 1 if live.numel() else 1
 
 
 # --- whole songs ----------------------------------------------------------------------------------

@@ -199,6 +199,16 @@ def _mel_filterbank_cached(params: SpectrogramParams, device: str) -> torch.Tens
     return torch.from_numpy(_mel_filterbank_np(params)).to(device)
 
 
+def filter_bins(params: SpectrogramParams) -> tuple[int, int]:
+    """The STFT bins ``lo:hi`` under at least one mel filter; every other bin has weight 0.
+
+    With Riffusion's format (10 kHz top, 17,640-point FFT) that is bins 1-3,999 of 8,821: a
+    mel picture needs the magnitudes of under half the spectrum.
+    """
+    covered = np.flatnonzero(_mel_filterbank_np(params).any(axis=0))
+    return int(covered[0]), int(covered[-1]) + 1
+
+
 # --- STFT ---------------------------------------------------------------------------------------
 
 
@@ -278,11 +288,15 @@ def mel_amplitudes(
     if waveform.ndim != 2:
         raise ValueError("waveform must be (channels, samples)")
     padded = padded_signal(waveform.float() * INT16_SCALE, params)
-    fb = mel_filterbank(params, waveform.device)
+    # Only the bins under a filter are turned into magnitudes and summed: the rest weigh 0,
+    # and skipping them makes a song's picture ~1.5x faster (same values up to float
+    # summation order).
+    lo, hi = filter_bins(params)
+    fb = mel_filterbank(params, waveform.device)[:, lo:hi].contiguous()
     num_frames = params.num_frames(waveform.shape[-1])
     out = torch.empty(waveform.shape[0], params.num_frequencies, num_frames, device=waveform.device)
     for start, stop in frame_chunks(num_frames, chunk_frames):
-        magnitude = stft_frames(padded, params, start, stop).abs()
+        magnitude = stft_frames(padded, params, start, stop)[:, lo:hi].abs()
         out[:, :, start:stop] = fb @ magnitude
     return out
 
