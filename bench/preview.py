@@ -8,6 +8,12 @@ settings, reusing the song's cached encoding. Two cases, both on the same song:
 * **cached**: the song's encoding is kept and a setting changed (the seed, here: every repeat
   is a new seed, as a composer trying seeds would make), so only the region is rendered.
 
+Each case runs twice: as the default (``FAITHFUL_PREVIEW``) and as a quick preview
+(``QUICK_PREVIEW``: a quarter window of context, 2 Griffin-Lim iterations). ``--accuracy N``
+also measures what quick costs: how far each kind of preview's picture lies from the same
+region of the full render, at N positions of a 30 s song (RMS of the [0, 1] picture; another
+seed's full render is the scale).
+
 Each row has the wall time and where it went (encode, denoise, decode, phase: read off the
 engine's progress reports; on CUDA each report waits for the GPU first, so a stage's time is
 its own), the UNet items and calls, and the peak GPU memory.
@@ -20,6 +26,7 @@ noise; only the times and counts mean anything.
     .venv/bin/python bench/preview.py                       # tiny model, CPU
     .venv/bin/python bench/preview.py --model full          # SD 1.5 size (GPU; minutes on CPU)
     .venv/bin/python bench/preview.py --song-seconds 180 --repeat 5 --json preview.json
+    .venv/bin/python bench/preview.py --accuracy 5          # quick vs faithful vs full render
 """
 
 from __future__ import annotations
@@ -49,7 +56,13 @@ from render import (
 )
 
 from neurochip.device import describe_device, resolve_device
-from neurochip.engine import PREVIEW_SECONDS, Engine
+from neurochip.engine import (
+    FAITHFUL_PREVIEW,
+    PREVIEW_SECONDS,
+    QUICK_PREVIEW,
+    Engine,
+    PreviewQuality,
+)
 from neurochip.io import Audio
 from neurochip.model import RiffusionModel, load_model, resolve_dtype
 
@@ -90,7 +103,13 @@ def stage_of(label: str) -> str:
 
 
 def timed_preview(
-    engine: Engine, song: Audio, settings, start_s: float, case: str, grid: list | None = None
+    engine: Engine,
+    song: Audio,
+    settings,
+    start_s: float,
+    case: str,
+    grid: list | None = None,
+    quality: PreviewQuality = FAITHFUL_PREVIEW,
 ) -> PreviewRun:
     device = engine.model.device
     stages = dict.fromkeys(STAGES, 0.0)
@@ -109,9 +128,9 @@ def timed_preview(
         began = time.perf_counter()
         current[1] = began
         if grid:
-            engine.preview_many(song, grid, start_s, progress=progress)
+            engine.preview_many(song, grid, start_s, progress=progress, quality=quality)
         else:
-            engine.preview(song, settings, start_s, progress=progress)
+            engine.preview(song, settings, start_s, progress=progress, quality=quality)
         synchronize(device)
         wall = time.perf_counter() - began
     stages.pop("done", None)
@@ -149,7 +168,7 @@ def build(model_name: str, device: torch.device, dtype: torch.dtype) -> Riffusio
 
 def print_table(summaries: Sequence[Summary]) -> None:
     header = (
-        f"{'case':<9} {'runs':>4} {'median s':>9} {'best s':>7}  "
+        f"{'case':<12} {'runs':>4} {'median s':>9} {'best s':>7}  "
         + " ".join(f"{s:>8}" for s in STAGES)
         + f"  {'UNet items':>10} {'calls':>5}  {'peak GPU MiB':>12}"
     )
@@ -159,10 +178,39 @@ def print_table(summaries: Sequence[Summary]) -> None:
         peak = f"{s.peak_gpu_mib:12.0f}" if s.peak_gpu_mib else f"{'n/a':>12}"
         stages = " ".join(f"{s.stages_median_s[k]:8.3f}" for k in STAGES)
         print(
-            f"{s.case:<9} {s.runs:>4} {s.median_s:9.3f} {s.best_s:7.3f}  {stages}  "
+            f"{s.case:<12} {s.runs:>4} {s.median_s:9.3f} {s.best_s:7.3f}  {stages}  "
             f"{s.unet_items:>10} {s.unet_calls:>5}  {peak}"
         )
     print("stage columns: median seconds; 'first' includes encoding the whole song")
+
+
+def measure_accuracy(model: RiffusionModel, settings, positions: int) -> dict[str, float]:
+    """Mean RMS distance of previews' pictures from the full render's, at ``positions``."""
+    from tests.chiptune import make_chiptune
+
+    song = Audio(make_chiptune(30.0, stereo=False, seed=1), 44100)
+    engine = Engine(model)
+    print("accuracy: two full renders of a 30 s song ...", file=sys.stderr, flush=True)
+    full = engine.render(song, settings).output_image
+    other = engine.render(song, replace(settings, seed=settings.seed + 1)).output_image
+    starts = [
+        2.0 + k * (30.0 - 4.0 - PREVIEW_SECONDS) / max(1, positions - 1) for k in range(positions)
+    ]
+    distances: dict[str, list[float]] = {"faithful": [], "quick": [], "another seed": []}
+    for start in starts:
+        for name, quality in (("faithful", FAITHFUL_PREVIEW), ("quick", QUICK_PREVIEW)):
+            preview = engine.preview(song, settings, start, quality=quality)
+            first = round(preview.start_s * 100)
+            region = full[..., first : first + preview.output_image.shape[-1]]
+            distances[name].append(float((preview.output_image - region).pow(2).mean().sqrt()))
+        seed_region = other[..., first : first + preview.output_image.shape[-1]]
+        distances["another seed"].append(float((seed_region - region).pow(2).mean().sqrt()))
+    result = {name: statistics.mean(values) for name, values in distances.items()}
+    print(
+        f"\npicture RMS from the full render, mean of {positions} positions: "
+        + ", ".join(f"{name} {value:.4f}" for name, value in result.items())
+    )
+    return result
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -191,6 +239,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="also time a variation grid of N seeds x N denoise values of the region in one "
         "loop (3; 0 for none)",
     )
+    parser.add_argument(
+        "--accuracy",
+        type=int,
+        default=0,
+        help="also measure how close faithful and quick previews come to the full render, at "
+        "N positions of a 30 s song (0: skip)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     args = parser.parse_args(argv)
     if args.start + PREVIEW_SECONDS > args.song_seconds:
@@ -217,18 +272,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     warm = Audio(song.samples[:, : round(12 * 44100)], 44100)
     Engine(model).preview(warm, settings, 2.0)
 
-    first = []
-    for k in range(args.first_repeat):
-        print(f"first preview {k + 1}/{args.first_repeat} ...", file=sys.stderr, flush=True)
-        engine = Engine(model)  # nothing cached: the song was just loaded
-        first.append(timed_preview(engine, song, settings, args.start, "first"))
-    cached = []
-    for k in range(args.repeat):
-        print(f"cached preview {k + 1}/{args.repeat} ...", file=sys.stderr, flush=True)
-        changed = replace(settings, seed=settings.seed + 1 + k)  # a slider moved
-        cached.append(timed_preview(engine, song, changed, args.start, "cached"))
-
-    summaries = [summarise(first), summarise(cached)]
+    summaries, all_runs = [], []
+    for quality, suffix in ((FAITHFUL_PREVIEW, ""), (QUICK_PREVIEW, " quick")):
+        first = []
+        for k in range(args.first_repeat):
+            print(f"first{suffix} preview {k + 1} ...", file=sys.stderr, flush=True)
+            engine = Engine(model)  # nothing cached: the song was just loaded
+            first.append(
+                timed_preview(engine, song, settings, args.start, "first" + suffix, None, quality)
+            )
+        cached = []
+        for k in range(args.repeat):
+            print(f"cached{suffix} preview {k + 1} ...", file=sys.stderr, flush=True)
+            changed = replace(settings, seed=settings.seed + 1 + k)  # a slider moved
+            cached.append(
+                timed_preview(engine, song, changed, args.start, "cached" + suffix, None, quality)
+            )
+        summaries += [summarise(first), summarise(cached)]
+        all_runs += first + cached
     if args.grid:
         spread = [0.1 * (k - (args.grid - 1) / 2) for k in range(args.grid)]
         grid = [
@@ -253,6 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{settings.phase}\n"
     )
     print_table(summaries)
+    accuracy = measure_accuracy(model, settings, args.accuracy) if args.accuracy else None
     if args.json:
         report = {
             "model": model.source,
@@ -263,7 +325,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "song_seconds": args.song_seconds,
             "settings": asdict(settings),
             "summaries": [asdict(s) for s in summaries],
-            "runs": [asdict(r) for r in first + cached],
+            "runs": [asdict(r) for r in all_runs],
+            "accuracy": accuracy,
         }
         args.json.write_text(json.dumps(report, indent=2))
         print(f"wrote {args.json}")

@@ -17,7 +17,14 @@ See docs/ARCHITECTURE.md for the map of the package.
 __version__ = "0.1.0"
 
 # After __version__: the take library's metadata records it.
-from neurochip.engine import Engine, Render, device_lock  # noqa: E402
+from neurochip.engine import (  # noqa: E402
+    FAITHFUL_PREVIEW,
+    QUICK_PREVIEW,
+    Engine,
+    PreviewQuality,
+    Render,
+    device_lock,
+)
 from neurochip.errors import (  # noqa: E402
     AudioLoadError,
     ModelLoadError,
@@ -42,6 +49,8 @@ from neurochip.spectrogram import (  # noqa: E402
 from neurochip.takeset import TakeSet, pair_takes, render_take_set  # noqa: E402
 
 __all__ = [
+    "FAITHFUL_PREVIEW",
+    "QUICK_PREVIEW",
     "Audio",
     "AudioLoadError",
     "Engine",
@@ -49,6 +58,7 @@ __all__ = [
     "ModelNotFoundError",
     "NeuroChipError",
     "PhaseSettings",
+    "PreviewQuality",
     "Render",
     "RenderCancelled",
     "RenderSettings",

@@ -23,7 +23,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from neurochip.engine import Engine, ProgressCallback, Render
+from neurochip.engine import (
+    FAITHFUL_PREVIEW,
+    Engine,
+    PreviewQuality,
+    ProgressCallback,
+    Render,
+)
 from neurochip.errors import NeuroChipError, RenderCancelled
 from neurochip.faithfulness import Faithfulness, bars_of_span, note_faithfulness
 from neurochip.io.audio import Audio
@@ -242,6 +248,7 @@ def render_variations(
     bar_times_s: Sequence[float] | None = None,
     progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
+    quality: PreviewQuality = FAITHFUL_PREVIEW,
 ) -> list[Variation]:
     """Render every cell of ``grid`` in one denoising loop and score each one's notes.
 
@@ -260,6 +267,8 @@ def render_variations(
         progress: ``progress(fraction, stage)``: the engine's stages, then
             "note faithfulness".
         cancel: Set it to stop.
+        quality: How a region is previewed (:data:`~neurochip.engine.QUICK_PREVIEW`: about
+            twice as fast). Full takes ignore it.
 
     Returns:
         One :class:`Variation` per cell, in the grid's order.
@@ -278,7 +287,7 @@ def render_variations(
     if region is not None:
         start_s, duration_s = region
         renders = engine.preview_many(
-            audio, grid.cells, start_s, duration_s, engine_progress, cancel
+            audio, grid.cells, start_s, duration_s, engine_progress, cancel, quality=quality
         )
     else:
         # The cells carry the base settings' span.

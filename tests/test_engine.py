@@ -9,6 +9,7 @@ import torch
 
 from neurochip import engine as engine_module
 from neurochip.engine import (
+    QUICK_PREVIEW,
     Engine,
     blend_windows,
     device_lock,
@@ -422,6 +423,44 @@ def test_preview_sounds_like_that_part_of_the_full_render(engine):
     same_seed = (preview.output_image - region).abs().mean()
     other_seed = (preview.output_image - other).abs().mean()
     assert same_seed < other_seed / 2
+
+
+def test_a_quick_preview_renders_less_context_and_fewer_phase_iterations(
+    engine, tiny_model, monkeypatch
+):
+    audio = song(20.0)
+    settings = dataclasses.replace(FAST, phase_iterations=None)  # the take's own: 8
+    sizes = count_unet_calls(tiny_model)
+    iterations = []
+    rebuild = engine_module.waveform_from_amplitudes
+
+    def counted(*args, **kwargs):
+        iterations.append(args[3].griffin_lim_iterations)
+        return rebuild(*args, **kwargs)
+
+    monkeypatch.setattr(engine_module, "waveform_from_amplitudes", counted)
+    faithful = engine.preview(audio, settings, 8.0)
+    faithful_items = sum(sizes)
+    sizes.clear()
+    quick = engine.preview(audio, settings, 8.0, quality=QUICK_PREVIEW)
+    assert sum(sizes) == faithful_items // 2  # 2 windows of context and region, not 4
+    assert iterations == [8, QUICK_PREVIEW.phase_iterations]
+    assert quick.settings == settings  # what the take would be rendered with, unchanged
+    assert (quick.start_s, quick.audio.frames) == (faithful.start_s, faithful.audio.frames)
+    np.testing.assert_array_equal(quick.source.samples, faithful.source.samples)
+
+
+def test_a_quick_preview_still_sounds_like_that_part_of_the_full_render(engine):
+    audio = song(10.0)
+    full = engine.render(audio, FAST)
+    preview = engine.preview(audio, FAST, start_s=3.0, quality=QUICK_PREVIEW)
+    width = preview.output_image.shape[-1]
+    region = full.output_image[..., 300 : 300 + width]
+    other = engine.render(audio, dataclasses.replace(FAST, seed=99)).output_image[
+        ..., 300 : 300 + width
+    ]
+    same_seed = (preview.output_image - region).abs().mean()
+    assert same_seed < (preview.output_image - other).abs().mean() / 2
 
 
 def test_two_threads_queue_instead_of_colliding(engine):
