@@ -51,17 +51,23 @@ def model_choice() -> ModelChoice:
 
 
 @st.cache_resource(show_spinner=False)
-def _load_engine(choice: ModelChoice) -> tuple[Engine | None, str | None]:
-    # Failures are cached too: retrying a missing 4 GB download on every rerun would freeze the
-    # page. The Model page's "Try again" clears this cache.
-    try:
+def _engine_job(choice: ModelChoice) -> Job[Engine]:
+    """The model's load, once per choice for the whole server, on a thread of its own.
+
+    Pages never wait for it: they show its progress and keep the sketch's spectrograms
+    working. Failures are kept too: retrying a missing 4 GB download on every rerun would
+    keep the page busy. The Model page's "Try again" clears this cache.
+    """
+
+    def load(progress: Callable[[float, str], None], cancel: Any) -> Engine:
+        progress(0.0, "downloading (about 4 GB, once)" if choice.download else "reading it")
         loaded = Engine.from_pretrained(
             choice.source, choice.device, choice.dtype, local_files_only=not choice.download
         )
-    except NeuroChipError as err:
-        return None, str(err)
-    freeze_long_lived_objects()
-    return loaded, None
+        freeze_long_lived_objects()
+        return loaded
+
+    return Job(load, name="model").start()
 
 
 def freeze_long_lived_objects() -> None:
@@ -78,15 +84,36 @@ def freeze_long_lived_objects() -> None:
 
 
 def engine() -> tuple[Engine | None, str | None]:
-    """The shared engine (renders from all tabs queue on its device's lock)."""
-    choice = model_choice()
-    loading = "Downloading the model (about 4 GB, once)" if choice.download else "Loading the model"
-    with st.spinner(f"{loading} (once per server start)..."):
-        return _load_engine(choice)
+    """The shared engine (renders from all tabs queue on its device's lock), or None and why.
+
+    (None, None) while the model loads: call :func:`watch_model_load` to show it.
+    """
+    job = _engine_job(model_choice())
+    st.session_state["model_job"] = job
+    if job.state == DONE:
+        return job.result, None
+    if job.state == FAILED:
+        return None, job.error
+    return None, None
+
+
+def watch_model_load() -> None:
+    """While the model loads: its progress, and a full page run once it is ready."""
+    job = st.session_state.get("model_job")
+
+    @st.fragment(run_every=poll_every("model", job))
+    def model_progress() -> None:
+        if watch_job("model", "Loading the model (once per server start)") is not None:
+            st.caption(
+                "Previews and renders start once it is ready; the sketch plays and its "
+                "spectrogram shows meanwhile."
+            )
+
+    model_progress()
 
 
 def forget_engine() -> None:
-    _load_engine.clear()
+    _engine_job.clear()
 
 
 @st.cache_resource(show_spinner=False)
@@ -111,7 +138,7 @@ def workspace() -> Workspace:
 # --- a session that survives -------------------------------------------------------------------
 
 #: View choices kept with the settings (widget key -> kept as is).
-KEPT_VIEW = ("preview_start", "auto_preview", "render_pair", "render_compare")
+KEPT_VIEW = ("preview_start", "auto_preview", "quick_preview", "render_pair", "render_compare")
 
 
 def restore_session() -> None:

@@ -41,7 +41,16 @@ def start(page: str | None = None, song: bool = True) -> AppTest:
     at.run()
     if page:
         at.switch_page(page).run()
+    wait_for_model(at)
     return at
+
+
+def wait_for_model(at: AppTest) -> None:
+    """The model loads on a thread of its own: wait for it, then run the page as its polling
+    fragment would (a page without a song never asks for the model)."""
+    if "model_job" in at.session_state:
+        assert at.session_state["model_job"].wait(TIMEOUT)
+        at.run()
 
 
 def fast(at: AppTest) -> None:
@@ -133,6 +142,39 @@ def test_preview_renders_and_shows_spectrograms(app_env):
     assert 0.0 <= preview.faithfulness.score <= 1.0
     assert any(m.value.startswith("**Notes kept:") for m in at.markdown)
     assert at.get("iframe")  # the A/B player: sketch against take
+
+
+def test_quick_previews_are_a_kept_choice_that_reaches_the_engine(app_env, monkeypatch):
+    from neurochip.engine import FAITHFUL_PREVIEW, QUICK_PREVIEW, Engine
+
+    qualities = []
+    preview = Engine.preview
+
+    def spy(self, *args, **kwargs):
+        qualities.append(kwargs.get("quality"))
+        return preview(self, *args, **kwargs)
+
+    monkeypatch.setattr(Engine, "preview", spy)
+    at = start(song=False)
+    upload_into(at, "minuet.wav", wav_bytes(6.0), "u1")
+    at.run()
+    wait_for_model(at)
+    fast(at)
+    [now] = [b for b in at.button if b.label == "Preview now"]
+    now.click().run()
+    assert at.session_state["preview_job"].wait(TIMEOUT)
+    at.toggle(key="quick_preview").set_value(True).run()
+    [now] = [b for b in at.button if b.label == "Preview now"]
+    now.click().run()
+    job = at.session_state["preview_job"]
+    assert job.wait(TIMEOUT) and job.state == "done", job.error
+    assert qualities == [FAITHFUL_PREVIEW, QUICK_PREVIEW]
+
+    again = AppTest.from_file("../app/main.py", default_timeout=TIMEOUT)
+    again.run()
+    assert again.session_state["load_job"].wait(TIMEOUT)  # reopening the sketch
+    again.run()
+    assert again.toggle(key="quick_preview").value is True  # a refresh keeps the choice
 
 
 def test_the_last_preview_stays_while_a_new_one_renders(app_env, monkeypatch):
@@ -471,6 +513,7 @@ def test_a_refresh_brings_back_song_settings_model_and_preview(app_env):
     at = start(song=False)
     upload_into(at, "minuet.wav", wav_bytes(6.0), "u1")
     at.run()
+    wait_for_model(at)
     fast(at)
     at.slider(key="w_denoise").set_value(0.45)
     at.text_input(key="w_prompt").input("a string quartet")
@@ -620,6 +663,41 @@ def test_takes_compare_plays_two_and_pairs_them(app_env):
     assert any("Added" in s.value for s in at.success)
 
 
+def test_the_page_works_while_the_model_loads_and_previews_once_it_is_ready(app_env, monkeypatch):
+    import threading
+
+    from neurochip.engine import Engine
+
+    release = threading.Event()
+    load = Engine.from_pretrained
+
+    def slow_disk(*args, **kwargs):
+        assert release.wait(TIMEOUT)  # the weights are still being read
+        return load(*args, **kwargs)
+
+    monkeypatch.setattr(Engine, "from_pretrained", staticmethod(slow_disk))
+    ui.forget_engine()
+    at = AppTest.from_file("../app/main.py", default_timeout=TIMEOUT)
+    at.session_state["sketch"] = load_sketch(wav_bytes(), name="minuet.wav")
+    at.session_state["upload_id"] = "test"
+    at.session_state["auto_preview"] = False
+    at.run()  # returns while the model loads
+    assert not at.exception
+    assert any("Loading the model" in str(p.proto) for p in at.get("progress"))
+    [now] = [b for b in at.button if b.label == "Preview now"]
+    assert now.disabled
+    assert at.get("plotly_chart")  # the sketch's spectrogram is there meanwhile
+    assert not at.warning  # loading is not "the model is not available"
+
+    release.set()
+    assert at.session_state["model_job"].wait(TIMEOUT)
+    at.run()  # what the polling fragment asks for once the model is ready
+    [now] = [b for b in at.button if b.label == "Preview now"]
+    assert not now.disabled
+    assert not any("Loading the model" in str(p.proto) for p in at.get("progress"))
+    ui.forget_engine()
+
+
 def test_the_app_never_downloads_unasked(app_env, monkeypatch):
     from neurochip.engine import Engine
     from neurochip.errors import ModelNotFoundError
@@ -637,6 +715,7 @@ def test_the_app_never_downloads_unasked(app_env, monkeypatch):
     assert not at.exception and asked == [True]  # the cache only: an instant answer offline
     [download] = [b for b in at.button if b.label.startswith("Download from the Hugging Face")]
     download.click().run()
+    wait_for_model(at)
     assert asked == [True, False]  # the composer asked: now the hub may be used
     assert at.session_state["model_choice"].download
     ui.forget_engine()

@@ -60,8 +60,9 @@ def test_the_loaded_model_is_hidden_from_the_collector(app_env):
     renders. Once loaded, the engine is frozen out of the collector's sight."""
     at = start()
     assert not at.exception
-    engine, error = ui._load_engine(at.session_state["model_choice"])
-    assert engine is not None, error
+    job = ui._engine_job(at.session_state["model_choice"])
+    assert job.wait(60) and job.result is not None, job.error
+    engine = job.result
     tracked = {id(o) for o in gc.get_objects()}  # every generation, not the frozen objects
     assert id(engine) not in tracked
     assert id(next(engine.model.unet.parameters())) not in tracked

@@ -10,7 +10,7 @@ import streamlit as st
 from app import ui
 from app.abplayer import ab_player
 from app.figures import faithfulness_figure, spectrogram_figure
-from neurochip.engine import PREVIEW_SECONDS, region_picture
+from neurochip.engine import FAITHFUL_PREVIEW, PREVIEW_SECONDS, QUICK_PREVIEW, region_picture
 from neurochip.errors import NeuroChipError
 from neurochip.faithfulness import note_faithfulness
 from neurochip.jobs import Job
@@ -138,7 +138,9 @@ for warning in settings.warnings():
     st.warning(warning, icon=":material/warning:")
 
 engine, model_error = ui.engine()
-if engine is None:
+if engine is None and model_error is None:
+    ui.watch_model_load()
+elif engine is None:
     st.warning(
         "The Riffusion model is not available, so takes cannot be rendered yet. Spectrogram "
         f"previews still work.\n\n{model_error}",
@@ -167,9 +169,18 @@ auto = p_right.toggle(
     key="auto_preview",
     help="Re-render the preview whenever a setting changes. Turn off on slow machines.",
 )
+quick = p_right.toggle(
+    "Quick previews",
+    value=False,
+    key="quick_preview",
+    help="About twice as fast: less of the song around the region and a quicker phase "
+    "rebuild. Still close to what the full render puts there; not yet checked by ear on "
+    "the real model, so off by default.",
+)
+quality = QUICK_PREVIEW if quick else FAITHFUL_PREVIEW
 preview_now = p_right.button("Preview now", disabled=engine is None)
 
-preview_key = (song.key, settings.to_json(), round(preview_start, 2))
+preview_key = (song.key, settings.to_json(), round(preview_start, 2), quick)
 if engine is not None and (
     preview_now or (auto and st.session_state.get("preview_key") != preview_key)
 ):
@@ -178,9 +189,17 @@ if engine is not None and (
         previous.cancel()  # superseded: stop it within one model call
 
     def preview_work(
-        progress, cancel, engine=engine, settings=settings, start=preview_start, key=preview_key
+        progress,
+        cancel,
+        engine=engine,
+        settings=settings,
+        start=preview_start,
+        key=preview_key,
+        quality=quality,
     ):
-        result = engine.preview(audio, settings, start, progress=progress, cancel=cancel)
+        result = engine.preview(
+            audio, settings, start, progress=progress, cancel=cancel, quality=quality
+        )
         faithfulness = note_faithfulness(result.source, result.audio)
         return ui.Preview(song.key, key, result, faithfulness)
 
@@ -322,7 +341,9 @@ if g4.button("Render the grid", disabled=engine is None or grid_busy, icon=":mat
     else:
         st.session_state.pop("grid_error", None)
 
-        def grid_work(progress, cancel, engine=engine, grid=grid, start=preview_start):
+        def grid_work(
+            progress, cancel, engine=engine, grid=grid, start=preview_start, quality=quality
+        ):
             variations = render_variations(
                 engine,
                 audio,
@@ -330,6 +351,7 @@ if g4.button("Render the grid", disabled=engine is None or grid_busy, icon=":mat
                 region=(start, PREVIEW_SECONDS),
                 progress=progress,
                 cancel=cancel,
+                quality=quality,
             )
             return song.key, grid, variations
 

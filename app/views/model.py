@@ -37,7 +37,9 @@ with st.form("model_form"):
         st.rerun()
 
 engine, error = ui.engine()
-if engine is not None:
+if engine is None and error is None:
+    ui.watch_model_load()
+elif engine is not None:
     st.success(f"Loaded: {engine.model.describe()}", icon=":material/check_circle:")
     if engine.model.device.type == "cuda":
         free, total = torch.cuda.mem_get_info(engine.model.device)
