@@ -19,7 +19,6 @@ import soundfile as sf
 import streamlit as st
 
 from neurochip.engine import Engine
-from neurochip.errors import NeuroChipError
 from neurochip.io.audio import Audio
 from neurochip.jobs import DONE, FAILED, SLOW_POLL_S, Job
 from neurochip.library.store import TakeLibrary
