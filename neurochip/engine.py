@@ -35,6 +35,8 @@ import numpy as np
 import torch
 
 from neurochip.errors import NeuroChipError, RenderCancelled
+from neurochip.feature_reuse import check_supported as check_feature_reuse
+from neurochip.feature_reuse import full_unet, shallow_unet
 from neurochip.io.audio import Audio, limit_peak
 from neurochip.model import DEFAULT_MODEL_ID, RiffusionModel, load_model
 from neurochip.phase import waveform_from_amplitudes
@@ -125,6 +127,37 @@ def plan_windows(width: int, window: int, overlap: float) -> list[int]:
     return [int(round(s)) for s in np.linspace(0, width - window, count)]
 
 
+#: How far shifted windows move from one step to the next, as a share of a window: the golden
+#: ratio's fraction, so offsets never repeat and no column is a window edge twice in a row.
+SHIFT_PER_STEP = (math.sqrt(5) - 1) / 2
+
+
+def shifted_windows(width: int, window: int, step: int, origin: int = 0, wrap: bool = True):
+    """Start columns of non-overlapping windows at denoising step ``step``.
+
+    The grid of window edges sits at ``step * SHIFT_PER_STEP`` of a window, counted in the
+    song's columns (``origin`` is where these ``width`` columns start in the song, so a
+    preview's windows line up with the full render's). With ``wrap`` the columns are a circle:
+    ``ceil(width / window)`` windows, the last one running past the end into the start (a
+    start past ``width - window`` wraps). Without, a window over an edge is pushed inside, so
+    the region's first and last windows may overlap their neighbours.
+    """
+    if width <= window:
+        return [0]
+    offset = (round(step * SHIFT_PER_STEP * window) - origin) % window
+    if wrap:
+        return [(offset + j * window) % width for j in range(math.ceil(width / window))]
+    first = offset - window if offset else 0
+    return sorted({min(max(0, s), width - window) for s in range(first, width, window)})
+
+
+def window_columns(start: int, window: int, width: int) -> slice | list[int]:
+    """The columns of a window: a slice, or the index of a window wrapping past the end."""
+    if start + window <= width:
+        return slice(start, start + window)
+    return (torch.arange(start, start + window) % width).tolist()
+
+
 def window_weight(window: int, overlap: float, device: torch.device) -> torch.Tensor:
     """Blend weight across a window: 1 in the middle, smoothly down towards the edges.
 
@@ -136,6 +169,143 @@ def window_weight(window: int, overlap: float, device: torch.device) -> torch.Te
     distance = torch.minimum(x, window - x) / ramp
     weight = torch.sin(0.5 * torch.pi * distance.clamp(max=1.0)) ** 2
     return weight.clamp_min(1e-3)
+
+
+def pack_calls(sizes: Sequence[int], batch: int) -> list[list[int]]:
+    """Indices of work items (of ``sizes`` batch items each) packed, in order, into calls of
+    at most ``batch`` items (one item at least, however big)."""
+    calls: list[list[int]] = []
+    items = 0
+    for j, size in enumerate(sizes):
+        if not calls or items + size > batch:
+            calls.append([])
+            items = 0
+        calls[-1].append(j)
+        items += size
+    return calls
+
+
+class _WindowPlan:
+    """Where the model windows sit at each denoising step, and how they are blended."""
+
+    def __init__(
+        self,
+        settings: RenderSettings,
+        width: int,
+        window: int,
+        origin: int = 0,
+        whole: bool = True,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        self.width, self.window, self.origin, self.whole = width, window, origin, whole
+        self.shifted = settings.windows == "shifted"
+        self.reuse = settings.feature_reuse
+        self.fixed = None if self.shifted else plan_windows(width, window, settings.overlap)
+        size = min(window, width)
+        self.weight = (
+            torch.ones(size, device=device)
+            if self.shifted
+            else window_weight(size, settings.overlap, device)
+        )
+        self._norms: dict[tuple[int, ...], torch.Tensor] = {}
+
+    def starts(self, k: int) -> list[int]:
+        if self.fixed is not None:
+            return self.fixed
+        # With feature reuse the windows move only at full evaluations: reused features belong
+        # to the windows they were computed in.
+        return shifted_windows(self.width, self.window, k // self.reuse, self.origin, self.whole)
+
+    def at(self, k: int) -> tuple[list[int], torch.Tensor, torch.Tensor]:
+        """Window starts at step ``k``, the blend weight, and each column's sum of weights."""
+        starts = self.starts(k)
+        norm = self._norms.get(tuple(starts))
+        if norm is None:
+            norm = torch.zeros(self.width, device=self.weight.device)
+            size = self.weight.shape[0]
+            for start in starts:
+                columns = window_columns(start, size, self.width)
+                if isinstance(columns, slice):
+                    norm[columns] += self.weight
+                else:
+                    norm.index_add_(0, torch.tensor(columns, device=norm.device), self.weight)
+            self._norms[tuple(starts)] = norm
+        return starts, self.weight, norm
+
+
+#: Arithmetic of a UNet evaluation that reuses deep features, as a share of a whole one
+#: (0.29 counted with torch's FLOP counter on bench/render.py's reduced SD 1.5): for
+#: progress estimates only.
+SHALLOW_SHARE = 0.3
+
+
+class _FeatureReuse:
+    """Which UNet calls run whole and which reuse deep features (:mod:`neurochip.feature_reuse`).
+
+    A call reuses the features its predecessor kept, ``every - 1`` steps out of ``every``,
+    when it holds the same windows of the same takes as the call that kept them (a take that
+    finished, or guidance that stopped, changes the calls: those run whole).
+    """
+
+    def __init__(self, unet: Any, every: int) -> None:
+        self.unet, self.every = unet, every
+        self.kept: dict[int, tuple[Any, torch.Tensor | None]] = {}
+        if every > 1 and unet is not None:
+            check_feature_reuse(unet)
+
+    def whole(self, number: int, signature: Any, k: int) -> bool:
+        kept = self.kept.get(number)
+        return self.every == 1 or k % self.every == 0 or kept is None or kept[0] != signature
+
+    def predict(
+        self,
+        number: int,
+        signature: Any,
+        k: int,
+        sample: torch.Tensor,
+        t: torch.Tensor,
+        context: torch.Tensor,
+    ) -> torch.Tensor:
+        if self.every == 1:
+            return self.unet(sample, t, encoder_hidden_states=context).sample
+        if self.whole(number, signature, k):
+            out, deep = full_unet(self.unet, sample, t, context)
+            self.kept[number] = (signature, deep)
+            return out
+        return shallow_unet(self.unet, sample, t, context, self.kept[number][1])
+
+    def forget(self) -> None:
+        self.kept.clear()
+
+
+def count_unet_work(
+    frames: int,
+    takes: Sequence[RenderSettings],
+    batch: int,
+    vae_scale: int = 8,
+    multiple: int = 8,
+) -> dict[str, int]:
+    """UNet work of rendering ``takes`` of a song ``frames`` picture columns long, counted
+    without a model: batch items, calls, and the calls and items that run the whole UNet
+    (the rest reuse features). The engine's own loop packs its calls the same way."""
+    width = -(-frames // (vae_scale * multiple)) * multiple
+    plan = _WindowPlan(takes[0], width, WINDOW_COLUMNS // vae_scale)
+    reuse = _FeatureReuse(None, takes[0].feature_reuse)
+    counts = dict.fromkeys(("unet_items", "unet_calls", "full_calls", "full_items"), 0)
+    for k in range(max(s.denoise_steps for s in takes)):
+        active = [s for s in takes if k < s.denoise_steps]
+        work = [(i, start) for i in range(len(active)) for start in plan.starts(k)]
+        sizes = [2 if k < active[i].guided_steps else 1 for i, _ in work]
+        for number, call in enumerate(pack_calls(sizes, batch)):
+            signature = tuple((work[j], sizes[j]) for j in call)
+            items = sum(sizes[j] for j in call)
+            counts["unet_items"] += items
+            counts["unet_calls"] += 1
+            if reuse.whole(number, signature, k):
+                reuse.kept[number] = (signature, None)
+                counts["full_calls"] += 1
+                counts["full_items"] += items
+    return counts
 
 
 def blend_windows(
@@ -518,8 +688,13 @@ class Engine:
             encode = cached["latents"].missing(a, b)
         else:
             encode = (b - a) * model.vae_scale if denoised else 0
-        windows = len(plan_windows(b - a, WINDOW_COLUMNS // model.vae_scale, takes[0].overlap))
-        items = sum(s.denoise_steps * windows * (2 if s.guidance > 1.0 else 1) for s in denoised)
+        items = 0.0
+        if denoised:
+            work = count_unet_work(
+                (b - a) * model.vae_scale, denoised, 1 << 30, model.vae_scale, model.unet_multiple
+            )
+            reused = work["unet_items"] - work["full_items"]
+            items = work["full_items"] + SHALLOW_SHARE * reused
         return {
             "encode": float(encode),
             "denoise": float(items),
@@ -644,7 +819,8 @@ class Engine:
         # Each take's noise is its seed's noise for the whole song, cut where this region is.
         noises = [self._song_noise(song_latents.shape, s.seed)[..., a:b] for s in takes]
 
-        denoised = self._denoise(latents, noises, takes, report, cancel)
+        whole = (a, b) == (0, song_latents.shape[-1])
+        denoised = self._denoise(latents, noises, takes, report, cancel, origin=a, whole=whole)
         offset = first - a * scale
         images = []
         for i, take_latents in enumerate(denoised):
@@ -664,12 +840,16 @@ class Engine:
         takes: Sequence[RenderSettings],
         report: _StagedProgress,
         cancel: threading.Event | None,
+        origin: int = 0,
+        whole: bool = True,
     ) -> list[torch.Tensor]:
         """img2img's denoising loop for several takes of the same latents at once.
 
         Every step, each take still denoising contributes its windows (and their guidance
         pairs) to shared UNet calls; each take then steps with its own scheduler. Takes with
-        fewer denoising steps finish early. Returns each take's denoised latents.
+        fewer denoising steps finish early. ``origin`` is where ``latents`` start in the song
+        and ``whole`` says they are the whole song (shifted windows then wrap round).
+        Returns each take's denoised latents.
         """
         model = self.model
         lanes = [
@@ -677,11 +857,11 @@ class Engine:
             for s, noise in zip(takes, noises, strict=True)
         ]
         window = WINDOW_COLUMNS // model.vae_scale
-        starts = plan_windows(latents.shape[-1], window, takes[0].overlap)
-        weight = window_weight(min(window, latents.shape[-1]), takes[0].overlap, model.device)
+        plan = _WindowPlan(takes[0], latents.shape[-1], window, origin, whole, model.device)
+        reuse = _FeatureReuse(model.unet, takes[0].feature_reuse)
         chosen = [s.batch_size for s in takes if s.batch_size]
         batch = min(chosen) if chosen else self._auto_batch(latents.shape, 2)
-        smallest = max(lane.items for lane in lanes)  # one window of the most costly take
+        smallest = max(lane.items(0) for lane in lanes)  # one window of the most costly take
 
         def check_cancel() -> None:
             if cancel is not None and cancel.is_set():
@@ -696,7 +876,7 @@ class Engine:
             while True:
                 try:
                     predictions = self._predict_windows(
-                        active, inputs, k, starts, window, weight, batch, check_cancel
+                        active, inputs, k, plan, batch, reuse, check_cancel
                     )
                     break
                 except torch.OutOfMemoryError as err:
@@ -708,6 +888,7 @@ class Engine:
                             "using the GPU, or use fp16 (--dtype fp16)."
                         ) from err
                     batch = max(smallest, batch // 2)
+                    reuse.forget()  # its features were kept per call, and the calls change
                     if model.device.type == "cuda":
                         torch.cuda.empty_cache()
             for lane, noise_pred in zip(active, predictions, strict=True):
@@ -720,10 +901,9 @@ class Engine:
         lanes: Sequence[_Lane],
         inputs: Sequence[torch.Tensor],
         k: int,
-        starts: list[int],
-        window: int,
-        weight: torch.Tensor,
+        plan: _WindowPlan,
         batch: int,
+        reuse: _FeatureReuse,
         before_call: Callable[[], None],
     ) -> list[torch.Tensor]:
         """Each lane's guided noise prediction at its step ``k``, windows blended.
@@ -732,21 +912,21 @@ class Engine:
         guided window is two: the unconditioned and the prompted prediction).
         """
         model = self.model
-        width = min(window, inputs[0].shape[-1])
-        weight = weight[:width]
+        total = inputs[0].shape[-1]
+        starts, weight, norm = plan.at(k)
+        width = weight.shape[0]
         outs = [torch.zeros_like(x, dtype=torch.float32) for x in inputs]
-        norm = torch.zeros(inputs[0].shape[-1], device=inputs[0].device, dtype=torch.float32)
-        for s in starts:
-            norm[s : s + width] += weight
         work = [(i, s) for i in range(len(lanes)) for s in starts]
-        while work:
-            group, items = [], 0
-            while work and (not group or items + lanes[work[0][0]].items <= batch):
-                group.append(work.pop(0))
-                items += lanes[group[-1][0]].items
+        sizes = [lanes[i].items(k) for i, _ in work]
+        for number, call in enumerate(pack_calls(sizes, batch)):
+            group = [work[j] for j in call]
+            signature = tuple((work[j], sizes[j]) for j in call)
             before_call()
-            crops = [inputs[i][..., s : s + width].to(model.dtype) for i, s in group]
-            guided = [j for j, (i, _) in enumerate(group) if lanes[i].guided]
+            columns = [window_columns(s, width, total) for _, s in group]
+            crops = [
+                inputs[i][..., c].to(model.dtype) for (i, _), c in zip(group, columns, strict=True)
+            ]
+            guided = [j for j, (i, _) in enumerate(group) if lanes[i].guided_at(k)]
             # The unconditioned halves first, then every window with its prompt (the order
             # diffusers' pipeline uses for one take).
             sample = torch.cat([crops[j] for j in guided] + crops)
@@ -758,14 +938,19 @@ class Engine:
                 [lanes[group[j][0]].negative for j in guided]
                 + [lanes[i].positive for i, _ in group]
             )
-            out = model.unet(sample, t, encoder_hidden_states=context).sample.float()
+            out = reuse.predict(number, signature, k, sample, t, context).float()
             uncond, cond = out[: len(guided)], out[len(guided) :]
             pairs = dict(zip(guided, uncond, strict=True))
-            for j, (i, s) in enumerate(group):
+            for j, ((i, _), c) in enumerate(zip(group, columns, strict=True)):
                 prediction = cond[j : j + 1]
                 if j in pairs:
                     prediction = pairs[j][None] + lanes[i].guidance * (prediction - pairs[j][None])
-                outs[i][..., s : s + width] += prediction * weight
+                if isinstance(c, slice):
+                    outs[i][..., c] += prediction * weight
+                else:
+                    outs[i].index_add_(
+                        -1, torch.tensor(c, device=outs[i].device), prediction * weight
+                    )
         return [out / norm for out in outs]
 
     def _auto_batch(self, latent_shape: torch.Size, per_window: int) -> int:
@@ -970,16 +1155,15 @@ class _Lane:
     positive: torch.Tensor  # (1, 77, dim) prompt embedding
     negative: torch.Tensor | None  # the negative prompt's, where guidance is on
     guidance: float
+    guided_steps: int  # the first steps follow the prompt with guidance
     step_options: dict[str, Any]
 
-    @property
-    def guided(self) -> bool:
-        return self.negative is not None
+    def guided_at(self, k: int) -> bool:
+        return self.negative is not None and k < self.guided_steps
 
-    @property
-    def items(self) -> int:
-        """UNet batch items per window: the guidance pair is two."""
-        return 2 if self.guided else 1
+    def items(self, k: int) -> int:
+        """UNet batch items per window at step ``k``: the guidance pair is two."""
+        return 2 if self.guided_at(k) else 1
 
     @classmethod
     def start(
@@ -1010,6 +1194,7 @@ class _Lane:
             positive=embed(settings.prompt),
             negative=embed(settings.negative_prompt) if guided else None,
             guidance=settings.guidance,
+            guided_steps=settings.guided_steps,
             step_options=step_options,
         )
 
@@ -1024,10 +1209,10 @@ def _check_shared(takes: Sequence[RenderSettings], span: bool) -> None:
     """Takes rendered together share their windows, and (but for previews) their span."""
     if not takes:
         raise ValueError("Rendering together needs at least one take's settings")
-    if len({s.overlap for s in takes}) > 1:
+    if len({(s.overlap, s.windows, s.feature_reuse) for s in takes}) > 1:
         raise NeuroChipError(
-            "Takes rendered together must use the same window overlap: render the others "
-            "separately."
+            "Takes rendered together must use the same windows (mode and overlap) and feature "
+            "reuse: render the others separately."
         )
     if span and len({(s.start_s, s.duration_s) for s in takes}) > 1:
         raise NeuroChipError(

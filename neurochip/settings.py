@@ -24,6 +24,13 @@ SCHEDULER_NAMES: tuple[str, ...] = ("dpm++", "ddim", "pndm", "euler", "euler-a",
 
 SETTINGS_VERSION = 1
 
+#: How the song is cut into model windows (see RenderSettings.windows).
+WINDOW_MODES: tuple[str, ...] = ("overlap", "shifted")
+
+#: Most denoising steps one full UNet evaluation serves (feature reuse). Past 5 the reused
+#: features are from a noise level too far from the current one to help.
+MAX_FEATURE_REUSE = 5
+
 #: Largest seed: seeds are 0 to 2**32 - 1, the range the app's seed box takes (and numpy's
 #: and most tools' seeds). Take B's default seed, seed + 1, wraps round to 0 after it.
 MAX_SEED = 2**32 - 1
@@ -187,6 +194,35 @@ class RenderSettings:
         maximum=0.75,
         step=0.05,
     )
+    windows: str = _setting(
+        "overlap",
+        label="Windows",
+        help="How the song is cut into 5-second model windows at each step. 'overlap': fixed "
+        "windows sharing Window overlap, blended (the default). 'shifted': windows that do not "
+        "overlap but move by a different offset at every step (wrapping from the song's end to "
+        "its start), so seams average away at about 3/4 of the model work; a draft option "
+        "until checked by ear on the real model.",
+    )
+    feature_reuse: int = _setting(
+        1,
+        label="Feature reuse",
+        help="Run the whole model only every N denoising steps and reuse its deep features "
+        "in between (DeepCache): 2 runs about half the full evaluations, 3 a third. 1: every "
+        "step (the default). A draft option until checked by ear on the real model.",
+        minimum=1,
+        maximum=MAX_FEATURE_REUSE,
+        step=1,
+    )
+    guidance_until: float = _setting(
+        1.0,
+        label="Guidance for the first",
+        help="Share of the denoising steps that follow the prompt with guidance (1: all, the "
+        "default). The last steps mostly refine detail, so 0.5 saves about a quarter of the "
+        "model work; a draft option until checked by ear on the real model.",
+        minimum=0.0,
+        maximum=1.0,
+        step=0.05,
+    )
     phase: str = _setting(
         "source",
         label="Phase",
@@ -236,6 +272,20 @@ class RenderSettings:
                 ),
                 (0.0 <= self.overlap <= 0.75, f"overlap must be 0-0.75, not {self.overlap}"),
                 (
+                    self.windows in WINDOW_MODES,
+                    f"windows must be one of {', '.join(WINDOW_MODES)}, not {self.windows!r}",
+                ),
+                (
+                    1 <= self.feature_reuse <= MAX_FEATURE_REUSE,
+                    f"feature reuse must be 1-{MAX_FEATURE_REUSE} (1: off), "
+                    f"not {self.feature_reuse}",
+                ),
+                (
+                    0.0 <= self.guidance_until <= 1.0,
+                    f"guidance for the first part must be 0-1 (a share of the steps), "
+                    f"not {self.guidance_until}",
+                ),
+                (
                     self.phase in PHASE_MODES,
                     f"phase must be one of {', '.join(PHASE_MODES)}, not {self.phase!r}",
                 ),
@@ -270,6 +320,18 @@ class RenderSettings:
                 "Steps or Denoise."
             ]
         return []
+
+    @property
+    def guided_steps(self) -> int:
+        """Denoising steps run with classifier-free guidance (the first ones)."""
+        if self.guidance <= 1.0:
+            return 0
+        return math.ceil(self.denoise_steps * self.guidance_until - 1e-9)
+
+    @property
+    def draft(self) -> bool:
+        """True when a draft option (less model work, not yet checked by ear) is on."""
+        return self.windows != "overlap" or self.feature_reuse > 1 or self.guidance_until < 1
 
     @property
     def phase_settings(self) -> PhaseSettings:
