@@ -399,6 +399,9 @@ SETTINGS: dict[str, type] = {
     "seed": RenderSettings,
     "scheduler": RenderSettings,
     "overlap": RenderSettings,
+    "windows": RenderSettings,
+    "feature_reuse": RenderSettings,
+    "guidance_until": RenderSettings,
     "width": TakeSetOptions,
 }
 DEFAULT_PROMPT = "a funk band with slap bass, live recording"
@@ -474,6 +477,9 @@ def current_settings() -> RenderSettings:
         seed=int(state[remembered("seed")]),
         scheduler=state[remembered("scheduler")],
         overlap=float(state.get("overlap", default("overlap"))),
+        windows=state[remembered("windows")],
+        feature_reuse=int(state[remembered("feature_reuse")]),
+        guidance_until=float(state[remembered("guidance_until")]),
     )
 
 

@@ -11,6 +11,7 @@ from streamlit.testing.v1 import AppTest
 
 from app import ui
 from neurochip.errors import NeuroChipError
+from neurochip.settings import RenderSettings
 from neurochip.sketch import load_sketch
 from tests.chiptune import make_chiptune
 
@@ -116,6 +117,26 @@ def test_sliders_become_render_settings(app_env):
     settings = at.session_state["last_settings"]
     assert (settings.denoise, settings.guidance, settings.steps) == (0.22, 4.5, 30)
     assert settings.prompt == "a string quartet" and settings.scheduler == "ddim"
+
+
+def test_draft_options_reach_the_settings_and_label_the_take(app_env):
+    from neurochip.library.names import take_label
+
+    at = start()
+    assert not at.exception
+    at.selectbox(key="w_windows").set_value("shifted")
+    at.slider(key="w_feature_reuse").set_value(3)
+    at.slider(key="w_guidance_until").set_value(0.5)
+    at.run()
+    settings = at.session_state["last_settings"]
+    assert (settings.windows, settings.feature_reuse, settings.guidance_until) == (
+        "shifted",
+        3,
+        0.5,
+    )
+    label = take_label({"takes": {"A": settings.to_dict()}})
+    assert label.endswith("draft")
+    assert "draft" not in take_label({"takes": {"A": RenderSettings().to_dict()}})
 
 
 def test_dice_rolls_a_new_seed(app_env):

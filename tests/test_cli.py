@@ -169,6 +169,23 @@ def test_render_writes_a_take_that_carries_its_settings(song, tmp_path, tiny_mod
     assert out.with_suffix(".json").is_file()
 
 
+def test_draft_renders_carry_their_draft_options(song, tmp_path, tiny_model_dir):
+    from neurochip.library.metadata import settings_from_take
+
+    out = tmp_path / "draft.wav"
+    argv = ["render", str(song), "-o", str(out), "--prompt", "a string quartet", "--draft"]
+    code = main([*argv, "--feature-reuse", "2", "--model", str(tiny_model_dir), *RENDER_FAST])
+    assert code == 0
+    settings = settings_from_take(out)
+    # --draft fills what was not given; a given option wins.
+    assert (settings.windows, settings.feature_reuse, settings.guidance_until) == (
+        "shifted",
+        2,
+        0.5,
+    )
+    assert sf.info(out).frames == sf.info(song).frames
+
+
 def test_render_stereo_pair_and_comparison(song, tmp_path, tiny_model_dir):
     from neurochip.library.metadata import read_take_metadata, settings_from_take
 
@@ -217,6 +234,8 @@ def test_render_keeps_its_takes_in_the_library_unless_told_not_to(
         (["--start", "3.29", "--model", "/no/such/model"], "at least"),
         (["--crossfade-compare", "--crossfade-at", "9", "--model", "/no/such"], "crossfade"),
         (["--crossfade-compare", "--crossfade-back", "1", "--model", "/no/such"], "fade back"),
+        (["--feature-reuse", "9", "--model", "/no/such/model"], "feature reuse must be 1-5"),
+        (["--guidance-until", "2", "--model", "/no/such/model"], "guidance for the first"),
     ],
 )
 def test_render_rejects_bad_settings_clearly(song, tmp_path, capsys, extra, message):

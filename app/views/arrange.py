@@ -15,7 +15,7 @@ from neurochip.errors import NeuroChipError
 from neurochip.faithfulness import note_faithfulness
 from neurochip.jobs import Job
 from neurochip.library.thumbnails import spectrogram_thumbnail
-from neurochip.settings import SCHEDULER_NAMES, TakeSetOptions, describe
+from neurochip.settings import SCHEDULER_NAMES, WINDOW_MODES, TakeSetOptions, describe
 from neurochip.synth import DRUMS, VOICES
 from neurochip.takeset import ROLES, render_take_set
 from neurochip.variations import best_variation, render_variations, variation_grid
@@ -126,6 +126,16 @@ dice_col.button(
 )
 ui.setting_widget(right, "scheduler", options=list(SCHEDULER_NAMES))
 ui.setting_widget(right, "width")
+with st.expander("Draft options: less model work, not yet checked by ear"):
+    st.caption(
+        "For trying ideas fast: together they cut the model's work to about a third. They "
+        "change the sound in ways nobody has listened to on the real model yet, so takes made "
+        "with any of them are labelled *draft*."
+    )
+    d_windows, d_reuse, d_guidance = st.columns(3)
+    ui.setting_widget(d_windows, "windows", options=list(WINDOW_MODES))
+    ui.setting_widget(d_reuse, "feature_reuse")
+    ui.setting_widget(d_guidance, "guidance_until")
 
 try:
     settings = ui.current_settings()

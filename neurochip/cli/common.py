@@ -6,6 +6,7 @@ import argparse
 from collections.abc import Iterable
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from tqdm import tqdm
 
@@ -17,7 +18,7 @@ from neurochip.io.write import refuse_overwriting_inputs, save_audio
 from neurochip.library.metadata import read_take_metadata
 from neurochip.model import DEFAULT_MODEL_ID
 from neurochip.phase import DEFAULT_ITERATIONS, PHASE_MODES
-from neurochip.settings import RenderSettings, default_of, describe, help_text
+from neurochip.settings import WINDOW_MODES, RenderSettings, default_of, describe, help_text
 from neurochip.sketch import load_sketch
 
 EPILOG = "Run 'neurochip doctor' to check what this machine can do."
@@ -55,6 +56,44 @@ def add_setting(parser, flag: str, settings_class: type, name: str, **options) -
         help=describe(settings_class, name).help + shown,
         **options,
     )
+
+
+#: What --draft turns on: about a third of the model work (shifted windows ~0.75x, feature
+#: reuse every 3 steps, guidance on the first half of the steps). Not yet heard on real
+#: weights: for trying ideas fast, not for the finished take.
+DRAFT_OPTIONS: dict[str, Any] = {"windows": "shifted", "feature_reuse": 3, "guidance_until": 0.5}
+
+#: The RenderSettings fields :func:`add_engine_options` declares.
+ENGINE_FIELDS = ("overlap", "batch_size", "windows", "feature_reuse", "guidance_until")
+
+
+def add_engine_options(parser: argparse.ArgumentParser) -> None:
+    """How the engine works through the song, for every command that renders."""
+    add_setting(parser, "--overlap", RenderSettings, "overlap", type=float)
+    add_setting(parser, "--batch-size", RenderSettings, "batch_size", type=int, metavar="N")
+    add_setting(parser, "--windows", RenderSettings, "windows", choices=WINDOW_MODES)
+    add_setting(parser, "--feature-reuse", RenderSettings, "feature_reuse", type=int, metavar="N")
+    add_setting(
+        parser, "--guidance-until", RenderSettings, "guidance_until", type=float, metavar="SHARE"
+    )
+    parser.add_argument(
+        "--draft",
+        action="store_true",
+        help="draft quality, about a third of the model work: "
+        + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in DRAFT_OPTIONS.items())
+        + " (each unless given). Not yet checked by ear on the real model.",
+    )
+
+
+def engine_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The RenderSettings fields of :func:`add_engine_options`, --draft filling the draft
+    options left at their defaults."""
+    values = {name: getattr(args, name) for name in ENGINE_FIELDS}
+    if args.draft:
+        for name, value in DRAFT_OPTIONS.items():
+            if values[name] == default_of(RenderSettings, name):
+                values[name] = value
+    return values
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:

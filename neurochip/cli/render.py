@@ -12,11 +12,13 @@ from pathlib import Path
 
 from neurochip.cli.common import (
     EPILOG,
+    add_engine_options,
     add_input_options,
     add_model_options,
     add_output_options,
     add_phase_options,
     check_outputs,
+    engine_settings,
     non_negative,
     positive,
     progress_bar,
@@ -53,8 +55,7 @@ def add_parser(commands) -> None:
     _setting(parser, "--scheduler", RenderSettings, "scheduler", metavar="NAME")
     add_model_options(parser)
     add_input_options(parser)
-    _setting(parser, "--overlap", RenderSettings, "overlap", type=float)
-    _setting(parser, "--batch-size", RenderSettings, "batch_size", type=int, metavar="N")
+    add_engine_options(parser)
     _setting(parser, "--stereo-pair", TakeSetOptions, "stereo_pair", action="store_true")
     _setting(parser, "--seed-b", TakeSetOptions, "seed_b", type=int, metavar="SEED")
     _setting(parser, "--width", TakeSetOptions, "width", type=float)
@@ -97,10 +98,9 @@ def run(args: argparse.Namespace) -> None:
         scheduler=args.scheduler,
         start_s=args.start,
         duration_s=args.duration,
-        overlap=args.overlap,
         phase=args.phase,
         phase_iterations=args.iterations,
-        batch_size=args.batch_size,
+        **engine_settings(args),
     )
     for warning in settings.warnings():
         print(f"neurochip: note: {warning}", file=sys.stderr)

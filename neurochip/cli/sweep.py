@@ -15,10 +15,12 @@ from pathlib import Path
 
 from neurochip.cli.common import (
     EPILOG,
+    add_engine_options,
     add_input_options,
     add_model_options,
     add_phase_options,
     add_setting,
+    engine_settings,
     progress_bar,
 )
 from neurochip.errors import NeuroChipError
@@ -97,8 +99,7 @@ def add_parser(commands) -> None:
     add_setting(parser, "--scheduler", RenderSettings, "scheduler", metavar="NAME")
     add_model_options(parser)
     add_input_options(parser)
-    add_setting(parser, "--overlap", RenderSettings, "overlap", type=float)
-    add_setting(parser, "--batch-size", RenderSettings, "batch_size", type=int, metavar="N")
+    add_engine_options(parser)
     parser.add_argument(
         "--bit-depth",
         choices=("16", "24", "float"),
@@ -174,10 +175,9 @@ def _grid(args: argparse.Namespace) -> VariationGrid:
         scheduler=args.scheduler,
         start_s=args.start,
         duration_s=args.duration,
-        overlap=args.overlap,
         phase=args.phase,
         phase_iterations=args.iterations,
-        batch_size=args.batch_size,
+        **engine_settings(args),
         **fixed,
     )
     return variation_grid(base, seeds, denoise=denoise, guidance=guidance)

@@ -172,11 +172,18 @@ def take_label(metadata: Mapping[str, Any], faithfulness: bool = True) -> str:
 
 
 def _settings_parts(settings: Mapping[str, Any], seed: bool = True) -> list[str]:
-    return [
+    parts = [
         form.format(_number(settings[key]))
         for key, form in _LABELLED
         if key in settings and (seed or key != "seed")
     ]
+    # Draft options (less model work, not yet heard on real weights) mark the take as such.
+    draft = (
+        settings.get("windows", "overlap") != "overlap"
+        or settings.get("feature_reuse", 1) != 1
+        or settings.get("guidance_until", 1.0) != 1.0
+    )
+    return [*parts, "draft"] if draft else parts
 
 
 def _without_seed(settings: Mapping[str, Any]) -> dict[str, Any]:
