@@ -457,9 +457,13 @@ class Engine:
         params: SpectrogramParams = SpectrogramParams(),
         cache_bytes: int = DEFAULT_CACHE_BYTES,
         clock: Callable[[], float] = time.perf_counter,
+        memory_limit: int | None = None,
     ) -> None:
         self.model = model
         self._clock = clock
+        # GPU memory (bytes) the automatic batch size keeps the activations within, besides
+        # what is free: e.g. 8 GiB, to check that a consumer card's share is enough.
+        self.memory_limit = memory_limit
         # Seconds per unit of each stage on this device, learned from every render: progress
         # fractions follow the time a stage will take, so "time left" holds steady.
         self._rates = dict(PRIOR_RATES)
@@ -533,6 +537,23 @@ class Engine:
         # The span is rendered as a song of its own; report where it sits in the whole song.
         start_s = round(takes[0].start_s * song.sample_rate) / song.sample_rate
         return [replace(result, start_s=start_s) for result in results]
+
+    def estimate_s(self, song: Audio, takes: Sequence[RenderSettings]) -> float | None:
+        """Seconds a :meth:`render_many` of ``takes`` would take on this engine's device.
+
+        From the time per unit of each stage this engine measured on its own renders and
+        previews (a preview measures them all), so it speaks for this machine and model;
+        None before it has measured the model's stages.
+        """
+        if not {"denoise", "phase"} <= self._measured:
+            return None
+        song = self._at_working_rate(song)
+        span = song.span(takes[0].start_s, takes[0].duration_s)
+        frames = self.params.num_frames(span.frames)
+        mono = span.to_mono()
+        # The span is a song of its own to the engine: not in the cache (its picture is made).
+        work = self._work(mono, "", 0, frames, span.frames, takes, WINDOW_COLUMNS)
+        return sum(work[stage] * self._rates[stage] for stage in STAGES)
 
     def preview(
         self,
@@ -959,6 +980,8 @@ class Engine:
         if device.type != "cuda":
             return 2 * per_window  # CPU/MPS: bigger batches gain little and cost memory
         free, _ = torch.cuda.mem_get_info(device)
+        if self.memory_limit is not None:
+            free = min(free, max(0, self.memory_limit - torch.cuda.memory_allocated(device)))
         # ~0.35 GB of activations per 64x64 fp16 item with SDPA (measured on SD 1.5), with
         # half the free memory left as headroom.
         items = latent_shape[-2] * min(latent_shape[-1], WINDOW_COLUMNS // 8)

@@ -156,6 +156,8 @@ def test_preview_renders_and_shows_spectrograms(app_env):
     assert job.wait(TIMEOUT) and job.state == "done", job.error
     at.run()
     assert not at.exception
+    # Its stage times give the render's estimate on this machine.
+    assert any(c.value.startswith("About ") and "this machine" in c.value for c in at.caption)
     # The notes-kept strip and the spectrograms (input, output, difference).
     assert len(at.get("plotly_chart")) == 2
     preview = job.result

@@ -309,6 +309,12 @@ def test_progress_follows_the_time_each_stage_took_last_time(tiny_model, monkeyp
     for fraction, elapsed in seen:
         if 0.05 < fraction < 1:
             assert elapsed * (1 - fraction) / fraction == pytest.approx(total - elapsed, abs=0.6)
+    # The same measured rates tell a composer how long a whole render will take here.
+    assert Engine(tiny_model).estimate_s(audio, [FAST]) is None  # nothing measured yet
+    expected = engine.estimate_s(audio, [FAST, dataclasses.replace(FAST, seed=9)])
+    began = now[0]
+    engine.render_many(audio, [FAST, dataclasses.replace(FAST, seed=9)])
+    assert expected == pytest.approx(now[0] - began, rel=0.1)
 
 
 def test_denoise_zero_is_the_source_path_reconstruction(engine):

@@ -475,12 +475,22 @@ with r3:
         help=describe(TakeSetOptions, "compare_at_s").help,
     )
 
+full = dataclasses.replace(settings, start_s=float(start_s), duration_s=float(duration_s))
+if engine is not None:
+    # From the time each stage took in this engine's previews: this machine, this model.
+    planned = [full, TakeSetOptions().take_b(full)] if pair else [full]
+    estimate = engine.estimate_s(audio, planned)
+    st.caption(
+        f"About {ui.format_seconds(estimate)} on this machine, going by your previews."
+        if estimate is not None
+        else "How long a render takes here is estimated after the first preview."
+    )
+
 render_job = st.session_state.get("render_job")
 busy = render_job is not None and not render_job.finished
 if st.button(
     "Render", type="primary", disabled=engine is None or busy, icon=":material/graphic_eq:"
 ):
-    full = dataclasses.replace(settings, start_s=float(start_s), duration_s=float(duration_s))
     options = TakeSetOptions(
         stereo_pair=pair,
         width=float(st.session_state["w_width"]),
