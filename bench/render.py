@@ -24,12 +24,24 @@ downloaded here and the arithmetic -- so the speed -- does not depend on their v
 audio it produces is noise: only the timings, counts and lengths mean anything, never the
 sound. ``--quick`` shrinks the widths (same architecture family) so it runs on a CPU in minutes.
 
+It also reports each stage's time (NeuroChip), the arithmetic done (UNet and VAE FLOPs counted
+with ``torch.utils.flop_counter`` on the built model, not assumed), the TFLOP/s achieved and the
+share of the device's dense fp16/bf16 peak (from the vendor's data sheet, for the cards listed in
+``PEAK_TFLOPS``), and the share of the wall time spent outside the model.
+
 Run it from the repository root::
 
-    .venv/bin/python bench/render.py --quick                  # CPU: reduced width, 10 s of audio
-    .venv/bin/python bench/render.py                          # GPU: full SD 1.5 size, 60 s
+    .venv/bin/python bench/render.py                          # GPU: SD 1.5, 3-minute stereo pair
+    .venv/bin/python bench/render.py --quick                  # CPU: reduced width, 10 s
+    .venv/bin/python bench/render.py --single --seconds 60    # one take
+    .venv/bin/python bench/render.py --draft                  # the draft options
+    .venv/bin/python bench/render.py --seconds 600 --memory-cap-gb 8 --skip-riffusion
+    .venv/bin/python bench/render.py --count-only --seconds 180 --windows shifted
     .venv/bin/python bench/render.py song.wav --seconds 30 --json render.json
-    .venv/bin/python bench/render.py --quick --pair           # a stereo pair, shared loop
+
+``--count-only`` runs no model: it counts the UNet items and calls of both contenders at the
+given length and settings (``neurochip.engine.count_unet_work``, packed as the engine packs
+them; the loop's from its clips), in well under a second.
 
 With no file it uses the NES-style tune synthesised by ``tests/chiptune.py`` (labelled as such).
 Timings are of the whole machine: on a busy CPU they are noisy.
@@ -52,8 +64,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from neurochip.cli.common import add_engine_options, engine_settings
 from neurochip.device import describe_device, resolve_device
-from neurochip.engine import Engine, RenderSettings
+from neurochip.engine import Engine, RenderSettings, count_unet_work
 from neurochip.errors import NeuroChipError
 from neurochip.io import Audio, load_audio
 from neurochip.model import RiffusionModel, assemble_model, resolve_dtype
@@ -85,6 +98,26 @@ RIFFUSION_GL_ITERATIONS = 32
 #: Length of the untimed warm-up song: just over one model window (5.12 s), so the engine's
 #: tiled-VAE path is warm too; the loop still makes one clip of it.
 WARMUP_SECONDS = 6.0
+
+#: Dense (no sparsity) fp16/bf16 tensor-core peaks from the vendors' data sheets, TFLOP/s, by a
+#: part of the device name. Only for the "% of peak" column; the work itself is counted.
+PEAK_TFLOPS: dict[str, float] = {
+    "H200": 989.0,
+    "H100 80GB HBM3": 989.0,  # SXM
+    "H100 PCIe": 756.0,
+    "H100 NVL": 835.0,
+    "A100": 312.0,
+    "L40S": 362.0,
+    "L4": 121.0,
+    "A10G": 125.0,
+    "RTX 4090": 165.0,
+    "RTX 3090": 71.0,
+    "T4": 65.0,
+}
+
+#: UNet batch items per call the count-only mode assumes: what the engine's auto batch picks
+#: on a large GPU (it caps there).
+COUNT_BATCH = 64
 
 #: Stable Diffusion's scheduler_config.json (PNDM); both contenders build DPM++ from it.
 SD_SCHEDULER_CONFIG: dict[str, Any] = {
@@ -340,6 +373,61 @@ class Result:
     length_diff_samples: int  # output - input
     clips: int | None = None  # the loop's clip count
     wall_s_all: list[float] = field(default_factory=list)
+    stages_s: dict[str, float] = field(default_factory=dict)  # NeuroChip: time per stage
+    tflop: float | None = None  # arithmetic done, counted
+    tflops_achieved: float | None = None  # tflop / wall_s
+    peak_share: float | None = None  # of the device's dense fp16 peak
+    non_model_share: float | None = None  # wall time outside the UNet and VAE (NeuroChip)
+
+
+@dataclass(frozen=True)
+class Arithmetic:
+    """FLOPs of the model's parts, counted once on the built model (a multiply-add is 2)."""
+
+    unet_item: float  # one 64x64-latent UNet batch item
+    unet_shallow_item: float  # the same, reusing deep features (feature reuse)
+    vae_encode_mpx: float  # per megapixel of picture encoded
+    vae_decode_mpx: float  # per megapixel decoded
+
+    def of(self, result: Result, shallow_items: int = 0) -> float:
+        full = result.unet_items - shallow_items
+        vae = result.vae_megapixels * (self.vae_encode_mpx + self.vae_decode_mpx) / 2
+        return full * self.unet_item + shallow_items * self.unet_shallow_item + vae
+
+
+def count_arithmetic(model: RiffusionModel) -> Arithmetic:
+    """Count with ``torch.utils.flop_counter`` on one item of each part (no timing)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from neurochip.feature_reuse import full_unet, shallow_unet
+
+    device, dtype = model.device, model.dtype
+    latents = torch.zeros(1, 4, 64, 64, device=device, dtype=dtype)
+    t = torch.tensor([500], device=device)
+    context = torch.zeros(1, 77, model.unet.config.cross_attention_dim, device=device, dtype=dtype)
+    picture = torch.zeros(1, 3, 512, 512, device=device, dtype=dtype)
+
+    def flops(run: Callable[[], Any]) -> float:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            run()
+        return float(counter.get_total_flops())
+
+    with torch.no_grad():
+        _, deep = full_unet(model.unet, latents, t, context)
+    mpx = 512 * 512 / 1e6
+    return Arithmetic(
+        unet_item=flops(lambda: model.unet(latents, t, encoder_hidden_states=context)),
+        unet_shallow_item=flops(lambda: shallow_unet(model.unet, latents, t, context, deep)),
+        vae_encode_mpx=flops(lambda: model.vae.encode(picture)) / mpx,
+        vae_decode_mpx=flops(lambda: model.vae.decode(latents)) / mpx,
+    )
+
+
+def device_peak_tflops(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((peak for part, peak in PEAK_TFLOPS.items() if part in name), None)
 
 
 def best_of(runs: Sequence[Result]) -> Result:
@@ -381,13 +469,14 @@ def timed(
         output_samples=int(output.shape[-1]),
         length_diff_samples=int(output.shape[-1]) - input_samples,
         clips=clips,
+        stages_s=dict(getattr(render, "stages_s", {})),
     )
 
 
 # --- contender 1: NeuroChip -------------------------------------------------------------------
 
 
-def neurochip_settings(prompt: str, denoise: float, steps: int) -> RenderSettings:
+def neurochip_settings(prompt: str, denoise: float, steps: int, **engine: Any) -> RenderSettings:
     return RenderSettings(
         prompt=prompt,
         denoise=denoise,
@@ -396,6 +485,7 @@ def neurochip_settings(prompt: str, denoise: float, steps: int) -> RenderSetting
         seed=SEED,
         scheduler=SCHEDULER,
         phase="source",
+        **engine,
     )
 
 
@@ -405,6 +495,7 @@ def neurochip_render(
     settings: RenderSettings,
     takes: int = 1,
     together: bool = True,
+    memory_limit: int | None = None,
 ):
     """A render function for :func:`timed`: the whole song as one piece.
 
@@ -412,16 +503,28 @@ def neurochip_render(
     loop (``together``, as the app and CLI do) or one after the other; take A is returned.
     """
     all_settings = [replace(settings, seed=settings.seed + k) for k in range(takes)]
+    device = model.device
 
     def render() -> tuple[np.ndarray, float]:
         # A fresh engine: its cache of song encodings must not carry over from the warm-up.
-        engine, audio = Engine(model, PARAMS), Audio(song, SAMPLE_RATE)
+        engine, audio = Engine(model, PARAMS, memory_limit=memory_limit), Audio(song, SAMPLE_RATE)
+        stages = render.stages_s = {}
+        current = ["encode", time.perf_counter()]
+
+        def progress(fraction: float, label: str) -> None:
+            synchronize(device)  # the stage before this report is finished, not just queued
+            now = time.perf_counter()
+            stages[current[0]] = stages.get(current[0], 0.0) + now - current[1]
+            current[:] = [label.split()[0], now]
+
         if together:
-            renders = engine.render_many(audio, all_settings)
+            renders = engine.render_many(audio, all_settings, progress)
         else:
-            renders = [engine.render(audio, s) for s in all_settings]
+            renders = [engine.render(audio, s, progress) for s in all_settings]
+        stages.pop("done", None)
         return renders[0].audio.samples, song.shape[-1] / SAMPLE_RATE
 
+    render.stages_s = {}
     return render
 
 
@@ -599,6 +702,18 @@ def print_table(results: Sequence[Result], input_samples: int) -> None:
         )
     print(f"input: {input_samples} samples ({input_samples / SAMPLE_RATE:.2f} s)")
     for r in results:
+        if r.tflop is not None:
+            achieved = f"{r.tflops_achieved:.1f} TFLOP/s"
+            if r.peak_share is not None:
+                achieved += f" ({100 * r.peak_share:.0f}% of the device's dense fp16 peak)"
+            print(f"{r.contender}: {r.tflop:.1f} TFLOP of model arithmetic (counted), {achieved}")
+        if r.stages_s:
+            stages = ", ".join(f"{k} {v:.2f} s" for k, v in r.stages_s.items())
+            print(
+                f"{r.contender} stages: {stages}; outside the model "
+                f"{100 * (r.non_model_share or 0):.0f}% of the wall time"
+            )
+    for r in results:
         if len(r.wall_s_all) > 1:
             walls = ", ".join(f"{w:.2f}" for w in r.wall_s_all)
             print(f"{r.contender} wall s of every run: {walls}")
@@ -642,7 +757,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--quick", action="store_true", help="reduced-width model, 10 s, 10 steps: for a CPU"
     )
-    parser.add_argument("--seconds", type=float, default=None, help="audio length (60; quick 10)")
+    parser.add_argument("--seconds", type=float, default=None, help="audio length (180; quick 10)")
     parser.add_argument("--steps", type=int, default=None, help="scheduler steps (50; quick 10)")
     parser.add_argument("--denoise", type=float, default=0.35, help="img2img strength (0.35)")
     parser.add_argument("--prompt", default=DEFAULT_PROMPT, help="text prompt (speed: any)")
@@ -661,16 +776,36 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     parser.add_argument(
-        "--pair",
+        "--single",
         action="store_true",
-        help="a stereo pair (takes A and B): NeuroChip's takes in one loop and in turn; "
-        "the clip loop twice",
+        help="one take instead of a stereo pair (takes A and B: NeuroChip's in one loop and "
+        "in turn, the clip loop twice; the default)",
     )
+    parser.add_argument("--pair", action="store_true", help=argparse.SUPPRESS)  # the default
+    parser.add_argument(
+        "--count-only",
+        action="store_true",
+        help="count UNet items and calls of both contenders, running no model",
+    )
+    parser.add_argument(
+        "--count-batch",
+        type=int,
+        default=COUNT_BATCH,
+        help=f"UNet items per call --count-only assumes ({COUNT_BATCH}, the auto batch's cap)",
+    )
+    parser.add_argument(
+        "--memory-cap-gb",
+        type=float,
+        default=None,
+        help="CUDA: cap this process's GPU memory (torch's per-process fraction) and the "
+        "engine's auto batch at this many GiB, e.g. 8 for a consumer card",
+    )
+    add_engine_options(parser)
     parser.add_argument(
         "--skip-riffusion", action="store_true", help="time NeuroChip only (no clip loop)"
     )
     args = parser.parse_args(argv)
-    args.seconds = args.seconds if args.seconds is not None else (10.0 if args.quick else 60.0)
+    args.seconds = args.seconds if args.seconds is not None else (10.0 if args.quick else 180.0)
     args.steps = args.steps if args.steps is not None else (10 if args.quick else 50)
     if not args.seconds >= 1.0:
         parser.error("--seconds must be 1 or more")
@@ -691,17 +826,78 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def count_contenders(seconds: float, settings: RenderSettings, takes: int, batch: int):
+    """UNet items and calls of both contenders, without a model (``--count-only``)."""
+    all_settings = [replace(settings, seed=settings.seed + k) for k in range(takes)]
+    frames = PARAMS.num_frames(round(seconds * SAMPLE_RATE))
+    neuro = count_unet_work(frames, all_settings, batch)
+    clips = len(riffusion_clip_starts_ms(seconds))
+    per_clip = settings.denoise_steps  # one call a step, the guidance pair in it
+    guided = 2 if settings.guidance > 1.0 else 1
+    loop = {
+        "unet_items": takes * clips * per_clip * guided,
+        "unet_calls": takes * clips * per_clip,
+        "clips": clips,
+    }
+    return {
+        "seconds": seconds,
+        "takes": takes,
+        "batch": batch,
+        "settings": settings.to_dict(),
+        "NeuroChip": neuro,
+        "Riffusion loop": loop,
+        "unet_items_ratio": neuro["unet_items"] / loop["unet_items"],
+        "full_items_ratio": neuro["full_items"] / loop["unet_items"],
+    }
+
+
+def print_counts(counts: dict[str, Any]) -> None:
+    neuro, loop = counts["NeuroChip"], counts["Riffusion loop"]
+    what = "a stereo pair" if counts["takes"] == 2 else "one take"
+    print(
+        f"{counts['seconds']:g} s, {what}, at most {counts['batch']} items a call "
+        "(counted, no model run)"
+    )
+    print(
+        f"NeuroChip:      {neuro['unet_items']:>7} UNet items in {neuro['unet_calls']:>5} calls"
+        f" ({neuro['full_items']} items in {neuro['full_calls']} whole evaluations)"
+    )
+    print(
+        f"Riffusion loop: {loop['unet_items']:>7} UNet items in {loop['unet_calls']:>5} calls"
+        f" ({loop['clips']} clips a take)"
+    )
+    print(
+        f"NeuroChip / loop: {counts['unet_items_ratio']:.2f} x the UNet items, "
+        f"{counts['full_items_ratio']:.2f} x counting whole evaluations only"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
+    takes = 1 if args.single else 2
     try:
+        settings = neurochip_settings(
+            args.prompt, args.denoise, args.steps, **engine_settings(args)
+        )
+        if args.count_only:
+            counts = count_contenders(args.seconds, settings, takes, args.count_batch)
+            print_counts(counts)
+            if args.json is not None:
+                args.json.write_text(json.dumps(counts, indent=2) + "\n")
+                print(f"wrote {args.json}")
+            return 0
         device = resolve_device(args.device)
         dtype = resolve_dtype(args.dtype, device)
         song, label = load_song(args.file, args.seconds)
-        settings = neurochip_settings(args.prompt, args.denoise, args.steps)
     except NeuroChipError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    memory_limit = None
+    if args.memory_cap_gb is not None and device.type == "cuda":
+        memory_limit = int(args.memory_cap_gb * 2**30)
+        total = torch.cuda.get_device_properties(device).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(1.0, memory_limit / total), device)
     if device.type == "cpu":
         # Engine() turns on flush-denormal process-wide on the CPU. Set here for both, so the
         # loop is not timed with it off before the engine exists and on after; flushing also
@@ -716,7 +912,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         log("note: short songs are dominated by fixed costs; the full benchmark uses 60 s")
 
     warm = song[:, : round(min(WARMUP_SECONDS, args.seconds) * SAMPLE_RATE)]
-    takes = 2 if args.pair else 1
     pipeline = None if args.skip_riffusion else make_img2img_pipeline(model)
     loop = None
     if pipeline is not None:
@@ -731,10 +926,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         riffusion_render(pipeline, warm, device, args.prompt, args.denoise, args.steps)()
     synchronize(device)
 
-    contenders = {"NeuroChip": neurochip_render(model, song, settings, takes)}
+    contenders = {"NeuroChip": neurochip_render(model, song, settings, takes, True, memory_limit)}
     if takes > 1:
         # The same pair with its takes rendered in turn: what sharing the loop saves.
-        contenders["NeuroChip, in turn"] = neurochip_render(model, song, settings, takes, False)
+        contenders["NeuroChip, in turn"] = neurochip_render(
+            model, song, settings, takes, False, memory_limit
+        )
     clips = len(riffusion_clip_starts_ms(song.shape[-1] / SAMPLE_RATE))
     runs: dict[str, list[Result]] = {name: [] for name in [*contenders, "Riffusion loop"]}
     # Repeats alternate between the contenders, so a slow spell of a shared machine hits both.
@@ -750,6 +947,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                 timed("Riffusion loop", loop, model, song.shape[-1], clips)
             )
     results = [best_of(r) for r in runs.values() if r]
+    log("counting the model's arithmetic ...")
+    arithmetic = count_arithmetic(model)
+    peak = device_peak_tflops(device)
+    frames = PARAMS.num_frames(song.shape[-1])
+    for r in results:
+        shallow = 0
+        if r.contender.startswith("NeuroChip"):
+            work = count_unet_work(
+                frames, [replace(settings, seed=SEED + k) for k in range(takes)], 1 << 30
+            )
+            shallow = work["unet_items"] - work["full_items"]
+            in_model = sum(r.stages_s.get(k, 0.0) for k in ("encode", "denoise", "decode"))
+            r.non_model_share = max(0.0, 1 - in_model / r.wall_s)
+        r.tflop = arithmetic.of(r, shallow) / 1e12
+        r.tflops_achieved = r.tflop / r.wall_s
+        r.peak_share = None if peak is None else r.tflops_achieved / peak
 
     print(
         f"model: {model.source}; UNet {params['unet']:.1f}M, VAE {params['vae']:.1f}M, "
@@ -802,6 +1015,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "griffin_lim_iterations": RIFFUSION_GL_ITERATIONS,
             },
             "results": [asdict(r) for r in results],
+            "arithmetic_flop": asdict(arithmetic),
+            "device_peak_tflops": peak,
+            "memory_cap_gb": args.memory_cap_gb,
             "takes": takes,
             "ratios": ratios,
             "benchmark_run_s": total,

@@ -1,0 +1,53 @@
+"""The benchmarks' counting modes (no model runs): what issue 11's promises are checked with."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+@pytest.fixture(scope="module")
+def render_bench():
+    sys.path.insert(0, str(BENCH))
+    try:
+        import render
+
+        yield render
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+def counts(render_bench, tmp_path, *extra: str) -> dict:
+    out = tmp_path / "counts.json"
+    code = render_bench.main(["--count-only", "--seconds", "180", "--json", str(out), *extra])
+    assert code == 0
+    return json.loads(out.read_text())
+
+
+def test_a_shifted_window_pair_does_no_more_model_work_than_the_clip_loop(render_bench, tmp_path):
+    overlap = counts(render_bench, tmp_path)
+    shifted = counts(render_bench, tmp_path, "--windows", "shifted")
+    loop = shifted["Riffusion loop"]["unet_items"]
+    assert overlap["NeuroChip"]["unet_items"] > loop  # 1.27x at the default overlap
+    assert shifted["NeuroChip"]["unet_items"] <= loop
+    # ... and far fewer calls: the whole song's windows share each step's calls.
+    assert shifted["NeuroChip"]["unet_calls"] * 10 < shifted["Riffusion loop"]["unet_calls"]
+
+
+def test_feature_reuse_counts_at_least_40_percent_fewer_whole_evaluations(render_bench, tmp_path):
+    plain = counts(render_bench, tmp_path, "--single")["NeuroChip"]
+    reused = counts(render_bench, tmp_path, "--single", "--feature-reuse", "3")["NeuroChip"]
+    assert reused["unet_items"] == plain["unet_items"]
+    assert reused["full_items"] <= 0.6 * plain["full_items"]
+
+
+def test_a_pair_makes_no_more_calls_than_one_take_when_the_batch_has_room(render_bench, tmp_path):
+    one = counts(render_bench, tmp_path, "--single", "--count-batch", "512")["NeuroChip"]
+    pair = counts(render_bench, tmp_path, "--count-batch", "512")["NeuroChip"]
+    assert pair["unet_items"] == 2 * one["unet_items"]
+    assert pair["unet_calls"] == one["unet_calls"]
