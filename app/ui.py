@@ -41,6 +41,8 @@ class ModelChoice:
     # The app never downloads 4 GB unasked: it looks in the local cache only (an instant
     # answer offline) until the composer presses Download on the Model page.
     download: bool = False
+    lora: str = ""  # a LoRA fused into the UNet (file, folder or hub id), "" for none
+    lora_scale: float = 1.0
 
 
 def model_choice() -> ModelChoice:
@@ -61,7 +63,12 @@ def _engine_job(choice: ModelChoice) -> Job[Engine]:
     def load(progress: Callable[[float, str], None], cancel: Any) -> Engine:
         progress(0.0, "downloading (about 4 GB, once)" if choice.download else "reading it")
         loaded = Engine.from_pretrained(
-            choice.source, choice.device, choice.dtype, local_files_only=not choice.download
+            choice.source,
+            choice.device,
+            choice.dtype,
+            local_files_only=not choice.download,
+            lora=choice.lora or None,
+            lora_scale=choice.lora_scale,
         )
         freeze_long_lived_objects()
         return loaded
@@ -160,8 +167,13 @@ def restore_session() -> None:
             st.session_state[name] = state[name]
     model = state.get("model")
     if isinstance(model, dict) and isinstance(model.get("source"), str):
+        scale = model.get("lora_scale", 1.0)
         st.session_state["model_choice"] = ModelChoice(
-            model["source"], str(model.get("device", "auto")), str(model.get("dtype", "auto"))
+            model["source"],
+            str(model.get("device", "auto")),
+            str(model.get("dtype", "auto")),
+            lora=str(model.get("lora") or ""),
+            lora_scale=float(scale) if isinstance(scale, (int, float)) else 1.0,
         )  # never a download: that waits for the composer's click
     preview = kept.preview()
     if preview is not None:

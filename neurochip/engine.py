@@ -486,6 +486,8 @@ class Engine:
         device: str = "auto",
         dtype: str | None = None,
         local_files_only: bool | None = None,
+        lora: str | Path | None = None,
+        lora_scale: float = 1.0,
     ) -> Engine:
         """An engine with the Riffusion model (or any Stable Diffusion 1.x model) loaded.
 
@@ -494,12 +496,19 @@ class Engine:
             device: ``auto`` (the best found), ``cuda``, ``mps`` or ``cpu``.
             dtype: ``fp32``, ``fp16`` or ``bf16``; ``None`` is fp16 on CUDA, fp32 elsewhere.
             local_files_only: Never touch the network (default: ``HF_HUB_OFFLINE``).
+            lora: A LoRA to fuse into the UNet (file, folder or hub id; see
+                :mod:`neurochip.lora`), at strength ``lora_scale``.
 
         Raises:
             ModelNotFoundError: The weights are not here; the message says how to get them.
             ModelLoadError: They are here, but a part cannot be used; the message names it.
         """
-        return cls(load_model(source, device, dtype or "auto", local_files_only))
+        model = load_model(source, device, dtype or "auto", local_files_only)
+        if lora:
+            from neurochip.lora import apply_lora
+
+            apply_lora(model, lora, lora_scale, local_files_only)
+        return cls(model)
 
     # -- public --------------------------------------------------------------------------------
 

@@ -50,6 +50,8 @@ SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
     "euler": ("EulerDiscreteScheduler", {}),
     "euler-a": ("EulerAncestralDiscreteScheduler", {}),
     "lms": ("LMSDiscreteScheduler", {}),
+    # Latent consistency: 4-8 steps with an LCM-LoRA (neurochip.lora), guidance 1-2.
+    "lcm": ("LCMScheduler", {}),
 }
 DEFAULT_SCHEDULER = "dpm++"
 # The names composers choose from are listed with the settings; each needs its class here.

@@ -20,7 +20,7 @@ from neurochip.errors import NeuroChipError
 from neurochip.phase import MAX_ITERATIONS, PHASE_MODES, PhaseSettings
 
 #: Scheduler names users pick from. The diffusers class behind each is in :mod:`neurochip.model`.
-SCHEDULER_NAMES: tuple[str, ...] = ("dpm++", "ddim", "pndm", "euler", "euler-a", "lms")
+SCHEDULER_NAMES: tuple[str, ...] = ("dpm++", "ddim", "pndm", "euler", "euler-a", "lms", "lcm")
 
 SETTINGS_VERSION = 1
 
@@ -170,7 +170,8 @@ class RenderSettings:
         "dpm++",
         label="Scheduler",
         help="The sampling algorithm: " + ", ".join(SCHEDULER_NAMES) + ". dpm++ is fast and "
-        "clean; euler-a is more varied.",
+        "clean; euler-a is more varied; lcm is for 4-8 step drafts with an LCM-LoRA (guidance "
+        "1-2).",
         useful="dpm++",
     )
     start_s: float = _setting(

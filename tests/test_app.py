@@ -721,6 +721,27 @@ def test_the_page_works_while_the_model_loads_and_previews_once_it_is_ready(app_
     ui.forget_engine()
 
 
+def test_a_lora_chosen_on_the_model_page_is_fused_and_kept(app_env, tiny_model_dir):
+    from neurochip.model import load_model
+    from tests.test_model import make_lora
+
+    make_lora(load_model(tiny_model_dir, device="cpu"), app_env / "style")
+    at = start("views/model.py")
+    [lora] = [t for t in at.text_input if t.label == "LoRA (optional)"]
+    lora.input(str(app_env / "style"))
+    [use] = [b for b in at.button if b.label == "Use this model"]
+    use.click().run()
+    wait_for_model(at)
+    assert not at.exception
+    engine = at.session_state["model_job"].result
+    assert engine is not None and "LoRA style x1" in engine.model.source
+    assert any("LoRA style" in s.value for s in at.success)  # "Loaded: ..." says so
+    again = AppTest.from_file("../app/main.py", default_timeout=TIMEOUT)
+    again.run()
+    assert again.session_state["model_choice"].lora == str(app_env / "style")  # kept
+    ui.forget_engine()
+
+
 def test_the_app_never_downloads_unasked(app_env, monkeypatch):
     from neurochip.engine import Engine
     from neurochip.errors import ModelNotFoundError

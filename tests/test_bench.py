@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -13,13 +14,13 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 @pytest.fixture(scope="module")
 def render_bench():
-    sys.path.insert(0, str(BENCH))
-    try:
-        import render
-
-        yield render
-    finally:
-        sys.path.remove(str(BENCH))
+    """bench/render.py as a module (it is a script, not part of a package)."""
+    spec = importlib.util.spec_from_file_location("bench_render", BENCH / "render.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look themselves up there
+    spec.loader.exec_module(module)
+    yield module
+    del sys.modules[spec.name]
 
 
 def counts(render_bench, tmp_path, *extra: str) -> dict:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -186,6 +187,20 @@ def test_draft_renders_carry_their_draft_options(song, tmp_path, tiny_model_dir)
     assert sf.info(out).frames == sf.info(song).frames
 
 
+def test_render_with_a_lora_records_it_with_the_model(song, tmp_path, tiny_model_dir):
+    from neurochip.library.metadata import read_take_metadata
+    from neurochip.model import load_model
+    from tests.test_model import make_lora
+
+    make_lora(load_model(tiny_model_dir, device="cpu"), tmp_path / "style")
+    out = tmp_path / "styled.wav"
+    argv = ["render", str(song), "-o", str(out), "--prompt", "x", "--model", str(tiny_model_dir)]
+    assert (
+        main([*argv, "--lora", str(tmp_path / "style"), "--lora-scale", "0.8", *RENDER_FAST]) == 0
+    )
+    assert "LoRA style x0.8" in json.dumps(read_take_metadata(out))
+
+
 def test_render_stereo_pair_and_comparison(song, tmp_path, tiny_model_dir):
     from neurochip.library.metadata import read_take_metadata, settings_from_take
 
@@ -236,6 +251,8 @@ def test_render_keeps_its_takes_in_the_library_unless_told_not_to(
         (["--crossfade-compare", "--crossfade-back", "1", "--model", "/no/such"], "fade back"),
         (["--feature-reuse", "9", "--model", "/no/such/model"], "feature reuse must be 1-5"),
         (["--guidance-until", "2", "--model", "/no/such/model"], "guidance for the first"),
+        (["--lora", "/no/such/lora.safetensors", "--model", "/no/such/model"], "no lora at"),
+        (["--lora", "x/y", "--lora-scale", "3", "--model", "/no/such/model"], "lora-scale"),
     ],
 )
 def test_render_rejects_bad_settings_clearly(song, tmp_path, capsys, extra, message):

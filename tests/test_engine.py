@@ -763,3 +763,14 @@ def test_counting_unet_work_without_a_model_matches_the_engine(engine, tiny_mode
     assert counted["full_items"] == sum(sizes)
     if changes.get("feature_reuse", 1) == 1:
         assert counted["unet_calls"] == counted["full_calls"]
+
+
+def test_the_lcm_scheduler_renders_a_few_step_draft(engine):
+    audio = song(6.0)
+    draft = dataclasses.replace(FAST, scheduler="lcm", steps=8, denoise=0.5, guidance=1.0)
+    first = engine.render(audio, draft)
+    again = engine.render(audio, draft)
+    assert first.audio.frames == audio.frames
+    np.testing.assert_array_equal(first.audio.samples, again.audio.samples)
+    assert np.isfinite(first.audio.samples).all()
+    assert not np.allclose(first.output_image, first.input_image, atol=1e-3)  # it did something

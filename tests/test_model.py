@@ -298,3 +298,73 @@ def test_missing_hub_weights_name_the_id_asked_for(tmp_path, monkeypatch):
     assert "huggingface-cli download someone/nothing" in message
     local = str(_missing_weights(str(tmp_path), "no weights"))
     assert "huggingface-cli download riffusion/riffusion-model-v1" in local
+
+
+# --- LoRA (issue 11: LCM-LoRA drafts, styles) ---------------------------------------------------
+
+
+def make_lora(model, folder, rank: int = 4):
+    """A random LoRA for the tiny UNet, saved as diffusers saves one; returns the adapted
+    UNet's prediction for a fixed input (what fusing it must reproduce)."""
+    from diffusers import StableDiffusionPipeline
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    unet = model.unet
+    unet.add_adapter(
+        LoraConfig(
+            r=rank,
+            lora_alpha=rank,
+            target_modules=["to_q", "to_k", "to_v", "to_out.0"],
+            init_lora_weights=False,
+        )
+    )
+    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+    StableDiffusionPipeline.save_lora_weights(folder, unet_lora_layers=layers)
+    return predict(unet)
+
+
+def predict(unet):
+    generator = torch.Generator().manual_seed(0)
+    sample = torch.randn(1, 4, 64, 64, generator=generator)
+    context = torch.randn(1, 77, unet.config.cross_attention_dim, generator=generator)
+    with torch.no_grad():
+        return unet(sample, torch.tensor([500]), encoder_hidden_states=context).sample
+
+
+def test_a_lora_is_fused_into_the_unet(tiny_model_dir, tmp_path):
+    from neurochip.lora import LORA_FILE, apply_lora
+
+    adapted = make_lora(load_model(tiny_model_dir, device="cpu"), tmp_path / "style")
+    model = load_model(tiny_model_dir, device="cpu")
+    base = predict(model.unet)
+    apply_lora(model, tmp_path / "style")  # the folder: its pytorch_lora_weights.safetensors
+    fused = predict(model.unet)
+    torch.testing.assert_close(fused, adapted, atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(fused, base, atol=1e-3)
+    assert "LoRA style x1" in model.source  # takes record it with the model
+    half = apply_lora(load_model(tiny_model_dir, device="cpu"), tmp_path / "style" / LORA_FILE, 0.5)
+    between = predict(half.unet)
+    assert (between - base).abs().mean() < (fused - base).abs().mean()
+
+
+def test_lora_files_that_cannot_be_used_are_clear_errors(tiny_model_dir, tmp_path):
+    from neurochip.lora import apply_lora
+
+    model = load_model(tiny_model_dir, device="cpu")
+    pickled = tmp_path / "style.bin"
+    pickled.write_bytes(b"\x80\x04K\x01.")
+    with pytest.raises(NeuroChipError, match="safetensors files only"):
+        apply_lora(model, pickled)
+    with pytest.raises(NeuroChipError, match="no such file"):
+        apply_lora(model, tmp_path / "nothing" / "here.safetensors")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(NeuroChipError, match="no .safetensors files"):
+        apply_lora(model, tmp_path / "empty")
+    with pytest.raises(NeuroChipError, match="strength"):
+        apply_lora(model, tmp_path / "empty", scale=5.0)
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not a safetensors file")
+    with pytest.raises(NeuroChipError, match="not a LoRA"):
+        apply_lora(model, junk)

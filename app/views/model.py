@@ -30,8 +30,20 @@ with st.form("model_form"):
         index=list(DTYPES).index(choice.dtype),
         help="auto: fp16 on CUDA GPUs (fast, half the memory), fp32 on the CPU.",
     )
+    lora_col, scale_col = st.columns([3, 1])
+    lora = lora_col.text_input(
+        "LoRA (optional)",
+        value=choice.lora,
+        help="A LoRA fused into the model: a .safetensors file, a folder or a hub id. "
+        "latent-consistency/lcm-lora-sdv1-5 with the lcm scheduler, 8 steps and guidance "
+        "1-2 makes fast drafts (not yet checked by ear on Riffusion). Only .safetensors "
+        "files are read.",
+    )
+    lora_scale = scale_col.slider("LoRA strength", 0.05, 2.0, choice.lora_scale, step=0.05)
     if st.form_submit_button("Use this model", type="primary"):
-        st.session_state["model_choice"] = ui.ModelChoice(source.strip(), device, dtype)
+        st.session_state["model_choice"] = ui.ModelChoice(
+            source.strip(), device, dtype, lora=lora.strip(), lora_scale=float(lora_scale)
+        )
         ui.save_session()  # the next session (a refresh, a restart) uses it too
         ui.forget_engine()
         st.rerun()

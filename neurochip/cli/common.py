@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Iterable
 from contextlib import contextmanager
 from pathlib import Path
@@ -110,6 +111,43 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         choices=("auto", "fp32", "fp16", "bf16"),
         default="auto",
         help="number format: auto is fp16 on CUDA GPUs and fp32 elsewhere",
+    )
+    parser.add_argument(
+        "--lora",
+        default=None,
+        metavar="FILE|DIR|ID",
+        help="a LoRA fused into the model: a .safetensors file, a folder, or a hub id (e.g. "
+        "latent-consistency/lcm-lora-sdv1-5 with --scheduler lcm --steps 8 --guidance 1.5 "
+        "for drafts)",
+    )
+    parser.add_argument(
+        "--lora-scale",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="the LoRA's strength, more than 0 and at most 2 (default 1)",
+    )
+
+
+def load_engine(args: argparse.Namespace):
+    """The engine the model options of ``args`` ask for (a progress line on stderr)."""
+    from neurochip.engine import Engine
+    from neurochip.lora import MAX_LORA_SCALE, lora_file
+
+    if args.lora:
+        # A wrong path, a pickle file or a bad strength is said before the slow model load.
+        if not 0.0 < args.lora_scale <= MAX_LORA_SCALE:
+            raise NeuroChipError(
+                f"--lora-scale must be more than 0 and at most 2, not {args.lora_scale}."
+            )
+        lora_file(args.lora)
+    print(f"Loading model {args.model} ...", file=sys.stderr)
+    return Engine.from_pretrained(
+        args.model,
+        device=args.device,
+        dtype=args.dtype,
+        lora=args.lora,
+        lora_scale=args.lora_scale,
     )
 
 

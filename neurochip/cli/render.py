@@ -19,6 +19,7 @@ from neurochip.cli.common import (
     add_phase_options,
     check_outputs,
     engine_settings,
+    load_engine,
     non_negative,
     positive,
     progress_bar,
@@ -84,7 +85,6 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from neurochip.engine import Engine
     from neurochip.takeset import ROLES, check_take_set, output_paths, render_take_set, roles
 
     # Every setting is checked before the (slow) model load.
@@ -122,8 +122,7 @@ def run(args: argparse.Namespace) -> None:
     sketch = load_sketch(args.input, max_duration_s=args.max_duration)
     check_take_set(sketch.audio, settings, options)  # all of it, before the slow model load
     library = None if args.no_library else TakeLibrary()
-    print(f"Loading model {args.model} ...", file=sys.stderr)
-    engine = Engine.from_pretrained(args.model, device=args.device, dtype=args.dtype)
+    engine = load_engine(args)
     print(f"Model: {engine.model.describe()}", file=sys.stderr)
 
     with progress_bar("render") as update:

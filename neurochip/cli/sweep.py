@@ -21,6 +21,7 @@ from neurochip.cli.common import (
     add_phase_options,
     add_setting,
     engine_settings,
+    load_engine,
     progress_bar,
 )
 from neurochip.errors import NeuroChipError
@@ -121,7 +122,6 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from neurochip.engine import Engine
 
     # Every setting, the grid and the files are checked before the (slow) model load.
     grid = _grid(args)
@@ -132,8 +132,7 @@ def run(args: argparse.Namespace) -> None:
     check_take_set(sketch.audio, grid.base, TakeSetOptions())  # the span lies in the song
     bars = sketch_bar_times(sketch)
     library = None if args.no_library else TakeLibrary()
-    print(f"Loading model {args.model} ...", file=sys.stderr)
-    engine = Engine.from_pretrained(args.model, device=args.device, dtype=args.dtype)
+    engine = load_engine(args)
     print(f"Model: {engine.model.describe()}", file=sys.stderr)
 
     rows, columns = grid.shape
