@@ -703,10 +703,10 @@ def print_table(results: Sequence[Result], input_samples: int) -> None:
     print(f"input: {input_samples} samples ({input_samples / SAMPLE_RATE:.2f} s)")
     for r in results:
         if r.tflop is not None:
-            achieved = f"{r.tflops_achieved:.1f} TFLOP/s"
+            achieved = f"{r.tflops_achieved:.3g} TFLOP/s"
             if r.peak_share is not None:
                 achieved += f" ({100 * r.peak_share:.0f}% of the device's dense fp16 peak)"
-            print(f"{r.contender}: {r.tflop:.1f} TFLOP of model arithmetic (counted), {achieved}")
+            print(f"{r.contender}: {r.tflop:.3g} TFLOP of model arithmetic (counted), {achieved}")
         if r.stages_s:
             stages = ", ".join(f"{k} {v:.2f} s" for k, v in r.stages_s.items())
             print(
