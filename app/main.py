@@ -25,4 +25,5 @@ navigation = st.navigation(
 from app import ui  # noqa: E402  (after the path fix above)
 
 ui.restore_session()  # a refresh or a restart finds what was open
+ui.engine()  # the model starts loading in the background at the first page view
 navigation.run()

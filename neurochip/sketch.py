@@ -50,6 +50,8 @@ class Sketch:
         tracks: For MIDI, its parts and their default voices; empty otherwise.
         voices: For MIDI, the voice overrides it was played with (track key -> voice).
         midi: For MIDI, the file itself, to play it again with other voices.
+        file_rate: For audio files, the file's own sample rate (``audio`` is resampled from
+            it when they differ).
     """
 
     audio: Audio
@@ -58,6 +60,7 @@ class Sketch:
     tracks: tuple[TrackInfo, ...] = ()
     voices: Mapping[str, str] = field(default_factory=dict)
     midi: bytes | None = None
+    file_rate: int | None = None
 
     @property
     def is_midi(self) -> bool:
@@ -166,9 +169,11 @@ def _load_path(
         if voices:
             raise NeuroChipError(f"{name} is audio, not MIDI: it has no voices to change.")
         report(0.0, "decoding")
-        audio = load_audio(path, sample_rate=sample_rate, max_duration_s=max_duration_s)
+        audio = load_audio(path, sample_rate=None, max_duration_s=max_duration_s)
+        file_rate = audio.sample_rate
+        audio = audio.resample(sample_rate)
         report(1.0, "decoded")
-        return Sketch(audio, name, _content_key(audio.samples.tobytes()))
+        return Sketch(audio, name, _content_key(audio.samples.tobytes()), file_rate=file_rate)
 
     def synth_progress(fraction: float) -> None:
         # The synth reports every 1% of the notes: the place to stop a cancelled load.

@@ -19,9 +19,9 @@ SR = 44100
 TIMEOUT = 120
 
 
-def wav_bytes(seconds: float = 6.0) -> bytes:
+def wav_bytes(seconds: float = 6.0, rate: int = SR) -> bytes:
     buffer = io.BytesIO()
-    sf.write(buffer, make_chiptune(seconds).T, SR, format="WAV", subtype="PCM_16")
+    sf.write(buffer, make_chiptune(seconds, sr=rate).T, rate, format="WAV", subtype="PCM_16")
     return buffer.getvalue()
 
 
@@ -482,6 +482,19 @@ def long_midi(seconds: float) -> bytes:
     return buffer.getvalue()
 
 
+def test_a_48_khz_upload_says_it_was_resampled(app_env):
+    at = start(song=False)
+    upload_into(at, "studio.wav", wav_bytes(3.0, rate=48000), "48k")
+    at.run()
+    assert not at.exception
+    caption = next(c.value for c in at.caption if "studio.wav" in c.value)
+    assert "44100 Hz (resampled from the file's 48000 Hz)" in caption
+    upload_into(at, "plain.wav", wav_bytes(3.0), "44k")
+    at.run()
+    caption = next(c.value for c in at.caption if "plain.wav" in c.value)
+    assert "resampled" not in caption
+
+
 def test_a_too_long_upload_says_what_to_do_in_the_app(app_env):
     at = start()
     upload_into(at, "forever.mid", long_midi(1300), "long")
@@ -748,7 +761,7 @@ def test_the_app_never_downloads_unasked(app_env, monkeypatch):
 
     asked = []
 
-    def from_pretrained(source, device="auto", dtype=None, local_files_only=None):
+    def from_pretrained(source, device="auto", dtype=None, local_files_only=None, **options):
         asked.append(local_files_only)
         raise ModelNotFoundError(f"{source} is not downloaded: huggingface-cli download {source}")
 
@@ -769,7 +782,7 @@ def test_the_variation_grid_renders_and_use_this_adopts(app_env):
     at = start()
     fast(at)
     at.run()
-    seeds = [t for t in at.text_input if t.key and t.key.startswith("grid_seeds_")]
+    seeds = [t for t in at.text_input if t.key and t.key == "grid_seeds"]
     values = [t for t in at.text_input if t.key and t.key.startswith("grid_values_denoise")]
     seeds[0].input("11, 12")
     values[0].input("0.3, 0.6")
@@ -794,11 +807,14 @@ def test_the_variation_grid_renders_and_use_this_adopts(app_env):
     use.click().run()
     settings = at.session_state["last_settings"]
     assert (settings.seed, settings.denoise, settings.steps) == (12, 0.6, 4)
+    # The grid's fields still describe the grid on screen.
+    assert at.text_input(key="grid_seeds").value == "11, 12"
+    assert at.text_input(key="grid_values_denoise").value == "0.3, 0.6"
 
 
 def test_a_bad_grid_is_a_clear_error_and_renders_nothing(app_env):
     at = start()
-    [seeds] = [t for t in at.text_input if t.key and t.key.startswith("grid_seeds_")]
+    [seeds] = [t for t in at.text_input if t.key and t.key == "grid_seeds"]
     seeds.input("1, two")
     [render] = [b for b in at.button if b.label == "Render the grid"]
     render.click().run()

@@ -72,7 +72,12 @@ st.audio(ui.memo("sketch_wav", song.key, lambda: ui.wav_bytes(audio)), format="a
 st.caption(
     f"**{song.name}** · {ui.format_seconds(audio.duration_s)} · "
     f"{'stereo' if audio.channels == 2 else 'mono'} · {audio.sample_rate} Hz "
-    "(rendered as a mono mix; use the stereo pair for width)"
+    + (
+        f"(resampled from the file's {song.file_rate} Hz) "
+        if song.file_rate and song.file_rate != audio.sample_rate
+        else ""
+    )
+    + "(rendered as a mono mix; use the stereo pair for width)"
 )
 
 if song.tracks:
@@ -163,16 +168,21 @@ elif engine is None:
 st.subheader("Preview")
 longest_start = max(0.0, audio.duration_s - PREVIEW_SECONDS)
 p_left, p_right = st.columns([4, 1], vertical_alignment="bottom")
-preview_start = p_left.slider(
-    "Preview region start (s)",
-    0.0,
-    longest_start,
-    0.0,
-    step=0.1,
-    key="preview_start",
-    disabled=longest_start == 0,
-    help=f"The preview renders {PREVIEW_SECONDS:.2f} s (one model window) from here.",
-)
+if longest_start > 0:
+    preview_start = p_left.slider(
+        "Preview region start (s)",
+        0.0,
+        longest_start,
+        0.0,
+        step=0.1,
+        key="preview_start",
+        help=f"The preview renders {PREVIEW_SECONDS:.2f} s (one model window) from here.",
+    )
+else:  # a slider from 0 to 0 is an error to Streamlit
+    preview_start = 0.0
+    p_left.caption(
+        f"The song is shorter than a preview region ({PREVIEW_SECONDS:.2f} s): the preview is all of it."
+    )
 auto = p_right.toggle(
     "Auto preview",
     value=True,
@@ -183,9 +193,9 @@ quick = p_right.toggle(
     "Quick previews",
     value=False,
     key="quick_preview",
-    help="About twice as fast: less of the song around the region and a quicker phase "
-    "rebuild. Still close to what the full render puts there; not yet checked by ear on "
-    "the real model, so off by default.",
+    help="About 1.7x as fast: less of the song around the region is rendered, and fewer "
+    "passes go into rebuilding the sound from the picture. Still close to what the full "
+    "render puts there; not yet checked by ear on the real model, so off by default.",
 )
 quality = QUICK_PREVIEW if quick else FAITHFUL_PREVIEW
 preview_now = p_right.button("Preview now", disabled=engine is None)
@@ -329,14 +339,14 @@ g1, g2, g3, g4 = st.columns([3, 2, 3, 2], vertical_alignment="bottom")
 seeds_text = g1.text_input(
     "Seeds",
     value=", ".join(str((settings.seed + k) % 2**32) for k in range(3)),
-    key=f"grid_seeds_{settings.seed}",
+    key="grid_seeds",
     help="Up to 4 seeds, separated by commas: one row each.",
 )
 axis = g2.selectbox("Across", ["denoise", "guidance"], key="grid_axis")
 values_text = g3.text_input(
     f"{axis.capitalize()} values",
     value=default_values(axis, settings),
-    key=f"grid_values_{axis}_{settings.denoise}_{settings.guidance}",
+    key=f"grid_values_{axis}",
     help="Up to 4 values, separated by commas: one column each.",
 )
 grid_job = st.session_state.get("grid_job")
@@ -444,8 +454,10 @@ elif grid_job is not None and grid_job.state == "failed":
 st.subheader("Render the song")
 ui.apply_pending_span(song)  # an opened take's start and duration
 r1, r2, r3 = st.columns(3)
+# No value: it starts at the minimum, 0, and Open sets it through the session state (a value
+# here as well makes Streamlit warn).
 start_s = r1.number_input(
-    "Start (s)", 0.0, max(0.0, audio.duration_s - 0.5), 0.0, step=1.0, key="render_start"
+    "Start (s)", 0.0, max(0.0, audio.duration_s - 0.5), step=1.0, key="render_start"
 )
 duration_s = r2.number_input(
     f"Duration (s) · the song is {audio.duration_s:.2f} s",
@@ -470,7 +482,7 @@ with r3:
         float(duration_s),
         float(duration_s) / 3,
         step=1.0,
-        key="render_fade_at",
+        key=f"render_fade_at_{song.key}_{duration_s}",  # a third of this span, not the last
         disabled=not compare,
         help=describe(TakeSetOptions, "compare_at_s").help,
     )
