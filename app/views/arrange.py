@@ -181,7 +181,8 @@ if longest_start > 0:
 else:  # a slider from 0 to 0 is an error to Streamlit
     preview_start = 0.0
     p_left.caption(
-        f"The song is shorter than a preview region ({PREVIEW_SECONDS:.2f} s): the preview is all of it."
+        f"The song is shorter than a preview region ({PREVIEW_SECONDS:.2f} s): "
+        "the preview is all of it."
     )
 auto = p_right.toggle(
     "Auto preview",
