@@ -547,6 +547,24 @@ class Engine:
         start_s = round(takes[0].start_s * song.sample_rate) / song.sample_rate
         return [replace(result, start_s=start_s) for result in results]
 
+    def calibrate(self, settings: RenderSettings | None = None) -> None:
+        """Measure this device's time per unit of each stage on a small probe render.
+
+        One model window of quiet noise, one denoising step with ``settings``' guidance and
+        phase: a few seconds on a CPU with the real model, so :meth:`estimate_s` can speak
+        before a long render instead of after it.
+        """
+        settings = settings or RenderSettings()
+        rate = self.params.sample_rate
+        # Exactly one window of picture columns (a 5.12 s clip would spill into a second).
+        noise = np.random.default_rng(0).standard_normal(
+            (1, self.params.num_samples(WINDOW_COLUMNS))
+        )
+        probe = Audio((0.01 * noise).astype(np.float32), rate)
+        steps = max(2, settings.steps)
+        one_step = replace(settings, steps=steps, denoise=1.0 / steps, start_s=0.0, duration_s=None)
+        self.render(probe, one_step)
+
     def estimate_s(self, song: Audio, takes: Sequence[RenderSettings]) -> float | None:
         """Seconds a :meth:`render_many` of ``takes`` would take on this engine's device.
 

@@ -157,13 +157,14 @@ def test_help_explains_options():
 RENDER_FAST = ["--steps", "4", "--denoise", "0.5", "--iterations", "0"]
 
 
-def test_render_writes_a_take_that_carries_its_settings(song, tmp_path, tiny_model_dir):
+def test_render_writes_a_take_that_carries_its_settings(song, tmp_path, tiny_model_dir, capsys):
     from neurochip.library.metadata import settings_from_take
 
     out = tmp_path / "cover.wav"
     argv = ["render", str(song), "-o", str(out), "--prompt", "a string quartet"]
     code = main([*argv, "--model", str(tiny_model_dir), "--start", "0.5", *RENDER_FAST])
     assert code == 0
+    assert "on this CPU (Ctrl+C stops it" in capsys.readouterr().err  # said before it starts
     assert sf.info(out).frames == sf.info(song).frames - round(0.5 * SR)
     settings = settings_from_take(out)
     assert settings.prompt == "a string quartet" and settings.start_s == 0.5

@@ -774,3 +774,15 @@ def test_the_lcm_scheduler_renders_a_few_step_draft(engine):
     np.testing.assert_array_equal(first.audio.samples, again.audio.samples)
     assert np.isfinite(first.audio.samples).all()
     assert not np.allclose(first.output_image, first.input_image, atol=1e-3)  # it did something
+
+
+def test_calibration_measures_every_stage_on_one_windows_probe(tiny_model):
+    engine = Engine(tiny_model)
+    audio = song(30.0)
+    assert engine.estimate_s(audio, [FAST]) is None  # nothing measured on this machine yet
+    sizes = count_unet_calls(tiny_model)
+    engine.calibrate(FAST)
+    assert sum(sizes) == 2  # one window, one denoising step, the guidance pair
+    estimate = engine.estimate_s(audio, [FAST])
+    assert estimate is not None and estimate > 0
+    assert engine.estimate_s(audio, [FAST, dataclasses.replace(FAST, seed=2)]) > estimate

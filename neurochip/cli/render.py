@@ -26,6 +26,7 @@ from neurochip.cli.common import (
 )
 from neurochip.cli.common import add_setting as _setting
 from neurochip.errors import NeuroChipError
+from neurochip.io.audio import format_duration
 from neurochip.library.store import TakeLibrary
 from neurochip.settings import RenderSettings, TakeSetOptions, describe
 from neurochip.sketch import load_sketch
@@ -124,6 +125,18 @@ def run(args: argparse.Namespace) -> None:
     library = None if args.no_library else TakeLibrary()
     engine = load_engine(args)
     print(f"Model: {engine.model.describe()}", file=sys.stderr)
+    if engine.model.device.type != "cuda":
+        # Off a CUDA GPU a render can take many minutes: say how many before it starts, from
+        # a probe of this machine (seconds).
+        engine.calibrate(settings)
+        planned = [settings, options.take_b(settings)] if options.stereo_pair else [settings]
+        estimate = engine.estimate_s(sketch.audio, planned)
+        if estimate is not None:
+            print(
+                f"About {format_duration(estimate)} on this {engine.model.device.type.upper()} "
+                "(Ctrl+C stops it; --draft is about 3x faster).",
+                file=sys.stderr,
+            )
 
     with progress_bar("render") as update:
         takes = render_take_set(engine, sketch, settings, options, library=library, progress=update)
