@@ -144,7 +144,14 @@ def workspace() -> Workspace:
 # --- a session that survives -------------------------------------------------------------------
 
 #: View choices kept with the settings (widget key -> kept as is).
-KEPT_VIEW = ("preview_start", "auto_preview", "quick_preview", "render_pair", "render_compare")
+KEPT_VIEW = (
+    "preview_start",
+    "auto_preview",
+    "quick_preview",
+    "render_pair",
+    "render_compare",
+    "render_span",  # [song key, start, duration]: brought back through pending_span
+)
 
 
 def restore_session() -> None:
@@ -165,6 +172,12 @@ def restore_session() -> None:
     for name in KEPT_VIEW:
         if name in state:
             st.session_state[name] = state[name]
+    span = state.get("render_span")
+    spans = (
+        isinstance(span, list) and len(span) == 3 and all(isinstance(v, float) for v in span[1:])
+    )
+    if spans and kept.sketch() is not None:  # its song comes back: set the span once it has
+        st.session_state["pending_span"] = (span[1], span[2])
     model = state.get("model")
     if isinstance(model, dict) and isinstance(model.get("source"), str):
         scale = model.get("lora_scale", 1.0)

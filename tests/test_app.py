@@ -554,6 +554,9 @@ def test_a_refresh_brings_back_song_settings_model_and_preview(app_env):
     at.slider(key="w_denoise").set_value(0.45)
     at.text_input(key="w_prompt").input("a string quartet")
     at.run()
+    at.number_input(key="render_start").set_value(1.0).run()
+    [duration] = [n for n in at.number_input if n.key.startswith("render_duration_")]
+    duration.set_value(3.0).run()
     [preview] = [b for b in at.button if b.label == "Preview now"]
     preview.click().run()
     job = at.session_state["preview_job"]
@@ -576,6 +579,9 @@ def test_a_refresh_brings_back_song_settings_model_and_preview(app_env):
     assert again.session_state["model_choice"] == model
     kept = again.session_state["last_preview"]
     assert kept.song_key == song.key
+    assert again.number_input(key="render_start").value == 1.0  # the render span too
+    [duration] = [n for n in again.number_input if n.key.startswith("render_duration_")]
+    assert duration.value == 3.0
     np.testing.assert_array_equal(kept.render.audio.samples, job.result.render.audio.samples)
     assert len(again.get("plotly_chart")) == 2 and again.get("iframe")
     assert not any("Out of date" in c.value for c in again.caption)

@@ -469,6 +469,8 @@ duration_s = r2.number_input(
     key=f"render_duration_{song.key}_{start_s}",
     help="Defaults to the whole song from Start.",
 )
+st.session_state["render_span"] = [song.key, float(start_s), float(duration_s)]
+ui.save_session()  # the span survives a refresh too
 about = {name: describe(TakeSetOptions, name) for name in ("stereo_pair", "compare")}
 with r3:
     pair = st.checkbox(
