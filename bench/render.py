@@ -800,6 +800,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="CUDA: cap this process's GPU memory (torch's per-process fraction) and the "
         "engine's auto batch at this many GiB, e.g. 8 for a consumer card",
     )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the UNet (the warm-up pays for the compile; untimed)",
+    )
     add_engine_options(parser)
     parser.add_argument(
         "--skip-riffusion", action="store_true", help="time NeuroChip only (no clip loop)"
@@ -907,6 +912,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     arch = QUICK if args.quick else FULL
     log(f"building {arch.name} on {device} ...")
     model = build_model(arch, device, dtype)
+    if args.compile:
+        model.compile_unet()  # compiled at the warm-up's first call
     params = parameter_counts(model)
     if device.type == "cuda" and not args.quick and song.shape[-1] / SAMPLE_RATE < 30:
         log("note: short songs are dominated by fixed costs; the full benchmark uses 60 s")

@@ -474,6 +474,7 @@ class Engine:
         self._lock = device_lock(model.device)
         self._last_song: tuple[weakref.ref, int, Audio, str] | None = None
         self._prompts: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._measured_item_bytes: dict[tuple[int, int], int] = {}
         if model.device.type == "cpu":
             # Denormal floats (from SiLU of large negative activations) make CPU convolutions
             # several times slower; flushing them to zero changes no audible result.
@@ -488,6 +489,7 @@ class Engine:
         local_files_only: bool | None = None,
         lora: str | Path | None = None,
         lora_scale: float = 1.0,
+        compile: bool = False,
     ) -> Engine:
         """An engine with the Riffusion model (or any Stable Diffusion 1.x model) loaded.
 
@@ -498,6 +500,7 @@ class Engine:
             local_files_only: Never touch the network (default: ``HF_HUB_OFFLINE``).
             lora: A LoRA to fuse into the UNet (file, folder or hub id; see
                 :mod:`neurochip.lora`), at strength ``lora_scale``.
+            compile: ``torch.compile`` the UNet (see :meth:`RiffusionModel.compile_unet`).
 
         Raises:
             ModelNotFoundError: The weights are not here; the message says how to get them.
@@ -508,6 +511,8 @@ class Engine:
             from neurochip.lora import apply_lora
 
             apply_lora(model, lora, lora_scale, local_files_only)
+        if compile:
+            model.compile_unet()
         return cls(model)
 
     # -- public --------------------------------------------------------------------------------
@@ -1002,18 +1007,53 @@ class Engine:
         return [out / norm for out in outs]
 
     def _auto_batch(self, latent_shape: torch.Size, per_window: int) -> int:
-        """UNet items per call that fit the device's free memory."""
+        """UNet items per call that fit the device's free memory (see :func:`batch_for_memory`)."""
         device = self.model.device
         if device.type != "cuda":
             return 2 * per_window  # CPU/MPS: bigger batches gain little and cost memory
         free, _ = torch.cuda.mem_get_info(device)
         if self.memory_limit is not None:
             free = min(free, max(0, self.memory_limit - torch.cuda.memory_allocated(device)))
-        # ~0.35 GB of activations per 64x64 fp16 item with SDPA (measured on SD 1.5), with
-        # half the free memory left as headroom.
-        items = latent_shape[-2] * min(latent_shape[-1], WINDOW_COLUMNS // 8)
-        per_item = 0.35e9 * items / (64 * 64) * (2 if self.model.dtype == torch.float32 else 1)
-        return int(max(per_window, min(64, free * 0.5 // per_item)))
+        width = min(latent_shape[-1], WINDOW_COLUMNS // self.model.vae_scale)
+        return batch_for_memory(free, self._item_bytes(latent_shape[-2], width), per_window)
+
+    def _item_bytes(self, height: int, width: int) -> int:
+        """Activation memory of one UNet item of this window shape, measured once by a probe
+        call of two items (the peak above what was allocated before it, halved)."""
+        key = (height, width)
+        if key not in self._measured_item_bytes:
+            device, model = self.model.device, self.model
+            torch.cuda.synchronize(device)
+            before = torch.cuda.memory_allocated(device)
+            torch.cuda.reset_peak_memory_stats(device)
+            dim = model.unet.config.cross_attention_dim
+            with torch.no_grad():
+                model.unet(
+                    torch.zeros(2, 4, height, width, device=device, dtype=model.dtype),
+                    torch.tensor([500, 500], device=device),
+                    encoder_hidden_states=torch.zeros(2, 77, dim, device=device, dtype=model.dtype),
+                )
+            torch.cuda.synchronize(device)
+            peak = torch.cuda.max_memory_allocated(device) - before
+            self._measured_item_bytes[key] = max(1, peak // 2)
+        return self._measured_item_bytes[key]
+
+
+#: Most UNet items per call the automatic batch size picks: past this a bigger batch gains
+#: nothing measurable on an H100 (issue 8's bench) and only holds memory.
+MAX_AUTO_BATCH = 64
+
+#: Share of the free GPU memory the automatic batch size fills with activations; the rest is
+#: headroom (the allocator's fragmentation, the VAE's tiles, other programs).
+MEMORY_SHARE = 0.6
+
+
+def batch_for_memory(free_bytes: int, item_bytes: int, per_window: int) -> int:
+    """UNet items per call for ``free_bytes`` of GPU memory at ``item_bytes`` per item:
+    a share of the free memory, at least one window (``per_window`` items), at most
+    :data:`MAX_AUTO_BATCH`."""
+    fits = int(free_bytes * MEMORY_SHARE // max(1, item_bytes))
+    return max(per_window, min(MAX_AUTO_BATCH, fits))
 
 
 def _content_key(mono: Audio) -> str:

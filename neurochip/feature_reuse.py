@@ -22,6 +22,7 @@ from neurochip.errors import NeuroChipError
 
 def check_supported(unet: Any) -> None:
     """Refuse UNets whose forward pass :func:`shallow_unet` does not reproduce."""
+    unet = getattr(unet, "_orig_mod", unet)
     config = unet.config
     extras = (
         getattr(unet, "class_embedding", None) is not None,
@@ -40,6 +41,7 @@ def full_unet(
     unet: Any, sample: torch.Tensor, t: torch.Tensor, context: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The UNet's noise prediction, and the deep features the steps after it reuse."""
+    unet = getattr(unet, "_orig_mod", unet)  # compiled: hooks need the plain modules
     kept: dict[str, torch.Tensor] = {}
 
     def keep(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
@@ -60,6 +62,7 @@ def shallow_unet(
 
     Follows ``UNet2DConditionModel.forward`` step by step, keeping only what SD 1.x uses.
     """
+    unet = getattr(unet, "_orig_mod", unet)
     emb = unet.time_embedding(unet.get_time_embed(sample=sample, timestep=t), None)
     if unet.time_embed_act is not None:
         emb = unet.time_embed_act(emb)

@@ -786,3 +786,30 @@ def test_calibration_measures_every_stage_on_one_windows_probe(tiny_model):
     estimate = engine.estimate_s(audio, [FAST])
     assert estimate is not None and estimate > 0
     assert engine.estimate_s(audio, [FAST, dataclasses.replace(FAST, seed=2)]) > estimate
+
+
+def test_the_auto_batch_fills_a_share_of_free_memory_within_its_limits():
+    from neurochip.engine import MAX_AUTO_BATCH, MEMORY_SHARE, batch_for_memory
+
+    gib = 2**30
+    item = int(0.35 * gib)  # one SD 1.5 item in fp16
+    # An 8 GB card with the weights loaded: ~5.8 GiB free.
+    assert batch_for_memory(int(5.8 * gib), item, 2) == int(5.8 * gib * MEMORY_SHARE // item)
+    assert batch_for_memory(80 * gib, item, 2) == MAX_AUTO_BATCH  # a big card: capped
+    assert batch_for_memory(0, item, 2) == 2  # never less than one guided window
+
+
+def test_a_compiled_unet_renders_the_same_takes(tiny_model_dir):
+    from neurochip.model import load_model
+
+    audio = song(6.0)
+    plain = Engine(load_model(tiny_model_dir, device="cpu"))
+    model = load_model(tiny_model_dir, device="cpu")
+    model.compile_unet(backend="eager")  # the wiring; inductor itself is for the GPU bench
+    compiled = Engine(model)
+    assert model.compiled
+    for settings in (FAST, dataclasses.replace(FAST, steps=12, feature_reuse=2)):
+        expected = plain.render(audio, settings).output_image
+        np.testing.assert_allclose(
+            compiled.render(audio, settings).output_image, expected, atol=1e-5
+        )

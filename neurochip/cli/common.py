@@ -127,6 +127,12 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         metavar="S",
         help="the LoRA's strength, more than 0 and at most 2 (default 1)",
     )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the model: faster renders on a GPU after a one-time compile of a "
+        "minute or more (worth it for long songs and batches)",
+    )
 
 
 def load_engine(args: argparse.Namespace):
@@ -142,13 +148,18 @@ def load_engine(args: argparse.Namespace):
             )
         lora_file(args.lora)
     print(f"Loading model {args.model} ...", file=sys.stderr)
-    return Engine.from_pretrained(
+    engine = Engine.from_pretrained(
         args.model,
         device=args.device,
         dtype=args.dtype,
         lora=args.lora,
         lora_scale=args.lora_scale,
+        compile=args.compile,
     )
+    if args.compile:
+        print("Compiling the model (once per run; a minute or more) ...", file=sys.stderr)
+        engine.calibrate()  # the compile happens here, on one window, not mid-render
+    return engine
 
 
 def add_input_options(parser: argparse.ArgumentParser) -> None:
