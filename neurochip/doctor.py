@@ -7,6 +7,7 @@ import platform
 import subprocess
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -110,6 +111,10 @@ def check_midi() -> Check:
 
 
 def check_model_cache(model_id: str = DEFAULT_MODEL_ID) -> Check:
+    local = Path(model_id).expanduser()
+    if local.exists():
+        kind = "folder" if local.is_dir() else "file"
+        return Check("Model weights", True, f"{model_id} (a local {kind}: no download needed)")
     try:
         from huggingface_hub import try_to_load_from_cache
         from huggingface_hub.constants import HF_HUB_CACHE
@@ -136,7 +141,8 @@ def check_model_cache(model_id: str = DEFAULT_MODEL_ID) -> Check:
     )
 
 
-def run_checks() -> list[Check]:
+def run_checks(model: str = DEFAULT_MODEL_ID) -> list[Check]:
+    """Every check, the weights' for ``model`` (a hub id, or a local folder or file)."""
     return [
         check_python(),
         check_torch(),
@@ -144,5 +150,5 @@ def run_checks() -> list[Check]:
         check_ffmpeg(),
         check_chip_formats(),
         check_midi(),
-        check_model_cache(),
+        check_model_cache(model),
     ]

@@ -307,6 +307,9 @@ def test_model_page_shows_the_loaded_model_and_checks(app_env):
     assert not at.exception
     assert any("Loaded" in s.value for s in at.success)
     assert any("ffmpeg" in m.value for m in at.markdown)
+    # The loaded model is a local folder: "This machine" agrees that it needs no download.
+    [weights] = [m.value for m in at.markdown if "**Model weights**" in m.value]
+    assert "a local folder: no download needed" in weights and "huggingface-cli" not in weights
 
 
 # --- MIDI sketches ------------------------------------------------------------------------------

@@ -79,7 +79,7 @@ else:
         st.rerun()
 
 st.subheader("This machine")
-for check in run_checks():
+for check in run_checks(choice.source):
     icon = (
         ":material/check_circle:"
         if check.ok
