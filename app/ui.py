@@ -547,6 +547,14 @@ def wav_bytes(audio: Audio) -> bytes:
 # if one such request is lost.
 
 
+#: How long a preview waits after a settings change before it starts, so a burst of changes
+#: (clicks on a number's +) renders once; sliders send their value only on release. (Polling
+#: a running preview faster than jobs.FAST_POLL_S was tried: on a 2-core machine every page
+#: poll takes CPU from the render, 0.2 s made the preview 0.8 s slower and the wait longer;
+#: bench/app_sessions.py --scenarios preview.)
+PREVIEW_DEBOUNCE_S = 0.25
+
+
 def poll_every(key: str, job: Job | None) -> float | None:
     """The ``run_every`` of the fragment that watches ``job``, for the page's full run.
 

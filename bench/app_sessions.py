@@ -9,7 +9,11 @@ and then, in each scenario:
 * ``alone``: one session renders; nothing else is open;
 * ``idle``: one session renders while a second session has the page open with its sketch
   loaded (and its preview done), doing nothing;
-* ``both``: two sessions click Render at (nearly) the same moment.
+* ``both``: two sessions click Render at (nearly) the same moment;
+* ``preview``: one session moves a setting (the seed's + button) ``--repeat`` times; each time,
+  from the click until the fresh preview is on the page (the "Out of date" mark gone), minus
+  the engine's own time ("Previewed in X s"), is what the app adds: debounce, polling, the
+  page run and the transfer of its charts (issue 10's target: under 0.3 s).
 
 Each render is timed from the click to "Rendered in" on that page (so it includes the page
 noticing that the job finished). The target: each render of ``both`` ends within about the sum
@@ -39,6 +43,7 @@ import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -175,8 +180,11 @@ class Session:
         self.page = page = self.context.new_page()
         page.set_default_timeout(self.timeout_ms)
         page.goto(url)
-        expect(page.get_by_text("Drop a WAV")).to_be_visible(timeout=self.timeout_ms)
-        page.locator("[data-testid='stFileUploader'] input[type='file']").set_input_files(tune)
+        # The uploader, whether the page is empty or a session before this one left its song
+        # open (the workspace brings it back): uploading replaces it either way.
+        uploader = page.locator("[data-testid='stFileUploader'] input[type='file']")
+        expect(uploader).to_have_count(1, timeout=self.timeout_ms)
+        uploader.set_input_files(tune)
         expect(page.get_by_text(tune.name).first).to_be_visible(timeout=self.timeout_ms)
         thumb = page.locator("[data-testid='stSlider']").filter(has_text="Steps")
         thumb = thumb.get_by_role("slider")
@@ -206,6 +214,33 @@ class Session:
     def reset(self) -> None:
         """Close this session (its browser context)."""
         self.context.close()
+
+
+def run_preview_scenario(make_session, repeats: int) -> dict:
+    """Slider change to fresh preview in the page, against the engine's own time."""
+    session = make_session()
+    page, timeout = session.page, session.timeout_ms
+    plus = page.get_by_test_id("stNumberInput").filter(has_text="Seed")
+    plus = plus.get_by_test_id("stNumberInputStepUp")
+    stale = page.get_by_text("Out of date")
+    totals, engine = [], []
+    for _ in range(repeats):
+        plus.click()
+        clicked = time.monotonic()
+        session.expect(stale).to_have_count(1, timeout=timeout)
+        session.expect(stale).to_have_count(0, timeout=timeout)
+        totals.append(time.monotonic() - clicked)
+        caption = page.get_by_text("Previewed in").inner_text()
+        engine.append(float(caption.split("Previewed in")[1].split("s")[0]))
+    session.reset()
+    added = [t - e for t, e in zip(totals, engine, strict=True)]
+    return {
+        "scenario": "preview",
+        "click_to_preview_s": [round(t, 2) for t in totals],
+        "engine_s": engine,
+        "app_adds_s": [round(a, 2) for a in added],
+        "app_adds_median_s": round(statistics.median(added), 2),
+    }
 
 
 def run_scenario(name: str, make_session, pid: int, spy: str | None, spy_dir: Path) -> dict:
@@ -268,8 +303,9 @@ def main(argv: list[str] | None = None) -> int:
         "--scenarios",
         nargs="+",
         default=["alone", "idle", "both"],
-        choices=["alone", "idle", "both"],
+        choices=["alone", "idle", "both", "preview"],
     )
+    parser.add_argument("--repeat", type=int, default=5, help="previews timed in 'preview'")
     parser.add_argument("--timeout", type=float, default=900, help="per render, seconds")
     parser.add_argument("--py-spy", dest="spy", help="py-spy binary: profile the server too")
     parser.add_argument("--json", type=Path, help="also write the results here")
@@ -301,12 +337,17 @@ def main(argv: list[str] | None = None) -> int:
             def make_session() -> Session:
                 return Session(browser, url, tune, args.steps, args.timeout)
 
-            # Warm up: the first page run imports torch and loads the model.
+            # Warm up: the first page run imports torch and loads the model (a render
+            # scenario also wants the render path warm).
             warm = make_session()
-            warm.wait_rendered(warm.click_render())
+            if set(args.scenarios) - {"preview"}:
+                warm.wait_rendered(warm.click_render())
             warm.reset()
             for name in args.scenarios:
-                result = run_scenario(name, make_session, pid, args.spy, work)
+                if name == "preview":
+                    result = run_preview_scenario(make_session, args.repeat)
+                else:
+                    result = run_scenario(name, make_session, pid, args.spy, work)
                 results.append(result)
                 print(json.dumps(result), flush=True)
             browser.close()

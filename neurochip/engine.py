@@ -642,6 +642,7 @@ class Engine:
         key: str | None = None,
         quality: PreviewQuality = FAITHFUL_PREVIEW,
     ) -> list[Render]:
+        began = self._clock()
         song = self._at_working_rate(song)
         hop = self.params.hop_length
         mono = song.to_mono()
@@ -710,6 +711,9 @@ class Engine:
                 )
             )
         report.finish()
+        seconds = self._clock() - began  # the whole call's, shared by the takes made together
+        for result in results:
+            result.info["seconds"] = round(seconds, 3)
         return results
 
     def _work(

@@ -169,11 +169,10 @@ st.subheader("Preview")
 longest_start = max(0.0, audio.duration_s - PREVIEW_SECONDS)
 p_left, p_right = st.columns([4, 1], vertical_alignment="bottom")
 if longest_start > 0:
-    preview_start = p_left.slider(
+    preview_start = p_left.slider(  # no value: 0, the minimum, or what a refresh brought back
         "Preview region start (s)",
         0.0,
         longest_start,
-        0.0,
         step=0.1,
         key="preview_start",
         help=f"The preview renders {PREVIEW_SECONDS:.2f} s (one model window) from here.",
@@ -225,7 +224,8 @@ if engine is not None and (
         return ui.Preview(song.key, key, result, faithfulness)
 
     # Debounced: a slider still moving cancels this before it starts.
-    job = Job(preview_work, delay_s=0.0 if preview_now else 0.6, name="preview").start()
+    delay = 0.0 if preview_now else ui.PREVIEW_DEBOUNCE_S
+    job = Job(preview_work, delay_s=delay, name="preview").start()
     st.session_state["preview_job"] = job
     st.session_state["preview_key"] = preview_key
 
@@ -267,6 +267,8 @@ with st.container():
                 ":material/history: Out of date: made with earlier settings"
                 + (" while the new preview renders." if running else ".")
             )
+        elif "seconds" in result.info:
+            st.caption(f"Previewed in {result.info['seconds']:.2f} s")
         # The previous preview stays playable while the next one renders: A/B against the
         # sketch at the same position. Made once per preview, not on every run of the page.
         sources = ui.memo(
