@@ -115,6 +115,14 @@ def check_model_cache(model_id: str = DEFAULT_MODEL_ID) -> Check:
     if local.exists():
         kind = "folder" if local.is_dir() else "file"
         return Check("Model weights", True, f"{model_id} (a local {kind}: no download needed)")
+    if model_id.count("/") != 1 or model_id.startswith((".", "/", "~")):
+        return Check(
+            "Model weights",
+            False,
+            f"{model_id}: no such file or folder",
+            "choose a hub id, or a local diffusers folder or .safetensors file that exists",
+            essential=False,
+        )
     try:
         from huggingface_hub import try_to_load_from_cache
         from huggingface_hub.constants import HF_HUB_CACHE

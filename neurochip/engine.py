@@ -107,7 +107,10 @@ class Render:
     input_image: torch.Tensor  # (3, 512, frames) float picture of the source, on the CPU
     output_image: torch.Tensor  # (3, 512, frames) float picture of the take, on the CPU
     start_s: float = 0.0  # where the span starts in the song
-    info: dict[str, Any] = field(default_factory=dict)  # model, device, timings
+    info: dict[str, Any] = field(default_factory=dict)  # model, device (kept in take files)
+    # Seconds the engine call took (shared by the takes made together); not in take files,
+    # which stay the same bytes for the same settings.
+    seconds: float | None = None
 
 
 # --- windows -----------------------------------------------------------------------------------
@@ -711,10 +714,8 @@ class Engine:
                 )
             )
         report.finish()
-        seconds = self._clock() - began  # the whole call's, shared by the takes made together
-        for result in results:
-            result.info["seconds"] = round(seconds, 3)
-        return results
+        seconds = round(self._clock() - began, 3)
+        return [replace(result, seconds=seconds) for result in results]
 
     def _work(
         self,

@@ -158,7 +158,7 @@ def test_preview_renders_and_shows_spectrograms(app_env):
     assert not at.exception
     # Its stage times give the render's estimate on this machine, and its own time is shown.
     assert any(c.value.startswith("About ") and "this machine" in c.value for c in at.caption)
-    seconds = job.result.render.info["seconds"]
+    seconds = job.result.render.seconds
     assert seconds > 0 and any(c.value == f"Previewed in {seconds:.2f} s" for c in at.caption)
     # The notes-kept strip and the spectrograms (input, output, difference).
     assert len(at.get("plotly_chart")) == 2

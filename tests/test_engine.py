@@ -302,7 +302,7 @@ def test_progress_follows_the_time_each_stage_took_last_time(tiny_model, monkeyp
     )
     total = now[0] - began
     assert total > 8  # phase (9 s) dominates, as set up
-    assert second.info["seconds"] == pytest.approx(total, abs=1e-3)  # what the app shows
+    assert second.seconds == pytest.approx(total, abs=1e-3)  # what the app shows
     for fraction, elapsed in seen:
         assert fraction == pytest.approx(elapsed / total, abs=0.05)
     # So a time-left estimate from the fraction never climbs: at every report it is within

@@ -267,8 +267,8 @@ with st.container():
                 ":material/history: Out of date: made with earlier settings"
                 + (" while the new preview renders." if running else ".")
             )
-        elif "seconds" in result.info:
-            st.caption(f"Previewed in {result.info['seconds']:.2f} s")
+        elif result.seconds is not None:
+            st.caption(f"Previewed in {result.seconds:.2f} s")
         # The previous preview stays playable while the next one renders: A/B against the
         # sketch at the same position. Made once per preview, not on every run of the page.
         sources = ui.memo(
