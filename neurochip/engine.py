@@ -15,6 +15,13 @@ clip borders and crossfades smear the seams. Here the whole song is one latent i
 5. **phase**: audio rebuilt with the input's own phase (see :mod:`neurochip.phase`).
 
 The output has exactly the input span's length, sample-aligned with it.
+
+Draft options trade faithfulness for less model work (each a ``RenderSettings`` field, off by
+default until heard on real weights): windows that do not overlap but shift every step
+(``windows="shifted"``, :func:`shifted_windows`), the deep UNet features reused between whole
+evaluations (``feature_reuse``, :mod:`neurochip.feature_reuse`), and guidance on the first
+steps only (``guidance_until``). :func:`count_unet_work` counts a render's UNet work without a
+model, packed as :meth:`Engine._predict_windows` packs it.
 """
 
 from __future__ import annotations
