@@ -97,6 +97,31 @@ def engine_settings(args: argparse.Namespace) -> dict[str, Any]:
     return values
 
 
+def render_settings(args: argparse.Namespace, **chosen: Any) -> RenderSettings:
+    """The RenderSettings every rendering command's options give (prompt, steps, span,
+    phase, engine options), with ``chosen`` (the command's own: denoise, seed, ...)."""
+    return RenderSettings(
+        prompt=args.prompt,
+        negative_prompt=args.negative_prompt,
+        steps=args.steps,
+        scheduler=args.scheduler,
+        start_s=args.start,
+        duration_s=args.duration,
+        phase=args.phase,
+        phase_iterations=args.iterations,
+        **engine_settings(args),
+        **chosen,
+    )
+
+
+def add_library_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--no-library",
+        action="store_true",
+        help="do not keep the takes in the take library (~/.neurochip, or NEUROCHIP_HOME)",
+    )
+
+
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     """--model and --dtype, as every command that renders takes them."""
     parser.add_argument(

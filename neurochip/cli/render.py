@@ -14,15 +14,16 @@ from neurochip.cli.common import (
     EPILOG,
     add_engine_options,
     add_input_options,
+    add_library_option,
     add_model_options,
     add_output_options,
     add_phase_options,
     check_outputs,
-    engine_settings,
     load_engine,
     non_negative,
     positive,
     progress_bar,
+    render_settings,
 )
 from neurochip.cli.common import add_setting as _setting
 from neurochip.errors import NeuroChipError
@@ -76,11 +77,7 @@ def add_parser(commands) -> None:
         type=non_negative,
         metavar="SEC",
     )
-    parser.add_argument(
-        "--no-library",
-        action="store_true",
-        help="do not keep the takes in the take library (~/.neurochip, or NEUROCHIP_HOME)",
-    )
+    add_library_option(parser)
     add_phase_options(parser, with_mode=True)
     parser.set_defaults(run=run)
 
@@ -89,20 +86,7 @@ def run(args: argparse.Namespace) -> None:
     from neurochip.takeset import ROLES, check_take_set, output_paths, render_take_set, roles
 
     # Every setting is checked before the (slow) model load.
-    settings = RenderSettings(
-        prompt=args.prompt,
-        negative_prompt=args.negative_prompt,
-        denoise=args.denoise,
-        guidance=args.guidance,
-        steps=args.steps,
-        seed=args.seed,
-        scheduler=args.scheduler,
-        start_s=args.start,
-        duration_s=args.duration,
-        phase=args.phase,
-        phase_iterations=args.iterations,
-        **engine_settings(args),
-    )
+    settings = render_settings(args, denoise=args.denoise, guidance=args.guidance, seed=args.seed)
     for warning in settings.warnings():
         print(f"neurochip: note: {warning}", file=sys.stderr)
     options = TakeSetOptions(

@@ -17,12 +17,13 @@ from neurochip.cli.common import (
     EPILOG,
     add_engine_options,
     add_input_options,
+    add_library_option,
     add_model_options,
     add_phase_options,
     add_setting,
-    engine_settings,
     load_engine,
     progress_bar,
+    render_settings,
 )
 from neurochip.errors import NeuroChipError
 from neurochip.faithfulness import sketch_bar_times
@@ -112,11 +113,7 @@ def add_parser(commands) -> None:
         action="store_true",
         help="replace files of the same names already in OUT_DIR (your inputs never are)",
     )
-    parser.add_argument(
-        "--no-library",
-        action="store_true",
-        help="do not keep the takes in the take library (~/.neurochip, or NEUROCHIP_HOME)",
-    )
+    add_library_option(parser)
     add_phase_options(parser, with_mode=True)
     parser.set_defaults(run=run)
 
@@ -167,18 +164,7 @@ def _grid(args: argparse.Namespace) -> VariationGrid:
             fixed["denoise"], denoise = denoise[0], None
         elif len(guidance) == 1:
             fixed["guidance"], guidance = guidance[0], None
-    base = RenderSettings(
-        prompt=args.prompt,
-        negative_prompt=args.negative_prompt,
-        steps=args.steps,
-        scheduler=args.scheduler,
-        start_s=args.start,
-        duration_s=args.duration,
-        phase=args.phase,
-        phase_iterations=args.iterations,
-        **engine_settings(args),
-        **fixed,
-    )
+    base = render_settings(args, **fixed)
     return variation_grid(base, seeds, denoise=denoise, guidance=guidance)
 
 
