@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import platform
 import subprocess
 import sys
@@ -13,7 +12,7 @@ import torch
 
 from neurochip.device import best_device, describe_device
 from neurochip.io.decode import FFMPEG_FORMATS, find_ffmpeg, supported_formats
-from neurochip.model import DEFAULT_MODEL_ID
+from neurochip.model import DEFAULT_MODEL_ID, hub_offline, owner_slash_name
 
 
 @dataclass(frozen=True)
@@ -115,7 +114,7 @@ def check_model_cache(model_id: str = DEFAULT_MODEL_ID) -> Check:
     if local.exists():
         kind = "folder" if local.is_dir() else "file"
         return Check("Model weights", True, f"{model_id} (a local {kind}: no download needed)")
-    if model_id.count("/") != 1 or model_id.startswith((".", "/", "~")):
+    if not owner_slash_name(model_id):
         return Check(
             "Model weights",
             False,
@@ -137,7 +136,7 @@ def check_model_cache(model_id: str = DEFAULT_MODEL_ID) -> Check:
     cached = try_to_load_from_cache(model_id, "model_index.json")
     if isinstance(cached, str):
         return Check("Model weights", True, f"{model_id} is in the cache ({HF_HUB_CACHE})")
-    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+    offline = hub_offline()
     return Check(
         "Model weights",
         False,

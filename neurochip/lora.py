@@ -12,11 +12,10 @@ check on the real weights; it is offered as a draft option.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from neurochip.errors import ModelLoadError, ModelNotFoundError, NeuroChipError
-from neurochip.model import RiffusionModel
+from neurochip.model import RiffusionModel, hub_offline, owner_slash_name
 
 #: The file name diffusers saves LoRA weights under, in a folder or a hub repository.
 LORA_FILE = "pytorch_lora_weights.safetensors"
@@ -47,13 +46,13 @@ def lora_file(source: str | Path, local_files_only: bool | None = None) -> Path:
             f"{path} holds {len(files) or 'no'} .safetensors files: give the LoRA's file itself."
         )
     text = str(source)
-    if text.count("/") != 1 or text.startswith((".", "/", "~")) or text.endswith(".safetensors"):
+    if not owner_slash_name(text) or text.endswith(".safetensors"):
         raise NeuroChipError(f"No LoRA at {source}: no such file or folder.")
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
     if local_files_only is None:
-        local_files_only = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+        local_files_only = hub_offline()
     try:
         return Path(hf_hub_download(str(source), LORA_FILE, local_files_only=local_files_only))
     except LocalEntryNotFoundError as err:

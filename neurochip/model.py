@@ -138,8 +138,19 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return dtype
 
 
+def hub_offline() -> bool:
+    """``HF_HUB_OFFLINE`` is set: nothing may be downloaded."""
+    return os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+
+
+def owner_slash_name(text: str) -> bool:
+    """``text`` has a hub id's shape, ``owner/name``, rather than a path's (``./x``, ``/x``,
+    ``~/x``, ``a/b/c``); whether such a repository exists is the hub's to say."""
+    return text.count("/") == 1 and not text.startswith((".", "/", "~"))
+
+
 def _missing_weights(source: str, reason: str) -> ModelNotFoundError:
-    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+    offline = hub_offline()
     # The id asked for, where it is one (someone/model); else the Riffusion model's.
     hub_id = source if "/" in source and not Path(source).expanduser().exists() else None
     return ModelNotFoundError(
@@ -176,7 +187,7 @@ def load_model(
     source = str(source)
     path = Path(source).expanduser()
     if local_files_only is None:
-        local_files_only = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+        local_files_only = hub_offline()
 
     with warnings.catch_warnings(), _quiet_loaders():
         # The hub client's internal deprecation notices mean nothing to a composer.
@@ -312,7 +323,7 @@ def _load_single_file(path: Path, dtype: torch.dtype):
             f"{where} cannot be used: NeuroChip reads .safetensors and .ckpt checkpoints or model "
             "folders in diffusers layout. Choose one of those."
         )
-    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+    offline = hub_offline()
     try:
         # diffusers reads .ckpt files with torch.load(weights_only=True): tensors only, no code.
         pipeline = StableDiffusionPipeline.from_single_file(
