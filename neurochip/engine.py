@@ -280,9 +280,13 @@ class _FeatureReuse:
             return self.unet(sample, t, encoder_hidden_states=context).sample
         if self.whole(number, signature, k):
             out, deep = full_unet(self.unet, sample, t, context)
-            self.kept[number] = (signature, deep)
+            self.keep(number, signature, deep)
             return out
         return shallow_unet(self.unet, sample, t, context, self.kept[number][1])
+
+    def keep(self, number: int, signature: Any, deep: torch.Tensor | None) -> None:
+        """Call ``number``'s deep features (None where only counting) and what it held."""
+        self.kept[number] = (signature, deep)
 
     def forget(self) -> None:
         self.kept.clear()
@@ -312,7 +316,7 @@ def count_unet_work(
             counts["unet_items"] += items
             counts["unet_calls"] += 1
             if reuse.whole(number, signature, k):
-                reuse.kept[number] = (signature, None)
+                reuse.keep(number, signature, None)
                 counts["full_calls"] += 1
                 counts["full_items"] += items
     return counts
@@ -592,9 +596,9 @@ class Engine:
         song = self._at_working_rate(song)
         span = song.span(takes[0].start_s, takes[0].duration_s)
         frames = self.params.num_frames(span.frames)
-        mono = span.to_mono()
         # The span is a song of its own to the engine: not in the cache (its picture is made).
-        work = self._work(mono, "", 0, frames, span.frames, takes, WINDOW_COLUMNS)
+        # Only its length counts, so no mono mix is made (the app asks on every page run).
+        work = self._work(span, None, 0, frames, span.frames, takes, WINDOW_COLUMNS)
         return sum(work[stage] * self._rates[stage] for stage in STAGES)
 
     def preview(
@@ -727,16 +731,19 @@ class Engine:
     def _work(
         self,
         mono: Audio,
-        key: str,
+        key: str | None,
         first: int,
         frames: int,
         length: int,
         takes: Sequence[RenderSettings],
         context: int,
     ) -> dict[str, float]:
-        """Units of work of each stage of a render (columns, UNet items, seconds of audio)."""
+        """Units of work of each stage of a render (columns, UNet items, seconds of audio).
+
+        ``key`` is the song's in the cache of encodings; None for a song that is not there.
+        """
         model = self.model
-        cached = self._cache.get(key)
+        cached = self._cache.get(key) if key is not None else None
         columns = self.params.num_frames(mono.frames)
         denoised = [s for s in takes if s.denoise_steps > 0]
         a, b = _region_columns(
