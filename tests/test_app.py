@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import threading
 
 import numpy as np
 import pytest
@@ -52,6 +53,22 @@ def wait_for_model(at: AppTest) -> None:
     if "model_job" in at.session_state:
         assert at.session_state["model_job"].wait(TIMEOUT)
         at.run()
+
+
+def hold_previews(monkeypatch) -> tuple[threading.Event, threading.Event]:
+    """From now on a preview sets ``entered`` as it starts and waits for ``release``."""
+    from neurochip.engine import Engine
+
+    entered, release = threading.Event(), threading.Event()
+    real_preview = Engine.preview
+
+    def held_preview(self, *args, **kwargs):
+        entered.set()
+        release.wait(TIMEOUT)
+        return real_preview(self, *args, **kwargs)
+
+    monkeypatch.setattr(Engine, "preview", held_preview)
+    return entered, release
 
 
 def fast(at: AppTest) -> None:
@@ -203,10 +220,6 @@ def test_quick_previews_are_a_kept_choice_that_reaches_the_engine(app_env, monke
 
 
 def test_the_last_preview_stays_while_a_new_one_renders(app_env, monkeypatch):
-    import threading
-
-    from neurochip.engine import Engine
-
     at = start()
     fast(at)
     [preview] = [b for b in at.button if b.label == "Preview now"]
@@ -216,15 +229,7 @@ def test_the_last_preview_stays_while_a_new_one_renders(app_env, monkeypatch):
     at.run()
 
     # The next preview is held until the page has been checked.
-    release, entered = threading.Event(), threading.Event()
-    real_preview = Engine.preview
-
-    def held_preview(self, *args, **kwargs):
-        entered.set()
-        release.wait(TIMEOUT)
-        return real_preview(self, *args, **kwargs)
-
-    monkeypatch.setattr(Engine, "preview", held_preview)
+    entered, release = hold_previews(monkeypatch)
     at.slider(key="w_denoise").set_value(0.4)
     [preview] = [b for b in at.button if b.label == "Preview now"]
     preview.click().run()
@@ -834,19 +839,7 @@ def test_a_bad_grid_is_a_clear_error_and_renders_nothing(app_env):
 
 
 def test_a_new_upload_cancels_the_old_songs_preview(app_env, monkeypatch):
-    import threading
-
-    from neurochip.engine import Engine
-
-    entered, release = threading.Event(), threading.Event()
-    real_preview = Engine.preview
-
-    def held_preview(self, *args, **kwargs):
-        entered.set()
-        release.wait(TIMEOUT)
-        return real_preview(self, *args, **kwargs)
-
-    monkeypatch.setattr(Engine, "preview", held_preview)
+    entered, release = hold_previews(monkeypatch)
     at = start()
     fast(at)
     [preview] = [b for b in at.button if b.label == "Preview now"]

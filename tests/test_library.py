@@ -418,22 +418,38 @@ def test_listed_takes_equal_what_add_and_get_return(library, songs):
     assert songs[0] == listed[songs[0].id]  # as add() returned it (not starred since)
 
 
-def test_a_version_1_index_is_migrated_and_backfilled(library):
-    a = add_with(library, ["a Funk band"], "minuet.nsf", seed=1)
-    b = add_with(library, ["brass", "Ünïcode strings"], "tune.mod", seed=2, kind="stereo pair")
+def rewind_index(library, version: int, columns: int, edit=None) -> Path:
+    """Rebuild ``library``'s index as schema ``version`` had it: its first ``columns``
+    columns, the rows kept; ``edit(conn)`` runs before the version is set. Returns the index."""
     index = library.root / "library.sqlite3"
-    v1_columns = ", ".join(store._COLUMNS[:12])  # what version 1 had
+    kept = ", ".join(store._COLUMNS[:columns])
     with contextlib.closing(sqlite3.connect(index)) as conn:
-        rows = conn.execute(f"SELECT {v1_columns} FROM takes").fetchall()
+        rows = conn.execute(f"SELECT {kept} FROM takes").fetchall()
     for extra in ("", "-wal", "-shm"):
         index.with_name(index.name + extra).unlink(missing_ok=True)
     with contextlib.closing(sqlite3.connect(index)) as conn, conn:
-        for statement in store._MIGRATIONS[1]:
-            conn.execute(statement)
-        conn.executemany(f"INSERT INTO takes ({v1_columns}) VALUES ({', '.join('?' * 12)})", rows)
+        for step in range(1, version + 1):
+            for statement in store._MIGRATIONS[step]:
+                statement(conn) if callable(statement) else conn.execute(statement)
+        conn.executemany(f"INSERT INTO takes ({kept}) VALUES ({', '.join('?' * columns)})", rows)
+        if edit is not None:
+            edit(conn)
+        conn.execute(f"PRAGMA user_version = {version}")
+    return index
+
+
+def test_a_version_1_index_is_migrated_and_backfilled(library):
+    a = add_with(library, ["a Funk band"], "minuet.nsf", seed=1)
+    b = add_with(library, ["brass", "Ünïcode strings"], "tune.mod", seed=2, kind="stereo pair")
+    index = rewind_index(
+        library,
+        1,
+        12,  # the columns version 1 had
         # Only in the index, so a row rebuilt from the folder would not say it.
-        conn.execute("UPDATE takes SET name = 'named in version 1' WHERE id = ?", (a.id,))
-        conn.execute("PRAGMA user_version = 1")
+        lambda conn: conn.execute(
+            "UPDATE takes SET name = 'named in version 1' WHERE id = ?", (a.id,)
+        ),
+    )
 
     migrated = TakeLibrary(library.root)
     with contextlib.closing(sqlite3.connect(index)) as conn:
@@ -473,18 +489,7 @@ def test_a_version_3_index_gets_faithfulness_scores_and_notes(library):
         ),
     )
     old = add_take(library, seed=4)  # before the meter: no score
-    index = library.root / "library.sqlite3"
-    v3_columns = ", ".join(store._COLUMNS[:18])  # what version 3 had
-    with contextlib.closing(sqlite3.connect(index)) as conn:
-        rows = conn.execute(f"SELECT {v3_columns} FROM takes").fetchall()
-    for extra in ("", "-wal", "-shm"):
-        index.with_name(index.name + extra).unlink(missing_ok=True)
-    with contextlib.closing(sqlite3.connect(index)) as conn, conn:
-        for version in (1, 2, 3):
-            for statement in store._MIGRATIONS[version]:
-                statement(conn) if callable(statement) else conn.execute(statement)
-        conn.executemany(f"INSERT INTO takes ({v3_columns}) VALUES ({', '.join('?' * 18)})", rows)
-        conn.execute("PRAGMA user_version = 3")
+    index = rewind_index(library, 3, 18)  # the columns version 3 had
 
     migrated = TakeLibrary(library.root)
     with contextlib.closing(sqlite3.connect(index)) as conn:
