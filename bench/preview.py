@@ -48,6 +48,7 @@ import torch
 from render import (
     FULL,
     QUICK,
+    StageTimer,
     build_model,
     count_work,
     import_tests,
@@ -60,13 +61,12 @@ from neurochip.engine import (
     FAITHFUL_PREVIEW,
     PREVIEW_SECONDS,
     QUICK_PREVIEW,
+    STAGES,
     Engine,
     PreviewQuality,
 )
 from neurochip.io import Audio
 from neurochip.model import RiffusionModel, load_model, resolve_dtype
-
-STAGES = ("encode", "denoise", "decode", "phase")
 
 
 @dataclass
@@ -94,14 +94,6 @@ class Summary:
     wall_s_all: list[float] = field(default_factory=list)
 
 
-def stage_of(label: str) -> str:
-    """The engine's progress labels ("denoise step 3 of 17") by stage."""
-    for stage in STAGES:
-        if label.startswith(stage):
-            return stage
-    return "other"
-
-
 def timed_preview(
     engine: Engine,
     song: Audio,
@@ -112,29 +104,22 @@ def timed_preview(
     quality: PreviewQuality = FAITHFUL_PREVIEW,
 ) -> PreviewRun:
     device = engine.model.device
-    stages = dict.fromkeys(STAGES, 0.0)
-    current = ["encode", 0.0]
-
-    def progress(fraction: float, label: str) -> None:
-        synchronize(device)  # the stage before this report is finished, not just queued
-        now = time.perf_counter()
-        stages[current[0]] = stages.get(current[0], 0.0) + now - current[1]
-        current[:] = [stage_of(label), now]
+    timer = StageTimer(device)
+    progress = timer.progress
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     with count_work(engine.model) as work:
         synchronize(device)
         began = time.perf_counter()
-        current[1] = began
+        timer.start()
         if grid:
             engine.preview_many(song, grid, start_s, progress=progress, quality=quality)
         else:
             engine.preview(song, settings, start_s, progress=progress, quality=quality)
         synchronize(device)
         wall = time.perf_counter() - began
-    stages.pop("done", None)
-    stages.pop("other", None)
+    stages = timer.seconds()
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
     return PreviewRun(case, wall, stages, work.unet_items, work.unet_calls, peak)
 

@@ -66,7 +66,7 @@ from PIL import Image
 
 from neurochip.cli.common import add_engine_options, engine_settings
 from neurochip.device import describe_device, resolve_device
-from neurochip.engine import Engine, RenderSettings, count_unet_work
+from neurochip.engine import STAGES, Engine, RenderSettings, count_unet_work
 from neurochip.errors import NeuroChipError
 from neurochip.io import Audio, load_audio
 from neurochip.model import RiffusionModel, assemble_model, resolve_dtype
@@ -430,6 +430,30 @@ def device_peak_tflops(device: torch.device) -> float | None:
     return next((peak for part, peak in PEAK_TFLOPS.items() if part in name), None)
 
 
+class StageTimer:
+    """Seconds spent in each engine stage, read off its progress reports: pass
+    :meth:`progress` as the callback, :meth:`start` when the clock starts."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.spent: dict[str, float] = {}
+        self.current, self.since = "encode", time.perf_counter()
+
+    def start(self) -> None:
+        self.since = time.perf_counter()
+
+    def progress(self, fraction: float, label: str) -> None:
+        synchronize(self.device)  # the stage before this report is finished, not just queued
+        now = time.perf_counter()
+        self.spent[self.current] = self.spent.get(self.current, 0.0) + now - self.since
+        # Labels read "denoise step 3 of 17", "phase", ...; "done" ends the last stage.
+        self.current = next((s for s in STAGES if label.startswith(s)), "other")
+        self.since = now
+
+    def seconds(self) -> dict[str, float]:
+        return {stage: self.spent.get(stage, 0.0) for stage in STAGES}
+
+
 def best_of(runs: Sequence[Result]) -> Result:
     """The fastest of repeated runs (the work and lengths are the same in every one)."""
     best = min(runs, key=lambda r: r.wall_s)
@@ -508,20 +532,12 @@ def neurochip_render(
     def render() -> tuple[np.ndarray, float]:
         # A fresh engine: its cache of song encodings must not carry over from the warm-up.
         engine, audio = Engine(model, PARAMS, memory_limit=memory_limit), Audio(song, SAMPLE_RATE)
-        stages = render.stages_s = {}
-        current = ["encode", time.perf_counter()]
-
-        def progress(fraction: float, label: str) -> None:
-            synchronize(device)  # the stage before this report is finished, not just queued
-            now = time.perf_counter()
-            stages[current[0]] = stages.get(current[0], 0.0) + now - current[1]
-            current[:] = [label.split()[0], now]
-
+        timer = StageTimer(device)
         if together:
-            renders = engine.render_many(audio, all_settings, progress)
+            renders = engine.render_many(audio, all_settings, timer.progress)
         else:
-            renders = [engine.render(audio, s, progress) for s in all_settings]
-        stages.pop("done", None)
+            renders = [engine.render(audio, s, timer.progress) for s in all_settings]
+        render.stages_s = timer.seconds()
         return renders[0].audio.samples, song.shape[-1] / SAMPLE_RATE
 
     render.stages_s = {}
