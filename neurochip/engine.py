@@ -940,6 +940,9 @@ class Engine:
                 raise RenderCancelled("The render was cancelled.")
 
         steps = max(len(lane.timesteps) for lane in lanes)
+        # The denoising starts here: without this report its first step would be timed as
+        # part of the encoding (measured rates, hence progress and estimates, skewed).
+        report.stage("denoise", 0.0, "denoise")
         for k in range(steps):
             active = [lane for lane in lanes if k < len(lane.timesteps)]
             inputs = [
