@@ -10,6 +10,7 @@ import dataclasses
 import gc
 import io
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 import soundfile as sf
 import streamlit as st
 
+from app import push
 from neurochip.engine import Engine
 from neurochip.io.audio import Audio
 from neurochip.jobs import DONE, FAILED, SLOW_POLL_S, Job
@@ -95,7 +97,9 @@ def engine() -> tuple[Engine | None, str | None]:
     (None, None) while the model loads: call :func:`watch_model_load` to show it.
     """
     job = _engine_job(model_choice())
-    st.session_state["model_job"] = job
+    if st.session_state.get("model_job") is not job:
+        st.session_state["model_job"] = job
+        push.rerun_when_finished(job)  # every session watching the load hears of its end
     if job.state == DONE:
         return job.result, None
     if job.state == FAILED:
@@ -305,7 +309,8 @@ def start_loading(
     previous = st.session_state.get("load_job")
     if previous is not None:
         previous.cancel()  # the newest file (or voice choice) wins
-    st.session_state["load_job"] = Job(work, name="load").start()
+    st.session_state["load_job"] = job = Job(work, name="load").start()
+    push.rerun_when_finished(job)
     st.session_state["load_label"] = label
     st.session_state["load_source"] = source
     st.session_state["load_voices"] = voices
@@ -547,12 +552,32 @@ def wav_bytes(audio: Audio) -> bytes:
 # if one such request is lost.
 
 
-#: How long a preview waits after a settings change before it starts, so a burst of changes
-#: (clicks on a number's +) renders once; sliders send their value only on release. (Polling
-#: a running preview faster than jobs.FAST_POLL_S was tried: on a 2-core machine every page
-#: poll takes CPU from the render, 0.2 s made the preview 0.8 s slower and the wait longer;
-#: bench/app_sessions.py --scenarios preview.)
+#: How long a preview waits after a settings change that follows another within this time, so
+#: a burst of changes (clicks on a number's +) renders once; the first change of a burst starts
+#: at once (sliders send their value only on release). A finished preview reruns its page at
+#: once (app/push.py); polling is the fallback. (Polling a running preview faster than
+#: jobs.FAST_POLL_S was tried: on a 2-core machine every page poll takes CPU from the render,
+#: 0.2 s made the preview 0.8 s slower and the wait longer; bench/app_sessions.py --scenarios
+#: preview.)
 PREVIEW_DEBOUNCE_S = 0.25
+
+#: The app's clock for debouncing (tests replace it).
+clock = time.monotonic
+
+
+def preview_delay(now_asked: bool) -> float:
+    """How long the preview for the settings changed in this run waits before it starts.
+
+    No wait for "Preview now" and for the first change in a while (why wait for a burst that
+    may never come: the model work starts at once); the debounce delay for a change that
+    follows another closely, whose preview is cancelled by the next change before it starts.
+    """
+    now = clock()
+    last = st.session_state.get("_preview_asked_at")
+    st.session_state["_preview_asked_at"] = now
+    if now_asked or last is None or now - last >= PREVIEW_DEBOUNCE_S:
+        return 0.0
+    return PREVIEW_DEBOUNCE_S
 
 
 def poll_every(key: str, job: Job | None) -> float | None:

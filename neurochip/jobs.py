@@ -10,6 +10,7 @@ survive the page that started it being closed or refreshed.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -26,7 +27,10 @@ PENDING, RUNNING, DONE, FAILED, CANCELLED = "pending", "running", "done", "faile
 
 #: Polling back-off for UIs: poll every ``FAST_POLL_S`` while a job changes, slowing down to
 #: ``SLOW_POLL_S`` while nothing does (a render queued behind another one for minutes).
-FAST_POLL_S, SLOW_POLL_S = 0.5, 2.0
+#: ``NEUROCHIP_POLL_S`` sets the fast rate (a remote browser on a slow link may want less
+#: chatter; the app's pages are also pushed a rerun when a job ends, see app/push.py).
+FAST_POLL_S = float(os.environ.get("NEUROCHIP_POLL_S") or 0.5)
+SLOW_POLL_S = max(2.0, 4 * FAST_POLL_S)
 
 
 def poll_interval(quiet_s: float, fast: float = FAST_POLL_S, slow: float = SLOW_POLL_S) -> float:
@@ -64,7 +68,7 @@ class Job(Generic[T]):
     ) -> None:
         self.name = name
         self._work = work
-        self._delay_s = delay_s
+        self.delay_s = delay_s
         self._clock = clock
         self._cancel = threading.Event()
         self._lock = threading.Lock()
@@ -80,6 +84,7 @@ class Job(Generic[T]):
         #: that saw this version has nothing new to draw.
         self.version = 0
         self.changed_at = clock()
+        self._on_finish: list[Callable[[Job[T]], None]] = []
 
     def start(self) -> Job[T]:
         self._thread.start()
@@ -87,6 +92,26 @@ class Job(Generic[T]):
 
     def cancel(self) -> None:
         self._cancel.set()
+
+    def add_done_callback(self, callback: Callable[[Job[T]], None]) -> None:
+        """Call ``callback(job)`` once the job has finished (at once if it already has).
+
+        For a UI that would rather be told than keep asking: the app reruns the page that
+        started a preview the moment it is ready, instead of at its next poll. The callback
+        runs on the job's thread (or the caller's, if finished) and must not block; what it
+        raises is logged, never lost in the thread.
+        """
+        with self._lock:
+            if not self.finished:
+                self._on_finish.append(callback)
+                return
+        self._call(callback)
+
+    def _call(self, callback: Callable[[Job[T]], None]) -> None:
+        try:
+            callback(self)
+        except Exception:
+            log.exception("A callback of job %r failed", self.name)
 
     @property
     def cancelled(self) -> bool:
@@ -147,7 +172,7 @@ class Job(Generic[T]):
                 self._changed()
 
     def _run(self) -> None:
-        if self._delay_s and self._cancel.wait(self._delay_s):
+        if self.delay_s and self._cancel.wait(self.delay_s):
             self._finish(CANCELLED, stage="superseded")
             return
         self.started_at = self._clock()
@@ -182,3 +207,6 @@ class Job(Generic[T]):
                 self.fraction = fraction
             self.error = error
             self._changed()
+            callbacks, self._on_finish = self._on_finish, []
+        for callback in callbacks:  # outside the lock: a callback may look at the job
+            self._call(callback)

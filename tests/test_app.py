@@ -246,6 +246,28 @@ def test_the_last_preview_stays_while_a_new_one_renders(app_env, monkeypatch):
     assert not any("Out of date" in c.value for c in at.caption)
 
 
+def test_a_change_previews_at_once_and_a_burst_of_changes_waits_to_settle(app_env, monkeypatch):
+    now = [1000.0]
+    monkeypatch.setattr(ui, "clock", lambda: now[0])  # only the test moves it
+    at = start()
+    at.session_state["auto_preview"] = True
+    _, release = hold_previews(monkeypatch)  # nothing needs to finish here
+    at.number_input(key="w_seed").increment().run()
+    first = at.session_state["preview_job"]
+    assert first.delay_s == 0  # the first change in a while: the model starts at once
+    now[0] += 0.1  # the next click on the seed's +, a tenth of a second later
+    at.number_input(key="w_seed").increment().run()
+    second = at.session_state["preview_job"]
+    assert second is not first and first.cancelled
+    assert second.delay_s == ui.PREVIEW_DEBOUNCE_S  # a burst: wait for it to settle
+    now[0] += 10 * ui.PREVIEW_DEBOUNCE_S
+    at.number_input(key="w_seed").increment().run()
+    third = at.session_state["preview_job"]
+    assert second.cancelled and third.delay_s == 0
+    third.cancel()
+    release.set()
+
+
 def test_full_render_keeps_takes_and_offers_downloads(app_env):
     at = start()
     fast(at)

@@ -98,11 +98,14 @@ def serving(command: list[str], log_path: Path, cwd: Path = ROOT, env=None):
         log.close()
 
 
+def app_command(tiny_model_dir, tmp_path) -> list[str]:
+    command = [sys.executable, "-m", "neurochip", "app", "--port", "{port}"]
+    return command + ["--model", str(tiny_model_dir), "--home", str(tmp_path / "home")]
+
+
 @pytest.fixture
 def app_url(tmp_path, tiny_model_dir):
-    command = [sys.executable, "-m", "neurochip", "app", "--port", "{port}"]
-    command += ["--model", str(tiny_model_dir), "--home", str(tmp_path / "home")]
-    with serving(command, tmp_path / "app.log") as url:
+    with serving(app_command(tiny_model_dir, tmp_path), tmp_path / "app.log") as url:
         yield url
 
 
@@ -235,4 +238,39 @@ def test_preview_ab_grid_and_a_refresh(app_url, tmp_path):
         expect(page.get_by_text("minuet-sketch.wav").first).to_be_visible()
         expect(page.get_by_label("Seed", exact=True)).to_have_value("6")
         expect(page.get_by_text("Notes kept:")).to_be_visible()
+        browser.close()
+
+
+def test_finished_work_reaches_the_page_without_waiting_for_a_poll(tiny_model_dir, tmp_path):
+    """Pages poll running work every 10 minutes here, far longer than this test may take:
+    the upload, the model load and the preview only reach the page because each job pushes
+    a rerun of its page when it ends (app/push.py)."""
+    from playwright.sync_api import expect, sync_playwright
+
+    tune = tmp_path / "minuet-sketch.wav"
+    sf.write(tune, make_chiptune(6.0).T, 44100, subtype="PCM_16")
+    env = {**os.environ, "NEUROCHIP_POLL_S": "600"}
+    command = app_command(tiny_model_dir, tmp_path)
+    with serving(command, tmp_path / "app.log", env=env) as url, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 2400})
+        page.set_default_timeout(240_000)
+        expect.set_options(timeout=240_000)
+        page.goto(url)
+        page.locator("[data-testid='stFileUploader'] input[type='file']").set_input_files(tune)
+        expect(page.get_by_text("minuet-sketch.wav").first).to_be_visible()
+        thumb = page.locator("[data-testid='stSlider']").filter(has_text="Steps")
+        thumb = thumb.get_by_role("slider")
+        thumb.focus()
+        thumb.press("Home")
+        thumb.press("ArrowRight")  # 2 steps
+        expect(page.get_by_text("Previewed in")).to_be_visible()
+        # And again: a change to a take on the page (the last preview stays, marked out of
+        # date, until the new one is pushed in).
+        page.get_by_test_id("stNumberInput").filter(has_text="Seed").get_by_test_id(
+            "stNumberInputStepUp"
+        ).click()
+        expect(page.get_by_text("Out of date")).to_have_count(1)
+        expect(page.get_by_text("Out of date")).to_have_count(0)
+        expect(page.get_by_text("Previewed in")).to_be_visible()
         browser.close()

@@ -225,3 +225,27 @@ def test_version_counts_changes_and_quiet_time_drives_the_back_off():
     assert job.version == seen + 2  # finishing is a change too
     clock.now = 100.0
     assert job.quiet_s() == 0.0 and job.poll_interval() == FAST_POLL_S
+
+
+def test_done_callbacks_run_once_the_job_finishes_and_at_once_after():
+    gate, seen = threading.Event(), []
+    job = Job(lambda p, c: gate.wait(HANG_S) and "take", name="preview").start()
+    job.add_done_callback(lambda j: seen.append(("early", j.state, j.result)))
+    assert seen == []  # still running: nothing yet
+    gate.set()
+    assert job.wait(HANG_S)
+    assert seen == [("early", DONE, "take")]
+    job.add_done_callback(lambda j: seen.append(("late", j.state, j.result)))
+    assert seen[-1] == ("late", DONE, "take")  # already finished: called at once
+
+
+def test_done_callbacks_hear_of_cancels_and_failures_and_their_errors_are_logged(caplog):
+    seen = []
+    job = Job(lambda p, c: None, delay_s=10 * HANG_S, name="preview")
+    job.add_done_callback(lambda j: seen.append(j.state))
+    job.add_done_callback(lambda j: 1 / 0)  # a broken callback stops neither job nor others
+    job.add_done_callback(lambda j: seen.append("after the broken one"))
+    job.start().cancel()
+    assert job.wait(HANG_S)
+    assert seen == [CANCELLED, "after the broken one"]
+    assert "A callback of job 'preview' failed" in caplog.text

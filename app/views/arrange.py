@@ -7,7 +7,7 @@ import random
 
 import streamlit as st
 
-from app import ui
+from app import push, ui
 from app.abplayer import ab_player
 from app.figures import faithfulness_figure, spectrogram_figure
 from neurochip.engine import FAITHFUL_PREVIEW, PREVIEW_SECONDS, QUICK_PREVIEW, region_picture
@@ -223,9 +223,9 @@ if engine is not None and (
         faithfulness = note_faithfulness(result.source, result.audio)
         return ui.Preview(song.key, key, result, faithfulness)
 
-    # Debounced: a slider still moving cancels this before it starts.
-    delay = 0.0 if preview_now else ui.PREVIEW_DEBOUNCE_S
-    job = Job(preview_work, delay_s=delay, name="preview").start()
+    # Debounced within a burst of changes: the next change cancels this before it starts.
+    job = Job(preview_work, delay_s=ui.preview_delay(preview_now), name="preview").start()
+    push.rerun_when_finished(job)  # drawn the moment it is ready, not at the next poll
     st.session_state["preview_job"] = job
     st.session_state["preview_key"] = preview_key
 
@@ -378,7 +378,8 @@ if g4.button("Render the grid", disabled=engine is None or grid_busy, icon=":mat
             )
             return song.key, grid, variations
 
-        st.session_state["grid_job"] = Job(grid_work, name="grid").start()
+        st.session_state["grid_job"] = job = Job(grid_work, name="grid").start()
+        push.rerun_when_finished(job)
         st.rerun()
 if st.session_state.get("grid_error"):
     st.error(st.session_state["grid_error"], icon=":material/error:")
@@ -524,7 +525,8 @@ if st.button(
         )
         return takes.saved
 
-    st.session_state["render_job"] = Job(render_work, name="render").start()
+    st.session_state["render_job"] = job = Job(render_work, name="render").start()
+    push.rerun_when_finished(job)
     st.rerun()
 
 
