@@ -73,6 +73,13 @@ PREVIEW_SECONDS = 5.12
 #: Prompt embeddings an engine keeps (prompt and negative prompt of recent takes).
 PROMPT_CACHE_SIZE = 16
 
+#: How far a re-rolled region blends into the take around it, on each side (seconds): the
+#: latents move from the parent take's to the new ones over it, and so does the audio.
+REROLL_MARGIN_S = 0.25
+
+#: The shortest region a re-roll renders (seconds): a few picture columns.
+MIN_REROLL_S = 0.1
+
 #: progress(fraction done 0..1, stage) -- stage is e.g. "encode", "denoise step 3 of 17".
 ProgressCallback = Callable[[float, str], None]
 
@@ -350,6 +357,77 @@ def blend_windows(
             out[..., s : s + width] += predictions[j : j + 1] * weight
             norm[s : s + width] += weight
     return out / norm
+
+
+@dataclass(frozen=True)
+class RerollBounds:
+    """Where a re-roll acts, in samples of the span: the region, the blend margin on each
+    side of it, and what is rendered anew (the region and two margins each side, within the
+    span: the outer margin lets the rebuilt phase settle before the crossfade reaches it)."""
+
+    region: tuple[int, int]
+    margin: int
+    total: int  # the span's length
+
+    @property
+    def rendered(self) -> tuple[int, int]:
+        r0, r1 = self.region
+        return max(0, r0 - 2 * self.margin), min(self.total, r1 + 2 * self.margin)
+
+    def weight_at(self, at: np.ndarray) -> np.ndarray:
+        """At sample positions ``at``: 1 inside the region, 0 past its margins (exactly), a
+        raised-cosine ramp between; 0 keeps the parent's, 1 takes the new one's."""
+        r0, r1 = self.region
+        outside = np.maximum(r0 - at, at - r1)  # how far past the region (negative inside)
+        x = np.clip(1.0 - outside / max(1, self.margin), 0.0, 1.0)
+        return (0.5 - 0.5 * np.cos(np.pi * x)).astype(np.float32)
+
+    def latent_mask(self, a: int, b: int, scale: int, hop: int) -> torch.Tensor:
+        """(1, 1, 1, b - a): the same weight for latent columns a..b, at their centres."""
+        centres = (np.arange(a, b) * scale + scale / 2) * hop
+        return torch.from_numpy(self.weight_at(centres)).view(1, 1, 1, -1)
+
+    def describe(self, sample_rate: int) -> dict[str, Any]:
+        r0, r1 = self.region
+        return {
+            "region_s": [round(r0 / sample_rate, 4), round(r1 / sample_rate, 4)],
+            "margin_s": round(self.margin / sample_rate, 4),
+        }
+
+
+def reroll_bounds(
+    frames: int, sample_rate: int, region_s: tuple[float, float], margin_s: float
+) -> RerollBounds:
+    """Check a re-roll's region (seconds from the span's start) and margin against a span of
+    ``frames`` samples, and put them in samples.
+
+    Raises:
+        NeuroChipError: For a region outside the take, too short, or a bad margin.
+    """
+    start, end = (float(v) for v in region_s)
+    duration = frames / sample_rate
+    if not (math.isfinite(start) and math.isfinite(end)) or start < 0 or end <= start:
+        raise NeuroChipError(
+            f"The region to re-roll must start at 0 s or later and end after it starts "
+            f"(got {start:g} s to {end:g} s)."
+        )
+    if start >= duration - 1e-6:
+        raise NeuroChipError(
+            f"The region starts at {start:g} s, past the take's end ({duration:.2f} s)."
+        )
+    end = min(end, duration)  # "to the end" may be said with any larger number
+    if end - start < MIN_REROLL_S:
+        raise NeuroChipError(
+            f"The region to re-roll is {end - start:.3f} s: choose at least {MIN_REROLL_S} s "
+            "(a bar, or a few beats)."
+        )
+    if not math.isfinite(margin_s) or not 0 <= margin_s <= 2.0:
+        raise NeuroChipError(f"The blend margin must be 0 to 2 s, not {margin_s:g} s.")
+    return RerollBounds(
+        (round(start * sample_rate), round(end * sample_rate)),
+        round(margin_s * sample_rate),
+        frames,
+    )
 
 
 def tile_starts(width: int, tile: int, overlap: int) -> list[int]:
@@ -643,6 +721,59 @@ class Engine:
                 mono, start, length, takes, progress, cancel, key, quality=quality
             )
 
+    def reroll_many(
+        self,
+        song: Audio,
+        parent: Audio,
+        takes: Sequence[RenderSettings],
+        region_s: tuple[float, float],
+        margin_s: float = REROLL_MARGIN_S,
+        progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> list[Render]:
+        """Render one region of a take again, once per settings in ``takes``; the rest stays.
+
+        Blended latent diffusion (RePaint-style, as diffusers' inpainting pipeline does for a
+        plain UNet): the region's latents denoise from the sketch's as in any render, and after
+        every step the latents around them are replaced by the parent take's, noised to that
+        step, through a mask that ramps over ``margin_s`` on each side, so the new bars grow
+        out of the music around them. The audio outside the region and its margins is the
+        parent's, sample for sample; within the margins it crossfades into the new audio.
+        The candidates share one denoising loop (as :meth:`render_many`), each equal to
+        re-rolling it alone.
+
+        Args:
+            song: The sketch the parent take was rendered from.
+            parent: The take (mono; exactly its span's length, as renders are).
+            takes: Settings of each candidate (new seeds, denoise, prompts...); the span
+                (``start_s``, ``duration_s``) must be the parent's.
+            region_s: (start, end) of the region in seconds from the span's start.
+            margin_s: The blend on each side of the region, inside the take.
+
+        Returns:
+            Whole takes, the parent's length, each with the region rendered anew
+            (``info["reroll"]`` says which region and margin).
+        """
+        _check_shared(takes, span=True)
+        song = self._at_working_rate(song)
+        span = song.span(takes[0].start_s, takes[0].duration_s)
+        parent = self._at_working_rate(parent)
+        if parent.channels != 1:
+            raise NeuroChipError(
+                "Re-roll a single take (A or B), not a stereo pair or a comparison: then pair "
+                "the new take again."
+            )
+        if parent.frames != span.frames:
+            raise NeuroChipError(
+                f"The take is {parent.duration_s:.3f} s long, but the span it should come from "
+                f"is {span.duration_s:.3f} s: re-roll with the take's own start and duration."
+            )
+        bounds = reroll_bounds(span.frames, span.sample_rate, region_s, margin_s)
+        with self._lock:
+            results = self._reroll(span.to_mono(), parent, takes, bounds, progress, cancel)
+        start_s = round(takes[0].start_s * song.sample_rate) / song.sample_rate
+        return [replace(result, start_s=start_s) for result in results]
+
     # -- steps -----------------------------------------------------------------------------------
 
     def _render_region(
@@ -722,6 +853,115 @@ class Engine:
                     output_image=output_image.cpu(),
                     start_s=start / song.sample_rate,
                     info={"model": self.model.source, "device": str(self.model.device)},
+                )
+            )
+        report.finish()
+        seconds = round(self._clock() - began, 3)
+        return [replace(result, seconds=seconds) for result in results]
+
+    def _reroll(
+        self,
+        mono: Audio,
+        parent: Audio,
+        takes: Sequence[RenderSettings],
+        bounds: RerollBounds,
+        progress: ProgressCallback | None,
+        cancel: threading.Event | None,
+    ) -> list[Render]:
+        began = self._clock()
+        model, params = self.model, self.params
+        scale, multiple = model.vae_scale, model.unet_multiple
+        hop = params.hop_length
+        # What is rendered anew: the region, its margins, and as much again for the phase
+        # to settle in before the crossfade reaches it.
+        a_s, b_s = bounds.rendered
+        a_s -= a_s % hop  # on a picture column, as every render's span is
+        first, frames = a_s // hop, params.num_frames(b_s - a_s)
+        key = _content_key(mono)
+        report = _StagedProgress(
+            progress,
+            self._rates,
+            self._measured,
+            self._work(mono, key, first, frames, b_s - a_s, takes, WINDOW_COLUMNS),
+            self._clock,
+            self._sync,
+            cancel,
+        )
+        report.stage("encode", 0.0, "encode")
+        cached = self._song_encoding(mono, need_latents=True, key=key)
+        song_latents = cached["latents"]
+        a, b = _region_columns(
+            song_latents.shape[-1], first, frames, scale, multiple, WINDOW_COLUMNS
+        )
+        # The parent take as the model sees it: its picture at the sketch's level, encoded
+        # only where the denoised columns reach.
+        wave = torch.from_numpy(parent.samples).to(model.device)
+        parent_image, _ = amplitudes_to_float_image(
+            mel_amplitudes(wave, params), float(cached["max_value"])
+        )
+        parent_latents = self._encode(parent_image).columns(a, b)
+        mask = bounds.latent_mask(a, b, scale, hop).to(model.device)
+
+        latents = song_latents.columns(a, b)
+        noises = [self._song_noise(song_latents.shape, s.seed)[..., a:b] for s in takes]
+        whole = (a, b) == (0, song_latents.shape[-1])
+        denoised = self._denoise(
+            latents,
+            noises,
+            takes,
+            report,
+            cancel,
+            origin=a,
+            whole=whole,
+            known=(parent_latents, mask),
+        )
+        offset = first - a * scale
+        weight = torch.from_numpy(bounds.weight_at(np.arange(a_s, b_s) + 0.5)).to(model.device)
+        frame_weight = torch.from_numpy(bounds.weight_at(a_s + np.arange(frames) * hop))
+        source = torch.from_numpy(mono.samples[:, a_s:b_s]).to(model.device)
+        parent_wave = wave[:, a_s:b_s]
+        results = []
+        for i, (settings, take_latents) in enumerate(zip(takes, denoised, strict=True)):
+            report.stage("decode", i / len(takes), "decode")
+            image = self._decode(take_latents)[..., offset : offset + frames]
+
+            def phase_progress(f: float, i: int = i) -> None:
+                report.stage("phase", (i + f) / len(takes), "phase")
+
+            phase_progress(0.0)
+            amplitudes = float_image_to_amplitudes(
+                image.mean(dim=0, keepdim=True).expand(3, -1, -1),
+                float(cached["max_value"]),
+                stereo=False,
+            )
+            new = waveform_from_amplitudes(
+                amplitudes.to(model.device).float(),
+                params,
+                b_s - a_s,
+                settings.phase_settings,
+                source=source,
+                progress=phase_progress,
+            )
+            new = limit_peak(new)  # as a take: never clips
+            spliced = wave.clone()
+            # Outside the region and its margins the weight is 0: the parent's samples, as
+            # they were (x + 0 * y is x, exactly).
+            spliced[:, a_s:b_s] = parent_wave + weight * (new - parent_wave)
+            picture = parent_image.clone()
+            cut = picture[..., first : first + frames]
+            cut += frame_weight * (image.cpu() - cut)
+            results.append(
+                Render(
+                    audio=Audio(spliced.cpu().numpy(), mono.sample_rate),
+                    source=Audio(mono.samples.copy(), mono.sample_rate),
+                    settings=settings,
+                    input_image=cached["image"].cpu(),
+                    output_image=picture.cpu(),
+                    info={
+                        "model": model.source,
+                        "device": str(model.device),
+                        "reroll": bounds.describe(mono.sample_rate),
+                    },
                 )
             )
         report.finish()
@@ -914,6 +1154,7 @@ class Engine:
         cancel: threading.Event | None,
         origin: int = 0,
         whole: bool = True,
+        known: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> list[torch.Tensor]:
         """img2img's denoising loop for several takes of the same latents at once.
 
@@ -921,6 +1162,8 @@ class Engine:
         pairs) to shared UNet calls; each take then steps with its own scheduler. Takes with
         fewer denoising steps finish early. ``origin`` is where ``latents`` start in the song
         and ``whole`` says they are the whole song (shifted windows then wrap round).
+        ``known`` (latents to keep, mask): where the mask is 0 each step ends on those latents
+        noised to the next step's level, and the loop on them exactly (a re-roll).
         Returns each take's denoised latents.
         """
         model = self.model
@@ -968,6 +1211,8 @@ class Engine:
                         torch.cuda.empty_cache()
             for lane, noise_pred in zip(active, predictions, strict=True):
                 lane.step(noise_pred, k)
+                if known is not None:
+                    lane.keep(*known, k)
             report.stage("denoise", (k + 1) / steps, f"denoise step {k + 1} of {steps}")
         return [lane.latents for lane in lanes]
 
@@ -1269,6 +1514,7 @@ class _Lane:
     guidance: float
     guided_steps: int  # the first steps follow the prompt with guidance
     step_options: dict[str, Any]
+    noise: torch.Tensor  # what was added to the latents at the start
 
     def guided_at(self, k: int) -> bool:
         return self.negative is not None and k < self.guided_steps
@@ -1308,6 +1554,7 @@ class _Lane:
             guidance=settings.guidance,
             guided_steps=settings.guided_steps,
             step_options=step_options,
+            noise=noise,
         )
 
     def step(self, noise_pred: torch.Tensor, k: int) -> None:
@@ -1315,6 +1562,13 @@ class _Lane:
         self.latents = self.scheduler.step(
             noise_pred, t, self.latents, **self.step_options
         ).prev_sample.float()
+
+    def keep(self, kept: torch.Tensor, mask: torch.Tensor, k: int) -> None:
+        """After step ``k``: where ``mask`` is 0, the kept latents at the next step's noise
+        level (after the last step, as they are); where it is 1, this take's own."""
+        if k + 1 < len(self.timesteps):
+            kept = self.scheduler.add_noise(kept, self.noise, self.timesteps[k + 1 : k + 2])
+        self.latents = kept + mask * (self.latents - kept)
 
 
 def _check_shared(takes: Sequence[RenderSettings], span: bool) -> None:

@@ -178,7 +178,7 @@ def render_take_set(
     measured: dict[str, dict[str, Any] | None] = {}
     for i, ((name, take_settings), render) in enumerate(zip(takes.items(), renders, strict=True)):
         result.renders[name] = render
-        measured[name] = _measure(render, bars)
+        measured[name] = measure_take(render, bars)
         if progress is not None:
             done = 1 - METER_SHARE * (1 - (i + 1) / len(takes))
             progress(done, "measuring note faithfulness" if done < 1 else "done")
@@ -189,7 +189,7 @@ def render_take_set(
             {**render.info, **provenance},
             faithfulness=measured[name],
         )
-        thumbnails[name] = _thumbnail(render)
+        thumbnails[name] = take_thumbnail(render)
         keep(name, render.audio, meta, thumbnails[name])
     both = combined_faithfulness(measured)
 
@@ -251,7 +251,7 @@ def _fade_at(options: TakeSetOptions, duration_s: float) -> float:
     return duration_s / 3 if options.compare_at_s is None else options.compare_at_s
 
 
-def _measure(render: Render, bars: list[float] | None) -> dict[str, Any] | None:
+def measure_take(render: Render, bars: list[float] | None) -> dict[str, Any] | None:
     """A take's note faithfulness to the span the engine heard, for its metadata.
 
     Per bar where ``bars`` (the song's, in seconds) are known: those of the span, shifted to
@@ -287,7 +287,7 @@ def combined_faithfulness(
     return {"score": round(sum(known) / len(known), 4), "takes": dict(measured)}
 
 
-def _thumbnail(render: Render):
+def take_thumbnail(render: Render):
     try:
         return spectrogram_thumbnail(render.output_image)
     except (NeuroChipError, RuntimeError) as err:

@@ -17,6 +17,7 @@ from neurochip.cli import (
     faithfulness,
     invert,
     render,
+    reroll,
     roundtrip,
     spectrogram,
     sweep,
@@ -25,7 +26,18 @@ from neurochip.cli import (
 from neurochip.cli.common import EPILOG
 from neurochip.errors import NeuroChipError, TooLongError
 
-COMMANDS = (spectrogram, invert, roundtrip, render, sweep, synth, faithfulness, app, doctor)
+COMMANDS = (
+    spectrogram,
+    invert,
+    roundtrip,
+    render,
+    reroll,
+    sweep,
+    synth,
+    faithfulness,
+    app,
+    doctor,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
