@@ -291,17 +291,25 @@ def sketch_bar_times(sketch: Sketch) -> list[float] | None:
     """
     if sketch.midi is None:
         return None
+    return midi_bar_times(sketch.midi, sketch.name)
+
+
+def midi_bar_times(data: bytes, name: str = "the sketch") -> list[float] | None:
+    """Where each bar of a MIDI file (its bytes) starts, in seconds; ``None`` without bars.
+
+    Reads the tempo map and time signatures only: nothing is synthesised. Never raises.
+    """
     from neurochip.synth import read_midi  # only MIDI sketches need it
 
     try:
         # read_midi reads files: the sketch holds the file's bytes (a few KB).
         with tempfile.TemporaryDirectory(prefix="neurochip-bars-") as folder:
             path = Path(folder) / "sketch.mid"
-            path.write_bytes(sketch.midi)
+            path.write_bytes(data)
             song = read_midi(path, max_seconds=math.inf)
-        return bar_times(song, midi_time_signatures(sketch.midi)) or None
+        return bar_times(song, midi_time_signatures(data)) or None
     except Exception as err:  # noqa: BLE001 - bars are a nicety: per second will do
-        log.warning("No bars for %s (faithfulness is shown per second): %s", sketch.name, err)
+        log.warning("No bars for %s (faithfulness is shown per second): %s", name, err)
         return None
 
 

@@ -949,3 +949,59 @@ def test_a_voice_change_keeps_the_last_preview_as_out_of_date(app_env):
     kept = at.session_state["last_preview"]
     assert kept.render is job.result.render  # still on the page, playable
     assert any("Out of date" in c.value for c in at.caption)
+
+
+# --- Fix a part (re-roll) ---------------------------------------------------------------------
+
+
+def test_a_takes_bars_are_rerolled_from_the_takes_page(app_env, tiny_model_dir):
+    from pathlib import Path
+
+    from neurochip.engine import REROLL_MARGIN_S, Engine
+    from neurochip.faithfulness import sketch_bar_times
+    from neurochip.settings import TakeSetOptions
+    from neurochip.takeset import render_take_set
+
+    midi = Path(__file__).resolve().parents[1] / "assets" / "greensleeves.mid"
+    sketch = load_sketch(midi)
+    settings = RenderSettings(prompt="a brass band", steps=4, duration_s=9.0, phase_iterations=0)
+    engine = Engine.from_pretrained(tiny_model_dir, device="cpu")
+    made = render_take_set(
+        engine, sketch, settings, TakeSetOptions(stereo_pair=False), library=ui.library()
+    )
+    take_id = made.saved["A"]
+    at = start("views/takes.py", song=False)
+    [more] = [b for b in at.button if b.key == f"more_{take_id}"]
+    more.click().run()
+    assert not at.exception
+    at.select_slider(key=f"reroll_bars_{take_id}").set_range(3, 4)
+    at.number_input(key=f"reroll_count_{take_id}").set_value(2)
+    at.number_input(key=f"reroll_seed_{take_id}").set_value(500)
+    [reroll] = [b for b in at.button if b.key == f"reroll_{take_id}"]
+    reroll.click().run()
+    job = at.session_state.get("reroll_job")
+    if job is None:  # the model was still loading: wait for it, then ask again
+        wait_for_model(at)
+        [reroll] = [b for b in at.button if b.key == f"reroll_{take_id}"]
+        reroll.click().run()
+        job = at.session_state["reroll_job"]
+    assert job.wait(TIMEOUT) and job.state == "done", job.error
+    at.run()
+    assert not at.exception
+    # Two new takes, each the parent outside bars 3-4 and their blend, and labelled so.
+    parent = ui.library().load_audio(take_id).samples[0]
+    bars = sketch_bar_times(sketch)
+    margin = round(REROLL_MARGIN_S * 44100)
+    start_at, end_at = round(bars[2] * 44100) - margin, round(bars[4] * 44100) + margin
+    children = [t for t in ui.library().list() if t.metadata.get("reroll")]
+    assert sorted(t.settings().seed for t in children) == [500, 501]
+    for child in children:
+        assert child.metadata["reroll"]["parent"] == take_id
+        assert "re-rolled bars 3–4" in child.label
+        audio = ui.library().load_audio(child.id).samples[0]
+        assert audio.shape == parent.shape
+        np.testing.assert_array_equal(audio[:start_at], parent[:start_at])
+        np.testing.assert_array_equal(audio[end_at:], parent[end_at:])
+    # The candidates against the take in one looped A/B player.
+    assert any("Candidate 2" in m.value for m in at.markdown)
+    assert at.get("iframe")

@@ -8,18 +8,24 @@ rename live in the big view of the one take opened. The list is paged, so a page
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import math
 import re
 
 import streamlit as st
 
-from app import ui
+from app import push, ui
 from app.abplayer import ab_player
 from app.figures import faithfulness_colour
 from neurochip.errors import NeuroChipError
+from neurochip.faithfulness import midi_bar_times
+from neurochip.io.audio import Audio
+from neurochip.jobs import Job
 from neurochip.library.metadata import faithfulness_score
 from neurochip.library.names import faithfulness_text, take_label
+from neurochip.reroll import candidate_settings, region_of_take, reroll_take
+from neurochip.sketch import load_sketch
 from neurochip.takeset import pair_takes
 
 PER_PAGE = 25
@@ -221,6 +227,7 @@ def big_view(take) -> None:
                         icon=":material/download:",
                     )
         faithfulness_strip(take)
+        reroll_panel(take)
         with st.form(key=f"edit_{take.id}", border=False):
             name = st.text_input("Name", value=take.name, key=f"name_{take.id}")
             note = st.text_area(
@@ -258,6 +265,175 @@ def big_view(take) -> None:
             if no.button("Keep it", key=f"no_{take.id}"):
                 st.session_state.pop("confirm_delete", None)
                 st.rerun()
+
+
+# --- fix a part ------------------------------------------------------------------------------
+
+REROLL_HELP = (
+    "Render these bars again with a new seed (or more or less denoise): everything outside "
+    "them and a short blend on each side stays exactly as it is, sample for sample. Each "
+    "candidate is kept as a new take that says which take and bars it came from."
+)
+
+
+def reroll_panel(take) -> None:
+    """Fix a part: bars (or seconds) of this take rendered again; the rest stays as it is."""
+    st.markdown("**Fix a part**", help=REROLL_HELP)
+    if take.kind != "take" or take.damaged:
+        st.caption(
+            "Re-roll works on one take: open take A or B of this pair (or comparison), fix "
+            "it, then pair them again above."
+            if not take.damaged
+            else "A damaged take cannot be re-rolled."
+        )
+        return
+    key = take.metadata.get("sketch_key")
+    source = library.source(key) if isinstance(key, str) else None
+    if source is None:
+        st.caption(
+            "This take's song was not kept with it (made before NeuroChip kept songs): "
+            "`neurochip reroll SKETCH TAKE --bars 9-12` re-rolls it from the command line."
+        )
+        return
+    settings = take.settings()
+    start, end = settings.start_s, settings.start_s + take.duration_s
+    is_midi = source.decode_as.lower().endswith((".mid", ".midi"))
+    bars = ui.memo(f"bars_{key}", key, lambda: midi_bar_times(source.data) if is_midi else None)
+    in_take = [i + 1 for i, t in enumerate(bars or []) if start - 1e-6 <= t < end]
+    where, seed_col, count_col, denoise_col = st.columns(
+        [4, 2, 1.4, 2.6], vertical_alignment="bottom"
+    )
+    if len(in_take) >= 2:
+        first, last = where.select_slider(
+            "Bars to re-roll",
+            options=in_take,
+            value=(in_take[0], in_take[0]),
+            key=f"reroll_bars_{take.id}",
+            help="The bars of the song this take covers (from the MIDI file's tempo map).",
+        )
+        asked = {"bars": f"{first}-{last}"}
+    else:
+        low, high = where.slider(
+            "Seconds of the song to re-roll",
+            float(start),
+            float(end),
+            (float(start), float(min(end, start + 2.0))),
+            step=0.1,
+            key=f"reroll_seconds_{take.id}",
+        )
+        asked = {"seconds": f"{low}-{high}"}
+    seed = seed_col.number_input(
+        "New seed",
+        0,
+        2**32 - 1,
+        value=(settings.seed + 101) % 2**32,
+        key=f"reroll_seed_{take.id}",
+        help="Candidates take this seed and the next ones.",
+    )
+    count = count_col.number_input(
+        "Candidates", 1, 4, 2, key=f"reroll_count_{take.id}", help="Rendered together."
+    )
+    denoise = denoise_col.slider(
+        "Denoise",
+        0.05,
+        0.95,
+        float(settings.denoise),
+        0.05,
+        key=f"reroll_denoise_{take.id}",
+        help="As the take had it; more lets the new bars stray further from the sketch.",
+    )
+    job = st.session_state.get("reroll_job")
+    busy = job is not None and not job.finished
+    if st.button("Re-roll", key=f"reroll_{take.id}", icon=":material/casino:", disabled=busy):
+        engine, error = ui.engine()
+        if engine is None:
+            st.error(error or "The model is still loading: try again in a moment.")
+            return
+        try:
+            region = region_of_take(start, take.duration_s, bar_times_s=bars, **asked)
+            seeds = [(int(seed) + i) % 2**32 for i in range(int(count))]
+            candidates = candidate_settings(
+                settings, seeds, denoise=float(denoise), duration_s=take.duration_s
+            )
+        except NeuroChipError as err:
+            st.error(str(err))
+            return
+
+        def reroll_work(progress, cancel, engine=engine, region=region, candidates=candidates):
+            sketch = load_sketch(source.data, name=source.decode_as, voices=source.voices)
+            sketch = dataclasses.replace(sketch, name=source.name)
+            parent = library.load_audio(take.id)
+            return reroll_take(
+                engine,
+                sketch,
+                parent,
+                take.metadata,
+                region,
+                candidates,
+                parent_ref=take.id,
+                library=library,
+                progress=progress,
+                cancel=cancel,
+            )
+
+        job = Job(reroll_work, name="reroll").start()
+        push.rerun_when_finished(job)
+        st.session_state["reroll_job"] = job
+        st.session_state["reroll_for"] = (take.id, region)
+        st.rerun()
+    reroll_results(take)
+
+
+def reroll_results(take) -> None:
+    """The re-roll of this take: its progress, then the candidates against the take."""
+    job = st.session_state.get("reroll_job")
+    asked = st.session_state.get("reroll_for")
+    if job is None or asked is None or asked[0] != take.id:
+        return
+
+    @st.fragment(run_every=ui.poll_every("reroll", job))
+    def reroll_progress() -> None:
+        running = ui.watch_job("reroll", "Re-rolling")
+        if running is not None:
+            st.button(
+                "Cancel", key="cancel_reroll", icon=":material/close:", on_click=running.cancel
+            )
+
+    reroll_progress()
+    if job.state == "failed":
+        st.error(job.error)
+    if job.state != "done":
+        return
+    region = asked[1]
+    results = job.result
+    settings = take.settings()
+    # The region and a second around it, the candidates against the take, looped.
+    clip_start = max(0.0, region.start_s - 1.0)
+    clip_end = min(take.duration_s, region.end_s + 1.0)
+
+    def clip(audio):
+        rate = audio.sample_rate
+        return Audio(audio.samples[:, round(clip_start * rate) : round(clip_end * rate)], rate)
+
+    def sources():
+        heard = {"This take": ui.wav_bytes(clip(library.load_audio(take.id)))}
+        for i, result in enumerate(results[:3]):
+            heard[f"Candidate {i + 1}"] = ui.wav_bytes(clip(result.render.audio))
+        return heard
+
+    st.caption("Saved as new takes (the list above). Listen to the part against the take, looped:")
+    ab_player(
+        ui.memo("reroll_ab", job, sources),
+        key="reroll_ab",
+        loop=(region.start_s - clip_start, region.end_s - clip_start),
+        offset_s=settings.start_s + clip_start,
+        height=120,
+    )
+    for i, result in enumerate(results):
+        score = faithfulness_score(result.metadata)
+        st.markdown(
+            f"Candidate {i + 1} · seed {result.render.settings.seed} · notes kept {badge(score)}"
+        )
 
 
 def faithfulness_strip(take) -> None:

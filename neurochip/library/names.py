@@ -165,10 +165,39 @@ def take_label(metadata: Mapping[str, Any], faithfulness: bool = True) -> str:
     else:
         text = " | ".join(f"{k}: {' · '.join(_settings_parts(held[k]))}" for k in sorted(held))
     text = text or "no settings"
+    lineage = reroll_text(metadata)
+    if lineage:
+        text += f" · {lineage}"
     score = faithfulness_score(metadata) if faithfulness else None
     if score is not None:
         text += f" · faithfulness {faithfulness_text(score)}"
     return text
+
+
+def reroll_text(metadata: Mapping[str, Any]) -> str:
+    """ "re-rolled bars 9–12" (or "re-rolled 12.5–20.0 s" of the song) for a take made by
+    re-rolling part of another (see :mod:`neurochip.reroll`); "" for any other."""
+    lineage = metadata.get("reroll") if isinstance(metadata, Mapping) else None
+    if not isinstance(lineage, Mapping):
+        return ""
+    bars = lineage.get("bars")
+    if isinstance(bars, list) and len(bars) == 2 and all(isinstance(b, int) for b in bars):
+        return (
+            f"re-rolled bar {bars[0]}"
+            if bars[0] == bars[1]
+            else f"re-rolled bars {bars[0]}–{bars[1]}"
+        )
+    region = lineage.get("region_s")
+    if not (isinstance(region, list) and len(region) == 2):
+        return "re-rolled"
+    takes = metadata.get("takes")
+    first = next(iter(takes.values()), {}) if isinstance(takes, Mapping) and takes else {}
+    start = first.get("start_s", 0.0) if isinstance(first, Mapping) else 0.0
+    start = start if isinstance(start, (int, float)) else 0.0
+    try:
+        return f"re-rolled {start + float(region[0]):.1f}–{start + float(region[1]):.1f} s"
+    except (TypeError, ValueError):
+        return "re-rolled"
 
 
 def _settings_parts(settings: Mapping[str, Any], seed: bool = True) -> list[str]:
