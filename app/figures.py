@@ -17,6 +17,7 @@ Three things shape the figure:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import plotly.colors
@@ -47,6 +48,7 @@ def _colorscale(colors: list[str]) -> list[list]:
 
 LEVEL_COLORS = _colorscale(plotly.colors.sequential.Magma)  # silence black, loud pale yellow
 DIFFERENCE_COLORS = _colorscale(plotly.colors.diverging.RdBu_r)  # quieter blue, louder red
+BAR_LINE_COLOUR = "rgba(255, 255, 255, 0.55)"  # seen on black silence and on the loudest yellow
 
 
 def midi_number(hz: float | np.ndarray) -> float | np.ndarray:
@@ -163,11 +165,13 @@ def spectrogram_figure(
     start_s: float = 0.0,
     params: SpectrogramParams = SpectrogramParams(),
     difference: bool = True,
+    bars_s: Sequence[float] = (),
 ) -> go.Figure:
     """One row per picture (e.g. input, output), plus output minus input when both exist.
 
     Time runs from ``start_s`` over the pictures' span; silence is black, loud is pale yellow;
-    in the difference, red is louder in the second picture, blue quieter.
+    in the difference, red is louder in the second picture, blue quieter. ``bars_s``: where
+    the song's bars start (bar 1 first), drawn as numbered lines where they fall in the span.
     """
     grid = _Rows(params)
     width = max(image.shape[-1] for image in images.values())
@@ -271,7 +275,44 @@ def spectrogram_figure(
                 hovertemplate="%{x:.2f} s<br>%{y}<br>level %{z}%<extra>" + name + "</extra>",
             )
         traces.append(trace)
+    shapes, labels = bar_lines(bars_s, start_s, start_s + span_s)
+    layout["shapes"] = shapes
+    layout["annotations"] += labels
     return go.Figure(data=traces, layout=layout)
+
+
+def bar_lines(bars_s: Sequence[float], low: float, high: float) -> tuple[list, list]:
+    """Plotly shapes and labels for the bar lines between ``low`` and ``high`` seconds."""
+    shapes, labels = [], []
+    for number, at in enumerate(bars_s, start=1):
+        if not low <= at <= high:
+            continue
+        shapes.append(
+            dict(
+                type="line",
+                x0=at,
+                x1=at,
+                xref="x",
+                y0=0,
+                y1=1,
+                yref="paper",
+                line=dict(color=BAR_LINE_COLOUR, width=1, dash="dot"),
+            )
+        )
+        labels.append(
+            dict(
+                text=str(number),
+                x=at,
+                y=1.0,
+                xref="x",
+                yref="paper",
+                xanchor="left",
+                yanchor="bottom",
+                showarrow=False,
+                font=dict(size=10, color="rgb(140, 140, 140)"),
+            )
+        )
+    return shapes, labels
 
 
 #: Notes kept from here up: the take keeps the sketch's notes (green); from DRIFTING, some
@@ -285,7 +326,9 @@ def faithfulness_colour(score: float) -> str:
     return "green" if score >= FAITHFUL else "orange" if score >= DRIFTING else "red"
 
 
-def faithfulness_figure(times_s, strip, ends_s, score: float, start_s: float = 0.0) -> go.Figure:
+def faithfulness_figure(
+    times_s, strip, ends_s, score: float, start_s: float = 0.0, bars_s: Sequence[float] = ()
+) -> go.Figure:
     """The note-faithfulness strip: one bar per bar (or second), coloured by notes kept.
 
     Colours as the Takes page's badges (:func:`faithfulness_colour`); a bar more than 0.15
@@ -312,4 +355,7 @@ def faithfulness_figure(times_s, strip, ends_s, score: float, start_s: float = 0
     figure.update_yaxes(range=[0, 1], title_text="notes kept", fixedrange=True)
     figure.update_xaxes(title_text="seconds")
     figure.update_layout(height=150, margin=dict(l=10, r=10, t=10, b=10), showlegend=False)
+    if len(times):
+        shapes, _ = bar_lines(bars_s, float(times[0]), float(times[-1] + widths[-1]))
+        figure.update_layout(shapes=shapes)
     return figure

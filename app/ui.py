@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import io
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -20,7 +21,9 @@ import soundfile as sf
 import streamlit as st
 
 from app import push
+from neurochip.bars import BarGrid, estimate_bar_grid
 from neurochip.engine import Engine
+from neurochip.faithfulness import sketch_bar_times
 from neurochip.io.audio import Audio
 from neurochip.jobs import DONE, FAILED, SLOW_POLL_S, Job
 from neurochip.library.store import TakeLibrary
@@ -30,6 +33,8 @@ from neurochip.sketch import SKETCH_SUFFIXES, Sketch, load_sketch
 from neurochip.workspace import Preview, Workspace
 
 UPLOAD_SUFFIXES = list(SKETCH_SUFFIXES)
+
+log = logging.getLogger(__name__)
 
 
 # --- heavy objects, once per process ----------------------------------------------------------
@@ -155,6 +160,7 @@ KEPT_VIEW = (
     "render_pair",
     "render_compare",
     "render_span",  # [song key, start, duration]: brought back through pending_span
+    "bar_grid",  # {"key": song key, bpm, downbeat_s, beats_per_bar}: an audio song's bars
 )
 
 
@@ -201,13 +207,50 @@ def restore_session() -> None:
 
 
 def reopen(data: bytes, name: str, voices: dict[str, str], decode_as: str, verb="Reopening"):
-    """Load a kept sketch file as the load job; ``decode_as`` names it for its decoder."""
+    """Load a kept sketch file as the load job; ``decode_as`` names it for its decoder.
+
+    An audio sketch gets its bar grid: the one the composer set for this song, else a guess
+    by beat tracking (MIDI knows its own bars).
+    """
+    kept_grid = st.session_state.get("bar_grid")
 
     def load(progress, cancel) -> Sketch:
         sketch = load_sketch(data, name=decode_as, voices=voices, progress=progress, cancel=cancel)
-        return dataclasses.replace(sketch, name=name)
+        sketch = dataclasses.replace(sketch, name=name)
+        if sketch.midi is None:
+            progress(0.97, "finding the beat")
+            sketch = sketch.with_bar_grid(bar_grid_for(sketch, kept_grid))
+        return sketch
 
     start_loading(load, f"{verb} {name}", source=(data, name, decode_as))
+
+
+def bar_grid_for(sketch: Sketch, kept: Any) -> BarGrid | None:
+    """The grid kept for this song (``{"key": song key, **grid}``), else beat tracking's guess
+    (None where it finds no steady beat: bars are a nicety, never worth a failed load)."""
+    if isinstance(kept, dict) and kept.get("key") == sketch.key:
+        grid = BarGrid.from_dict(kept)
+        if grid is not None:
+            return grid
+    try:
+        return estimate_bar_grid(sketch.audio)
+    except Exception as err:  # noqa: BLE001
+        log.warning("No bar grid for %s: %s", sketch.name, err)
+        return None
+
+
+def set_bar_grid(grid: BarGrid | None) -> None:
+    """The composer's bar grid for the open (audio) sketch: its takes and pictures follow."""
+    song = current_sketch()
+    if song is None or song.midi is not None:
+        return
+    st.session_state["sketch"] = song.with_bar_grid(grid)
+    st.session_state["bar_grid"] = {"key": song.key, **grid.to_dict()} if grid else None
+
+
+def song_bars(song: Sketch) -> list[float] | None:
+    """Where the open song's bars start (MIDI: its tempo map; audio: its grid), or None."""
+    return memo("song_bars", (song.key, song.bar_grid), lambda: sketch_bar_times(song))
 
 
 def apply_pending_span(song: Sketch) -> None:

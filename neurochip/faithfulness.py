@@ -285,12 +285,14 @@ def _unit(chroma_frames: np.ndarray, keep: np.ndarray | None = None) -> np.ndarr
 
 
 def sketch_bar_times(sketch: Sketch) -> list[float] | None:
-    """Where each bar of a MIDI sketch starts, in seconds; ``None`` for audio (or no bars).
+    """Where each bar of a sketch starts, in seconds: a MIDI file's from its tempo map, an
+    audio sketch's from its bar grid; ``None`` where neither is known (or no bars).
 
     Never raises: bars are a nicety, and without them the meter works per second (logged).
     """
     if sketch.midi is None:
-        return None
+        grid = sketch.bar_grid
+        return (grid.bar_times(sketch.audio.duration_s) or None) if grid is not None else None
     return midi_bar_times(sketch.midi, sketch.name)
 
 

@@ -32,7 +32,7 @@ from neurochip.library.metadata import take_metadata
 from neurochip.library.store import TakeLibrary
 from neurochip.settings import RenderSettings
 from neurochip.sketch import Sketch
-from neurochip.takeset import measure_take, take_thumbnail
+from neurochip.takeset import measure_take, song_provenance, take_thumbnail
 
 
 @dataclass(frozen=True)
@@ -179,7 +179,7 @@ def reroll_take(
     )
     bars = sketch_bar_times(sketch)
     name = next(iter(parent_metadata.get("takes") or {"A": None}))
-    provenance = {"sketch_key": sketch.key}
+    provenance = song_provenance(sketch)
     results = []
     for settings, render in zip(candidates, renders, strict=True):
         lineage = {**render.info["reroll"], "parent": parent_ref}

@@ -7,6 +7,7 @@ shows about it (the name, and for MIDI the parts and the voices that play them).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import re
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from neurochip.bars import BarGrid
 from neurochip.errors import AudioLoadError, NeuroChipError, RenderCancelled
 from neurochip.io.audio import SAMPLE_RATE, Audio
 from neurochip.io.decode import (
@@ -52,6 +54,8 @@ class Sketch:
         midi: For MIDI, the file itself, to play it again with other voices.
         file_rate: For audio files, the file's own sample rate (``audio`` is resampled from
             it when they differ).
+        bar_grid: For audio, where its bars fall, once estimated or said
+            (:func:`~neurochip.bars.estimate_bar_grid`); MIDI knows its own bars.
     """
 
     audio: Audio
@@ -61,10 +65,17 @@ class Sketch:
     voices: Mapping[str, str] = field(default_factory=dict)
     midi: bytes | None = None
     file_rate: int | None = None
+    bar_grid: BarGrid | None = None
 
     @property
     def is_midi(self) -> bool:
         return self.midi is not None
+
+    def with_bar_grid(self, grid: BarGrid | None) -> Sketch:
+        """The same sketch with its bars where ``grid`` says (audio only: MIDI has its own)."""
+        if self.midi is not None and grid is not None:
+            raise NeuroChipError(f"{self.name} is MIDI: its bars come from its tempo map.")
+        return dataclasses.replace(self, bar_grid=grid)
 
     def with_voices(
         self,

@@ -149,7 +149,7 @@ def render_take_set(
     check_take_set(audio, settings, options)
     bars = sketch_bar_times(sketch) if isinstance(sketch, Sketch) else None
     # Which sketch the takes come from: opening one brings it back (the library keeps a copy).
-    provenance = {"sketch_key": sketch.key} if isinstance(sketch, Sketch) else {}
+    provenance = song_provenance(sketch) if isinstance(sketch, Sketch) else {}
     if library is not None and isinstance(sketch, Sketch):
         try:
             library.keep_source(sketch)
@@ -222,6 +222,15 @@ def render_take_set(
         )
         keep("compare", faded, meta, cover)
     return result
+
+
+def song_provenance(sketch: Sketch) -> dict[str, Any]:
+    """What a take's metadata says of its song: which sketch (Open brings it back) and, for
+    audio, the bar grid its bars were counted on."""
+    provenance: dict[str, Any] = {"sketch_key": sketch.key}
+    if sketch.bar_grid is not None:
+        provenance["bar_grid"] = sketch.bar_grid.to_dict()
+    return provenance
 
 
 def check_take_set(audio: Audio, settings: RenderSettings, options: TakeSetOptions) -> None:

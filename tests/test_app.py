@@ -1005,3 +1005,34 @@ def test_a_takes_bars_are_rerolled_from_the_takes_page(app_env, tiny_model_dir):
     # The candidates against the take in one looped A/B player.
     assert any("Candidate 2" in m.value for m in at.markdown)
     assert at.get("iframe")
+
+
+def test_an_audio_songs_bars_are_found_corrected_kept_and_go_with_its_takes(app_env):
+    at = start(song=False)
+    upload_into(at, "minuet.wav", wav_bytes(8.0), "minuet")
+    at.run()
+    song = at.session_state["sketch"]
+    assert song.bar_grid is not None  # found by beat tracking while the file loaded
+    assert song.bar_grid.bpm == pytest.approx(132.0, rel=0.03)  # tests/chiptune.py's tempo
+    assert any(e.label.startswith("Bars:") for e in at.expander)
+    # The composer corrects it: three beats to the bar, bar 1 at 0.5 s.
+    at.number_input(key=f"per_bar_{song.key}").set_value(3).run()
+    at.number_input(key=f"downbeat_{song.key}").set_value(0.5).run()
+    assert not at.exception
+    grid = at.session_state["sketch"].bar_grid
+    assert (grid.beats_per_bar, grid.downbeat_s) == (3, 0.5)
+    # Kept for the next session: a refresh loads the song with the composer's grid.
+    again = start(song=False)
+    job = again.session_state["load_job"]
+    assert job.wait(TIMEOUT) and job.state == "done"
+    again.run()
+    assert again.session_state["sketch"].bar_grid == grid
+    # A render's takes carry it, and count their note faithfulness per bar of it.
+    fast(again)
+    again.run()
+    [render] = [b for b in again.button if b.label == "Render"]
+    render.click().run()
+    assert again.session_state["render_job"].wait(TIMEOUT)
+    take = next(t for t in ui.library().list() if t.kind == "take")
+    assert take.metadata["bar_grid"] == grid.to_dict()
+    assert take.metadata["faithfulness"]["segment"] == "bar"

@@ -10,6 +10,7 @@ import streamlit as st
 from app import push, ui
 from app.abplayer import ab_player
 from app.figures import faithfulness_figure, spectrogram_figure
+from neurochip.bars import MAX_BPM, MIN_BPM, BarGrid
 from neurochip.engine import FAITHFUL_PREVIEW, PREVIEW_SECONDS, QUICK_PREVIEW, region_picture
 from neurochip.errors import NeuroChipError
 from neurochip.faithfulness import note_faithfulness
@@ -105,6 +106,69 @@ if song.tracks:
         if overrides != song.voices and ui.loading_voices() != (song.key, overrides):
             ui.change_voices(song, overrides)
             st.rerun()  # shows its progress at the top, with the song as it was below
+
+if song.midi is None:
+    grid = song.bar_grid
+
+    def change_grid() -> None:
+        try:
+            ui.set_bar_grid(
+                BarGrid(
+                    float(st.session_state[f"bpm_{song.key}"]),
+                    float(st.session_state[f"downbeat_{song.key}"]),
+                    int(st.session_state[f"per_bar_{song.key}"]),
+                )
+            )
+        except NeuroChipError as err:
+            st.session_state["upload_error"] = str(err)
+
+    def detect_grid() -> None:
+        ui.set_bar_grid(ui.bar_grid_for(song, None))
+        for name in ("bpm", "downbeat", "per_bar"):
+            st.session_state.pop(f"{name}_{song.key}", None)
+
+    with st.expander(
+        f"Bars: {grid.bpm:g} BPM, {grid.beats_per_bar} beats, bar 1 at {grid.downbeat_s:.2f} s"
+        if grid is not None
+        else "Bars: no steady beat found",
+        icon=":material/view_week:",
+    ):
+        st.caption(
+            "Where the bars fall, for re-rolling bars, the note-faithfulness strip and the "
+            "bar lines on the spectrograms. Found by beat tracking: correct them if they are "
+            "off (a MIDI sketch brings its own)."
+        )
+        b1, b2, b3, b4 = st.columns([2, 2, 2, 2], vertical_alignment="bottom")
+        b1.number_input(
+            "Tempo (BPM)",
+            MIN_BPM,
+            MAX_BPM,
+            value=float(grid.bpm) if grid else 120.0,
+            step=0.5,
+            key=f"bpm_{song.key}",
+            on_change=change_grid,
+        )
+        b2.number_input(
+            "Bar 1 starts at (s)",
+            0.0,
+            float(audio.duration_s),
+            value=float(grid.downbeat_s) if grid else 0.0,
+            step=0.01,
+            format="%.2f",
+            key=f"downbeat_{song.key}",
+            on_change=change_grid,
+        )
+        b3.number_input(
+            "Beats per bar",
+            1,
+            16,
+            value=int(grid.beats_per_bar) if grid else 4,
+            key=f"per_bar_{song.key}",
+            on_change=change_grid,
+        )
+        b4.button("Detect again", key=f"detect_{song.key}", on_click=detect_grid)
+bars_s = ui.song_bars(song) or []
+bars_s_key = tuple(bars_s)
 
 # --- settings ---------------------------------------------------------------------------------
 
@@ -247,7 +311,7 @@ def region_figure():
         picture, picture_start = region_picture(audio, preview_start)
     except NeuroChipError:
         return None  # a region too short to draw
-    return spectrogram_figure({"input": picture}, picture_start)
+    return spectrogram_figure({"input": picture}, picture_start, bars_s=bars_s)
 
 
 if preview_job is not None and preview_job.state == "done" and preview_job.result is not None:
@@ -286,28 +350,27 @@ with st.container():
             "cosine similarity, 0-1). ~1: every note kept; under ~0.6: other notes. Red bars: "
             "the places to listen to first.",
         )
-        st.plotly_chart(
-            ui.memo(
-                "preview_faith",
-                shown,
-                lambda: faithfulness_figure(
-                    faith.times_s, faith.strip, faith.ends_s, faith.score, result.start_s
+        # Made once per preview (and bar grid), not on every run of the page.
+        figures = ui.memo("preview_figures", shown, dict)
+        if bars_s_key not in figures:
+            figures[bars_s_key] = (
+                faithfulness_figure(
+                    faith.times_s, faith.strip, faith.ends_s, faith.score, result.start_s, bars_s
                 ),
-            ),
-            width="stretch",
-            key="preview_faith_chart",
-        )
-        figure = ui.memo(
-            "preview_figure",
-            shown,
-            lambda: spectrogram_figure(
-                {"input": result.input_image, "output": result.output_image}, result.start_s
-            ),
-        )
+                spectrogram_figure(
+                    {"input": result.input_image, "output": result.output_image},
+                    result.start_s,
+                    bars_s=bars_s,
+                ),
+            )
+        strip_figure, figure = figures[bars_s_key]
+        st.plotly_chart(strip_figure, width="stretch", key="preview_faith_chart")
         st.plotly_chart(figure, width="stretch", key="preview_chart")
     else:
         # No take yet (or no model): show what the model would see of the region.
-        figure = ui.memo("region_figure", (song.key, round(preview_start, 2)), region_figure)
+        figure = ui.memo(
+            "region_figure", (song.key, round(preview_start, 2), bars_s_key), region_figure
+        )
         if figure is not None:
             st.plotly_chart(figure, width="stretch", key="preview_chart")
 

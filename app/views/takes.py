@@ -18,6 +18,7 @@ import streamlit as st
 from app import push, ui
 from app.abplayer import ab_player
 from app.figures import faithfulness_colour
+from neurochip.bars import BarGrid
 from neurochip.errors import NeuroChipError
 from neurochip.faithfulness import midi_bar_times
 from neurochip.io.audio import Audio
@@ -298,7 +299,11 @@ def reroll_panel(take) -> None:
     settings = take.settings()
     start, end = settings.start_s, settings.start_s + take.duration_s
     is_midi = source.decode_as.lower().endswith((".mid", ".midi"))
-    bars = ui.memo(f"bars_{key}", key, lambda: midi_bar_times(source.data) if is_midi else None)
+    if is_midi:
+        bars = ui.memo(f"bars_{key}", key, lambda: midi_bar_times(source.data))
+    else:  # the grid the take was rendered on (set on Arrange)
+        grid = BarGrid.from_dict(take.metadata.get("bar_grid"))
+        bars = grid.bar_times(end) if grid is not None else None
     in_take = [i + 1 for i, t in enumerate(bars or []) if start - 1e-6 <= t < end]
     where, seed_col, count_col, denoise_col = st.columns(
         [4, 2, 1.4, 2.6], vertical_alignment="bottom"
@@ -362,6 +367,8 @@ def reroll_panel(take) -> None:
         def reroll_work(progress, cancel, engine=engine, region=region, candidates=candidates):
             sketch = load_sketch(source.data, name=source.decode_as, voices=source.voices)
             sketch = dataclasses.replace(sketch, name=source.name)
+            if not is_midi:
+                sketch = sketch.with_bar_grid(BarGrid.from_dict(take.metadata.get("bar_grid")))
             parent = library.load_audio(take.id)
             return reroll_take(
                 engine,

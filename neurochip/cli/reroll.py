@@ -11,6 +11,7 @@ import random
 import sys
 from pathlib import Path
 
+from neurochip.bars import BarGrid, estimate_bar_grid
 from neurochip.cli.common import (
     EPILOG,
     add_device_option,
@@ -88,6 +89,18 @@ def add_parser(commands) -> None:
         metavar="SEC",
         help=f"the blend into the take on each side (default {REROLL_MARGIN_S} s)",
     )
+    grid = parser.add_argument_group(
+        "bars of an audio sketch",
+        "A MIDI sketch brings its bars. For audio, --bars counts on the grid the take was "
+        "rendered with (set in the app), else on one found by beat tracking; these correct it.",
+    )
+    grid.add_argument("--bpm", type=float, default=None, help="the song's tempo")
+    grid.add_argument(
+        "--downbeat", type=float, default=None, metavar="SEC", help="where bar 1 starts"
+    )
+    grid.add_argument(
+        "--beats-per-bar", type=int, default=None, metavar="N", help="beats to a bar (default 4)"
+    )
     parser.add_argument(
         "--which",
         choices=("A", "B"),
@@ -104,6 +117,34 @@ def output_paths(output: Path, candidates: int) -> list[Path]:
     if candidates == 1:
         return [output]
     return [output.with_name(f"{output.stem}-{i + 1}{output.suffix}") for i in range(candidates)]
+
+
+def audio_bar_grid(args: argparse.Namespace, sketch, metadata: dict) -> BarGrid | None:
+    """The bars of an audio sketch: the take's grid, else beat tracking's, with the options'
+    corrections; said on stderr, so a wrong guess is seen before the render."""
+    grid = BarGrid.from_dict(metadata.get("bar_grid"))
+    found = "the take's grid"
+    if grid is None:
+        grid = estimate_bar_grid(sketch.audio)
+        found = "beat tracking"
+    if grid is None and args.bpm is None:
+        raise NeuroChipError(
+            f"No steady beat found in {sketch.name}: give --bpm and --downbeat, or the region "
+            "in seconds."
+        )
+    base = grid or BarGrid(args.bpm)
+    changed = {
+        "bpm": args.bpm if args.bpm is not None else base.bpm,
+        "downbeat_s": args.downbeat if args.downbeat is not None else base.downbeat_s,
+        "beats_per_bar": args.beats_per_bar or base.beats_per_bar,
+    }
+    grid = BarGrid(**changed)
+    print(
+        f"Bars from {found}: {grid.bpm:g} BPM, {grid.beats_per_bar} beats, bar 1 at "
+        f"{grid.downbeat_s:.2f} s (correct with --bpm, --downbeat, --beats-per-bar).",
+        file=sys.stderr,
+    )
+    return grid
 
 
 def run(args: argparse.Namespace) -> None:
@@ -127,6 +168,8 @@ def run(args: argparse.Namespace) -> None:
             f"not {sketch.name}.",
             file=sys.stderr,
         )
+    if args.bars and sketch.midi is None:
+        sketch = sketch.with_bar_grid(audio_bar_grid(args, sketch, metadata))
     duration = parent.duration_s
     region = region_of_take(
         parent_settings.start_s,
