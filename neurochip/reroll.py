@@ -163,7 +163,7 @@ def reroll_take(
     Raises:
         NeuroChipError: For a pair, a take of another length, a region outside it.
     """
-    if parent_metadata.get("kind", "take") != "take":
+    if parent_metadata.get("kind", "take") not in ("take", "comp"):
         raise NeuroChipError(
             f"This is a {parent_metadata.get('kind')}: re-roll one of its takes (A or B), then "
             "pair them again."

@@ -19,8 +19,8 @@ from app import push, ui
 from app.abplayer import ab_player
 from app.figures import faithfulness_colour
 from neurochip.bars import BarGrid
+from neurochip.comp import take_bar_times
 from neurochip.errors import NeuroChipError
-from neurochip.faithfulness import midi_bar_times
 from neurochip.io.audio import Audio
 from neurochip.jobs import Job
 from neurochip.library.metadata import faithfulness_score
@@ -280,7 +280,7 @@ REROLL_HELP = (
 def reroll_panel(take) -> None:
     """Fix a part: bars (or seconds) of this take rendered again; the rest stays as it is."""
     st.markdown("**Fix a part**", help=REROLL_HELP)
-    if take.kind != "take" or take.damaged:
+    if take.kind not in ("take", "comp") or take.damaged:
         st.caption(
             "Re-roll works on one take: open take A or B of this pair (or comparison), fix "
             "it, then pair them again above."
@@ -299,11 +299,7 @@ def reroll_panel(take) -> None:
     settings = take.settings()
     start, end = settings.start_s, settings.start_s + take.duration_s
     is_midi = source.decode_as.lower().endswith((".mid", ".midi"))
-    if is_midi:
-        bars = ui.memo(f"bars_{key}", key, lambda: midi_bar_times(source.data))
-    else:  # the grid the take was rendered on (set on Arrange)
-        grid = BarGrid.from_dict(take.metadata.get("bar_grid"))
-        bars = grid.bar_times(end) if grid is not None else None
+    bars = ui.memo(f"bars_{take.id}", take.id, lambda: take_bar_times(library, take))
     in_take = [i + 1 for i, t in enumerate(bars or []) if start - 1e-6 <= t < end]
     where, seed_col, count_col, denoise_col = st.columns(
         [4, 2, 1.4, 2.6], vertical_alignment="bottom"

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 
 from neurochip.cli import (
     app,
+    comp,
     doctor,
     faithfulness,
     invert,
@@ -32,6 +33,7 @@ COMMANDS = (
     roundtrip,
     render,
     reroll,
+    comp,
     sweep,
     synth,
     faithfulness,

@@ -127,4 +127,6 @@ def run(args: argparse.Namespace) -> None:
     for path, role in zip(takes.write(args.output, args.bit_depth), takes.files, strict=True):
         print(f"Wrote {path} ({ROLES[role].lower()})")
     if library is not None:
-        print(f"Kept {len(takes.saved)} take(s) in the take library {library.root}.")
+        print(f"Kept {len(takes.saved)} take(s) in the take library {library.root}:")
+        for role, take_id in takes.saved.items():
+            print(f"  {take_id}  {ROLES[role].lower()}")

@@ -216,4 +216,6 @@ def run(args: argparse.Namespace) -> None:
         kept = f", notes kept {score:.2f}" if isinstance(score, float) else ""
         print(f"Wrote {written} (seed {result.render.settings.seed}{kept})")
     if library is not None:
-        print(f"Kept {len(results)} take(s) in the take library {library.root}.")
+        print(f"Kept {len(results)} take(s) in the take library {library.root}:")
+        for result in results:
+            print(f"  {result.take_id}  seed {result.render.settings.seed}")
