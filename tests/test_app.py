@@ -1036,3 +1036,46 @@ def test_an_audio_songs_bars_are_found_corrected_kept_and_go_with_its_takes(app_
     take = next(t for t in ui.library().list() if t.kind == "take")
     assert take.metadata["bar_grid"] == grid.to_dict()
     assert take.metadata["faithfulness"]["segment"] == "bar"
+
+
+def test_comp_lanes_pick_bars_of_two_takes_play_the_comp_and_save_it(app_env, tiny_model_dir):
+    from pathlib import Path
+
+    from neurochip.comp import COMP_CROSSFADE_S, take_bar_times
+    from neurochip.engine import Engine
+    from neurochip.settings import TakeSetOptions
+    from neurochip.takeset import render_take_set
+
+    midi = Path(__file__).resolve().parents[1] / "assets" / "greensleeves.mid"
+    settings = RenderSettings(prompt="a brass band", steps=3, duration_s=9.0, phase_iterations=0)
+    engine = Engine.from_pretrained(tiny_model_dir, device="cpu")
+    pair = TakeSetOptions(stereo_pair=True)
+    made = render_take_set(engine, load_sketch(midi), settings, pair, library=ui.library())
+    a_id, b_id = made.saved["A"], made.saved["B"]
+    at = start("views/takes.py", song=False)
+    at.toggle(key="takes_comp").set_value(True).run()
+    at.multiselect(key="comp_takes").set_value([a_id, b_id]).run()
+    assert not at.exception
+    # Lanes: one row per take, a cell per bar, each labelled with that bar's notes kept.
+    cells = [b for b in at.button if b.key and b.key.startswith("comp_1_")]
+    assert len(cells) >= 5
+    assert all(b.label.startswith(":") for b in cells)  # a coloured score
+    assert at.get("iframe")  # the comp plays at once, against the takes
+    # Take B from bar 3 on.
+    for segment in range(2, len(cells)):
+        [cell] = [b for b in at.button if b.key == f"comp_1_{segment}"]
+        cell.click().run()
+    [save] = [b for b in at.button if b.key == "comp_save"]
+    save.click().run()
+    assert not at.exception
+    [comp] = [t for t in ui.library().list() if t.kind == "comp"]
+    parts = comp.metadata["comp"]["parts"]
+    assert [(p["take"], p["bars"]) for p in parts] == [(a_id, [1, 2]), (b_id, [3, 5])]
+    line = round(take_bar_times(ui.library(), comp)[2] * 44100)
+    half = round(COMP_CROSSFADE_S * 44100) // 2
+    audio = ui.library().load_audio(comp.id).samples[0]
+    a = ui.library().load_audio(a_id).samples[0]
+    b = ui.library().load_audio(b_id).samples[0]
+    np.testing.assert_array_equal(audio[: line - half], a[: line - half])
+    np.testing.assert_array_equal(audio[line + half :], b[line + half :])
+    assert any("Added" in s.value for s in at.success)
