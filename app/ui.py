@@ -159,6 +159,7 @@ KEPT_VIEW = (
     "quick_preview",
     "render_pair",
     "render_compare",
+    "render_loop",
     "render_span",  # [song key, start, duration]: brought back through pending_span
     "bar_grid",  # {"key": song key, bpm, downbeat_s, beats_per_bar}: an audio song's bars
 )

@@ -80,6 +80,22 @@ REROLL_MARGIN_S = 0.25
 #: The shortest region a re-roll renders (seconds): a few picture columns.
 MIN_REROLL_S = 0.1
 
+#: A loop is rendered with this much of itself wrapped round each side (latent columns: half
+#: a model window, 2.56 s), so the windows near its ends see the music that follows and
+#: precedes them on repeat.
+LOOP_CONTEXT_COLUMNS = 32
+
+#: The loop's first moments crossfade from what the model rendered just after its end (the
+#: same music, on repeat) into its own start, so the last sample flows into the first.
+LOOP_CROSSFADE_S = 0.25
+
+#: The shortest loop (seconds).
+MIN_LOOP_S = 1.0
+
+#: Where the sketch wraps round (its end into its start) its waveform jumps, and the sketch's
+#: phase would carry the jump into the take: a crossfade this long smooths it first.
+LOOP_INPUT_FADE_S = 0.02
+
 #: progress(fraction done 0..1, stage) -- stage is e.g. "encode", "denoise step 3 of 17".
 ProgressCallback = Callable[[float, str], None]
 
@@ -357,6 +373,31 @@ def blend_windows(
             out[..., s : s + width] += predictions[j : j + 1] * weight
             norm[s : s + width] += weight
     return out / norm
+
+
+def wrap_loop(samples: np.ndarray, pad: int, fade: int) -> np.ndarray:
+    """A loop's samples (channels, L) repeated: ``pad`` before and after, round the circle.
+
+    At every point where the loop's end meets its start the waveform would jump (the
+    oscillators' phases differ): there the end crossfades into the start over ``fade``
+    samples, each side extended past its edge by reflection, so the result is continuous.
+    """
+    length = samples.shape[-1]
+    u = np.arange(-pad, length + pad)
+    out = samples[..., u % length].copy()
+    half = min(fade // 2, length // 4)
+    if half < 1:
+        return out
+    d = np.arange(-half, half)  # position round a wrap point
+    outgoing = np.where(d < 0, length + d, length - 1 - d)  # the end, reflected past it
+    incoming = np.where(d >= 0, d, -d - 1)  # the start, reflected before it
+    w = (0.5 - 0.5 * np.cos(np.pi * (d + half + 0.5) / (2 * half))).astype(samples.dtype)
+    joined = samples[..., outgoing] + w * (samples[..., incoming] - samples[..., outgoing])
+    for wrap in range(-(pad // length) * length, length + pad, length):  # the wrap points
+        at = wrap + pad + d
+        inside = (at >= 0) & (at < out.shape[-1])
+        out[..., at[inside]] = joined[..., inside]
+    return out
 
 
 @dataclass(frozen=True)
@@ -639,7 +680,10 @@ class Engine:
         song = self._at_working_rate(song)
         span = song.span(takes[0].start_s, takes[0].duration_s)
         with self._lock:
-            results = self._render_region(span, 0, span.frames, takes, progress, cancel)
+            if takes[0].loop:
+                results = self._render_loop(span.to_mono(), takes, progress, cancel)
+            else:
+                results = self._render_region(span, 0, span.frames, takes, progress, cancel)
         # The span is rendered as a song of its own; report where it sits in the whole song.
         start_s = round(takes[0].start_s * song.sample_rate) / song.sample_rate
         return [replace(result, start_s=start_s) for result in results]
@@ -786,6 +830,7 @@ class Engine:
         cancel: threading.Event | None,
         key: str | None = None,
         quality: PreviewQuality = FAITHFUL_PREVIEW,
+        noise_period: tuple[int, int] | None = None,
     ) -> list[Render]:
         began = self._clock()
         song = self._at_working_rate(song)
@@ -813,7 +858,14 @@ class Engine:
         if denoised:
             rendered = iter(
                 self._img2img_region(
-                    cached, first, frames, denoised, report, cancel, quality.context_columns
+                    cached,
+                    first,
+                    frames,
+                    denoised,
+                    report,
+                    cancel,
+                    quality.context_columns,
+                    noise_period,
                 )
             )
             output_images = [next(rendered) if used else input_image for used in use_model]
@@ -858,6 +910,64 @@ class Engine:
         report.finish()
         seconds = round(self._clock() - began, 3)
         return [replace(result, seconds=seconds) for result in results]
+
+    def _render_loop(
+        self,
+        mono: Audio,
+        takes: Sequence[RenderSettings],
+        progress: ProgressCallback | None,
+        cancel: threading.Event | None,
+    ) -> list[Render]:
+        """Render a span as a seamless loop (``settings.loop``).
+
+        The span is rendered with its own end wrapped round before its start and its start
+        after its end (:data:`LOOP_CONTEXT_COLUMNS`), with noise that repeats with the span's
+        period, so the music on both sides of the loop point is what it is on repeat. The
+        loop's first :data:`LOOP_CROSSFADE_S` then crossfade from what was rendered just after
+        its end into its own start: its last sample flows into its first as into the next.
+        """
+        rate, length = mono.sample_rate, mono.frames
+        if length < MIN_LOOP_S * rate:
+            raise NeuroChipError(
+                f"A loop of {length / rate:.2f} s is too short: make it at least "
+                f"{MIN_LOOP_S:g} s (a bar or more)."
+            )
+        model, hop = self.model, self.params.hop_length
+        unit = hop * model.vae_scale  # samples per latent column
+        pad = LOOP_CONTEXT_COLUMNS * unit
+        wrapped = wrap_loop(mono.samples, pad, round(LOOP_INPUT_FADE_S * rate))
+        period = (LOOP_CONTEXT_COLUMNS, max(1, round(length / unit)))
+        results = self._render_region(
+            Audio(wrapped, rate),
+            0,
+            wrapped.shape[-1],
+            takes,
+            progress,
+            cancel,
+            noise_period=period,
+        )
+        fade = min(round(LOOP_CROSSFADE_S * rate), length // 2, pad)
+        # Raised cosine: the same music on both sides, so the gains sum to one.
+        ramp = (0.5 - 0.5 * np.cos(np.pi * (np.arange(fade) + 0.5) / fade)).astype(np.float32)
+        first, frames = pad // hop, self.params.num_frames(length)
+        looped = []
+        for result in results:
+            rendered = result.audio.samples
+            loop = rendered[:, pad : pad + length].copy()
+            after = rendered[:, pad + length : pad + length + fade]
+            loop[:, :fade] = after + ramp * (loop[:, :fade] - after)
+            looped.append(
+                replace(
+                    result,
+                    audio=Audio(limit_peak(loop), rate),
+                    source=Audio(mono.samples.copy(), rate),
+                    input_image=result.input_image[..., first : first + frames],
+                    output_image=result.output_image[..., first : first + frames],
+                    start_s=0.0,
+                    info={**result.info, "loop": {"crossfade_s": round(fade / rate, 4)}},
+                )
+            )
+        return looped
 
     def _reroll(
         self,
@@ -1122,6 +1232,7 @@ class Engine:
         report: _StagedProgress,
         cancel: threading.Event | None,
         context: int,
+        noise_period: tuple[int, int] | None = None,
     ) -> list[torch.Tensor]:
         model = self.model
         scale, multiple = model.vae_scale, model.unet_multiple
@@ -1129,7 +1240,10 @@ class Engine:
         a, b = _region_columns(song_latents.shape[-1], first, frames, scale, multiple, context)
         latents = song_latents.columns(a, b)
         # Each take's noise is its seed's noise for the whole song, cut where this region is.
-        noises = [self._song_noise(song_latents.shape, s.seed)[..., a:b] for s in takes]
+        # A loop's repeats itself: (offset, period) in latent columns.
+        noises = [
+            self._song_noise(song_latents.shape, s.seed, noise_period)[..., a:b] for s in takes
+        ]
 
         whole = (a, b) == (0, song_latents.shape[-1])
         denoised = self._denoise(latents, noises, takes, report, cancel, origin=a, whole=whole)
@@ -1140,10 +1254,18 @@ class Engine:
             images.append(self._decode(take_latents)[..., offset : offset + frames])
         return images
 
-    def _song_noise(self, shape: torch.Size, seed: int) -> torch.Tensor:
+    def _song_noise(
+        self, shape: torch.Size, seed: int, period: tuple[int, int] | None = None
+    ) -> torch.Tensor:
         # Drawn on the CPU so the same seed gives the same noise on every device.
         generator = torch.Generator("cpu").manual_seed(seed)
-        return torch.randn(tuple(shape), generator=generator).to(self.model.device)
+        if period is None:
+            return torch.randn(tuple(shape), generator=generator).to(self.model.device)
+        # Periodic: column c gets the noise of column (c - offset) mod period of one period.
+        offset, length = period
+        one = torch.randn((*shape[:-1], length), generator=generator)
+        columns = (torch.arange(shape[-1]) - offset) % length
+        return one[..., columns].to(self.model.device)
 
     def _denoise(
         self,
@@ -1575,10 +1697,10 @@ def _check_shared(takes: Sequence[RenderSettings], span: bool) -> None:
     """Takes rendered together share their windows, and (but for previews) their span."""
     if not takes:
         raise ValueError("Rendering together needs at least one take's settings")
-    if len({(s.overlap, s.windows, s.feature_reuse) for s in takes}) > 1:
+    if len({(s.overlap, s.windows, s.feature_reuse, s.loop) for s in takes}) > 1:
         raise NeuroChipError(
-            "Takes rendered together must use the same windows (mode and overlap) and feature "
-            "reuse: render the others separately."
+            "Takes rendered together must use the same windows (mode and overlap), feature "
+            "reuse and loop setting: render the others separately."
         )
     if span and len({(s.start_s, s.duration_s) for s in takes}) > 1:
         raise NeuroChipError(

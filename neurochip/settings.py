@@ -204,6 +204,14 @@ class RenderSettings:
         "its start), so seams average away at about 3/4 of the model work; a draft option "
         "until checked by ear on the real model.",
     )
+    loop: bool = _setting(
+        False,
+        label="Seamless loop",
+        help="Render the span as a loop for a game: it is rendered in the company of its own "
+        "end before its start and its start after its end, with noise that repeats the same "
+        "way, and its last moment flows into its first (a short crossfade with what the model "
+        "made after the end). Play it on repeat: no seam, no click, no change of band.",
+    )
     feature_reuse: int = _setting(
         1,
         label="Feature reuse",

@@ -1079,3 +1079,22 @@ def test_comp_lanes_pick_bars_of_two_takes_play_the_comp_and_save_it(app_env, ti
     np.testing.assert_array_equal(audio[: line - half], a[: line - half])
     np.testing.assert_array_equal(audio[line + half :], b[line + half :])
     assert any("Added" in s.value for s in at.success)
+
+
+def test_a_seamless_loop_renders_with_loop_points_and_plays_on_repeat(app_env):
+    from neurochip.io.write import read_loop_points
+
+    at = start()
+    fast(at)
+    at.checkbox(key="render_loop").check().run()
+    [render] = [b for b in at.button if b.label == "Render"]
+    render.click().run()
+    job = at.session_state["render_job"]
+    assert job.wait(TIMEOUT) and job.state == "done", job.error
+    at.run()
+    assert not at.exception
+    pair = ui.library().get(job.result["pair"])
+    assert pair.settings().loop
+    assert read_loop_points(pair.audio_path) == (0, round(pair.duration_s * 44100))
+    assert any("seamless loop" in c.value for c in at.caption)
+    assert at.get("iframe")  # the loop player

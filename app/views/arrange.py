@@ -15,8 +15,15 @@ from neurochip.engine import FAITHFUL_PREVIEW, PREVIEW_SECONDS, QUICK_PREVIEW, r
 from neurochip.errors import NeuroChipError
 from neurochip.faithfulness import note_faithfulness
 from neurochip.jobs import Job
+from neurochip.library.metadata import is_loop
 from neurochip.library.thumbnails import spectrogram_thumbnail
-from neurochip.settings import SCHEDULER_NAMES, WINDOW_MODES, TakeSetOptions, describe
+from neurochip.settings import (
+    SCHEDULER_NAMES,
+    WINDOW_MODES,
+    RenderSettings,
+    TakeSetOptions,
+    describe,
+)
 from neurochip.synth import DRUMS, VOICES
 from neurochip.takeset import ROLES, render_take_set
 from neurochip.variations import best_variation, render_variations, variation_grid
@@ -545,6 +552,8 @@ with r3:
     compare = st.checkbox(
         about["compare"].label, value=False, key="render_compare", help=about["compare"].help
     )
+    loop_about = describe(RenderSettings, "loop")
+    loop = st.checkbox(loop_about.label, value=False, key="render_loop", help=loop_about.help)
     fade_at = st.number_input(
         describe(TakeSetOptions, "compare_at_s").label,
         0.0,
@@ -556,7 +565,9 @@ with r3:
         help=describe(TakeSetOptions, "compare_at_s").help,
     )
 
-full = dataclasses.replace(settings, start_s=float(start_s), duration_s=float(duration_s))
+full = dataclasses.replace(
+    settings, start_s=float(start_s), duration_s=float(duration_s), loop=bool(loop)
+)
 if engine is not None:
     # From the time each stage took in this engine's previews: this machine, this model.
     planned = [full, TakeSetOptions().take_b(full)] if pair else [full]
@@ -615,6 +626,22 @@ if render_job is not None and render_job.finished:
             )
             or ".wav"
         )
+        looped = render_job.result.get("pair") or render_job.result.get("A")
+        if looped is not None and is_loop(library.get(looped).metadata):
+            # Hear it on repeat: the loop point should pass unnoticed.
+            st.caption("A seamless loop: it plays on repeat here, as in the game.")
+            ab_player(
+                ui.memo(
+                    "loop_ab",
+                    looped,
+                    lambda: {
+                        "Loop": ui.wav_bytes(library.load_audio(looped)),
+                        "Sketch": ui.wav_bytes(audio.span(full.start_s, full.duration_s).to_mono()),
+                    },
+                ),
+                key="loop_ab",
+                offset_s=full.start_s,
+            )
         for name in ("pair", "A", "B", "compare"):
             if name not in render_job.result:
                 continue

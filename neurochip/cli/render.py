@@ -77,6 +77,16 @@ def add_parser(commands) -> None:
         type=non_negative,
         metavar="SEC",
     )
+    parser.add_argument(
+        "--loop",
+        nargs="*",
+        type=non_negative,
+        default=None,
+        metavar="SEC",
+        help=describe(RenderSettings, "loop").help
+        + " --loop alone loops the span (--start, --duration); --loop START END loops that "
+        "part of the song. WAV files get a smpl chunk, OGG and FLAC LOOPSTART/LOOPLENGTH.",
+    )
     add_library_option(parser)
     add_phase_options(parser, with_mode=True)
     parser.set_defaults(run=run)
@@ -86,7 +96,18 @@ def run(args: argparse.Namespace) -> None:
     from neurochip.takeset import ROLES, check_take_set, output_paths, render_take_set, roles
 
     # Every setting is checked before the (slow) model load.
-    settings = render_settings(args, denoise=args.denoise, guidance=args.guidance, seed=args.seed)
+    if args.loop is not None:
+        if len(args.loop) not in (0, 2) or (args.loop and args.loop[1] <= args.loop[0]):
+            raise NeuroChipError("Give --loop alone, or --loop START END with END after START.")
+        if args.loop:
+            args.start, args.duration = args.loop[0], args.loop[1] - args.loop[0]
+    settings = render_settings(
+        args,
+        denoise=args.denoise,
+        guidance=args.guidance,
+        seed=args.seed,
+        loop=args.loop is not None,
+    )
     for warning in settings.warnings():
         print(f"neurochip: note: {warning}", file=sys.stderr)
     options = TakeSetOptions(

@@ -119,6 +119,7 @@ def save_audio(
     *,
     bit_depth: Literal["16", "24", "float"] = "16",
     metadata: str | None = None,
+    loop: tuple[int, int] | None = None,
 ) -> Path:
     """Write audio to a WAV, FLAC, MP3 or OGG (Vorbis) file, picked by the suffix.
 
@@ -134,6 +135,10 @@ def save_audio(
         metadata: Text stored in the file's comment field (WAV ``LIST/INFO/ICMT``, FLAC and
             OGG Vorbis comment, MP3 ID3 comment); read it with :func:`read_metadata`.
             ``None`` or ``""`` stores nothing.
+        loop: (first frame, length in frames) of a loop, in the forms game engines and
+            samplers read: a WAV ``smpl`` chunk; ``LOOPSTART`` and ``LOOPLENGTH`` comments in
+            OGG and FLAC (RPG Maker, GameMaker, Godot importers...). MP3 has no place for
+            them. Read them back with :func:`read_loop_points`.
 
     Returns:
         The path written.
@@ -188,7 +193,66 @@ def save_audio(
         if metadata and file_format == "WAV":
             # libsndfile drops a WAV comment longer than ~2 KB without a word.
             _append_wav_comment(temporary, metadata)
+        if loop is not None:
+            start, length = _check_loop(loop, audio.frames)
+            if file_format == "WAV":
+                _append_wav_loop(temporary, start, length, audio.sample_rate)
+            elif file_format in ("OGG", "FLAC"):
+                _tag_loop(temporary, file_format, start, length)
     return path
+
+
+def _check_loop(loop: tuple[int, int], frames: int) -> tuple[int, int]:
+    start, length = (int(v) for v in loop)
+    if not (start >= 0 and length > 0 and start + length <= frames):
+        raise NeuroChipError(
+            f"A loop of {length} samples from sample {start} does not fit {frames} samples."
+        )
+    return start, length
+
+
+def _append_wav_loop(path: Path, start: int, length: int, sample_rate: int) -> None:
+    """Append a ``smpl`` chunk with one forward loop (end inclusive, as the format says)."""
+    fields = [0, 0, round(1e9 / sample_rate), 60, 0, 0, 0, 1, 0]
+    loop = [0, 0, start, start + length - 1, 0, 0]  # id, forward, start, end, fraction, forever
+    body = b"".join(v.to_bytes(4, "little") for v in fields + loop)
+    _append_riff_chunk(path, b"smpl" + len(body).to_bytes(4, "little") + body)
+
+
+def _tag_loop(path: Path, file_format: str, start: int, length: int) -> None:
+    from mutagen.flac import FLAC
+    from mutagen.oggvorbis import OggVorbis
+
+    tags = OggVorbis(path) if file_format == "OGG" else FLAC(path)
+    tags["LOOPSTART"] = str(start)
+    tags["LOOPLENGTH"] = str(length)
+    tags.save()
+
+
+def read_loop_points(path: str | os.PathLike[str]) -> tuple[int, int] | None:
+    """(first frame, length) of the loop a file declares (see :func:`save_audio`), or None."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".wav":
+        with path.open("rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            for chunk, chunk_size, offset in iff_chunks(f, 12, size, big_endian=False):
+                if chunk == b"smpl" and chunk_size >= 60:
+                    f.seek(offset)
+                    body = f.read(60)
+                    values = [int.from_bytes(body[i : i + 4], "little") for i in range(0, 60, 4)]
+                    if values[7] >= 1:  # loops in it
+                        return values[11], values[12] - values[11] + 1
+        return None
+    if suffix in (".ogg", ".flac"):
+        from mutagen import File
+
+        tags = File(path)
+        try:
+            return int(tags["LOOPSTART"][0]), int(tags["LOOPLENGTH"][0])
+        except (KeyError, TypeError, ValueError, IndexError):
+            return None
+    return None
 
 
 def _append_wav_comment(path: Path, text: str) -> None:
@@ -197,7 +261,11 @@ def _append_wav_comment(path: Path, text: str) -> None:
     if len(comment) & 1:
         comment += b"\0"
     info = b"INFO" + b"ICMT" + len(comment).to_bytes(4, "little") + comment
-    chunk = b"LIST" + len(info).to_bytes(4, "little") + info
+    _append_riff_chunk(path, b"LIST" + len(info).to_bytes(4, "little") + info)
+
+
+def _append_riff_chunk(path: Path, chunk: bytes) -> None:
+    """Append a chunk to a WAV file and fix the RIFF size."""
     with path.open("rb+") as f:
         f.seek(0, os.SEEK_END)
         end = f.tell()

@@ -66,6 +66,15 @@ def faithfulness_score(metadata: Mapping[str, Any]) -> float | None:
     return float(score) if math.isfinite(score) else None
 
 
+def is_loop(metadata: Mapping[str, Any]) -> bool:
+    """Whether a take (or a pair or comp of takes) was rendered as a seamless loop."""
+    if metadata.get("kind") not in ("take", "stereo pair", "comp"):
+        return False  # a comparison starts as the sketch: no loop
+    takes = metadata.get("takes")
+    held = takes.values() if isinstance(takes, Mapping) else ()
+    return any(isinstance(t, Mapping) and t.get("loop") is True for t in held)
+
+
 def sidecar_path(path: str | Path) -> Path:
     return Path(path).with_suffix(".json")
 
@@ -73,9 +82,13 @@ def sidecar_path(path: str | Path) -> Path:
 def save_take(
     path: str | Path, audio: Audio, metadata: dict[str, Any], bit_depth: str = "16"
 ) -> Path:
-    """Write a take with its settings embedded and in a ``.json`` sidecar; both atomically."""
+    """Write a take with its settings embedded and in a ``.json`` sidecar; both atomically.
+
+    A seamless loop (rendered with ``loop``) carries its loop points too: the whole file.
+    """
     text = json.dumps(metadata, ensure_ascii=False, sort_keys=True)
-    written = save_audio(path, audio, bit_depth=bit_depth, metadata=text)  # type: ignore[arg-type]
+    loop = (0, audio.frames) if is_loop(metadata) else None
+    written = save_audio(path, audio, bit_depth=bit_depth, metadata=text, loop=loop)  # type: ignore[arg-type]
     write_text_atomically(sidecar_path(written), json.dumps(metadata, indent=2) + "\n")
     return written
 
