@@ -428,6 +428,13 @@ class TakeSetOptions:
         minimum=0.0,
         maximum=MAX_TIME_S,
     )
+    loop_intro: bool = _setting(
+        True,
+        label="Intro before the loop",
+        help="For a seamless loop that starts after the song's start: also render the song "
+        "up to the loop as an intro, whose end flows into the loop's start (play the intro "
+        "once, then the loop on repeat).",
+    )
 
     def __post_init__(self) -> None:
         _check_numbers(self)

@@ -28,9 +28,11 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from neurochip.engine import Engine, ProgressCallback, Render
 from neurochip.errors import NeuroChipError
@@ -52,7 +54,12 @@ ROLES: dict[str, str] = {
     "B": "Take B",
     "pair": "Stereo pair mix",
     "compare": "Crossfade comparison",
+    "intro": "Intro before the loop",
 }
+
+#: The intro's last moments crossfade into the loop's last ones: the loop's end flows into
+#: its start, so the intro's end then does too.
+INTRO_JOIN_S = 0.25
 
 #: The share of a take set's progress that measuring the takes' note faithfulness gets.
 METER_SHARE = 0.03
@@ -99,10 +106,17 @@ class TakeSet:
         ]
 
 
-def roles(options: TakeSetOptions) -> list[str]:
-    """The files a take set with these options is made of, in :data:`ROLES` order."""
+def roles(options: TakeSetOptions, settings: RenderSettings | None = None) -> list[str]:
+    """The files a take set with these options (and take A's settings) is made of, in
+    :data:`ROLES` order."""
     made = ["A", "B", "pair"] if options.stereo_pair else ["A"]
-    return made + (["compare"] if options.compare else [])
+    made += ["compare"] if options.compare else []
+    return made + (["intro"] if wants_intro(settings, options) else [])
+
+
+def wants_intro(settings: RenderSettings | None, options: TakeSetOptions) -> bool:
+    """A loop that starts after the song's start gets an intro, unless asked not to."""
+    return bool(settings and settings.loop and settings.start_s > 0 and options.loop_intro)
 
 
 def output_paths(path: str | Path, made: list[str]) -> dict[str, Path]:
@@ -221,7 +235,41 @@ def render_take_set(
             faithfulness=both,
         )
         keep("compare", faded, meta, cover)
+    if wants_intro(settings, options):
+        if progress is not None:
+            progress(1.0 - METER_SHARE / 2, "rendering the intro before the loop")
+        intro_mix, intro_takes = _render_intro(engine, audio, takes, mix, options, cancel)
+        paired = {"width": options.width} if options.stereo_pair else {}
+        meta = take_metadata("intro", intro_takes, source_name, info, join_s=INTRO_JOIN_S, **paired)
+        keep("intro", intro_mix, meta, cover)
     return result
+
+
+def _render_intro(
+    engine: Engine,
+    audio: Audio,
+    takes: dict[str, RenderSettings],
+    loop_mix: Audio,
+    options: TakeSetOptions,
+    cancel: threading.Event | None,
+) -> tuple[Audio, dict[str, RenderSettings]]:
+    """The song from its start up to the loop, rendered as the loop's takes are, its last
+    :data:`INTRO_JOIN_S` crossfading into the loop's last moments (which flow into the
+    loop's first): intro, then loop on repeat, with no seam at either join."""
+    start = next(iter(takes.values())).start_s
+    intro_takes = {
+        name: replace(s, start_s=0.0, duration_s=start, loop=False) for name, s in takes.items()
+    }
+    renders = engine.render_many(audio, list(intro_takes.values()), cancel=cancel)
+    intro = renders[0].audio
+    if options.stereo_pair and len(renders) > 1:
+        intro = stereo_pair(intro, renders[1].audio, options.width)
+    fade = min(round(INTRO_JOIN_S * intro.sample_rate), intro.frames, loop_mix.frames)
+    samples = intro.samples.copy()
+    tail = loop_mix.samples[:, loop_mix.frames - fade :]
+    ramp = 0.5 - 0.5 * np.cos(np.pi * (np.arange(fade) + 0.5) / fade)
+    samples[:, -fade:] += ramp.astype(samples.dtype) * (tail - samples[:, -fade:])
+    return Audio(samples, intro.sample_rate), intro_takes
 
 
 def song_provenance(sketch: Sketch) -> dict[str, Any]:

@@ -147,3 +147,26 @@ def test_render_loop_on_the_command_line_loops_that_part_of_the_song(tmp_path, t
     settings = settings_from_take(out)
     assert settings.loop and (settings.start_s, settings.duration_s) == (1.8, 7.2)
     assert main([*args, "--loop", "9", "1.8", "--model", str(tiny_model_dir)]) == 2
+
+
+def test_a_loop_after_the_songs_start_gets_an_intro_that_flows_into_it(tmp_path, tiny_model_dir):
+    from pathlib import Path
+
+    from neurochip.cli import main
+    from neurochip.library.metadata import read_take_metadata
+
+    midi = Path(__file__).resolve().parents[1] / "assets" / "greensleeves.mid"
+    out = tmp_path / "level-1.wav"
+    args = ["render", str(midi), "-o", str(out), "--prompt", "a band", "--steps", "3"]
+    assert main([*args, "--loop", "1.8", "9", "--model", str(tiny_model_dir)]) == 0
+    intro, rate = sf.read(tmp_path / "level-1-intro.wav")
+    loop, _ = sf.read(out)
+    assert len(intro) == round(1.8 * rate)  # the song up to the loop
+    assert read_loop_points(tmp_path / "level-1-intro.wav") is None  # played once
+    assert read_take_metadata(tmp_path / "level-1-intro.wav")["kind"] == "intro"
+    # Intro then loop: the join is as smooth as the loop's own wrap, and as the take itself.
+    steps = np.abs(np.diff(loop))
+    join = abs(loop[0] - intro[-1])
+    assert (steps < join).mean() < 0.99
+    # The intro ends on the loop's own last moments (whose next sample is the loop's first).
+    np.testing.assert_allclose(intro[-1], loop[-1], atol=2e-4)

@@ -642,7 +642,7 @@ if render_job is not None and render_job.finished:
                 key="loop_ab",
                 offset_s=full.start_s,
             )
-        for name in ("pair", "A", "B", "compare"):
+        for name in ("pair", "A", "B", "compare", "intro"):
             if name not in render_job.result:
                 continue
             take_id = render_job.result[name]

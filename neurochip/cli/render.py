@@ -124,7 +124,8 @@ def run(args: argparse.Namespace) -> None:
             f"Write renders as {', '.join(OUTPUT_SUFFIXES)}, not "
             f"{args.output.suffix or 'no extension'}."
         )
-    check_outputs(args, output_paths(args.output, roles(options)).values(), [args.input])
+    made = roles(options, settings)
+    check_outputs(args, output_paths(args.output, made).values(), [args.input])
     sketch = load_sketch(args.input, max_duration_s=args.max_duration)
     check_take_set(sketch.audio, settings, options)  # all of it, before the slow model load
     library = None if args.no_library else TakeLibrary()
