@@ -180,6 +180,43 @@ def player_frame(page):
     return None
 
 
+def open_page(browser, url: str):
+    """A tall page on the app, every wait as long as a loaded 2-core machine needs."""
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1400, "height": 2400})
+    page.set_default_timeout(240_000)
+    expect.set_options(timeout=240_000)
+    page.goto(url)
+    return page
+
+
+def upload_and_set_two_steps(page, tune: Path) -> None:
+    """Upload a sketch and move Steps to 2 with the keyboard (the auto preview follows)."""
+    from playwright.sync_api import expect
+
+    page.locator("[data-testid='stFileUploader'] input[type='file']").set_input_files(tune)
+    expect(page.get_by_text(tune.name).first).to_be_visible()
+    set_two_steps(page)
+
+
+def set_two_steps(page) -> None:
+    thumb = page.locator("[data-testid='stSlider']").filter(has_text="Steps")
+    thumb = thumb.get_by_role("slider")
+    thumb.focus()
+    thumb.press("Home")
+    thumb.press("ArrowRight")
+
+
+def wait_for_player(page):
+    """The A/B player's frame, once one is on the page."""
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('iframe')].some(f => {"
+        "  try { return Boolean(f.contentWindow.abPlayer) } catch (e) { return false } })"
+    )
+    return player_frame(page)
+
+
 def test_preview_ab_grid_and_a_refresh(app_url, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
@@ -187,25 +224,12 @@ def test_preview_ab_grid_and_a_refresh(app_url, tmp_path):
     sf.write(tune, make_chiptune(6.0).T, 44100, subtype="PCM_16")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 2400})
-        page.set_default_timeout(240_000)
-        expect.set_options(timeout=240_000)
-        page.goto(app_url)
-        page.locator("[data-testid='stFileUploader'] input[type='file']").set_input_files(tune)
-        expect(page.get_by_text("minuet-sketch.wav").first).to_be_visible()
-        thumb = page.locator("[data-testid='stSlider']").filter(has_text="Steps")
-        thumb = thumb.get_by_role("slider")
-        thumb.focus()
-        thumb.press("Home")
-        thumb.press("ArrowRight")  # 2 steps: the auto preview follows the slider
+        page = open_page(browser, app_url)
+        upload_and_set_two_steps(page, tune)
 
         # The preview: its A/B player plays sketch and take on one clock.
         expect(page.get_by_text("Notes kept:")).to_be_visible()
-        page.wait_for_function(
-            "() => [...document.querySelectorAll('iframe')].some(f => {"
-            "  try { return Boolean(f.contentWindow.abPlayer) } catch (e) { return false } })"
-        )
-        frame = player_frame(page)
+        frame = wait_for_player(page)
         frame.get_by_role("button", name="A: Sketch").click()
         frame.get_by_role("button", name="Play").click()
         frame.wait_for_function("() => window.abPlayer.currentTime() > 0.3")
@@ -253,17 +277,8 @@ def test_finished_work_reaches_the_page_without_waiting_for_a_poll(tiny_model_di
     command = app_command(tiny_model_dir, tmp_path)
     with serving(command, tmp_path / "app.log", env=env) as url, sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 2400})
-        page.set_default_timeout(240_000)
-        expect.set_options(timeout=240_000)
-        page.goto(url)
-        page.locator("[data-testid='stFileUploader'] input[type='file']").set_input_files(tune)
-        expect(page.get_by_text("minuet-sketch.wav").first).to_be_visible()
-        thumb = page.locator("[data-testid='stSlider']").filter(has_text="Steps")
-        thumb = thumb.get_by_role("slider")
-        thumb.focus()
-        thumb.press("Home")
-        thumb.press("ArrowRight")  # 2 steps
+        page = open_page(browser, url)
+        upload_and_set_two_steps(page, tune)
         expect(page.get_by_text("Previewed in")).to_be_visible()
         # And again: a change to a take on the page (the last preview stays, marked out of
         # date, until the new one is pushed in).
@@ -273,4 +288,66 @@ def test_finished_work_reaches_the_page_without_waiting_for_a_poll(tiny_model_di
         expect(page.get_by_text("Out of date")).to_have_count(1)
         expect(page.get_by_text("Out of date")).to_have_count(0)
         expect(page.get_by_text("Previewed in")).to_be_visible()
+        browser.close()
+
+
+def test_fix_a_bar_comp_two_takes_and_loop_for_the_game(app_url, tmp_path):
+    """Issue 12 as a game composer does it: render the demo as a loop with a stereo pair,
+    hear it loop, re-roll bars of take B, comp bars of A and B, save the comp."""
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = open_page(browser, app_url)
+        page.get_by_role("button", name="Try the demo").click()
+        expect(page.get_by_text("greensleeves.mid").first).to_be_visible()
+        page.get_by_text("Auto preview", exact=True).click()  # off: no preview work meanwhile
+        set_two_steps(page)
+        page.locator("[data-testid='stSlider']").filter(has_text="Steps").get_by_role(
+            "slider"
+        ).press("ArrowRight")  # 3 steps: one denoising step at denoise 0.35
+        page.get_by_role("checkbox", name="Seamless loop").check(force=True)
+        page.get_by_role("button", name="Render", exact=True).click()
+        expect(page.get_by_text("Rendered in")).to_be_visible()
+
+        # The loop plays on repeat in the A/B player, its loop on.
+        expect(page.get_by_text("A seamless loop")).to_be_visible()
+        frame = wait_for_player(page)
+        frame.get_by_role("button", name="Play").click()
+        frame.wait_for_function("() => window.abPlayer.currentTime() > 0.2")
+        assert frame.locator("#player").get_attribute("data-loop") == "true"
+
+        # Takes: open take B, re-roll two bars with two candidates.
+        page.get_by_role("link", name="Takes").click()
+        expect(page.get_by_text("Take · settings")).to_be_visible()
+        rows = page.locator("[data-testid='stHorizontalBlock']").filter(has_text="seed 43")
+        rows.first.get_by_role("button", name="More").click()
+        expect(page.get_by_text("Fix a part")).to_be_visible()
+        bars = page.locator("[data-testid='stSlider']").filter(has_text="Bars to re-roll")
+        high = bars.get_by_role("slider").last
+        high.focus()
+        high.press("ArrowRight")  # bars n to n+1
+        page.get_by_role("button", name="Re-roll", exact=True).click()
+        expect(page.get_by_text("Candidate 2 ·")).to_be_visible()
+        expect(page.get_by_text("re-rolled bars").first).to_be_visible()
+
+        # Comp: takes A and B as lanes, B from the third bar on, saved as a take.
+        page.get_by_text("Comp bars of several takes").click()
+        picker = page.locator("[data-testid='stMultiSelect']").filter(has_text="Takes to comp")
+        for seed in ("(seed 42)", "(seed 43)"):
+            field = picker.locator("input")
+            field.click()
+            field.fill(seed)  # type to find it, as with a keyboard
+            page.get_by_role("option").filter(has_text=seed).first.click()
+            page.keyboard.press("Escape")
+            expect(picker.get_by_text(seed)).to_be_visible()
+        expect(page.locator(".st-key-comp_1_4 button").first).to_be_visible()
+        for segment in (2, 3, 4):
+            page.locator(f".st-key-comp_1_{segment} button").first.click()
+            expect(page.locator(f".st-key-comp_1_{segment} button").first).to_have_attribute(
+                "data-testid", "stBaseButton-primary"
+            )
+        page.get_by_role("button", name="Save the comp as a take").click()
+        expect(page.get_by_text("Added").first).to_be_visible()
+        expect(page.get_by_text("comp", exact=False).first).to_be_visible()
         browser.close()

@@ -214,7 +214,9 @@ def test_reroll_on_the_command_line_keeps_the_take_and_records_its_lineage(
     assert len(kept) == 2
 
 
-def test_reroll_refuses_a_pair_and_bars_of_an_audio_sketch(tmp_path, tiny_model_dir, capsys):
+def test_reroll_refuses_a_pair_and_counts_an_audio_sketchs_bars_by_its_beat(
+    tmp_path, tiny_model_dir, capsys
+):
     model = ["--model", str(tiny_model_dir)]
     song = tmp_path / "song.wav"
     sf.write(song, make_chiptune(6.0, seed=1).T, SR, subtype="PCM_16")
@@ -224,6 +226,18 @@ def test_reroll_refuses_a_pair_and_bars_of_an_audio_sketch(tmp_path, tiny_model_
     out = ["-o", str(tmp_path / "x.wav"), "--no-library", *model]
     assert main(["reroll", str(song), str(take), "--seconds", "1-2", *out]) == 2
     assert "re-roll one of its takes" in capsys.readouterr().err
-    assert main(["reroll", str(song), str(tmp_path / "take-A.wav"), "--bars", "1-2", *out]) == 2
-    assert "region in seconds" in capsys.readouterr().err
     assert not (tmp_path / "x.wav").exists()
+    # An audio sketch's bars: found by beat tracking (said), or as corrected.
+    take_a = str(tmp_path / "take-A.wav")
+    assert main(["reroll", str(song), take_a, "--bars", "2-2", "--seed", "3", *out]) == 0
+    said = capsys.readouterr().err
+    assert "Bars from beat tracking: 132" in said  # tests/chiptune.py plays at 132 BPM
+    out[1] = str(tmp_path / "y.wav")
+    fixed = ["--bars", "2-2", "--bpm", "60", "--downbeat", "0.5", "--beats-per-bar", "2"]
+    assert main(["reroll", str(song), take_a, *fixed, *out]) == 0
+    assert read_take_metadata(tmp_path / "y.wav")["reroll"]["region_s"] == [2.5, 4.5]
+    # Silence has no beat to count bars by: seconds it must be.
+    quiet = tmp_path / "quiet.wav"
+    sf.write(quiet, np.zeros((3 * SR, 1)), SR, subtype="PCM_16")
+    assert main(["reroll", str(quiet), take_a, "--bars", "1-1", *out]) == 2
+    assert "No steady beat" in capsys.readouterr().err
