@@ -679,11 +679,14 @@ class Engine:
         # of the resampler (a 48 kHz span's sample count is not the take's).
         song = self._at_working_rate(song)
         span = song.span(takes[0].start_s, takes[0].duration_s)
+        span_start_s = round(takes[0].start_s * song.sample_rate) / song.sample_rate
         with self._lock:
             if takes[0].loop:
                 results = self._render_loop(span.to_mono(), takes, progress, cancel)
             else:
-                results = self._render_region(span, 0, span.frames, takes, progress, cancel)
+                results = self._render_region(
+                    span, 0, span.frames, takes, progress, cancel, song_start_s=span_start_s
+                )
         # The span is rendered as a song of its own; report where it sits in the whole song.
         start_s = round(takes[0].start_s * song.sample_rate) / song.sample_rate
         return [replace(result, start_s=start_s) for result in results]
@@ -831,6 +834,7 @@ class Engine:
         key: str | None = None,
         quality: PreviewQuality = FAITHFUL_PREVIEW,
         noise_period: tuple[int, int] | None = None,
+        song_start_s: float = 0.0,
     ) -> list[Render]:
         began = self._clock()
         song = self._at_working_rate(song)
@@ -866,6 +870,7 @@ class Engine:
                     cancel,
                     quality.context_columns,
                     noise_period,
+                    song_start_s,
                 )
             )
             output_images = [next(rendered) if used else input_image for used in use_model]
@@ -945,6 +950,7 @@ class Engine:
             progress,
             cancel,
             noise_period=period,
+            song_start_s=round(takes[0].start_s * rate) / rate - pad / rate,
         )
         fade = min(round(LOOP_CROSSFADE_S * rate), length // 2, pad)
         # Raised cosine: the same music on both sides, so the gains sum to one.
@@ -1024,6 +1030,7 @@ class Engine:
             origin=a,
             whole=whole,
             known=(parent_latents, mask),
+            song_start_s=round(takes[0].start_s * mono.sample_rate) / mono.sample_rate,
         )
         offset = first - a * scale
         weight = torch.from_numpy(bounds.weight_at(np.arange(a_s, b_s) + 0.5)).to(model.device)
@@ -1233,6 +1240,7 @@ class Engine:
         cancel: threading.Event | None,
         context: int,
         noise_period: tuple[int, int] | None = None,
+        song_start_s: float = 0.0,
     ) -> list[torch.Tensor]:
         model = self.model
         scale, multiple = model.vae_scale, model.unet_multiple
@@ -1246,7 +1254,9 @@ class Engine:
         ]
 
         whole = (a, b) == (0, song_latents.shape[-1])
-        denoised = self._denoise(latents, noises, takes, report, cancel, origin=a, whole=whole)
+        denoised = self._denoise(
+            latents, noises, takes, report, cancel, origin=a, whole=whole, song_start_s=song_start_s
+        )
         offset = first - a * scale
         images = []
         for i, take_latents in enumerate(denoised):
@@ -1277,6 +1287,7 @@ class Engine:
         origin: int = 0,
         whole: bool = True,
         known: tuple[torch.Tensor, torch.Tensor] | None = None,
+        song_start_s: float = 0.0,
     ) -> list[torch.Tensor]:
         """img2img's denoising loop for several takes of the same latents at once.
 
@@ -1286,6 +1297,8 @@ class Engine:
         and ``whole`` says they are the whole song (shifted windows then wrap round).
         ``known`` (latents to keep, mask): where the mask is 0 each step ends on those latents
         noised to the next step's level, and the loop on them exactly (a re-roll).
+        ``song_start_s``: where the song these latents are of starts in the sketch (a
+        prompt timeline's sections are in the sketch's seconds).
         Returns each take's denoised latents.
         """
         model = self.model
@@ -1293,6 +1306,9 @@ class Engine:
             _Lane.start(model, latents, noise, s, self._prompt_embedding)
             for s, noise in zip(takes, noises, strict=True)
         ]
+        column_s = model.vae_scale * self.params.hop_length / self.params.sample_rate
+        for lane, settings in zip(lanes, takes, strict=True):
+            lane.place(settings, origin, latents.shape[-1], column_s, song_start_s)
         window = WINDOW_COLUMNS // model.vae_scale
         plan = _WindowPlan(takes[0], latents.shape[-1], window, origin, whole, model.device)
         reuse = _FeatureReuse(model.unet, takes[0].feature_reuse)
@@ -1358,40 +1374,50 @@ class Engine:
         starts, weight, norm = plan.at(k)
         width = weight.shape[0]
         outs = [torch.zeros_like(x, dtype=torch.float32) for x in inputs]
-        work = [(i, s) for i in range(len(lanes)) for s in starts]
-        sizes = [lanes[i].items(k) for i, _ in work]
+        # One item per window, lane and voice heard there (a prompt timeline's boundary is
+        # heard with both sections' prompts; without sections, one voice).
+        work = [
+            (i, s, v)
+            for i in range(len(lanes))
+            for s in starts
+            for v in lanes[i].voices_in(window_columns(s, width, total))
+        ]
+        sizes = [lanes[i].items(k, v) for i, _, v in work]
         for number, call in enumerate(pack_calls(sizes, batch)):
             group = [work[j] for j in call]
             signature = tuple((work[j], sizes[j]) for j in call)
             before_call()
-            columns = [window_columns(s, width, total) for _, s in group]
+            columns = [window_columns(s, width, total) for _, s, _ in group]
             crops = [
-                inputs[i][..., c].to(model.dtype) for (i, _), c in zip(group, columns, strict=True)
+                inputs[i][..., c].to(model.dtype)
+                for (i, _, _), c in zip(group, columns, strict=True)
             ]
-            guided = [j for j, (i, _) in enumerate(group) if lanes[i].guided_at(k)]
+            guided = [j for j, (i, _, v) in enumerate(group) if lanes[i].guided_at(k, v)]
             # The unconditioned halves first, then every window with its prompt (the order
             # diffusers' pipeline uses for one take).
             sample = torch.cat([crops[j] for j in guided] + crops)
             t = torch.stack(
                 [lanes[group[j][0]].timesteps[k] for j in guided]
-                + [lanes[i].timesteps[k] for i, _ in group]
+                + [lanes[i].timesteps[k] for i, _, _ in group]
             )
             context = torch.cat(
-                [lanes[group[j][0]].negative for j in guided]
-                + [lanes[i].positive for i, _ in group]
+                [lanes[group[j][0]].negatives[group[j][2]] for j in guided]
+                + [lanes[i].positives[v] for i, _, v in group]
             )
             out = reuse.predict(number, signature, k, sample, t, context).float()
             uncond, cond = out[: len(guided)], out[len(guided) :]
             pairs = dict(zip(guided, uncond, strict=True))
-            for j, ((i, _), c) in enumerate(zip(group, columns, strict=True)):
+            for j, ((i, _, v), c) in enumerate(zip(group, columns, strict=True)):
+                lane = lanes[i]
                 prediction = cond[j : j + 1]
                 if j in pairs:
-                    prediction = pairs[j][None] + lanes[i].guidance * (prediction - pairs[j][None])
+                    prediction = pairs[j][None] + lane.guidances[v] * (prediction - pairs[j][None])
+                blend = weight if lane.weights is None else weight * lane.weights[v, c]
                 if isinstance(c, slice):
-                    outs[i][..., c] += prediction * weight
+                    outs[i][..., c] += prediction * blend
                 else:
                     outs[i].index_add_(
-                        -1, torch.tensor(c, device=outs[i].device), prediction * weight
+                        -1, torch.tensor(c, device=outs[i].device), prediction * blend
                     )
         return [out / norm for out in outs]
 
@@ -1626,24 +1652,74 @@ class _StagedProgress:
 
 @dataclass
 class _Lane:
-    """One take in a shared denoising loop: its schedule, prompt and latents."""
+    """One take in a shared denoising loop: its schedule, prompts and latents.
+
+    A take with a prompt timeline (``settings.sections``) has several *voices*: its own
+    conditioning and each section's (prompt, negative prompt, guidance, denoise). Each latent
+    column follows the voices by ``weights`` (a row per voice, summing to one per column:
+    one voice inside a section, two across a boundary's transition). A column whose denoise
+    is below the strongest joins the loop later (differential diffusion): until its step it
+    is held at the sketch's latents noised to the current level.
+    """
 
     scheduler: Any
     timesteps: torch.Tensor
     latents: torch.Tensor
-    positive: torch.Tensor  # (1, 77, dim) prompt embedding
-    negative: torch.Tensor | None  # the negative prompt's, where guidance is on
-    guidance: float
+    positives: list[torch.Tensor]  # (1, 77, dim) prompt embedding per voice
+    negatives: list[torch.Tensor | None]  # the negative prompt's, where guidance is on
+    guidances: list[float]
+    strengths: list[float]  # denoise per voice
     guided_steps: int  # the first steps follow the prompt with guidance
     step_options: dict[str, Any]
     noise: torch.Tensor  # what was added to the latents at the start
+    init: torch.Tensor  # the sketch's latents, before any noise
+    steps: int  # the schedule's full length (denoise 1)
+    weights: torch.Tensor | None = None  # (voices, columns); None: the one voice everywhere
+    joins: torch.Tensor | None = None  # (columns,) the step each column joins; None: all at 0
 
-    def guided_at(self, k: int) -> bool:
-        return self.negative is not None and k < self.guided_steps
+    @property
+    def positive(self) -> torch.Tensor:
+        return self.positives[0]
 
-    def items(self, k: int) -> int:
+    def guided_at(self, k: int, voice: int = 0) -> bool:
+        return self.negatives[voice] is not None and k < self.guided_steps
+
+    def items(self, k: int, voice: int = 0) -> int:
         """UNet batch items per window at step ``k``: the guidance pair is two."""
-        return 2 if self.guided_at(k) else 1
+        return 2 if self.guided_at(k, voice) else 1
+
+    def voices_in(self, columns: slice | list[int]) -> list[int]:
+        """The voices with any weight in these columns."""
+        if self.weights is None:
+            return [0]
+        present = self.weights[:, columns].amax(dim=-1) > 0
+        return [int(v) for v in torch.nonzero(present).flatten()]
+
+    def place(
+        self, settings: RenderSettings, origin: int, width: int, column_s: float, start_s: float
+    ) -> None:
+        """Lay the prompt timeline over latent columns ``origin`` .. ``+ width`` of a span
+        starting ``start_s`` into the song (``column_s`` seconds a column)."""
+        if not settings.sections:
+            return
+        device = self.latents.device
+        times = start_s + (origin + torch.arange(width, device=device) + 0.5) * column_s
+        half = settings.transition_s / 2
+        # ramps[j]: how far into voice j + 1 each column is (0 before its section, 1 after).
+        ramps = []
+        for section in settings.sections:
+            if section.start_s <= 0:  # from the song's start: nothing to change from
+                ramps.append(torch.ones(width, device=device))
+            elif half > 0:
+                ramps.append(((times - section.start_s + half) / (2 * half)).clamp(0, 1))
+            else:
+                ramps.append((times >= section.start_s).float())
+        ramps.append(torch.zeros(width, device=device))
+        weights = [1 - ramps[0]] + [ramps[j] - ramps[j + 1] for j in range(len(ramps) - 1)]
+        self.weights = torch.stack(weights).clamp(min=0)
+        strength = (self.weights * torch.tensor(self.strengths, device=device)[:, None]).sum(0)
+        own = torch.floor(self.steps * strength + 1e-6).clamp(max=len(self.timesteps))
+        self.joins = (len(self.timesteps) - own).long()
 
     @classmethod
     def start(
@@ -1656,27 +1732,42 @@ class _Lane:
     ) -> _Lane:
         scheduler = model.make_scheduler(settings.scheduler)
         scheduler.set_timesteps(settings.steps, device=model.device)
-        # img2img: skip the first (1 - denoise) of the schedule, as diffusers' pipeline does.
+        # img2img: skip the first (1 - denoise) of the schedule, as diffusers' pipeline does
+        # (the strongest denoise anywhere in the take: the rest join later).
         t_start = settings.steps - settings.denoise_steps
         timesteps = scheduler.timesteps[t_start * scheduler.order :]
         if hasattr(scheduler, "set_begin_index"):
             scheduler.set_begin_index(t_start * scheduler.order)
-        guided = settings.guidance > 1.0
         # Ancestral schedulers draw fresh noise each step: seed it too. Not every scheduler's
         # step() takes a generator (PNDM does not), so pass it only where accepted.
         step_options: dict[str, Any] = {}
         if "generator" in inspect.signature(scheduler.step).parameters:
             step_options["generator"] = torch.Generator("cpu").manual_seed(settings.seed + 1)
+        voices = [(settings.prompt, settings.negative_prompt, settings.guidance, settings.denoise)]
+        for section in settings.sections:
+            voices.append(
+                (
+                    section.prompt,
+                    settings.negative_prompt
+                    if section.negative_prompt is None
+                    else section.negative_prompt,
+                    settings.guidance if section.guidance is None else section.guidance,
+                    settings.denoise if section.denoise is None else section.denoise,
+                )
+            )
         return cls(
             scheduler=scheduler,
             timesteps=timesteps,
             latents=scheduler.add_noise(latents, noise, timesteps[:1]),
-            positive=embed(settings.prompt),
-            negative=embed(settings.negative_prompt) if guided else None,
-            guidance=settings.guidance,
+            positives=[embed(prompt) for prompt, _, _, _ in voices],
+            negatives=[embed(negative) if g > 1.0 else None for _, negative, g, _ in voices],
+            guidances=[g for _, _, g, _ in voices],
+            strengths=[d for _, _, _, d in voices],
             guided_steps=settings.guided_steps,
             step_options=step_options,
             noise=noise,
+            init=latents,
+            steps=settings.steps,
         )
 
     def step(self, noise_pred: torch.Tensor, k: int) -> None:
@@ -1684,6 +1775,11 @@ class _Lane:
         self.latents = self.scheduler.step(
             noise_pred, t, self.latents, **self.step_options
         ).prev_sample.float()
+        if self.joins is not None and bool((self.joins > k + 1).any()):
+            # Columns whose denoise is weaker join later: until then, the sketch's latents at
+            # the next step's noise level (differential diffusion).
+            waiting = (self.joins > k + 1).float().view(1, 1, 1, -1)
+            self.keep(self.init, 1 - waiting, k)
 
     def keep(self, kept: torch.Tensor, mask: torch.Tensor, k: int) -> None:
         """After step ``k``: where ``mask`` is 0, the kept latents at the next step's noise

@@ -110,6 +110,57 @@ def _check_numbers(settings: Any) -> None:
 
 
 @dataclass(frozen=True)
+class Section:
+    """A part of the song with its own band: from ``start_s`` (seconds of the song) until the
+    next section, windows follow this prompt; ``None`` keeps the take's own value."""
+
+    start_s: float
+    prompt: str
+    negative_prompt: str | None = None
+    denoise: float | None = None
+    guidance: float | None = None
+
+    def __post_init__(self) -> None:
+        _check(
+            [
+                (
+                    isinstance(self.start_s, (int, float))
+                    and not isinstance(self.start_s, bool)
+                    and math.isfinite(self.start_s)
+                    and self.start_s >= 0,
+                    f"a section must start at 0 s or later, not {self.start_s!r}",
+                ),
+                (
+                    isinstance(self.prompt, str) and self.prompt.strip() != "",
+                    f"the section at {self.start_s} s needs a prompt",
+                ),
+                (
+                    self.denoise is None
+                    or (isinstance(self.denoise, (int, float)) and 0 < self.denoise <= 1),
+                    f"a section's denoise must be more than 0 and at most 1, not {self.denoise!r}",
+                ),
+                (
+                    self.guidance is None
+                    or (isinstance(self.guidance, (int, float)) and 0 <= self.guidance <= 30),
+                    f"a section's guidance must be 0-30, not {self.guidance!r}",
+                ),
+            ]
+        )
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Section:
+        if isinstance(data, Section):
+            return data
+        if not isinstance(data, dict):
+            raise NeuroChipError(f"A section must be a table of settings, not {data!r}.")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise NeuroChipError(f"Unknown section settings: {', '.join(sorted(unknown))}.")
+        return cls(**data)
+
+
+@dataclass(frozen=True)
 class RenderSettings:
     """Everything that decides a take. Same settings + same seed + same device = same take."""
 
@@ -203,6 +254,23 @@ class RenderSettings:
         "overlap but move by a different offset at every step (wrapping from the song's end to "
         "its start), so seams average away at about 3/4 of the model work; a draft option "
         "until checked by ear on the real model.",
+    )
+    sections: tuple[Section, ...] = _setting(
+        (),
+        label="Sections",
+        help="A prompt timeline: parts of the song with their own prompt (and denoise, "
+        "guidance), e.g. soft strings in the intro, the full band from bar 17. Each model "
+        "window follows the section it sits in; across a boundary the two are blended over "
+        "Transition, and a section's denoise applies to its part of the song alone.",
+    )
+    transition_s: float = _setting(
+        2.0,
+        label="Transition (s)",
+        help="How long the band takes to change at a section boundary (the app and CLI make "
+        "it one bar where the bars are known).",
+        minimum=0.0,
+        maximum=30.0,
+        step=0.1,
     )
     loop: bool = _setting(
         False,
@@ -312,13 +380,36 @@ class RenderSettings:
                     f"unknown scheduler {self.scheduler!r}: choose one of "
                     + ", ".join(SCHEDULER_NAMES),
                 ),
+                (
+                    0.0 <= self.transition_s <= 30.0,
+                    f"a section transition must be 0-30 s, not {self.transition_s}",
+                ),
+                (
+                    isinstance(self.sections, tuple)
+                    and all(isinstance(x, Section) for x in self.sections),
+                    "sections must be Section objects (use RenderSettings.from_dict for JSON)",
+                ),
+                (
+                    all(
+                        a.start_s < b.start_s
+                        for a, b in zip(self.sections, self.sections[1:], strict=False)
+                    ),
+                    "sections must be in order of their start, each starting after the last",
+                ),
             ]
         )
 
     @property
+    def strongest_denoise(self) -> float:
+        """The highest denoise anywhere in the take (a section's may be above the take's)."""
+        values = [s.denoise for s in self.sections if s.denoise is not None]
+        return max([self.denoise, *values])
+
+    @property
     def denoise_steps(self) -> int:
-        """Scheduler steps actually run: img2img skips the first (1 - denoise) of them."""
-        return min(int(self.steps * self.denoise), self.steps)
+        """Scheduler steps actually run: img2img skips the first (1 - denoise) of them (of the
+        strongest denoise anywhere: weaker parts of the song join the loop later)."""
+        return min(int(self.steps * self.strongest_denoise), self.steps)
 
     def warnings(self) -> list[str]:
         """Valid settings that are probably not what was meant, said for a composer."""
@@ -362,7 +453,21 @@ class RenderSettings:
         unknown = set(data) - known - {"version"}
         if unknown:
             raise NeuroChipError(f"Unknown render settings: {', '.join(sorted(unknown))}.")
-        return cls(**{k: v for k, v in data.items() if k in known})
+        values = {k: v for k, v in data.items() if k in known}
+        if "sections" in values:
+            sections = values["sections"]
+            if not isinstance(sections, (list, tuple)):
+                raise NeuroChipError(f"Sections must be a list, not {sections!r}.")
+            values["sections"] = tuple(Section.from_dict(d) for d in sections)
+        return cls(**values)
+
+    def section_at(self, time_s: float) -> Section | None:
+        """The section playing at ``time_s`` of the song (None before the first)."""
+        playing = None
+        for section in self.sections:
+            if section.start_s <= time_s + 1e-9:
+                playing = section
+        return playing
 
     @classmethod
     def from_json(cls, text: str) -> RenderSettings:
