@@ -136,13 +136,11 @@ def test_each_column_joins_the_loop_at_the_step_its_sections_denoise_implies(
     step = _Lane.step
 
     def recording(self, noise_pred, k):
-        before = self.latents.clone()
         step(self, noise_pred, k)
         # Which columns this step moved away from the sketch's noised latents.
         if k + 1 < len(self.timesteps):
             held = self.scheduler.add_noise(self.init, self.noise, self.timesteps[k + 1 : k + 2])
-            moved.append(((self.latents - held).abs().amax(dim=(0, 1, 2)) > 1e-6))
-        del before
+            moved.append((self.latents - held).abs().amax(dim=(0, 1, 2)) > 1e-6)
 
     monkeypatch.setattr(_Lane, "step", recording)
     timeline = dataclasses.replace(
@@ -188,3 +186,50 @@ def test_a_timeline_take_rendered_with_others_equals_it_alone(engine, audio):
     for together, settings in zip(engine.render_many(audio, takes), takes, strict=True):
         alone = engine.render(audio, settings)
         np.testing.assert_allclose(together.output_image, alone.output_image, atol=1e-4)
+
+
+# --- the timeline as text, and on the command line --------------------------------------------
+
+
+def test_sections_are_read_as_composers_write_them():
+    from neurochip.timeline import one_bar_s, parse_section, parse_timeline
+
+    bars = [0.0, 2.0, 4.0, 6.0]
+    assert parse_section("0=soft strings") == Section(0.0, "soft strings")
+    assert parse_section("bar 3=full funk band:0.5", bars) == Section(
+        4.0, "full funk band", denoise=0.5
+    )
+    assert parse_section("12.5=brass: loud") == Section(12.5, "brass: loud")  # a colon in words
+    assert [s.start_s for s in parse_timeline(["bar 2=b", "0=a"], bars)] == [0.0, 2.0]
+    assert one_bar_s(bars) == 2.0 and one_bar_s(None) is None
+    for text, message in [
+        ("soft strings", "START=PROMPT"),
+        ("bar 3=funk", "not known"),
+        ("soon=funk", "seconds or at"),
+        ("-1=funk", "0 s or later"),
+    ]:
+        with pytest.raises(NeuroChipError, match=message):
+            parse_section(text)
+    with pytest.raises(NeuroChipError, match="Two sections"):
+        parse_timeline(["0=a", "0.0=b"])
+
+
+def test_render_with_sections_on_the_command_line(tmp_path, tiny_model_dir):
+    from pathlib import Path
+
+    from neurochip.cli import main
+    from neurochip.faithfulness import sketch_bar_times
+    from neurochip.library.metadata import settings_from_take
+    from neurochip.sketch import load_sketch
+
+    midi = Path(__file__).resolve().parents[1] / "assets" / "greensleeves.mid"
+    out = tmp_path / "cover.wav"
+    args = ["render", str(midi), "-o", str(out), "--prompt", "a band", "--steps", "3"]
+    sections = ["--section", "0=soft strings", "--section", "bar 3=full funk band:0.6"]
+    assert main([*args, *sections, "--no-library", "--model", str(tiny_model_dir)]) == 0
+    settings = settings_from_take(out)
+    bars = sketch_bar_times(load_sketch(midi))
+    assert [s.prompt for s in settings.sections] == ["soft strings", "full funk band"]
+    assert settings.sections[1].start_s == pytest.approx(bars[2])
+    assert settings.sections[1].denoise == 0.6
+    assert settings.transition_s == pytest.approx(bars[1] - bars[0])  # one bar

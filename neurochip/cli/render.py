@@ -27,10 +27,12 @@ from neurochip.cli.common import (
 )
 from neurochip.cli.common import add_setting as _setting
 from neurochip.errors import NeuroChipError
+from neurochip.faithfulness import sketch_bar_times
 from neurochip.io.audio import format_duration
 from neurochip.library.store import TakeLibrary
-from neurochip.settings import RenderSettings, TakeSetOptions, describe
+from neurochip.settings import RenderSettings, TakeSetOptions, default_of, describe
 from neurochip.sketch import load_sketch
+from neurochip.timeline import one_bar_s, parse_timeline
 
 OUTPUT_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 
@@ -76,6 +78,25 @@ def add_parser(commands) -> None:
         "compare_back_s",
         type=non_negative,
         metavar="SEC",
+    )
+    parser.add_argument(
+        "--section",
+        action="append",
+        default=[],
+        dest="sections",
+        metavar="START=PROMPT",
+        help="a prompt timeline: from START (seconds, or 'bar N' of a MIDI sketch) this "
+        "prompt, e.g. --section '0=soft strings' --section 'bar 17=full funk band:0.5' (the "
+        "number after ':' is that section's denoise). Repeat for each section.",
+    )
+    parser.add_argument(
+        "--transition",
+        type=non_negative,
+        default=None,
+        metavar="SEC",
+        help="how long the band takes to change at a section boundary (default: one bar where "
+        "the sketch's bars are known, else "
+        f"{default_of(RenderSettings, 'transition_s'):g} s)",
     )
     parser.add_argument(
         "--loop",
@@ -127,6 +148,13 @@ def run(args: argparse.Namespace) -> None:
     made = roles(options, settings)
     check_outputs(args, output_paths(args.output, made).values(), [args.input])
     sketch = load_sketch(args.input, max_duration_s=args.max_duration)
+    if args.sections:
+        bars = sketch_bar_times(sketch)
+        transition = args.transition if args.transition is not None else one_bar_s(bars)
+        settings = settings.replace(
+            sections=parse_timeline(args.sections, bars),
+            **({"transition_s": transition} if transition is not None else {}),
+        )
     check_take_set(sketch.audio, settings, options)  # all of it, before the slow model load
     library = None if args.no_library else TakeLibrary()
     engine = load_engine(args)
