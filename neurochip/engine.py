@@ -409,6 +409,9 @@ class RerollBounds:
     region: tuple[int, int]
     margin: int
     total: int  # the span's length
+    # A seamless loop's take: its ends stay as they were (each flows into the other), the
+    # region's blend coming back to the take within a margin of either end.
+    loop: bool = False
 
     @property
     def rendered(self) -> tuple[int, int]:
@@ -421,6 +424,10 @@ class RerollBounds:
         r0, r1 = self.region
         outside = np.maximum(r0 - at, at - r1)  # how far past the region (negative inside)
         x = np.clip(1.0 - outside / max(1, self.margin), 0.0, 1.0)
+        if self.loop:
+            # From the first and last samples' centres: exactly 0 there.
+            edge = np.minimum(at - 0.5, self.total - 0.5 - at)
+            x = np.minimum(x, np.clip(edge / max(1, self.margin), 0.0, 1.0))
         return (0.5 - 0.5 * np.cos(np.pi * x)).astype(np.float32)
 
     def latent_mask(self, a: int, b: int, scale: int, hop: int) -> torch.Tensor:
@@ -816,6 +823,7 @@ class Engine:
                 f"is {span.duration_s:.3f} s: re-roll with the take's own start and duration."
             )
         bounds = reroll_bounds(span.frames, span.sample_rate, region_s, margin_s)
+        bounds = replace(bounds, loop=bool(takes[0].loop))
         with self._lock:
             results = self._reroll(span.to_mono(), parent, takes, bounds, progress, cancel)
         start_s = round(takes[0].start_s * song.sample_rate) / song.sample_rate

@@ -170,3 +170,18 @@ def test_a_loop_after_the_songs_start_gets_an_intro_that_flows_into_it(tmp_path,
     assert (steps < join).mean() < 0.99
     # The intro ends on the loop's own last moments (whose next sample is the loop's first).
     np.testing.assert_allclose(intro[-1], loop[-1], atol=2e-4)
+
+
+def test_re_rolling_a_loops_last_bar_keeps_its_loop_point(renders, song, tiny_model):
+    from neurochip.engine import REROLL_MARGIN_S, Engine
+
+    _, loop = renders
+    settings = dataclasses.replace(loop.settings, seed=77)
+    [child] = Engine(tiny_model).reroll_many(song, loop.audio, [settings], (5.0, 6.0))
+    old, new = loop.audio.samples[0], child.audio.samples[0]
+    edge = round(REROLL_MARGIN_S * SR)
+    assert new[-1] == old[-1]  # the end that flows into the start, as it was
+    np.testing.assert_allclose(new[-50:], old[-50:], atol=1e-5)  # and coming back to it
+    np.testing.assert_array_equal(new[:SR], old[:SR])
+    assert not np.array_equal(new[5 * SR : 6 * SR - edge], old[5 * SR : 6 * SR - edge])
+    assert seam_scores(new)["step"] < 99  # still seamless on repeat

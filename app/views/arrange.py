@@ -130,15 +130,19 @@ if song.midi is None:
             st.session_state["upload_error"] = str(err)
 
     def detect_grid() -> None:
-        ui.set_bar_grid(ui.bar_grid_for(song, None))
-        for name in ("bpm", "downbeat", "per_bar"):
-            st.session_state.pop(f"{name}_{song.key}", None)
+        found = ui.bar_grid_for(song, None)
+        ui.set_bar_grid(found)
+        if found is not None:  # the fields show what was found (a callback may set them)
+            st.session_state[f"bpm_{song.key}"] = float(found.bpm)
+            st.session_state[f"downbeat_{song.key}"] = float(found.downbeat_s)
+            st.session_state[f"per_bar_{song.key}"] = int(found.beats_per_bar)
 
     with st.expander(
         f"Bars: {grid.bpm:g} BPM, {grid.beats_per_bar} beats, bar 1 at {grid.downbeat_s:.2f} s"
         if grid is not None
         else "Bars: no steady beat found",
         icon=":material/view_week:",
+        key=f"bars_{song.key}",  # stays open while its title follows the edits
     ):
         st.caption(
             "Where the bars fall, for re-rolling bars, the note-faithfulness strip and the "
