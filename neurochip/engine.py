@@ -730,7 +730,11 @@ class Engine:
         frames = self.params.num_frames(span.frames)
         # The span is a song of its own to the engine: not in the cache (its picture is made).
         # Only its length counts, so no mono mix is made (the app asks on every page run).
-        work = self._work(span, None, 0, frames, span.frames, takes, WINDOW_COLUMNS)
+        length = span.frames
+        if takes[0].loop:  # rendered with its own ends wrapped round each side
+            length += 2 * LOOP_CONTEXT_COLUMNS * self.params.hop_length * self.model.vae_scale
+            frames = self.params.num_frames(length)
+        work = self._work(length, None, 0, frames, length, takes, WINDOW_COLUMNS)
         return sum(work[stage] * self._rates[stage] for stage in STAGES)
 
     def preview(
@@ -855,7 +859,7 @@ class Engine:
             progress,
             self._rates,
             self._measured,
-            self._work(mono, key, first, frames, length, takes, quality.context_columns),
+            self._work(mono.frames, key, first, frames, length, takes, quality.context_columns),
             self._clock,
             self._sync,
             cancel,
@@ -1006,7 +1010,7 @@ class Engine:
             progress,
             self._rates,
             self._measured,
-            self._work(mono, key, first, frames, b_s - a_s, takes, WINDOW_COLUMNS),
+            self._work(mono.frames, key, first, frames, b_s - a_s, takes, WINDOW_COLUMNS),
             self._clock,
             self._sync,
             cancel,
@@ -1095,7 +1099,7 @@ class Engine:
 
     def _work(
         self,
-        mono: Audio,
+        song_frames: int,
         key: str | None,
         first: int,
         frames: int,
@@ -1109,7 +1113,7 @@ class Engine:
         """
         model = self.model
         cached = self._cache.get(key) if key is not None else None
-        columns = self.params.num_frames(mono.frames)
+        columns = self.params.num_frames(song_frames)
         denoised = [s for s in takes if s.denoise_steps > 0]
         a, b = _region_columns(
             -(-columns // (model.vae_scale * model.unet_multiple)) * model.unet_multiple,

@@ -29,6 +29,7 @@ from neurochip.errors import NeuroChipError
 from neurochip.faithfulness import sketch_bar_times
 from neurochip.io.audio import Audio
 from neurochip.library.metadata import take_metadata
+from neurochip.library.names import reroll_text
 from neurochip.library.store import TakeLibrary
 from neurochip.settings import RenderSettings
 from neurochip.sketch import Sketch
@@ -195,6 +196,22 @@ def reroll_take(
         )
         take_id = None
         if library is not None:
-            take_id = library.add(render.audio, metadata, thumbnail=take_thumbnail(render)).id
+            name = _child_name(library, parent_ref, metadata, settings.seed)
+            thumbnail = take_thumbnail(render)
+            take_id = library.add(render.audio, metadata, name=name, thumbnail=thumbnail).id
         results.append(Rerolled(render, metadata, take_id))
     return results
+
+
+def _child_name(
+    library: TakeLibrary, parent_ref: str | None, metadata: dict[str, Any], seed: int
+) -> str | None:
+    """ "<the parent's name> · re-rolled bars 3–4, seed 147": a re-roll is known by its
+    parent (None, the default name, where the parent is not a take in the library)."""
+    try:
+        parent = library.get(parent_ref) if parent_ref else None
+    except NeuroChipError:
+        parent = None
+    if parent is None:
+        return None
+    return f"{parent.name} · {reroll_text(metadata)}, seed {seed}"

@@ -735,6 +735,9 @@ def test_takes_compare_plays_two_and_pairs_them(app_env):
     pair = ui.library().list()[0]
     assert pair.kind == "stereo pair" and pair.faithfulness == pytest.approx(0.7)
     assert any("Added" in s.value for s in at.success)
+    # Saved once: the same comp is not saved twice.
+    [save] = [b for b in at.button if b.key == "comp_save"]
+    assert save.disabled
 
 
 def test_the_page_works_while_the_model_loads_and_previews_once_it_is_ready(app_env, monkeypatch):
@@ -1005,6 +1008,10 @@ def test_a_takes_bars_are_rerolled_from_the_takes_page(app_env, tiny_model_dir):
     # The candidates against the take in one looped A/B player.
     assert any("Candidate 2" in m.value for m in at.markdown)
     assert at.get("iframe")
+    # Named after their parent; and another click rolls new seeds, not the same takes again.
+    parent_name = ui.library().get(take_id).name
+    assert all(c.name.startswith(f"{parent_name} · re-rolled bars 3–4") for c in children)
+    assert at.number_input(key=f"reroll_seed_{take_id}").value == 502
 
 
 def test_an_audio_songs_bars_are_found_corrected_kept_and_go_with_its_takes(app_env):
@@ -1079,6 +1086,9 @@ def test_comp_lanes_pick_bars_of_two_takes_play_the_comp_and_save_it(app_env, ti
     np.testing.assert_array_equal(audio[: line - half], a[: line - half])
     np.testing.assert_array_equal(audio[line + half :], b[line + half :])
     assert any("Added" in s.value for s in at.success)
+    # Saved once: the same comp is not saved twice.
+    [save] = [b for b in at.button if b.key == "comp_save"]
+    assert save.disabled
 
 
 def test_a_seamless_loop_renders_with_loop_points_and_plays_on_repeat(app_env):

@@ -576,6 +576,9 @@ if engine is not None:
     # From the time each stage took in this engine's previews: this machine, this model.
     planned = [full, TakeSetOptions().take_b(full)] if pair else [full]
     estimate = engine.estimate_s(audio, planned)
+    if estimate is not None and full.loop and full.start_s > 0:  # and its intro
+        intro = [dataclasses.replace(s, start_s=0.0, duration_s=full.start_s, loop=False)]
+        estimate += engine.estimate_s(audio, intro * len(planned)) or 0.0
     st.caption(
         f"About {ui.format_seconds(estimate)} on this machine, going by your previews."
         if estimate is not None

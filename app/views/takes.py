@@ -269,6 +269,12 @@ def comp_lanes(takes_here) -> None:
         )
     window = range(shown_from, min(len(starts), shown_from + LANE_BARS))
     widths = [2.4] + [1] * len(window)
+    st.caption(
+        f"Click a cell to have that take play that {unit} (✓ marks the take playing each); "
+        "the numbers are how well each take keeps that bar's notes."
+        if unit == "bar"
+        else "Click a cell to have that take play that second (✓ marks the take playing it)."
+    )
     head = st.columns(widths, vertical_alignment="bottom")
     head[0].caption(f"take · {unit}")
     for column, segment in zip(head[1:], window, strict=True):
@@ -279,7 +285,13 @@ def comp_lanes(takes_here) -> None:
         scores = strip_by_bar(take) if unit == "bar" else {}
         for column, segment in zip(cells[1:], window, strict=True):
             score = scores.get(numbers[segment])
-            text = f":{faithfulness_colour(score)}[{score:.2f}]" if score is not None else "·"
+            chosen_here = picked[segment] == row
+            if score is None:
+                text = "✓" if chosen_here else "·"
+            elif chosen_here:  # plain on the highlighted button: readable whatever its score
+                text = f"✓ {score:.2f}"
+            else:
+                text = f":{faithfulness_colour(score)}[{score:.2f}]"
             column.button(
                 text,
                 key=f"comp_{row}_{segment}",
@@ -309,14 +321,22 @@ def comp_lanes(takes_here) -> None:
             (key, tuple(picked)),
             lambda: (
                 {"Comp": ui.wav_bytes(mix)}
-                | {f"Take {i + 1}": ui.wav_bytes(a) for i, a in enumerate(audio[:3])}
+                | {
+                    f"{i + 1}: seed {lanes[i].settings().seed}": ui.wav_bytes(a)
+                    for i, a in enumerate(audio[:3])
+                }
             ),
         )
         ab_player(sources, key="comp_ab", offset_s=start, height=120)
     except ValueError as err:  # too long for one page: the comp alone
         st.caption(f"The comp alone: {err}")
         st.audio(ui.wav_bytes(mix), format="audio/wav")
-    if st.button("Save the comp as a take", icon=":material/save:", key="comp_save"):
+    saved = st.session_state.get("comp_saved") == (key, tuple(picked))
+    if saved:
+        st.caption("This comp is saved: pick other bars to save another.")
+    if st.button(
+        "Save the comp as a take", icon=":material/save:", key="comp_save", disabled=saved
+    ):
         ends = [starts[i] for i in runs[1:]] + [duration]
         parts = [
             CompPart(
@@ -333,6 +353,7 @@ def comp_lanes(takes_here) -> None:
             st.error(str(err))
         else:
             st.session_state["takes_notice"] = f"Added {made.name}."
+            st.session_state["comp_saved"] = (key, tuple(picked))
             st.rerun()
 
 
@@ -472,6 +493,9 @@ def reroll_panel(take) -> None:
             key=f"reroll_seconds_{take.id}",
         )
         asked = {"seconds": f"{low}-{high}"}
+    bumped = st.session_state.pop(f"reroll_seed_next_{take.id}", None)
+    if bumped is not None:  # the last re-roll took these seeds: the next one rolls new ones
+        st.session_state[f"reroll_seed_{take.id}"] = bumped
     seed = seed_col.number_input(
         "New seed",
         0,
@@ -532,6 +556,7 @@ def reroll_panel(take) -> None:
         push.rerun_when_finished(job)
         st.session_state["reroll_job"] = job
         st.session_state["reroll_for"] = (take.id, region)
+        st.session_state[f"reroll_seed_next_{take.id}"] = (int(seed) + int(count)) % 2**32
         st.rerun()
     reroll_results(take)
 

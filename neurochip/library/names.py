@@ -168,6 +168,8 @@ def take_label(metadata: Mapping[str, Any], faithfulness: bool = True) -> str:
     lineage = reroll_text(metadata)
     if lineage:
         text += f" · {lineage}"
+    if any(isinstance(s, Mapping) and s.get("loop") is True for s in held.values()):
+        text += " · seamless loop"
     score = faithfulness_score(metadata) if faithfulness else None
     if score is not None:
         text += f" · faithfulness {faithfulness_text(score)}"
