@@ -185,3 +185,12 @@ def test_re_rolling_a_loops_last_bar_keeps_its_loop_point(renders, song, tiny_mo
     np.testing.assert_array_equal(new[:SR], old[:SR])
     assert not np.array_equal(new[5 * SR : 6 * SR - edge], old[5 * SR : 6 * SR - edge])
     assert seam_scores(new)["step"] < 99  # still seamless on repeat
+
+
+def test_a_loops_estimate_counts_its_wrapped_context(engine, song):
+    engine.render(song, BASE)  # measures this machine's stage rates
+    plain = engine.estimate_s(song, [BASE])
+    looped = engine.estimate_s(song, [dataclasses.replace(BASE, loop=True)])
+    assert plain is not None and looped is not None
+    # 6 s rendered with 2.56 s wrapped round each side: about 1.85x the work.
+    assert 1.4 < looped / plain < 2.4

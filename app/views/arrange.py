@@ -577,8 +577,11 @@ if engine is not None:
     planned = [full, TakeSetOptions().take_b(full)] if pair else [full]
     estimate = engine.estimate_s(audio, planned)
     if estimate is not None and full.loop and full.start_s > 0:  # and its intro
-        intro = [dataclasses.replace(s, start_s=0.0, duration_s=full.start_s, loop=False)]
-        estimate += engine.estimate_s(audio, intro * len(planned)) or 0.0
+        intro = [
+            dataclasses.replace(take, start_s=0.0, duration_s=full.start_s, loop=False)
+            for take in planned
+        ]
+        estimate += engine.estimate_s(audio, intro) or 0.0
     st.caption(
         f"About {ui.format_seconds(estimate)} on this machine, going by your previews."
         if estimate is not None
