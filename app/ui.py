@@ -23,13 +23,15 @@ import streamlit as st
 from app import push
 from neurochip.bars import BarGrid, estimate_bar_grid
 from neurochip.engine import Engine
+from neurochip.errors import NeuroChipError
 from neurochip.faithfulness import sketch_bar_times
 from neurochip.io.audio import Audio
 from neurochip.jobs import DONE, FAILED, SLOW_POLL_S, Job
 from neurochip.library.store import TakeLibrary
 from neurochip.model import DEFAULT_MODEL_ID
-from neurochip.settings import RenderSettings, TakeSetOptions, default_of, describe
+from neurochip.settings import RenderSettings, Section, TakeSetOptions, default_of, describe
 from neurochip.sketch import SKETCH_SUFFIXES, Sketch, load_sketch
+from neurochip.timeline import ordered_sections, parse_section
 from neurochip.workspace import Preview, Workspace
 
 UPLOAD_SUFFIXES = list(SKETCH_SUFFIXES)
@@ -162,6 +164,7 @@ KEPT_VIEW = (
     "render_loop",
     "render_span",  # [song key, start, duration]: brought back through pending_span
     "bar_grid",  # {"key": song key, bpm, downbeat_s, beats_per_bar}: an audio song's bars
+    "sections_rows",  # the prompt timeline's table, as typed
 )
 
 
@@ -247,6 +250,34 @@ def set_bar_grid(grid: BarGrid | None) -> None:
         return
     st.session_state["sketch"] = song.with_bar_grid(grid)
     st.session_state["bar_grid"] = {"key": song.key, **grid.to_dict()} if grid else None
+
+
+def sections_from_rows(rows: list[dict], bars_s: list[float] | None) -> tuple[Section, ...]:
+    """The sections table's rows (start, prompt, denoise, guidance) as a timeline.
+
+    Raises:
+        NeuroChipError: Saying which row is wrong and how.
+    """
+    sections = []
+    for number, row in enumerate(rows, start=1):
+        start, prompt = cell_text(row.get("start")), cell_text(row.get("prompt"))
+        if not start or not prompt:
+            raise NeuroChipError(f"Section {number} needs both a start and a prompt.")
+        try:
+            found = parse_section(f"{start}={prompt}", bars_s)
+            numbers = {k: row.get(k) for k in ("denoise", "guidance")}
+            numbers = {k: float(v) for k, v in numbers.items() if v is not None and v == v}
+            sections.append(dataclasses.replace(found, **numbers))
+        except (NeuroChipError, ValueError) as err:
+            raise NeuroChipError(f"Section {number}: {err}") from None
+    return ordered_sections(sections)
+
+
+def cell_text(value: Any) -> str:
+    """A table cell as text: "" for an empty one (None, or NaN as pandas leaves it)."""
+    if value is None or (isinstance(value, float) and value != value):
+        return ""
+    return str(value).strip()
 
 
 def song_bars(song: Sketch) -> list[float] | None:

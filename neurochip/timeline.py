@@ -67,11 +67,16 @@ def parse_timeline(
     texts: Sequence[str], bar_times_s: Sequence[float] | None = None
 ) -> tuple[Section, ...]:
     """Sections from texts, in order of their start (two at one time are refused)."""
-    sections = sorted((parse_section(t, bar_times_s) for t in texts), key=lambda s: s.start_s)
-    for a, b in zip(sections, sections[1:], strict=False):
+    return ordered_sections([parse_section(t, bar_times_s) for t in texts])
+
+
+def ordered_sections(sections: Sequence[Section]) -> tuple[Section, ...]:
+    """Sections in order of their start, as the engine takes them (two at one time refused)."""
+    ordered = sorted(sections, key=lambda s: s.start_s)
+    for a, b in zip(ordered, ordered[1:], strict=False):
         if abs(a.start_s - b.start_s) < 1e-6:
             raise NeuroChipError(f"Two sections start at {a.start_s:g} s: keep one.")
-    return tuple(sections)
+    return tuple(ordered)
 
 
 def one_bar_s(bar_times_s: Sequence[float] | None) -> float | None:

@@ -1108,3 +1108,46 @@ def test_a_seamless_loop_renders_with_loop_points_and_plays_on_repeat(app_env):
     assert read_loop_points(pair.audio_path) == (0, round(pair.duration_s * 44100))
     assert any("seamless loop" in c.value for c in at.caption)
     assert at.get("iframe")  # the loop player
+
+
+def test_a_prompt_timeline_from_the_sections_table_reaches_the_take(app_env):
+    at = AppTest.from_file("../app/main.py", default_timeout=TIMEOUT)
+    at.session_state["sketch"] = load_sketch(wav_bytes(), name="minuet.wav")
+    at.session_state["upload_id"] = "test"
+    at.session_state["auto_preview"] = False
+    # As a composer left the table (kept with the session): an intro, then the band.
+    at.session_state["sections_rows"] = [
+        {"start": "0", "prompt": "soft strings", "denoise": None, "guidance": None},
+        {"start": "3.5", "prompt": "a full funk band", "denoise": 0.5, "guidance": None},
+    ]
+    at.run()
+    wait_for_model(at)
+    assert not at.exception
+    settings = at.session_state["last_settings"]
+    assert [(s.start_s, s.prompt, s.denoise) for s in settings.sections] == [
+        (0.0, "soft strings", None),
+        (3.5, "a full funk band", 0.5),
+    ]
+    fast(at)
+    at.run()
+    [render] = [b for b in at.button if b.label == "Render"]
+    render.click().run()
+    job = at.session_state["render_job"]
+    assert job.wait(TIMEOUT) and job.state == "done", job.error
+    take = ui.library().get(job.result["A"])
+    assert [s.prompt for s in take.settings().sections] == ["soft strings", "a full funk band"]
+
+
+def test_a_section_that_cannot_be_placed_is_said_in_words():
+    with pytest.raises(NeuroChipError, match="Section 2 needs both"):
+        ui.sections_from_rows([{"start": "0", "prompt": "a"}, {"start": "4", "prompt": ""}], None)
+    with pytest.raises(NeuroChipError, match="Section 1: .*bars are not known"):
+        ui.sections_from_rows([{"start": "bar 3", "prompt": "a"}], None)
+    timeline = ui.sections_from_rows(
+        [{"start": "bar 2", "prompt": "b", "denoise": float("nan")}, {"start": "0", "prompt": "a"}],
+        [0.0, 2.0],
+    )
+    assert [(s.start_s, s.prompt, s.denoise) for s in timeline] == [
+        (0.0, "a", None),
+        (2.0, "b", None),
+    ]

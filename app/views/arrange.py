@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import random
 
+import pandas as pd
 import streamlit as st
 
 from app import push, ui
@@ -26,6 +27,7 @@ from neurochip.settings import (
 )
 from neurochip.synth import DRUMS, VOICES
 from neurochip.takeset import ROLES, render_take_set
+from neurochip.timeline import one_bar_s
 from neurochip.variations import best_variation, render_variations, variation_grid
 
 st.title("Arrange")
@@ -217,8 +219,65 @@ with st.expander("Draft options: less model work, not yet checked by ear"):
     ui.setting_widget(d_reuse, "feature_reuse")
     ui.setting_widget(d_guidance, "guidance_until")
 
+with st.expander(
+    "Sections: a prompt timeline", icon=":material/view_timeline:", key="sections_expander"
+):
+    st.caption(
+        "Give parts of the song a band of their own: soft strings in the intro, the full band "
+        'from bar 17. *Starts at* is seconds or "bar 17"; leave Denoise or Guidance empty '
+        "for the values above. Each part keeps its own denoise (the bass at 0.2 while the "
+        "chorus runs at 0.5, in one render); at each start the band changes over *Transition*."
+    )
+    table = st.data_editor(
+        # The rows this song opened with: edits are kept by the editor on top of them.
+        ui.memo(
+            "sections_base",
+            song.key,
+            lambda: pd.DataFrame(
+                st.session_state.get("sections_rows") or [],
+                columns=["start", "prompt", "denoise", "guidance"],
+            ).astype({"start": object, "prompt": object, "denoise": float, "guidance": float}),
+        ),
+        num_rows="dynamic",
+        hide_index=True,
+        key=f"sections_{song.key}",
+        column_config={
+            "start": st.column_config.TextColumn("Starts at", help="Seconds, or e.g. bar 17"),
+            "prompt": st.column_config.TextColumn("Prompt", width="large"),
+            "denoise": st.column_config.NumberColumn(
+                "Denoise", min_value=0.05, max_value=1.0, step=0.05
+            ),
+            "guidance": st.column_config.NumberColumn(
+                "Guidance", min_value=0.0, max_value=30.0, step=0.5
+            ),
+        },
+        column_order=("start", "prompt", "denoise", "guidance"),
+    )
+    bar_s = one_bar_s(bars_s)
+    transition_s = st.number_input(
+        "Transition (s)",
+        0.0,
+        30.0,
+        value=round(bar_s, 2) if bar_s else 2.0,
+        step=0.1,
+        key=f"transition_{song.key}",
+        help=describe(RenderSettings, "transition_s").help,
+    )
+
 try:
     settings = ui.current_settings()
+    kept_rows = [
+        {k: (None if v != v else v) for k, v in row.items()}  # NaN (empty) as None: JSON
+        for row in table.to_dict("records")
+        if ui.cell_text(row.get("start")) or ui.cell_text(row.get("prompt"))
+    ]
+    st.session_state["sections_rows"] = kept_rows
+    if kept_rows:
+        settings = dataclasses.replace(
+            settings,
+            sections=ui.sections_from_rows(kept_rows, bars_s),
+            transition_s=float(transition_s),
+        )
 except NeuroChipError as err:
     st.error(str(err))
     st.stop()
