@@ -76,6 +76,17 @@ def fast(at: AppTest) -> None:
     at.slider(key="w_denoise").set_value(0.5)
 
 
+def render_and_wait(at: AppTest):
+    """Press Render and wait for it; the page then draws the results. Returns the job."""
+    [render] = [b for b in at.button if b.label == "Render"]
+    render.click().run()
+    job = at.session_state["render_job"]
+    assert job.wait(TIMEOUT) and job.state == "done", job.error
+    at.run()
+    assert not at.exception
+    return job
+
+
 # --- upload handling (what the uploader hands to load_sketch) --------------------------------
 
 
@@ -1097,12 +1108,7 @@ def test_a_seamless_loop_renders_with_loop_points_and_plays_on_repeat(app_env):
     at = start()
     fast(at)
     at.checkbox(key="render_loop").check().run()
-    [render] = [b for b in at.button if b.label == "Render"]
-    render.click().run()
-    job = at.session_state["render_job"]
-    assert job.wait(TIMEOUT) and job.state == "done", job.error
-    at.run()
-    assert not at.exception
+    job = render_and_wait(at)
     pair = ui.library().get(job.result["pair"])
     assert pair.settings().loop
     assert read_loop_points(pair.audio_path) == (0, round(pair.duration_s * 44100))
@@ -1130,10 +1136,7 @@ def test_a_prompt_timeline_from_the_sections_table_reaches_the_take(app_env):
     ]
     fast(at)
     at.run()
-    [render] = [b for b in at.button if b.label == "Render"]
-    render.click().run()
-    job = at.session_state["render_job"]
-    assert job.wait(TIMEOUT) and job.state == "done", job.error
+    job = render_and_wait(at)
     take = ui.library().get(job.result["A"])
     assert [s.prompt for s in take.settings().sections] == ["soft strings", "a full funk band"]
 

@@ -58,6 +58,15 @@ def prompt_level(engine: Engine, prompt: str) -> float:
     return float(signature(engine._prompt_embedding(prompt)))
 
 
+def heard(engine, tiny_model, monkeypatch, audio, **timeline) -> torch.Tensor:
+    """Render ``FAST`` with ``timeline`` (no guidance pair: each prediction is its prompt's
+    alone) and return the first step's blended prediction per latent column."""
+    recording_unet(monkeypatch, tiny_model)
+    seen = first_predictions(monkeypatch)
+    engine.render(audio, dataclasses.replace(FAST, guidance=1.0, **timeline))
+    return seen[0]
+
+
 @pytest.fixture
 def audio() -> Audio:
     return Audio(make_chiptune(12.0, seed=4), SR)
@@ -66,16 +75,8 @@ def audio() -> Audio:
 def test_a_section_boundary_changes_the_prompt_exactly_where_it_is_set(
     engine, tiny_model, monkeypatch, audio
 ):
-    recording_unet(monkeypatch, tiny_model)
-    seen = first_predictions(monkeypatch)
-    timeline = dataclasses.replace(
-        FAST,
-        guidance=1.0,  # no guidance pair: each prediction is its prompt's alone
-        sections=(Section(0.0, "soft strings"), Section(6.0, "a full funk band")),
-        transition_s=0.0,
-    )
-    engine.render(audio, timeline)
-    prediction = seen[0]
+    sections = (Section(0.0, "soft strings"), Section(6.0, "a full funk band"))
+    prediction = heard(engine, tiny_model, monkeypatch, audio, sections=sections, transition_s=0)
     strings = prompt_level(engine, "soft strings")
     funk = prompt_level(engine, "a full funk band")
     assert abs(strings - funk) > 1e-4  # the recording can tell them apart
@@ -88,16 +89,10 @@ def test_a_section_boundary_changes_the_prompt_exactly_where_it_is_set(
 def test_across_a_transition_the_two_prompts_blend_over_its_length(
     engine, tiny_model, monkeypatch, audio
 ):
-    recording_unet(monkeypatch, tiny_model)
-    seen = first_predictions(monkeypatch)
-    timeline = dataclasses.replace(
-        FAST,
-        guidance=1.0,
-        sections=(Section(0.0, "soft strings"), Section(6.0, "a full funk band")),
-        transition_s=2.0,
-    )
-    engine.render(audio, timeline)
-    prediction = seen[0].numpy()
+    sections = (Section(0.0, "soft strings"), Section(6.0, "a full funk band"))
+    prediction = heard(
+        engine, tiny_model, monkeypatch, audio, sections=sections, transition_s=2.0
+    ).numpy()
     strings = prompt_level(engine, "soft strings")
     funk = prompt_level(engine, "a full funk band")
     centres = (np.arange(prediction.shape[-1]) + 0.5) * COLUMN_S
@@ -108,18 +103,17 @@ def test_across_a_transition_the_two_prompts_blend_over_its_length(
 def test_a_section_before_the_first_keeps_the_takes_own_prompt_and_a_span_counts_in_song_time(
     engine, tiny_model, monkeypatch, audio
 ):
-    recording_unet(monkeypatch, tiny_model)
-    seen = first_predictions(monkeypatch)
-    timeline = dataclasses.replace(
-        FAST,
-        guidance=1.0,
+    sections = (Section(7.0, "a full funk band"),)
+    prediction = heard(
+        engine,
+        tiny_model,
+        monkeypatch,
+        audio,
         start_s=2.0,
         duration_s=8.0,
-        sections=(Section(7.0, "a full funk band"),),
+        sections=sections,
         transition_s=0.0,
     )
-    engine.render(audio, timeline)
-    prediction = seen[0]
     centres = 2.0 + (torch.arange(prediction.shape[-1]) + 0.5) * COLUMN_S  # song seconds
     own = prompt_level(engine, FAST.prompt)
     funk = prompt_level(engine, "a full funk band")
