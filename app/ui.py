@@ -289,7 +289,9 @@ def apply_pending_span(song: Sketch) -> None:
     """Set the render span an opened take asked for, once its song is loaded."""
     job = st.session_state.get("load_job")
     pending = st.session_state.get("pending_span")
-    if pending is None or (job is not None and not job.finished):
+    # Not while a song loads, nor once it has finished but this run began before it did (the
+    # song on the page is still the old one: adopt_loaded_sketch takes the new one next run).
+    if pending is None or (job is not None and st.session_state.get("load_adopted") is not job):
         return
     start_s, duration_s = pending
     del st.session_state["pending_span"]

@@ -442,7 +442,9 @@ class RenderSettings:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"version": SETTINGS_VERSION, **dataclasses.asdict(self)}
+        data = {"version": SETTINGS_VERSION, **dataclasses.asdict(self)}
+        data["sections"] = list(data["sections"])  # as JSON gives it back
+        return data
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), ensure_ascii=False, sort_keys=True)
