@@ -306,11 +306,16 @@ def comp_lanes(takes_here) -> None:
     # Neighbouring segments of one take are one part: switches only where the take changes.
     runs = [0] + [i for i in range(1, len(picked)) if picked[i] != picked[i - 1]]
     try:
-        mix = comp_audio(
-            audio,
-            [picked[i] for i in runs],
-            [round(starts[i] * rate) for i in runs[1:]],
-            round(COMP_CROSSFADE_S * rate),
+        # Made once per pick, not on every run of the page (a 3-minute take is 30 MB).
+        mix = ui.memo(
+            "comp_mix",
+            (key, tuple(picked)),
+            lambda: comp_audio(
+                audio,
+                [picked[i] for i in runs],
+                [round(starts[i] * rate) for i in runs[1:]],
+                round(COMP_CROSSFADE_S * rate),
+            ),
         )
     except NeuroChipError as err:
         st.error(str(err))
