@@ -76,11 +76,12 @@ def fast(at: AppTest) -> None:
     at.slider(key="w_denoise").set_value(0.5)
 
 
-def render_and_wait(at: AppTest):
-    """Press Render and wait for it; the page then draws the results. Returns the job."""
-    [render] = [b for b in at.button if b.label == "Render"]
-    render.click().run()
-    job = at.session_state["render_job"]
+def press_and_wait(at: AppTest, label: str = "Render", job: str = "render_job"):
+    """Press the button ``label`` and wait for the job it starts to finish; the page then
+    draws the results. Returns the job."""
+    [button] = [b for b in at.button if b.label == label]
+    button.click().run()
+    job = at.session_state[job]
     assert job.wait(TIMEOUT) and job.state == "done", job.error
     at.run()
     assert not at.exception
@@ -178,12 +179,7 @@ def test_dice_rolls_a_new_seed(app_env):
 def test_preview_renders_and_shows_spectrograms(app_env):
     at = start()
     fast(at)
-    [preview] = [b for b in at.button if b.label == "Preview now"]
-    preview.click().run()
-    job = at.session_state["preview_job"]
-    assert job.wait(TIMEOUT) and job.state == "done", job.error
-    at.run()
-    assert not at.exception
+    job = press_and_wait(at, "Preview now", "preview_job")
     # Its stage times give the render's estimate on this machine, and its own time is shown.
     assert any(c.value.startswith("About ") and "this machine" in c.value for c in at.caption)
     seconds = job.result.render.seconds
@@ -283,12 +279,7 @@ def test_full_render_keeps_takes_and_offers_downloads(app_env):
     at = start()
     fast(at)
     at.run()
-    [render] = [b for b in at.button if b.label == "Render"]
-    render.click().run()
-    job = at.session_state["render_job"]
-    assert job.wait(TIMEOUT) and job.state == "done", job.error
-    at.run()
-    assert not at.exception
+    job = press_and_wait(at)
     assert set(job.result) == {"A", "B", "pair"}
     downloads = at.get("download_button")
     assert len(downloads) == 3
@@ -835,12 +826,7 @@ def test_the_variation_grid_renders_and_use_this_adopts(app_env):
     values = [t for t in at.text_input if t.key and t.key.startswith("grid_values_denoise")]
     seeds[0].input("11, 12")
     values[0].input("0.3, 0.6")
-    [render] = [b for b in at.button if b.label == "Render the grid"]
-    render.click().run()
-    job = at.session_state["grid_job"]
-    assert job.wait(TIMEOUT) and job.state == "done", job.error
-    at.run()
-    assert not at.exception
+    job = press_and_wait(at, "Render the grid", "grid_job")
     uses = [b for b in at.button if b.key and b.key.startswith("use_cell_")]
     assert len(uses) == 4
     _, grid, variations = job.result
@@ -1045,9 +1031,7 @@ def test_an_audio_songs_bars_are_found_corrected_kept_and_go_with_its_takes(app_
     # A render's takes carry it, and count their note faithfulness per bar of it.
     fast(again)
     again.run()
-    [render] = [b for b in again.button if b.label == "Render"]
-    render.click().run()
-    assert again.session_state["render_job"].wait(TIMEOUT)
+    press_and_wait(again)
     take = next(t for t in ui.library().list() if t.kind == "take")
     assert take.metadata["bar_grid"] == grid.to_dict()
     assert take.metadata["faithfulness"]["segment"] == "bar"
@@ -1105,7 +1089,7 @@ def test_a_seamless_loop_renders_with_loop_points_and_plays_on_repeat(app_env):
     at = start()
     fast(at)
     at.checkbox(key="render_loop").check().run()
-    job = render_and_wait(at)
+    job = press_and_wait(at)
     pair = ui.library().get(job.result["pair"])
     assert pair.settings().loop
     assert read_loop_points(pair.audio_path) == (0, round(pair.duration_s * 44100))
@@ -1133,7 +1117,7 @@ def test_a_prompt_timeline_from_the_sections_table_reaches_the_take(app_env):
     ]
     fast(at)
     at.run()
-    job = render_and_wait(at)
+    job = press_and_wait(at)
     take = ui.library().get(job.result["A"])
     assert [s.prompt for s in take.settings().sections] == ["soft strings", "a full funk band"]
 
