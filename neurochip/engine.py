@@ -44,7 +44,7 @@ import torch
 from neurochip.errors import NeuroChipError, RenderCancelled
 from neurochip.feature_reuse import check_supported as check_feature_reuse
 from neurochip.feature_reuse import full_unet, shallow_unet
-from neurochip.io.audio import Audio, limit_peak
+from neurochip.io.audio import Audio, fade_ramp, limit_peak
 from neurochip.model import DEFAULT_MODEL_ID, RiffusionModel, load_model
 from neurochip.phase import waveform_from_amplitudes
 from neurochip.settings import RenderSettings
@@ -391,7 +391,7 @@ def wrap_loop(samples: np.ndarray, pad: int, fade: int) -> np.ndarray:
     d = np.arange(-half, half)  # position round a wrap point
     outgoing = np.where(d < 0, length + d, length - 1 - d)  # the end, reflected past it
     incoming = np.where(d >= 0, d, -d - 1)  # the start, reflected before it
-    w = (0.5 - 0.5 * np.cos(np.pi * (d + half + 0.5) / (2 * half))).astype(samples.dtype)
+    w = fade_ramp(2 * half, samples.dtype)
     joined = samples[..., outgoing] + w * (samples[..., incoming] - samples[..., outgoing])
     for wrap in range(-(pad // length) * length, length + pad, length):  # the wrap points
         at = wrap + pad + d
@@ -965,8 +965,7 @@ class Engine:
             song_start_s=round(takes[0].start_s * rate) / rate - pad / rate,
         )
         fade = min(round(LOOP_CROSSFADE_S * rate), length // 2, pad)
-        # Raised cosine: the same music on both sides, so the gains sum to one.
-        ramp = (0.5 - 0.5 * np.cos(np.pi * (np.arange(fade) + 0.5) / fade)).astype(np.float32)
+        ramp = fade_ramp(fade)  # the same music on both sides: gains summing to one
         first, frames = pad // hop, self.params.num_frames(length)
         looped = []
         for result in results:

@@ -32,12 +32,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from neurochip.engine import Engine, ProgressCallback, Render
 from neurochip.errors import NeuroChipError
 from neurochip.faithfulness import bars_of_span, note_faithfulness, sketch_bar_times
-from neurochip.io.audio import Audio
+from neurochip.io.audio import Audio, fade_ramp
 from neurochip.library.metadata import faithfulness_score, save_take, take_metadata
 from neurochip.library.store import Take, TakeLibrary
 from neurochip.library.thumbnails import read_png, spectrogram_thumbnail
@@ -267,8 +265,7 @@ def _render_intro(
     fade = min(round(INTRO_JOIN_S * intro.sample_rate), intro.frames, loop_mix.frames)
     samples = intro.samples.copy()
     tail = loop_mix.samples[:, loop_mix.frames - fade :]
-    ramp = 0.5 - 0.5 * np.cos(np.pi * (np.arange(fade) + 0.5) / fade)
-    samples[:, -fade:] += ramp.astype(samples.dtype) * (tail - samples[:, -fade:])
+    samples[:, -fade:] += fade_ramp(fade, samples.dtype) * (tail - samples[:, -fade:])
     return Audio(samples, intro.sample_rate), intro_takes
 
 

@@ -163,6 +163,12 @@ def limit_peak(samples: T, ceiling: float = 0.99) -> T:
     return samples * (ceiling / peak) if peak > ceiling else samples
 
 
+def fade_ramp(length: int, dtype: np.dtype | type = np.float32) -> np.ndarray:
+    """A raised-cosine ramp from 0 to 1 over ``length`` samples (sample centres): the gain
+    of the incoming side of a crossfade between two versions of the same music."""
+    return (0.5 - 0.5 * np.cos(np.pi * (np.arange(length) + 0.5) / length)).astype(dtype)
+
+
 def format_duration(seconds: float) -> str:
     """A length as people say it: "42.0 s", "3 min 05 s", "1 h 02 min 00 s"."""
     if seconds < 60:
