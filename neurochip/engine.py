@@ -1688,10 +1688,6 @@ class _Lane:
     weights: torch.Tensor | None = None  # (voices, columns); None: the one voice everywhere
     joins: torch.Tensor | None = None  # (columns,) the step each column joins; None: all at 0
 
-    @property
-    def positive(self) -> torch.Tensor:
-        return self.positives[0]
-
     def guided_at(self, k: int, voice: int = 0) -> bool:
         return self.negatives[voice] is not None and k < self.guided_steps
 

@@ -473,7 +473,6 @@ def reroll_panel(take) -> None:
         return
     settings = take.settings()
     start, end = settings.start_s, settings.start_s + take.duration_s
-    is_midi = source.decode_as.lower().endswith((".mid", ".midi"))
     bars = ui.memo(f"bars_{take.id}", take.id, lambda: take_bar_times(library, take))
     in_take = [i + 1 for i, t in enumerate(bars or []) if start - 1e-6 <= t < end]
     where, seed_col, count_col, denoise_col = st.columns(
@@ -541,7 +540,7 @@ def reroll_panel(take) -> None:
         def reroll_work(progress, cancel, engine=engine, region=region, candidates=candidates):
             sketch = load_sketch(source.data, name=source.decode_as, voices=source.voices)
             sketch = dataclasses.replace(sketch, name=source.name)
-            if not is_midi:
+            if sketch.midi is None:  # audio: the grid the take was rendered on
                 sketch = sketch.with_bar_grid(BarGrid.from_dict(take.metadata.get("bar_grid")))
             parent = library.load_audio(take.id)
             return reroll_take(
