@@ -25,5 +25,8 @@ navigation = st.navigation(
 from app import ui  # noqa: E402  (after the path fix above)
 
 ui.restore_session()  # a refresh or a restart finds what was open
+# Kept before the page runs: a change made by a click (Use this, Open, a slider's callback) is
+# saved even when this run never reaches the page's own save (a refresh stops it mid-way).
+ui.save_session()
 ui.engine()  # the model starts loading in the background at the first page view
 navigation.run()

@@ -622,6 +622,18 @@ def test_a_refresh_brings_back_song_settings_model_and_preview(app_env):
     assert "preview_job" not in again.session_state  # the same settings: nothing re-rendered
 
 
+def test_a_changed_setting_is_kept_even_when_its_page_never_finishes_a_run(app_env):
+    """A refresh right after a click stops the page's run part way: the change must be kept
+    before any page draws (here the run goes to Takes, which never saves settings itself)."""
+    at = start()
+    at.number_input(key="w_seed").set_value(6)
+    at.switch_page("views/takes.py").run()
+    assert not at.exception
+    again = AppTest.from_file("../app/main.py", default_timeout=TIMEOUT)
+    again.run()
+    assert again.session_state["seed"] == 6
+
+
 def test_a_bad_upload_after_a_refresh_changes_nothing_kept(app_env):
     at = start(song=False)
     upload_into(at, "minuet.wav", wav_bytes(3.0), "u1")
