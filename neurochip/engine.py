@@ -669,7 +669,7 @@ class Engine:
 
     def render_many(
         self,
-        song: Audio,
+        song: Audio | Sequence[Audio],
         takes: Sequence[RenderSettings],
         progress: ProgressCallback | None = None,
         cancel: threading.Event | None = None,
@@ -680,23 +680,42 @@ class Engine:
         denoise, guidance, prompt, steps, scheduler. Their windows share the UNet's calls
         (a GPU does two or sixteen windows in little more time than one) and the song is
         encoded once. Each take equals rendering it alone, up to float rounding.
+
+        ``song`` may also be one song per take, all of one length: a sketch's stems (each
+        part played alone, :mod:`neurochip.stems`), each rendered with its own prompt in the
+        same shared calls.
         """
         _check_shared(takes, span=True)
         # Cut the span at the working rate: lengths in samples then mean the same on both sides
         # of the resampler (a 48 kHz span's sample count is not the take's).
-        song = self._at_working_rate(song)
-        span = song.span(takes[0].start_s, takes[0].duration_s)
-        span_start_s = round(takes[0].start_s * song.sample_rate) / song.sample_rate
+        songs = self._songs_of(song, takes)
+        spans = _each_once(songs, lambda s: s.span(takes[0].start_s, takes[0].duration_s))
+        rate = songs[0].sample_rate
+        span_start_s = round(takes[0].start_s * rate) / rate
         with self._lock:
             if takes[0].loop:
-                results = self._render_loop(span.to_mono(), takes, progress, cancel)
+                monos = _each_once(spans, Audio.to_mono)
+                results = self._render_loop(monos, takes, progress, cancel)
             else:
                 results = self._render_region(
-                    span, 0, span.frames, takes, progress, cancel, song_start_s=span_start_s
+                    spans, 0, spans[0].frames, takes, progress, cancel, song_start_s=span_start_s
                 )
         # The span is rendered as a song of its own; report where it sits in the whole song.
-        start_s = round(takes[0].start_s * song.sample_rate) / song.sample_rate
-        return [replace(result, start_s=start_s) for result in results]
+        return [replace(result, start_s=span_start_s) for result in results]
+
+    def _songs_of(self, song: Audio | Sequence[Audio], takes: Sequence[RenderSettings]):
+        """One song per take, at the working rate (the same object where it is one song)."""
+        if isinstance(song, Audio):
+            return [self._at_working_rate(song)] * len(takes)
+        if len(song) != len(takes):
+            raise ValueError(f"{len(song)} songs for {len(takes)} takes: give one per take")
+        songs = _each_once(list(song), self._at_working_rate)
+        if len({s.frames for s in songs}) > 1:
+            raise NeuroChipError(
+                "Songs rendered together must be of one length (the stems of one sketch): "
+                "render the others separately."
+            )
+        return songs
 
     def calibrate(self, settings: RenderSettings | None = None) -> None:
         """Measure this device's time per unit of each stage on a small probe render.
@@ -716,7 +735,9 @@ class Engine:
         one_step = replace(settings, steps=steps, denoise=1.0 / steps, start_s=0.0, duration_s=None)
         self.render(probe, one_step)
 
-    def estimate_s(self, song: Audio, takes: Sequence[RenderSettings]) -> float | None:
+    def estimate_s(
+        self, song: Audio | Sequence[Audio], takes: Sequence[RenderSettings]
+    ) -> float | None:
         """Seconds a :meth:`render_many` of ``takes`` would take on this engine's device.
 
         From the time per unit of each stage this engine measured on its own renders and
@@ -725,7 +746,8 @@ class Engine:
         """
         if not {"denoise", "phase"} <= self._measured:
             return None
-        song = self._at_working_rate(song)
+        songs = len({id(s) for s in song}) if not isinstance(song, Audio) else 1
+        song = self._at_working_rate(song if isinstance(song, Audio) else song[0])
         span = song.span(takes[0].start_s, takes[0].duration_s)
         frames = self.params.num_frames(span.frames)
         # The span is a song of its own to the engine: not in the cache (its picture is made).
@@ -735,6 +757,7 @@ class Engine:
             length += 2 * LOOP_CONTEXT_COLUMNS * self.params.hop_length * self.model.vae_scale
             frames = self.params.num_frames(length)
         work = self._work(length, None, 0, frames, length, takes, WINDOW_COLUMNS)
+        work["encode"] *= songs  # stems: each part's picture is made and encoded
         return sum(work[stage] * self._rates[stage] for stage in STAGES)
 
     def preview(
@@ -776,7 +799,7 @@ class Engine:
         start, length = preview_region(mono, start_s, duration_s, self.params)
         with self._lock:
             return self._render_region(
-                mono, start, length, takes, progress, cancel, key, quality=quality
+                [mono] * len(takes), start, length, takes, progress, cancel, key, quality=quality
             )
 
     def reroll_many(
@@ -837,7 +860,7 @@ class Engine:
 
     def _render_region(
         self,
-        song: Audio,
+        songs: Sequence[Audio],
         start: int,
         length: int,
         takes: Sequence[RenderSettings],
@@ -848,36 +871,46 @@ class Engine:
         noise_period: tuple[int, int] | None = None,
         song_start_s: float = 0.0,
     ) -> list[Render]:
+        """Render ``takes[i]`` from ``songs[i]`` (usually one song, repeated), in one loop.
+
+        ``key`` is the song's content key when the caller has it (one song only).
+        """
         began = self._clock()
-        song = self._at_working_rate(song)
         hop = self.params.hop_length
-        mono = song.to_mono()
+        # Each distinct song once: mixed down, hashed and encoded (stems are several).
+        monos = _each_once(songs, lambda s: self._at_working_rate(s).to_mono())
+        distinct = list({id(m): m for m in monos}.values())
+        keys = {id(m): key if key and len(distinct) == 1 else _content_key(m) for m in distinct}
         use_model = [settings.denoise_steps > 0 for settings in takes]
         first, frames = start // hop, self.params.num_frames(length)
-        key = key or _content_key(mono)
+        work: dict[str, float] = {}
+        for mono in distinct:
+            own = [s for s, m in zip(takes, monos, strict=True) if m is mono]
+            one = self._work(
+                mono.frames, keys[id(mono)], first, frames, length, own, quality.context_columns
+            )
+            work = {stage: work.get(stage, 0.0) + units for stage, units in one.items()}
         report = _StagedProgress(
-            progress,
-            self._rates,
-            self._measured,
-            self._work(mono.frames, key, first, frames, length, takes, quality.context_columns),
-            self._clock,
-            self._sync,
-            cancel,
+            progress, self._rates, self._measured, work, self._clock, self._sync, cancel
         )
         report.stage("encode", 0.0, "encode")
-        cached = self._song_encoding(mono, need_latents=any(use_model), key=key)
-        input_image = cached["image"][..., first : first + frames]
+        encodings = {
+            id(m): self._song_encoding(m, need_latents=any(use_model), key=keys[id(m)])
+            for m in distinct
+        }
+        cached = [encodings[id(m)] for m in monos]
+        input_images = [entry["image"][..., first : first + frames] for entry in cached]
 
         # No denoising step: the model would change nothing, so such a take is the input.
-        output_images = [input_image] * len(takes)
-        denoised = [settings for settings, used in zip(takes, use_model, strict=True) if used]
-        if denoised:
+        output_images = list(input_images)
+        used = [i for i, use in enumerate(use_model) if use]
+        if used:
             rendered = iter(
                 self._img2img_region(
-                    cached,
+                    [cached[i] for i in used],
                     first,
                     frames,
-                    denoised,
+                    [takes[i] for i in used],
                     report,
                     cancel,
                     quality.context_columns,
@@ -885,11 +918,13 @@ class Engine:
                     song_start_s,
                 )
             )
-            output_images = [next(rendered) if used else input_image for used in use_model]
+            for i in used:
+                output_images[i] = next(rendered)
 
-        source = torch.from_numpy(mono.samples[:, start : start + length]).to(self.model.device)
         results = []
         for i, (settings, output_image) in enumerate(zip(takes, output_images, strict=True)):
+            mono, entry = monos[i], cached[i]
+            source = torch.from_numpy(mono.samples[:, start : start + length])
 
             def phase_progress(f: float, i: int = i) -> None:
                 report.stage("phase", (i + f) / len(takes), "phase")
@@ -901,7 +936,7 @@ class Engine:
                 phase = replace(phase, iterations=min(phase.griffin_lim_iterations, most))
             amplitudes = float_image_to_amplitudes(
                 output_image.mean(dim=0, keepdim=True).expand(3, -1, -1),
-                float(cached["max_value"]),
+                float(entry["max_value"]),
                 stereo=False,
             )
             waveform = waveform_from_amplitudes(
@@ -909,18 +944,18 @@ class Engine:
                 self.params,
                 length,
                 phase,
-                source=source,
+                source=source.to(self.model.device),
                 progress=phase_progress,
             )
             waveform = limit_peak(waveform)  # a take never clips, and is never turned up
             results.append(
                 Render(
-                    audio=Audio(waveform.cpu().numpy(), song.sample_rate),
-                    source=Audio(mono.samples[:, start : start + length].copy(), song.sample_rate),
+                    audio=Audio(waveform.cpu().numpy(), mono.sample_rate),
+                    source=Audio(source.numpy().copy(), mono.sample_rate),
                     settings=settings,
-                    input_image=input_image.cpu(),
+                    input_image=input_images[i].cpu(),
                     output_image=output_image.cpu(),
-                    start_s=start / song.sample_rate,
+                    start_s=start / mono.sample_rate,
                     info={"model": self.model.source, "device": str(self.model.device)},
                 )
             )
@@ -930,7 +965,7 @@ class Engine:
 
     def _render_loop(
         self,
-        mono: Audio,
+        monos: Sequence[Audio],
         takes: Sequence[RenderSettings],
         progress: ProgressCallback | None,
         cancel: threading.Event | None,
@@ -942,8 +977,9 @@ class Engine:
         period, so the music on both sides of the loop point is what it is on repeat. The
         loop's first :data:`LOOP_CROSSFADE_S` then crossfade from what was rendered just after
         its end into its own start: its last sample flows into its first as into the next.
+        ``monos[i]`` is the span of ``takes[i]`` (one span, repeated, but for stems).
         """
-        rate, length = mono.sample_rate, mono.frames
+        rate, length = monos[0].sample_rate, monos[0].frames
         if length < MIN_LOOP_S * rate:
             raise NeuroChipError(
                 f"A loop of {length / rate:.2f} s is too short: make it at least "
@@ -952,12 +988,13 @@ class Engine:
         model, hop = self.model, self.params.hop_length
         unit = hop * model.vae_scale  # samples per latent column
         pad = LOOP_CONTEXT_COLUMNS * unit
-        wrapped = wrap_loop(mono.samples, pad, round(LOOP_INPUT_FADE_S * rate))
+        fade_in = round(LOOP_INPUT_FADE_S * rate)
+        wrapped = _each_once(monos, lambda m: Audio(wrap_loop(m.samples, pad, fade_in), rate))
         period = (LOOP_CONTEXT_COLUMNS, max(1, round(length / unit)))
         results = self._render_region(
-            Audio(wrapped, rate),
+            wrapped,
             0,
-            wrapped.shape[-1],
+            wrapped[0].frames,
             takes,
             progress,
             cancel,
@@ -968,7 +1005,7 @@ class Engine:
         ramp = fade_ramp(fade)  # the same music on both sides: gains summing to one
         first, frames = pad // hop, self.params.num_frames(length)
         looped = []
-        for result in results:
+        for mono, result in zip(monos, results, strict=True):
             rendered = result.audio.samples
             loop = rendered[:, pad : pad + length].copy()
             after = rendered[:, pad + length : pad + length + fade]
@@ -1243,7 +1280,7 @@ class Engine:
     @torch.no_grad()
     def _img2img_region(
         self,
-        cached: dict[str, torch.Tensor],
+        cached: Sequence[dict[str, torch.Tensor]],
         first: int,
         frames: int,
         takes: Sequence[RenderSettings],
@@ -1253,18 +1290,17 @@ class Engine:
         noise_period: tuple[int, int] | None = None,
         song_start_s: float = 0.0,
     ) -> list[torch.Tensor]:
+        """The region's denoised pictures, ``takes[i]`` from the song encoded in ``cached[i]``."""
         model = self.model
         scale, multiple = model.vae_scale, model.unet_multiple
-        song_latents = cached["latents"]
-        a, b = _region_columns(song_latents.shape[-1], first, frames, scale, multiple, context)
-        latents = song_latents.columns(a, b)
+        shape = cached[0]["latents"].shape  # every song here is of one length
+        a, b = _region_columns(shape[-1], first, frames, scale, multiple, context)
+        latents = _each_once(cached, lambda entry: entry["latents"].columns(a, b))
         # Each take's noise is its seed's noise for the whole song, cut where this region is.
         # A loop's repeats itself: (offset, period) in latent columns.
-        noises = [
-            self._song_noise(song_latents.shape, s.seed, noise_period)[..., a:b] for s in takes
-        ]
+        noises = [self._song_noise(shape, s.seed, noise_period)[..., a:b] for s in takes]
 
-        whole = (a, b) == (0, song_latents.shape[-1])
+        whole = (a, b) == (0, shape[-1])
         denoised = self._denoise(
             latents, noises, takes, report, cancel, origin=a, whole=whole, song_start_s=song_start_s
         )
@@ -1290,7 +1326,7 @@ class Engine:
 
     def _denoise(
         self,
-        latents: torch.Tensor,
+        latents: torch.Tensor | Sequence[torch.Tensor],
         noises: Sequence[torch.Tensor],
         takes: Sequence[RenderSettings],
         report: _StagedProgress,
@@ -1310,13 +1346,16 @@ class Engine:
         noised to the next step's level, and the loop on them exactly (a re-roll).
         ``song_start_s``: where the song these latents are of starts in the sketch (a
         prompt timeline's sections are in the sketch's seconds).
+        ``latents`` may be one per take (stems: each take denoises its own song).
         Returns each take's denoised latents.
         """
         model = self.model
+        starts = [latents] * len(takes) if isinstance(latents, torch.Tensor) else latents
         lanes = [
-            _Lane.start(model, latents, noise, s, self._prompt_embedding)
-            for s, noise in zip(takes, noises, strict=True)
+            _Lane.start(model, init, noise, s, self._prompt_embedding)
+            for s, init, noise in zip(takes, starts, noises, strict=True)
         ]
+        latents = starts[0]  # its shape is every take's
         column_s = model.vae_scale * self.params.hop_length / self.params.sample_rate
         for lane, settings in zip(lanes, takes, strict=True):
             lane.place(settings, origin, latents.shape[-1], column_s, song_start_s)
@@ -1794,6 +1833,13 @@ class _Lane:
         if k + 1 < len(self.timesteps):
             kept = self.scheduler.add_noise(kept, self.noise, self.timesteps[k + 1 : k + 2])
         self.latents = kept + mask * (self.latents - kept)
+
+
+def _each_once(items: Sequence[Any], make: Callable[[Any], Any]) -> list[Any]:
+    """``[make(x) for x in items]``, made once per distinct object (one song repeated per
+    take is mixed down, cut and encoded once)."""
+    made: dict[int, Any] = {}
+    return [made[id(x)] if id(x) in made else made.setdefault(id(x), make(x)) for x in items]
 
 
 def _check_shared(takes: Sequence[RenderSettings], span: bool) -> None:

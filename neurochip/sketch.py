@@ -13,7 +13,7 @@ import os
 import re
 import tempfile
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -28,7 +28,13 @@ from neurochip.io.decode import (
     SOUNDFILE_SUFFIXES,
     load_audio,
 )
-from neurochip.synth import MAX_MIDI_SECONDS, TrackInfo, read_midi, render_midi
+from neurochip.synth import (
+    MAX_MIDI_SECONDS,
+    TrackInfo,
+    read_midi,
+    render_midi,
+    render_midi_parts,
+)
 
 #: Every file suffix :func:`load_sketch` reads (without the dot), for upload boxes.
 SKETCH_SUFFIXES: tuple[str, ...] = tuple(
@@ -96,6 +102,35 @@ class Sketch:
             sample_rate=self.audio.sample_rate,
             progress=progress,
             cancel=cancel,
+        )
+
+    def parts_audio(
+        self,
+        groups: Sequence[Collection[str]],
+        progress: LoadProgress | None = None,
+        cancel: threading.Event | None = None,
+    ) -> list[Audio]:
+        """Each group of this MIDI sketch's parts (track keys) played alone, with its voices.
+
+        Every one is :attr:`audio`'s length and lines up with it sample for sample; they are
+        at one level, and all the parts together add up to :attr:`audio`
+        (:func:`~neurochip.synth.render_midi_parts`). ``progress`` and ``cancel`` work as in
+        :func:`load_sketch`.
+        """
+        if self.midi is None:
+            raise NeuroChipError(
+                f"{self.name} is audio, not MIDI: its parts cannot be played alone."
+            )
+        with tempfile.TemporaryDirectory(prefix="neurochip-sketch-") as folder:
+            path = Path(folder) / "sketch.mid"
+            path.write_bytes(self.midi)
+            song = read_midi(path, max_seconds=max(MAX_MIDI_SECONDS, self.audio.duration_s))
+        return render_midi_parts(
+            song,
+            groups,
+            sample_rate=self.audio.sample_rate,
+            voices=dict(self.voices),
+            progress=_synth_progress(self.name, progress, cancel),
         )
 
 
@@ -186,16 +221,15 @@ def _load_path(
         report(1.0, "decoded")
         return Sketch(audio, name, _content_key(audio.samples.tobytes()), file_rate=file_rate)
 
-    def synth_progress(fraction: float) -> None:
-        # The synth reports every 1% of the notes: the place to stop a cancelled load.
-        if cancel is not None and cancel.is_set():
-            raise RenderCancelled(f"Loading {name} was cancelled.")
-        report(fraction, "synthesising")
-
     try:
         report(0.0, "reading the MIDI file")
         song = read_midi(path, max_seconds=max_duration_s or MAX_MIDI_SECONDS)
-        audio = render_midi(song, sample_rate=sample_rate, voices=voices, progress=synth_progress)
+        audio = render_midi(
+            song,
+            sample_rate=sample_rate,
+            voices=voices,
+            progress=_synth_progress(name, progress, cancel),
+        )
     except (AudioLoadError, RenderCancelled):
         raise
     except NeuroChipError as err:  # one error type from the loader, whatever the format
@@ -209,6 +243,19 @@ def _load_path(
         voices=voices,
         midi=data,
     )
+
+
+def _synth_progress(
+    name: str, progress: LoadProgress | None, cancel: threading.Event | None
+) -> Callable[[float], None]:
+    def synth_progress(fraction: float) -> None:
+        # The synth reports every 1% of the notes: the place to stop a cancelled load.
+        if cancel is not None and cancel.is_set():
+            raise RenderCancelled(f"Loading {name} was cancelled.")
+        if progress is not None:
+            progress(fraction, "synthesising")
+
+    return synth_progress
 
 
 def _content_key(*parts: bytes) -> str:

@@ -10,7 +10,7 @@ alternative.
   before anything is played.
 * :mod:`neurochip.synth.chip` is the chip synth (:func:`render_midi`): voices, wavetables,
   envelopes, and the controller curves (bend, vibrato, volume, pan). See it for what each
-  control does.
+  control does. :func:`render_midi_parts` plays groups of parts alone (stems).
 * :mod:`neurochip.synth.drums` is its drum kit, for channel 10.
 * :mod:`neurochip.synth.soundfont` plays the file with FluidSynth instead
   (:func:`render_soundfont`).
@@ -28,6 +28,7 @@ from neurochip.synth.chip import (
     VIBRATO_MAX_CENTS,
     VIBRATO_RATE_HZ,
     render_midi,
+    render_midi_parts,
 )
 from neurochip.synth.midi import (
     DRUMS,
@@ -67,6 +68,7 @@ __all__ = [
     "gm_program_name",
     "read_midi",
     "render_midi",
+    "render_midi_parts",
     "render_soundfont",
     "synth_work",
 ]

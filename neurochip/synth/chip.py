@@ -58,7 +58,7 @@ from __future__ import annotations
 import functools
 import math
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -173,16 +173,80 @@ def render_midi(
     # Again, with the overrides: they decide which notes are drums (and a MidiSong can be
     # made without read_midi).
     _check_work(song.name, song.notes, overrides)
+    report = _Progress(progress, len(song.notes))
+    [mix] = _normalised([_play(song, overrides, sample_rate, stereo, report)])
+    report.done()
+    return Audio(mix, sample_rate)
 
+
+def render_midi_parts(
+    song: MidiSong | str | os.PathLike[str],
+    groups: Sequence[Collection[str]],
+    *,
+    sample_rate: int = 44100,
+    voices: dict[str, str] | None = None,
+    stereo: bool = True,
+    progress: Callable[[float], None] | None = None,
+) -> list[Audio]:
+    """Play groups of a song's parts each alone: the stems of the sketch.
+
+    Every stem is the whole song's length, sample-aligned with :func:`render_midi`'s mix,
+    and all are at one level, the one that peaks their sum at :data:`PEAK_LEVEL`: stems of
+    all the parts add up to the mix (but where parts sharing a channel stole each other's
+    voices there).
+
+    Args:
+        song: A song from :func:`read_midi`, or the path of a MIDI file.
+        groups: Each stem's parts, by :attr:`TrackInfo.key` (a part in no group is not
+            played).
+        sample_rate, voices, stereo, progress: As for :func:`render_midi`.
+
+    Raises:
+        NeuroChipError: As :func:`render_midi`, and for a key the song has no part of.
+    """
+    if not isinstance(song, MidiSong):
+        song = read_midi(song)
+    sample_rate = _check_sample_rate(sample_rate)
+    overrides = _check_overrides(song, voices or {})
+    index_of = {track.key: index for index, track in enumerate(song.tracks)}
+    parts = []
+    for group in groups:
+        unknown = [key for key in group if str(key) not in index_of]
+        if unknown:
+            listing = ", ".join(f"{t.key} ({t.name})" for t in song.tracks)
+            raise NeuroChipError(
+                f"{song.name or 'The MIDI file'} has no track {unknown[0]!r}. "
+                f"Its tracks are: {listing}."
+            )
+        parts.append({index_of[str(key)] for key in group})
+    played = [note for note in song.notes if any(note.part in group for group in parts)]
+    _check_work(song.name, played, overrides)
+    report = _Progress(progress, sum(sum(n.part in g for n in song.notes) for g in parts))
+    stems = _normalised(
+        [_play(song, overrides, sample_rate, stereo, report, group) for group in parts]
+    )
+    report.done()
+    return [Audio(stem, sample_rate) for stem in stems]
+
+
+def _play(
+    song: MidiSong,
+    overrides: dict[int, str],
+    sample_rate: int,
+    stereo: bool,
+    report: _Progress,
+    parts: Collection[int] | None = None,
+) -> np.ndarray:
+    """The song's notes (those of ``parts`` only, if given) mixed, before its level is set."""
     frames = max(1, round(song.duration_s * sample_rate))
     clock = _Clock(sample_rate, frames)
     by_channel: dict[int, list[Note]] = {}
     for note in song.notes:
-        by_channel.setdefault(note.channel, []).append(note)
+        if parts is None or note.part in parts:
+            by_channel.setdefault(note.channel, []).append(note)
     controls: dict[tuple[int, str], list[Control]] = {}
     for control in song.controls:
         controls.setdefault((control.channel, control.kind), []).append(control)
-    report = _Progress(progress, sum(len(notes) for notes in by_channel.values()))
 
     mix = np.zeros((2 if stereo else 1, frames), dtype=np.float32)
     bus = np.zeros(frames, dtype=np.float32)
@@ -212,11 +276,17 @@ def render_midi(
 
     fade = min(frames, round(_END_FADE_S * sample_rate))
     mix[:, frames - fade :] *= np.linspace(1.0, 0.0, fade, dtype=np.float32)
-    peak = max(float(mix.max()), -float(mix.min()))
+    return mix
+
+
+def _normalised(mixes: list[np.ndarray]) -> list[np.ndarray]:
+    """The mixes at one level: their sum peaks at :data:`PEAK_LEVEL` (silence stays)."""
+    total = sum(mixes[1:], mixes[0].copy())
+    peak = max(float(total.max()), -float(total.min()))
     if peak > 0:
-        mix *= PEAK_LEVEL / peak
-    report.done()
-    return Audio(mix, sample_rate)
+        for mix in mixes:
+            mix *= PEAK_LEVEL / peak
+    return mixes
 
 
 def _mix_in(
