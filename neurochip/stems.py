@@ -1,0 +1,672 @@
+"""Stems: each part of a sketch rendered with a band of its own, mixed, and taken to a DAW.
+
+A chip tune is already separated: pulse 1 plays the lead, the triangle the bass, the noise
+channel the drums. Rather than one prompt for the whole mix that the model must untangle,
+each part (or group of parts) of a MIDI sketch is played alone and rendered with its own
+prompt, denoise and guidance: "triangle -> slap bass, noise -> live drum kit".
+
+1. **The instrument map**: :class:`Stem` says which parts a stem plays and what band plays
+   them; :func:`default_stems` gives one per part, from its GM program and chip voice
+   (:func:`instrument_prompt`).
+2. **Render**: :func:`render_stems` plays each stem's parts alone
+   (:meth:`~neurochip.sketch.Sketch.parts_audio`: the song's length, aligned sample for
+   sample) and renders all of them in one denoising loop (:meth:`Engine.render_many` with
+   one song per take: the stems share the UNet's calls), then keeps each stem and the mix
+   in the take library.
+3. **Mix**: :class:`StemMix` is one stem's fader (gain, pan, mute, solo); :func:`mix_stems`
+   makes the stereo mix at once from the stem takes, without the model.
+4. **Export**: :func:`write_stems_zip` writes a ZIP a DAW takes as it is: one WAV per stem,
+   all of one length from the song's start, the mix, the sketch's tempo map as MIDI, and a
+   ``stems.json`` from which :func:`stems_from_json` renders the same stems again.
+
+A sketch that is audio (a WAV, an MP3, a tracker module, which NeuroChip plays through
+ffmpeg as one mix) is one stem: its parts cannot be played alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import logging
+import math
+import re
+import tempfile
+import threading
+import zipfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO, Literal
+
+import mido
+import numpy as np
+
+from neurochip import __version__
+from neurochip.engine import Engine, ProgressCallback, Render
+from neurochip.errors import NeuroChipError
+from neurochip.faithfulness import sketch_bar_times
+from neurochip.io.audio import Audio, limit_peak
+from neurochip.io.write import atomic_write, save_audio
+from neurochip.library.metadata import take_metadata
+from neurochip.library.store import TakeLibrary
+from neurochip.settings import RenderSettings, Setting
+from neurochip.sketch import Sketch
+from neurochip.synth import DRUMS, TrackInfo
+from neurochip.takeset import measure_take, song_provenance, take_thumbnail
+
+log = logging.getLogger(__name__)
+
+#: What the stems.json of an export says it is.
+STEMS_FORMAT = "neurochip-stems"
+
+#: A stem's name when the whole sketch is one stem (audio sketches).
+WHOLE_SKETCH = "Mix"
+
+#: The share of a stem render's progress that playing the parts alone gets.
+SYNTH_SHARE = 0.1
+
+
+def _about(default: Any, **about: Any) -> Any:
+    return field(default=default, metadata={"setting": Setting(**about)})
+
+
+@dataclass(frozen=True)
+class Stem:
+    """One line of the instrument map: which parts a stem plays and the band that plays them.
+
+    ``None`` for negative prompt, denoise or guidance keeps the render's own value.
+    """
+
+    name: str = _about("", label="Stem", help="The stem's name: its file in the export.")
+    parts: tuple[str, ...] = _about(
+        (),
+        label="Parts",
+        help="The sketch's parts this stem plays, by track key (e.g. 2, or 3ch10); several "
+        "parts make one stem together. Empty: the whole sketch.",
+    )
+    prompt: str = _about(
+        "",
+        label="Instrument",
+        help="What plays this stem, e.g. 'slap bass', 'live drum kit', 'lead guitar'.",
+    )
+    negative_prompt: str | None = _about(None, label="Negative prompt", help="")
+    denoise: float | None = _about(
+        None,
+        label="Denoise",
+        help="How far this stem may move from its part (empty: the render's denoise). A bass "
+        "at 0.2 keeps its notes while the drums run freer at 0.5.",
+        minimum=0.05,
+        maximum=1.0,
+        step=0.05,
+    )
+    guidance: float | None = _about(
+        None,
+        label="Guidance",
+        help="How strongly this stem follows its instrument (empty: the render's guidance).",
+        minimum=0.0,
+        maximum=30.0,
+        step=0.5,
+    )
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "parts", tuple(str(p) for p in self.parts))
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise NeuroChipError("Every stem needs a name.")
+        if not isinstance(self.prompt, str) or not self.prompt.strip():
+            raise NeuroChipError(f"Say what plays the stem {self.name}: it has no instrument.")
+        try:  # the settings check the ranges
+            self.settings_for(RenderSettings(prompt=self.prompt))
+        except NeuroChipError as err:
+            raise NeuroChipError(f"The stem {self.name}: {err}") from None
+
+    def settings_for(self, settings: RenderSettings) -> RenderSettings:
+        """The render's settings with this stem's instrument: its prompt leads, the song's
+        prompt (the room, the style) follows; a prompt timeline's sections keep theirs."""
+        prompt = self.prompt if not settings.prompt else f"{self.prompt}, {settings.prompt}"
+        changes: dict[str, Any] = {"prompt": prompt}
+        if self.negative_prompt is not None:
+            changes["negative_prompt"] = self.negative_prompt
+        if self.denoise is not None:
+            changes["denoise"] = float(self.denoise)
+        if self.guidance is not None:
+            changes["guidance"] = float(self.guidance)
+        return dataclasses.replace(settings, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["parts"] = list(self.parts)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Stem:
+        if not isinstance(data, Mapping):
+            raise NeuroChipError(f"A stem must be a table of settings, not {data!r}.")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise NeuroChipError(f"Unknown stem settings: {', '.join(sorted(unknown))}.")
+        return cls(**{**data, "parts": tuple(data.get("parts") or ())})
+
+
+@dataclass(frozen=True)
+class StemMix:
+    """One stem's fader on the mixer: what the mix makes of the stem, never the stem itself."""
+
+    gain_db: float = _about(
+        0.0, label="Gain (dB)", help="Louder or softer in the mix.", minimum=-24.0, maximum=12.0
+    )
+    pan: float = _about(
+        0.0,
+        label="Pan",
+        help="-1 hard left, 0 centre, 1 hard right (constant power).",
+        minimum=-1.0,
+        maximum=1.0,
+        step=0.05,
+    )
+    mute: bool = _about(False, label="Mute", help="Leave this stem out of the mix.")
+    solo: bool = _about(False, label="Solo", help="Hear only the soloed stems (mute still wins).")
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.gain_db, (int, float)) and math.isfinite(self.gain_db)):
+            raise NeuroChipError(f"A stem's gain must be a number of dB, not {self.gain_db!r}.")
+        if not (isinstance(self.pan, (int, float)) and -1.0 <= self.pan <= 1.0):
+            raise NeuroChipError(f"A stem's pan must be between -1 and 1, not {self.pan!r}.")
+
+    @classmethod
+    def from_dict(cls, data: Any) -> StemMix:
+        if not isinstance(data, Mapping):
+            raise NeuroChipError(f"A stem's mix must be a table, not {data!r}.")
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+# --- the instrument map ---------------------------------------------------------------------
+
+#: The band that stands in for each GM program family (first program, prompt).
+_GM_FAMILIES: tuple[tuple[int, str], ...] = (
+    (0, "grand piano"),
+    (8, "vibraphone"),
+    (16, "hammond organ"),
+    (24, "acoustic guitar"),
+    (26, "clean electric guitar"),
+    (29, "overdriven lead guitar"),
+    (32, "electric bass guitar"),
+    (36, "slap bass"),
+    (38, "synth bass"),
+    (40, "violin"),
+    (42, "cello"),
+    (44, "string section"),
+    (56, "trumpet"),
+    (57, "trombone"),
+    (58, "brass section"),
+    (64, "saxophone"),
+    (68, "oboe"),
+    (70, "clarinet"),
+    (72, "flute"),
+    (80, "lead guitar"),
+    (88, "warm synth pad"),
+    (96, "ambient synth"),
+    (104, "sitar"),
+    (112, "percussion"),
+    (119, "sound effects"),
+)
+
+#: The band that stands in for a chip voice when the part has no GM program.
+_VOICE_PROMPTS: dict[str, str] = {
+    "pulse12": "clean electric guitar",
+    "pulse25": "lead guitar",
+    "pulse50": "electric piano",
+    "triangle": "electric bass guitar",
+    "saw": "string section",
+    "noise": "live drum kit",
+    DRUMS: "live drum kit",
+}
+
+
+def instrument_prompt(track: TrackInfo) -> str:
+    """A sensible instrument for a part: drums for drums, else its GM program's family,
+    else its chip voice's (triangle bass -> "electric bass guitar")."""
+    if track.voice in (DRUMS, "noise"):
+        return "live drum kit"
+    if track.program is not None:
+        return max((f for f in _GM_FAMILIES if f[0] <= track.program), key=lambda f: f[0])[1]
+    return _VOICE_PROMPTS.get(track.voice, "live band")
+
+
+def default_stems(sketch: Sketch) -> list[Stem]:
+    """One stem per part that plays notes (MIDI), named after it; the whole sketch as one
+    stem where it is audio."""
+    if sketch.midi is None:
+        return [Stem(WHOLE_SKETCH, (), "live band")]
+    stems, names = [], set()
+    for track in sketch.tracks:
+        if track.notes == 0:
+            continue
+        voice = sketch.voices.get(track.key, track.voice)
+        name = _unique(track.name.split(":")[0].strip() or f"Part {track.key}", names)
+        stems.append(Stem(name, (track.key,), instrument_prompt(_with_voice(track, voice))))
+    if not stems:
+        raise NeuroChipError(f"{sketch.name} has no notes to make stems of.")
+    return stems
+
+
+def _with_voice(track: TrackInfo, voice: str) -> TrackInfo:
+    return track if voice == track.voice else dataclasses.replace(track, voice=voice)
+
+
+def _unique(name: str, taken: set[str]) -> str:
+    candidate, n = name, 2
+    while candidate.lower() in taken:
+        candidate, n = f"{name} {n}", n + 1
+    taken.add(candidate.lower())
+    return candidate
+
+
+def apply_overrides(stems: Sequence[Stem], overrides: Mapping[str, Stem]) -> list[Stem]:
+    """The map with some stems replaced: ``overrides`` by a stem's name or part key (any
+    case). A key naming several parts ("2+3") groups them into one stem, in place of theirs.
+    A replaced stem keeps its name and parts; the override brings the instrument, denoise
+    and guidance.
+
+    Raises:
+        NeuroChipError: For a key that names no stem or part, saying which there are.
+    """
+    result = list(stems)
+    for key, new in overrides.items():
+        wanted = [k.strip().lower() for k in key.split("+") if k.strip()]
+        hits = [
+            i
+            for i, s in enumerate(result)
+            if s.name.lower() in wanted or any(p.lower() in wanted for p in s.parts)
+        ]
+        if not hits:
+            listing = ", ".join(f"{s.name} ({'+'.join(s.parts) or 'all'})" for s in result)
+            raise NeuroChipError(f"There is no stem or part {key!r}. The stems are: {listing}.")
+        parts = tuple(p for i in hits for p in result[i].parts)
+        name = " + ".join(result[i].name for i in hits)  # the override keeps the stems' names
+        result[hits[0]] = dataclasses.replace(new, name=name, parts=parts)
+        for i in reversed(hits[1:]):
+            del result[i]
+    return result
+
+
+def parse_stem(text: str) -> tuple[str, Stem]:
+    """``"Bass=slap bass:0.25:9"`` -> (``"Bass"``, a stem playing slap bass at denoise 0.25,
+    guidance 9). The key is a stem's name or a part's key; "2+3" groups parts."""
+    key, sep, rest = text.partition("=")
+    if not sep or not key.strip() or not rest.strip():
+        raise NeuroChipError(
+            f"Give a stem as PART=INSTRUMENT[:DENOISE[:GUIDANCE]], e.g. 'Bass=slap bass:0.25', "
+            f"not {text!r}."
+        )
+    prompt, *numbers = rest.split(":")
+    if len(numbers) > 2:
+        raise NeuroChipError(f"{text!r}: after the instrument come at most denoise and guidance.")
+    try:
+        values = [float(n) for n in numbers]
+    except ValueError:
+        raise NeuroChipError(f"{text!r}: denoise and guidance must be numbers.") from None
+    denoise, guidance = (values + [None, None])[:2]
+    # Named by its key until apply_overrides names it after the stems it replaces.
+    return key.strip(), Stem(key.strip(), (), prompt.strip(), denoise=denoise, guidance=guidance)
+
+
+# --- render ---------------------------------------------------------------------------------
+
+
+@dataclass
+class StemTakes:
+    """What a stem render made: one render per stem, and where the library keeps them.
+
+    Attributes:
+        sketch_name: The sketch the stems are of.
+        settings: The render's own settings (each stem's are ``stem.settings_for`` them).
+        stems: The instrument map.
+        renders: One per stem, in the map's order: mono, the span's length.
+        saved: Stem name -> take id, and ``"mix"`` -> the mix's, for files kept there.
+    """
+
+    sketch_name: str
+    settings: RenderSettings
+    stems: list[Stem]
+    renders: list[Render]
+    saved: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def audios(self) -> list[Audio]:
+        return [render.audio for render in self.renders]
+
+    def mix(self, mixes: Sequence[StemMix] | None = None) -> Audio:
+        return mix_stems(self.audios, mixes or [StemMix()] * len(self.renders))
+
+
+def render_stems(
+    engine: Engine,
+    sketch: Sketch,
+    settings: RenderSettings,
+    stems: Sequence[Stem] | None = None,
+    mixes: Sequence[StemMix] | None = None,
+    *,
+    library: TakeLibrary | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
+) -> StemTakes:
+    """Render a sketch's span as stems, all in one denoising loop, and their mix.
+
+    Args:
+        engine: The engine to render with.
+        sketch: The sketch; a MIDI one gives a stem per group of parts.
+        settings: The render's settings (span, seed, steps...); each stem takes its own
+            instrument, denoise and guidance from the map.
+        stems: The instrument map (default: :func:`default_stems`).
+        mixes: The mixer, one per stem (default: every stem at 0 dB, centred).
+        library: Keep each stem (kind ``"stem"``) and the mix (``"stem mix"``) here.
+        progress: ``progress(fraction, stage)``; ``cancel``: set it to stop.
+
+    Raises:
+        NeuroChipError: For an empty map, a part the sketch lacks, or a bad setting.
+        RenderCancelled: When ``cancel`` was set.
+    """
+    stems = list(stems) if stems is not None else default_stems(sketch)
+    if not stems:
+        raise NeuroChipError("Give at least one stem to render.")
+    names = [s.name.lower() for s in stems]
+    if len(set(names)) < len(names):
+        raise NeuroChipError("Two stems have one name: give each its own (it names its file).")
+    mixes = list(mixes) if mixes is not None else [StemMix()] * len(stems)
+    if len(mixes) != len(stems):
+        raise NeuroChipError(f"{len(mixes)} mixer settings for {len(stems)} stems.")
+
+    def report(fraction: float, stage: str) -> None:
+        if progress is not None:
+            progress(fraction, stage)
+
+    sources = stem_sources(
+        sketch,
+        stems,
+        lambda f, stage: report(SYNTH_SHARE * f, "playing each part alone"),
+        cancel,
+    )
+    takes = [stem.settings_for(settings) for stem in stems]
+    renders = engine.render_many(
+        sources,
+        takes,
+        lambda f, stage: report(SYNTH_SHARE + (1 - SYNTH_SHARE) * f, stage),
+        cancel,
+    )
+    result = StemTakes(sketch.name, settings, stems, renders)
+    if library is not None:
+        keep_stems(library, sketch, result, mixes)
+    return result
+
+
+def stem_sources(
+    sketch: Sketch,
+    stems: Sequence[Stem],
+    progress: Any = None,
+    cancel: threading.Event | None = None,
+) -> list[Audio]:
+    """What each stem's render hears: its parts played alone (the whole song's length)."""
+    if sketch.midi is None:
+        if len(stems) != 1 or stems[0].parts:
+            raise NeuroChipError(
+                f"{sketch.name} is audio: NeuroChip plays it as one mix, so it makes one "
+                "stem. (Tracker modules too: ffmpeg plays a module's channels together.) Load "
+                "the MIDI file of the song to render a stem per part."
+            )
+        return [sketch.audio]
+    everything = tuple(t.key for t in sketch.tracks)
+    groups = [stem.parts or everything for stem in stems]
+    return sketch.parts_audio(groups, progress, cancel)
+
+
+def keep_stems(
+    library: TakeLibrary, sketch: Sketch, result: StemTakes, mixes: Sequence[StemMix]
+) -> None:
+    """Keep each stem, then their mix, in the library (``result.saved`` says where)."""
+    provenance = song_provenance(sketch)
+    bars = sketch_bar_times(sketch)
+    for stem, render in zip(result.stems, result.renders, strict=True):
+        meta = take_metadata(
+            "stem",
+            {stem.name: render.settings},
+            sketch.name,
+            {**render.info, **provenance},
+            stem=stem.to_dict(),
+            faithfulness=measure_take(render, bars),
+        )
+        result.saved[stem.name] = library.add(
+            render.audio, meta, thumbnail=take_thumbnail(render)
+        ).id
+    first = result.renders[0]
+    meta = take_metadata(
+        "stem mix",
+        {
+            stem.name: render.settings
+            for stem, render in zip(result.stems, result.renders, strict=True)
+        },
+        sketch.name,
+        {**first.info, **provenance},
+        stems=[
+            {"take": result.saved[stem.name], **stem.to_dict(), "mix": dataclasses.asdict(m)}
+            for stem, m in zip(result.stems, mixes, strict=True)
+        ],
+        from_takes=[result.saved[stem.name] for stem in result.stems],
+    )
+    result.saved["mix"] = library.add(result.mix(mixes), meta, thumbnail=take_thumbnail(first)).id
+
+
+# --- mix ------------------------------------------------------------------------------------
+
+
+def stem_gains(stem: Audio, mix: StemMix, heard: bool) -> tuple[float, float]:
+    """(left, right) gains of a stem in the mix: its gain, panned with constant power (a
+    centred stem at -3 dB each side), or 0 where it is muted or another stem is soloed."""
+    if not heard:
+        return 0.0, 0.0
+    gain = 10 ** (mix.gain_db / 20)
+    if stem.channels == 1:
+        angle = (mix.pan + 1) * math.pi / 4
+        return gain * math.cos(angle), gain * math.sin(angle)
+    # A stereo stem (a stereo pair) keeps its image: pan turns one side down (balance).
+    return gain * min(1.0, 1.0 - mix.pan), gain * min(1.0, 1.0 + mix.pan)
+
+
+def heard_stems(mixes: Sequence[StemMix]) -> list[bool]:
+    """Which stems the mix plays: not muted, and soloed where any stem is."""
+    soloing = any(m.solo for m in mixes)
+    return [not m.mute and (m.solo or not soloing) for m in mixes]
+
+
+def mix_stems(stems: Sequence[Audio], mixes: Sequence[StemMix]) -> Audio:
+    """The stereo mix of stems at their faders: the sum of each stem times its (left, right)
+    gains (:func:`stem_gains`), scaled down as a whole only where it would clip.
+
+    Raises:
+        NeuroChipError: For stems of different lengths or rates, or a mixer per stem missing.
+    """
+    if not stems or len(stems) != len(mixes):
+        raise NeuroChipError(f"{len(mixes)} mixer settings for {len(stems)} stems.")
+    if len({(s.frames, s.sample_rate) for s in stems}) > 1:
+        raise NeuroChipError("These stems do not line up: mix stems of one render.")
+    out = np.zeros((2, stems[0].frames), dtype=np.float32)
+    for stem, mix, heard in zip(stems, mixes, heard_stems(mixes), strict=True):
+        left, right = stem_gains(stem, mix, heard)
+        samples = stem.samples
+        out[0] += np.float32(left) * samples[0]
+        out[1] += np.float32(right) * samples[-1]
+    return Audio(limit_peak(out), stems[0].sample_rate)
+
+
+# --- export ---------------------------------------------------------------------------------
+
+
+def safe_stem_file(index: int, name: str) -> str:
+    """``"02 Slap Bass.wav"``: numbered in map order, nothing a file system minds."""
+    cleaned = re.sub(r"[^\w \-]+", "", name).strip()[:60] or "stem"
+    return f"{index:02d} {cleaned}.wav"
+
+
+def write_stems_zip(
+    target: str | Path | BinaryIO,
+    sketch: Sketch,
+    result: StemTakes,
+    mixes: Sequence[StemMix],
+    *,
+    bit_depth: Literal["16", "24", "float"] = "24",
+) -> list[str]:
+    """A ZIP for a DAW: ``stems/NN name.wav`` (mono, sample-aligned, all from the song's
+    start: a span rendered later in the song is preceded by silence), ``mix.wav`` (the mixer's
+    stereo mix, aligned the same), ``tempo.mid`` (the sketch's tempo map: import it and the
+    stems' bars line up with the project's from bar 1), ``stems.json`` (everything that made
+    the stems: :func:`stems_from_json` renders them again) and ``README.txt``.
+
+    Returns:
+        The names in the ZIP.
+    """
+    rate = result.renders[0].audio.sample_rate
+    offset = round(result.renders[0].start_s * rate)
+    total = max(round(sketch.audio.duration_s * rate), offset + result.renders[0].audio.frames)
+    files: dict[str, bytes] = {}
+    entries = []
+    for i, (stem, render, mix) in enumerate(
+        zip(result.stems, result.renders, mixes, strict=True), start=1
+    ):
+        name = f"stems/{safe_stem_file(i, stem.name)}"
+        files[name] = _wav_bytes(_placed(render.audio, offset, total), bit_depth)
+        entries.append(
+            {
+                "file": name,
+                **stem.to_dict(),
+                "mix": dataclasses.asdict(mix),
+                "settings": render.settings.to_dict(),
+            }
+        )
+    files["mix.wav"] = _wav_bytes(_placed(result.mix(mixes), offset, total), bit_depth)
+    files["tempo.mid"] = tempo_map_midi(sketch)
+    description = {
+        "format": STEMS_FORMAT,
+        "neurochip": __version__,
+        "sketch": sketch.name,
+        "sketch_key": sketch.key,
+        "voices": dict(sketch.voices),
+        "settings": result.settings.to_dict(),
+        "sample_rate": rate,
+        "frames": total,
+        "span": {"start_s": result.renders[0].start_s, "frames": result.renders[0].audio.frames},
+        "bars_s": sketch_bar_times(sketch),
+        "stems": entries,
+        "model": result.renders[0].info.get("model"),
+    }
+    files["stems.json"] = json.dumps(description, indent=2).encode()
+    files["README.txt"] = _readme(sketch, result, total / rate).encode()
+    if isinstance(target, (str, Path)):
+        with atomic_write(target) as temporary, open(temporary, "wb") as handle:
+            _zip(handle, files)
+    else:
+        _zip(target, files)
+    return list(files)
+
+
+def _zip(handle: BinaryIO, files: Mapping[str, bytes]) -> None:
+    # WAVs hardly compress: stored, so a DAW (and a person) can open them at once.
+    with zipfile.ZipFile(handle, "w") as archive:
+        for name, data in files.items():
+            kind = zipfile.ZIP_STORED if name.endswith(".wav") else zipfile.ZIP_DEFLATED
+            archive.writestr(name, data, compress_type=kind)
+
+
+def _placed(audio: Audio, offset: int, total: int) -> Audio:
+    """The audio at ``offset`` frames into ``total`` frames of silence."""
+    samples = np.zeros((audio.channels, total), dtype=np.float32)
+    samples[:, offset : offset + audio.frames] = audio.samples[:, : total - offset]
+    return Audio(samples, audio.sample_rate)
+
+
+def _wav_bytes(audio: Audio, bit_depth: Literal["16", "24", "float"]) -> bytes:
+    with tempfile.TemporaryDirectory(prefix="neurochip-stems-") as folder:
+        return save_audio(Path(folder) / "stem.wav", audio, bit_depth=bit_depth).read_bytes()
+
+
+def tempo_map_midi(sketch: Sketch) -> bytes:
+    """A MIDI file of the sketch's tempo map for a DAW project. A MIDI sketch's own file
+    (its tempo map and its notes); an audio sketch's bar grid as tempo and metre, with bar 1
+    where the grid has it (an upbeat before it makes a bar 0)."""
+    if sketch.midi is not None:
+        return sketch.midi
+    grid = sketch.bar_grid
+    midi = mido.MidiFile(ticks_per_beat=480)
+    track = mido.MidiTrack()
+    midi.tracks.append(track)
+    track.append(mido.MetaMessage("track_name", name=f"{sketch.name} tempo", time=0))
+    if grid is not None:
+        track.append(mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(grid.bpm), time=0))
+        track.append(
+            mido.MetaMessage("time_signature", numerator=grid.beats_per_bar, denominator=4, time=0)
+        )
+    track.append(mido.MetaMessage("end_of_track", time=0))
+    out = io.BytesIO()
+    midi.save(file=out)
+    return out.getvalue()
+
+
+def _readme(sketch: Sketch, result: StemTakes, length_s: float) -> str:
+    lines = [
+        f"Stems of {sketch.name}, rendered by NeuroChip {__version__}.",
+        "",
+        f"Every WAV is {length_s:.3f} s long and starts at the song's start (0:00): drop them",
+        "all at the start of a project and they line up, sample for sample.",
+        "tempo.mid holds the song's tempo map: import it first and the bars match.",
+        "mix.wav is the mix as the NeuroChip mixer had it; stems.json how each stem was made.",
+        "",
+        "Stems:",
+    ]
+    for stem in result.stems:
+        parts = "+".join(stem.parts) or "the whole sketch"
+        lines.append(f"  {stem.name}: {stem.prompt} (parts {parts})")
+    return "\n".join(lines) + "\n"
+
+
+def read_stems_json(data: bytes | str) -> dict[str, Any]:
+    """The ``stems.json`` of an export, checked."""
+    try:
+        description = json.loads(data)
+    except json.JSONDecodeError as err:
+        raise NeuroChipError(f"stems.json is not JSON: {err}.") from None
+    if not isinstance(description, dict) or description.get("format") != STEMS_FORMAT:
+        raise NeuroChipError("This is not the stems.json of a NeuroChip stems export.")
+    return description
+
+
+def stems_from_json(
+    description: Mapping[str, Any],
+) -> tuple[RenderSettings, list[Stem], list[StemMix]]:
+    """The render settings, instrument map and mixer an export's ``stems.json`` holds:
+    :func:`render_stems` with them (on the same sketch, model and device) makes its stems."""
+    settings = RenderSettings.from_dict(description["settings"])
+    entries = description.get("stems") or []
+    known = {f.name for f in dataclasses.fields(Stem)}
+    stems = [Stem.from_dict({k: v for k, v in e.items() if k in known}) for e in entries]
+    mixes = [StemMix.from_dict(e.get("mix") or {}) for e in entries]
+    return settings, stems, mixes
+
+
+__all__ = [
+    "STEMS_FORMAT",
+    "Stem",
+    "StemMix",
+    "StemTakes",
+    "apply_overrides",
+    "default_stems",
+    "heard_stems",
+    "instrument_prompt",
+    "mix_stems",
+    "parse_stem",
+    "read_stems_json",
+    "render_stems",
+    "stem_gains",
+    "stem_sources",
+    "stems_from_json",
+    "write_stems_zip",
+]

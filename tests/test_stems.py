@@ -1,0 +1,279 @@
+"""Stems: a part per stem, rendered in shared UNet calls, mixed, exported for a DAW."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import zipfile
+
+import mido
+import numpy as np
+import pytest
+import soundfile as sf
+
+from neurochip.errors import NeuroChipError
+from neurochip.io.audio import Audio
+from neurochip.library.store import TakeLibrary
+from neurochip.settings import RenderSettings
+from neurochip.sketch import load_sketch
+from neurochip.stems import (
+    Stem,
+    StemMix,
+    apply_overrides,
+    default_stems,
+    heard_stems,
+    mix_stems,
+    parse_stem,
+    read_stems_json,
+    render_stems,
+    stem_gains,
+    stems_from_json,
+    write_stems_zip,
+)
+from tests.chiptune import make_chiptune
+from tests.test_engine import count_unet_calls
+
+SR = 44100
+FAST = RenderSettings(prompt="live recording", steps=6, denoise=0.5, phase_iterations=0)
+
+#: (name, channel 0-based, GM program or None, first note's time in s, pitch)
+PARTS = (
+    ("Lead", 0, 80, 0.50, 76),
+    ("Harmony", 1, None, 1.00, 64),
+    ("Bass", 2, 33, 0.25, 40),
+    ("Drums", 9, None, 0.75, 38),
+)
+
+
+def four_part_midi(seconds: float = 6.0) -> bytes:
+    """A type-1 file, 120 BPM: four tracks, each starting its notes at its own time."""
+    midi = mido.MidiFile(ticks_per_beat=480)
+    tempo = mido.MidiTrack([mido.MetaMessage("set_tempo", tempo=500_000, time=0)])
+    midi.tracks.append(tempo)
+    tick_s = 0.5 / 480
+    for name, channel, program, first, pitch in PARTS:
+        track = mido.MidiTrack([mido.MetaMessage("track_name", name=name, time=0)])
+        if program is not None:
+            track.append(mido.Message("program_change", program=program, channel=channel, time=0))
+        now = 0.0
+        at = first
+        while at + 0.3 < seconds:
+            track.append(
+                mido.Message(
+                    "note_on",
+                    note=pitch,
+                    velocity=100,
+                    channel=channel,
+                    time=round((at - now) / tick_s),
+                )
+            )
+            track.append(
+                mido.Message(
+                    "note_off", note=pitch, velocity=0, channel=channel, time=round(0.25 / tick_s)
+                )
+            )
+            now = at + round(0.25 / tick_s) * tick_s
+            at += 1.0
+        midi.tracks.append(track)
+    out = io.BytesIO()
+    midi.save(file=out)
+    return out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def sketch():
+    return load_sketch(four_part_midi(), name="four-parts.mid")
+
+
+def first_onset_s(samples: np.ndarray, rate: int = SR) -> float:
+    """Where the first 10 ms frame whose level reaches a quarter of the loudest frame's
+    starts (a picture's frames smear a note's attack a little before it: not counted)."""
+    hop = rate // 100
+    mono = samples.mean(axis=0)
+    frames = mono[: len(mono) // hop * hop].reshape(-1, hop)
+    level = np.sqrt(np.mean(np.square(frames), axis=1))
+    return float(np.flatnonzero(level >= 0.25 * level.max())[0] * hop) / rate
+
+
+def test_parts_played_alone_add_up_to_the_sketch_and_start_on_their_notes(sketch):
+    keys = [t.key for t in sketch.tracks if t.notes]
+    assert len(keys) == 4
+    parts = sketch.parts_audio([[k] for k in keys])
+    for audio, (_, _, _, first, _) in zip(parts, PARTS, strict=True):
+        assert audio.frames == sketch.audio.frames and audio.sample_rate == SR
+        assert abs(first_onset_s(audio.samples) - first) < 0.010
+    np.testing.assert_allclose(sum(p.samples for p in parts), sketch.audio.samples, atol=1e-5)
+
+
+def test_the_default_map_has_a_stem_per_part_with_a_fitting_instrument(sketch):
+    stems = default_stems(sketch)
+    assert [s.name for s in stems] == ["Lead", "Harmony", "Bass", "Drums"]
+    by_name = {s.name: s for s in stems}
+    assert by_name["Bass"].prompt == "electric bass guitar"  # GM 33, finger bass
+    assert by_name["Drums"].prompt == "live drum kit"  # channel 10
+    assert by_name["Lead"].prompt == "lead guitar"  # GM 80, a synth lead
+    assert by_name["Harmony"].prompt == "electric piano"  # no program: pulse 50 %
+    assert all(len(s.parts) == 1 for s in stems)
+
+
+def test_a_stem_is_overridden_by_name_or_part_and_parts_group(sketch):
+    stems = default_stems(sketch)
+    bass_key = stems[2].parts[0]
+    key, new = parse_stem("bass=slap bass:0.25:9")
+    changed = apply_overrides(stems, {key: new})
+    assert changed[2] == Stem("Bass", (bass_key,), "slap bass", denoise=0.25, guidance=9.0)
+    grouped = apply_overrides(
+        stems, dict([parse_stem(f"{stems[0].parts[0]}+Harmony=string section")])
+    )
+    assert len(grouped) == 3 and grouped[0].name == "Lead + Harmony"
+    assert grouped[0].parts == stems[0].parts + stems[1].parts
+    with pytest.raises(NeuroChipError, match="no stem or part 'Kazoo'.*Lead"):
+        apply_overrides(stems, dict([parse_stem("Kazoo=kazoo")]))
+    for bad in ("Bass", "Bass=", "Bass=slap:loud", "Bass=slap:0.2:3:4", "Bass=slap:1.5"):
+        with pytest.raises(NeuroChipError):
+            parse_stem(bad)
+
+
+def test_a_stems_settings_put_its_instrument_before_the_song_prompt():
+    stem = Stem("Bass", ("3",), "slap bass", denoise=0.2)
+    settings = stem.settings_for(FAST)
+    assert settings.prompt == "slap bass, live recording"
+    assert (settings.denoise, settings.guidance, settings.seed) == (0.2, FAST.guidance, FAST.seed)
+
+
+def test_four_stems_share_the_unet_calls_of_one_take(engine, tiny_model, sketch):
+    settings = dataclasses.replace(FAST, batch_size=64)
+    sizes = count_unet_calls(tiny_model)
+    engine.render(sketch.audio, settings)
+    one_take = list(sizes)
+    sizes.clear()
+    result = render_stems(engine, sketch, settings)
+    assert len(result.renders) == 4
+    assert len(sizes) == len(one_take) == settings.denoise_steps  # as many calls as one take
+    assert sum(sizes) == 4 * sum(one_take)  # four takes' work in them
+    for render in result.renders:
+        assert render.audio.frames == sketch.audio.frames
+
+
+def test_each_stem_is_its_part_rendered_alone(engine, sketch):
+    stems = apply_overrides(default_stems(sketch), dict([parse_stem("Bass=slap bass:0.3:4")]))
+    result = render_stems(engine, sketch, FAST, stems)
+    sources = sketch.parts_audio([s.parts for s in stems])
+    for stem, render, source in zip(stems, result.renders, sources, strict=True):
+        alone = engine.render(source, stem.settings_for(FAST))
+        np.testing.assert_allclose(render.audio.samples, alone.audio.samples, atol=1e-4)
+        assert render.settings.prompt.startswith(stem.prompt)
+    assert result.renders[2].settings.denoise == 0.3
+
+
+def test_stems_keep_their_notes_where_the_midi_has_them(engine, sketch):
+    """The model left out (denoise 0): the whole way, synth to picture to audio, keeps each
+    part's first note within one 10 ms frame of its MIDI time."""
+    result = render_stems(engine, sketch, dataclasses.replace(FAST, denoise=0.0))
+    for render, (_, _, _, first, _) in zip(result.renders, PARTS, strict=True):
+        assert abs(first_onset_s(render.audio.samples) - first) < 0.010
+
+
+def test_the_mix_is_the_sum_of_the_stems_at_their_faders():
+    rng = np.random.default_rng(0)
+    stems = [Audio((0.1 * rng.standard_normal((1, 2000))).astype(np.float32), SR) for _ in "abc"]
+    mixes = [StemMix(gain_db=-6.0, pan=-1.0), StemMix(pan=0.5), StemMix(mute=True)]
+    mix = mix_stems(stems, mixes)
+    expected = np.zeros((2, 2000), dtype=np.float32)
+    for stem, m, heard in zip(stems, mixes, heard_stems(mixes), strict=True):
+        left, right = stem_gains(stem, m, heard)
+        expected += np.array([[left], [right]], dtype=np.float32) * stem.samples
+    np.testing.assert_allclose(mix.samples, expected, atol=1e-6)
+    # Hard left is all left; -6 dB is half; a muted stem is silent.
+    assert stem_gains(stems[0], mixes[0], True) == pytest.approx((10 ** (-6 / 20), 0.0), abs=1e-9)
+    assert stem_gains(stems[2], mixes[2], False) == (0.0, 0.0)
+    # Constant power: a centred stem is 3 dB down on each side.
+    assert stem_gains(stems[0], StemMix(), True) == pytest.approx((0.7071, 0.7071), abs=1e-4)
+
+
+def test_solo_hears_only_the_soloed_stems_and_mute_wins():
+    mixes = [StemMix(solo=True), StemMix(), StemMix(solo=True, mute=True)]
+    assert heard_stems(mixes) == [True, False, False]
+    assert heard_stems([StemMix(), StemMix(mute=True)]) == [True, False]
+    with pytest.raises(NeuroChipError, match="pan"):
+        StemMix(pan=2.0)
+
+
+def test_the_zip_holds_what_it_claims_and_its_settings_make_the_same_stems(
+    engine, sketch, tmp_path
+):
+    settings = dataclasses.replace(FAST, start_s=1.0, duration_s=4.0)
+    stems = apply_overrides(default_stems(sketch), dict([parse_stem("Drums=live drum kit:0.6")]))
+    mixes = [StemMix(), StemMix(pan=-0.5), StemMix(gain_db=3.0), StemMix(mute=True)]
+    library = TakeLibrary(tmp_path / "takes")
+    result = render_stems(engine, sketch, settings, stems, mixes, library=library)
+    target = tmp_path / "four-parts-stems.zip"
+    names = write_stems_zip(target, sketch, result, mixes)
+
+    with zipfile.ZipFile(target) as archive:
+        assert sorted(archive.namelist()) == sorted(names)
+        stem_files = sorted(n for n in names if n.startswith("stems/"))
+        assert stem_files == [
+            "stems/01 Lead.wav",
+            "stems/02 Harmony.wav",
+            "stems/03 Bass.wav",
+            "stems/04 Drums.wav",
+        ]
+        description = read_stems_json(archive.read("stems.json"))
+        heard = {}
+        for name in [*stem_files, "mix.wav"]:
+            samples, rate = sf.read(io.BytesIO(archive.read(name)), always_2d=True)
+            assert rate == SR and len(samples) == sketch.audio.frames  # the song, from 0:00
+            assert not samples[: SR - 1].any()  # silence before the span (1 s)
+            heard[name] = samples.T[:, SR : SR + 4 * SR]
+        tempo = mido.MidiFile(file=io.BytesIO(archive.read("tempo.mid")))
+        assert any(m.type == "set_tempo" for t in tempo.tracks for m in t)
+        assert "tempo.mid" in archive.read("README.txt").decode()
+
+    # The mix in the ZIP is the mixer's mix of the stems in it.
+    np.testing.assert_allclose(heard["mix.wav"], result.mix(mixes).samples, atol=2e-4)
+    # stems.json renders the same stems again.
+    again_settings, again_stems, again_mixes = stems_from_json(description)
+    assert (again_stems, again_mixes) == (stems, mixes)
+    again = render_stems(engine, sketch, again_settings, again_stems)
+    for name, render in zip(stem_files, again.renders, strict=True):
+        np.testing.assert_allclose(heard[name], render.audio.samples, atol=2e-4)
+
+    # The library kept every stem and the mix, the mix naming its stems.
+    mix_take = library.get(result.saved["mix"])
+    assert mix_take.metadata["kind"] == "stem mix"
+    assert mix_take.metadata["from_takes"] == [result.saved[s.name] for s in stems]
+    assert [e["mix"]["pan"] for e in mix_take.metadata["stems"]] == [0.0, -0.5, 0.0, 0.0]
+    bass = library.get(result.saved["Bass"])
+    assert bass.metadata["kind"] == "stem" and bass.metadata["stem"]["name"] == "Bass"
+    assert json.loads(json.dumps(description))["sketch"] == "four-parts.mid"
+
+
+def test_an_audio_sketch_is_one_stem_and_says_why(engine):
+    audio = load_sketch(
+        _wav(make_chiptune(3.0)),
+        name="tune.wav",
+    )
+    [stem] = default_stems(audio)
+    assert stem.parts == ()
+    result = render_stems(engine, audio, FAST)
+    assert result.renders[0].audio.frames == audio.audio.frames
+    with pytest.raises(NeuroChipError, match="one stem"):
+        render_stems(engine, audio, FAST, [Stem("Bass", ("2",), "bass")])
+
+
+def test_stems_need_distinct_names_and_an_instrument(engine, sketch):
+    with pytest.raises(NeuroChipError, match="instrument"):
+        Stem("Bass", ("2",), " ")
+    with pytest.raises(NeuroChipError, match="stem Bass: Denoise must be between 0 and 1"):
+        Stem("Bass", ("2",), "bass", denoise=3.0)
+    bass = Stem("Bass", ("2",), "bass")
+    with pytest.raises(NeuroChipError, match="one name"):
+        render_stems(engine, sketch, FAST, [bass, dataclasses.replace(bass, parts=("3",))])
+
+
+def _wav(samples: np.ndarray) -> bytes:
+    out = io.BytesIO()
+    sf.write(out, samples.T, SR, format="WAV", subtype="PCM_16")
+    return out.getvalue()
