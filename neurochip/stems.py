@@ -63,6 +63,9 @@ STEMS_FORMAT = "neurochip-stems"
 #: A stem's name when the whole sketch is one stem (audio sketches).
 WHOLE_SKETCH = "Mix"
 
+#: The fields of a stem's metadata that are its own, not the render's (the mix has others).
+_OWN_FIELDS = ("format", "neurochip", "kind", "source", "takes", "stem", "faithfulness")
+
 #: The share of a stem render's progress that playing the parts alone gets.
 SYNTH_SHARE = 0.1
 
@@ -324,6 +327,7 @@ class StemTakes:
         settings: The render's own settings (each stem's are ``stem.settings_for`` them).
         stems: The instrument map.
         renders: One per stem, in the map's order: mono, the span's length.
+        metadata: One per stem: what its file carries (kind ``"stem"``).
         saved: Stem name -> take id, and ``"mix"`` -> the mix's, for files kept there.
     """
 
@@ -331,6 +335,7 @@ class StemTakes:
     settings: RenderSettings
     stems: list[Stem]
     renders: list[Render]
+    metadata: list[dict[str, Any]]
     saved: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -339,6 +344,28 @@ class StemTakes:
 
     def mix(self, mixes: Sequence[StemMix] | None = None) -> Audio:
         return mix_stems(self.audios, mixes or [StemMix()] * len(self.renders))
+
+    def mix_metadata(self, mixes: Sequence[StemMix]) -> dict[str, Any]:
+        """What the mix's file carries (kind ``"stem mix"``): every stem's settings, its
+        instrument and fader, and (once kept) its take."""
+        first = self.metadata[0]
+        stems = [
+            {**stem.to_dict(), "mix": dataclasses.asdict(m)}
+            | ({"take": self.saved[stem.name]} if stem.name in self.saved else {})
+            for stem, m in zip(self.stems, mixes, strict=True)
+        ]
+        extra = {k: v for k, v in first.items() if k not in _OWN_FIELDS}
+        kept = [self.saved[s.name] for s in self.stems if s.name in self.saved]
+        return {
+            **take_metadata(
+                "stem mix",
+                {s.name: r.settings for s, r in zip(self.stems, self.renders, strict=True)},
+                self.sketch_name,
+                extra,
+                stems=stems,
+            ),
+            **({"from_takes": kept} if kept else {}),
+        }
 
 
 def render_stems(
@@ -369,11 +396,7 @@ def render_stems(
         RenderCancelled: When ``cancel`` was set.
     """
     stems = list(stems) if stems is not None else default_stems(sketch)
-    if not stems:
-        raise NeuroChipError("Give at least one stem to render.")
-    names = [s.name.lower() for s in stems]
-    if len(set(names)) < len(names):
-        raise NeuroChipError("Two stems have one name: give each its own (it names its file).")
+    check_stems(sketch, stems)
     mixes = list(mixes) if mixes is not None else [StemMix()] * len(stems)
     if len(mixes) != len(stems):
         raise NeuroChipError(f"{len(mixes)} mixer settings for {len(stems)} stems.")
@@ -395,10 +418,39 @@ def render_stems(
         lambda f, stage: report(SYNTH_SHARE + (1 - SYNTH_SHARE) * f, stage),
         cancel,
     )
-    result = StemTakes(sketch.name, settings, stems, renders)
+    result = StemTakes(
+        sketch.name, settings, stems, renders, _stem_metadata(sketch, stems, renders)
+    )
     if library is not None:
-        keep_stems(library, sketch, result, mixes)
+        keep_stems(library, result, mixes)
     return result
+
+
+def check_stems(sketch: Sketch, stems: Sequence[Stem]) -> None:
+    """Raise now, before anything is played or a model loads, for a map this sketch cannot
+    make: parts it lacks, or several stems of an audio sketch."""
+    if not stems:
+        raise NeuroChipError("Give at least one stem to render.")
+    names = [s.name.lower() for s in stems]
+    if len(set(names)) < len(names):
+        raise NeuroChipError("Two stems have one name: give each its own (it names its file).")
+    if sketch.midi is None:
+        if len(stems) != 1 or stems[0].parts:
+            raise NeuroChipError(
+                f"{sketch.name} is audio: NeuroChip plays it as one mix, so it makes one "
+                "stem. (Tracker modules too: ffmpeg plays a module's channels together.) Load "
+                "the MIDI file of the song to render a stem per part."
+            )
+        return
+    keys = {t.key for t in sketch.tracks}
+    for stem in stems:
+        missing = [p for p in stem.parts if p not in keys]
+        if missing:
+            listing = ", ".join(f"{t.key} ({t.name})" for t in sketch.tracks)
+            raise NeuroChipError(
+                f"The stem {stem.name} plays part {missing[0]!r}, which {sketch.name} does not "
+                f"have. Its parts are: {listing}."
+            )
 
 
 def stem_sources(
@@ -408,27 +460,30 @@ def stem_sources(
     cancel: threading.Event | None = None,
 ) -> list[Audio]:
     """What each stem's render hears: its parts played alone (the whole song's length)."""
+    check_stems(sketch, stems)
     if sketch.midi is None:
-        if len(stems) != 1 or stems[0].parts:
-            raise NeuroChipError(
-                f"{sketch.name} is audio: NeuroChip plays it as one mix, so it makes one "
-                "stem. (Tracker modules too: ffmpeg plays a module's channels together.) Load "
-                "the MIDI file of the song to render a stem per part."
-            )
         return [sketch.audio]
     everything = tuple(t.key for t in sketch.tracks)
     groups = [stem.parts or everything for stem in stems]
     return sketch.parts_audio(groups, progress, cancel)
 
 
-def keep_stems(
-    library: TakeLibrary, sketch: Sketch, result: StemTakes, mixes: Sequence[StemMix]
-) -> None:
+def keep_stems(library: TakeLibrary, result: StemTakes, mixes: Sequence[StemMix]) -> None:
     """Keep each stem, then their mix, in the library (``result.saved`` says where)."""
+    for stem, render, meta in zip(result.stems, result.renders, result.metadata, strict=True):
+        result.saved[stem.name] = library.add(
+            render.audio, meta, thumbnail=take_thumbnail(render)
+        ).id
+    result.saved["mix"] = library.add(
+        result.mix(mixes), result.mix_metadata(mixes), thumbnail=take_thumbnail(result.renders[0])
+    ).id
+
+
+def _stem_metadata(sketch: Sketch, stems: Sequence[Stem], renders: Sequence[Render]):
     provenance = song_provenance(sketch)
     bars = sketch_bar_times(sketch)
-    for stem, render in zip(result.stems, result.renders, strict=True):
-        meta = take_metadata(
+    return [
+        take_metadata(
             "stem",
             {stem.name: render.settings},
             sketch.name,
@@ -436,25 +491,8 @@ def keep_stems(
             stem=stem.to_dict(),
             faithfulness=measure_take(render, bars),
         )
-        result.saved[stem.name] = library.add(
-            render.audio, meta, thumbnail=take_thumbnail(render)
-        ).id
-    first = result.renders[0]
-    meta = take_metadata(
-        "stem mix",
-        {
-            stem.name: render.settings
-            for stem, render in zip(result.stems, result.renders, strict=True)
-        },
-        sketch.name,
-        {**first.info, **provenance},
-        stems=[
-            {"take": result.saved[stem.name], **stem.to_dict(), "mix": dataclasses.asdict(m)}
-            for stem, m in zip(result.stems, mixes, strict=True)
-        ],
-        from_takes=[result.saved[stem.name] for stem in result.stems],
-    )
-    result.saved["mix"] = library.add(result.mix(mixes), meta, thumbnail=take_thumbnail(first)).id
+        for stem, render in zip(stems, renders, strict=True)
+    ]
 
 
 # --- mix ------------------------------------------------------------------------------------
@@ -658,6 +696,7 @@ __all__ = [
     "StemMix",
     "StemTakes",
     "apply_overrides",
+    "check_stems",
     "default_stems",
     "heard_stems",
     "instrument_prompt",

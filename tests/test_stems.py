@@ -277,3 +277,38 @@ def _wav(samples: np.ndarray) -> bytes:
     out = io.BytesIO()
     sf.write(out, samples.T, SR, format="WAV", subtype="PCM_16")
     return out.getvalue()
+
+
+def test_the_command_line_renders_stems_with_overrides_sections_and_a_zip(
+    tmp_path, tiny_model_dir, capsys
+):
+    from neurochip.cli import main
+    from neurochip.library.metadata import read_take_metadata
+
+    song = tmp_path / "four-parts.mid"
+    song.write_bytes(four_part_midi())
+    out, package = tmp_path / "mix.wav", tmp_path / "stems.zip"
+    argv = ["render", str(song), "-o", str(out), "--prompt", "live", "--model", str(tiny_model_dir)]
+    fast = ["--steps", "4", "--iterations", "0", "--no-library", "--stems-zip", str(package)]
+    timeline = ["--section", "0=soft", "--section", "bar 2=loud:0.5"]
+    code = main([*argv, *fast, "--stem", "Bass=slap bass:0.25", *timeline])
+    assert code == 0, capsys.readouterr().err
+    said = capsys.readouterr().out
+    for name in ("Lead", "Harmony", "Bass", "Drums"):
+        stem_file = tmp_path / f"mix-{name}.wav"
+        assert sf.info(stem_file).frames == sf.info(out).frames
+        assert f"stem {name}" in said
+    bass = read_take_metadata(tmp_path / "mix-Bass.wav")
+    assert bass["kind"] == "stem" and bass["takes"]["Bass"]["denoise"] == 0.25
+    assert bass["takes"]["Bass"]["prompt"] == "slap bass, live"
+    assert len(bass["takes"]["Bass"]["sections"]) == 2  # every stem follows the timeline
+    assert read_take_metadata(out)["kind"] == "stem mix"
+    with zipfile.ZipFile(package) as archive:
+        assert "stems/03 Bass.wav" in archive.namelist()
+
+    # Stems of an audio sketch: one, and a part asked of it is refused before the model loads.
+    wav = tmp_path / "tune.wav"
+    sf.write(wav, make_chiptune(2.0).T, SR)
+    code = main(["render", str(wav), "-o", str(tmp_path / "x.wav"), "--prompt", "x",
+                 "--stem", "2=bass", "--model", "/no/such/model"])  # fmt: skip
+    assert code != 0 and "no stem or part '2'" in capsys.readouterr().err

@@ -32,6 +32,7 @@ from neurochip.io.audio import format_duration
 from neurochip.library.store import TakeLibrary
 from neurochip.settings import RenderSettings, TakeSetOptions, default_of, describe
 from neurochip.sketch import load_sketch
+from neurochip.stems import apply_overrides, check_stems, default_stems, parse_stem
 from neurochip.timeline import one_bar_s, parse_timeline
 
 OUTPUT_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
@@ -108,6 +109,33 @@ def add_parser(commands) -> None:
         + " --loop alone loops the span (--start, --duration); --loop START END loops that "
         "part of the song. WAV files get a smpl chunk, OGG and FLAC LOOPSTART/LOOPLENGTH.",
     )
+    stems = parser.add_argument_group(
+        "stems", "a MIDI sketch's parts, each rendered with an instrument of its own"
+    )
+    stems.add_argument(
+        "--stems",
+        action="store_true",
+        help="render every part of a MIDI sketch as a stem with its default instrument (from "
+        "its GM program and chip voice); -o gets their mix, each stem is written beside it",
+    )
+    stems.add_argument(
+        "--stem",
+        action="append",
+        default=[],
+        dest="stem_overrides",
+        metavar="PART=INSTRUMENT",
+        help="one stem's instrument (implies --stems): PART is a stem's name or a part's key, "
+        "'2+3' plays parts 2 and 3 as one stem; after ':' its denoise and guidance, e.g. "
+        "--stem 'Bass=slap bass:0.25'. Repeat for each stem.",
+    )
+    stems.add_argument(
+        "--stems-zip",
+        type=Path,
+        default=None,
+        metavar="ZIP",
+        help="also write a ZIP for a DAW (implies --stems): a WAV per stem from the song's "
+        "start, the mix, the tempo map as MIDI and stems.json with every setting",
+    )
     add_library_option(parser)
     add_phase_options(parser, with_mode=True)
     parser.set_defaults(run=run)
@@ -145,8 +173,15 @@ def run(args: argparse.Namespace) -> None:
             f"Write renders as {', '.join(OUTPUT_SUFFIXES)}, not "
             f"{args.output.suffix or 'no extension'}."
         )
+    wants_stems = bool(args.stems or args.stem_overrides or args.stems_zip)
+    if wants_stems and (options.stereo_pair or options.compare):
+        raise NeuroChipError(
+            "--stems writes the stems and their mix: leave out --stereo-pair and "
+            "--crossfade-compare (pan stems apart in the mix instead)."
+        )
     made = roles(options, settings)
-    check_outputs(args, output_paths(args.output, made).values(), [args.input])
+    if not wants_stems:
+        check_outputs(args, output_paths(args.output, made).values(), [args.input])
     sketch = load_sketch(args.input, max_duration_s=args.max_duration)
     if args.sections:
         bars = sketch_bar_times(sketch)
@@ -156,6 +191,12 @@ def run(args: argparse.Namespace) -> None:
             **({"transition_s": transition} if transition is not None else {}),
         )
     check_take_set(sketch.audio, settings, options)  # all of it, before the slow model load
+    stems = None
+    if wants_stems:
+        stems = apply_overrides(default_stems(sketch), dict(map(parse_stem, args.stem_overrides)))
+        check_stems(sketch, stems)
+        targets = [args.output, *stem_paths(args.output, stems).values()]
+        check_outputs(args, targets + ([args.stems_zip] if args.stems_zip else []), [args.input])
     library = None if args.no_library else TakeLibrary()
     engine = load_engine(args)
     print(f"Model: {engine.model.describe()}", file=sys.stderr)
@@ -164,6 +205,8 @@ def run(args: argparse.Namespace) -> None:
         # a probe of this machine (seconds).
         engine.calibrate(settings)
         planned = [settings, options.take_b(settings)] if options.stereo_pair else [settings]
+        if stems is not None:
+            planned = [stem.settings_for(settings) for stem in stems]
         estimate = engine.estimate_s(sketch.audio, planned)
         if estimate is not None:
             print(
@@ -172,6 +215,9 @@ def run(args: argparse.Namespace) -> None:
                 file=sys.stderr,
             )
 
+    if stems is not None:
+        write_stems(args, engine, sketch, settings, stems, library)
+        return
     with progress_bar("render") as update:
         takes = render_take_set(engine, sketch, settings, options, library=library, progress=update)
     for path, role in zip(takes.write(args.output, args.bit_depth), takes.files, strict=True):
@@ -180,3 +226,39 @@ def run(args: argparse.Namespace) -> None:
         print(f"Kept {len(takes.saved)} take(s) in the take library {library.root}:")
         for role, take_id in takes.saved.items():
             print(f"  {take_id}  {ROLES[role].lower()}")
+
+
+def stem_paths(output: Path, stems) -> dict[str, Path]:
+    """Where each stem is written: beside the mix, named after it (``mix-Bass.wav``)."""
+    from neurochip.stems import safe_stem_file
+
+    return {
+        stem.name: output.with_name(
+            f"{output.stem}-{Path(safe_stem_file(i, stem.name)).stem[3:]}{output.suffix}"
+        )
+        for i, stem in enumerate(stems, start=1)
+    }
+
+
+def write_stems(args, engine, sketch, settings, stems, library) -> None:
+    from neurochip.library.metadata import save_take
+    from neurochip.stems import StemMix, render_stems, write_stems_zip
+
+    mixes = [StemMix()] * len(stems)
+    with progress_bar("stems") as update:
+        result = render_stems(
+            engine, sketch, settings, stems, mixes, library=library, progress=update
+        )
+    mix = save_take(args.output, result.mix(mixes), result.mix_metadata(mixes), args.bit_depth)
+    print(f"Wrote {mix} (mix of the stems)")
+    paths = stem_paths(args.output, stems).values()
+    for path, render, meta in zip(paths, result.renders, result.metadata, strict=True):
+        save_take(path, render.audio, meta, args.bit_depth)
+        print(f"Wrote {path} (stem {meta['stem']['name']}: {render.settings.prompt})")
+    if args.stems_zip:
+        write_stems_zip(args.stems_zip, sketch, result, mixes)
+        print(f"Wrote {args.stems_zip} (stems, mix, tempo map and settings for a DAW)")
+    if library is not None:
+        print(f"Kept {len(result.saved)} take(s) in the take library {library.root}:")
+        for name, take_id in result.saved.items():
+            print(f"  {take_id}  {'mix of the stems' if name == 'mix' else 'stem ' + name}")

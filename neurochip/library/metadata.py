@@ -68,7 +68,7 @@ def faithfulness_score(metadata: Mapping[str, Any]) -> float | None:
 
 def is_loop(metadata: Mapping[str, Any]) -> bool:
     """Whether a take (or a pair or comp of takes) was rendered as a seamless loop."""
-    if metadata.get("kind") not in ("take", "stereo pair", "comp"):
+    if metadata.get("kind") not in ("take", "stereo pair", "comp", "stem", "stem mix"):
         return False  # a comparison starts as the sketch: no loop
     takes = metadata.get("takes")
     held = takes.values() if isinstance(takes, Mapping) else ()
