@@ -320,30 +320,77 @@ def parse_stem(text: str) -> tuple[str, Stem]:
 
 @dataclass
 class StemTakes:
-    """What a stem render made: one render per stem, and where the library keeps them.
+    """Stems of one render: what :func:`render_stems` made, or what the library kept of it
+    (:meth:`from_library`).
 
     Attributes:
         sketch_name: The sketch the stems are of.
         settings: The render's own settings (each stem's are ``stem.settings_for`` them).
         stems: The instrument map.
-        renders: One per stem, in the map's order: mono, the span's length.
-        metadata: One per stem: what its file carries (kind ``"stem"``).
+        audios: One per stem, in the map's order: mono, the span's length.
+        start_s: Where the span starts in the song.
+        metadata: One per stem: what its file carries (kind ``"stem"``, its settings).
+        renders: The engine's renders, pictures and all (only just after a render).
         saved: Stem name -> take id, and ``"mix"`` -> the mix's, for files kept there.
     """
 
     sketch_name: str
     settings: RenderSettings
     stems: list[Stem]
-    renders: list[Render]
+    audios: list[Audio]
+    start_s: float
     metadata: list[dict[str, Any]]
+    renders: list[Render] = field(default_factory=list)
     saved: dict[str, str] = field(default_factory=dict)
 
     @property
-    def audios(self) -> list[Audio]:
-        return [render.audio for render in self.renders]
+    def stem_settings(self) -> list[RenderSettings]:
+        """Each stem's own settings, as its file carries them."""
+        return [
+            RenderSettings.from_dict(meta["takes"][stem.name])
+            for stem, meta in zip(self.stems, self.metadata, strict=True)
+        ]
 
     def mix(self, mixes: Sequence[StemMix] | None = None) -> Audio:
-        return mix_stems(self.audios, mixes or [StemMix()] * len(self.renders))
+        return mix_stems(self.audios, mixes or [StemMix()] * len(self.audios))
+
+    @classmethod
+    def from_library(cls, library: TakeLibrary, mix_take: str) -> tuple[StemTakes, list[StemMix]]:
+        """The stems a kept ``"stem mix"`` take was mixed from, and its faders.
+
+        Raises:
+            NeuroChipError: It is not a mix of stems, or one of its stems was deleted.
+        """
+        take = library.get(mix_take)
+        if take.metadata.get("kind") != "stem mix":
+            raise NeuroChipError(f"{take.name} is not a mix of stems.")
+        entries = take.metadata.get("stems") or []
+        stems, mixes, audios, metadata = [], [], [], []
+        for entry in entries:
+            known = {f.name for f in dataclasses.fields(Stem)}
+            stems.append(Stem.from_dict({k: v for k, v in entry.items() if k in known}))
+            mixes.append(StemMix.from_dict(entry.get("mix") or {}))
+            try:
+                stem_take = library.get(str(entry.get("take")))
+            except NeuroChipError:
+                raise NeuroChipError(
+                    f"The stem {stems[-1].name} of {take.name} was deleted: its mix can no "
+                    "longer be changed (the mix itself stays)."
+                ) from None
+            audios.append(library.load_audio(stem_take.id))
+            metadata.append(stem_take.metadata)
+        settings = RenderSettings.from_dict(take.metadata.get("render") or {})
+        result = cls(
+            take.source_name or "",
+            settings,
+            stems,
+            audios,
+            float(take.metadata.get("start_s", settings.start_s)),
+            metadata,
+            saved={**{s.name: str(e["take"]) for s, e in zip(stems, entries, strict=True)},
+                   "mix": take.id},
+        )  # fmt: skip
+        return result, mixes
 
     def mix_metadata(self, mixes: Sequence[StemMix]) -> dict[str, Any]:
         """What the mix's file carries (kind ``"stem mix"``): every stem's settings, its
@@ -359,10 +406,12 @@ class StemTakes:
         return {
             **take_metadata(
                 "stem mix",
-                {s.name: r.settings for s, r in zip(self.stems, self.renders, strict=True)},
+                dict(zip((s.name for s in self.stems), self.stem_settings, strict=True)),
                 self.sketch_name,
                 extra,
                 stems=stems,
+                render=self.settings.to_dict(),
+                start_s=self.start_s,
             ),
             **({"from_takes": kept} if kept else {}),
         }
@@ -419,7 +468,13 @@ def render_stems(
         cancel,
     )
     result = StemTakes(
-        sketch.name, settings, stems, renders, _stem_metadata(sketch, stems, renders)
+        sketch.name,
+        settings,
+        stems,
+        [render.audio for render in renders],
+        renders[0].start_s,
+        _stem_metadata(sketch, stems, renders),
+        renders=renders,
     )
     if library is not None:
         keep_stems(library, result, mixes)
@@ -470,13 +525,22 @@ def stem_sources(
 
 def keep_stems(library: TakeLibrary, result: StemTakes, mixes: Sequence[StemMix]) -> None:
     """Keep each stem, then their mix, in the library (``result.saved`` says where)."""
-    for stem, render, meta in zip(result.stems, result.renders, result.metadata, strict=True):
-        result.saved[stem.name] = library.add(
-            render.audio, meta, thumbnail=take_thumbnail(render)
-        ).id
-    result.saved["mix"] = library.add(
-        result.mix(mixes), result.mix_metadata(mixes), thumbnail=take_thumbnail(result.renders[0])
-    ).id
+    pictures = [take_thumbnail(r) for r in result.renders] or [None] * len(result.stems)
+    for stem, audio, meta, picture in zip(
+        result.stems, result.audios, result.metadata, pictures, strict=True
+    ):
+        result.saved[stem.name] = library.add(audio, meta, thumbnail=picture).id
+    keep_mix(library, result, mixes, pictures[0])
+
+
+def keep_mix(
+    library: TakeLibrary, result: StemTakes, mixes: Sequence[StemMix], thumbnail: Any = None
+) -> str:
+    """Keep the stems' mix at these faders as a take of its own (a new one each time: an
+    earlier mix stays); returns its id, also in ``result.saved["mix"]``."""
+    take = library.add(result.mix(mixes), result.mix_metadata(mixes), thumbnail=thumbnail)
+    result.saved["mix"] = take.id
+    return take.id
 
 
 def _stem_metadata(sketch: Sketch, stems: Sequence[Stem], renders: Sequence[Render]):
@@ -563,22 +627,23 @@ def write_stems_zip(
     Returns:
         The names in the ZIP.
     """
-    rate = result.renders[0].audio.sample_rate
-    offset = round(result.renders[0].start_s * rate)
-    total = max(round(sketch.audio.duration_s * rate), offset + result.renders[0].audio.frames)
+    first = result.audios[0]
+    rate = first.sample_rate
+    offset = round(result.start_s * rate)
+    total = max(round(sketch.audio.duration_s * rate), offset + first.frames)
     files: dict[str, bytes] = {}
     entries = []
-    for i, (stem, render, mix) in enumerate(
-        zip(result.stems, result.renders, mixes, strict=True), start=1
+    for i, (stem, audio, settings, mix) in enumerate(
+        zip(result.stems, result.audios, result.stem_settings, mixes, strict=True), start=1
     ):
         name = f"stems/{safe_stem_file(i, stem.name)}"
-        files[name] = _wav_bytes(_placed(render.audio, offset, total), bit_depth)
+        files[name] = _wav_bytes(_placed(audio, offset, total), bit_depth)
         entries.append(
             {
                 "file": name,
                 **stem.to_dict(),
                 "mix": dataclasses.asdict(mix),
-                "settings": render.settings.to_dict(),
+                "settings": settings.to_dict(),
             }
         )
     files["mix.wav"] = _wav_bytes(_placed(result.mix(mixes), offset, total), bit_depth)
@@ -592,10 +657,10 @@ def write_stems_zip(
         "settings": result.settings.to_dict(),
         "sample_rate": rate,
         "frames": total,
-        "span": {"start_s": result.renders[0].start_s, "frames": result.renders[0].audio.frames},
+        "span": {"start_s": result.start_s, "frames": first.frames},
         "bars_s": sketch_bar_times(sketch),
         "stems": entries,
-        "model": result.renders[0].info.get("model"),
+        "model": result.metadata[0].get("model"),
     }
     files["stems.json"] = json.dumps(description, indent=2).encode()
     files["README.txt"] = _readme(sketch, result, total / rate).encode()
@@ -699,6 +764,7 @@ __all__ = [
     "check_stems",
     "default_stems",
     "heard_stems",
+    "keep_mix",
     "instrument_prompt",
     "mix_stems",
     "parse_stem",

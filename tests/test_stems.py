@@ -250,6 +250,35 @@ def test_the_zip_holds_what_it_claims_and_its_settings_make_the_same_stems(
     assert json.loads(json.dumps(description))["sketch"] == "four-parts.mid"
 
 
+def test_a_kept_mix_brings_back_its_stems_and_faders_to_mix_again(engine, sketch, tmp_path):
+    from neurochip.stems import StemTakes, keep_mix
+
+    library = TakeLibrary(tmp_path / "takes")
+    settings = dataclasses.replace(FAST, start_s=0.5, duration_s=3.0)
+    mixes = [StemMix(gain_db=-3.0), StemMix(solo=True), StemMix(solo=True, pan=1.0), StemMix()]
+    made = render_stems(engine, sketch, settings, mixes=mixes, library=library)
+    kept, kept_mixes = StemTakes.from_library(library, made.saved["mix"])
+    assert kept_mixes == mixes and kept.stems == made.stems and kept.start_s == 0.5
+    assert kept.settings == settings and kept.stem_settings == [r.settings for r in made.renders]
+    for audio, render in zip(kept.audios, made.renders, strict=True):
+        np.testing.assert_allclose(audio.samples, render.audio.samples, atol=1e-4)
+    # A new mix of them is a new take; the first stays as it was.
+    louder = [dataclasses.replace(m, solo=False) for m in mixes]
+    second = keep_mix(library, kept, louder)
+    assert second != made.saved["mix"] and library.get(made.saved["mix"])
+    again, again_mixes = StemTakes.from_library(library, second)
+    assert again_mixes == louder
+    np.testing.assert_allclose(
+        library.load_audio(second).samples, kept.mix(louder).samples, atol=1e-4
+    )
+    # Deleted stems: said plainly.
+    library.delete(made.saved["Bass"])
+    with pytest.raises(NeuroChipError, match="stem Bass .* was deleted"):
+        StemTakes.from_library(library, second)
+    with pytest.raises(NeuroChipError, match="not a mix of stems"):
+        StemTakes.from_library(library, made.saved["Lead"])
+
+
 def test_an_audio_sketch_is_one_stem_and_says_why(engine):
     audio = load_sketch(
         _wav(make_chiptune(3.0)),

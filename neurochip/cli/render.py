@@ -252,9 +252,9 @@ def write_stems(args, engine, sketch, settings, stems, library) -> None:
     mix = save_take(args.output, result.mix(mixes), result.mix_metadata(mixes), args.bit_depth)
     print(f"Wrote {mix} (mix of the stems)")
     paths = stem_paths(args.output, stems).values()
-    for path, render, meta in zip(paths, result.renders, result.metadata, strict=True):
-        save_take(path, render.audio, meta, args.bit_depth)
-        print(f"Wrote {path} (stem {meta['stem']['name']}: {render.settings.prompt})")
+    for path, audio, meta in zip(paths, result.audios, result.metadata, strict=True):
+        save_take(path, audio, meta, args.bit_depth)
+        print(f"Wrote {path} (stem {meta['stem']['name']}: {meta['stem']['prompt']})")
     if args.stems_zip:
         write_stems_zip(args.stems_zip, sketch, result, mixes)
         print(f"Wrote {args.stems_zip} (stems, mix, tempo map and settings for a DAW)")
