@@ -11,6 +11,7 @@ import gc
 import io
 import logging
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from neurochip.library.store import TakeLibrary
 from neurochip.model import DEFAULT_MODEL_ID
 from neurochip.settings import RenderSettings, Section, TakeSetOptions, default_of, describe
 from neurochip.sketch import SKETCH_SUFFIXES, Sketch, load_sketch
+from neurochip.stems import Stem, check_stems, default_stems
 from neurochip.timeline import ordered_sections, parse_section
 from neurochip.workspace import Preview, Workspace
 
@@ -165,6 +167,8 @@ KEPT_VIEW = (
     "render_span",  # [song key, start, duration]: brought back through pending_span
     "bar_grid",  # {"key": song key, bpm, downbeat_s, beats_per_bar}: an audio song's bars
     "sections_rows",  # the prompt timeline's table, as typed
+    "stems_rows",  # {"key": song key, "rows": the instrument map as typed}
+    "render_stems_on",
 )
 
 
@@ -271,6 +275,38 @@ def sections_from_rows(rows: list[dict], bars_s: list[float] | None) -> tuple[Se
         except (NeuroChipError, ValueError) as err:
             raise NeuroChipError(f"Section {number}: {err}") from None
     return ordered_sections(sections)
+
+
+def stem_rows(song: Sketch) -> list[dict]:
+    """The instrument map's rows for this song: as last edited (kept with the song), else a
+    stem per part with its default instrument."""
+    kept = st.session_state.get("stems_rows")
+    if isinstance(kept, dict) and kept.get("key") == song.key and kept.get("rows"):
+        return list(kept["rows"])
+    return [
+        {"name": s.name, "parts": "+".join(s.parts), "prompt": s.prompt}
+        for s in default_stems(song)
+    ]
+
+
+def stems_from_rows(rows: list[dict], song: Sketch) -> list[Stem]:
+    """The instrument map's rows (name, parts "2+3", prompt, denoise, guidance) as stems.
+
+    Raises:
+        NeuroChipError: Saying which row is wrong and how.
+    """
+    stems = []
+    for number, row in enumerate(rows, start=1):
+        name = cell_text(row.get("name")) or f"Stem {number}"
+        parts = tuple(p for p in re.split(r"[+,\s]+", cell_text(row.get("parts"))) if p)
+        numbers = {k: row.get(k) for k in ("denoise", "guidance")}
+        numbers = {k: float(v) for k, v in numbers.items() if v is not None and v == v}
+        try:
+            stems.append(Stem(name, parts, cell_text(row.get("prompt")), **numbers))
+        except (NeuroChipError, ValueError) as err:
+            raise NeuroChipError(f"Stem row {number}: {err}") from None
+    check_stems(song, stems)
+    return stems
 
 
 def cell_text(value: Any) -> str:
@@ -614,6 +650,15 @@ def memo(name: str, key: Any, build: Callable[[], Any]) -> Any:
     value = build()
     st.session_state[slot] = (key, value)
     return value
+
+
+# What makes inline markdown (and Streamlit's :colour[...] directives) of text.
+_MARKDOWN = re.compile(r"([\\`*_\[\]<>:~$|])")
+
+
+def plain(text: str) -> str:
+    """User text (names, notes) shown as typed, not as markdown."""
+    return _MARKDOWN.sub(r"\\\1", text)
 
 
 def wav_bytes(audio: Audio) -> bytes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import threading
 
@@ -1168,3 +1169,71 @@ def test_an_opened_takes_span_waits_for_its_song_even_when_the_load_ends_mid_run
         ui.apply_pending_span(new_song)
     assert "pending_span" not in state and state["render_start"] == 2.0
     assert state[f"render_duration_{new_song.key}_2.0"] == 3.0
+
+
+# --- stems ------------------------------------------------------------------------------------
+
+
+def test_stems_render_from_the_instrument_map_and_mix_on_the_mixer(app_env):
+    from neurochip.stems import StemTakes
+    from tests.test_stems import four_part_midi
+
+    song = load_sketch(four_part_midi(4.0), name="four-parts.mid")
+    lead, harmony, bass, drums = (t.key for t in song.tracks)
+    at = AppTest.from_file("../app/main.py", default_timeout=TIMEOUT)
+    at.session_state["sketch"] = song
+    at.session_state["upload_id"] = "test"
+    at.session_state["auto_preview"] = False
+    # As a composer left the map (kept with the song): the bass and drums changed, the
+    # lead and harmony grouped into one stem.
+    at.session_state["stems_rows"] = {
+        "key": song.key,
+        "rows": [
+            {"name": "Band", "parts": f"{lead}+{harmony}", "prompt": "a horn section"},
+            {"name": "Bass", "parts": bass, "prompt": "slap bass", "denoise": 0.25},
+            {"name": "Drums", "parts": drums, "prompt": "live drum kit"},
+        ],
+    }
+    at.run()
+    wait_for_model(at)
+    fast(at)
+    at.toggle(key="render_stems_on").set_value(True).run()
+    assert not at.exception and not at.error
+    assert at.checkbox(key="render_pair").disabled  # the mixer pans stems instead
+    job = press_and_wait(at, "Render stems")
+    library = ui.library()
+    result, mixes = StemTakes.from_library(library, job.result["stems"])
+    assert [s.name for s in result.stems] == ["Band", "Bass", "Drums"]
+    assert result.stems[0].parts == (lead, harmony)
+    assert result.stem_settings[1].denoise == 0.25
+    assert result.stem_settings[1].prompt.startswith("slap bass, ")
+
+    # The mixer: solo the bass, and the mix is the bass alone, at once.
+    key = f"mix_{job.result['stems']}"
+    at.checkbox(key=f"{key}_1_solo").check().run()
+    mix = at.session_state[f"_memo_stem_mix_{job.result['stems']}"][1]
+    only_bass = result.mix([mixes[0], dataclasses.replace(mixes[1], solo=True), mixes[2]])
+    np.testing.assert_allclose(mix.samples, only_bass.samples)
+    assert np.abs(mix.samples).max() > 0
+    [keep] = [b for b in at.button if b.label == "Keep this mix"]
+    keep.click().run()
+    mixes_kept = [t for t in library.list() if t.kind == "stem mix"]
+    assert len(mixes_kept) == 2  # the render's, and the soloed one
+    assert [b for b in at.button if b.label == "Keep this mix"][0].disabled  # kept as it is
+
+    # A refresh keeps the map; Takes shows the mixer of a kept mix.
+    again = AppTest.from_file("../app/main.py", default_timeout=TIMEOUT)
+    again.run()
+    assert again.session_state["stems_rows"]["rows"][1]["prompt"] == "slap bass"
+    again.switch_page("views/takes.py").run()
+    assert not again.exception
+
+
+def test_a_wrong_stem_row_is_said_in_words():
+    song = load_sketch(ui.DEMO_SKETCH.read_bytes(), name="demo.mid")
+    with pytest.raises(NeuroChipError, match="Stem row 2: .*instrument"):
+        ui.stems_from_rows([{"name": "A", "parts": "2", "prompt": "x"}, {"name": "B"}], song)
+    with pytest.raises(NeuroChipError, match="part '99'"):
+        ui.stems_from_rows([{"name": "A", "parts": "99", "prompt": "x"}], song)
+    [stem] = ui.stems_from_rows([{"name": "", "parts": "2, 3", "prompt": "x"}], song)
+    assert stem.name == "Stem 1" and stem.parts == ("2", "3")

@@ -11,6 +11,8 @@ The test screenshots the page into a temporary folder, so a test run leaves the 
 from __future__ import annotations
 
 import contextlib
+import io
+import json
 import os
 import shutil
 import socket
@@ -18,6 +20,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -351,3 +354,83 @@ def test_fix_a_bar_comp_two_takes_and_loop_for_the_game(app_url, tmp_path):
         expect(page.get_by_text("Added").first).to_be_visible()
         expect(page.get_by_text("comp", exact=False).first).to_be_visible()
         browser.close()
+
+
+def edit_cell(page, grid, row: int, column_x: float, text: str, new_row=False) -> None:
+    """Type ``text`` into a data editor's cell, as with a keyboard: click the cell (row 0
+    is the first under the header), Enter, type, Enter. A click on the row past the last
+    (``new_row``) adds a row and opens its cell's editor itself."""
+    grid.scroll_into_view_if_needed()
+    box = grid.bounding_box()
+    page.mouse.click(box["x"] + column_x, box["y"] + 35 * (row + 1) + 17)
+    if not new_row:
+        page.keyboard.press("Enter")
+    editor = page.locator(".gdg-input").last
+    editor.wait_for()
+    editor.fill(text)
+    page.keyboard.press("Enter")
+    editor.wait_for(state="detached")
+
+
+def test_stems_from_the_instrument_map_with_sections_solo_mute_and_the_zip(app_url, tmp_path):
+    """Issue 13 as a chip composer does it: the demo's parts as stems, the bass made a slap
+    bass in the instrument map, a section from bar 2 in the timeline, render, solo and mute
+    on the mixer, and the ZIP for the DAW."""
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = open_page(browser, app_url)
+        page.get_by_role("button", name="Try the demo").click()
+        expect(page.get_by_text("greensleeves.mid").first).to_be_visible()
+        page.get_by_text("Auto preview", exact=True).click()  # off: no preview work meanwhile
+        set_two_steps(page)
+
+        # The timeline: a new band from bar 2.
+        page.get_by_text("Sections: a prompt timeline").click()
+        sections = page.locator(".st-key-sections_expander [data-testid='stDataFrame']")
+        expect(sections).to_be_visible()
+        edit_cell(page, sections, 0, 60, "bar 2", new_row=True)
+        edit_cell(page, sections, 0, 250, "a full funk band")
+        expect(page.get_by_text("needs both")).to_have_count(0)
+
+        # The instrument map: a stem per part; the bass becomes a slap bass.
+        page.get_by_text("Stems: an instrument per part").click()
+        stems = page.locator(".st-key-stems_expander [data-testid='stDataFrame']")
+        expect(stems).to_be_visible()
+        edit_cell(page, stems, 2, 350, "slap bass")
+        page.get_by_text("Render as stems").click()
+        render = page.get_by_role("button", name="Render stems")
+        expect(render).to_be_enabled()
+        render.click()
+        expect(page.get_by_text("Rendered in")).to_be_visible()
+        expect(page.get_by_text("Stem mixer")).to_be_visible()
+        wait_for_player(page)
+
+        # Solo the bass, mute the lead: the mix follows, and can be kept.
+        keep = page.get_by_role("button", name="Keep this mix")
+        expect(keep).to_be_disabled()  # the mix as rendered is kept already
+        page.locator("[class*='st-key-mix_'][class*='_2_solo'] label").click()
+        page.locator("[class*='st-key-mix_'][class*='_0_mute'] label").click()
+        expect(keep).to_be_enabled()
+        keep.click()
+        expect(keep).to_be_disabled()
+
+        # The ZIP: a WAV per stem, the mix, the tempo map, the settings.
+        with page.expect_download() as download:
+            page.get_by_role("button", name="Download stems (ZIP)").click()
+        target = tmp_path / "stems.zip"
+        download.value.save_as(target)
+        browser.close()
+
+    with zipfile.ZipFile(target) as archive:
+        names = archive.namelist()
+        description = json.loads(archive.read("stems.json"))
+        lengths = {sf.info(io.BytesIO(archive.read(n))).frames for n in names if n.endswith(".wav")}
+    assert len([n for n in names if n.startswith("stems/")]) == 4
+    assert {"mix.wav", "tempo.mid", "stems.json", "README.txt"} <= set(names)
+    assert len(lengths) == 1  # every file the song's length: they line up in a DAW
+    by_name = {entry["name"]: entry for entry in description["stems"]}
+    assert by_name["Bass (triangle)"]["prompt"] == "slap bass"
+    assert by_name["Bass (triangle)"]["mix"]["solo"] and by_name["Lead (pulse 25%)"]["mix"]["mute"]
+    assert [s["prompt"] for s in description["settings"]["sections"]] == ["a full funk band"]

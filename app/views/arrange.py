@@ -11,6 +11,7 @@ import streamlit as st
 from app import push, ui
 from app.abplayer import ab_player
 from app.figures import faithfulness_figure, spectrogram_figure
+from app.mixer import stem_mixer
 from neurochip.bars import MAX_BPM, MIN_BPM, BarGrid
 from neurochip.engine import FAITHFUL_PREVIEW, PREVIEW_SECONDS, QUICK_PREVIEW, region_picture
 from neurochip.errors import NeuroChipError
@@ -25,6 +26,7 @@ from neurochip.settings import (
     TakeSetOptions,
     describe,
 )
+from neurochip.stems import Stem, render_stems
 from neurochip.synth import DRUMS, VOICES
 from neurochip.takeset import ROLES, render_take_set
 from neurochip.timeline import one_bar_s
@@ -263,6 +265,65 @@ with st.expander(
         key=f"transition_{song.key}",
         help=describe(RenderSettings, "transition_s").help,
     )
+
+with st.expander("Stems: an instrument per part", icon=":material/tune:", key="stems_expander"):
+    stems, stems_error = None, None
+    if song.midi is None:
+        st.caption(
+            "Stems need the song's parts apart: load its MIDI file. An audio file (a tracker "
+            "module too, which ffmpeg plays as one mix) renders as one stem: the whole song."
+        )
+    else:
+        st.caption(
+            "Each part is played alone and rendered with its own instrument, all in one pass: "
+            "triangle bass -> slap bass, noise -> a live drum kit. Group parts into one stem "
+            'with "2+3" under *Parts*. Empty Denoise or Guidance: the values above. The render '
+            "then makes a stem per row and their mix, with a mixer and a ZIP for your DAW."
+        )
+        stems_on = st.toggle("Render as stems", key="render_stems_on")
+        stems_table = st.data_editor(
+            ui.memo(
+                "stems_base",
+                song.key,
+                lambda: pd.DataFrame(
+                    ui.stem_rows(song), columns=["name", "parts", "prompt", "denoise", "guidance"]
+                ).astype({"denoise": float, "guidance": float}),
+            ),
+            num_rows="dynamic",
+            hide_index=True,
+            key=f"stems_{song.key}",
+            column_config={
+                "name": st.column_config.TextColumn("Stem", help=describe(Stem, "name").help),
+                "parts": st.column_config.TextColumn("Parts", help=describe(Stem, "parts").help),
+                "prompt": st.column_config.TextColumn(
+                    "Instrument", width="large", help=describe(Stem, "prompt").help
+                ),
+                "denoise": st.column_config.NumberColumn(
+                    "Denoise", min_value=0.05, max_value=1.0, step=0.05
+                ),
+                "guidance": st.column_config.NumberColumn(
+                    "Guidance", min_value=0.0, max_value=30.0, step=0.5
+                ),
+            },
+            column_order=("name", "parts", "prompt", "denoise", "guidance"),
+        )
+        st.caption(
+            "Parts: "
+            + " · ".join(f"**{t.key}** {ui.plain(t.name)}" for t in song.tracks if t.notes)
+        )
+        rows = [
+            {k: (None if v != v else v) for k, v in row.items()}  # NaN (empty) as None: JSON
+            for row in stems_table.to_dict("records")
+            if any(ui.cell_text(row.get(k)) for k in ("name", "parts", "prompt"))
+        ]
+        st.session_state["stems_rows"] = {"key": song.key, "rows": rows}
+        try:
+            stems = ui.stems_from_rows(rows, song)
+        except NeuroChipError as err:
+            stems_error = str(err)
+            st.error(stems_error)
+        if not stems_on:
+            stems = None
 
 try:
     settings = ui.current_settings()
@@ -609,11 +670,27 @@ st.session_state["render_span"] = [song.key, float(start_s), float(duration_s)]
 ui.save_session()  # the span survives a refresh too
 about = {name: describe(TakeSetOptions, name) for name in ("stereo_pair", "compare")}
 with r3:
-    pair = st.checkbox(
-        about["stereo_pair"].label, value=True, key="render_pair", help=about["stereo_pair"].help
+    as_stems = song.midi is not None and st.session_state.get("render_stems_on", False)
+    stems_note = " (Stems: pan them on the mixer instead.)" if as_stems else ""
+    pair = (
+        st.checkbox(
+            about["stereo_pair"].label,
+            value=True,
+            key="render_pair",
+            help=about["stereo_pair"].help + stems_note,
+            disabled=as_stems,
+        )
+        and not as_stems
     )
-    compare = st.checkbox(
-        about["compare"].label, value=False, key="render_compare", help=about["compare"].help
+    compare = (
+        st.checkbox(
+            about["compare"].label,
+            value=False,
+            key="render_compare",
+            help=about["compare"].help + stems_note,
+            disabled=as_stems,
+        )
+        and not as_stems
     )
     loop_about = describe(RenderSettings, "loop")
     loop = st.checkbox(loop_about.label, value=False, key="render_loop", help=loop_about.help)
@@ -634,6 +711,8 @@ full = dataclasses.replace(
 if engine is not None:
     # From the time each stage took in this engine's previews: this machine, this model.
     planned = [full, TakeSetOptions().take_b(full)] if pair else [full]
+    if stems:
+        planned = [stem.settings_for(full) for stem in stems]
     estimate = engine.estimate_s(audio, planned)
     if estimate is not None and full.loop and full.start_s > 0:  # and its intro
         intro = [
@@ -650,7 +729,10 @@ if engine is not None:
 render_job = st.session_state.get("render_job")
 busy = render_job is not None and not render_job.finished
 if st.button(
-    "Render", type="primary", disabled=engine is None or busy, icon=":material/graphic_eq:"
+    "Render stems" if as_stems else "Render",
+    type="primary",
+    disabled=engine is None or busy or (as_stems and not stems),
+    icon=":material/graphic_eq:",
 ):
     options = TakeSetOptions(
         stereo_pair=pair,
@@ -660,9 +742,16 @@ if st.button(
         compare_at_s=min(float(fade_at), float(duration_s) * 0.99) if compare else None,
     )
 
-    def render_work(progress, cancel, engine=engine, full=full, options=options, song=song):
+    def render_work(
+        progress, cancel, engine=engine, full=full, options=options, song=song, stems=stems
+    ):
         # Each take is kept in the library the moment it exists: a later cancel, refresh or
         # crash cannot lose it.
+        if stems:
+            made = render_stems(
+                engine, song, full, stems, library=ui.library(), progress=progress, cancel=cancel
+            )
+            return {"stems": made.saved["mix"]}
         takes = render_take_set(
             engine, song, full, options, library=ui.library(), progress=progress, cancel=cancel
         )
@@ -689,6 +778,8 @@ if render_job is not None and render_job.finished:
             f"Rendered in {ui.format_seconds(render_job.elapsed_s())}. "
             "Every take is kept on the Takes page."
         )
+        if "stems" in render_job.result:
+            stem_mixer(render_job.result["stems"], song)
         fmt = (
             st.segmented_control(
                 "Download as", [".wav", ".flac", ".mp3"], default=".wav", key="download_format"

@@ -11,13 +11,13 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import math
-import re
 
 import streamlit as st
 
 from app import push, ui
 from app.abplayer import ab_player
 from app.figures import faithfulness_colour
+from app.mixer import stem_mixer
 from neurochip.bars import BarGrid
 from neurochip.comp import COMP_CROSSFADE_S, CompPart, comp_audio, comp_takes, take_bar_times
 from neurochip.errors import NeuroChipError
@@ -108,14 +108,6 @@ count_col, compare_col = st.columns([1, 2], vertical_alignment="center")
 count_col.caption(shown)
 if notice := st.session_state.pop("takes_notice", None):
     st.success(notice, icon=":material/check_circle:")
-
-# What makes inline markdown (and Streamlit's :colour[...] directives) of text.
-_MARKDOWN = re.compile(r"([\\`*_\[\]<>:~$|])")
-
-
-def plain(text: str) -> str:
-    """User text (names, notes) shown as typed, not as markdown."""
-    return _MARKDOWN.sub(r"\\\1", text)
 
 
 def choice(take) -> str:
@@ -281,7 +273,7 @@ def comp_lanes(takes_here) -> None:
         column.caption(str(numbers[segment]))
     for row, take in enumerate(lanes):
         cells = st.columns(widths, vertical_alignment="center")
-        cells[0].markdown(f":small[{plain(take.name)}]")
+        cells[0].markdown(f":small[{ui.plain(take.name)}]")
         scores = strip_by_bar(take) if unit == "bar" else {}
         for column, segment in zip(cells[1:], window, strict=True):
             score = scores.get(numbers[segment])
@@ -403,6 +395,8 @@ def big_view(take) -> None:
                         icon=":material/download:",
                     )
         faithfulness_strip(take)
+        if take.kind == "stem mix":
+            stem_mixer(take.id, ui.current_sketch())
         reroll_panel(take)
         with st.form(key=f"edit_{take.id}", border=False):
             name = st.text_input("Name", value=take.name, key=f"name_{take.id}")
@@ -683,8 +677,8 @@ with st.container(gap=None):
         note = " · :material/sticky_note_2:" if take.note else ""
         damaged = " · :orange[damaged]" if take.damaged else ""
         row[1].markdown(
-            f"**{plain(take.name)}**{damaged}{note}  \n"
-            f":small[:gray[{plain(take_label(take.metadata, faithfulness=False))}]]"
+            f"**{ui.plain(take.name)}**{damaged}{note}  \n"
+            f":small[:gray[{ui.plain(take_label(take.metadata, faithfulness=False))}]]"
         )
         row[2].markdown(badge(take.faithfulness))
         created = datetime.datetime.fromtimestamp(take.created).strftime("%Y-%m-%d %H:%M")
