@@ -11,6 +11,10 @@ it. Data flows sketch -> spectrogram -> latents -> spectrogram -> audio -> mix -
                             TakeSetOptions(stereo_pair=True))
     takes.write("cover.wav")
 
+    # A MIDI sketch's parts as stems, each with its own instrument, mixed, for a DAW:
+    stems = render_stems(engine, sketch, RenderSettings(prompt="live recording"))
+    write_stems_zip("stems.zip", sketch, stems, [StemMix()] * len(stems.stems))
+
 See docs/ARCHITECTURE.md for the map of the package.
 """
 
@@ -46,6 +50,15 @@ from neurochip.spectrogram import (  # noqa: E402
     mel_amplitudes,
     spectrogram_image,
 )
+from neurochip.stems import (  # noqa: E402
+    Stem,
+    StemMix,
+    StemTakes,
+    default_stems,
+    mix_stems,
+    render_stems,
+    write_stems_zip,
+)
 from neurochip.takeset import TakeSet, pair_takes, render_take_set  # noqa: E402
 
 __all__ = [
@@ -64,6 +77,9 @@ __all__ = [
     "RenderSettings",
     "Sketch",
     "SpectrogramParams",
+    "Stem",
+    "StemMix",
+    "StemTakes",
     "Take",
     "TakeLibrary",
     "TakeSet",
@@ -71,12 +87,15 @@ __all__ = [
     "TooLongError",
     "amplitudes_from_image",
     "crossfade_compare",
+    "default_stems",
     "device_lock",
     "image_from_amplitudes",
     "load_audio",
     "load_sketch",
     "mel_amplitudes",
+    "mix_stems",
     "pair_takes",
+    "render_stems",
     "render_take_set",
     "roundtrip",
     "save_audio",
@@ -84,4 +103,5 @@ __all__ = [
     "spectrogram_image",
     "stereo_pair",
     "waveform_from_amplitudes",
+    "write_stems_zip",
 ]
