@@ -28,6 +28,12 @@ def _check_aligned(*takes: Audio) -> None:
         )
 
 
+def check_width(width: float) -> None:
+    """A stereo pair's width is 0 (both in the middle) to 1 (hard left and right)."""
+    if not 0.0 <= width <= 1.0:  # NaN fails too
+        raise NeuroChipError(f"Stereo width must be between 0 and 1, not {width}.")
+
+
 def stereo_pair(take_a: Audio, take_b: Audio, width: float = 1.0) -> Audio:
     """Pan two takes apart: A to the left, B to the right.
 
@@ -36,8 +42,7 @@ def stereo_pair(take_a: Audio, take_b: Audio, width: float = 1.0) -> Audio:
     louder or quieter than the other, whatever the width. When the pair would clip, the
     limiter scales the whole mix down, so left + right is then A + B times that one gain.
     """
-    if not 0.0 <= width <= 1.0:
-        raise NeuroChipError(f"Stereo width must be between 0 and 1, not {width}.")
+    check_width(width)
     _check_aligned(take_a, take_b)
     a, b = _mono(take_a), _mono(take_b)
     near, far = (1 + width) / 2, (1 - width) / 2

@@ -37,7 +37,7 @@ import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
+from typing import Any, BinaryIO, Literal, NamedTuple
 
 import mido
 import numpy as np
@@ -50,10 +50,16 @@ from neurochip.io.audio import Audio, limit_peak
 from neurochip.io.write import atomic_write, save_audio
 from neurochip.library.metadata import take_metadata
 from neurochip.library.store import TakeLibrary
-from neurochip.settings import RenderSettings, Setting
+from neurochip.mix import check_width, stereo_pair
+from neurochip.settings import RenderSettings, Setting, TakeSetOptions
 from neurochip.sketch import Sketch
 from neurochip.synth import DRUMS, TrackInfo
-from neurochip.takeset import measure_take, song_provenance, take_thumbnail
+from neurochip.takeset import (
+    combined_faithfulness,
+    measure_take,
+    song_provenance,
+    take_thumbnail,
+)
 
 log = logging.getLogger(__name__)
 
@@ -330,7 +336,9 @@ class StemTakes:
         audios: One per stem, in the map's order: mono, the span's length.
         start_s: Where the span starts in the song.
         metadata: One per stem: what its file carries (kind ``"stem"``, its settings).
-        renders: The engine's renders, pictures and all (only just after a render).
+        renders: The engine's renders, pictures and all (only just after a render; take A's
+            where the stems are pairs).
+        pair_width: Each stem is a stereo pair of two takes this wide; ``None``: mono stems.
         saved: Stem name -> take id, and ``"mix"`` -> the mix's, for files kept there.
     """
 
@@ -342,6 +350,7 @@ class StemTakes:
     metadata: list[dict[str, Any]]
     renders: list[Render] = field(default_factory=list)
     saved: dict[str, str] = field(default_factory=dict)
+    pair_width: float | None = None
 
     @property
     def stem_settings(self) -> list[RenderSettings]:
@@ -389,6 +398,7 @@ class StemTakes:
             metadata,
             saved={**{s.name: str(e["take"]) for s, e in zip(stems, entries, strict=True)},
                    "mix": take.id},
+            pair_width=metadata[0].get("width") if metadata else None,
         )  # fmt: skip
         return result, mixes
 
@@ -412,6 +422,7 @@ class StemTakes:
                 stems=stems,
                 render=self.settings.to_dict(),
                 start_s=self.start_s,
+                **({"width": self.pair_width} if self.pair_width is not None else {}),
             ),
             **({"from_takes": kept} if kept else {}),
         }
@@ -427,6 +438,7 @@ def render_stems(
     library: TakeLibrary | None = None,
     progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
+    pair_width: float | None = None,
 ) -> StemTakes:
     """Render a sketch's span as stems, all in one denoising loop, and their mix.
 
@@ -439,6 +451,9 @@ def render_stems(
         mixes: The mixer, one per stem (default: every stem at 0 dB, centred).
         library: Keep each stem (kind ``"stem"``) and the mix (``"stem mix"``) here.
         progress: ``progress(fraction, stage)``; ``cancel``: set it to stop.
+        pair_width: Make each stem a stereo pair of two takes (the seed, and the next),
+            panned apart this wide (0-1, :func:`~neurochip.mix.stereo_pair`); ``None``: mono
+            stems, which the mixer pans.
 
     Raises:
         NeuroChipError: For an empty map, a part the sketch lacks, or a bad setting.
@@ -461,20 +476,31 @@ def render_stems(
         cancel,
     )
     takes = [stem.settings_for(settings) for stem in stems]
+    if pair_width is not None:  # take B of each stem, in the same loop
+        check_width(pair_width)
+        sources, takes = sources * 2, takes + [TakeSetOptions().take_b(t) for t in takes]
     renders = engine.render_many(
         sources,
         takes,
         lambda f, stage: report(SYNTH_SHARE + (1 - SYNTH_SHARE) * f, stage),
         cancel,
     )
+    renders, b_renders = renders[: len(stems)], renders[len(stems) :]
+    audios = [render.audio for render in renders]
+    if pair_width is not None:
+        audios = [
+            stereo_pair(a.audio, b.audio, pair_width)
+            for a, b in zip(renders, b_renders, strict=True)
+        ]
     result = StemTakes(
         sketch.name,
         settings,
         stems,
-        [render.audio for render in renders],
+        audios,
         renders[0].start_s,
-        _stem_metadata(sketch, stems, renders),
+        _stem_metadata(sketch, stems, renders, b_renders, pair_width),
         renders=renders,
+        pair_width=pair_width,
     )
     if library is not None:
         keep_stems(library, result, mixes)
@@ -543,20 +569,37 @@ def keep_mix(
     return take.id
 
 
-def _stem_metadata(sketch: Sketch, stems: Sequence[Stem], renders: Sequence[Render]):
+def _stem_metadata(
+    sketch: Sketch,
+    stems: Sequence[Stem],
+    renders: Sequence[Render],
+    b_renders: Sequence[Render],
+    pair_width: float | None,
+) -> list[dict[str, Any]]:
+    """Each stem's metadata: its settings (take B's too, as ``"<name> B"``, for a pair)."""
     provenance = song_provenance(sketch)
     bars = sketch_bar_times(sketch)
-    return [
-        take_metadata(
-            "stem",
-            {stem.name: render.settings},
-            sketch.name,
-            {**render.info, **provenance},
-            stem=stem.to_dict(),
-            faithfulness=measure_take(render, bars),
+    made = []
+    for i, (stem, render) in enumerate(zip(stems, renders, strict=True)):
+        takes = {stem.name: render.settings}
+        measured = {stem.name: measure_take(render, bars)}
+        paired: dict[str, Any] = {}
+        if pair_width is not None:
+            takes[f"{stem.name} B"] = b_renders[i].settings
+            measured[f"{stem.name} B"] = measure_take(b_renders[i], bars)
+            paired = {"width": pair_width}
+        made.append(
+            take_metadata(
+                "stem",
+                takes,
+                sketch.name,
+                {**render.info, **provenance},
+                stem=stem.to_dict(),
+                faithfulness=combined_faithfulness(measured),
+                **paired,
+            )
         )
-        for stem, render in zip(stems, renders, strict=True)
-    ]
+    return made
 
 
 # --- mix ------------------------------------------------------------------------------------
@@ -618,11 +661,14 @@ def write_stems_zip(
     *,
     bit_depth: Literal["16", "24", "float"] = "24",
 ) -> list[str]:
-    """A ZIP for a DAW: ``stems/NN name.wav`` (mono, sample-aligned, all from the song's
-    start: a span rendered later in the song is preceded by silence), ``mix.wav`` (the mixer's
-    stereo mix, aligned the same), ``tempo.mid`` (the sketch's tempo map: import it and the
-    stems' bars line up with the project's from bar 1), ``stems.json`` (everything that made
-    the stems: :func:`stems_from_json` renders them again) and ``README.txt``.
+    """A ZIP for a DAW.
+
+    * ``stems/NN name.wav``: each stem (mono, or a stereo pair), all from the song's start
+      and of one length (a span rendered later in the song is preceded by silence);
+    * ``mix.wav``: the mixer's stereo mix, placed the same;
+    * ``tempo.mid``: the sketch's tempo map: import it and the bars line up from bar 1;
+    * ``stems.json``: everything that made the stems (:func:`stems_from_json`);
+    * ``README.txt``: the above, for whoever opens the folder.
 
     Returns:
         The names in the ZIP.
@@ -658,6 +704,7 @@ def write_stems_zip(
         "sample_rate": rate,
         "frames": total,
         "span": {"start_s": result.start_s, "frames": first.frames},
+        "pair_width": result.pair_width,
         "bars_s": sketch_bar_times(sketch),
         "stems": entries,
         "model": result.metadata[0].get("model"),
@@ -742,23 +789,33 @@ def read_stems_json(data: bytes | str) -> dict[str, Any]:
     return description
 
 
-def stems_from_json(
-    description: Mapping[str, Any],
-) -> tuple[RenderSettings, list[Stem], list[StemMix]]:
-    """The render settings, instrument map and mixer an export's ``stems.json`` holds:
-    :func:`render_stems` with them (on the same sketch, model and device) makes its stems."""
+class StemRecipe(NamedTuple):
+    """What an export's ``stems.json`` says made its stems: :func:`render_stems` with these
+    (on the same sketch, model and device) makes them again."""
+
+    settings: RenderSettings
+    stems: list[Stem]
+    mixes: list[StemMix]
+    pair_width: float | None
+
+
+def stems_from_json(description: Mapping[str, Any]) -> StemRecipe:
+    """The render settings, instrument map, mixer and pairing an export's ``stems.json``
+    holds."""
     settings = RenderSettings.from_dict(description["settings"])
     entries = description.get("stems") or []
     known = {f.name for f in dataclasses.fields(Stem)}
     stems = [Stem.from_dict({k: v for k, v in e.items() if k in known}) for e in entries]
     mixes = [StemMix.from_dict(e.get("mix") or {}) for e in entries]
-    return settings, stems, mixes
+    width = description.get("pair_width")
+    return StemRecipe(settings, stems, mixes, float(width) if width is not None else None)
 
 
 __all__ = [
     "STEMS_FORMAT",
     "Stem",
     "StemMix",
+    "StemRecipe",
     "StemTakes",
     "apply_overrides",
     "check_stems",

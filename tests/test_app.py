@@ -1199,7 +1199,8 @@ def test_stems_render_from_the_instrument_map_and_mix_on_the_mixer(app_env):
     fast(at)
     at.toggle(key="render_stems_on").set_value(True).run()
     assert not at.exception and not at.error
-    assert at.checkbox(key="render_pair").disabled  # the mixer pans stems instead
+    assert at.checkbox(key="render_compare").disabled  # a comparison is of one take
+    at.checkbox(key="render_pair").uncheck().run()  # mono stems: the mixer pans them
     job = press_and_wait(at, "Render stems")
     library = ui.library()
     result, mixes = StemTakes.from_library(library, job.result["stems"])

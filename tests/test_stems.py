@@ -234,9 +234,9 @@ def test_the_zip_holds_what_it_claims_and_its_settings_make_the_same_stems(
     # The mix in the ZIP is the mixer's mix of the stems in it.
     np.testing.assert_allclose(heard["mix.wav"], result.mix(mixes).samples, atol=2e-4)
     # stems.json renders the same stems again.
-    again_settings, again_stems, again_mixes = stems_from_json(description)
-    assert (again_stems, again_mixes) == (stems, mixes)
-    again = render_stems(engine, sketch, again_settings, again_stems)
+    recipe = stems_from_json(description)
+    assert (recipe.stems, recipe.mixes, recipe.pair_width) == (stems, mixes, None)
+    again = render_stems(engine, sketch, recipe.settings, recipe.stems)
     for name, render in zip(stem_files, again.renders, strict=True):
         np.testing.assert_allclose(heard[name], render.audio.samples, atol=2e-4)
 
@@ -320,12 +320,13 @@ def test_the_command_line_renders_stems_with_overrides_sections_and_a_zip(
     argv = ["render", str(song), "-o", str(out), "--prompt", "live", "--model", str(tiny_model_dir)]
     fast = ["--steps", "4", "--iterations", "0", "--no-library", "--stems-zip", str(package)]
     timeline = ["--section", "0=soft", "--section", "bar 2=loud:0.5"]
-    code = main([*argv, *fast, "--stem", "Bass=slap bass:0.25", *timeline])
+    code = main([*argv, *fast, "--stem", "Bass=slap bass:0.25", *timeline, "--stereo-pair"])
     assert code == 0, capsys.readouterr().err
     said = capsys.readouterr().out
     for name in ("Lead", "Harmony", "Bass", "Drums"):
         stem_file = tmp_path / f"mix-{name}.wav"
         assert sf.info(stem_file).frames == sf.info(out).frames
+        assert sf.info(stem_file).channels == 2  # each stem a stereo pair
         assert f"stem {name}" in said
     bass = read_take_metadata(tmp_path / "mix-Bass.wav")
     assert bass["kind"] == "stem" and bass["takes"]["Bass"]["denoise"] == 0.25
@@ -341,3 +342,26 @@ def test_the_command_line_renders_stems_with_overrides_sections_and_a_zip(
     code = main(["render", str(wav), "-o", str(tmp_path / "x.wav"), "--prompt", "x",
                  "--stem", "2=bass", "--model", "/no/such/model"])  # fmt: skip
     assert code != 0 and "no stem or part '2'" in capsys.readouterr().err
+
+
+def test_stems_as_stereo_pairs_render_both_takes_in_the_same_calls(engine, tiny_model, sketch):
+    from neurochip.mix import stereo_pair
+
+    settings = dataclasses.replace(FAST, batch_size=64, duration_s=3.0)
+    stems = default_stems(sketch)[:2]
+    sizes = count_unet_calls(tiny_model)
+    paired = render_stems(engine, sketch, settings, stems, pair_width=0.6)
+    assert len(sizes) == settings.denoise_steps  # four takes, as many calls as one
+    sources = sketch.parts_audio([s.parts for s in stems])
+    for stem, audio, meta, source in zip(
+        stems, paired.audios, paired.metadata, sources, strict=True
+    ):
+        a = engine.render(source, stem.settings_for(settings)).audio
+        b_settings = stem.settings_for(dataclasses.replace(settings, seed=settings.seed + 1))
+        b = engine.render(source, b_settings).audio
+        np.testing.assert_allclose(audio.samples, stereo_pair(a, b, 0.6).samples, atol=1e-4)
+        assert meta["width"] == 0.6 and meta["takes"][f"{stem.name} B"]["seed"] == b_settings.seed
+    # A stereo stem keeps its image on the mixer: pan turns one side down.
+    assert stem_gains(paired.audios[0], StemMix(pan=0.5), True) == (0.5, 1.0)
+    with pytest.raises(NeuroChipError, match="width"):
+        render_stems(engine, sketch, settings, stems, pair_width=1.5)

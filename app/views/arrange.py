@@ -671,23 +671,19 @@ ui.save_session()  # the span survives a refresh too
 about = {name: describe(TakeSetOptions, name) for name in ("stereo_pair", "compare")}
 with r3:
     as_stems = song.midi is not None and st.session_state.get("render_stems_on", False)
-    stems_note = " (Stems: pan them on the mixer instead.)" if as_stems else ""
-    pair = (
-        st.checkbox(
-            about["stereo_pair"].label,
-            value=True,
-            key="render_pair",
-            help=about["stereo_pair"].help + stems_note,
-            disabled=as_stems,
-        )
-        and not as_stems
+    pair = st.checkbox(
+        about["stereo_pair"].label,
+        value=True,
+        key="render_pair",
+        help=about["stereo_pair"].help
+        + (" With stems: each stem is a stereo pair of its own." if as_stems else ""),
     )
     compare = (
         st.checkbox(
             about["compare"].label,
             value=False,
             key="render_compare",
-            help=about["compare"].help + stems_note,
+            help=about["compare"].help + (" (Not with stems.)" if as_stems else ""),
             disabled=as_stems,
         )
         and not as_stems
@@ -713,6 +709,7 @@ if engine is not None:
     planned = [full, TakeSetOptions().take_b(full)] if pair else [full]
     if stems:
         planned = [stem.settings_for(full) for stem in stems]
+        planned += [TakeSetOptions().take_b(take) for take in planned] if pair else []
     estimate = engine.estimate_s(audio, planned)
     if estimate is not None and full.loop and full.start_s > 0:  # and its intro
         intro = [
@@ -749,7 +746,14 @@ if st.button(
         # crash cannot lose it.
         if stems:
             made = render_stems(
-                engine, song, full, stems, library=ui.library(), progress=progress, cancel=cancel
+                engine,
+                song,
+                full,
+                stems,
+                library=ui.library(),
+                progress=progress,
+                cancel=cancel,
+                pair_width=options.width if options.stereo_pair else None,
             )
             return {"stems": made.saved["mix"]}
         takes = render_take_set(

@@ -174,10 +174,9 @@ def run(args: argparse.Namespace) -> None:
             f"{args.output.suffix or 'no extension'}."
         )
     wants_stems = bool(args.stems or args.stem_overrides or args.stems_zip)
-    if wants_stems and (options.stereo_pair or options.compare):
+    if wants_stems and options.compare:
         raise NeuroChipError(
-            "--stems writes the stems and their mix: leave out --stereo-pair and "
-            "--crossfade-compare (pan stems apart in the mix instead)."
+            "--stems writes the stems and their mix: leave out --crossfade-compare."
         )
     made = roles(options, settings)
     if not wants_stems:
@@ -207,6 +206,7 @@ def run(args: argparse.Namespace) -> None:
         planned = [settings, options.take_b(settings)] if options.stereo_pair else [settings]
         if stems is not None:
             planned = [stem.settings_for(settings) for stem in stems]
+            planned += [options.take_b(s) for s in planned] if options.stereo_pair else []
         estimate = engine.estimate_s(sketch.audio, planned)
         if estimate is not None:
             print(
@@ -216,7 +216,8 @@ def run(args: argparse.Namespace) -> None:
             )
 
     if stems is not None:
-        write_stems(args, engine, sketch, settings, stems, library)
+        pair_width = options.width if options.stereo_pair else None
+        write_stems(args, engine, sketch, settings, stems, library, pair_width)
         return
     with progress_bar("render") as update:
         takes = render_take_set(engine, sketch, settings, options, library=library, progress=update)
@@ -240,14 +241,21 @@ def stem_paths(output: Path, stems) -> dict[str, Path]:
     }
 
 
-def write_stems(args, engine, sketch, settings, stems, library) -> None:
+def write_stems(args, engine, sketch, settings, stems, library, pair_width) -> None:
     from neurochip.library.metadata import save_take
     from neurochip.stems import StemMix, render_stems, write_stems_zip
 
     mixes = [StemMix()] * len(stems)
     with progress_bar("stems") as update:
         result = render_stems(
-            engine, sketch, settings, stems, mixes, library=library, progress=update
+            engine,
+            sketch,
+            settings,
+            stems,
+            mixes,
+            library=library,
+            progress=update,
+            pair_width=pair_width,
         )
     mix = save_take(args.output, result.mix(mixes), result.mix_metadata(mixes), args.bit_depth)
     print(f"Wrote {mix} (mix of the stems)")
