@@ -167,7 +167,7 @@ KEPT_VIEW = (
     "render_span",  # [song key, start, duration]: brought back through pending_span
     "bar_grid",  # {"key": song key, bpm, downbeat_s, beats_per_bar}: an audio song's bars
     "sections_rows",  # the prompt timeline's table, as typed
-    "stems_rows",  # {"key": song key, "rows": the instrument map as typed}
+    "stems_rows",  # song key -> the instrument map as typed (the last KEPT_STEM_MAPS songs)
     "render_stems_on",
 )
 
@@ -281,12 +281,26 @@ def stem_rows(song: Sketch) -> list[dict]:
     """The instrument map's rows for this song: as last edited (kept with the song), else a
     stem per part with its default instrument."""
     kept = st.session_state.get("stems_rows")
-    if isinstance(kept, dict) and kept.get("key") == song.key and kept.get("rows"):
-        return list(kept["rows"])
+    rows = kept.get(song.key) if isinstance(kept, dict) else None
+    if isinstance(rows, list) and rows:
+        return list(rows)
     return [
         {"name": s.name, "parts": "+".join(s.parts), "prompt": s.prompt}
         for s in default_stems(song)
     ]
+
+
+#: How many songs' instrument maps are kept (the most recently edited).
+KEPT_STEM_MAPS = 20
+
+
+def keep_stem_rows(song: Sketch, rows: list[dict]) -> None:
+    """Keep this song's instrument map as typed (with the session: a refresh, or coming back
+    to the song later, finds it)."""
+    kept = st.session_state.get("stems_rows")
+    maps = {k: v for k, v in kept.items() if k != song.key} if isinstance(kept, dict) else {}
+    maps[song.key] = rows
+    st.session_state["stems_rows"] = dict(list(maps.items())[-KEPT_STEM_MAPS:])
 
 
 def stems_from_rows(rows: list[dict], song: Sketch) -> list[Stem]:

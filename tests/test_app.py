@@ -1187,8 +1187,8 @@ def test_stems_render_from_the_instrument_map_and_mix_on_the_mixer(app_env):
     # As a composer left the map (kept with the song): the bass and drums changed, the
     # lead and harmony grouped into one stem.
     at.session_state["stems_rows"] = {
-        "key": song.key,
-        "rows": [
+        "another song": [{"name": "Keys", "parts": "2", "prompt": "organ"}],
+        song.key: [
             {"name": "Band", "parts": f"{lead}+{harmony}", "prompt": "a horn section"},
             {"name": "Bass", "parts": bass, "prompt": "slap bass", "denoise": 0.25},
             {"name": "Drums", "parts": drums, "prompt": "live drum kit"},
@@ -1225,7 +1225,9 @@ def test_stems_render_from_the_instrument_map_and_mix_on_the_mixer(app_env):
     # A refresh keeps the map; Takes shows the mixer of a kept mix.
     again = AppTest.from_file("../app/main.py", default_timeout=TIMEOUT)
     again.run()
-    assert again.session_state["stems_rows"]["rows"][1]["prompt"] == "slap bass"
+    kept_maps = again.session_state["stems_rows"]
+    assert kept_maps[song.key][1]["prompt"] == "slap bass"
+    assert kept_maps["another song"][0]["prompt"] == "organ"  # each song keeps its own map
     again.switch_page("views/takes.py").run()
     assert not again.exception
 

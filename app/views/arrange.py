@@ -316,7 +316,8 @@ with st.expander("Stems: an instrument per part", icon=":material/tune:", key="s
             for row in stems_table.to_dict("records")
             if any(ui.cell_text(row.get(k)) for k in ("name", "parts", "prompt"))
         ]
-        st.session_state["stems_rows"] = {"key": song.key, "rows": rows}
+        if rows != ui.stem_rows(song):
+            ui.keep_stem_rows(song, rows)
         try:
             stems = ui.stems_from_rows(rows, song)
         except NeuroChipError as err:
