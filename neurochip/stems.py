@@ -48,7 +48,7 @@ from neurochip.errors import NeuroChipError
 from neurochip.faithfulness import sketch_bar_times
 from neurochip.io.audio import Audio, limit_peak
 from neurochip.io.write import atomic_write, save_audio
-from neurochip.library.metadata import take_metadata
+from neurochip.library.metadata import faithfulness_score, take_metadata
 from neurochip.library.store import TakeLibrary
 from neurochip.mix import check_width, stereo_pair
 from neurochip.settings import RenderSettings, Setting, TakeSetOptions
@@ -131,9 +131,21 @@ class Stem:
 
     def settings_for(self, settings: RenderSettings) -> RenderSettings:
         """The render's settings with this stem's instrument: its prompt leads, the song's
-        prompt (the room, the style) follows; a prompt timeline's sections keep theirs."""
-        prompt = self.prompt if not settings.prompt else f"{self.prompt}, {settings.prompt}"
-        changes: dict[str, Any] = {"prompt": prompt}
+        prompt (the room, the style) follows, in every section of a prompt timeline too (the
+        bass stays a bass when the band changes). The stem's own denoise and guidance hold
+        through the sections; where it has none, each section's hold."""
+        changes: dict[str, Any] = {
+            "prompt": self.with_instrument(settings.prompt),
+            "sections": tuple(
+                dataclasses.replace(
+                    section,
+                    prompt=self.with_instrument(section.prompt),
+                    denoise=None if self.denoise is not None else section.denoise,
+                    guidance=None if self.guidance is not None else section.guidance,
+                )
+                for section in settings.sections
+            ),
+        }
         if self.negative_prompt is not None:
             changes["negative_prompt"] = self.negative_prompt
         if self.denoise is not None:
@@ -141,6 +153,9 @@ class Stem:
         if self.guidance is not None:
             changes["guidance"] = float(self.guidance)
         return dataclasses.replace(settings, **changes)
+
+    def with_instrument(self, prompt: str) -> str:
+        return self.prompt if not prompt else f"{self.prompt}, {prompt}"
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -413,6 +428,15 @@ class StemTakes:
         ]
         extra = {k: v for k, v in first.items() if k not in _OWN_FIELDS}
         kept = [self.saved[s.name] for s in self.stems if s.name in self.saved]
+        heard = [
+            meta.get("faithfulness")
+            for meta, on in zip(self.metadata, heard_stems(mixes), strict=True)
+            if on
+        ]
+        scores = [faithfulness_score({"faithfulness": f}) for f in heard]
+        known = [score for score in scores if score is not None]
+        if known:  # what the stems heard in the mix kept of their parts, on average
+            extra["faithfulness"] = {"score": round(sum(known) / len(known), 4)}
         return {
             **take_metadata(
                 "stem mix",
@@ -479,10 +503,11 @@ def render_stems(
     if pair_width is not None:  # take B of each stem, in the same loop
         check_width(pair_width)
         sources, takes = sources * 2, takes + [TakeSetOptions().take_b(t) for t in takes]
+    what = f"{len(stems)} stems" + (" as stereo pairs" if pair_width is not None else "")
     renders = engine.render_many(
         sources,
         takes,
-        lambda f, stage: report(SYNTH_SHARE + (1 - SYNTH_SHARE) * f, stage),
+        lambda f, stage: report(SYNTH_SHARE + (1 - SYNTH_SHARE) * f, f"{what}: {stage}"),
         cancel,
     )
     renders, b_renders = renders[: len(stems)], renders[len(stems) :]
@@ -524,6 +549,7 @@ def check_stems(sketch: Sketch, stems: Sequence[Stem]) -> None:
             )
         return
     keys = {t.key for t in sketch.tracks}
+    played_by: dict[str, str] = {}
     for stem in stems:
         missing = [p for p in stem.parts if p not in keys]
         if missing:
@@ -532,6 +558,25 @@ def check_stems(sketch: Sketch, stems: Sequence[Stem]) -> None:
                 f"The stem {stem.name} plays part {missing[0]!r}, which {sketch.name} does not "
                 f"have. Its parts are: {listing}."
             )
+        for part in stem.parts or tuple(keys):
+            if part in played_by:
+                raise NeuroChipError(
+                    f"Part {part} is in two stems ({played_by[part]} and {stem.name}): it would "
+                    "play twice in the mix. Give each part to one stem."
+                )
+            played_by[part] = stem.name
+
+
+def stems_warnings(sketch: Sketch, stems: Sequence[Stem]) -> list[str]:
+    """What a composer should know of a map that is fine to render: parts left out."""
+    if sketch.midi is None or any(not stem.parts for stem in stems):
+        return []
+    played = {part for stem in stems for part in stem.parts}
+    left = [t for t in sketch.tracks if t.notes and t.key not in played]
+    if not left:
+        return []
+    names = ", ".join(f"{t.key} ({t.name.split(':')[0]})" for t in left)
+    return [f"Not in any stem, so not in the stems or their mix: part {names}."]
 
 
 def stem_sources(
@@ -762,13 +807,23 @@ def tempo_map_midi(sketch: Sketch) -> bytes:
 
 
 def _readme(sketch: Sketch, result: StemTakes, length_s: float) -> str:
+    kind = "stereo pairs (two takes panned apart)" if result.pair_width is not None else "mono"
+    tempo = (
+        "tempo.mid is the sketch's own MIDI file: its tempo map (and its notes, should you want "
+        "them); it ends at its last event, a little before the WAVs' release tails."
+        if sketch.midi is not None
+        else "tempo.mid holds the tempo and metre NeuroChip found (or you set) for the song."
+    )
     lines = [
         f"Stems of {sketch.name}, rendered by NeuroChip {__version__}.",
         "",
         f"Every WAV is {length_s:.3f} s long and starts at the song's start (0:00): drop them",
         "all at the start of a project and they line up, sample for sample.",
-        "tempo.mid holds the song's tempo map: import it first and the bars match.",
-        "mix.wav is the mix as the NeuroChip mixer had it; stems.json how each stem was made.",
+        f"The stems are {kind} and pre-fader: gain, pan, mute and solo from the NeuroChip",
+        "mixer are in mix.wav and stems.json only, for you to set again in the DAW.",
+        tempo,
+        "Import tempo.mid first and the bars of the project match the stems'.",
+        "stems.json says how each stem was made (prompt, denoise, guidance, seed, mixer).",
         "",
         "Stems:",
     ]
@@ -828,6 +883,7 @@ __all__ = [
     "read_stems_json",
     "render_stems",
     "stem_gains",
+    "stems_warnings",
     "stem_sources",
     "stems_from_json",
     "write_stems_zip",

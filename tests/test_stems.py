@@ -14,6 +14,7 @@ import soundfile as sf
 
 from neurochip.errors import NeuroChipError
 from neurochip.io.audio import Audio
+from neurochip.library.names import take_label
 from neurochip.library.store import TakeLibrary
 from neurochip.settings import RenderSettings
 from neurochip.sketch import load_sketch
@@ -365,3 +366,58 @@ def test_stems_as_stereo_pairs_render_both_takes_in_the_same_calls(engine, tiny_
     assert stem_gains(paired.audios[0], StemMix(pan=0.5), True) == (0.5, 1.0)
     with pytest.raises(NeuroChipError, match="width"):
         render_stems(engine, sketch, settings, stems, pair_width=1.5)
+
+
+def test_a_stem_keeps_its_instrument_through_a_prompt_timeline():
+    from neurochip.settings import Section
+
+    timeline = dataclasses.replace(
+        FAST,
+        sections=(
+            Section(0.0, "soft strings"),
+            Section(4.0, "full funk band", denoise=0.6, guidance=9.0),
+        ),
+    )
+    bass = Stem("Bass", ("4",), "slap bass", denoise=0.2).settings_for(timeline)
+    assert [s.prompt for s in bass.sections] == [
+        "slap bass, soft strings",
+        "slap bass, full funk band",
+    ]
+    assert bass.sections[1].denoise is None and bass.sections[1].guidance == 9.0  # its own 0.2
+    drums = Stem("Drums", ("5",), "live drum kit").settings_for(timeline)
+    assert drums.sections[1].denoise == 0.6  # no denoise of its own: the section's
+
+
+def test_a_part_in_two_stems_is_refused_and_a_part_in_none_is_said(sketch):
+    from neurochip.stems import check_stems, stems_warnings
+
+    lead, harmony, bass, drums = (t.key for t in sketch.tracks)
+    twice = [Stem("Band", (lead, harmony), "horns"), Stem("Harmony", (harmony,), "strings")]
+    with pytest.raises(NeuroChipError, match=f"Part {harmony} is in two stems"):
+        check_stems(sketch, twice)
+    left_out = [Stem("Band", (lead, harmony), "horns"), Stem("Bass", (bass,), "bass")]
+    check_stems(sketch, left_out)
+    [warning] = stems_warnings(sketch, left_out)
+    assert f"part {drums} (Drums)" in warning
+    assert stems_warnings(sketch, default_stems(sketch)) == []
+
+
+def test_stems_and_their_mixes_are_named_by_instrument_and_faders(engine, sketch, tmp_path):
+    from neurochip.stems import StemTakes, keep_mix
+
+    library = TakeLibrary(tmp_path / "takes")
+    settings = dataclasses.replace(FAST, duration_s=2.0)
+    made = render_stems(engine, sketch, settings, library=library)
+    bass = library.get(made.saved["Bass"])
+    assert bass.name == "four-parts — stem Bass: electric bass guitar (seed 42)"
+    kept, mixes = StemTakes.from_library(library, made.saved["mix"])
+    changed = [dataclasses.replace(mixes[0], mute=True), mixes[1], mixes[2], StemMix(gain_db=-3)]
+    second = library.get(keep_mix(library, kept, changed))
+    assert second.name == "four-parts — stem mix (mute Lead · Drums -3 dB) (seed 42)"
+    assert "4 stems: mute Lead · Drums -3 dB" in take_label(second.metadata)
+    # Its notes kept: the mean of the stems heard in it (the muted lead is not).
+    scores = [
+        library.get(made.saved[n]).metadata["faithfulness"]["score"]
+        for n in ("Harmony", "Bass", "Drums")
+    ]
+    assert second.metadata["faithfulness"]["score"] == pytest.approx(np.mean(scores), abs=1e-4)

@@ -120,9 +120,15 @@ def default_take_name(metadata: Mapping[str, Any]) -> str:
             prompts.append(prompt)
     what = " / ".join(prompts) or "no settings"
     kind = str(metadata.get("kind") or "take")
-    if kind != "take":
+    stem = metadata.get("stem")
+    if kind == "stem" and isinstance(stem, Mapping):
+        # A stem's prompt is its instrument and then the song's: the instrument tells it apart.
+        what = f"stem {stem.get('name', '?')}: {_shorten(str(stem.get('prompt', '')), 40)}"
+    elif kind == "stem mix":
+        what = f"stem mix ({stem_mix_text(metadata)})"
+    elif kind != "take":
         what = f"{kind}: {what}"
-    seeds = [str(s["seed"]) for s in settings if "seed" in s]
+    seeds = list(dict.fromkeys(str(s["seed"]) for s in settings if "seed" in s))
     if seeds:
         what += f" (seed{'s' if len(seeds) > 1 else ''} {', '.join(seeds)})"
     return clean_name(f"{song} — {what}")
@@ -156,7 +162,12 @@ def take_label(metadata: Mapping[str, Any], faithfulness: bool = True) -> str:
         else {}
     )
     settings = [held[k] for k in sorted(held)]  # "A" before "B"
-    if len(settings) <= 1:
+    if metadata.get("kind") == "stem mix":
+        # Its stems share seed and steps; what tells mixes apart is their faders.
+        first = settings[0] if settings else {}
+        parts = [p for p in _settings_parts(first) if not p.startswith(("denoise", "guidance"))]
+        text = " · ".join([*parts, f"{len(held)} stems: {stem_mix_text(metadata)}"])
+    elif len(settings) <= 1:
         text = " · ".join(_settings_parts(settings[0] if settings else {}))
     elif all(_without_seed(s) == _without_seed(settings[0]) for s in settings):
         seeds = ", ".join(_number(s["seed"]) for s in settings if "seed" in s)
@@ -174,6 +185,25 @@ def take_label(metadata: Mapping[str, Any], faithfulness: bool = True) -> str:
     if score is not None:
         text += f" · faithfulness {faithfulness_text(score)}"
     return text
+
+
+def stem_mix_text(metadata: Mapping[str, Any]) -> str:
+    """What a mix of stems made of them: "Lead, Bass, Drums" at 0 dB, or the faders that
+    differ, "solo Bass · mute Lead · Drums -3 dB"."""
+    entries = [e for e in metadata.get("stems") or [] if isinstance(e, Mapping)]
+    said = []
+    for entry in entries:
+        name, mix = str(entry.get("name", "?")), entry.get("mix") or {}
+        if mix.get("solo"):
+            said.append(f"solo {name}")
+        if mix.get("mute"):
+            said.append(f"mute {name}")
+        gain, pan = mix.get("gain_db", 0.0), mix.get("pan", 0.0)
+        if isinstance(gain, (int, float)) and gain:
+            said.append(f"{name} {gain:+g} dB")
+        if isinstance(pan, (int, float)) and pan:
+            said.append(f"{name} {'L' if pan < 0 else 'R'} {abs(pan):g}")
+    return " · ".join(said) or ", ".join(str(e.get("name", "?")) for e in entries)
 
 
 def reroll_text(metadata: Mapping[str, Any]) -> str:
