@@ -18,7 +18,7 @@ from app.abplayer import ab_player
 from neurochip.errors import NeuroChipError
 from neurochip.settings import describe
 from neurochip.sketch import Sketch, load_sketch
-from neurochip.stems import StemMix, StemTakes, keep_mix, write_stems_zip
+from neurochip.stems import StemMix, StemTakes, heard_stems, keep_mix, write_stems_zip
 
 
 def _about(name: str):
@@ -42,11 +42,25 @@ def stem_mixer(mix_id: str, song: Sketch | None = None) -> None:
     if song is not None and song.key != result.metadata[0].get("sketch_key"):
         song = None
     st.markdown("**Stem mixer** · the mix follows at once; nothing is rendered again")
+    # Which stems the mix plays, from the switches as they stand (drawn below each name).
+    heard = heard_stems(
+        [
+            StemMix(
+                mute=st.session_state.get(f"mix_{mix_id}_{i}_mute", m.mute),
+                solo=st.session_state.get(f"mix_{mix_id}_{i}_solo", m.solo),
+            )
+            for i, m in enumerate(kept)
+        ]
+    )
     mixes = []
     for i, (stem, start) in enumerate(zip(result.stems, kept, strict=True)):
-        name, gain, pan, mute, solo = st.columns([3, 3, 3, 1, 1], vertical_alignment="center")
+        name, gain, pan, switches = st.columns([3, 3, 3, 2], vertical_alignment="center")
         parts = "+".join(stem.parts) or "all"
-        name.markdown(f"**{ui.plain(stem.name)}**  \n{ui.plain(stem.prompt)} · parts {parts}")
+        silent = "" if heard[i] else " :gray[· silent]"
+        name.markdown(
+            f"**{ui.plain(stem.name)}**{silent}  \n{ui.plain(stem.prompt)} · parts {parts}"
+        )
+        mute = solo = switches  # one above the other: their labels stay whole
         key = f"mix_{mix_id}_{i}"
         mixes.append(
             StemMix(

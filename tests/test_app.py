@@ -1240,3 +1240,35 @@ def test_a_wrong_stem_row_is_said_in_words():
         ui.stems_from_rows([{"name": "A", "parts": "99", "prompt": "x"}], song)
     [stem] = ui.stems_from_rows([{"name": "", "parts": "2, 3", "prompt": "x"}], song)
     assert stem.name == "Stem 1" and stem.parts == ("2", "3")
+
+
+def test_a_half_typed_section_or_stem_row_keeps_the_page_and_says_why_render_waits(app_env):
+    at = AppTest.from_file("../app/main.py", default_timeout=TIMEOUT)
+    song = load_sketch(ui.DEMO_SKETCH.read_bytes(), name="greensleeves.mid")
+    at.session_state["sketch"] = song
+    at.session_state["upload_id"] = "test"
+    at.session_state["auto_preview"] = False
+    at.session_state["sections_rows"] = [{"start": "bar 5", "prompt": None}]
+    at.run()
+    wait_for_model(at)
+    assert not at.exception
+    assert any("Section 1 needs both" in e.value for e in at.error)
+    assert [b for b in at.button if b.label == "Render the grid"]  # the page goes on
+    [render] = [b for b in at.button if b.label == "Render"]
+    assert render.disabled
+    assert any("Render waits for the Sections table" in c.value for c in at.caption)
+
+    # A stem map with a part in two stems: said, and Render stems waits for it.
+    at.session_state["sections_rows"] = []
+    at.session_state["stems_rows"] = {
+        song.key: [
+            {"name": "A", "parts": "2+3", "prompt": "horns"},
+            {"name": "B", "parts": "3", "prompt": "strings"},
+        ]
+    }
+    at.session_state["_memo_stems_base"] = None
+    at.toggle(key="render_stems_on").set_value(True).run()
+    assert any("Part 3 is in two stems" in e.value for e in at.error)
+    [render] = [b for b in at.button if b.label == "Render stems"]
+    assert render.disabled
+    assert any("Render waits for the Stems map" in c.value for c in at.caption)

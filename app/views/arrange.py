@@ -26,7 +26,7 @@ from neurochip.settings import (
     TakeSetOptions,
     describe,
 )
-from neurochip.stems import Stem, render_stems
+from neurochip.stems import Stem, render_stems, stems_warnings
 from neurochip.synth import DRUMS, VOICES
 from neurochip.takeset import ROLES, render_take_set
 from neurochip.timeline import one_bar_s
@@ -265,6 +265,19 @@ with st.expander(
         key=f"transition_{song.key}",
         help=describe(RenderSettings, "transition_s").help,
     )
+    kept_rows = [
+        {k: (None if v != v else v) for k, v in row.items()}  # NaN (empty) as None: JSON
+        for row in table.to_dict("records")
+        if ui.cell_text(row.get("start")) or ui.cell_text(row.get("prompt"))
+    ]
+    st.session_state["sections_rows"] = kept_rows
+    timeline_error = None
+    try:
+        sections = ui.sections_from_rows(kept_rows, bars_s) if kept_rows else ()
+    except NeuroChipError as err:
+        # Said here, by the table; the rest of the page stays (a row is often half-typed).
+        sections, timeline_error = (), str(err)
+        st.error(f"{err} Until it is fixed, previews leave the timeline out.")
 
 with st.expander("Stems: an instrument per part", icon=":material/tune:", key="stems_expander"):
     stems, stems_error = None, None
@@ -281,6 +294,10 @@ with st.expander("Stems: an instrument per part", icon=":material/tune:", key="s
             "then makes a stem per row and their mix, with a mixer and a ZIP for your DAW."
         )
         stems_on = st.toggle("Render as stems", key="render_stems_on")
+        st.caption(
+            "The song's parts (by their number in the file): "
+            + " · ".join(f"**{t.key}** {ui.plain(t.name)}" for t in song.tracks if t.notes)
+        )
         stems_table = st.data_editor(
             ui.memo(
                 "stems_base",
@@ -307,10 +324,6 @@ with st.expander("Stems: an instrument per part", icon=":material/tune:", key="s
             },
             column_order=("name", "parts", "prompt", "denoise", "guidance"),
         )
-        st.caption(
-            "Parts: "
-            + " · ".join(f"**{t.key}** {ui.plain(t.name)}" for t in song.tracks if t.notes)
-        )
         rows = [
             {k: (None if v != v else v) for k, v in row.items()}  # NaN (empty) as None: JSON
             for row in stems_table.to_dict("records")
@@ -323,22 +336,17 @@ with st.expander("Stems: an instrument per part", icon=":material/tune:", key="s
         except NeuroChipError as err:
             stems_error = str(err)
             st.error(stems_error)
+        else:
+            for warning in stems_warnings(song, stems):
+                st.warning(warning, icon=":material/warning:")
         if not stems_on:
             stems = None
 
 try:
     settings = ui.current_settings()
-    kept_rows = [
-        {k: (None if v != v else v) for k, v in row.items()}  # NaN (empty) as None: JSON
-        for row in table.to_dict("records")
-        if ui.cell_text(row.get("start")) or ui.cell_text(row.get("prompt"))
-    ]
-    st.session_state["sections_rows"] = kept_rows
-    if kept_rows:
+    if sections:
         settings = dataclasses.replace(
-            settings,
-            sections=ui.sections_from_rows(kept_rows, bars_s),
-            transition_s=float(transition_s),
+            settings, sections=sections, transition_s=float(transition_s)
         )
 except NeuroChipError as err:
     st.error(str(err))
@@ -726,10 +734,21 @@ if engine is not None:
 
 render_job = st.session_state.get("render_job")
 busy = render_job is not None and not render_job.finished
+# What keeps Render from starting, said beside it (the tables may be folded away).
+waiting = [f"the Sections table: {timeline_error}"] if timeline_error else []
+if as_stems and stems_error:
+    waiting.append(f"the Stems map: {stems_error}")
+for reason in waiting:
+    st.caption(f":orange[Render waits for {reason}]")
+if as_stems and stems:
+    st.caption(
+        f"{len(stems)} stems: "
+        + " · ".join(f"{ui.plain(stem.name)} → *{ui.plain(stem.prompt)}*" for stem in stems)
+    )
 if st.button(
     "Render stems" if as_stems else "Render",
     type="primary",
-    disabled=engine is None or busy or (as_stems and not stems),
+    disabled=engine is None or busy or bool(waiting) or (as_stems and not stems),
     icon=":material/graphic_eq:",
 ):
     options = TakeSetOptions(
@@ -785,48 +804,51 @@ if render_job is not None and render_job.finished:
         )
         if "stems" in render_job.result:
             stem_mixer(render_job.result["stems"], song)
-        fmt = (
-            st.segmented_control(
-                "Download as", [".wav", ".flac", ".mp3"], default=".wav", key="download_format"
+        else:
+            fmt = (
+                st.segmented_control(
+                    "Download as", [".wav", ".flac", ".mp3"], default=".wav", key="download_format"
+                )
+                or ".wav"
             )
-            or ".wav"
-        )
-        looped = render_job.result.get("pair") or render_job.result.get("A")
-        if looped is not None and is_loop(library.get(looped).metadata):
-            # Hear it on repeat: the loop point should pass unnoticed.
-            st.caption("A seamless loop: it plays on repeat here, as in the game.")
-            ab_player(
-                ui.memo(
-                    "loop_ab",
-                    looped,
-                    lambda: {
-                        "Loop": ui.wav_bytes(library.load_audio(looped)),
-                        "Sketch": ui.wav_bytes(audio.span(full.start_s, full.duration_s).to_mono()),
-                    },
-                ),
-                key="loop_ab",
-                offset_s=full.start_s,
-            )
-        for name in ("pair", "A", "B", "compare", "intro"):
-            if name not in render_job.result:
-                continue
-            take_id = render_job.result[name]
-            try:
-                take = library.get(take_id)
-            except NeuroChipError:
-                continue  # deleted on the Takes page meanwhile
-            c1, c2 = st.columns([4, 1], vertical_alignment="center")
-            c1.markdown(f"**{ROLES[name]}** · {take.name}")
-            c1.audio(str(take.audio_path))
-            data, file_name = ui.export_take(take_id, fmt)
-            c2.download_button(
-                "Download",
-                data,
-                file_name=file_name,
-                key=f"dl_{take_id}",
-                icon=":material/download:",
-                width="stretch",
-            )
+            looped = render_job.result.get("pair") or render_job.result.get("A")
+            if looped is not None and is_loop(library.get(looped).metadata):
+                # Hear it on repeat: the loop point should pass unnoticed.
+                st.caption("A seamless loop: it plays on repeat here, as in the game.")
+                ab_player(
+                    ui.memo(
+                        "loop_ab",
+                        looped,
+                        lambda: {
+                            "Loop": ui.wav_bytes(library.load_audio(looped)),
+                            "Sketch": ui.wav_bytes(
+                                audio.span(full.start_s, full.duration_s).to_mono()
+                            ),
+                        },
+                    ),
+                    key="loop_ab",
+                    offset_s=full.start_s,
+                )
+            for name in ("pair", "A", "B", "compare", "intro"):
+                if name not in render_job.result:
+                    continue
+                take_id = render_job.result[name]
+                try:
+                    take = library.get(take_id)
+                except NeuroChipError:
+                    continue  # deleted on the Takes page meanwhile
+                c1, c2 = st.columns([4, 1], vertical_alignment="center")
+                c1.markdown(f"**{ROLES[name]}** · {take.name}")
+                c1.audio(str(take.audio_path))
+                data, file_name = ui.export_take(take_id, fmt)
+                c2.download_button(
+                    "Download",
+                    data,
+                    file_name=file_name,
+                    key=f"dl_{take_id}",
+                    icon=":material/download:",
+                    width="stretch",
+                )
     elif render_job.state == "cancelled":
         st.info("Render cancelled. Takes that had finished are kept on the Takes page.")
     else:

@@ -448,6 +448,8 @@ REROLL_HELP = (
 
 def reroll_panel(take) -> None:
     """Fix a part: bars (or seconds) of this take rendered again; the rest stays as it is."""
+    if take.kind in ("stem", "stem mix"):
+        return  # a stem is one part played alone: re-rolling it against the song is not built
     st.markdown("**Fix a part**", help=REROLL_HELP)
     if take.kind not in ("take", "comp") or take.damaged:
         st.caption(
