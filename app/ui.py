@@ -169,6 +169,7 @@ KEPT_VIEW = (
     "sections_rows",  # the prompt timeline's table, as typed
     "stems_rows",  # song key -> the instrument map as typed (the last KEPT_STEM_MAPS songs)
     "render_stems_on",
+    "last_render",  # {"key": song key, "result": role -> take id, span, seconds}
 )
 
 

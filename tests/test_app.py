@@ -1272,3 +1272,24 @@ def test_a_half_typed_section_or_stem_row_keeps_the_page_and_says_why_render_wai
     [render] = [b for b in at.button if b.label == "Render stems"]
     assert render.disabled
     assert any("Render waits for the Stems map" in c.value for c in at.caption)
+
+
+def test_a_refresh_keeps_the_last_render_on_the_page(app_env):
+    at = start(song=False)
+    upload_into(at, "minuet.wav", wav_bytes(4.0), "u1")
+    at.run()
+    wait_for_model(at)
+    fast(at)
+    at.checkbox(key="render_pair").uncheck().run()
+    job = press_and_wait(at)
+    take_id = job.result["A"]
+    at.number_input(key="render_start").set_value(1.0).run()  # the sliders move on
+
+    again = AppTest.from_file("../app/main.py", default_timeout=TIMEOUT)
+    again.run()
+    assert again.session_state["load_job"].wait(TIMEOUT)
+    again.run()
+    assert not again.exception
+    assert any(s.value.startswith("Rendered in") for s in again.success)
+    assert any(b.key == f"dl_{take_id}" for b in again.get("download_button"))
+    assert again.session_state["last_render"]["start_s"] == 0.0  # as rendered

@@ -782,6 +782,8 @@ if st.button(
         return takes.saved
 
     st.session_state["render_job"] = job = Job(render_work, name="render").start()
+    # The span as rendered, for its results after the sliders have moved on.
+    st.session_state["render_job_span"] = (full.start_s, full.duration_s)
     push.rerun_when_finished(job)
     st.rerun()
 
@@ -795,61 +797,88 @@ def render_progress() -> None:
 
 render_progress()
 
-if render_job is not None and render_job.finished:
-    if render_job.state == "done":
-        library = ui.library()
-        st.success(
-            f"Rendered in {ui.format_seconds(render_job.elapsed_s())}. "
-            "Every take is kept on the Takes page."
+
+def render_results(result: dict[str, str], start_s: float, duration_s: float) -> None:
+    """A render's takes (or its stems' mixer) to hear and download."""
+    library = ui.library()
+    if "stems" in result:
+        stem_mixer(result["stems"], song)
+        return
+    fmt = (
+        st.segmented_control(
+            "Download as", [".wav", ".flac", ".mp3"], default=".wav", key="download_format"
         )
-        if "stems" in render_job.result:
-            stem_mixer(render_job.result["stems"], song)
-        else:
-            fmt = (
-                st.segmented_control(
-                    "Download as", [".wav", ".flac", ".mp3"], default=".wav", key="download_format"
-                )
-                or ".wav"
-            )
-            looped = render_job.result.get("pair") or render_job.result.get("A")
-            if looped is not None and is_loop(library.get(looped).metadata):
-                # Hear it on repeat: the loop point should pass unnoticed.
-                st.caption("A seamless loop: it plays on repeat here, as in the game.")
-                ab_player(
-                    ui.memo(
-                        "loop_ab",
-                        looped,
-                        lambda: {
-                            "Loop": ui.wav_bytes(library.load_audio(looped)),
-                            "Sketch": ui.wav_bytes(
-                                audio.span(full.start_s, full.duration_s).to_mono()
-                            ),
-                        },
-                    ),
-                    key="loop_ab",
-                    offset_s=full.start_s,
-                )
-            for name in ("pair", "A", "B", "compare", "intro"):
-                if name not in render_job.result:
-                    continue
-                take_id = render_job.result[name]
-                try:
-                    take = library.get(take_id)
-                except NeuroChipError:
-                    continue  # deleted on the Takes page meanwhile
-                c1, c2 = st.columns([4, 1], vertical_alignment="center")
-                c1.markdown(f"**{ROLES[name]}** · {take.name}")
-                c1.audio(str(take.audio_path))
-                data, file_name = ui.export_take(take_id, fmt)
-                c2.download_button(
-                    "Download",
-                    data,
-                    file_name=file_name,
-                    key=f"dl_{take_id}",
-                    icon=":material/download:",
-                    width="stretch",
-                )
-    elif render_job.state == "cancelled":
+        or ".wav"
+    )
+    looped = result.get("pair") or result.get("A")
+    try:
+        loop_take = library.get(looped) if looped is not None else None
+    except NeuroChipError:
+        loop_take = None  # deleted on the Takes page meanwhile
+    if loop_take is not None and is_loop(loop_take.metadata):
+        # Hear it on repeat: the loop point should pass unnoticed.
+        st.caption("A seamless loop: it plays on repeat here, as in the game.")
+        ab_player(
+            ui.memo(
+                "loop_ab",
+                looped,
+                lambda: {
+                    "Loop": ui.wav_bytes(library.load_audio(looped)),
+                    "Sketch": ui.wav_bytes(audio.span(start_s, duration_s).to_mono()),
+                },
+            ),
+            key="loop_ab",
+            offset_s=start_s,
+        )
+    for name in ("pair", "A", "B", "compare", "intro"):
+        if name not in result:
+            continue
+        take_id = result[name]
+        try:
+            take = library.get(take_id)
+        except NeuroChipError:
+            continue  # deleted on the Takes page meanwhile
+        c1, c2 = st.columns([4, 1], vertical_alignment="center")
+        c1.markdown(f"**{ROLES[name]}** · {take.name}")
+        c1.audio(str(take.audio_path))
+        data, file_name = ui.export_take(take_id, fmt)
+        c2.download_button(
+            "Download",
+            data,
+            file_name=file_name,
+            key=f"dl_{take_id}",
+            icon=":material/download:",
+            width="stretch",
+        )
+
+
+# The last render of this song stays on the page across a refresh or a restart (kept with
+# the session): its takes, or its stems' mixer.
+kept_render = st.session_state.get("last_render")
+if render_job is not None and render_job.finished and render_job.state == "done":
+    rendered_span = st.session_state.get("render_job_span") or (full.start_s, full.duration_s)
+    done = {
+        "key": song.key,
+        "result": dict(render_job.result),
+        "start_s": rendered_span[0],
+        "duration_s": rendered_span[1],
+        "seconds": round(render_job.elapsed_s(), 1),
+    }
+    if kept_render != done:
+        st.session_state["last_render"] = kept_render = done
+        ui.save_session()
+if render_job is not None and render_job.finished and render_job.state != "done":
+    if render_job.state == "cancelled":
         st.info("Render cancelled. Takes that had finished are kept on the Takes page.")
     else:
         st.error(render_job.error)
+elif isinstance(kept_render, dict) and kept_render.get("key") == song.key:
+    st.success(
+        f"Rendered in {ui.format_seconds(kept_render.get('seconds'))}. "
+        "Every take is kept on the Takes page."
+    )
+    render_results(
+        dict(kept_render.get("result") or {}),
+        float(kept_render.get("start_s") or 0.0),
+        kept_render.get("duration_s"),
+    )
