@@ -40,4 +40,10 @@ EXPOSE 8501
 HEALTHCHECK --interval=30s --timeout=5s --start-period=120s --retries=3 \
     CMD curl -fsS http://127.0.0.1:8501/_stcore/health || exit 1
 # 0.0.0.0 inside the container only; the run line above publishes it on the host's loopback.
+# The HTTP API instead (a second entry point, same image; it refuses to start without a token,
+# since 0.0.0.0 is beyond localhost):
+#   docker run --gpus all -p 127.0.0.1:8000:8000 -e NEUROCHIP_API_TOKEN=... \
+#     -v neurochip-hf:/data/hf -v neurochip-takes:/data/takes neurochip \
+#     neurochip serve --host 0.0.0.0 --port 8000
+EXPOSE 8000
 CMD ["neurochip", "app", "--host", "0.0.0.0", "--port", "8501"]

@@ -101,9 +101,22 @@ def python_files(*folders: str) -> list[Path]:
     return [p for folder in folders for p in (ROOT / folder).rglob("*.py")]
 
 
+#: The HTTP server (``neurochip serve``): its own extra, as the app has.
+SERVER_FILES = {
+    ROOT / "neurochip" / "cli" / "serve.py",
+    *(ROOT / "neurochip" / "server").rglob("*.py"),
+}
+
+
 def test_neurochip_imports_are_core_dependencies():
-    problems = undeclared(python_files("neurochip"), declared("core"))
+    files = [p for p in python_files("neurochip") if p not in SERVER_FILES]
+    problems = undeclared(files, declared("core"))
     assert not problems, "Declare these in [project] dependencies:\n" + "\n".join(problems)
+
+
+def test_server_imports_are_declared():
+    problems = undeclared(SERVER_FILES, declared("core", "server"))
+    assert not problems, "Declare these in the [server] extra:\n" + "\n".join(problems)
 
 
 def test_app_imports_are_declared():
@@ -112,7 +125,7 @@ def test_app_imports_are_declared():
 
 
 def test_test_and_bench_imports_are_declared():
-    problems = undeclared(python_files("tests", "bench"), declared("core", "app", "dev"))
+    problems = undeclared(python_files("tests", "bench"), declared("core", "app", "server", "dev"))
     assert not problems, "Declare these in the [dev] extra:\n" + "\n".join(problems)
 
 

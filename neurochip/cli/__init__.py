@@ -20,6 +20,7 @@ from neurochip.cli import (
     render,
     reroll,
     roundtrip,
+    serve,
     spectrogram,
     sweep,
     synth,
@@ -38,6 +39,7 @@ COMMANDS = (
     synth,
     faithfulness,
     app,
+    serve,
     doctor,
 )
 

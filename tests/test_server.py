@@ -1,0 +1,198 @@
+"""``neurochip serve``: the HTTP API over the library's workflow (the tiny model)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+import soundfile as sf
+from fastapi.testclient import TestClient
+
+from neurochip.engine import Engine
+from neurochip.library.store import TakeLibrary
+from neurochip.server import Renders, ServerLimits, create_app
+from tests.chiptune import make_chiptune
+
+SR = 44100
+FAST = {"prompt": "a funk band", "steps": 2, "denoise": 0.5, "phase_iterations": 0}
+TIMEOUT = 300
+
+
+def wav_bytes(seconds: float) -> bytes:
+    out = io.BytesIO()
+    sf.write(out, make_chiptune(seconds).T, SR, format="WAV", subtype="PCM_16")
+    return out.getvalue()
+
+
+@pytest.fixture
+def library(tmp_path):
+    return TakeLibrary(tmp_path / "home")
+
+
+@pytest.fixture
+def client(tiny_model, library, tmp_path):
+    (tmp_path / "sketches").mkdir()
+    limits = ServerLimits(max_upload_bytes=2_000_000, allowed_folder=tmp_path / "sketches")
+    renders = Renders(lambda: Engine(tiny_model), library)
+    with TestClient(create_app(renders, limits)) as test_client:
+        test_client.renders = renders
+        yield test_client
+
+
+def submit(client, settings: dict, data: bytes | None = None, name="sketch.wav", path=None):
+    files = {"file": (name, data, "application/octet-stream")} if data is not None else None
+    form = {"settings": json.dumps(settings), **({"path": path} if path else {})}
+    return client.post("/v1/renders", data=form, files=files)
+
+
+def events(client, render_id: str) -> list[tuple[str, dict]]:
+    """The render's server-sent events, to its end."""
+    seen, event = [], "message"
+    with client.stream("GET", f"/v1/renders/{render_id}/events") as reply:
+        assert reply.status_code == 200
+        assert reply.headers["content-type"].startswith("text/event-stream")
+        for line in reply.iter_lines():
+            if line.startswith("event:"):
+                event = line.split(":", 1)[1].strip()
+            elif line.startswith("data:"):
+                seen.append((event, json.loads(line.split(":", 1)[1])))
+                event = "message"
+    return seen
+
+
+def test_a_render_is_followed_to_its_takes_which_download_as_wav_and_mp3(client, library):
+    reply = submit(client, {**FAST, "duration_s": 2.0, "stereo_pair": True}, wav_bytes(3.0))
+    assert reply.status_code == 202, reply.text
+    render_id = reply.json()["id"]
+
+    stream = events(client, render_id)
+    assert stream[-1][0] == "done"
+    progress = [status["progress"] for event, status in stream if event == "progress"]
+    assert progress == sorted(progress) and len(stream) > 2  # it moved on, in order
+    status = client.get(f"/v1/renders/{render_id}").json()
+    assert status["state"] == "done" and set(status["takes"]) == {"A", "B", "pair"}
+
+    listed = client.get("/v1/takes").json()
+    assert {t["id"] for t in listed} == set(status["takes"].values())
+    pair = client.get(f"/v1/takes/{status['takes']['pair']}").json()
+    assert (
+        pair["kind"] == "stereo pair" and pair["metadata"]["takes"]["A"]["prompt"] == "a funk band"
+    )
+    wav = client.get(f"/v1/takes/{status['takes']['pair']}/audio?format=wav")
+    assert wav.headers["content-type"] == "audio/wav"
+    samples, rate = sf.read(io.BytesIO(wav.content), always_2d=True)
+    assert rate == SR and samples.shape == (2 * SR, 2)  # the span asked for
+    mp3 = client.get(f"/v1/takes/{status['takes']['A']}/audio?format=mp3")
+    assert mp3.status_code == 200 and mp3.headers["content-type"] == "audio/mpeg"
+    decoded, _ = sf.read(io.BytesIO(mp3.content), always_2d=True)
+    assert abs(len(decoded) - 2 * SR) < 0.05 * SR  # MP3 pads a little
+
+
+def test_a_cancelled_render_ends_cancelled_and_keeps_nothing_half_made(tiny_model, library):
+    gate = threading.Event()
+
+    def held_engine():
+        gate.wait(TIMEOUT)  # the render is under way (loading the model) until released
+        return Engine(tiny_model)
+
+    renders = Renders(held_engine, library)
+    with TestClient(create_app(renders)) as client:
+        render_id = submit(client, FAST, wav_bytes(2.0)).json()["id"]
+        assert client.get(f"/v1/renders/{render_id}").json()["state"] in ("pending", "running")
+        assert client.delete(f"/v1/renders/{render_id}").status_code == 202
+        gate.set()
+        assert renders.get(render_id).wait(TIMEOUT)
+        assert events(client, render_id)[-1][0] == "cancelled"
+        assert client.get(f"/v1/renders/{render_id}").json()["state"] == "cancelled"
+    assert library.list() == []
+
+
+def test_a_sketch_by_path_comes_from_the_allowed_folder_only(client, tmp_path):
+    (tmp_path / "sketches" / "tune.wav").write_bytes(wav_bytes(1.5))
+    (tmp_path / "secret.wav").write_bytes(wav_bytes(1.5))
+    ok = submit(client, FAST, path="tune.wav")
+    assert ok.status_code == 202
+    assert client.renders.get(ok.json()["id"]).wait(TIMEOUT)
+    for outside in ("../secret.wav", str(tmp_path / "secret.wav"), "/etc/passwd"):
+        reply = submit(client, FAST, path=outside)
+        assert reply.status_code == 403 and "outside the folder" in reply.json()["error"]
+    assert submit(client, FAST, path="missing.wav").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("settings", "upload", "status", "said"),
+    [
+        ("{not json", b"x", 422, "not valid JSON"),
+        ({**FAST, "scheduler": "warp"}, None, 422, "scheduler"),
+        ({**FAST, "denoise": 7}, None, 422, "Denoise must be between 0 and 1"),
+        ({**FAST, "volume": 11}, None, 422, "Unknown settings: volume"),
+        (FAST, b"", 422, "empty"),
+        (FAST, b"RIFF\x00\x00\x00\x00WAVEjunk", 422, "sketch.wav"),
+        (FAST, b"\x00" * 2_000_001, 413, "over 1.90735 MB"),
+        ({**FAST, "stem": ["Bass=slap bass"]}, None, 422, "no stem or part 'Bass'"),
+    ],
+)
+def test_bad_requests_get_a_4xx_json_error_that_says_what_to_change(
+    client, settings, upload, status, said
+):
+    body = settings if isinstance(settings, str) else json.dumps(settings)
+    data = wav_bytes(1.5) if upload is None else upload
+    files = {"file": ("sketch.wav", data, "audio/wav")}
+    reply = client.post("/v1/renders", data={"settings": body}, files=files)
+    assert reply.status_code == status, reply.text
+    assert said in reply.json()["error"]
+
+
+def test_unknown_ids_and_missing_sketches_are_json_404s_and_422s(client):
+    assert client.get("/v1/renders/nope").status_code == 404
+    assert "no render" in client.get("/v1/renders/nope").json()["error"]
+    assert client.get("/v1/takes/../../etc").status_code == 404
+    assert client.get("/v1/takes/0123456789ab/audio").status_code == 404
+    assert client.post("/v1/renders", data={"settings": "{}"}).status_code == 422
+    no_settings = client.post("/v1/renders", files={"file": ("a.wav", b"x", "audio/wav")})
+    assert no_settings.status_code == 422 and "settings" in no_settings.json()["error"]
+    assert (
+        client.get("/docs").status_code == 200 and "/v1/renders" in client.get("/openapi.json").text
+    )
+
+
+def test_a_token_is_asked_of_every_api_request_when_set(tiny_model, library):
+    renders = Renders(lambda: Engine(tiny_model), library)
+    with TestClient(create_app(renders, token="s3cret")) as client:
+        assert client.get("/v1/takes").status_code == 401
+        assert "token" in client.get("/v1/takes").json()["error"]
+        wrong = {"Authorization": "Bearer guess"}
+        assert client.get("/v1/takes", headers=wrong).status_code == 401
+        right = {"Authorization": "Bearer s3cret"}
+        assert client.get("/v1/takes", headers=right).status_code == 200
+
+
+def test_serve_refuses_to_listen_beyond_this_machine_without_a_token(tiny_model_dir):
+    env = {k: v for k, v in os.environ.items() if k != "NEUROCHIP_API_TOKEN"}
+    command = [sys.executable, "-m", "neurochip", "serve", "--host", "0.0.0.0"]
+    done = subprocess.run(
+        [*command, "--model", str(tiny_model_dir)], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 2
+    assert "NEUROCHIP_API_TOKEN" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_stems_render_through_the_api(client, tmp_path):
+    from tests.test_stems import four_part_midi
+
+    settings = {**FAST, "duration_s": 2.0, "stem": ["Bass=slap bass:0.3"]}
+    reply = submit(client, settings, four_part_midi(3.0), name="four.mid")
+    assert reply.status_code == 202, reply.text
+    stream = events(client, reply.json()["id"])
+    assert stream[-1][0] == "done", stream[-1]
+    takes = stream[-1][1]["takes"]
+    assert set(takes) == {"Lead", "Harmony", "Bass", "Drums", "mix"}
+    bass = client.get(f"/v1/takes/{takes['Bass']}").json()
+    assert bass["kind"] == "stem" and bass["metadata"]["takes"]["Bass"]["denoise"] == 0.3
+    assert np.isfinite(bass["duration_s"])
