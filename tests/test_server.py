@@ -196,3 +196,28 @@ def test_stems_render_through_the_api(client, tmp_path):
     bass = client.get(f"/v1/takes/{takes['Bass']}").json()
     assert bass["kind"] == "stem" and bass["metadata"]["takes"]["Bass"]["denoise"] == 0.3
     assert np.isfinite(bass["duration_s"])
+
+
+def test_the_faithfulness_of_an_uploaded_take_to_its_sketch(client):
+    sketch = wav_bytes(3.0)
+    same = client.post(
+        "/v1/faithfulness",
+        files={
+            "sketch": ("tune.wav", sketch, "audio/wav"),
+            "take": ("take.wav", sketch, "audio/wav"),
+        },
+    )
+    assert same.status_code == 200, same.text
+    assert same.json()["score"] > 0.99 and same.json()["segment"] == "second"
+    noise = io.BytesIO()
+    sf.write(noise, np.random.default_rng(1).standard_normal(3 * SR) * 0.1, SR, format="WAV")
+    other = client.post(
+        "/v1/faithfulness",
+        files={
+            "sketch": ("tune.wav", sketch, "audio/wav"),
+            "take": ("n.wav", noise.getvalue(), "audio/wav"),
+        },
+    )
+    assert other.json()["score"] < same.json()["score"] - 0.2
+    missing = client.post("/v1/faithfulness", files={"sketch": ("tune.wav", sketch, "audio/wav")})
+    assert missing.status_code == 422 and "take" in missing.json()["error"]

@@ -10,6 +10,7 @@ Routes (OpenAPI docs at ``/docs``):
 * ``GET /v1/renders/{id}/events``: the same as server-sent events, until it ends.
 * ``DELETE /v1/renders/{id}``: cancel (the takes already kept stay).
 * ``GET /v1/takes``, ``GET /v1/takes/{id}``, ``GET /v1/takes/{id}/audio?format=wav|flac|mp3``.
+* ``POST /v1/faithfulness``: a sketch and a take (uploads) -> how well the take keeps its notes.
 
 Every error is JSON, ``{"error": "what happened and what to do"}``, with a 4xx status for a
 bad request. Beyond localhost a token is required (``Authorization: Bearer ...``).
@@ -32,6 +33,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from neurochip import __version__
 from neurochip.errors import NeuroChipError, TooLongError
+from neurochip.faithfulness import note_faithfulness, sketch_bar_times
 from neurochip.io.decode import DEFAULT_MAX_DURATION_S
 from neurochip.server.renders import Renders, parse_render_request
 from neurochip.sketch import load_sketch
@@ -161,6 +163,28 @@ def create_app(
     def cancel_render(render_id: str) -> dict[str, Any]:
         renders.cancel(_known(renders, render_id))
         return renders.status(render_id)
+
+    @api.post("/v1/faithfulness")
+    async def faithfulness(
+        sketch: Annotated[UploadFile, File(description="The sketch (the reference).")],
+        take: Annotated[UploadFile, File(description="A take rendered from it.")],
+    ) -> dict[str, Any]:
+        """How well a take keeps the sketch's notes: the score (0-1) and a strip per bar
+        (per second where the sketch's bars are unknown), as ``neurochip faithfulness``."""
+        loaded = []
+        for upload in (sketch, take):
+            content = await _read_upload(upload, limits.max_upload_bytes)
+            name = Path(upload.filename or "").name or "audio.wav"
+            loaded.append(
+                await asyncio.to_thread(
+                    load_sketch, content, name=name, max_duration_s=limits.max_duration_s
+                )
+            )
+        song, heard = loaded
+        result = await asyncio.to_thread(
+            note_faithfulness, song.audio, heard.audio, sketch_bar_times(song)
+        )
+        return {"sketch": song.name, "take": heard.name, **result.to_dict()}
 
     @api.get("/v1/takes")
     def list_takes(
