@@ -1298,7 +1298,7 @@ class Engine:
         latents = _each_once(cached, lambda entry: entry["latents"].columns(a, b))
         # Each take's noise is its seed's noise for the whole song, cut where this region is.
         # A loop's repeats itself: (offset, period) in latent columns.
-        noises = [self._song_noise(shape, s.seed, noise_period)[..., a:b] for s in takes]
+        noises = [self._take_noise(shape, s, noise_period)[..., a:b] for s in takes]
 
         whole = (a, b) == (0, shape[-1])
         denoised = self._denoise(
@@ -1310,6 +1310,16 @@ class Engine:
             report.stage("decode", i / len(denoised), "decode")
             images.append(self._decode(take_latents)[..., offset : offset + frames])
         return images
+
+    def _take_noise(
+        self, shape: torch.Size, settings: RenderSettings, period: tuple[int, int] | None = None
+    ) -> torch.Tensor:
+        """A take's noise for the whole song: its seed's, or on the way (by ``alpha``) to
+        another seed's, spherically, as Riffusion interpolates (the noise stays noise)."""
+        noise = self._song_noise(shape, settings.seed, period)
+        if settings.seed_end is None or settings.alpha == 0.0:
+            return noise
+        return slerp(settings.alpha, noise, self._song_noise(shape, settings.seed_end, period))
 
     def _song_noise(
         self, shape: torch.Size, seed: int, period: tuple[int, int] | None = None
@@ -1805,7 +1815,10 @@ class _Lane:
             scheduler=scheduler,
             timesteps=timesteps,
             latents=scheduler.add_noise(latents, noise, timesteps[:1]),
-            positives=[embed(prompt) for prompt, _, _, _ in voices],
+            positives=[
+                _interpolated(embed, prompt, settings) if i == 0 else embed(prompt)
+                for i, (prompt, _, _, _) in enumerate(voices)
+            ],  # fmt: skip
             negatives=[embed(negative) if g > 1.0 else None for _, negative, g, _ in voices],
             guidances=[g for _, _, g, _ in voices],
             strengths=[d for _, _, _, d in voices],
@@ -1833,6 +1846,29 @@ class _Lane:
         if k + 1 < len(self.timesteps):
             kept = self.scheduler.add_noise(kept, self.noise, self.timesteps[k + 1 : k + 2])
         self.latents = kept + mask * (self.latents - kept)
+
+
+def slerp(t: float, v0: torch.Tensor, v1: torch.Tensor, parallel: float = 0.9995) -> torch.Tensor:
+    """Spherical interpolation from ``v0`` (t = 0) to ``v1`` (t = 1): two noises' mix keeps a
+    noise's norm where a straight mix would shrink it; nearly parallel ones mix straight."""
+    a, b = v0.double().flatten(), v1.double().flatten()
+    dot = float(torch.dot(a, b) / (a.norm() * b.norm()))
+    if abs(dot) > parallel:
+        return (1 - t) * v0 + t * v1
+    theta = math.acos(dot)
+    mixed = (math.sin((1 - t) * theta) * a + math.sin(t * theta) * b) / math.sin(theta)
+    return mixed.reshape(v0.shape).to(v0.dtype)
+
+
+def _interpolated(
+    embed: Callable[[str], torch.Tensor], prompt: str, settings: RenderSettings
+) -> torch.Tensor:
+    """The prompt's embedding, moved by ``alpha`` toward ``prompt_end``'s (Riffusion's
+    interpolation is this straight mix of the two)."""
+    start = embed(prompt)
+    if not settings.prompt_end or settings.alpha == 0.0:
+        return start
+    return start + settings.alpha * (embed(settings.prompt_end) - start)
 
 
 def _each_once(items: Sequence[Any], make: Callable[[Any], Any]) -> list[Any]:

@@ -280,6 +280,28 @@ class RenderSettings:
         "way, and its last moment flows into its first (a short crossfade with what the model "
         "made after the end). Play it on repeat: no seam, no click, no change of band.",
     )
+    prompt_end: str = _setting(
+        "",
+        label="Interpolate to",
+        help="Riffusion's interpolation: a second prompt the take moves toward by Alpha (the "
+        "prompts' embeddings mixed, 0 the prompt alone, 1 this one alone). Empty: none.",
+    )
+    seed_end: int | None = _setting(
+        None,
+        label="Interpolate to seed",
+        help="With Alpha, the noise moves from the seed's toward this seed's (spherically, "
+        "as Riffusion's does). Empty: the seed's noise alone.",
+        minimum=0,
+        maximum=MAX_SEED,
+    )
+    alpha: float = _setting(
+        0.0,
+        label="Alpha",
+        help="How far toward Interpolate to (its prompt and seed) the take goes, 0-1.",
+        minimum=0.0,
+        maximum=1.0,
+        step=0.01,
+    )
     feature_reuse: int = _setting(
         1,
         label="Feature reuse",
@@ -383,6 +405,11 @@ class RenderSettings:
                 (
                     0.0 <= self.transition_s <= 30.0,
                     f"a section transition must be 0-30 s, not {self.transition_s}",
+                ),
+                (0.0 <= self.alpha <= 1.0, f"alpha must be between 0 and 1, not {self.alpha}"),
+                (
+                    self.seed_end is None or 0 <= self.seed_end <= MAX_SEED,
+                    f"the seed to interpolate to must be 0 to {MAX_SEED}, not {self.seed_end}",
                 ),
                 (
                     isinstance(self.sections, tuple)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import os
@@ -12,6 +13,7 @@ import threading
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 from fastapi.testclient import TestClient
 
 from neurochip.engine import Engine
@@ -221,3 +223,107 @@ def test_the_faithfulness_of_an_uploaded_take_to_its_sketch(client):
     assert other.json()["score"] < same.json()["score"] - 0.2
     missing = client.post("/v1/faithfulness", files={"sketch": ("tune.wav", sketch, "audio/wav")})
     assert missing.status_code == 422 and "take" in missing.json()["error"]
+
+
+# --- Riffusion's /run_inference/ --------------------------------------------------------------
+
+
+def riffusion_request(**changes) -> dict:
+    """A request as Riffusion's playground and RiffusionVST send it."""
+    request = {
+        "alpha": 0.25,
+        "num_inference_steps": 2,
+        "seed_image_id": "og_beat",
+        "start": {"prompt": "church bells", "seed": 42, "denoising": 0.75, "guidance": 7.0},
+        "end": {"prompt": "jazz", "seed": 123, "denoising": 0.75, "guidance": 7.0},
+    }
+    return {**request, **changes}
+
+
+@pytest.fixture
+def riffusion_client(tiny_model, library, tmp_path):
+    from neurochip.spectrogram import save_image, spectrogram_image
+
+    seeds = tmp_path / "seed_images"
+    seeds.mkdir()
+    clip = make_chiptune(5.2)[:, : 511 * 441]  # 512 columns, as Riffusion's seed images
+    save_image(
+        spectrogram_image(torch.from_numpy(clip).mean(0, keepdim=True)), seeds / "og_beat.png"
+    )
+    renders = Renders(lambda: Engine(tiny_model), library)
+    with TestClient(create_app(renders, ServerLimits(seed_images=seeds))) as test_client:
+        yield test_client
+
+
+def test_run_inference_answers_a_riffusion_request_as_riffusion_does(riffusion_client):
+    from PIL import Image
+
+    from neurochip.spectrogram import amplitudes_from_image
+
+    reply = riffusion_client.post("/run_inference/", json=riffusion_request())
+    assert reply.status_code == 200, reply.text
+    output = reply.json()
+    assert set(output) == {"image", "audio", "duration_s"}
+    assert output["image"].startswith("data:image/jpeg;base64,")
+    assert output["audio"].startswith("data:audio/mpeg;base64,")
+    picture = Image.open(io.BytesIO(base64.b64decode(output["image"].split(",", 1)[1])))
+    assert picture.format == "JPEG" and picture.size == (512, 512)  # 5.12 s, Riffusion's size
+    assert amplitudes_from_image(picture).params.sample_rate == SR  # its EXIF says how to read it
+    sound, rate = sf.read(io.BytesIO(base64.b64decode(output["audio"].split(",", 1)[1])))
+    assert rate == SR and abs(len(sound) / rate - output["duration_s"]) < 0.06
+    assert abs(output["duration_s"] - 5.11) < 0.02
+
+
+@pytest.mark.parametrize(
+    ("request_changes", "said"),
+    [
+        ({"seed_image_id": "nope"}, "Invalid seed image: nope"),
+        ({"seed_image_id": "../etc/passwd"}, "Invalid seed image"),
+        ({"mask_image_id": "mask_beat_lines_80"}, "Mask images are not supported"),
+    ],
+)
+def test_run_inference_refuses_what_riffusion_would(riffusion_client, request_changes, said):
+    reply = riffusion_client.post("/run_inference/", json=riffusion_request(**request_changes))
+    assert reply.status_code == 400 and said in reply.json()["error"]
+
+
+def test_run_inference_checks_the_shape_of_its_json(riffusion_client):
+    missing = riffusion_request()
+    del missing["alpha"]
+    assert riffusion_client.post("/run_inference/", json=missing).status_code == 422
+    wrong = riffusion_request(alpha=3)
+    reply = riffusion_client.post("/run_inference/", json=wrong)
+    assert reply.status_code == 422 and "alpha" in reply.json()["error"]
+
+
+def test_alpha_moves_a_take_from_the_start_prompt_and_seed_to_the_end(engine_for_alpha):
+    engine, song = engine_for_alpha
+    from neurochip.settings import RenderSettings
+
+    start = RenderSettings(prompt="bells", seed=1, steps=3, denoise=0.6, phase_iterations=0)
+    end = RenderSettings(prompt="jazz", seed=2, steps=3, denoise=0.6, phase_iterations=0)
+    at = [
+        engine.render(song, start.replace(prompt_end="jazz", seed_end=2, alpha=a)).audio.samples
+        for a in (0.0, 0.5, 1.0)
+    ]
+    np.testing.assert_allclose(at[0], engine.render(song, start).audio.samples, atol=1e-5)
+    np.testing.assert_allclose(at[2], engine.render(song, end).audio.samples, atol=1e-4)
+    assert not np.allclose(at[1], at[0], atol=1e-3) and not np.allclose(at[1], at[2], atol=1e-3)
+
+
+@pytest.fixture
+def engine_for_alpha(tiny_model):
+    from neurochip.io.audio import Audio
+
+    return Engine(tiny_model), Audio(make_chiptune(2.0), SR)
+
+
+def test_slerp_keeps_a_noise_a_noise():
+    from neurochip.engine import slerp
+
+    generator = torch.Generator().manual_seed(0)
+    a, b = torch.randn(4, 64, 64, generator=generator), torch.randn(4, 64, 64, generator=generator)
+    middle = slerp(0.5, a, b)
+    assert abs(float(middle.std()) - 1.0) < 0.05  # a straight mix would be ~0.71
+    torch.testing.assert_close(slerp(0.0, a, b), a)
+    torch.testing.assert_close(slerp(1.0, a, b), b, atol=1e-5, rtol=1e-5)

@@ -68,11 +68,12 @@ INT_FIELDS = number_fields("int")
 def test_the_number_fields_are_all_found():
     assert {name for _, name in FLOAT_FIELDS} == {
         "denoise", "guidance", "start_s", "duration_s", "overlap", "guidance_until",
-        "width", "compare_at_s", "compare_fade_s", "compare_back_s", "transition_s",
+        "width", "compare_at_s", "compare_fade_s", "compare_back_s", "transition_s", "alpha",
     }  # fmt: skip
     assert {name for _, name in INT_FIELDS} == {
         "steps",
         "seed",
+        "seed_end",
         "phase_iterations",
         "batch_size",
         "feature_reuse",

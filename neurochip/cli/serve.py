@@ -38,6 +38,14 @@ def add_parser(commands) -> None:
         help="also take sketches by path, from this folder only (default: uploads only)",
     )
     parser.add_argument(
+        "--seed-images",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="seed spectrograms (<id>.png, e.g. Riffusion's seed_images folder) for Riffusion's "
+        "/run_inference/ endpoint",
+    )
+    parser.add_argument(
         "--max-upload-mb",
         type=int,
         default=128,
@@ -71,6 +79,8 @@ def run(args: argparse.Namespace) -> None:
         )
     if args.allow_folder is not None and not args.allow_folder.is_dir():
         raise NeuroChipError(f"--allow-folder {args.allow_folder} is not a folder.")
+    if args.seed_images is not None and not args.seed_images.is_dir():
+        raise NeuroChipError(f"--seed-images {args.seed_images} is not a folder.")
     if args.max_upload_mb < 1:
         raise NeuroChipError("--max-upload-mb must be 1 or more.")
 
@@ -84,6 +94,7 @@ def run(args: argparse.Namespace) -> None:
         max_upload_bytes=args.max_upload_mb * 1024 * 1024,
         max_duration_s=args.max_duration,
         allowed_folder=args.allow_folder,
+        seed_images=args.seed_images,
     )
     api = create_app(Renders(lambda: load_engine(args), library), limits, token)
     print(

@@ -11,6 +11,7 @@ Routes (OpenAPI docs at ``/docs``):
 * ``DELETE /v1/renders/{id}``: cancel (the takes already kept stay).
 * ``GET /v1/takes``, ``GET /v1/takes/{id}``, ``GET /v1/takes/{id}/audio?format=wav|flac|mp3``.
 * ``POST /v1/faithfulness``: a sketch and a take (uploads) -> how well the take keeps its notes.
+* ``POST /run_inference/``: Riffusion's own endpoint and JSON (:mod:`neurochip.server.riffusion`).
 
 Every error is JSON, ``{"error": "what happened and what to do"}``, with a 4xx status for a
 bad request. Beyond localhost a token is required (``Authorization: Bearer ...``).
@@ -36,6 +37,12 @@ from neurochip.errors import NeuroChipError, TooLongError
 from neurochip.faithfulness import note_faithfulness, sketch_bar_times
 from neurochip.io.decode import DEFAULT_MAX_DURATION_S
 from neurochip.server.renders import Renders, parse_render_request
+from neurochip.server.riffusion import (
+    InferenceInput,
+    InferenceOutput,
+    RiffusionRequestError,
+    run_inference,
+)
 from neurochip.sketch import load_sketch
 
 #: The largest upload taken, in bytes (a 10-minute 16-bit stereo WAV is ~106 MB).
@@ -54,6 +61,7 @@ class ServerLimits:
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
     max_duration_s: float = DEFAULT_MAX_DURATION_S
     allowed_folder: Path | None = None  # sketches by path come from here only; None: uploads
+    seed_images: Path | None = None  # Riffusion's seed images (<id>.png) for /run_inference/
 
 
 class ApiError(Exception):
@@ -78,7 +86,7 @@ def create_app(
 
     @api.middleware("http")
     async def require_token(request: Request, call_next):
-        if token and request.url.path.startswith("/v1"):
+        if token and request.url.path.startswith(("/v1", "/run_inference")):
             given = request.headers.get("authorization", "")
             if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
                 return _error(401, "Give the API token: an 'Authorization: Bearer ...' header.")
@@ -185,6 +193,15 @@ def create_app(
             note_faithfulness, song.audio, heard.audio, sketch_bar_times(song)
         )
         return {"sketch": song.name, "take": heard.name, **result.to_dict()}
+
+    @api.post("/run_inference/", response_model=InferenceOutput)
+    def riffusion_inference(inputs: InferenceInput) -> InferenceOutput:
+        """Riffusion's own endpoint and JSON (RiffusionVST, scripts written for Riffusion):
+        a seed image rendered from the ``start`` prompt toward ``end`` by ``alpha``."""
+        try:
+            return run_inference(renders.engine(), inputs, limits.seed_images)
+        except RiffusionRequestError as err:
+            raise ApiError(400, str(err)) from None
 
     @api.get("/v1/takes")
     def list_takes(
