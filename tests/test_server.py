@@ -327,3 +327,41 @@ def test_slerp_keeps_a_noise_a_noise():
     assert abs(float(middle.std()) - 1.0) < 0.05  # a straight mix would be ~0.71
     torch.testing.assert_close(slerp(0.0, a, b), a)
     torch.testing.assert_close(slerp(1.0, a, b), b, atol=1e-5, rtol=1e-5)
+
+
+def test_neurochip_serve_renders_over_real_http(tiny_model_dir, tmp_path):
+    """The command itself, on a free local port: model options, the library, uvicorn."""
+    import httpx
+
+    from tests.test_browser import free_port
+
+    port = free_port()
+    command = [sys.executable, "-m", "neurochip", "serve", "--port", str(port)]
+    command += ["--model", str(tiny_model_dir), "--home", str(tmp_path / "home")]
+    log = (tmp_path / "serve.log").open("w")
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        with httpx.Client(base_url=url, timeout=TIMEOUT) as http:
+            for _ in range(240):  # until it listens (a wait for the server, not a verdict)
+                try:
+                    if http.get("/v1/health").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert process.poll() is None, (tmp_path / "serve.log").read_text()
+                threading.Event().wait(0.5)
+            files = {"file": ("tune.wav", wav_bytes(1.5), "audio/wav")}
+            reply = http.post("/v1/renders", data={"settings": json.dumps(FAST)}, files=files)
+            assert reply.status_code == 202, reply.text
+            render_id = reply.json()["id"]
+            with http.stream("GET", f"/v1/renders/{render_id}/events") as stream:
+                last = [line for line in stream.iter_lines() if line.startswith("event:")][-1]
+            assert last == "event: done", (tmp_path / "serve.log").read_text()
+            take = http.get(f"/v1/renders/{render_id}").json()["takes"]["A"]
+            audio = http.get(f"/v1/takes/{take}/audio")
+            assert sf.info(io.BytesIO(audio.content)).frames == round(1.5 * SR)
+    finally:
+        process.terminate()
+        process.wait(30)
+        log.close()

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 
 from neurochip.cli import (
     app,
+    batch,
     comp,
     doctor,
     faithfulness,
@@ -36,6 +37,7 @@ COMMANDS = (
     reroll,
     comp,
     sweep,
+    batch,
     synth,
     faithfulness,
     app,

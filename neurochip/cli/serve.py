@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from neurochip.cli.common import EPILOG, add_engine_options, add_model_options, load_engine
+from neurochip.cli.common import EPILOG, add_device_option, add_model_options, load_engine
 from neurochip.errors import NeuroChipError
 from neurochip.io.decode import DEFAULT_MAX_DURATION_S
 
@@ -66,7 +66,7 @@ def add_parser(commands) -> None:
         help="where takes are kept (default ~/.neurochip, or NEUROCHIP_HOME)",
     )
     add_model_options(parser)
-    add_engine_options(parser)
+    add_device_option(parser)
     parser.set_defaults(run=run)
 
 

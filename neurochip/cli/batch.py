@@ -1,0 +1,62 @@
+"""``neurochip batch``: a soundtrack's songs x prompts x seeds from a TOML manifest."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from neurochip.cli.common import (
+    EPILOG,
+    add_device_option,
+    add_library_option,
+    add_model_options,
+    load_engine,
+    progress_bar,
+)
+from neurochip.errors import NeuroChipError
+
+
+def add_parser(commands) -> None:
+    parser = commands.add_parser(
+        "batch",
+        help="render songs x prompts x seeds from a manifest (resumable)",
+        description="Render every song of a TOML manifest with every prompt and seed it "
+        "lists (see neurochip.batch for the format), into its output folder with an index "
+        "(index.json, index.csv). Run it again after a stop: finished items are skipped.",
+        epilog=EPILOG,
+    )
+    parser.add_argument("manifest", type=Path, help="the manifest (.toml)")
+    parser.add_argument(
+        "--bit-depth", choices=("16", "24", "float"), default="16", help="WAV sample format"
+    )
+    add_model_options(parser)
+    add_device_option(parser)
+    add_library_option(parser)
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> None:
+    from neurochip.batch import is_finished, load_manifest, run_batch
+    from neurochip.library.store import TakeLibrary
+
+    items = load_manifest(args.manifest)  # all of it checked before the model loads
+    todo = [item for item in items if not is_finished(item)]
+    print(
+        f"{len(items)} item(s) in {args.manifest.name}: {len(items) - len(todo)} done before, "
+        f"{len(todo)} to render.",
+        file=sys.stderr,
+    )
+    if not todo:
+        return
+    engine = load_engine(args)
+    library = None if args.no_library else TakeLibrary()
+    with progress_bar("batch") as update:
+        report = run_batch(
+            engine, items, library=library, progress=update, bit_depth=args.bit_depth
+        )
+    folder = items[0].output.parents[1]
+    print(f"Rendered {len(report.rendered)}, skipped {len(report.skipped)}; index in {folder}.")
+    if report.failed:
+        listing = "; ".join(f"{key}: {why}" for key, why in report.failed.items())
+        raise NeuroChipError(f"{len(report.failed)} item(s) failed ({listing}).")

@@ -1,0 +1,106 @@
+"""``neurochip batch``: songs x prompts x seeds from a manifest, resumable (tiny model)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from neurochip.batch import is_finished, load_manifest, run_batch
+from neurochip.engine import Engine
+from neurochip.errors import NeuroChipError
+from tests.chiptune import make_chiptune
+
+SR = 44100
+
+
+def soundtrack(folder: Path, songs: int = 3, seeds=(1, 2)) -> Path:
+    for i in range(songs):
+        sf.write(folder / f"level{i + 1}.wav", make_chiptune(1.5, seed=i).T, SR)
+    listing = "\n".join(
+        f'[[songs]]\npath = "level{i + 1}.wav"\nprompts = ["a funk band"]\nseeds = {list(seeds)}\n'
+        for i in range(songs)
+    )
+    manifest = folder / "soundtrack.toml"
+    manifest.write_text(
+        'output = "out"\n\n[defaults]\nsteps = 2\ndenoise = 0.5\nphase_iterations = 0\n\n' + listing
+    )
+    return manifest
+
+
+def test_a_manifest_renders_every_song_prompt_and_seed_and_a_rerun_skips_them(tiny_model, tmp_path):
+    items = load_manifest(soundtrack(tmp_path))
+    assert [(i.song.name, i.settings.seed) for i in items] == [
+        (f"level{n}.wav", seed) for n in (1, 2, 3) for seed in (1, 2)
+    ]
+    engine = Engine(tiny_model)
+    first = run_batch(engine, items)
+    assert len(first.rendered) == 6 and not first.failed
+    for item in items:
+        assert is_finished(item)
+        assert sf.info(item.output).frames == round(1.5 * SR)
+    index = json.loads((tmp_path / "out" / "index.json").read_text())
+    assert [row["status"] for row in index] == ["done"] * 6
+    assert (tmp_path / "out" / "index.csv").read_text().count("\n") == 7
+
+    # A stop half-way (here: one file lost) is finished by running again; the rest is skipped.
+    items[3].output.unlink()
+    before = sf.read(items[0].output)[0]
+    again = run_batch(engine, items)
+    assert again.rendered == [items[3].key] and len(again.skipped) == 5
+    np.testing.assert_array_equal(sf.read(items[0].output)[0], before)  # untouched
+
+
+def test_a_changed_setting_renders_the_item_again(tiny_model, tmp_path):
+    manifest = soundtrack(tmp_path, songs=1, seeds=(1,))
+    engine = Engine(tiny_model)
+    run_batch(engine, load_manifest(manifest))
+    manifest.write_text(manifest.read_text().replace("denoise = 0.5", "denoise = 0.6"))
+    [item] = load_manifest(manifest)
+    assert not is_finished(item)
+    assert run_batch(engine, [item]).rendered == [item.key]
+
+
+def test_a_song_that_fails_is_listed_and_the_batch_goes_on(tiny_model, tmp_path):
+    manifest = soundtrack(tmp_path, songs=2, seeds=(1,))
+    (tmp_path / "level1.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
+    report = run_batch(Engine(tiny_model), load_manifest(manifest))
+    assert list(report.failed) == ["level1-p1-seed1"] and report.rendered == ["level2-p1-seed1"]
+    index = json.loads((tmp_path / "out" / "index.json").read_text())
+    assert index[0]["status"] == "failed" and "level1.wav" in index[0]["error"]
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("output = 'x'\n", r"at least one \[\[songs\]\]"),
+        ("[[songs]]\npath = 'level1.wav'\n", "give its prompts"),
+        ("[[songs]]\npath = 'nope.wav'\nprompts = ['x']\n", "no such file"),
+        (
+            "[[songs]]\npath = 'level1.wav'\nprompts = ['x']\ndenoise = 7\n",
+            "Denoise must be between 0 and 1",
+        ),
+        ("[[songs]]\npath = 'level1.wav'\nprompts = ['x']\nvolume = 11\n", "unknown settings"),
+        ("[[songs]]\npath = 'level1.wav'\nprompts = ['x']\nseeds = ['a']\n", "whole numbers"),
+        ("[[songs\n", "not valid TOML"),
+    ],
+)
+def test_a_bad_manifest_is_said_before_anything_renders(tmp_path, text, said):
+    sf.write(tmp_path / "level1.wav", make_chiptune(1.0).T, SR)
+    manifest = tmp_path / "bad.toml"
+    manifest.write_text(text)
+    with pytest.raises(NeuroChipError, match=said):
+        load_manifest(manifest)
+
+
+def test_the_batch_command_says_what_it_did(tmp_path, tiny_model_dir, capsys, private_take_library):
+    from neurochip.cli import main
+
+    manifest = soundtrack(tmp_path, songs=1, seeds=(1, 2))
+    assert main(["batch", str(manifest), "--model", str(tiny_model_dir)]) == 0
+    assert "Rendered 2, skipped 0" in capsys.readouterr().out
+    assert main(["batch", str(manifest), "--model", "/no/such/model"]) == 0  # nothing to load
+    assert "2 done before, 0 to render" in capsys.readouterr().err
