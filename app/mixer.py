@@ -25,6 +25,11 @@ def _about(name: str):
     return describe(StemMix, name)
 
 
+def _fader(where, name: str, low: float, high: float, value: float, step: float, key: str):
+    about = _about(name)
+    return where.slider(about.label, low, high, float(value), step=step, key=key, help=about.help)
+
+
 def stem_mixer(mix_id: str, song: Sketch | None = None) -> None:
     """The faders of the stems a kept mix was made of, their mix playing against the sketch.
 
@@ -64,24 +69,8 @@ def stem_mixer(mix_id: str, song: Sketch | None = None) -> None:
         key = f"mix_{mix_id}_{i}"
         mixes.append(
             StemMix(
-                gain_db=gain.slider(
-                    _about("gain_db").label,
-                    -24.0,
-                    12.0,
-                    float(start.gain_db),
-                    step=0.5,
-                    key=f"{key}_gain",
-                    help=_about("gain_db").help,
-                ),
-                pan=pan.slider(
-                    _about("pan").label,
-                    -1.0,
-                    1.0,
-                    float(start.pan),
-                    step=0.05,
-                    key=f"{key}_pan",
-                    help=_about("pan").help,
-                ),
+                gain_db=_fader(gain, "gain_db", -24.0, 12.0, start.gain_db, 0.5, f"{key}_gain"),
+                pan=_fader(pan, "pan", -1.0, 1.0, start.pan, 0.05, f"{key}_pan"),
                 mute=mute.checkbox("Mute", start.mute, key=f"{key}_mute", help=_about("mute").help),
                 solo=solo.checkbox("Solo", start.solo, key=f"{key}_solo", help=_about("solo").help),
             )

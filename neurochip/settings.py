@@ -82,6 +82,17 @@ def help_text(settings_class: type, name: str) -> str:
     return describe(settings_class, name).help
 
 
+def table_of(settings_class: type, data: Any, what: str) -> dict[str, Any]:
+    """``data`` (JSON, TOML) checked as the fields of ``settings_class``: a table, with no
+    key the class does not have ("Unknown section settings: volume.")."""
+    if not isinstance(data, dict):
+        raise NeuroChipError(f"A {what} must be a table of settings, not {data!r}.")
+    unknown = set(data) - {f.name for f in dataclasses.fields(settings_class)}
+    if unknown:
+        raise NeuroChipError(f"Unknown {what} settings: {', '.join(sorted(unknown))}.")
+    return dict(data)
+
+
 def _check(checks: list[tuple[bool, str]]) -> None:
     for ok, message in checks:
         if not ok:
@@ -151,13 +162,7 @@ class Section:
     def from_dict(cls, data: Any) -> Section:
         if isinstance(data, Section):
             return data
-        if not isinstance(data, dict):
-            raise NeuroChipError(f"A section must be a table of settings, not {data!r}.")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise NeuroChipError(f"Unknown section settings: {', '.join(sorted(unknown))}.")
-        return cls(**data)
+        return cls(**table_of(cls, data, "section"))
 
 
 @dataclass(frozen=True)

@@ -51,7 +51,7 @@ from neurochip.io.write import atomic_write, save_audio
 from neurochip.library.metadata import faithfulness_score, take_metadata
 from neurochip.library.store import TakeLibrary
 from neurochip.mix import check_width, stereo_pair
-from neurochip.settings import RenderSettings, Setting, TakeSetOptions
+from neurochip.settings import RenderSettings, Setting, TakeSetOptions, table_of
 from neurochip.sketch import Sketch
 from neurochip.synth import DRUMS, TrackInfo
 from neurochip.takeset import (
@@ -164,13 +164,8 @@ class Stem:
 
     @classmethod
     def from_dict(cls, data: Any) -> Stem:
-        if not isinstance(data, Mapping):
-            raise NeuroChipError(f"A stem must be a table of settings, not {data!r}.")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise NeuroChipError(f"Unknown stem settings: {', '.join(sorted(unknown))}.")
-        return cls(**{**data, "parts": tuple(data.get("parts") or ())})
+        values = table_of(cls, data, "stem")
+        return cls(**{**values, "parts": tuple(values.get("parts") or ())})
 
 
 @dataclass(frozen=True)

@@ -203,6 +203,18 @@ def upload_and_set_two_steps(page, tune: Path) -> None:
     set_two_steps(page)
 
 
+def open_demo(browser, url: str):
+    """The app with its demo song open, Auto preview off and Steps at 2."""
+    from playwright.sync_api import expect
+
+    page = open_page(browser, url)
+    page.get_by_role("button", name="Try the demo").click()
+    expect(page.get_by_text("greensleeves.mid").first).to_be_visible()
+    auto_preview_off(page)
+    set_two_steps(page)
+    return page
+
+
 def auto_preview_off(page) -> None:
     """Turn Auto preview off (no preview work meanwhile). While the page reruns Streamlit can
     show the old toggle beside the new one: click only when there is one, until it is off."""
@@ -315,11 +327,7 @@ def test_fix_a_bar_comp_two_takes_and_loop_for_the_game(app_url, tmp_path):
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        page = open_page(browser, app_url)
-        page.get_by_role("button", name="Try the demo").click()
-        expect(page.get_by_text("greensleeves.mid").first).to_be_visible()
-        auto_preview_off(page)
-        set_two_steps(page)
+        page = open_demo(browser, app_url)
         page.locator("[data-testid='stSlider']").filter(has_text="Steps").get_by_role(
             "slider"
         ).press("ArrowRight")  # 3 steps: one denoising step at denoise 0.35
@@ -394,11 +402,7 @@ def test_stems_from_the_instrument_map_with_sections_solo_mute_and_the_zip(app_u
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        page = open_page(browser, app_url)
-        page.get_by_role("button", name="Try the demo").click()
-        expect(page.get_by_text("greensleeves.mid").first).to_be_visible()
-        auto_preview_off(page)
-        set_two_steps(page)
+        page = open_demo(browser, app_url)
 
         # The timeline: a new band from bar 2.
         page.get_by_text("Sections: a prompt timeline").click()

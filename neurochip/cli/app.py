@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from neurochip.cli.common import EPILOG
+from neurochip.cli.common import EPILOG, add_home_option
 from neurochip.errors import NeuroChipError
 
 
@@ -31,13 +31,7 @@ def add_parser(commands) -> None:
         help="largest upload accepted, in MB (default 200)",
     )
     parser.add_argument("--model", default=None, metavar="ID|DIR|FILE", help="model to load")
-    parser.add_argument(
-        "--home",
-        type=Path,
-        default=None,
-        metavar="DIR",
-        help="where takes are kept (default ~/.neurochip, or NEUROCHIP_HOME)",
-    )
+    add_home_option(parser)
     parser.set_defaults(run=run)
 
 

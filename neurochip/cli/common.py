@@ -114,6 +114,17 @@ def render_settings(args: argparse.Namespace, **chosen: Any) -> RenderSettings:
     )
 
 
+def add_home_option(parser: argparse.ArgumentParser) -> None:
+    """--home: where a server (the app, the API) keeps its takes."""
+    parser.add_argument(
+        "--home",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="where takes are kept (default ~/.neurochip, or NEUROCHIP_HOME)",
+    )
+
+
 def add_library_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-library",

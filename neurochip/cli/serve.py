@@ -11,7 +11,13 @@ import os
 import sys
 from pathlib import Path
 
-from neurochip.cli.common import EPILOG, add_device_option, add_model_options, load_engine
+from neurochip.cli.common import (
+    EPILOG,
+    add_device_option,
+    add_home_option,
+    add_model_options,
+    load_engine,
+)
 from neurochip.errors import NeuroChipError
 from neurochip.io.decode import DEFAULT_MAX_DURATION_S
 
@@ -58,13 +64,7 @@ def add_parser(commands) -> None:
         metavar="SEC",
         help=f"longest sketch taken, in seconds (default {DEFAULT_MAX_DURATION_S:g})",
     )
-    parser.add_argument(
-        "--home",
-        type=Path,
-        default=None,
-        metavar="DIR",
-        help="where takes are kept (default ~/.neurochip, or NEUROCHIP_HOME)",
-    )
+    add_home_option(parser)
     add_model_options(parser)
     add_device_option(parser)
     parser.set_defaults(run=run)
