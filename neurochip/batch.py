@@ -190,8 +190,7 @@ def run_batch(
             if progress is not None:
                 progress((number + fraction) / len(items), f"{key}: {stage}")
 
-        row = {"item": item.key, "song": str(item.song), "prompt": item.settings.prompt,
-               "seed": item.settings.seed, "file": str(item.output)}  # fmt: skip
+        row = index_row(item)
         if is_finished(item):
             report.skipped.append(item.key)
             index[item.key] = {**row, "status": "done"}
@@ -230,6 +229,17 @@ def run_batch(
     return report
 
 
+def index_row(item: BatchItem) -> dict[str, Any]:
+    """What the index says of an item, whatever became of it."""
+    return {
+        "item": item.key,
+        "song": str(item.song),
+        "prompt": item.settings.prompt,
+        "seed": item.settings.seed,
+        "file": str(item.output),
+    }
+
+
 def write_index(folder: Path, index: Mapping[str, Mapping[str, Any]]) -> None:
     """``index.json`` and ``index.csv`` of what the batch holds (atomically, each time)."""
     rows = list(index.values())
@@ -242,4 +252,12 @@ def write_index(folder: Path, index: Mapping[str, Mapping[str, Any]]) -> None:
     write_text_atomically(folder / "index.csv", out.getvalue())
 
 
-__all__ = ["BatchItem", "BatchReport", "is_finished", "load_manifest", "run_batch"]
+__all__ = [
+    "BatchItem",
+    "BatchReport",
+    "index_row",
+    "is_finished",
+    "load_manifest",
+    "run_batch",
+    "write_index",
+]

@@ -104,3 +104,60 @@ def test_the_batch_command_says_what_it_did(tmp_path, tiny_model_dir, capsys, pr
     assert "Rendered 2, skipped 0" in capsys.readouterr().out
     assert main(["batch", str(manifest), "--model", "/no/such/model"]) == 0  # nothing to load
     assert "2 done before, 0 to render" in capsys.readouterr().err
+
+
+# --- on a Ray cluster ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A Ray instance on this machine's CPUs (what `neurochip batch --ray local` starts)."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def test_ray_gives_the_takes_the_embedded_batch_gives(
+    local_ray, tiny_model, tiny_model_dir, tmp_path
+):
+    from neurochip.cluster import ModelOptions, run_batch_on_ray
+
+    embedded_folder, ray_folder = tmp_path / "embedded", tmp_path / "ray"
+    embedded_folder.mkdir()
+    ray_folder.mkdir()
+    embedded = load_manifest(soundtrack(embedded_folder))
+    on_ray = load_manifest(soundtrack(ray_folder))
+    run_batch(Engine(tiny_model), embedded)
+    model = ModelOptions(str(tiny_model_dir), device="cpu")
+    report = run_batch_on_ray(on_ray, model, workers=2)
+    assert sorted(report.rendered) == sorted(item.key for item in on_ray) and not report.failed
+    for mine, theirs in zip(embedded, on_ray, strict=True):
+        # The same takes: Ray runs a worker on one thread, so float sums may round apart by
+        # a hair, one step of 16-bit audio at most.
+        np.testing.assert_allclose(
+            sf.read(mine.output)[0], sf.read(theirs.output)[0], atol=1.5 / 32768
+        )
+        assert is_finished(theirs)
+    index = json.loads((ray_folder / "out" / "index.json").read_text())
+    assert sorted(row["item"] for row in index) == sorted(item.key for item in on_ray)
+    assert run_batch_on_ray(on_ray, model, workers=2).skipped == [i.key for i in on_ray]
+
+
+def test_a_ray_worker_killed_mid_run_loses_nothing(local_ray, tiny_model_dir, tmp_path):
+    from neurochip.cluster import ModelOptions, run_batch_on_ray
+
+    items = load_manifest(soundtrack(tmp_path))
+    killed = []
+
+    def kill_a_busy_worker(pending):
+        if not killed and pending:
+            worker, item = next(iter(pending.values()))
+            local_ray.kill(worker)  # as a lost machine: its item is under way
+            killed.append(item.key)
+
+    model = ModelOptions(str(tiny_model_dir), device="cpu")
+    report = run_batch_on_ray(items, model, workers=2, on_submitted=kill_a_busy_worker)
+    assert killed and killed[0] in report.rendered
+    assert sorted(report.rendered) == sorted(item.key for item in items) and not report.failed
+    assert all(is_finished(item) for item in items)

@@ -101,22 +101,28 @@ def python_files(*folders: str) -> list[Path]:
     return [p for folder in folders for p in (ROOT / folder).rglob("*.py")]
 
 
-#: The HTTP server (``neurochip serve``): its own extra, as the app has.
-SERVER_FILES = {
-    ROOT / "neurochip" / "cli" / "serve.py",
-    *(ROOT / "neurochip" / "server").rglob("*.py"),
+#: Parts of neurochip/ that need an extra, as the app does: the HTTP server (``neurochip
+#: serve``) and batch renders on Ray (``neurochip batch --ray``).
+EXTRA_FILES = {
+    "server": {
+        ROOT / "neurochip" / "cli" / "serve.py",
+        *(ROOT / "neurochip" / "server").rglob("*.py"),
+    },
+    "cluster": {ROOT / "neurochip" / "cluster.py", ROOT / "neurochip" / "cli" / "batch.py"},
 }
 
 
 def test_neurochip_imports_are_core_dependencies():
-    files = [p for p in python_files("neurochip") if p not in SERVER_FILES]
+    extras = set().union(*EXTRA_FILES.values())
+    files = [p for p in python_files("neurochip") if p not in extras]
     problems = undeclared(files, declared("core"))
     assert not problems, "Declare these in [project] dependencies:\n" + "\n".join(problems)
 
 
-def test_server_imports_are_declared():
-    problems = undeclared(SERVER_FILES, declared("core", "server"))
-    assert not problems, "Declare these in the [server] extra:\n" + "\n".join(problems)
+@pytest.mark.parametrize("extra", sorted(EXTRA_FILES))
+def test_the_imports_of_an_extras_part_are_declared(extra):
+    problems = undeclared(EXTRA_FILES[extra], declared("core", extra))
+    assert not problems, f"Declare these in the [{extra}] extra:\n" + "\n".join(problems)
 
 
 def test_app_imports_are_declared():
@@ -125,7 +131,9 @@ def test_app_imports_are_declared():
 
 
 def test_test_and_bench_imports_are_declared():
-    problems = undeclared(python_files("tests", "bench"), declared("core", "app", "server", "dev"))
+    problems = undeclared(
+        python_files("tests", "bench"), declared("core", "app", "server", "cluster", "dev")
+    )
     assert not problems, "Declare these in the [dev] extra:\n" + "\n".join(problems)
 
 

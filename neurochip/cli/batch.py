@@ -30,6 +30,21 @@ def add_parser(commands) -> None:
     parser.add_argument(
         "--bit-depth", choices=("16", "24", "float"), default="16", help="WAV sample format"
     )
+    parser.add_argument(
+        "--ray",
+        default=None,
+        metavar="auto|ADDRESS|local",
+        help="render on a Ray cluster: 'auto' joins the one this machine is part of, an "
+        "address (ray://host:10001) a remote one, 'local' starts one here; one worker per "
+        "GPU, each loading the model once (see docs/CLUSTER.md)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with --ray: how many workers (default: one per GPU of the cluster)",
+    )
     add_model_options(parser)
     add_device_option(parser)
     add_library_option(parser)
@@ -49,14 +64,47 @@ def run(args: argparse.Namespace) -> None:
     )
     if not todo:
         return
-    engine = load_engine(args)
     library = None if args.no_library else TakeLibrary()
-    with progress_bar("batch") as update:
-        report = run_batch(
-            engine, items, library=library, progress=update, bit_depth=args.bit_depth
-        )
+    if args.ray is not None:
+        report = run_on_ray(args, items, library)
+    else:
+        engine = load_engine(args)
+        with progress_bar("batch") as update:
+            report = run_batch(
+                engine, items, library=library, progress=update, bit_depth=args.bit_depth
+            )
     folder = items[0].output.parents[1]
     print(f"Rendered {len(report.rendered)}, skipped {len(report.skipped)}; index in {folder}.")
     if report.failed:
         listing = "; ".join(f"{key}: {why}" for key, why in report.failed.items())
         raise NeuroChipError(f"{len(report.failed)} item(s) failed ({listing}).")
+
+
+def run_on_ray(args: argparse.Namespace, items, library):
+    try:
+        import ray
+    except ImportError:
+        raise NeuroChipError(
+            "--ray needs Ray: pip install 'neurochip[cluster]' (or pip install ray)."
+        ) from None
+    from neurochip.cluster import ModelOptions, run_batch_on_ray
+
+    if args.workers is not None and args.workers < 1:
+        raise NeuroChipError("--workers must be 1 or more.")
+    if args.ray == "local":
+        ray.init(include_dashboard=False)
+    else:
+        ray.init(address=args.ray)
+    model = ModelOptions(args.model, args.device, args.dtype, args.lora, args.lora_scale)
+    try:
+        with progress_bar("batch on Ray") as update:
+            return run_batch_on_ray(
+                items,
+                model,
+                workers=args.workers,
+                library=library,
+                progress=update,
+                bit_depth=args.bit_depth,
+            )
+    finally:
+        ray.shutdown()
