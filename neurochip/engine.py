@@ -29,6 +29,9 @@ from __future__ import annotations
 import hashlib
 import inspect
 import math
+import os
+import re
+import tempfile
 import threading
 import time
 import weakref
@@ -40,6 +43,11 @@ from typing import Any
 
 import numpy as np
 import torch
+
+try:
+    import fcntl  # the kernel's file locks: renders take turns across processes (POSIX)
+except ImportError:  # Windows: within one process only
+    fcntl = None
 
 from neurochip.errors import NeuroChipError, RenderCancelled
 from neurochip.feature_reuse import check_supported as check_feature_reuse
@@ -567,20 +575,86 @@ def region_picture(
 # --- the engine -----------------------------------------------------------------------------------
 
 
-_DEVICE_LOCKS: dict[str, threading.Lock] = {}
+class DeviceLock:
+    """The render lock of one device.
+
+    Threads of this process queue on a lock; with ``lock_file``, processes of this machine
+    queue too, on an exclusive ``flock`` of that file (the app and ``neurochip serve`` side by
+    side on one GPU: two renders at once would only run it out of memory). The file lock is
+    the kernel's: a process that dies lets go of it.
+    """
+
+    def __init__(self, lock_file: Path | None = None) -> None:
+        self._threads = threading.Lock()
+        self.lock_file = lock_file
+        self._fd: int | None = None
+
+    def acquire(self, blocking: bool = True) -> bool:
+        if not self._threads.acquire(blocking):
+            return False
+        if self.lock_file is None:
+            return True
+        try:
+            self._fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o600)
+            flags = fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB)
+            fcntl.flock(self._fd, flags)
+        except BlockingIOError:
+            self._close()
+            self._threads.release()
+            return False
+        except BaseException:
+            self._close()
+            self._threads.release()
+            raise
+        return True
+
+    def release(self) -> None:
+        self._close()  # closing the file lets go of its lock
+        self._threads.release()
+
+    def locked(self) -> bool:
+        return self._threads.locked()
+
+    def _close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> DeviceLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+_DEVICE_LOCKS: dict[str, DeviceLock] = {}
 _DEVICE_LOCKS_GUARD = threading.Lock()
 
 
-def device_lock(device: torch.device | str) -> threading.Lock:
-    """The one render lock of a device in this process.
+def device_lock(device: torch.device | str) -> DeviceLock:
+    """The one render lock of a device.
 
     Every engine on a device renders under it, so two engines (two models, or the app's old
     and new model while one still renders) never share a GPU at once: that would only run it
-    out of memory. Engines on different devices do not wait for each other.
+    out of memory. On a CUDA device the lock holds across the processes of this machine too
+    (a lock file in the temporary folder, per user and device). Engines on different devices
+    do not wait for each other.
     """
-    key = str(torch.device(device))
+    device = torch.device(device)
+    key = str(device)
     with _DEVICE_LOCKS_GUARD:
-        return _DEVICE_LOCKS.setdefault(key, threading.Lock())
+        if key not in _DEVICE_LOCKS:
+            shared = device.type == "cuda" and fcntl is not None
+            _DEVICE_LOCKS[key] = DeviceLock(device_lock_file(key) if shared else None)
+        return _DEVICE_LOCKS[key]
+
+
+def device_lock_file(key: str) -> Path:
+    """Where the processes of this machine meet to take turns on a device."""
+    user = os.getuid() if hasattr(os, "getuid") else "user"
+    safe = re.sub(r"[^A-Za-z0-9]+", "-", key)
+    return Path(tempfile.gettempdir()) / f"neurochip-{user}-{safe}.lock"
 
 
 class Engine:

@@ -814,3 +814,41 @@ def test_a_compiled_unet_renders_the_same_takes(tiny_model_dir):
         np.testing.assert_allclose(
             compiled.render(audio, settings).output_image, expected, atol=1e-5
         )
+
+
+def test_a_gpus_render_lock_holds_across_processes(tmp_path):
+    """The app and `neurochip serve` side by side take turns on a GPU (a file lock)."""
+    import subprocess
+    import sys
+
+    from neurochip.engine import DeviceLock, device_lock_file
+
+    path = tmp_path / "cuda-0.lock"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, os, sys\n"
+            "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)\n"
+            "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+            "print('held', flush=True)\n"
+            "sys.stdin.readline()\n",
+            str(path),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"  # another process renders
+        lock = DeviceLock(path)
+        assert not lock.acquire(blocking=False)
+        assert not lock.locked()  # this process's threads are not left holding it
+    finally:
+        holder.stdin.write("\n")
+        holder.stdin.flush()
+        holder.wait(30)
+    assert lock.acquire(blocking=False)  # its turn came when the other let go
+    lock.release()
+    assert device_lock("cpu").lock_file is None  # a CPU: within this process only
+    assert device_lock_file("cuda:0").name.endswith("-cuda-0.lock")
