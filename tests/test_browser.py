@@ -378,12 +378,24 @@ def test_fix_a_bar_comp_two_takes_and_loop_for_the_game(app_url, tmp_path):
         browser.close()
 
 
+def settled_box(page, element) -> dict:
+    """Where an element is once the page has stopped moving it (a rerun can still be adding
+    things above it): its box, the same two looks in a row."""
+    box = element.bounding_box()
+    while True:
+        page.wait_for_timeout(300)
+        again = element.bounding_box()
+        if again == box:
+            return box
+        box = again
+
+
 def edit_cell(page, grid, row: int, column_x: float, text: str, new_row=False) -> None:
     """Type ``text`` into a data editor's cell, as with a keyboard: click the cell (row 0
     is the first under the header), Enter, type, Enter. A click on the row past the last
     (``new_row``) adds a row and opens its cell's editor itself."""
     grid.scroll_into_view_if_needed()
-    box = grid.bounding_box()
+    box = settled_box(page, grid)
     page.mouse.click(box["x"] + column_x, box["y"] + 35 * (row + 1) + 17)
     if not new_row:
         page.keyboard.press("Enter")
