@@ -21,9 +21,10 @@ from typing import Literal
 import torch
 
 from neurochip.errors import NeuroChipError
-from neurochip.io.audio import Audio
+from neurochip.io.audio import Audio, limit_peak
 from neurochip.spectrogram import (
     INT16_SCALE,
+    DecodedImage,
     SpectrogramParams,
     amplitudes_from_image,
     as_waveform,
@@ -456,3 +457,29 @@ def roundtrip(
         source=waveform if settings.mode == "source" else None,
         progress=progress,
     )
+
+
+def audio_from_image(
+    decoded: DecodedImage,
+    settings: PhaseSettings,
+    source: torch.Tensor | None = None,
+    progress: Progress | None = None,
+    device: torch.device | str = "cpu",
+) -> Audio:
+    """A spectrogram image's audio (``neurochip invert``, Riffusion's seed images).
+
+    ``source``, on ``device``: audio aligned with the image, for its phase (``settings.mode``
+    "source"). An image without the level tag has no scale of its own: normalised, as
+    Riffusion does. Never clips.
+    """
+    waveform = waveform_from_amplitudes(
+        decoded.amplitudes.to(device),
+        decoded.params,
+        decoded.num_samples,
+        settings,
+        source=source,
+        progress=progress,
+    )
+    if decoded.max_value is None:
+        waveform = waveform / waveform.abs().max().clamp_min(1e-9) * 0.99
+    return Audio(limit_peak(waveform).cpu().numpy(), decoded.params.sample_rate)

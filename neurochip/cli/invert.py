@@ -17,9 +17,8 @@ from neurochip.cli.common import (
     write_audio,
 )
 from neurochip.device import resolve_device
-from neurochip.io.audio import Audio, limit_peak
 from neurochip.io.decode import load_audio
-from neurochip.phase import PhaseSettings, waveform_from_amplitudes
+from neurochip.phase import PhaseSettings, audio_from_image
 from neurochip.spectrogram import amplitudes_from_image, load_image
 
 
@@ -65,15 +64,5 @@ def run(args: argparse.Namespace) -> None:
         mode="source" if source is not None else "random", iterations=args.iterations
     )
     with progress_bar("Rebuilding audio") as progress:
-        waveform = waveform_from_amplitudes(
-            decoded.amplitudes.to(device),
-            params,
-            decoded.num_samples,
-            settings,
-            source=source,
-            progress=progress,
-        )
-    if decoded.max_value is None:
-        # Without the level tag the scale is arbitrary: normalise, as Riffusion does.
-        waveform = waveform / waveform.abs().max().clamp_min(1e-9) * 0.99
-    write_audio(args, Audio(limit_peak(waveform).cpu().numpy(), params.sample_rate))
+        audio = audio_from_image(decoded, settings, source, progress, device)
+    write_audio(args, audio)

@@ -13,6 +13,7 @@ same way, as Riffusion does), and the take's picture and sound come back.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import re
 import tempfile
@@ -22,9 +23,8 @@ from pydantic import BaseModel, Field
 
 from neurochip.engine import Engine
 from neurochip.errors import NeuroChipError
-from neurochip.io.audio import Audio, limit_peak
 from neurochip.io.write import save_audio
-from neurochip.phase import PhaseSettings, waveform_from_amplitudes
+from neurochip.phase import PhaseSettings, audio_from_image
 from neurochip.settings import RenderSettings
 from neurochip.spectrogram import amplitudes_from_image, load_image, spectrogram_image
 
@@ -105,17 +105,9 @@ def run_inference(engine: Engine, inputs: InferenceInput, seed_images: Path | No
             "its re-roll (neurochip reroll, or Fix a part in the app)."
         )
     decoded = amplitudes_from_image(load_image(seed_image_path(seed_images, inputs.seed_image_id)))
-    params = decoded.params
     # The seed image heard as audio (it has no phase of its own: Riffusion's random phase).
-    waveform = waveform_from_amplitudes(
-        decoded.amplitudes.mean(dim=0, keepdim=True),
-        params,
-        decoded.num_samples,
-        PhaseSettings(mode="random"),
-    )
-    if decoded.max_value is None:  # an image without NeuroChip's level tag: full scale
-        waveform = waveform / waveform.abs().max().clamp_min(1e-9) * 0.99
-    seed_audio = Audio(limit_peak(waveform).cpu().numpy(), params.sample_rate)
+    mono = dataclasses.replace(decoded, amplitudes=decoded.amplitudes.mean(dim=0, keepdim=True))
+    seed_audio = audio_from_image(mono, PhaseSettings(mode="random"))
     render = engine.render(seed_audio, inference_settings(inputs))
 
     picture = io.BytesIO()
