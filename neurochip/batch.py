@@ -49,7 +49,7 @@ from neurochip.library.metadata import read_take_metadata
 from neurochip.library.store import TakeLibrary
 from neurochip.settings import RenderSettings, TakeSetOptions
 from neurochip.sketch import load_sketch
-from neurochip.takeset import check_take_set, output_paths, render_take_set, roles
+from neurochip.takeset import TakeSet, check_take_set, output_paths, render_take_set, roles
 
 log = logging.getLogger(__name__)
 
@@ -216,13 +216,7 @@ def run_batch(
             index[item.key] = {**row, "status": "failed", "error": str(err)}
         else:
             report.rendered.append(item.key)
-            score = takes.main.metadata.get("faithfulness")
-            index[item.key] = {
-                **row,
-                "status": "done",
-                "takes": takes.saved,
-                "faithfulness": score.get("score") if isinstance(score, Mapping) else None,
-            }
+            index[item.key] = done_row(item, takes)
         write_index(items[0].output.parents[1], index)
     if items:
         write_index(items[0].output.parents[1], index)
@@ -237,6 +231,17 @@ def index_row(item: BatchItem) -> dict[str, Any]:
         "prompt": item.settings.prompt,
         "seed": item.settings.seed,
         "file": str(item.output),
+    }
+
+
+def done_row(item: BatchItem, takes: TakeSet) -> dict[str, Any]:
+    """The index's row of an item rendered now: its takes in the library, its notes kept."""
+    score = takes.main.metadata.get("faithfulness")
+    return {
+        **index_row(item),
+        "status": "done",
+        "takes": takes.saved,
+        "faithfulness": score.get("score") if isinstance(score, Mapping) else None,
     }
 
 
@@ -255,6 +260,7 @@ def write_index(folder: Path, index: Mapping[str, Mapping[str, Any]]) -> None:
 __all__ = [
     "BatchItem",
     "BatchReport",
+    "done_row",
     "index_row",
     "is_finished",
     "load_manifest",

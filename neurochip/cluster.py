@@ -15,16 +15,22 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
-from neurochip.batch import BatchItem, BatchReport, index_row, is_finished, write_index
+from neurochip.batch import (
+    BatchItem,
+    BatchReport,
+    done_row,
+    index_row,
+    is_finished,
+    write_index,
+)
 from neurochip.errors import NeuroChipError
 from neurochip.io.audio import Audio
-from neurochip.library.metadata import save_take
 from neurochip.library.store import TakeLibrary
 from neurochip.settings import RenderSettings, TakeSetOptions
-from neurochip.takeset import output_paths
+from neurochip.takeset import TakeFile, TakeSet
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +126,7 @@ def run_batch_on_ray(
         while queue and idle:
             worker, item = idle.pop(0), queue.pop(0)
             payload = (item.song.read_bytes(), item.song.name, item.settings.to_dict())
-            options = _options_dict(item.options)
+            options = asdict(item.options)
             pending[worker.render.remote(*payload, options)] = (worker, item)
         if on_submitted is not None:
             on_submitted(dict(pending))
@@ -152,34 +158,23 @@ def run_batch_on_ray(
     return report
 
 
-def _options_dict(options: TakeSetOptions) -> dict[str, Any]:
-    from dataclasses import asdict
-
-    return asdict(options)
-
-
 def _write(
     item: BatchItem,
     files: Mapping[str, tuple[Any, int, dict[str, Any]]],
     library: TakeLibrary | None,
     bit_depth: str,
 ) -> dict[str, Any]:
-    """Write an item's files where the embedded batch would, and keep them in the library."""
-    targets = output_paths(item.output, list(files))
-    saved = {}
-    for role, (samples, rate, metadata) in files.items():
-        audio = Audio(samples, rate)
-        save_take(targets[role], audio, metadata, bit_depth)
-        if library is not None:
-            saved[role] = library.add(audio, metadata).id
-    main = files.get("pair") or files["A"]
-    score = main[2].get("faithfulness")
-    return {
-        **index_row(item),
-        "status": "done",
-        "takes": saved,
-        "faithfulness": score.get("score") if isinstance(score, Mapping) else None,
-    }
+    """Write an item's files as the embedded batch does, and keep them in the library."""
+    takes = TakeSet(
+        renders={},
+        files={role: TakeFile(role, Audio(samples, rate), meta) for role, (samples, rate, meta)
+               in files.items()},
+    )  # fmt: skip
+    takes.write(item.output, bit_depth)
+    if library is not None:
+        for role, file in takes.files.items():
+            takes.saved[role] = library.add(file.audio, file.metadata).id
+    return done_row(item, takes)
 
 
 __all__ = ["ModelOptions", "RenderWorker", "run_batch_on_ray"]

@@ -479,7 +479,6 @@ def render_stems(
         RenderCancelled: When ``cancel`` was set.
     """
     stems = list(stems) if stems is not None else default_stems(sketch)
-    check_stems(sketch, stems)
     mixes = list(mixes) if mixes is not None else [StemMix()] * len(stems)
     if len(mixes) != len(stems):
         raise NeuroChipError(f"{len(mixes)} mixer settings for {len(stems)} stems.")
