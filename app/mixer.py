@@ -76,20 +76,23 @@ def stem_mixer(mix_id: str, song: Sketch | None = None) -> None:
             )
         )
     mix = ui.memo(f"stem_mix_{mix_id}", tuple(mixes), lambda: result.mix(mixes))
-    span = result.start_s, mix.duration_s
-    if song is not None:
-        other = ("Sketch", song.audio.span(*span).to_mono())
-    else:
-        other = ("Kept mix", library.load_audio(mix_id))
+    # Encoded once per fader setting (and the other side once): a page run per slider move
+    # must not encode, or read from disk, what it played last time.
+    mix_wav = ui.memo(f"stem_mix_wav_{mix_id}", tuple(mixes), lambda: ui.wav_bytes(mix))
+
+    def compared() -> tuple[str, bytes]:
+        if song is not None:
+            span = song.audio.span(result.start_s, mix.duration_s).to_mono()
+            return "Sketch", ui.wav_bytes(span)
+        return "Kept mix", ui.wav_bytes(library.load_audio(mix_id))
+
+    other = ui.memo(f"stem_other_{mix_id}", song is not None, compared)
     try:
-        ab_player(
-            {"Mix": ui.wav_bytes(mix), other[0]: ui.wav_bytes(other[1])},
-            key=f"stem_ab_{mix_id}",
-            offset_s=result.start_s,
-        )
+        ab_player({"Mix": mix_wav, other[0]: other[1]}, key=f"stem_ab_{mix_id}",
+                  offset_s=result.start_s)  # fmt: skip
     except ValueError as err:  # too long for the page's player: the mix alone
         st.caption(f"The mix alone: {err}")
-        st.audio(ui.wav_bytes(mix), format="audio/wav")
+        st.audio(mix_wav, format="audio/wav")
 
     keep_col, mix_col, zip_col = st.columns(3)
     kept_now = st.session_state.get(f"stem_kept_{mix_id}", tuple(kept))
@@ -108,7 +111,7 @@ def stem_mixer(mix_id: str, song: Sketch | None = None) -> None:
     title = Path(result.sketch_name).stem or "song"
     mix_col.download_button(
         "Download the mix",
-        ui.wav_bytes(mix),
+        mix_wav,
         file_name=f"{title} stem mix.wav",
         mime="audio/wav",
         key=f"dl_mix_{mix_id}",
