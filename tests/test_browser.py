@@ -394,13 +394,22 @@ def edit_cell(page, grid, row: int, column_x: float, text: str, new_row=False) -
     """Type ``text`` into a data editor's cell, as with a keyboard: click the cell (row 0
     is the first under the header), Enter, type, Enter. A click on the row past the last
     (``new_row``) adds a row and opens its cell's editor itself."""
-    grid.scroll_into_view_if_needed()
-    box = settled_box(page, grid)
-    page.mouse.click(box["x"] + column_x, box["y"] + 35 * (row + 1) + 17)
-    if not new_row:
-        page.keyboard.press("Enter")
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     editor = page.locator(".gdg-input").last
-    editor.wait_for()
+    for _ in range(5):  # a rerun can remount the grid between the click and Enter: again
+        grid.scroll_into_view_if_needed()
+        box = settled_box(page, grid)
+        page.mouse.click(box["x"] + column_x, box["y"] + 35 * (row + 1) + 17)
+        if not new_row:
+            page.keyboard.press("Enter")
+        try:
+            editor.wait_for(timeout=15_000)
+            break
+        except PlaywrightTimeout:
+            new_row = False  # the row was added by the first click
+    else:
+        raise AssertionError("The table's cell editor never opened.")
     editor.fill(text)
     page.keyboard.press("Enter")
     editor.wait_for(state="detached")
