@@ -54,7 +54,7 @@ from neurochip.feature_reuse import check_supported as check_feature_reuse
 from neurochip.feature_reuse import full_unet, shallow_unet
 from neurochip.io.audio import Audio, fade_ramp, limit_peak
 from neurochip.model import DEFAULT_MODEL_ID, RiffusionModel, load_model
-from neurochip.phase import waveform_from_amplitudes
+from neurochip.phase import PhaseSettings, waveform_from_amplitudes
 from neurochip.settings import RenderSettings
 from neurochip.spectrogram import (
     SpectrogramParams,
@@ -672,8 +672,11 @@ class Engine:
         cache_bytes: int = DEFAULT_CACHE_BYTES,
         clock: Callable[[], float] = time.perf_counter,
         memory_limit: int | None = None,
+        decode_batch: int | None = None,
     ) -> None:
         self.model = model
+        # Takes the VAE decodes in one batch; None: as many as fit (see _decode_batch).
+        self.decode_batch = decode_batch
         self._clock = clock
         # GPU memory (bytes) the automatic batch size keeps the activations within, besides
         # what is free: e.g. 8 GiB, to check that a consumer card's share is enough.
@@ -688,7 +691,7 @@ class Engine:
         self._lock = device_lock(model.device)
         self._last_song: tuple[weakref.ref, int, Audio, str] | None = None
         self._prompts: OrderedDict[str, torch.Tensor] = OrderedDict()
-        self._measured_item_bytes: dict[tuple[int, int], int] = {}
+        self._measured_item_bytes: dict[tuple[Any, ...], int] = {}
         if model.device.type == "cpu":
             # Denormal floats (from SiLU of large negative activations) make CPU convolutions
             # several times slower; flushing them to zero changes no audible result.
@@ -995,33 +998,23 @@ class Engine:
             for i in used:
                 output_images[i] = next(rendered)
 
+        sources = [torch.from_numpy(mono.samples[:, start : start + length]) for mono in monos]
+        phases = [settings.phase_settings for settings in takes]
+        if quality.phase_iterations is not None:
+            most = quality.phase_iterations
+            phases = [replace(p, iterations=min(p.griffin_lim_iterations, most)) for p in phases]
+        waveforms = self._waveforms(
+            output_images,
+            [float(entry["max_value"]) for entry in cached],
+            sources,
+            phases,
+            length,
+            report,
+        )
         results = []
         for i, (settings, output_image) in enumerate(zip(takes, output_images, strict=True)):
-            mono, entry = monos[i], cached[i]
-            source = torch.from_numpy(mono.samples[:, start : start + length])
-
-            def phase_progress(f: float, i: int = i) -> None:
-                report.stage("phase", (i + f) / len(takes), "phase")
-
-            phase_progress(0.0)
-            phase = settings.phase_settings
-            if quality.phase_iterations is not None:
-                most = quality.phase_iterations
-                phase = replace(phase, iterations=min(phase.griffin_lim_iterations, most))
-            amplitudes = float_image_to_amplitudes(
-                output_image.mean(dim=0, keepdim=True).expand(3, -1, -1),
-                float(entry["max_value"]),
-                stereo=False,
-            )
-            waveform = waveform_from_amplitudes(
-                amplitudes.to(self.model.device).float(),
-                self.params,
-                length,
-                phase,
-                source=source.to(self.model.device),
-                progress=phase_progress,
-            )
-            waveform = limit_peak(waveform)  # a take never clips, and is never turned up
+            mono, source = monos[i], sources[i]
+            waveform = limit_peak(waveforms[i])  # a take never clips, and is never turned up
             results.append(
                 Render(
                     audio=Audio(waveform.cpu().numpy(), mono.sample_rate),
@@ -1036,6 +1029,58 @@ class Engine:
         report.finish()
         seconds = round(self._clock() - began, 3)
         return [replace(result, seconds=seconds) for result in results]
+
+    def _waveforms(
+        self,
+        images: Sequence[torch.Tensor],
+        max_values: Sequence[float],
+        sources: Sequence[torch.Tensor],
+        phases: Sequence[PhaseSettings],
+        length: int,
+        report: _StagedProgress,
+    ) -> list[torch.Tensor]:
+        """Each take's waveform (1, length) from its picture, its phase from its source.
+
+        Takes with the same phase settings are reconstructed in one call, stacked as channels
+        (on a GPU in one pass over large chunks; see :func:`waveform_from_amplitudes`);
+        each equals its own reconstruction up to float rounding.
+        """
+        device = self.model.device
+        groups: dict[PhaseSettings, list[int]] = {}
+        for i, phase in enumerate(phases):
+            # Random starts are seeded per take (the seed, not seed + channel): one at a time.
+            key = phase if phase.mode == "source" else (phase, i)
+            groups.setdefault(key, []).append(i)
+        waveforms: list[torch.Tensor | None] = [None] * len(images)
+        done = 0
+        report.stage("phase", 0.0, "phase")
+        for members in groups.values():
+
+            def phase_progress(f: float, done: int = done, n: int = len(members)) -> None:
+                report.stage("phase", (done + f * n) / len(images), "phase")
+
+            amplitudes = torch.cat(
+                [
+                    float_image_to_amplitudes(
+                        images[i].mean(dim=0, keepdim=True).expand(3, -1, -1),
+                        max_values[i],
+                        stereo=False,
+                    )
+                    for i in members
+                ]
+            )
+            together = waveform_from_amplitudes(
+                amplitudes.to(device).float(),
+                self.params,
+                length,
+                phases[members[0]],
+                source=torch.cat([sources[i] for i in members]).to(device),
+                progress=phase_progress,
+            )
+            for row, i in enumerate(members):
+                waveforms[i] = together[row : row + 1]
+            done += len(members)
+        return waveforms  # type: ignore[return-value]
 
     def _render_loop(
         self,
@@ -1157,30 +1202,19 @@ class Engine:
         offset = first - a * scale
         weight = torch.from_numpy(bounds.weight_at(np.arange(a_s, b_s) + 0.5)).to(model.device)
         frame_weight = torch.from_numpy(bounds.weight_at(a_s + np.arange(frames) * hop))
-        source = torch.from_numpy(mono.samples[:, a_s:b_s]).to(model.device)
+        source = torch.from_numpy(mono.samples[:, a_s:b_s])
         parent_wave = wave[:, a_s:b_s]
+        images = [i[..., offset : offset + frames] for i in self._decode_many(denoised, report)]
+        news = self._waveforms(
+            images,
+            [float(cached["max_value"])] * len(takes),
+            [source] * len(takes),
+            [settings.phase_settings for settings in takes],
+            b_s - a_s,
+            report,
+        )
         results = []
-        for i, (settings, take_latents) in enumerate(zip(takes, denoised, strict=True)):
-            report.stage("decode", i / len(takes), "decode")
-            image = self._decode(take_latents)[..., offset : offset + frames]
-
-            def phase_progress(f: float, i: int = i) -> None:
-                report.stage("phase", (i + f) / len(takes), "phase")
-
-            phase_progress(0.0)
-            amplitudes = float_image_to_amplitudes(
-                image.mean(dim=0, keepdim=True).expand(3, -1, -1),
-                float(cached["max_value"]),
-                stereo=False,
-            )
-            new = waveform_from_amplitudes(
-                amplitudes.to(model.device).float(),
-                params,
-                b_s - a_s,
-                settings.phase_settings,
-                source=source,
-                progress=phase_progress,
-            )
+        for settings, image, new in zip(takes, images, news, strict=True):
             new = limit_peak(new)  # as a take: never clips
             spliced = wave.clone()
             # Outside the region and its margins the weight is 0: the parent's samples, as
@@ -1333,8 +1367,26 @@ class Engine:
         channels = int(getattr(model.vae.config, "latent_channels", 4))
         return _SongLatents(encode, image, width, model.vae_scale, channels, model.latent_scaling)
 
+    def _decode_many(
+        self, latents: Sequence[torch.Tensor], report: _StagedProgress
+    ) -> list[torch.Tensor]:
+        """Each take's latents (1, 4, 64, W') -> its float picture (3, 512, W' * 8).
+
+        Takes are decoded together, as many in one batch as :meth:`_decode_batch` allows
+        (on a GPU one batch for a pair or a small grid; one at a time on the CPU, where a
+        batch gains nothing and costs memory).
+        """
+        size = self._decode_batch(len(latents), latents[0].shape)
+        images: list[torch.Tensor] = []
+        for first in range(0, len(latents), size):
+            report.stage("decode", first / len(latents), "decode")
+            pixels = self._decode(torch.cat(list(latents[first : first + size])))
+            images.extend(pixels.unbind(0))
+        return images
+
     @torch.no_grad()
     def _decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents (n, 4, 64, W') -> float pictures (n, 3, 512, W' * 8), in tiles along time."""
         model = self.model
         scale = model.vae_scale
 
@@ -1349,7 +1401,42 @@ class Engine:
                 "The model produced invalid numbers (NaN), which fp16 can do on some GPUs. "
                 "Render again with --dtype fp32 (or bf16), or choose fp32 on the Model page."
             )
-        return (pixels[0] / 2 + 0.5).clamp(0, 1)
+        return (pixels / 2 + 0.5).clamp(0, 1)
+
+    def _decode_batch(self, takes: int, latent_shape: torch.Size) -> int:
+        """Takes decoded in one VAE batch: ``decode_batch`` if set; on a GPU as many as fit
+        :data:`MEMORY_SHARE` of the free memory (one tile's activations measured once);
+        one on the CPU and MPS."""
+        if self.decode_batch is not None:
+            return max(1, min(takes, self.decode_batch))
+        device = self.model.device
+        if device.type != "cuda" or takes == 1:
+            return 1
+        free, _ = torch.cuda.mem_get_info(device)
+        if self.memory_limit is not None:
+            free = min(free, max(0, self.memory_limit - torch.cuda.memory_allocated(device)))
+        width = min(latent_shape[-1], VAE_TILE // self.model.vae_scale)
+        item = self._decode_item_bytes(latent_shape[-2], width)
+        return max(1, min(takes, int(free * MEMORY_SHARE // item)))
+
+    def _decode_item_bytes(self, height: int, width: int) -> int:
+        """Activation memory of decoding one tile of latents this shape (a probe, once)."""
+        key = ("decode", height, width)
+        if key not in self._measured_item_bytes:
+            device, model = self.model.device, self.model
+            torch.cuda.synchronize(device)
+            before = torch.cuda.memory_allocated(device)
+            torch.cuda.reset_peak_memory_stats(device)
+            channels = int(getattr(model.vae.config, "latent_channels", 4))
+            with torch.no_grad():
+                model.vae.decode(
+                    torch.zeros(1, channels, height, width, device=device, dtype=model.dtype)
+                )
+            torch.cuda.synchronize(device)
+            self._measured_item_bytes[key] = max(
+                1, torch.cuda.max_memory_allocated(device) - before
+            )
+        return self._measured_item_bytes[key]
 
     @torch.no_grad()
     def _img2img_region(
@@ -1379,11 +1466,9 @@ class Engine:
             latents, noises, takes, report, cancel, origin=a, whole=whole, song_start_s=song_start_s
         )
         offset = first - a * scale
-        images = []
-        for i, take_latents in enumerate(denoised):
-            report.stage("decode", i / len(denoised), "decode")
-            images.append(self._decode(take_latents)[..., offset : offset + frames])
-        return images
+        return [
+            image[..., offset : offset + frames] for image in self._decode_many(denoised, report)
+        ]
 
     def _take_noise(
         self, shape: torch.Size, settings: RenderSettings, period: tuple[int, int] | None = None

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 import numbers
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -60,6 +60,13 @@ MAX_ITERATIONS = 1000
 #: Most STFT columns reconstructed at once (11 minutes; ~540 MB of complex spectra).
 MAX_CHUNK_FRAMES = 1 << 16
 
+#: Off the CPU, channels (a render's takes) are reconstructed together, in chunks of this many
+#: STFT columns over all of them (e.g. 4,096 columns of a stereo pair, 512 of a 16-cell grid):
+#: a GPU's time goes to launching kernels when chunks are small (a 30 s take in 256-column
+#: chunks is ~12,700 launches), and ~650 MB of complex spectra a tensor stays well within
+#: an 8 GB card once the UNet's activations are freed.
+DEVICE_CHUNK_COLUMNS = 8192
+
 Progress = Callable[[float], None]
 
 
@@ -97,9 +104,17 @@ class PhaseSettings:
 
     @property
     def frames_per_chunk(self) -> int:
+        """STFT columns per chunk on the CPU, one channel at a time."""
         if self.chunk_frames is not None:
             return self.chunk_frames
         return 256 if self.mode == "source" else 2048
+
+    def frames_per_chunk_together(self, channels: int) -> int:
+        """STFT columns per chunk when ``channels`` are reconstructed together (off the CPU):
+        :data:`DEVICE_CHUNK_COLUMNS` shared among them, never fewer than on the CPU."""
+        if self.chunk_frames is not None:
+            return self.chunk_frames
+        return max(self.frames_per_chunk, DEVICE_CHUNK_COLUMNS // max(1, channels))
 
     @property
     def griffin_lim_iterations(self) -> int:
@@ -221,7 +236,7 @@ def griffin_lim(
     init: torch.Tensor | None = None,
     iterations: int = 32,
     momentum: float = 0.99,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | Sequence[torch.Generator] | None = None,
     on_iteration: Callable[[], None] | None = None,
 ) -> torch.Tensor:
     """Griffin-Lim with momentum, the update rule torchaudio (and so Riffusion) uses.
@@ -231,16 +246,20 @@ def griffin_lim(
         length: samples to return; frames must equal ``1 + length // hop``.
         init: complex initial spectrum whose phase starts the iterations (e.g. the source's
             STFT). None: torchaudio's random start (uniform real and imaginary parts).
+        generator: the random start's generator, or one per channel (each channel then
+            starts as it would alone).
 
     Returns:
         (channels, length) waveform on the magnitudes' scale.
     """
     if init is None:
-        angles = torch.rand(
-            magnitude.shape,
-            dtype=torch.complex64,
-            device=magnitude.device,
-            generator=generator,
+        generators = generator if isinstance(generator, Sequence) else [generator]
+        shape = magnitude.shape if len(generators) == 1 else (1, *magnitude.shape[1:])
+        angles = torch.cat(
+            [
+                torch.rand(shape, dtype=torch.complex64, device=magnitude.device, generator=g)
+                for g in generators
+            ]
         )
     else:
         angles = init / (init.abs() + 1e-16)
@@ -311,6 +330,7 @@ def waveform_from_amplitudes(
     settings: PhaseSettings = PhaseSettings(),
     source: torch.Tensor | Audio | None = None,
     progress: Progress | None = None,
+    together: bool | None = None,
 ) -> torch.Tensor:
     """Mel amplitudes (int16 scale) -> float waveform, the inverse of ``mel_amplitudes``.
 
@@ -323,6 +343,12 @@ def waveform_from_amplitudes(
             (or an Audio, resampled to ``params.sample_rate``); required for mode "source",
             ignored for "random".
         progress: called with the fraction done, 0..1.
+        together: reconstruct the channels (a stereo picture's, or many takes' stacked)
+            in one pass, in larger chunks (:meth:`PhaseSettings.frames_per_chunk_together`),
+            instead of one at a time. None: together off the CPU, where it saves kernel
+            launches; on the CPU one channel at a time is faster (see ``chunk_frames``).
+            Channel ``c`` gets the seed ``settings.seed + c`` either way, and the same
+            result up to float rounding (at the chunks' crossfades, where chunk sizes differ).
 
     Returns:
         (channels, num_samples) float waveform on the amplitudes' scale divided by 32768, so a
@@ -338,7 +364,9 @@ def waveform_from_amplitudes(
             "Phase mode 'source' needs the source audio (e.g. --phase-from AUDIO); "
             "use phase mode 'random' when there is none."
         )
-    if channels > 1:
+    if together is None:
+        together = amplitudes.device.type != "cpu"
+    if channels > 1 and not together:
         # Channels are independent here; one at a time keeps every tensor small (see
         # PhaseSettings.chunk_frames).
         sources = None
@@ -369,8 +397,14 @@ def waveform_from_amplitudes(
     # Context must cover half an FFT (where a chunk's own edges distort it) plus the crossfade.
     fade = 8 * hop
     context = -(-(params.n_fft // 2 + fade) // hop) + 1
-    chunks = _plan_chunks(num_frames, max(settings.frames_per_chunk, 2 * context), context)
-    generator = torch.Generator(device=device).manual_seed(settings.seed)
+    per_chunk = (
+        settings.frames_per_chunk_together(channels) if together else settings.frames_per_chunk
+    )
+    chunks = _plan_chunks(num_frames, max(per_chunk, 2 * context), context)
+    # One generator a channel, each seeded as that channel would be alone.
+    generators = [
+        torch.Generator(device=device).manual_seed(settings.seed + c) for c in range(channels)
+    ]
     padded_source = None
     if settings.mode == "source":
         src = _source_channels(source.to(device).float(), channels, num_samples)
@@ -401,7 +435,7 @@ def waveform_from_amplitudes(
             init=init,
             iterations=iterations,
             momentum=settings.momentum,
-            generator=generator,
+            generator=generators,
             on_iteration=tick,
         )
         weight = _chunk_weight(chunk, num_frames, hop, fade, num_samples, device)

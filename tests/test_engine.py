@@ -218,6 +218,39 @@ def test_render_many_equals_rendering_each_take_alone(engine):
     assert not np.allclose(together[0].audio.samples, together[1].audio.samples)
 
 
+def test_takes_are_decoded_in_one_batch_and_phased_in_one_pass(tiny_model, monkeypatch):
+    audio = song(6.0)  # 75 latent columns: two VAE tiles
+    takes = [dataclasses.replace(FAST, seed=s, phase_iterations=2) for s in (1, 4, 8)]
+    decoded: list[int] = []
+    hook = tiny_model.vae.decoder.register_forward_pre_hook(
+        lambda module, args: decoded.append(args[0].shape[0])
+    )
+    phased: list[int] = []
+    rebuild = engine_module.waveform_from_amplitudes
+
+    def counted(amplitudes, *args, **kwargs):
+        phased.append(amplitudes.shape[0])
+        return rebuild(amplitudes, *args, **kwargs)
+
+    monkeypatch.setattr(engine_module, "waveform_from_amplitudes", counted)
+    try:
+        together = Engine(tiny_model, decode_batch=3).render_many(audio, takes)
+        assert decoded == [3, 3] and phased == [3]  # each tile once for all takes; one phase
+        decoded.clear()
+        phased.clear()
+        alone = [Engine(tiny_model).render(audio, settings) for settings in takes]
+        assert decoded == [1, 1] * 3 and phased == [1] * 3
+    finally:
+        hook.remove()
+    for take, single in zip(together, alone, strict=True):
+        np.testing.assert_allclose(take.output_image, single.output_image, atol=1e-4)
+        # The pictures' float rounding (batched convolutions sum in another order) grows
+        # through the picture's power curve; still 1e-3 of the take's level.
+        np.testing.assert_allclose(take.audio.samples, single.audio.samples, atol=5e-4)
+    # The CPU decodes one take at a time unless told (a batch gains nothing there).
+    assert Engine(tiny_model)._decode_batch(3, torch.Size([1, 4, 64, 75])) == 1
+
+
 def test_takes_share_unet_calls_when_the_batch_has_room(engine, tiny_model):
     audio = song(9.0)  # three windows: six UNet items per guided take
     sizes = count_unet_calls(tiny_model)
@@ -277,7 +310,8 @@ def test_progress_follows_the_time_each_stage_took_last_time(tiny_model, monkeyp
     real_phase = engine_module.waveform_from_amplitudes
 
     def slow_phase(amplitudes, params, length, *args, progress=None, **kwargs):
-        began, cost = now[0], 3.0 * length / params.sample_rate
+        # 3 s per second of each take's audio (takes rendered together come as channels).
+        began, cost = now[0], 3.0 * length / params.sample_rate * amplitudes.shape[0]
 
         def timed(fraction: float) -> None:  # the clock moves as the phase work does
             now[0] = began + cost * fraction

@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
 from neurochip.errors import NeuroChipError
 from neurochip.phase import (
     DEFAULT_ITERATIONS,
+    DEVICE_CHUNK_COLUMNS,
     MAX_ITERATIONS,
     PhaseSettings,
     _band_pair,
@@ -178,6 +181,65 @@ def test_chunked_reconstruction_matches_whole():
     # Independent chunks agree with the one-piece result, seams included.
     assert spectral_convergence_db(whole, chunked) < -25
     assert (chunked - whole).abs().max() < 0.1 * whole.abs().max()
+
+
+@pytest.mark.parametrize("mode", ["source", "random"])
+def test_channels_reconstructed_together_equal_one_at_a_time(mode):
+    # Three takes' pictures stacked as channels (as the engine hands a pair or a grid over),
+    # each with its own source: one pass over all of them, in the GPU's larger chunks,
+    # gives each channel what it gets alone, its seed included (seed + channel).
+    sources = torch.cat([chip(3.0, seed=s) for s in range(3)])
+    mel = mel_amplitudes(sources)
+    settings = PhaseSettings(mode=mode, iterations=3, seed=5)
+    apart = waveform_from_amplitudes(
+        mel, PARAMS, sources.shape[1], settings, source=sources, together=False
+    )
+    together = waveform_from_amplitudes(
+        mel, PARAMS, sources.shape[1], settings, source=sources, together=True
+    )
+    assert together.shape == apart.shape == sources.shape
+    for c in range(3):
+        assert spectral_convergence_db(apart[c : c + 1], together[c : c + 1]) < -25
+    alone = waveform_from_amplitudes(
+        mel[2:], PARAMS, sources.shape[1], dataclasses.replace(settings, seed=7), source=sources[2:]
+    )
+    torch.testing.assert_close(apart[2:], alone)
+    if mode == "source":
+        # Same chunks: the same arithmetic, batched.
+        same = dataclasses.replace(settings, chunk_frames=settings.frames_per_chunk)
+        batched = waveform_from_amplitudes(
+            mel, PARAMS, sources.shape[1], same, source=sources, together=True
+        )
+        torch.testing.assert_close(batched, apart, atol=2e-5, rtol=0)
+
+
+def test_channels_together_go_through_griffin_lim_in_one_pass(monkeypatch):
+    from neurochip import phase as phase_module
+
+    shapes = []
+    real = phase_module.griffin_lim
+
+    def recorded(magnitude, *args, **kwargs):
+        shapes.append(tuple(magnitude.shape[::2]))  # (channels, columns)
+        return real(magnitude, *args, **kwargs)
+
+    monkeypatch.setattr(phase_module, "griffin_lim", recorded)
+    sources = torch.cat([chip(6.0, seed=s) for s in range(2)])
+    mel = mel_amplitudes(sources)
+    settings = PhaseSettings(iterations=1)
+    waveform_from_amplitudes(mel, PARAMS, sources.shape[1], settings, source=sources, together=True)
+    assert shapes == [(2, mel.shape[-1])]  # 601 columns: one chunk of both channels
+    shapes.clear()
+    waveform_from_amplitudes(mel, PARAMS, sources.shape[1], settings, source=sources)
+    assert {c for c, _ in shapes} == {1} and len(shapes) == 2 * 3  # the CPU: 256-column chunks
+
+
+def test_chunks_grow_when_channels_are_reconstructed_together():
+    source = PhaseSettings()
+    assert source.frames_per_chunk == 256  # the CPU's, one channel at a time
+    assert source.frames_per_chunk_together(2) == DEVICE_CHUNK_COLUMNS // 2
+    assert source.frames_per_chunk_together(64) == 256  # never smaller than the CPU's
+    assert PhaseSettings(chunk_frames=100).frames_per_chunk_together(2) == 100  # as asked
 
 
 def test_random_mode_is_reproducible_by_seed():
