@@ -69,7 +69,7 @@ from neurochip.device import describe_device, resolve_device
 from neurochip.engine import STAGES, Engine, RenderSettings, count_unet_work
 from neurochip.errors import NeuroChipError
 from neurochip.io import Audio, load_audio
-from neurochip.model import RiffusionModel, assemble_model, resolve_dtype
+from neurochip.model import COMPILE_MODES, RiffusionModel, assemble_model, resolve_dtype
 from neurochip.phase import PhaseSettings, waveform_from_amplitudes
 from neurochip.spectrogram import (
     SpectrogramParams,
@@ -818,8 +818,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--compile",
+        nargs="?",
+        const="default",
+        default=None,
+        choices=COMPILE_MODES,
+        metavar="MODE",
+        help="torch.compile the UNet (the warm-up pays for the compile; untimed); MODE "
+        "reduce-overhead adds CUDA graphs",
+    )
+    parser.add_argument(
+        "--channels-last",
         action="store_true",
-        help="torch.compile the UNet (the warm-up pays for the compile; untimed)",
+        help="the UNet's and VAE's weights in channels-last memory order",
     )
     add_engine_options(parser)
     parser.add_argument(
@@ -928,8 +938,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     arch = QUICK if args.quick else FULL
     log(f"building {arch.name} on {device} ...")
     model = build_model(arch, device, dtype)
+    if args.channels_last:
+        model.use_channels_last()
     if args.compile:
-        model.compile_unet()  # compiled at the warm-up's first call
+        model.compile_unet(mode=args.compile)  # compiled at the warm-up's first call
     params = parameter_counts(model)
     if device.type == "cuda" and not args.quick and song.shape[-1] / SAMPLE_RATE < 30:
         log("note: short songs are dominated by fixed costs; the full benchmark uses 60 s")
@@ -1041,6 +1053,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "arithmetic_flop": asdict(arithmetic),
             "device_peak_tflops": peak,
             "memory_cap_gb": args.memory_cap_gb,
+            "compile": args.compile,
+            "channels_last": args.channels_last,
             "takes": takes,
             "ratios": ratios,
             "benchmark_run_s": total,

@@ -706,7 +706,8 @@ class Engine:
         local_files_only: bool | None = None,
         lora: str | Path | None = None,
         lora_scale: float = 1.0,
-        compile: bool = False,
+        compile: bool | str = False,
+        channels_last: bool = False,
     ) -> Engine:
         """An engine with the Riffusion model (or any Stable Diffusion 1.x model) loaded.
 
@@ -717,7 +718,10 @@ class Engine:
             local_files_only: Never touch the network (default: ``HF_HUB_OFFLINE``).
             lora: A LoRA to fuse into the UNet (file, folder or hub id; see
                 :mod:`neurochip.lora`), at strength ``lora_scale``.
-            compile: ``torch.compile`` the UNet (see :meth:`RiffusionModel.compile_unet`).
+            compile: ``torch.compile`` the UNet: True or a mode of
+                :data:`~neurochip.model.COMPILE_MODES` (see :meth:`RiffusionModel.compile_unet`).
+            channels_last: weights in channels-last memory order (see
+                :meth:`RiffusionModel.use_channels_last`).
 
         Raises:
             ModelNotFoundError: The weights are not here; the message says how to get them.
@@ -728,8 +732,10 @@ class Engine:
             from neurochip.lora import apply_lora
 
             apply_lora(model, lora, lora_scale, local_files_only)
+        if channels_last:
+            model.use_channels_last()
         if compile:
-            model.compile_unet()
+            model.compile_unet(mode=compile if isinstance(compile, str) else "default")
         return cls(model)
 
     # -- public --------------------------------------------------------------------------------
@@ -1493,6 +1499,9 @@ class Engine:
         columns = (torch.arange(shape[-1]) - offset) % length
         return one[..., columns].to(self.model.device)
 
+    # Inference mode, not only no_grad: no version counters or view tracking on the loop's
+    # many small tensors (the latents it returns are read, never changed in place, after).
+    @torch.inference_mode()
     def _denoise(
         self,
         latents: torch.Tensor | Sequence[torch.Tensor],

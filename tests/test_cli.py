@@ -202,6 +202,26 @@ def test_render_with_a_lora_records_it_with_the_model(song, tmp_path, tiny_model
     assert "LoRA style x0.8" in json.dumps(read_take_metadata(out))
 
 
+def test_render_speed_options_reach_the_model(song, tmp_path, tiny_model_dir, monkeypatch):
+    import torch
+
+    from neurochip.model import RiffusionModel
+
+    modes, layouts = [], []
+    monkeypatch.setattr(torch, "compile", lambda module, **kw: modes.append(kw["mode"]) or module)
+    real = RiffusionModel.use_channels_last
+    monkeypatch.setattr(
+        RiffusionModel, "use_channels_last", lambda self: layouts.append(1) or real(self)
+    )
+    out = tmp_path / "fast.wav"
+    argv = ["render", str(song), "-o", str(out), "--prompt", "x", "--model", str(tiny_model_dir)]
+    assert main([*argv, "--compile", "reduce-overhead", "--channels-last", *RENDER_FAST]) == 0
+    assert modes == ["reduce-overhead"] and layouts == [1]
+    assert sf.info(out).frames == sf.info(song).frames
+    with pytest.raises(SystemExit):
+        main([*argv, "--compile", "fastest", *RENDER_FAST])
+
+
 def test_render_stereo_pair_and_comparison(song, tmp_path, tiny_model_dir):
     from neurochip.library.metadata import read_take_metadata, settings_from_take
 

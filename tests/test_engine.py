@@ -850,6 +850,44 @@ def test_a_compiled_unet_renders_the_same_takes(tiny_model_dir):
         )
 
 
+def test_compile_modes_are_checked_and_reach_torch_compile(tiny_model_dir, monkeypatch):
+    from neurochip.model import load_model
+
+    model = load_model(tiny_model_dir, device="cpu")
+    with pytest.raises(NeuroChipError, match="reduce-overhead"):
+        model.compile_unet(mode="fastest")
+    seen = []
+    monkeypatch.setattr(torch, "compile", lambda m, **kw: seen.append(kw) or m)
+    model.compile_unet(mode="reduce-overhead")  # CUDA graphs of the window shape
+    model.compile_unet()
+    assert [kw["mode"] for kw in seen] == ["reduce-overhead", None]
+
+
+def test_channels_last_weights_render_the_same_takes(tiny_model_dir):
+    from neurochip.model import load_model
+
+    audio = song(6.0)
+    expected = Engine(load_model(tiny_model_dir, device="cpu")).render(audio, FAST)
+    model = load_model(tiny_model_dir, device="cpu")
+    model.use_channels_last()
+    conv = model.unet.conv_in.weight
+    assert model.channels_last and conv.is_contiguous(memory_format=torch.channels_last)
+    take = Engine(model).render(audio, FAST)
+    np.testing.assert_allclose(take.output_image, expected.output_image, atol=1e-4)
+
+
+def test_the_denoising_loop_runs_in_inference_mode(engine, tiny_model):
+    modes = []
+    hook = tiny_model.unet.register_forward_pre_hook(
+        lambda module, args: modes.append(torch.is_inference_mode_enabled())
+    )
+    try:
+        engine.render(song(3.0), FAST)
+    finally:
+        hook.remove()
+    assert modes and all(modes)
+
+
 def test_a_gpus_render_lock_holds_across_processes(tmp_path):
     """The app and `neurochip serve` side by side take turns on a GPU (a file lock)."""
     import subprocess

@@ -17,7 +17,7 @@ from neurochip.io.audio import Audio
 from neurochip.io.decode import DEFAULT_MAX_DURATION_S
 from neurochip.io.write import refuse_overwriting_inputs, save_audio
 from neurochip.library.metadata import read_take_metadata
-from neurochip.model import DEFAULT_MODEL_ID
+from neurochip.model import COMPILE_MODES, DEFAULT_MODEL_ID
 from neurochip.phase import DEFAULT_ITERATIONS, PHASE_MODES
 from neurochip.settings import WINDOW_MODES, RenderSettings, default_of, describe, help_text
 from neurochip.sketch import load_sketch
@@ -165,9 +165,20 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--compile",
-        action="store_true",
+        nargs="?",
+        const="default",
+        default=None,
+        choices=COMPILE_MODES,
+        metavar="MODE",
         help="torch.compile the model: faster renders on a GPU after a one-time compile of a "
-        "minute or more (worth it for long songs and batches)",
+        "minute or more (worth it for long songs and batches); MODE reduce-overhead also "
+        "records CUDA graphs, max-autotune searches kernels (longer compile)",
+    )
+    parser.add_argument(
+        "--channels-last",
+        action="store_true",
+        help="keep the model's weights in channels-last memory order (often faster on GPUs "
+        "with tensor cores; the same takes up to float rounding)",
     )
 
 
@@ -190,7 +201,8 @@ def load_engine(args: argparse.Namespace):
         dtype=args.dtype,
         lora=args.lora,
         lora_scale=args.lora_scale,
-        compile=args.compile,
+        compile=args.compile or False,
+        channels_last=args.channels_last,
     )
     if args.compile:
         print("Compiling the model (once per run; a minute or more) ...", file=sys.stderr)
