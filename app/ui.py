@@ -54,6 +54,7 @@ class ModelChoice:
     download: bool = False
     lora: str = ""  # a LoRA fused into the UNet (file, folder or hub id), "" for none
     lora_scale: float = 1.0
+    preview_vae: str = ""  # a tiny VAE for quick previews (folder or hub id), "" for none
 
 
 def model_choice() -> ModelChoice:
@@ -80,6 +81,7 @@ def _engine_job(choice: ModelChoice) -> Job[Engine]:
             local_files_only=not choice.download,
             lora=choice.lora or None,
             lora_scale=choice.lora_scale,
+            preview_vae=choice.preview_vae or None,
         )
         freeze_long_lived_objects()
         return loaded
@@ -206,6 +208,7 @@ def restore_session() -> None:
             str(model.get("dtype", "auto")),
             lora=str(model.get("lora") or ""),
             lora_scale=float(scale) if isinstance(scale, (int, float)) else 1.0,
+            preview_vae=str(model.get("preview_vae") or ""),
         )  # never a download: that waits for the composer's click
     preview = kept.preview()
     if preview is not None:

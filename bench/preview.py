@@ -151,6 +151,24 @@ def build(model_name: str, device: torch.device, dtype: torch.dtype) -> Riffusio
     return build_model(FULL if model_name == "full" else QUICK, device, dtype)
 
 
+def attach_random_preview_vae(model: RiffusionModel, model_name: str) -> None:
+    """A random-weight tiny VAE for quick previews: TAESD's own architecture (diffusers'
+    ``AutoencoderTiny`` defaults), or for the tiny model the tests' tinier one."""
+    from diffusers import AutoencoderTiny
+
+    from neurochip.preview_vae import attach_preview_vae
+
+    if model_name == "tiny":
+        import_tests()
+        from tests.tiny_model import build_tiny_preview_vae
+
+        folder = build_tiny_preview_vae(Path(tempfile.mkdtemp(prefix="neurochip-bench-")) / "t")
+        vae = AutoencoderTiny.from_pretrained(folder)
+    else:
+        vae = AutoencoderTiny()
+    attach_preview_vae(model, vae.eval().requires_grad_(False), "random TAESD")
+
+
 def print_table(summaries: Sequence[Summary]) -> None:
     header = (
         f"{'case':<12} {'runs':>4} {'median s':>9} {'best s':>7}  "
@@ -231,6 +249,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="also measure how close faithful and quick previews come to the full render, at "
         "N positions of a 30 s song (0: skip)",
     )
+    parser.add_argument(
+        "--preview-vae",
+        action="store_true",
+        help="quick previews decode with a tiny VAE: TAESD's architecture (the tests' tiny "
+        "one for --model tiny), random weights",
+    )
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     args = parser.parse_args(argv)
     if args.start + PREVIEW_SECONDS > args.song_seconds:
@@ -247,6 +271,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     model_name = args.model or ("full" if device.type == "cuda" else "tiny")
     print(f"building the {model_name} model on {device} ...", file=sys.stderr, flush=True)
     model = build(model_name, device, dtype)
+    if args.preview_vae:
+        attach_random_preview_vae(model, model_name)
     import_tests()
     from tests.chiptune import make_chiptune
 
@@ -304,6 +330,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         report = {
             "model": model.source,
             "model_size": model_name,
+            "preview_vae": args.preview_vae,  # quick rows decoded by a random-weight TAESD
             "device": describe_device(device),
             "dtype": str(dtype),
             "torch": torch.__version__,

@@ -119,6 +119,8 @@ class PreviewQuality:
 
     context_columns: int  # picture columns (10 ms each) rendered on each side of the region
     phase_iterations: int | None  # most Griffin-Lim iterations; None: the take's own
+    # Decode with the model's tiny preview VAE where one is attached (neurochip.preview_vae).
+    preview_vae: bool = False
 
 
 #: The default: a whole window of the song on each side, the take's own phase.
@@ -131,8 +133,12 @@ FAITHFUL_PREVIEW = PreviewQuality(context_columns=WINDOW_COLUMNS, phase_iteratio
 #: for :data:`FAITHFUL_PREVIEW` and 0.22 for another seed's take (neither kind of preview lines
 #: its windows up with the full render's, which is most of the distance). Phase from the
 #: sketch with 2 iterations: -16.0 dB spectral convergence on a re-voiced chip tune, against
-#: -18.6 dB with the default 8, in half the time. An option until heard on real weights.
-QUICK_PREVIEW = PreviewQuality(context_columns=WINDOW_COLUMNS // 4, phase_iterations=2)
+#: -18.6 dB with the default 8, in half the time. Where the model has a tiny preview VAE
+#: attached (``--preview-vae``, the Model page), it decodes too. An option until heard on real
+#: weights.
+QUICK_PREVIEW = PreviewQuality(
+    context_columns=WINDOW_COLUMNS // 4, phase_iterations=2, preview_vae=True
+)
 
 
 @dataclass
@@ -708,6 +714,7 @@ class Engine:
         lora_scale: float = 1.0,
         compile: bool | str = False,
         channels_last: bool = False,
+        preview_vae: str | Path | None = None,
     ) -> Engine:
         """An engine with the Riffusion model (or any Stable Diffusion 1.x model) loaded.
 
@@ -722,6 +729,8 @@ class Engine:
                 :data:`~neurochip.model.COMPILE_MODES` (see :meth:`RiffusionModel.compile_unet`).
             channels_last: weights in channels-last memory order (see
                 :meth:`RiffusionModel.use_channels_last`).
+            preview_vae: a tiny VAE (TAESD) for quick previews: folder or hub id (see
+                :mod:`neurochip.preview_vae`).
 
         Raises:
             ModelNotFoundError: The weights are not here; the message says how to get them.
@@ -732,6 +741,11 @@ class Engine:
             from neurochip.lora import apply_lora
 
             apply_lora(model, lora, lora_scale, local_files_only)
+        if preview_vae:
+            from neurochip.preview_vae import attach_preview_vae, load_preview_vae
+
+            tiny = load_preview_vae(preview_vae, model.device, model.dtype, local_files_only)
+            attach_preview_vae(model, tiny, str(preview_vae))
         if channels_last:
             model.use_channels_last()
         if compile:
@@ -999,6 +1013,7 @@ class Engine:
                     quality.context_columns,
                     noise_period,
                     song_start_s,
+                    vae=self.model.preview_vae if quality.preview_vae else None,
                 )
             )
             for i in used:
@@ -1017,6 +1032,9 @@ class Engine:
             length,
             report,
         )
+        info: dict[str, Any] = {"model": self.model.source, "device": str(self.model.device)}
+        if quality.preview_vae and self.model.preview_vae is not None:
+            info["preview_vae"] = self.model.preview_vae_source  # its pictures are TAESD's
         results = []
         for i, (settings, output_image) in enumerate(zip(takes, output_images, strict=True)):
             mono, source = monos[i], sources[i]
@@ -1029,7 +1047,7 @@ class Engine:
                     input_image=input_images[i].cpu(),
                     output_image=output_image.cpu(),
                     start_s=start / mono.sample_rate,
-                    info={"model": self.model.source, "device": str(self.model.device)},
+                    info=dict(info),
                 )
             )
         report.finish()
@@ -1374,7 +1392,7 @@ class Engine:
         return _SongLatents(encode, image, width, model.vae_scale, channels, model.latent_scaling)
 
     def _decode_many(
-        self, latents: Sequence[torch.Tensor], report: _StagedProgress
+        self, latents: Sequence[torch.Tensor], report: _StagedProgress, vae: Any = None
     ) -> list[torch.Tensor]:
         """Each take's latents (1, 4, 64, W') -> its float picture (3, 512, W' * 8).
 
@@ -1382,22 +1400,26 @@ class Engine:
         (on a GPU one batch for a pair or a small grid; one at a time on the CPU, where a
         batch gains nothing and costs memory).
         """
-        size = self._decode_batch(len(latents), latents[0].shape)
+        vae = vae if vae is not None else self.model.vae
+        size = self._decode_batch(len(latents), latents[0].shape, vae)
         images: list[torch.Tensor] = []
         for first in range(0, len(latents), size):
             report.stage("decode", first / len(latents), "decode")
-            pixels = self._decode(torch.cat(list(latents[first : first + size])))
+            pixels = self._decode(torch.cat(list(latents[first : first + size])), vae)
             images.extend(pixels.unbind(0))
         return images
 
     @torch.no_grad()
-    def _decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Latents (n, 4, 64, W') -> float pictures (n, 3, 512, W' * 8), in tiles along time."""
+    def _decode(self, latents: torch.Tensor, vae: Any = None) -> torch.Tensor:
+        """Latents (n, 4, 64, W') -> float pictures (n, 3, 512, W' * 8), in tiles along time,
+        by ``vae`` (None: the model's own; a tiny preview VAE has a scaling of its own, 1)."""
         model = self.model
         scale = model.vae_scale
+        vae = vae if vae is not None else model.vae
+        scaling = float(vae.config.scaling_factor)
 
         def decode(tile: torch.Tensor) -> torch.Tensor:
-            return model.vae.decode((tile / model.latent_scaling).to(model.dtype)).sample
+            return vae.decode((tile / scaling).to(model.dtype)).sample
 
         pixels = tiled_along_time(
             decode, latents, VAE_TILE // scale, VAE_TILE_OVERLAP // scale, scale
@@ -1409,7 +1431,7 @@ class Engine:
             )
         return (pixels / 2 + 0.5).clamp(0, 1)
 
-    def _decode_batch(self, takes: int, latent_shape: torch.Size) -> int:
+    def _decode_batch(self, takes: int, latent_shape: torch.Size, vae: Any = None) -> int:
         """Takes decoded in one VAE batch: ``decode_batch`` if set; on a GPU as many as fit
         :data:`MEMORY_SHARE` of the free memory (one tile's activations measured once);
         one on the CPU and MPS."""
@@ -1422,12 +1444,14 @@ class Engine:
         if self.memory_limit is not None:
             free = min(free, max(0, self.memory_limit - torch.cuda.memory_allocated(device)))
         width = min(latent_shape[-1], VAE_TILE // self.model.vae_scale)
-        item = self._decode_item_bytes(latent_shape[-2], width)
+        item = self._decode_item_bytes(
+            vae if vae is not None else self.model.vae, latent_shape[-2], width
+        )
         return max(1, min(takes, int(free * MEMORY_SHARE // item)))
 
-    def _decode_item_bytes(self, height: int, width: int) -> int:
-        """Activation memory of decoding one tile of latents this shape (a probe, once)."""
-        key = ("decode", height, width)
+    def _decode_item_bytes(self, vae: Any, height: int, width: int) -> int:
+        """Activation memory of ``vae`` decoding one tile of latents this shape (a probe, once)."""
+        key = ("decode", id(vae), height, width)
         if key not in self._measured_item_bytes:
             device, model = self.model.device, self.model
             torch.cuda.synchronize(device)
@@ -1435,7 +1459,7 @@ class Engine:
             torch.cuda.reset_peak_memory_stats(device)
             channels = int(getattr(model.vae.config, "latent_channels", 4))
             with torch.no_grad():
-                model.vae.decode(
+                vae.decode(
                     torch.zeros(1, channels, height, width, device=device, dtype=model.dtype)
                 )
             torch.cuda.synchronize(device)
@@ -1456,8 +1480,10 @@ class Engine:
         context: int,
         noise_period: tuple[int, int] | None = None,
         song_start_s: float = 0.0,
+        vae: Any = None,
     ) -> list[torch.Tensor]:
-        """The region's denoised pictures, ``takes[i]`` from the song encoded in ``cached[i]``."""
+        """The region's denoised pictures, ``takes[i]`` from the song encoded in ``cached[i]``,
+        decoded by ``vae`` (None: the model's own)."""
         model = self.model
         scale, multiple = model.vae_scale, model.unet_multiple
         shape = cached[0]["latents"].shape  # every song here is of one length
@@ -1472,9 +1498,8 @@ class Engine:
             latents, noises, takes, report, cancel, origin=a, whole=whole, song_start_s=song_start_s
         )
         offset = first - a * scale
-        return [
-            image[..., offset : offset + frames] for image in self._decode_many(denoised, report)
-        ]
+        images = self._decode_many(denoised, report, vae)
+        return [image[..., offset : offset + frames] for image in images]
 
     def _take_noise(
         self, shape: torch.Size, settings: RenderSettings, period: tuple[int, int] | None = None

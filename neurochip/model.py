@@ -78,6 +78,9 @@ class RiffusionModel:
     source: str
     compiled: bool = False  # the UNet went through torch.compile (see compile_unet)
     channels_last: bool = False  # weights in channels-last order (see use_channels_last)
+    # A tiny VAE for quick previews (neurochip.preview_vae), None: previews use ``vae``.
+    preview_vae: Any = None
+    preview_vae_source: str = ""
 
     @property
     def vae_scale(self) -> int:
@@ -210,7 +213,7 @@ def load_model(
     if local_files_only is None:
         local_files_only = hub_offline()
 
-    with warnings.catch_warnings(), _quiet_loaders():
+    with warnings.catch_warnings(), quiet_loaders():
         # The hub client's internal deprecation notices mean nothing to a composer.
         warnings.simplefilter("ignore", UserWarning)
         parts = _load_parts(source, path, torch_dtype, local_files_only)
@@ -640,7 +643,7 @@ def _is_hub_miss(err: BaseException) -> bool:
 
 
 @contextmanager
-def _quiet_loaders() -> Iterator[None]:
+def quiet_loaders() -> Iterator[None]:
     """The loaders log pages of weight names for a broken part (and errors for a .bin-only
     folder that loads fine); NeuroChip's own error says what matters in one line."""
     from diffusers.utils import logging as diffusers_logging

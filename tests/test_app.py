@@ -808,6 +808,34 @@ def test_a_lora_chosen_on_the_model_page_is_fused_and_kept(app_env, tiny_model_d
     ui.forget_engine()
 
 
+def test_a_preview_vae_chosen_on_the_model_page_decodes_quick_previews(app_env):
+    from tests.tiny_model import build_tiny_preview_vae
+
+    folder = build_tiny_preview_vae(app_env / "taesd")
+    at = start("views/model.py")
+    [field] = [t for t in at.text_input if t.label == "Preview VAE (optional)"]
+    field.input(str(folder))
+    [use] = [b for b in at.button if b.label == "Use this model"]
+    use.click().run()
+    wait_for_model(at)
+    engine = at.session_state["model_job"].result
+    assert engine is not None and engine.model.preview_vae_source == str(folder)
+
+    at = start()
+    fast(at)
+    at.toggle(key="quick_preview").set_value(True).run()
+    [now] = [b for b in at.button if b.label == "Preview now"]
+    now.click().run()
+    job = at.session_state["preview_job"]
+    assert job.wait(TIMEOUT) and job.state == "done", job.error
+    at.run()
+    assert any("decoded by the preview VAE" in c.value for c in at.caption)
+    again = AppTest.from_file("../app/main.py", default_timeout=TIMEOUT)
+    again.run()
+    assert again.session_state["model_choice"].preview_vae == str(folder)  # kept
+    ui.forget_engine()
+
+
 def test_the_app_never_downloads_unasked(app_env, monkeypatch):
     from neurochip.engine import Engine
     from neurochip.errors import ModelNotFoundError

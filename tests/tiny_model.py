@@ -126,6 +126,23 @@ def build_tiny_model(out_dir: str | Path, seed: int = 0) -> Path:
     return out_dir
 
 
+def build_tiny_preview_vae(out_dir: str | Path, seed: int = 0, latent_channels: int = 4) -> Path:
+    """A tiny random-weight ``AutoencoderTiny`` in TAESD's layout (config.json + safetensors),
+    decoding the tiny model's latents; returns its folder."""
+    from diffusers import AutoencoderTiny
+
+    torch.manual_seed(seed)
+    vae = AutoencoderTiny(
+        encoder_block_out_channels=(8, 8, 8, 8),
+        decoder_block_out_channels=(8, 8, 8, 8),
+        num_encoder_blocks=(1, 1, 1, 1),
+        num_decoder_blocks=(1, 1, 1, 1),
+        latent_channels=latent_channels,
+    )
+    vae.save_pretrained(out_dir, safe_serialization=True)
+    return Path(out_dir)
+
+
 if __name__ == "__main__":
     if len(sys.argv) != 2:
         sys.exit("usage: python -m tests.tiny_model OUT_DIR")

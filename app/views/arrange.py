@@ -398,8 +398,9 @@ quick = p_right.toggle(
     value=False,
     key="quick_preview",
     help="About 1.7x as fast: less of the song around the region is rendered, and fewer "
-    "passes go into rebuilding the sound from the picture. Still close to what the full "
-    "render puts there; not yet checked by ear on the real model, so off by default.",
+    "passes go into rebuilding the sound from the picture; with a preview VAE chosen on the "
+    "Model page, the picture decodes faster too. Still close to what the full render puts "
+    "there; not yet checked by ear on the real model, so off by default.",
 )
 quality = QUICK_PREVIEW if quick else FAITHFUL_PREVIEW
 preview_now = p_right.button("Preview now", disabled=engine is None)
@@ -472,7 +473,8 @@ with st.container():
                 + (" while the new preview renders." if running else ".")
             )
         elif result.seconds is not None:
-            st.caption(f"Previewed in {result.seconds:.2f} s")
+            tiny = " · decoded by the preview VAE" if result.info.get("preview_vae") else ""
+            st.caption(f"Previewed in {result.seconds:.2f} s{tiny}")
         # The previous preview stays playable while the next one renders: A/B against the
         # sketch at the same position. Made once per preview, not on every run of the page.
         sources = ui.memo(

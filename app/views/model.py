@@ -12,6 +12,7 @@ from app import ui
 from neurochip.device import DEVICE_CHOICES
 from neurochip.doctor import run_checks
 from neurochip.model import DTYPES
+from neurochip.preview_vae import DEFAULT_PREVIEW_VAE_ID
 
 st.title("Model & device")
 choice = ui.model_choice()
@@ -40,9 +41,23 @@ with st.form("model_form"):
         "files are read.",
     )
     lora_scale = scale_col.slider("LoRA strength", 0.05, 2.0, choice.lora_scale, step=0.05)
+    preview_vae = st.text_input(
+        "Preview VAE (optional)",
+        value=choice.preview_vae,
+        placeholder=DEFAULT_PREVIEW_VAE_ID,
+        help=f"A tiny VAE (TAESD, about 10 MB: {DEFAULT_PREVIEW_VAE_ID}) that decodes Quick "
+        "previews in a fraction of the time. Its pictures are close to the model's own, not "
+        "the same, so takes are always decoded by the model's VAE. A folder or a hub id "
+        "(downloaded with the model's Download button).",
+    )
     if st.form_submit_button("Use this model", type="primary"):
         st.session_state["model_choice"] = ui.ModelChoice(
-            source.strip(), device, dtype, lora=lora.strip(), lora_scale=float(lora_scale)
+            source.strip(),
+            device,
+            dtype,
+            lora=lora.strip(),
+            lora_scale=float(lora_scale),
+            preview_vae=preview_vae.strip(),
         )
         ui.save_session()  # the next session (a refresh, a restart) uses it too
         ui.forget_engine()
