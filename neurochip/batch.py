@@ -38,6 +38,7 @@ import logging
 import re
 import threading
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -178,48 +179,80 @@ def run_batch(
 ) -> BatchReport:
     """Render every item not finished before; write the index after each.
 
-    A failing item (a song that cannot be read, a setting this song cannot take) is logged,
-    listed in the index and the report, and the batch goes on; a cancel stops it between
-    and inside items (what was written stays).
+    An item's files are written on a thread of their own while the next item renders (the
+    GPU never waits for a disk or an encoder); one write at a time, in the items' order.
+    A failing item (a song that cannot be read, a setting this song cannot take, a file
+    that cannot be written) is logged, listed in the index and the report, and the batch
+    goes on; a cancel stops it between and inside items (what was written stays, and a
+    write under way finishes).
     """
     report = BatchReport()
     index: dict[str, dict[str, Any]] = {}
-    for number, item in enumerate(items):
+    folder = items[0].output.parents[1] if items else Path()
+    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-writer")
+    writing: tuple[BatchItem, TakeSet, Future[None]] | None = None
 
-        def step(fraction: float, stage: str, number: int = number, key: str = item.key) -> None:
-            if progress is not None:
-                progress((number + fraction) / len(items), f"{key}: {stage}")
+    def save() -> None:  # rows in the manifest's order, whatever finished first
+        write_index(folder, {i.key: index[i.key] for i in items if i.key in index})
 
-        row = index_row(item)
-        if is_finished(item):
-            report.skipped.append(item.key)
-            index[item.key] = {**row, "status": "done"}
-            continue
+    def failed(item: BatchItem, err: NeuroChipError) -> None:
+        log.warning("%s failed: %s", item.key, err)
+        report.failed[item.key] = str(err)
+        index[item.key] = {**index_row(item), "status": "failed", "error": str(err)}
+
+    def settle() -> None:
+        """Wait for the item being written; index it as done or failed."""
+        nonlocal writing
+        if writing is None:
+            return
+        item, takes, future = writing
+        writing = None
         try:
-            sketch = load_sketch(item.song)
-            check_take_set(sketch.audio, item.settings, item.options)
-            takes = render_take_set(
-                engine,
-                sketch,
-                item.settings,
-                item.options,
-                library=library,
-                progress=step,
-                cancel=cancel,
-            )
-            takes.write(item.output, bit_depth)
+            future.result()
         except NeuroChipError as err:
-            if cancel is not None and cancel.is_set():
-                raise
-            log.warning("%s failed: %s", item.key, err)
-            report.failed[item.key] = str(err)
-            index[item.key] = {**row, "status": "failed", "error": str(err)}
+            failed(item, err)
         else:
             report.rendered.append(item.key)
             index[item.key] = done_row(item, takes)
-        write_index(items[0].output.parents[1], index)
+        save()
+
+    try:
+        for number, item in enumerate(items):
+
+            def step(fraction: float, stage: str, number: int = number, key: str = item.key):
+                if progress is not None:
+                    progress((number + fraction) / len(items), f"{key}: {stage}")
+
+            if is_finished(item):
+                report.skipped.append(item.key)
+                index[item.key] = {**index_row(item), "status": "done"}
+                continue
+            try:
+                sketch = load_sketch(item.song)
+                check_take_set(sketch.audio, item.settings, item.options)
+                takes = render_take_set(
+                    engine,
+                    sketch,
+                    item.settings,
+                    item.options,
+                    library=library,
+                    progress=step,
+                    cancel=cancel,
+                )
+            except NeuroChipError as err:
+                if cancel is not None and cancel.is_set():
+                    raise
+                settle()
+                failed(item, err)
+                save()
+            else:
+                settle()
+                writing = (item, takes, writer.submit(takes.write, item.output, bit_depth))
+    finally:
+        settle()  # a cancel or an error still finishes (and indexes) the item being written
+        writer.shutdown()
     if items:
-        write_index(items[0].output.parents[1], index)
+        save()
     return report
 
 

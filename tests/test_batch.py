@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +53,44 @@ def test_a_manifest_renders_every_song_prompt_and_seed_and_a_rerun_skips_them(ti
     again = run_batch(engine, items)
     assert again.rendered == [items[3].key] and len(again.skipped) == 5
     np.testing.assert_array_equal(sf.read(items[0].output)[0], before)  # untouched
+
+
+def test_an_items_files_are_written_while_the_next_item_renders(tiny_model, tmp_path, monkeypatch):
+    from neurochip import batch as batch_module
+    from neurochip.takeset import TakeSet
+
+    items = load_manifest(soundtrack(tmp_path, songs=3, seeds=(1,)))
+    renders: list[threading.Event] = [threading.Event() for _ in items]
+    real_render, real_write = batch_module.render_take_set, TakeSet.write
+    overlapped = []
+
+    def render(*args, **kwargs):
+        renders[len([e for e in renders if e.is_set()])].set()
+        return real_render(*args, **kwargs)
+
+    def write(self, path, *args, **kwargs):
+        number = [i.output for i in items].index(path)
+        if number == 1:
+            raise NeuroChipError("The disk is full: free some space and run the batch again.")
+        if number + 1 < len(items):  # the next item's render has begun while this is written
+            overlapped.append(renders[number + 1].wait(timeout=60))
+        return real_write(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(batch_module, "render_take_set", render)
+    monkeypatch.setattr(TakeSet, "write", write)
+    report = run_batch(Engine(tiny_model), items)
+    assert overlapped == [True]  # item 0's write waited for item 1's render to start
+    assert report.rendered == [items[0].key, items[2].key]
+    assert report.failed == {
+        items[1].key: "The disk is full: free some space and run the batch again."
+    }
+    index = json.loads((tmp_path / "out" / "index.json").read_text())
+    assert [(row["item"], row["status"]) for row in index] == [
+        (items[0].key, "done"),
+        (items[1].key, "failed"),
+        (items[2].key, "done"),
+    ]
+    assert is_finished(items[0]) and is_finished(items[2]) and not is_finished(items[1])
 
 
 def test_a_changed_setting_renders_the_item_again(tiny_model, tmp_path):
