@@ -20,6 +20,13 @@ See docs/ARCHITECTURE.md for the map of the package.
 
 __version__ = "0.1.0"
 
+import os  # noqa: E402
+
+# On Apple GPUs (MPS) an operator PyTorch has no Metal kernel for (some complex-number steps
+# of the phase rebuild) then runs on the CPU instead of failing the render. Read when torch
+# is first imported, so it is set before ours is; a value someone set wins.
+os.environ.setdefault("PYTORCH_ENABLE_MPS_FALLBACK", "1")
+
 # After __version__: the take library's metadata records it.
 from neurochip.engine import (  # noqa: E402
     FAITHFUL_PREVIEW,

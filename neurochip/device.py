@@ -39,4 +39,6 @@ def describe_device(device: torch.device) -> str:
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         return f"cuda ({props.name}, {props.total_memory / 2**30:.0f} GiB)"
+    if device.type == "mps":
+        return "mps (Apple GPU)"
     return device.type

@@ -651,7 +651,8 @@ def device_lock(device: torch.device | str) -> DeviceLock:
     key = str(device)
     with _DEVICE_LOCKS_GUARD:
         if key not in _DEVICE_LOCKS:
-            shared = device.type == "cuda" and fcntl is not None
+            # An Apple GPU is one per machine, shared by its processes as a CUDA card is.
+            shared = device.type in ("cuda", "mps") and fcntl is not None
             _DEVICE_LOCKS[key] = DeviceLock(device_lock_file(key) if shared else None)
         return _DEVICE_LOCKS[key]
 
@@ -1312,9 +1313,11 @@ class Engine:
         }
 
     def _sync(self) -> None:
-        # CUDA runs ahead of Python: a stage's time is only its own once the GPU caught up.
+        # A GPU runs ahead of Python: a stage's time is only its own once the GPU caught up.
         if self.model.device.type == "cuda":
             torch.cuda.synchronize(self.model.device)
+        elif self.model.device.type == "mps":
+            torch.mps.synchronize()
 
     def _at_working_rate(self, song: Audio) -> Audio:
         if song.sample_rate == self.params.sample_rate:
@@ -2044,13 +2047,15 @@ class _Lane:
 def slerp(t: float, v0: torch.Tensor, v1: torch.Tensor, parallel: float = 0.9995) -> torch.Tensor:
     """Spherical interpolation from ``v0`` (t = 0) to ``v1`` (t = 1): two noises' mix keeps a
     noise's norm where a straight mix would shrink it; nearly parallel ones mix straight."""
-    a, b = v0.double().flatten(), v1.double().flatten()
+    # In float64 on the CPU: the angle of two long noises needs it, and Apple's GPU has none.
+    a = v0.detach().to("cpu", torch.float64).flatten()
+    b = v1.detach().to("cpu", torch.float64).flatten()
     dot = float(torch.dot(a, b) / (a.norm() * b.norm()))
     if abs(dot) > parallel:
         return (1 - t) * v0 + t * v1
     theta = math.acos(dot)
     mixed = (math.sin((1 - t) * theta) * a + math.sin(t * theta) * b) / math.sin(theta)
-    return mixed.reshape(v0.shape).to(v0.dtype)
+    return mixed.reshape(v0.shape).to(v0.device, v0.dtype)
 
 
 def _interpolated(

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import threading
 
 import numpy as np
@@ -924,3 +925,22 @@ def test_a_gpus_render_lock_holds_across_processes(tmp_path):
     lock.release()
     assert device_lock("cpu").lock_file is None  # a CPU: within this process only
     assert device_lock_file("cuda:0").name.endswith("-cuda-0.lock")
+
+
+def test_apple_gpus_fall_back_to_the_cpu_for_missing_kernels():
+    """MPS has no kernel for some complex-number steps of the phase rebuild: the package asks
+    PyTorch to run those on the CPU (before torch is imported), unless someone chose."""
+    import subprocess
+    import sys
+
+    code = "import os, neurochip, torch; print(os.environ['PYTORCH_ENABLE_MPS_FALLBACK'])"
+    clean = {k: v for k, v in os.environ.items() if k != "PYTORCH_ENABLE_MPS_FALLBACK"}
+    said = subprocess.run([sys.executable, "-c", code], env=clean, capture_output=True, text=True)
+    assert said.stdout.strip() == "1", said.stderr
+    chosen = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**clean, "PYTORCH_ENABLE_MPS_FALLBACK": "0"},
+        capture_output=True,
+        text=True,
+    )
+    assert chosen.stdout.strip() == "0", chosen.stderr
