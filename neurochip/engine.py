@@ -329,24 +329,69 @@ class _FeatureReuse:
         self.kept.clear()
 
 
+def voice_weights(
+    settings: RenderSettings, origin: int, width: int, column_s: float, start_s: float
+) -> torch.Tensor | None:
+    """How much each voice of a prompt timeline (the take's own, then each section's) sounds
+    in latent columns ``origin`` .. ``+ width`` of a span starting ``start_s`` into the song:
+    (voices, width), summing to one per column, ramping over ``settings.transition_s`` at a
+    boundary. None without sections (the take's own voice everywhere)."""
+    if not settings.sections:
+        return None
+    times = start_s + (origin + torch.arange(width) + 0.5) * column_s
+    half = settings.transition_s / 2
+    # ramps[j]: how far into voice j + 1 each column is (0 before its section, 1 after).
+    ramps = []
+    for section in settings.sections:
+        if section.start_s <= 0:  # from the song's start: nothing to change from
+            ramps.append(torch.ones(width))
+        elif half > 0:
+            ramps.append(((times - section.start_s + half) / (2 * half)).clamp(0, 1))
+        else:
+            ramps.append((times >= section.start_s).float())
+    ramps.append(torch.zeros(width))
+    weights = [1 - ramps[0]] + [ramps[j] - ramps[j + 1] for j in range(len(ramps) - 1)]
+    return torch.stack(weights).clamp(min=0)
+
+
 def count_unet_work(
     frames: int,
     takes: Sequence[RenderSettings],
     batch: int,
     vae_scale: int = 8,
     multiple: int = 8,
+    start_s: float | None = None,
 ) -> dict[str, int]:
     """UNet work of rendering ``takes`` of a song ``frames`` picture columns long, counted
     without a model: batch items, calls, and the calls and items that run the whole UNet
-    (the rest reuse features). The engine's own loop packs its calls the same way."""
+    (the rest reuse features). The engine's own loop packs its calls the same way; a window
+    across a prompt timeline's boundary is one item (or guidance pair) per voice heard in it.
+    ``start_s``: where these columns start in the song (default the takes' ``start_s``)."""
     width = -(-frames // (vae_scale * multiple)) * multiple
-    plan = _WindowPlan(takes[0], width, WINDOW_COLUMNS // vae_scale)
+    window = WINDOW_COLUMNS // vae_scale
+    plan = _WindowPlan(takes[0], width, window)
     reuse = _FeatureReuse(None, takes[0].feature_reuse)
     counts = dict.fromkeys(("unet_items", "unet_calls", "full_calls", "full_items"), 0)
+    column_s = vae_scale * SpectrogramParams().hop_length / SpectrogramParams().sample_rate
+    start_s = takes[0].start_s if start_s is None else start_s
+    heard = [voice_weights(s, 0, width, column_s, start_s) for s in takes]
+    guidances = [
+        [s.guidance] + [s.guidance if x.guidance is None else x.guidance for x in s.sections]
+        for s in takes
+    ]
+
+    def voices(i: int, start: int) -> list[int]:
+        if heard[i] is None:
+            return [0]
+        present = heard[i][:, window_columns(start, min(window, width), width)].amax(dim=-1) > 0
+        return [int(v) for v in torch.nonzero(present).flatten()]
+
     for k in range(max(s.denoise_steps for s in takes)):
-        active = [s for s in takes if k < s.denoise_steps]
-        work = [(i, start) for i in range(len(active)) for start in plan.starts(k)]
-        sizes = [2 if k < active[i].guided_steps else 1 for i, _ in work]
+        active = [i for i, s in enumerate(takes) if k < s.denoise_steps]
+        work = [(i, start, v) for i in active for start in plan.starts(k) for v in voices(i, start)]
+        sizes = [
+            2 if k < takes[i].guided_steps and guidances[i][v] > 1.0 else 1 for i, _, v in work
+        ]
         for number, call in enumerate(pack_calls(sizes, batch)):
             signature = tuple((work[j], sizes[j]) for j in call)
             items = sum(sizes[j] for j in call)
@@ -854,7 +899,15 @@ class Engine:
         if takes[0].loop:  # rendered with its own ends wrapped round each side
             length += 2 * LOOP_CONTEXT_COLUMNS * self.params.hop_length * self.model.vae_scale
             frames = self.params.num_frames(length)
-        work = self._work(length, None, 0, frames, length, takes, WINDOW_COLUMNS)
+        start_s = round(takes[0].start_s * song.sample_rate) / song.sample_rate
+        if takes[0].loop:  # its own end wrapped round before its start
+            start_s -= (
+                LOOP_CONTEXT_COLUMNS
+                * self.params.hop_length
+                * self.model.vae_scale
+                / song.sample_rate
+            )
+        work = self._work(length, None, 0, frames, length, takes, WINDOW_COLUMNS, start_s)
         work["encode"] *= songs  # stems: each part's picture is made and encoded
         return sum(work[stage] * self._rates[stage] for stage in STAGES)
 
@@ -985,7 +1038,14 @@ class Engine:
         for mono in distinct:
             own = [s for s, m in zip(takes, monos, strict=True) if m is mono]
             one = self._work(
-                mono.frames, keys[id(mono)], first, frames, length, own, quality.context_columns
+                mono.frames,
+                keys[id(mono)],
+                first,
+                frames,
+                length,
+                own,
+                quality.context_columns,
+                song_start_s,
             )
             work = {stage: work.get(stage, 0.0) + units for stage, units in one.items()}
         report = _StagedProgress(
@@ -1190,7 +1250,16 @@ class Engine:
             progress,
             self._rates,
             self._measured,
-            self._work(mono.frames, key, first, frames, b_s - a_s, takes, WINDOW_COLUMNS),
+            self._work(
+                mono.frames,
+                key,
+                first,
+                frames,
+                b_s - a_s,
+                takes,
+                WINDOW_COLUMNS,
+                round(takes[0].start_s * mono.sample_rate) / mono.sample_rate,
+            ),
             self._clock,
             self._sync,
             cancel,
@@ -1275,10 +1344,13 @@ class Engine:
         length: int,
         takes: Sequence[RenderSettings],
         context: int,
+        song_start_s: float = 0.0,
     ) -> dict[str, float]:
         """Units of work of each stage of a render (columns, UNet items, seconds of audio).
 
         ``key`` is the song's in the cache of encodings; None for a song that is not there.
+        ``song_start_s``: where the song's column 0 is in the sketch (a prompt timeline's
+        sections are in the sketch's seconds).
         """
         model = self.model
         cached = self._cache.get(key) if key is not None else None
@@ -1300,8 +1372,14 @@ class Engine:
             encode = (b - a) * model.vae_scale if denoised else 0
         items = 0.0
         if denoised:
+            column_s = model.vae_scale * self.params.hop_length / self.params.sample_rate
             work = count_unet_work(
-                (b - a) * model.vae_scale, denoised, 1 << 30, model.vae_scale, model.unet_multiple
+                (b - a) * model.vae_scale,
+                denoised,
+                1 << 30,
+                model.vae_scale,
+                model.unet_multiple,
+                start_s=song_start_s + a * column_s,
             )
             reused = work["unet_items"] - work["full_items"]
             items = work["full_items"] + SHALLOW_SHARE * reused
@@ -1952,23 +2030,11 @@ class _Lane:
     ) -> None:
         """Lay the prompt timeline over latent columns ``origin`` .. ``+ width`` of a span
         starting ``start_s`` into the song (``column_s`` seconds a column)."""
-        if not settings.sections:
+        weights = voice_weights(settings, origin, width, column_s, start_s)
+        if weights is None:
             return
         device = self.latents.device
-        times = start_s + (origin + torch.arange(width, device=device) + 0.5) * column_s
-        half = settings.transition_s / 2
-        # ramps[j]: how far into voice j + 1 each column is (0 before its section, 1 after).
-        ramps = []
-        for section in settings.sections:
-            if section.start_s <= 0:  # from the song's start: nothing to change from
-                ramps.append(torch.ones(width, device=device))
-            elif half > 0:
-                ramps.append(((times - section.start_s + half) / (2 * half)).clamp(0, 1))
-            else:
-                ramps.append((times >= section.start_s).float())
-        ramps.append(torch.zeros(width, device=device))
-        weights = [1 - ramps[0]] + [ramps[j] - ramps[j + 1] for j in range(len(ramps) - 1)]
-        self.weights = torch.stack(weights).clamp(min=0)
+        self.weights = weights.to(device)
         strength = (self.weights * torch.tensor(self.strengths, device=device)[:, None]).sum(0)
         own = torch.floor(self.steps * strength + 1e-6).clamp(max=len(self.timesteps))
         self.joins = (len(self.timesteps) - own).long()

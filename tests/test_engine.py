@@ -25,7 +25,7 @@ from neurochip.engine import (
 from neurochip.errors import NeuroChipError, RenderCancelled
 from neurochip.io.audio import Audio
 from neurochip.phase import waveform_from_amplitudes
-from neurochip.settings import RenderSettings
+from neurochip.settings import RenderSettings, Section
 from neurochip.spectrogram import SpectrogramParams, mel_amplitudes
 from tests.chiptune import make_chiptune
 
@@ -778,10 +778,19 @@ def test_guidance_for_the_first_steps_only_drops_the_unconditioned_half_after(en
         {"feature_reuse": 3},
         {"guidance_until": 0.5},
         {"windows": "shifted", "feature_reuse": 2, "guidance": 1.0},
+        # A prompt timeline: windows across a boundary are heard with both voices (one of
+        # them unguided), and the span starts into the song, where the sections are placed.
+        {
+            "sections": (
+                Section(start_s=5.0, prompt="a brass band", guidance=1.0),
+                Section(start_s=9.0, prompt="a choir"),
+            ),
+            "start_s": 1.0,
+        },
     ],
 )
 def test_counting_unet_work_without_a_model_matches_the_engine(engine, tiny_model, changes):
-    audio = song(12.0)
+    audio = song(13.0)
     takes = [
         dataclasses.replace(FAST, steps=12, batch_size=5, **changes),
         dataclasses.replace(FAST, steps=12, batch_size=5, seed=3, denoise=0.3, **changes),
@@ -789,7 +798,7 @@ def test_counting_unet_work_without_a_model_matches_the_engine(engine, tiny_mode
     sizes = count_unet_calls(tiny_model)
     engine.render_many(audio, takes)
     counted = count_unet_work(
-        SpectrogramParams().num_frames(audio.frames),
+        SpectrogramParams().num_frames(audio.frames - round(takes[0].start_s * SR)),
         takes,
         5,
         tiny_model.vae_scale,
