@@ -668,13 +668,16 @@ r1, r2, r3 = st.columns(3)
 start_s = r1.number_input(
     "Start (s)", 0.0, max(0.0, audio.duration_s - 0.5), step=1.0, key="render_start"
 )
+# The default goes into the session state, not the widget: Open sets it there too, and a
+# widget given both a value and a state makes Streamlit print a warning on the page.
+duration_key = f"render_duration_{song.key}_{start_s}"
+st.session_state.setdefault(duration_key, max(0.5, audio.duration_s - start_s))
 duration_s = r2.number_input(
     f"Duration (s) · the song is {audio.duration_s:.2f} s",
     0.5,
     max(0.5, audio.duration_s - start_s),
-    max(0.5, audio.duration_s - start_s),
     step=1.0,
-    key=f"render_duration_{song.key}_{start_s}",
+    key=duration_key,
     help="Defaults to the whole song from Start.",
 )
 st.session_state["render_span"] = [song.key, float(start_s), float(duration_s)]
