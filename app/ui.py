@@ -30,6 +30,7 @@ from neurochip.io.audio import Audio
 from neurochip.jobs import DONE, FAILED, SLOW_POLL_S, Job
 from neurochip.library.store import TakeLibrary
 from neurochip.model import DEFAULT_MODEL_ID
+from neurochip.preview_vae import attach_preview_vae, load_preview_vae
 from neurochip.settings import RenderSettings, Section, TakeSetOptions, default_of, describe
 from neurochip.sketch import SKETCH_SUFFIXES, Sketch, load_sketch
 from neurochip.stems import Stem, check_stems, default_stems
@@ -81,12 +82,34 @@ def _engine_job(choice: ModelChoice) -> Job[Engine]:
             local_files_only=not choice.download,
             lora=choice.lora or None,
             lora_scale=choice.lora_scale,
-            preview_vae=choice.preview_vae or None,
         )
+        _PREVIEW_VAE_PROBLEMS.pop(choice, None)  # a "Try again" asks afresh
+        if choice.preview_vae:
+            # Optional: one that cannot be loaded leaves quick previews on the model's own
+            # VAE and says why (preview_vae_problem), instead of keeping the model from use.
+            try:
+                tiny = load_preview_vae(
+                    choice.preview_vae,
+                    loaded.model.device,
+                    loaded.model.dtype,
+                    local_files_only=not choice.download,
+                )
+                attach_preview_vae(loaded.model, tiny, choice.preview_vae)
+            except NeuroChipError as err:
+                _PREVIEW_VAE_PROBLEMS[choice] = str(err)
         freeze_long_lived_objects()
         return loaded
 
     return Job(load, name="model").start()
+
+
+#: Why a model choice's preview VAE could not be loaded (by choice, as the engines are kept).
+_PREVIEW_VAE_PROBLEMS: dict[ModelChoice, str] = {}
+
+
+def preview_vae_problem() -> str | None:
+    """Why this session's preview VAE is not in use, where it was chosen and failed."""
+    return _PREVIEW_VAE_PROBLEMS.get(model_choice())
 
 
 def freeze_long_lived_objects() -> None:

@@ -836,6 +836,22 @@ def test_a_preview_vae_chosen_on_the_model_page_decodes_quick_previews(app_env):
     ui.forget_engine()
 
 
+def test_a_preview_vae_that_cannot_load_leaves_the_model_usable_and_says_why(app_env):
+    at = start("views/model.py")
+    [field] = [t for t in at.text_input if t.label == "Preview VAE (optional)"]
+    field.input(str(app_env / "no-such-taesd"))
+    [use] = [b for b in at.button if b.label == "Use this model"]
+    use.click().run()
+    wait_for_model(at)
+    engine = at.session_state["model_job"].result
+    assert engine is not None and engine.model.preview_vae is None  # the model still loads
+    assert any("own VAE" in w.value and "no-such-taesd" in w.value for w in at.warning)
+    at = start()
+    at.toggle(key="quick_preview").set_value(True).run()
+    assert any("preview VAE did not load" in c.value for c in at.caption)
+    ui.forget_engine()
+
+
 def test_the_app_never_downloads_unasked(app_env, monkeypatch):
     from neurochip.engine import Engine
     from neurochip.errors import ModelNotFoundError

@@ -696,7 +696,9 @@ def test_shifted_windows_spread_the_seams_fixed_windows_put_in_one_place(
     ramp_unet(monkeypatch, tiny_model)
     kept = []
     decode = Engine._decode
-    monkeypatch.setattr(Engine, "_decode", lambda self, x: kept.append(x) or decode(self, x))
+    monkeypatch.setattr(
+        Engine, "_decode", lambda self, x, *rest: kept.append(x) or decode(self, x, *rest)
+    )
     audio = song(20.0)
     hard = dataclasses.replace(FAST, steps=20, denoise=0.9, overlap=0.0, guidance=0.0)
     ratios = {}

@@ -403,6 +403,8 @@ quick = p_right.toggle(
     "there; not yet checked by ear on the real model, so off by default.",
 )
 quality = QUICK_PREVIEW if quick else FAITHFUL_PREVIEW
+if quick and ui.preview_vae_problem() is not None:
+    p_right.caption(":material/warning: The preview VAE did not load: see the Model page.")
 preview_now = p_right.button("Preview now", disabled=engine is None)
 
 preview_key = (song.key, settings.to_json(), round(preview_start, 2), quick)

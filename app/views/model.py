@@ -68,6 +68,14 @@ if engine is None and error is None:
     ui.watch_model_load()
 elif engine is not None:
     st.success(f"Loaded: {engine.model.describe()}", icon=":material/check_circle:")
+    problem = ui.preview_vae_problem()
+    if problem is not None:
+        st.warning(
+            f"Quick previews decode with the model's own VAE: {problem}",
+            icon=":material/warning:",
+        )
+    elif engine.model.preview_vae is not None:
+        st.caption(f"Quick previews decode with {engine.model.preview_vae_source}.")
     if engine.model.device.type == "cuda":
         free, total = torch.cuda.mem_get_info(engine.model.device)
         st.metric("GPU memory free", f"{free / 2**30:.1f} of {total / 2**30:.1f} GiB")
