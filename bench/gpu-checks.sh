@@ -10,7 +10,8 @@
 #   core:  the 3-minute stereo pair at the defaults with the Riffusion-style loop in the same
 #          run; the same pair with --draft; a 10-minute song on an 8 GB memory cap.
 #   extra: the preview benchmark (with the tiny preview VAE on quick previews, and a 3 x 3
-#          grid); the pair with --compile reduce-overhead (CUDA graphs) and --channels-last.
+#          grid); one VAE tile by SD 1.5's VAE and by TAESD; the pair with --compile
+#          reduce-overhead (CUDA graphs) and --channels-last.
 # QUICK=1 runs the same commands at CPU size (reduced width, 10 s) to check the script here.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -47,6 +48,7 @@ case "$part" in
     ;;
   extra)
     step preview 150 "$PY" bench/preview.py "${preview[@]}" --repeat 5 --grid 3 --preview-vae
+    step vae-decode 60 "$PY" bench/vae_decode.py --repeat 10
     step render-pair-compiled 300 "$PY" bench/render.py "${size[@]}" --skip-riffusion \
       --compile reduce-overhead --channels-last
     ;;

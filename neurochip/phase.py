@@ -346,7 +346,8 @@ def waveform_from_amplitudes(
         together: reconstruct the channels (a stereo picture's, or many takes' stacked)
             in one pass, in larger chunks (:meth:`PhaseSettings.frames_per_chunk_together`),
             instead of one at a time. None: together off the CPU, where it saves kernel
-            launches; on the CPU one channel at a time is faster (see ``chunk_frames``).
+            launches (a pair's chunk passes: 32x fewer); on the CPU one channel at a time,
+            in small chunks, is faster (see ``chunk_frames``).
             Channel ``c`` gets the seed ``settings.seed + c`` either way, and the same
             result up to float rounding (at the chunks' crossfades, where chunk sizes differ).
 
