@@ -24,6 +24,7 @@ navigation = st.navigation(
 )
 from app import ui  # noqa: E402  (after the path fix above)
 
+ui.keep_widget_state()  # a choice stays when another page is shown
 ui.restore_session()  # a refresh or a restart finds what was open
 # Kept before the page runs: a change made by a click (Use this, Open, a slider's callback) is
 # saved even when this run never reaches the page's own save (a refresh stops it mid-way).

@@ -198,6 +198,47 @@ KEPT_VIEW = (
 )
 
 
+#: Widgets whose choice outlives the page they are on (Streamlit drops a widget's state on a
+#: run of another page): their keys, and key prefixes (per song or span). Tables (data
+#: editors) keep their rows in KEPT_VIEW instead: their state cannot be set.
+STICKY_WIDGETS = (
+    "preview_start",
+    "auto_preview",
+    "quick_preview",
+    "render_start",
+    "render_pair",
+    "render_compare",
+    "render_loop",
+    "render_stems_on",
+    "grid_seeds",
+    "grid_axis",
+    "download_format",
+    "takes_search",
+    "takes_song",
+    "takes_sort",
+    "takes_starred_only",
+    "takes_compare",
+    "takes_comp",
+    "takes_format",
+    "pair_width",
+)
+STICKY_PREFIXES = ("render_duration_",)
+
+
+def keep_widget_state() -> None:
+    """Before any page runs: hand each sticky widget's value back to the session state.
+
+    A value set through the session state is the session's own, not the widget's, so it
+    stays when a run of another page does not draw the widget (Streamlit's documented way to
+    keep widget state across pages); without this, a trip to Takes or Model & device turned
+    Quick previews, the stereo pair and the preview region back to their defaults.
+    """
+    state = st.session_state
+    for key in list(state.keys()):
+        if key in STICKY_WIDGETS or key.startswith(STICKY_PREFIXES):
+            state[key] = state[key]
+
+
 def restore_session() -> None:
     """Once per browser session: bring back the sketch, settings, model and last preview.
 
@@ -383,6 +424,13 @@ def open_take(take: Any) -> None:
     """Arrange with a take's settings and span and, where the library kept it, its sketch."""
     settings = take.settings()
     open_settings(settings)
+    until = "the end" if settings.duration_s is None else f"{settings.duration_s:g} s"
+    st.session_state["opened_take"] = {
+        "text": f"Opened {take.name}: its settings (seed {settings.seed}), from "
+        f"{settings.start_s:g} s for {until}. Render makes it again; change anything to go "
+        "on from it.",
+        "look": take_look(settings),
+    }
     key = take.metadata.get("sketch_key")
     # Applied by Arrange once the take's song is the one open (see apply_pending_span).
     st.session_state["pending_span"] = (float(settings.start_s), settings.duration_s)
@@ -396,6 +444,11 @@ def open_take(take: Any) -> None:
                 f"The song of {take.name} was not kept with it (made before NeuroChip kept "
                 "songs, or its copy was removed): upload it again to render more of it."
             )
+
+
+def take_look(settings: RenderSettings) -> tuple[Any, ...]:
+    """What Arrange's notice of an opened take stays for: its main settings unchanged."""
+    return (settings.prompt, settings.seed, settings.denoise, settings.guidance, settings.steps)
 
 
 def save_session() -> None:

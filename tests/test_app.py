@@ -836,6 +836,24 @@ def test_a_preview_vae_chosen_on_the_model_page_decodes_quick_previews(app_env):
     ui.forget_engine()
 
 
+def test_arrange_choices_stay_when_another_page_is_shown(app_env):
+    at = start()
+    at.toggle(key="quick_preview").set_value(True)
+    at.checkbox(key="render_pair").uncheck()
+    at.checkbox(key="render_loop").check()
+    at.run()
+    for page in ("views/takes.py", "views/model.py", "views/arrange.py"):
+        at.switch_page(page).run()
+        assert not at.exception
+    assert at.toggle(key="quick_preview").value is True
+    assert at.checkbox(key="render_pair").value is False
+    assert at.checkbox(key="render_loop").value is True
+    # ... and kept for a refresh too, though the last page shown before it was another.
+    at.switch_page("views/takes.py").run()
+    kept = ui.workspace().state()
+    assert (kept["quick_preview"], kept["render_pair"], kept["render_loop"]) == (True, False, True)
+
+
 def test_a_preview_vae_that_cannot_load_leaves_the_model_usable_and_says_why(app_env):
     at = start("views/model.py")
     [field] = [t for t in at.text_input if t.label == "Preview VAE (optional)"]
@@ -973,6 +991,10 @@ def test_open_brings_back_the_takes_song_span_and_settings(
     assert at.number_input(key="render_start").value == 2.0
     [duration] = [n for n in at.number_input if n.key and n.key.startswith("render_duration_")]
     assert duration.value == 3.0
+    said = [i.value for i in at.info if i.value.startswith("Opened")]
+    assert said and "seed 77" in said[0] and "from 2 s for 3 s" in said[0]  # what came back
+    at.slider(key="w_denoise").set_value(0.4).run()  # moved on from it: the notice goes
+    assert not any(i.value.startswith("Opened") for i in at.info)
 
 
 def test_settings_that_skip_the_model_are_warned_about(app_env):

@@ -68,6 +68,10 @@ def load_progress() -> None:
 load_progress()
 if st.session_state.get("upload_error"):
     st.error(st.session_state["upload_error"], icon=":material/error:")
+opened = st.session_state.get("opened_take")  # said until a setting moves on from it
+opened_notice = st.empty()
+if opened is not None:
+    opened_notice.info(opened["text"], icon=":material/file_open:")
 
 song = ui.current_sketch()
 if song is None:
@@ -295,8 +299,13 @@ with st.expander("Stems: an instrument per part", icon=":material/tune:", key="s
         )
         stems_on = st.toggle("Render as stems", key="render_stems_on")
         st.caption(
-            "The song's parts (by their number in the file): "
-            + " · ".join(f"**{t.key}** {ui.plain(t.name)}" for t in song.tracks if t.notes)
+            "The song's parts, by their track number in the file (what **Parts** takes; "
+            "the voices above list their MIDI channels): "
+            + " · ".join(
+                f"**{t.key}** {ui.plain(t.name)} (channel {t.channel})"
+                for t in song.tracks
+                if t.notes
+            )
         )
         stems_table = st.data_editor(
             ui.memo(
@@ -352,6 +361,9 @@ except NeuroChipError as err:
     st.error(str(err))
     st.stop()
 st.session_state["last_settings"] = settings
+if opened is not None and ui.take_look(settings) != opened["look"]:
+    del st.session_state["opened_take"]  # the composer has moved on from the opened take
+    opened_notice.empty()
 ui.save_session()
 for warning in settings.warnings():
     st.warning(warning, icon=":material/warning:")

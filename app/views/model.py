@@ -44,11 +44,11 @@ with st.form("model_form"):
     preview_vae = st.text_input(
         "Preview VAE (optional)",
         value=choice.preview_vae,
-        placeholder=DEFAULT_PREVIEW_VAE_ID,
+        placeholder=f"empty: none (e.g. {DEFAULT_PREVIEW_VAE_ID})",
         help=f"A tiny VAE (TAESD, about 10 MB: {DEFAULT_PREVIEW_VAE_ID}) that decodes Quick "
         "previews in a fraction of the time. Its pictures are close to the model's own, not "
-        "the same, so takes are always decoded by the model's VAE. A folder or a hub id "
-        "(downloaded with the model's Download button).",
+        "the same, so takes are always decoded by the model's VAE. A local folder, or a hub "
+        "id from the Hugging Face cache (fetched with the model when you press Download).",
     )
     if st.form_submit_button("Use this model", type="primary"):
         st.session_state["model_choice"] = ui.ModelChoice(
