@@ -210,8 +210,7 @@ STICKY_WIDGETS = (
     "render_compare",
     "render_loop",
     "render_stems_on",
-    "grid_seeds",
-    "grid_axis",
+    "grid_axis",  # (not the grid's seeds and values: they follow the settings)
     "download_format",
     "takes_search",
     "takes_song",
