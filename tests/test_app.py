@@ -787,17 +787,24 @@ def test_the_page_works_while_the_model_loads_and_previews_once_it_is_ready(app_
     ui.forget_engine()
 
 
+def use_model_with(label: str, value: str) -> AppTest:
+    """The Model page with the field ``label`` set to ``value``, "Use this model" pressed,
+    and the model loaded."""
+    at = start("views/model.py")
+    [field] = [t for t in at.text_input if t.label == label]
+    field.input(value)
+    [use] = [b for b in at.button if b.label == "Use this model"]
+    use.click().run()
+    wait_for_model(at)
+    return at
+
+
 def test_a_lora_chosen_on_the_model_page_is_fused_and_kept(app_env, tiny_model_dir):
     from neurochip.model import load_model
     from tests.test_model import make_lora
 
     make_lora(load_model(tiny_model_dir, device="cpu"), app_env / "style")
-    at = start("views/model.py")
-    [lora] = [t for t in at.text_input if t.label == "LoRA (optional)"]
-    lora.input(str(app_env / "style"))
-    [use] = [b for b in at.button if b.label == "Use this model"]
-    use.click().run()
-    wait_for_model(at)
+    at = use_model_with("LoRA (optional)", str(app_env / "style"))
     assert not at.exception
     engine = at.session_state["model_job"].result
     assert engine is not None and "LoRA style x1" in engine.model.source
@@ -812,12 +819,7 @@ def test_a_preview_vae_chosen_on_the_model_page_decodes_quick_previews(app_env):
     from tests.tiny_model import build_tiny_preview_vae
 
     folder = build_tiny_preview_vae(app_env / "taesd")
-    at = start("views/model.py")
-    [field] = [t for t in at.text_input if t.label == "Preview VAE (optional)"]
-    field.input(str(folder))
-    [use] = [b for b in at.button if b.label == "Use this model"]
-    use.click().run()
-    wait_for_model(at)
+    at = use_model_with("Preview VAE (optional)", str(folder))
     engine = at.session_state["model_job"].result
     assert engine is not None and engine.model.preview_vae_source == str(folder)
 
@@ -855,12 +857,7 @@ def test_arrange_choices_stay_when_another_page_is_shown(app_env):
 
 
 def test_a_preview_vae_that_cannot_load_leaves_the_model_usable_and_says_why(app_env):
-    at = start("views/model.py")
-    [field] = [t for t in at.text_input if t.label == "Preview VAE (optional)"]
-    field.input(str(app_env / "no-such-taesd"))
-    [use] = [b for b in at.button if b.label == "Use this model"]
-    use.click().run()
-    wait_for_model(at)
+    at = use_model_with("Preview VAE (optional)", str(app_env / "no-such-taesd"))
     engine = at.session_state["model_job"].result
     assert engine is not None and engine.model.preview_vae is None  # the model still loads
     assert any("own VAE" in w.value and "no-such-taesd" in w.value for w in at.warning)
