@@ -30,7 +30,7 @@ from neurochip.io.audio import Audio
 from neurochip.jobs import DONE, FAILED, SLOW_POLL_S, Job
 from neurochip.library.store import TakeLibrary
 from neurochip.model import DEFAULT_MODEL_ID
-from neurochip.preview_vae import attach_preview_vae, load_preview_vae
+from neurochip.preview_vae import use_preview_vae
 from neurochip.settings import RenderSettings, Section, TakeSetOptions, default_of, describe
 from neurochip.sketch import SKETCH_SUFFIXES, Sketch, load_sketch
 from neurochip.stems import Stem, check_stems, default_stems
@@ -88,13 +88,7 @@ def _engine_job(choice: ModelChoice) -> Job[Engine]:
             # Optional: one that cannot be loaded leaves quick previews on the model's own
             # VAE and says why (preview_vae_problem), instead of keeping the model from use.
             try:
-                tiny = load_preview_vae(
-                    choice.preview_vae,
-                    loaded.model.device,
-                    loaded.model.dtype,
-                    local_files_only=not choice.download,
-                )
-                attach_preview_vae(loaded.model, tiny, choice.preview_vae)
+                use_preview_vae(loaded.model, choice.preview_vae, not choice.download)
             except NeuroChipError as err:
                 _PREVIEW_VAE_PROBLEMS[choice] = str(err)
         freeze_long_lived_objects()

@@ -788,10 +788,9 @@ class Engine:
 
             apply_lora(model, lora, lora_scale, local_files_only)
         if preview_vae:
-            from neurochip.preview_vae import attach_preview_vae, load_preview_vae
+            from neurochip.preview_vae import use_preview_vae
 
-            tiny = load_preview_vae(preview_vae, model.device, model.dtype, local_files_only)
-            attach_preview_vae(model, tiny, str(preview_vae))
+            use_preview_vae(model, preview_vae, local_files_only)
         if channels_last:
             model.use_channels_last()
         if compile:
@@ -896,17 +895,12 @@ class Engine:
         # The span is a song of its own to the engine: not in the cache (its picture is made).
         # Only its length counts, so no mono mix is made (the app asks on every page run).
         length = span.frames
-        if takes[0].loop:  # rendered with its own ends wrapped round each side
-            length += 2 * LOOP_CONTEXT_COLUMNS * self.params.hop_length * self.model.vae_scale
-            frames = self.params.num_frames(length)
         start_s = round(takes[0].start_s * song.sample_rate) / song.sample_rate
-        if takes[0].loop:  # its own end wrapped round before its start
-            start_s -= (
-                LOOP_CONTEXT_COLUMNS
-                * self.params.hop_length
-                * self.model.vae_scale
-                / song.sample_rate
-            )
+        if takes[0].loop:  # rendered with its own ends wrapped round each side
+            pad = LOOP_CONTEXT_COLUMNS * self.params.hop_length * self.model.vae_scale
+            length += 2 * pad
+            frames = self.params.num_frames(length)
+            start_s -= pad / song.sample_rate  # its own end before its start
         work = self._work(length, None, 0, frames, length, takes, WINDOW_COLUMNS, start_s)
         work["encode"] *= songs  # stems: each part's picture is made and encoded
         return sum(work[stage] * self._rates[stage] for stage in STAGES)
@@ -1491,12 +1485,11 @@ class Engine:
         return images
 
     @torch.no_grad()
-    def _decode(self, latents: torch.Tensor, vae: Any = None) -> torch.Tensor:
+    def _decode(self, latents: torch.Tensor, vae: Any) -> torch.Tensor:
         """Latents (n, 4, 64, W') -> float pictures (n, 3, 512, W' * 8), in tiles along time,
-        by ``vae`` (None: the model's own; a tiny preview VAE has a scaling of its own, 1)."""
+        by ``vae`` (the model's own, or a tiny preview VAE with a scaling of its own, 1)."""
         model = self.model
         scale = model.vae_scale
-        vae = vae if vae is not None else model.vae
         scaling = float(vae.config.scaling_factor)
 
         def decode(tile: torch.Tensor) -> torch.Tensor:
@@ -1512,42 +1505,25 @@ class Engine:
             )
         return (pixels / 2 + 0.5).clamp(0, 1)
 
-    def _decode_batch(self, takes: int, latent_shape: torch.Size, vae: Any = None) -> int:
-        """Takes decoded in one VAE batch: ``decode_batch`` if set; on a GPU as many as fit
-        :data:`MEMORY_SHARE` of the free memory (one tile's activations measured once);
-        one on the CPU and MPS."""
+    def _decode_batch(self, takes: int, latent_shape: torch.Size, vae: Any) -> int:
+        """Takes ``vae`` decodes in one batch: ``decode_batch`` if set; on a GPU as many as
+        fit :data:`MEMORY_SHARE` of the free memory (one tile's activations measured once by
+        a probe); one on the CPU and MPS."""
         if self.decode_batch is not None:
             return max(1, min(takes, self.decode_batch))
-        device = self.model.device
-        if device.type != "cuda" or takes == 1:
+        model = self.model
+        if model.device.type != "cuda" or takes == 1:
             return 1
-        free, _ = torch.cuda.mem_get_info(device)
-        if self.memory_limit is not None:
-            free = min(free, max(0, self.memory_limit - torch.cuda.memory_allocated(device)))
-        width = min(latent_shape[-1], VAE_TILE // self.model.vae_scale)
-        item = self._decode_item_bytes(
-            vae if vae is not None else self.model.vae, latent_shape[-2], width
-        )
-        return max(1, min(takes, int(free * MEMORY_SHARE // item)))
+        height, width = latent_shape[-2], min(latent_shape[-1], VAE_TILE // model.vae_scale)
+        channels = int(getattr(model.vae.config, "latent_channels", 4))
 
-    def _decode_item_bytes(self, vae: Any, height: int, width: int) -> int:
-        """Activation memory of ``vae`` decoding one tile of latents this shape (a probe, once)."""
-        key = ("decode", id(vae), height, width)
-        if key not in self._measured_item_bytes:
-            device, model = self.model.device, self.model
-            torch.cuda.synchronize(device)
-            before = torch.cuda.memory_allocated(device)
-            torch.cuda.reset_peak_memory_stats(device)
-            channels = int(getattr(model.vae.config, "latent_channels", 4))
-            with torch.no_grad():
-                vae.decode(
-                    torch.zeros(1, channels, height, width, device=device, dtype=model.dtype)
-                )
-            torch.cuda.synchronize(device)
-            self._measured_item_bytes[key] = max(
-                1, torch.cuda.max_memory_allocated(device) - before
+        def probe() -> None:
+            vae.decode(
+                torch.zeros(1, channels, height, width, device=model.device, dtype=model.dtype)
             )
-        return self._measured_item_bytes[key]
+
+        item = self._probe_bytes(("decode", id(vae), height, width), probe)
+        return max(1, min(takes, int(self._free_bytes() * MEMORY_SHARE // item)))
 
     @torch.no_grad()
     def _img2img_region(
@@ -1757,34 +1733,48 @@ class Engine:
 
     def _auto_batch(self, latent_shape: torch.Size, per_window: int) -> int:
         """UNet items per call that fit the device's free memory (see :func:`batch_for_memory`)."""
-        device = self.model.device
-        if device.type != "cuda":
+        if self.model.device.type != "cuda":
             return 2 * per_window  # CPU/MPS: bigger batches gain little and cost memory
-        free, _ = torch.cuda.mem_get_info(device)
-        if self.memory_limit is not None:
-            free = min(free, max(0, self.memory_limit - torch.cuda.memory_allocated(device)))
         width = min(latent_shape[-1], WINDOW_COLUMNS // self.model.vae_scale)
-        return batch_for_memory(free, self._item_bytes(latent_shape[-2], width), per_window)
+        item = self._item_bytes(latent_shape[-2], width)
+        return batch_for_memory(self._free_bytes(), item, per_window)
 
     def _item_bytes(self, height: int, width: int) -> int:
         """Activation memory of one UNet item of this window shape, measured once by a probe
-        call of two items (the peak above what was allocated before it, halved)."""
-        key = (height, width)
+        call of two items (halved)."""
+        model = self.model
+        device, dim = model.device, model.unet.config.cross_attention_dim
+
+        def probe() -> None:
+            model.unet(
+                torch.zeros(2, 4, height, width, device=device, dtype=model.dtype),
+                torch.tensor([500, 500], device=device),
+                encoder_hidden_states=torch.zeros(2, 77, dim, device=device, dtype=model.dtype),
+            )
+
+        return max(1, self._probe_bytes(("unet", height, width), probe) // 2)
+
+    def _free_bytes(self) -> int:
+        """GPU memory free for activations: the device's free memory, within ``memory_limit``."""
+        device = self.model.device
+        free, _ = torch.cuda.mem_get_info(device)
+        if self.memory_limit is not None:
+            free = min(free, max(0, self.memory_limit - torch.cuda.memory_allocated(device)))
+        return free
+
+    def _probe_bytes(self, key: tuple[Any, ...], probe: Callable[[], object]) -> int:
+        """Peak GPU memory ``probe`` allocates above what was allocated before it, measured
+        once per ``key`` (a window or tile shape)."""
         if key not in self._measured_item_bytes:
-            device, model = self.model.device, self.model
+            device = self.model.device
             torch.cuda.synchronize(device)
             before = torch.cuda.memory_allocated(device)
             torch.cuda.reset_peak_memory_stats(device)
-            dim = model.unet.config.cross_attention_dim
             with torch.no_grad():
-                model.unet(
-                    torch.zeros(2, 4, height, width, device=device, dtype=model.dtype),
-                    torch.tensor([500, 500], device=device),
-                    encoder_hidden_states=torch.zeros(2, 77, dim, device=device, dtype=model.dtype),
-                )
+                probe()
             torch.cuda.synchronize(device)
             peak = torch.cuda.max_memory_allocated(device) - before
-            self._measured_item_bytes[key] = max(1, peak // 2)
+            self._measured_item_bytes[key] = max(1, peak)
         return self._measured_item_bytes[key]
 
 

@@ -7,8 +7,7 @@ VAE's but not equal, so it is for previews only (:data:`~neurochip.engine.QUICK_
 decodes with it when one is attached); takes are always decoded with the model's own VAE.
 Whether its spectrograms sound close enough is for a listening check on the real weights.
 
-    vae = load_preview_vae("madebyollin/taesd", model.device, model.dtype)
-    attach_preview_vae(model, vae, "madebyollin/taesd")
+    use_preview_vae(model, "madebyollin/taesd")  # load_preview_vae + attach_preview_vae
 """
 
 from __future__ import annotations
@@ -96,4 +95,12 @@ def attach_preview_vae(model: RiffusionModel, vae: Any, source: str) -> None:
     model.preview_vae_source = source
 
 
-__all__ = ["DEFAULT_PREVIEW_VAE_ID", "attach_preview_vae", "load_preview_vae"]
+def use_preview_vae(
+    model: RiffusionModel, source: str | Path, local_files_only: bool | None = None
+) -> None:
+    """Load the tiny VAE ``source`` for ``model``'s device and number format, and attach it."""
+    vae = load_preview_vae(source, model.device, model.dtype, local_files_only)
+    attach_preview_vae(model, vae, str(source))
+
+
+__all__ = ["DEFAULT_PREVIEW_VAE_ID", "attach_preview_vae", "load_preview_vae", "use_preview_vae"]
