@@ -193,17 +193,11 @@ KEPT_VIEW = (
 
 
 #: Widgets whose choice outlives the page they are on (Streamlit drops a widget's state on a
-#: run of another page): their keys, and key prefixes (per song or span). Tables (data
-#: editors) keep their rows in KEPT_VIEW instead: their state cannot be set.
+#: run of another page), besides KEPT_VIEW's (kept for the next session as well): their
+#: keys, and key prefixes (per song or span). Tables (data editors) keep their rows in
+#: KEPT_VIEW instead: their state cannot be set.
 STICKY_WIDGETS = (
-    "preview_start",
-    "auto_preview",
-    "quick_preview",
     "render_start",
-    "render_pair",
-    "render_compare",
-    "render_loop",
-    "render_stems_on",
     "grid_axis",  # (not the grid's seeds and values: they follow the settings)
     "download_format",
     "takes_search",
@@ -228,7 +222,8 @@ def keep_widget_state() -> None:
     """
     state = st.session_state
     for key in list(state.keys()):
-        if key in STICKY_WIDGETS or key.startswith(STICKY_PREFIXES):
+        # KEPT_VIEW's plain keys (not widgets) are set to what they are: nothing changes.
+        if key in KEPT_VIEW or key in STICKY_WIDGETS or key.startswith(STICKY_PREFIXES):
             state[key] = state[key]
 
 
