@@ -37,7 +37,7 @@ from neurochip.library.metadata import take_metadata
 from neurochip.library.names import default_take_name
 from neurochip.library.store import TakeLibrary
 from neurochip.library.thumbnails import spectrogram_thumbnail
-from neurochip.settings import RenderSettings
+from neurochip.settings import RenderSettings, describe
 from neurochip.sketch import Sketch
 
 __all__ = [
@@ -48,6 +48,7 @@ __all__ = [
     "Variation",
     "VariationGrid",
     "best_variation",
+    "best_variations",
     "keep_variations",
     "render_variations",
     "summary",
@@ -132,6 +133,42 @@ class VariationGrid:
         row, column = self.position(i)
         parts = [self.row_label(row), self.column_label(column)]
         return " · ".join(p for p in parts if p)
+
+    def changed_settings(self, settings: RenderSettings) -> list[str]:
+        """The labels of the settings ``settings`` has other than the grid's base.
+
+        The seed and the column axis are the grid's own (a cell taken with *Use this* has
+        them), so they never count: an empty list means the grid still answers for
+        ``settings``. E.g. ``["Prompt", "Steps"]``.
+        """
+        varied = {self.row_axis, self.column_axis}
+        return [
+            describe(RenderSettings, f.name).label
+            for f in dataclasses.fields(RenderSettings)
+            if f.name not in varied and getattr(settings, f.name) != getattr(self.base, f.name)
+        ]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The grid as JSON-able values (:meth:`from_dict` makes it again)."""
+        return {
+            "base": self.base.to_dict(),
+            "rows": list(self.rows),
+            "column_axis": self.column_axis,
+            "columns": list(self.columns),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> VariationGrid:
+        """The grid :meth:`to_dict` described (its cells made again by :func:`variation_grid`).
+
+        Raises:
+            NeuroChipError: For values no grid has (the settings' or the grid's message).
+        """
+        axis = data.get("column_axis")
+        if axis is not None and axis not in COLUMN_AXES:
+            raise NeuroChipError(f"A variation grid's columns cannot vary {axis!r}.")
+        columns = {axis: list(data["columns"])} if axis is not None else {}
+        return variation_grid(RenderSettings.from_dict(data["base"]), list(data["rows"]), **columns)
 
 
 def variation_grid(
@@ -320,6 +357,19 @@ def best_variation(variations: Sequence[Variation]) -> int:
         raise ValueError("no variations")
     scores = [v.faithfulness.score for v in variations]
     return scores.index(max(scores))
+
+
+def best_variations(variations: Sequence[Variation], decimals: int = 2) -> list[int]:
+    """Every cell that keeps the notes best as scores are shown (to ``decimals`` places).
+
+    A grid whose cells read 0.93, 0.93 and 0.93 has three best cells, not the first of them:
+    marking one would claim a difference nobody can see (or hear at that size).
+    """
+    if not variations:
+        raise ValueError("no variations")
+    shown = [round(v.faithfulness.score, decimals) for v in variations]
+    top = max(shown)
+    return [i for i, score in enumerate(shown) if score == top]
 
 
 # --- keeping and summing up ----------------------------------------------------------------------

@@ -7,7 +7,9 @@ NeuroChip is a local tool for one composer, so there is one workspace per home
   (``sketch.bin``, ``sketch.json``), so it is decoded again exactly as before;
 - the page's state: settings and view choices, plain JSON (``state.json``);
 - the last preview: its audio, pictures and note faithfulness (``preview.npz``,
-  ``preview.json``; arrays only, read with ``allow_pickle=False``).
+  ``preview.json``; arrays only, read with ``allow_pickle=False``);
+- the last variation grid of a preview region: each cell's audio, picture and note
+  faithfulness, the same way (``grid.npz``, ``grid.json``).
 
 Every file is written atomically. One that cannot be read is set aside as ``*.damaged`` and
 treated as absent: a damaged workspace costs what it held, never the app.
@@ -32,6 +34,7 @@ from neurochip.io.audio import Audio
 from neurochip.io.write import write_bytes_atomically, write_text_atomically
 from neurochip.library.store import default_home
 from neurochip.settings import RenderSettings
+from neurochip.variations import Variation, VariationGrid
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +56,20 @@ class Preview:
     faithfulness: Faithfulness
 
 
+@dataclass(frozen=True, eq=False)
+class GridPreview:
+    """A finished variation grid of a preview region, and what it was for.
+
+    ``key`` is whatever the front end asked with (the app: song key, region start, quick
+    previews), kept as JSON; the settings it was made with are ``grid.base``.
+    """
+
+    song_key: str
+    key: Any
+    grid: VariationGrid
+    variations: list[Variation]
+
+
 @dataclass(frozen=True)
 class SketchFile:
     """A sketch as it was loaded: enough to load it again."""
@@ -64,7 +81,8 @@ class SketchFile:
 
 
 class Workspace:
-    """The open sketch, the page's settings and the last preview of one NeuroChip home."""
+    """The open sketch, the page's settings, the last preview and the last variation grid of
+    one NeuroChip home."""
 
     def __init__(self, home: str | Path | None = None) -> None:
         self.root = Path(home).expanduser() if home is not None else default_home()
@@ -117,7 +135,7 @@ class Workspace:
             return None
 
     def forget_sketch(self) -> None:
-        for name in ("sketch.json", "sketch.bin", "preview.json", "preview.npz"):
+        for name in (*_SKETCH_FILES, "preview.json", "preview.npz", "grid.json", "grid.npz"):
             (self.root / name).unlink(missing_ok=True)
 
     # -- the page's state --------------------------------------------------------------------
@@ -136,76 +154,105 @@ class Workspace:
 
     def keep_preview(self, preview: Preview) -> None:
         """Remember the newest finished preview (the one the page shows)."""
-        render = preview.render
-        arrays = {
-            "audio": render.audio.samples,
-            "source": render.source.samples,
-            "input_image": render.input_image.to(torch.float16).numpy(),
-            "output_image": render.output_image.to(torch.float16).numpy(),
-            "times_s": np.asarray(preview.faithfulness.times_s, dtype=np.float64),
-            "strip": np.asarray(preview.faithfulness.strip, dtype=np.float64),
-        }
-        buffer = io.BytesIO()
-        np.savez(buffer, **arrays)
-        faith = preview.faithfulness
+        arrays = _render_arrays(preview.render, preview.faithfulness)
         meta = {
             "song_key": preview.song_key,
             "key": preview.key,
-            "sample_rate": render.audio.sample_rate,
-            "settings": render.settings.to_dict(),
-            "start_s": render.start_s,
-            "info": render.info,
-            "faithfulness": {
-                "score": faith.score,
-                "segment": faith.segment,
-                "duration_s": faith.duration_s,
-                "counted_s": faith.counted_s,
-            },
+            **_render_meta(preview.render, preview.faithfulness),
         }
-        self.root.mkdir(parents=True, exist_ok=True)
-        write_bytes_atomically(self.root / "preview.npz", buffer.getvalue())
-        write_text_atomically(self.root / "preview.json", json.dumps(meta))
+        self._write("preview", arrays, meta)
 
     def preview(self) -> Preview | None:
         """The preview last kept, or None."""
-        meta = self._read_json("preview.json")
-        if meta is None:
+        kept = self._read("preview")
+        if kept is None:
             return None
+        arrays, meta = kept
         try:
-            with np.load(self.root / "preview.npz", allow_pickle=False) as arrays:
-                data = {name: arrays[name] for name in arrays.files}
-            rate = int(meta["sample_rate"])
-            faith = meta["faithfulness"]
-            render = Render(
-                audio=Audio(data["audio"].astype(np.float32), rate),
-                source=Audio(data["source"].astype(np.float32), rate),
-                settings=RenderSettings.from_dict(meta["settings"]),
-                input_image=torch.from_numpy(data["input_image"].astype(np.float32)),
-                output_image=torch.from_numpy(data["output_image"].astype(np.float32)),
-                start_s=float(meta["start_s"]),
-                info=dict(meta.get("info") or {}),
-            )
-            faithfulness = Faithfulness(
-                score=float(faith["score"]),
-                times_s=data["times_s"],
-                strip=data["strip"],
-                segment=faith["segment"],
-                duration_s=float(faith["duration_s"]),
-                counted_s=float(faith["counted_s"]),
-            )
-            key = meta["key"]
-            return Preview(
-                str(meta["song_key"]),
-                tuple(key) if isinstance(key, list) else key,
-                render,
-                faithfulness,
-            )
+            render, faithfulness = _render_from(arrays, meta)
+            return Preview(str(meta["song_key"]), _key(meta["key"]), render, faithfulness)
         except Exception as err:  # noqa: BLE001 -- any damage: set aside, never fatal
             self._set_aside("preview.json", err)
             self._set_aside("preview.npz", err)
             return None
 
+    # -- the last variation grid -------------------------------------------------------------
+
+    def keep_grid(self, grid: GridPreview) -> None:
+        """Remember the newest finished variation grid of a preview region."""
+        arrays: dict[str, np.ndarray] = {}
+        cells = []
+        for i, variation in enumerate(grid.variations):
+            arrays |= _render_arrays(variation.render, variation.faithfulness, f"{i}_")
+            cells.append(
+                {
+                    "label": variation.label,
+                    "region": variation.region,
+                    **_render_meta(variation.render, variation.faithfulness),
+                }
+            )
+        _share_equal_arrays(arrays, len(cells), ("source", "input_image"))
+        meta = {
+            "song_key": grid.song_key,
+            "key": grid.key,
+            "grid": grid.grid.to_dict(),
+            "cells": cells,
+        }
+        self._write("grid", arrays, meta)
+
+    def grid(self) -> GridPreview | None:
+        """The variation grid last kept, or None."""
+        kept = self._read("grid")
+        if kept is None:
+            return None
+        arrays, meta = kept
+        try:
+            grid = VariationGrid.from_dict(meta["grid"])
+            variations = []
+            for i, cell in enumerate(meta["cells"]):
+                render, faithfulness = _render_from(arrays, cell, f"{i}_")
+                region = cell["region"]
+                variations.append(
+                    Variation(
+                        settings=render.settings,
+                        render=render,
+                        faithfulness=faithfulness,
+                        label=str(cell["label"]),
+                        region=(float(region[0]), float(region[1])) if region else None,
+                    )
+                )
+            if [v.settings for v in variations] != grid.cells:
+                raise ValueError("the cells do not match the grid")
+            return GridPreview(str(meta["song_key"]), _key(meta["key"]), grid, variations)
+        except Exception as err:  # noqa: BLE001 -- any damage: set aside, never fatal
+            self._set_aside("grid.json", err)
+            self._set_aside("grid.npz", err)
+            return None
+
     # -- files -------------------------------------------------------------------------------
+
+    def _write(self, name: str, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+        """``name.npz`` (the arrays), then ``name.json`` (what they are), each atomically."""
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        self.root.mkdir(parents=True, exist_ok=True)
+        write_bytes_atomically(self.root / f"{name}.npz", buffer.getvalue())
+        write_text_atomically(self.root / f"{name}.json", json.dumps(meta))
+
+    def _read(self, name: str) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
+        """What :meth:`_write` wrote, or None (absent, or damaged and set aside)."""
+        meta = self._read_json(f"{name}.json")
+        if meta is None:
+            return None
+        try:
+            if not isinstance(meta, dict):
+                raise ValueError(f"{name}.json is not a description")
+            with np.load(self.root / f"{name}.npz", allow_pickle=False) as arrays:
+                return {key: arrays[key] for key in arrays.files}, meta
+        except Exception as err:  # noqa: BLE001 -- any damage: set aside, never fatal
+            self._set_aside(f"{name}.json", err)
+            self._set_aside(f"{name}.npz", err)
+            return None
 
     def _read_json(self, name: str) -> Any:
         path = self.root / name
@@ -226,3 +273,84 @@ class Workspace:
             path.replace(path.with_name(name + ".damaged"))
         except OSError:
             path.unlink(missing_ok=True)
+
+
+_SKETCH_FILES = ("sketch.json", "sketch.bin")
+
+
+def _key(value: Any) -> Any:
+    """A front end's key as it was kept: JSON made its tuple a list."""
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _render_arrays(render: Render, faith: Faithfulness, prefix: str = "") -> dict[str, np.ndarray]:
+    """A render's and its note faithfulness's arrays, named ``prefix + name``.
+
+    Pictures are kept in float16: they are drawn, never rendered from again."""
+    arrays = {
+        "audio": render.audio.samples,
+        "source": render.source.samples,
+        "input_image": render.input_image.to(torch.float16).numpy(),
+        "output_image": render.output_image.to(torch.float16).numpy(),
+        "times_s": np.asarray(faith.times_s, dtype=np.float64),
+        "strip": np.asarray(faith.strip, dtype=np.float64),
+    }
+    return {prefix + name: array for name, array in arrays.items()}
+
+
+def _render_meta(render: Render, faith: Faithfulness) -> dict[str, Any]:
+    """The rest of a render and its note faithfulness, as JSON-able values."""
+    return {
+        "sample_rate": render.audio.sample_rate,
+        "settings": render.settings.to_dict(),
+        "start_s": render.start_s,
+        "info": render.info,
+        "faithfulness": {
+            "score": faith.score,
+            "segment": faith.segment,
+            "duration_s": faith.duration_s,
+            "counted_s": faith.counted_s,
+        },
+    }
+
+
+def _render_from(
+    arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any], prefix: str = ""
+) -> tuple[Render, Faithfulness]:
+    """The render and note faithfulness :func:`_render_arrays` and :func:`_render_meta` kept."""
+
+    def array(name: str) -> np.ndarray:
+        # A grid keeps what all its cells share once, unprefixed (_share_equal_arrays).
+        return arrays[prefix + name] if prefix + name in arrays else arrays[name]
+
+    rate = int(meta["sample_rate"])
+    faith = meta["faithfulness"]
+    render = Render(
+        audio=Audio(array("audio").astype(np.float32), rate),
+        source=Audio(array("source").astype(np.float32), rate),
+        settings=RenderSettings.from_dict(meta["settings"]),
+        input_image=torch.from_numpy(array("input_image").astype(np.float32)),
+        output_image=torch.from_numpy(array("output_image").astype(np.float32)),
+        start_s=float(meta["start_s"]),
+        info=dict(meta.get("info") or {}),
+    )
+    faithfulness = Faithfulness(
+        score=float(faith["score"]),
+        times_s=array("times_s"),
+        strip=array("strip"),
+        segment=faith["segment"],
+        duration_s=float(faith["duration_s"]),
+        counted_s=float(faith["counted_s"]),
+    )
+    return render, faithfulness
+
+
+def _share_equal_arrays(arrays: dict[str, np.ndarray], cells: int, names: tuple[str, ...]) -> None:
+    """Keep an array all cells have equal once, unprefixed: a grid's cells share the sketch's
+    region (its sound and picture), which would otherwise be kept once per cell."""
+    for name in names:
+        first = arrays[f"0_{name}"]
+        if all(np.array_equal(arrays[f"{i}_{name}"], first) for i in range(1, cells)):
+            for i in range(cells):
+                del arrays[f"{i}_{name}"]
+            arrays[name] = first

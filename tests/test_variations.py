@@ -7,6 +7,7 @@ import csv
 import dataclasses
 import json
 import threading
+import types
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,9 @@ from neurochip.io.audio import Audio
 from neurochip.settings import RenderSettings
 from neurochip.variations import (
     MAX_CELLS,
+    VariationGrid,
     best_variation,
+    best_variations,
     keep_variations,
     render_variations,
     summary,
@@ -90,6 +93,36 @@ def test_a_grid_is_seeds_by_one_other_setting_row_by_row():
     assert len(biggest) == MAX_CELLS == 16
     with pytest.raises(IndexError):
         biggest.position(16)
+
+
+def test_a_grid_says_which_settings_moved_on_from_it_and_round_trips():
+    grid = variation_grid(FAST, [1, 2], denoise=[0.25, 0.45])
+    # A cell's settings (Use this) are the grid's: its seed and denoise are the grid's own.
+    assert grid.changed_settings(grid.cells[3]) == []
+    assert grid.changed_settings(dataclasses.replace(FAST, seed=99, denoise=0.7)) == []
+    moved = dataclasses.replace(grid.cells[0], prompt="a choir", steps=8, guidance=9.0)
+    assert grid.changed_settings(moved) == ["Prompt", "Guidance", "Steps"]
+    guided = variation_grid(FAST, [1], guidance=[5, 9])
+    assert guided.changed_settings(dataclasses.replace(FAST, guidance=12.0)) == []
+    assert guided.changed_settings(dataclasses.replace(FAST, denoise=0.3)) == ["Denoise"]
+
+    for each in (grid, guided, variation_grid(FAST, [4, 5])):
+        data = json.loads(json.dumps(each.to_dict()))  # as the workspace keeps it
+        assert VariationGrid.from_dict(data) == each
+    with pytest.raises(NeuroChipError, match="cannot vary 'steps'"):
+        VariationGrid.from_dict(grid.to_dict() | {"column_axis": "steps"})
+
+
+def test_cells_tied_as_shown_are_all_best():
+    def scored(*scores):
+        return [types.SimpleNamespace(faithfulness=types.SimpleNamespace(score=s)) for s in scores]
+
+    assert best_variations(scored(0.931, 0.934, 0.9, 0.926)) == [0, 1, 3]  # all read 0.93
+    assert best_variations(scored(0.931, 0.936)) == [1]  # 0.93 and 0.94
+    assert best_variations(scored(0.5)) == [0]
+    assert best_variation(scored(0.931, 0.934, 0.9)) == 1  # the single best is still exact
+    with pytest.raises(ValueError):
+        best_variations([])
 
 
 @pytest.mark.parametrize(
