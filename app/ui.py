@@ -35,7 +35,7 @@ from neurochip.settings import RenderSettings, Section, TakeSetOptions, default_
 from neurochip.sketch import SKETCH_SUFFIXES, Sketch, load_sketch
 from neurochip.stems import Stem, check_stems, default_stems
 from neurochip.timeline import ordered_sections, parse_section
-from neurochip.workspace import Preview, Workspace
+from neurochip.workspace import GridPreview, Preview, Workspace
 
 UPLOAD_SUFFIXES = list(SKETCH_SUFFIXES)
 
@@ -228,7 +228,8 @@ def keep_widget_state() -> None:
 
 
 def restore_session() -> None:
-    """Once per browser session: bring back the sketch, settings, model and last preview.
+    """Once per browser session: bring back the sketch, settings, model, last preview and
+    last variation grid.
 
     A refresh starts a new session, and so does a restart of the server: both find the
     workspace as the last session left it. The sketch is loaded again as a job (a MIDI file
@@ -265,6 +266,9 @@ def restore_session() -> None:
     preview = kept.preview()
     if preview is not None:
         st.session_state["last_preview"] = preview
+    grid = kept.grid()
+    if grid is not None:
+        st.session_state["last_grid"] = grid
     sketch_file = kept.sketch()
     if sketch_file is not None and current_sketch() is None:
         reopen(sketch_file.data, sketch_file.name, sketch_file.voices, sketch_file.decode_as)
@@ -612,6 +616,24 @@ def last_preview(song_key: str) -> Preview | None:
     return preview if preview is not None and preview.song_key == song_key else None
 
 
+def keep_grid(grid: GridPreview) -> None:
+    """Remember the newest finished variation grid: it stays on the page while the next one
+    renders, and in the workspace for after a refresh or a restart."""
+    if st.session_state.get("last_grid") is grid:
+        return
+    st.session_state["last_grid"] = grid
+    try:
+        workspace().keep_grid(grid)
+    except OSError as err:  # the page goes on; only the reopening loses the grid
+        st.toast(f"Could not keep the grid for next time: {err}", icon=":material/warning:")
+
+
+def last_grid(song_key: str) -> GridPreview | None:
+    """The last finished variation grid of this song, if any."""
+    grid = st.session_state.get("last_grid")
+    return grid if grid is not None and grid.song_key == song_key else None
+
+
 # --- widget values that survive page switches -------------------------------------------------
 
 #: The settings the Arrange page shows, with the class that owns each.
@@ -716,6 +738,13 @@ def format_seconds(seconds: float | None) -> str:
         return "estimating..."
     minutes, secs = divmod(int(round(seconds)), 60)
     return f"{minutes}:{secs:02d}"
+
+
+def join_words(words: list[str]) -> str:
+    """ "a", "a and b", "a, b and c": a list as a sentence says it."""
+    if len(words) < 2:
+        return "".join(words)
+    return ", ".join(words[:-1]) + " and " + words[-1]
 
 
 def memo(name: str, key: Any, build: Callable[[], Any]) -> Any:

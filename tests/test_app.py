@@ -901,7 +901,7 @@ def test_the_variation_grid_renders_and_use_this_adopts(app_env):
     job = press_and_wait(at, "Render the grid", "grid_job")
     uses = [b for b in at.button if b.key and b.key.startswith("use_cell_")]
     assert len(uses) == 4
-    _, grid, variations = job.result
+    variations = job.result.variations
     assert [(v.settings.seed, v.settings.denoise) for v in variations] == [
         (11, 0.3),
         (11, 0.6),
@@ -917,6 +917,53 @@ def test_the_variation_grid_renders_and_use_this_adopts(app_env):
     # The grid's fields still describe the grid on screen.
     assert at.text_input(key="grid_seeds").value == "11, 12"
     assert at.text_input(key="grid_values_denoise").value == "0.3, 0.6"
+    # The cell taken is marked, and the grid still answers for these settings.
+    cells = [m.value for m in at.markdown if "notes kept" in m.value]
+    assert [("in use" in c) for c in cells] == [False, False, False, True]
+    assert not any("Out of date" in c.value for c in at.caption)
+
+
+def grid_cells(at: AppTest) -> list[str]:
+    return [m.value for m in at.markdown if "notes kept" in m.value]
+
+
+def test_the_grid_is_marked_out_of_date_and_comes_back_after_a_refresh(app_env):
+    at = start(song=False)
+    upload_into(at, "minuet.wav", wav_bytes(6.0), "u1")  # kept in the workspace
+    at.run()
+    wait_for_model(at)
+    fast(at)
+    at.run()
+    at.text_input(key="grid_seeds").input("3, 4").run()
+    at.text_input(key="grid_values_denoise").input("0.4").run()
+    job = press_and_wait(at, "Render the grid", "grid_job")
+    assert len(grid_cells(at)) == 2
+    at.slider(key="w_denoise").set_value(0.7).run()  # the grid's own axis: still current
+    assert not any("Out of date" in c.value for c in at.caption)
+    at.text_input(key="w_prompt").input("a string quartet").run()
+    at.slider(key="w_steps").set_value(5).run()
+    [stale] = [c.value for c in at.caption if "Out of date" in c.value]
+    assert "*Prompt* and *Steps* changed" in stale
+    assert len(grid_cells(at)) == 2  # still there to listen to
+
+    # A refresh (or a restart) brings the grid back, as it was, still out of date.
+    again = AppTest.from_file("../app/main.py", default_timeout=TIMEOUT)
+    again.run()
+    assert again.session_state["load_job"].wait(TIMEOUT)
+    again.run()
+    assert not again.exception
+    kept = again.session_state["last_grid"]
+    assert kept.grid == job.result.grid
+    for was, now in zip(job.result.variations, kept.variations, strict=True):
+        np.testing.assert_array_equal(now.render.audio.samples, was.render.audio.samples)
+    assert grid_cells(again) == grid_cells(at)
+    assert any("*Prompt* and *Steps* changed" in c.value for c in again.caption)
+    [use] = [b for b in again.button if b.key == "use_cell_1"]
+    use.click().run()  # its settings, the steps and prompt it was rendered with too
+    settings = again.session_state["last_settings"]
+    assert (settings.seed, settings.prompt, settings.steps) == (4, job.result.grid.base.prompt, 4)
+    assert not any("Out of date" in c.value for c in again.caption)
+    assert "in use" in grid_cells(again)[1]
 
 
 def test_a_bad_grid_is_a_clear_error_and_renders_nothing(app_env):

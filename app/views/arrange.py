@@ -30,7 +30,7 @@ from neurochip.stems import Stem, render_stems, stems_warnings
 from neurochip.synth import DRUMS, VOICES
 from neurochip.takeset import ROLES, render_take_set
 from neurochip.timeline import one_bar_s
-from neurochip.variations import best_variation, render_variations, variation_grid
+from neurochip.variations import best_variations, render_variations, variation_grid
 
 st.title("Arrange")
 st.caption(
@@ -86,7 +86,8 @@ if song is None:
 audio = song.audio
 st.audio(ui.memo("sketch_wav", song.key, lambda: ui.wav_bytes(audio)), format="audio/wav")
 st.caption(
-    f"**{song.name}** · {ui.format_seconds(audio.duration_s)} · "
+    # The seconds too: the span and preview fields below count in them.
+    f"**{song.name}** · {ui.format_seconds(audio.duration_s)} ({audio.duration_s:.2f} s) · "
     f"{'stereo' if audio.channels == 2 else 'mono'} · {audio.sample_rate} Hz "
     + (
         f"(resampled from the file's {song.file_rate} Hz) "
@@ -573,6 +574,8 @@ values_text = g3.text_input(
 )
 grid_job = st.session_state.get("grid_job")
 grid_busy = grid_job is not None and not grid_job.finished
+# What a grid answers for besides its settings (those are its base; see grid_changes).
+grid_key = (song.key, round(preview_start, 2), quick)
 if g4.button("Render the grid", disabled=engine is None or grid_busy, icon=":material/grid_view:"):
     try:
         seeds = parse_values(seeds_text, int, "Seeds")
@@ -584,7 +587,13 @@ if g4.button("Render the grid", disabled=engine is None or grid_busy, icon=":mat
         st.session_state.pop("grid_error", None)
 
         def grid_work(
-            progress, cancel, engine=engine, grid=grid, start=preview_start, quality=quality
+            progress,
+            cancel,
+            engine=engine,
+            grid=grid,
+            start=preview_start,
+            quality=quality,
+            key=grid_key,
         ):
             variations = render_variations(
                 engine,
@@ -595,7 +604,7 @@ if g4.button("Render the grid", disabled=engine is None or grid_busy, icon=":mat
                 cancel=cancel,
                 quality=quality,
             )
-            return song.key, grid, variations
+            return ui.GridPreview(song.key, key, grid, variations)
 
         st.session_state["grid_job"] = job = Job(grid_work, name="grid").start()
         push.rerun_when_finished(job)
@@ -618,13 +627,38 @@ def use_variation(cell_settings) -> None:
     ui.open_settings(cell_settings)  # the page's widgets take the cell's settings
 
 
-if grid_job is not None and grid_job.state == "done" and grid_job.result[0] == song.key:
-    _, grid, variations = grid_job.result
-    best = best_variation(variations)
+def grid_changes(shown) -> list[str]:
+    """What moved on since ``shown`` was rendered: settings by label, then the region."""
+    changes = [f"*{label}*" for label in shown.grid.changed_settings(settings)]
+    _, start, was_quick = shown.key if len(shown.key) == len(grid_key) else (None, None, None)
+    if start != grid_key[1]:
+        changes.append("the preview region")
+    if was_quick != grid_key[2]:
+        changes.append("*Quick previews*")
+    return changes
+
+
+if grid_job is not None and grid_job.state == "done" and grid_job.result.song_key == song.key:
+    ui.keep_grid(grid_job.result)
+shown_grid = ui.last_grid(song.key)
+if grid_job is not None and grid_job.state == "failed":
+    st.error(grid_job.error)
+if shown_grid is not None:
+    grid, variations = shown_grid.grid, shown_grid.variations
+    changes = grid_changes(shown_grid)
+    if changes:
+        st.caption(
+            f":material/history: Out of date: rendered before {ui.join_words(changes)} "
+            + ("changed; the new grid is rendering." if grid_busy else "changed.")
+            + " *Render the grid* again to hear the cells as things stand."
+        )
+    elif grid_busy:
+        st.caption(":material/history: The last grid, while the new one renders.")
+    best = best_variations(variations)
     rows, columns = grid.shape
     thumbs = ui.memo(
         "grid_thumbs",
-        grid_job,
+        shown_grid,
         lambda: [spectrogram_thumbnail(v.render.output_image, 240, 64) for v in variations],
     )
     for row in range(rows):
@@ -634,12 +668,17 @@ if grid_job is not None and grid_job.state == "done" and grid_job.result[0] == s
             variation = variations[i]
             with cells[column].container(border=True):
                 kept = f"notes kept {variation.faithfulness.score:.2f}"
-                mark = " · best" if i == best else ""
-                st.markdown(f"**{variation.label}**  \n:small[{kept}{mark}]")
+                if i in best:
+                    kept += " · best" if len(best) == 1 else " · tied best"
+                if variation.settings == settings:
+                    kept += " · in use"
+                st.markdown(f"**{variation.label}**  \n:small[{kept}]")
                 st.image(thumbs[i], width="stretch")
                 st.audio(
                     ui.memo(
-                        f"grid_wav_{i}", grid_job, lambda v=variation: ui.wav_bytes(v.render.audio)
+                        f"grid_wav_{i}",
+                        shown_grid,
+                        lambda v=variation: ui.wav_bytes(v.render.audio),
                     )
                 )
                 st.button(
@@ -654,7 +693,7 @@ if grid_job is not None and grid_job.state == "done" and grid_job.result[0] == s
     compared = st.multiselect(
         "Compare in the player (up to 3 cells, with the sketch)",
         labels,
-        default=[labels[best]],
+        default=[labels[i] for i in best[:3]],
         max_selections=3,
         key="grid_compare",
     )
@@ -662,15 +701,13 @@ if grid_job is not None and grid_job.state == "done" and grid_job.result[0] == s
         chosen = [variations[labels.index(label)] for label in compared]
         sources = ui.memo(
             "grid_ab",
-            (grid_job, tuple(compared)),
+            (shown_grid, tuple(compared)),
             lambda: (
                 {"Sketch": ui.wav_bytes(chosen[0].render.source)}
                 | {v.label: ui.wav_bytes(v.render.audio) for v in chosen}
             ),
         )
         ab_player(sources, key="grid_ab", offset_s=chosen[0].render.start_s, height=120)
-elif grid_job is not None and grid_job.state == "failed":
-    st.error(grid_job.error)
 
 # --- full render ------------------------------------------------------------------------------
 
