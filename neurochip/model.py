@@ -136,9 +136,11 @@ class RiffusionModel:
         self.channels_last = True
 
     def describe(self) -> str:
-        params = sum(p.numel() for p in self.unet.parameters()) / 1e6
+        params = sum(p.numel() for p in self.unet.parameters())
+        # Riffusion's UNet is 860M; a test's tiny one is a few hundred thousand, not "0M".
+        count = f"{params / 1e6:.0f}M" if params >= 1e6 else f"{params / 1e3:.0f}k"
         dtype = str(self.dtype).removeprefix("torch.")
-        return f"{self.source} on {self.device} ({dtype}, UNet {params:.0f}M parameters)"
+        return f"{self.source} on {self.device} ({dtype}, UNet {count} parameters)"
 
 
 def scheduler_spec(name: str) -> tuple[str, dict[str, Any]]:

@@ -24,6 +24,8 @@ def test_tiny_model_loads_like_the_real_one(tiny_model):
     assert embedding.shape == (1, 77, tiny_model.text_encoder.config.hidden_size)
     assert not torch.equal(embedding, tiny_model.encode_prompt("a funk band"))
     assert "tiny-riffusion" in tiny_model.describe()
+    params = sum(p.numel() for p in tiny_model.unet.parameters())
+    assert params < 1e6 and f"UNet {params / 1e3:.0f}k parameters" in tiny_model.describe()
 
 
 @pytest.mark.parametrize("name", list(SCHEDULERS))
