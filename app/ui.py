@@ -601,37 +601,37 @@ def set_sketch(sketch: Sketch | None, source: tuple | None = None) -> None:
 def keep_preview(preview: Preview) -> None:
     """Remember the newest finished preview: it stays on the page while the next renders,
     and in the workspace for after a refresh or a restart."""
-    if st.session_state.get("last_preview") is preview:
-        return
-    st.session_state["last_preview"] = preview
-    try:
-        workspace().keep_preview(preview)
-    except OSError as err:  # the page goes on; only the reopening loses the preview
-        st.toast(f"Could not keep the preview for next time: {err}", icon=":material/warning:")
+    _keep_shown("last_preview", preview, workspace().keep_preview, "preview")
 
 
 def last_preview(song_key: str) -> Preview | None:
     """The last finished preview of this song, if any (an older song's is not shown)."""
-    preview = st.session_state.get("last_preview")
-    return preview if preview is not None and preview.song_key == song_key else None
+    return _shown("last_preview", song_key)
 
 
 def keep_grid(grid: GridPreview) -> None:
-    """Remember the newest finished variation grid: it stays on the page while the next one
-    renders, and in the workspace for after a refresh or a restart."""
-    if st.session_state.get("last_grid") is grid:
-        return
-    st.session_state["last_grid"] = grid
-    try:
-        workspace().keep_grid(grid)
-    except OSError as err:  # the page goes on; only the reopening loses the grid
-        st.toast(f"Could not keep the grid for next time: {err}", icon=":material/warning:")
+    """Remember the newest finished variation grid, as :func:`keep_preview` does a preview."""
+    _keep_shown("last_grid", grid, workspace().keep_grid, "grid")
 
 
 def last_grid(song_key: str) -> GridPreview | None:
     """The last finished variation grid of this song, if any."""
-    grid = st.session_state.get("last_grid")
-    return grid if grid is not None and grid.song_key == song_key else None
+    return _shown("last_grid", song_key)
+
+
+def _keep_shown(slot: str, result: Any, keep: Callable[[Any], None], what: str) -> None:
+    if st.session_state.get(slot) is result:
+        return  # kept already: the page draws it on every run
+    st.session_state[slot] = result
+    try:
+        keep(result)
+    except OSError as err:  # the page goes on; only the reopening loses it
+        st.toast(f"Could not keep the {what} for next time: {err}", icon=":material/warning:")
+
+
+def _shown(slot: str, song_key: str) -> Any:
+    result = st.session_state.get(slot)
+    return result if result is not None and result.song_key == song_key else None
 
 
 # --- widget values that survive page switches -------------------------------------------------

@@ -20,10 +20,10 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -37,6 +37,8 @@ from neurochip.settings import RenderSettings
 from neurochip.variations import Variation, VariationGrid
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 #: The largest sketch file kept for reopening (uploads are limited to 200 MB anyway).
 MAX_SKETCH_BYTES = 256 * 1024 * 1024
@@ -164,17 +166,12 @@ class Workspace:
 
     def preview(self) -> Preview | None:
         """The preview last kept, or None."""
-        kept = self._read("preview")
-        if kept is None:
-            return None
-        arrays, meta = kept
-        try:
+
+        def build(arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> Preview:
             render, faithfulness = _render_from(arrays, meta)
             return Preview(str(meta["song_key"]), _key(meta["key"]), render, faithfulness)
-        except Exception as err:  # noqa: BLE001 -- any damage: set aside, never fatal
-            self._set_aside("preview.json", err)
-            self._set_aside("preview.npz", err)
-            return None
+
+        return self._read("preview", build)
 
     # -- the last variation grid -------------------------------------------------------------
 
@@ -202,11 +199,8 @@ class Workspace:
 
     def grid(self) -> GridPreview | None:
         """The variation grid last kept, or None."""
-        kept = self._read("grid")
-        if kept is None:
-            return None
-        arrays, meta = kept
-        try:
+
+        def build(arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> GridPreview:
             grid = VariationGrid.from_dict(meta["grid"])
             variations = []
             for i, cell in enumerate(meta["cells"]):
@@ -224,10 +218,8 @@ class Workspace:
             if [v.settings for v in variations] != grid.cells:
                 raise ValueError("the cells do not match the grid")
             return GridPreview(str(meta["song_key"]), _key(meta["key"]), grid, variations)
-        except Exception as err:  # noqa: BLE001 -- any damage: set aside, never fatal
-            self._set_aside("grid.json", err)
-            self._set_aside("grid.npz", err)
-            return None
+
+        return self._read("grid", build)
 
     # -- files -------------------------------------------------------------------------------
 
@@ -239,8 +231,11 @@ class Workspace:
         write_bytes_atomically(self.root / f"{name}.npz", buffer.getvalue())
         write_text_atomically(self.root / f"{name}.json", json.dumps(meta))
 
-    def _read(self, name: str) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
-        """What :meth:`_write` wrote, or None (absent, or damaged and set aside)."""
+    def _read(
+        self, name: str, build: Callable[[dict[str, np.ndarray], dict[str, Any]], T]
+    ) -> T | None:
+        """``build(arrays, meta)`` of what :meth:`_write` wrote, or None: absent, or damaged
+        (unreadable, or refused by ``build``) and then set aside."""
         meta = self._read_json(f"{name}.json")
         if meta is None:
             return None
@@ -248,7 +243,8 @@ class Workspace:
             if not isinstance(meta, dict):
                 raise ValueError(f"{name}.json is not a description")
             with np.load(self.root / f"{name}.npz", allow_pickle=False) as arrays:
-                return {key: arrays[key] for key in arrays.files}, meta
+                data = {key: arrays[key] for key in arrays.files}
+            return build(data, meta)
         except Exception as err:  # noqa: BLE001 -- any damage: set aside, never fatal
             self._set_aside(f"{name}.json", err)
             self._set_aside(f"{name}.npz", err)
