@@ -18,6 +18,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
+from PIL import Image
+
 from neurochip.batch import (
     BatchItem,
     BatchReport,
@@ -58,8 +61,9 @@ class RenderWorker:
 
     def render(
         self, song: bytes, name: str, settings: dict[str, Any], options: dict[str, Any]
-    ) -> dict[str, tuple[Any, int, dict[str, Any]]]:
-        """Role -> (samples, sample rate, metadata) of each file of the take set."""
+    ) -> dict[str, tuple[Any, int, dict[str, Any], Any]]:
+        """Role -> (samples, sample rate, metadata, thumbnail) of each file of the take set;
+        the thumbnail as an RGB array (or None), as the library keeps it for take lists."""
         from neurochip.sketch import load_sketch
         from neurochip.takeset import render_take_set
 
@@ -71,7 +75,12 @@ class RenderWorker:
             TakeSetOptions(**options),
         )
         return {
-            role: (file.audio.samples, file.audio.sample_rate, file.metadata)
+            role: (
+                file.audio.samples,
+                file.audio.sample_rate,
+                file.metadata,
+                None if file.thumbnail is None else np.asarray(file.thumbnail),
+            )
             for role, file in takes.files.items()
         }
 
@@ -160,20 +169,19 @@ def run_batch_on_ray(
 
 def _write(
     item: BatchItem,
-    files: Mapping[str, tuple[Any, int, dict[str, Any]]],
+    files: Mapping[str, tuple[Any, int, dict[str, Any], Any]],
     library: TakeLibrary | None,
     bit_depth: str,
 ) -> dict[str, Any]:
     """Write an item's files as the embedded batch does, and keep them in the library."""
-    takes = TakeSet(
-        renders={},
-        files={role: TakeFile(role, Audio(samples, rate), meta) for role, (samples, rate, meta)
-               in files.items()},
-    )  # fmt: skip
+    takes = TakeSet(renders={})
+    for role, (samples, rate, meta, picture) in files.items():
+        thumbnail = None if picture is None else Image.fromarray(np.asarray(picture, np.uint8))
+        takes.files[role] = TakeFile(role, Audio(samples, rate), meta, thumbnail)
     takes.write(item.output, bit_depth)
     if library is not None:
         for role, file in takes.files.items():
-            takes.saved[role] = library.add(file.audio, file.metadata).id
+            takes.saved[role] = library.add(file.audio, file.metadata, thumbnail=file.thumbnail).id
     return done_row(item, takes)
 
 

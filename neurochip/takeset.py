@@ -32,6 +32,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
+
 from neurochip.engine import Engine, ProgressCallback, Render
 from neurochip.errors import NeuroChipError
 from neurochip.faithfulness import bars_of_span, note_faithfulness, sketch_bar_times
@@ -70,6 +72,9 @@ class TakeFile:
     role: str  # "A", "B", "pair" or "compare"
     audio: Audio
     metadata: dict[str, Any]
+    # Its picture in take lists (a take's own spectrogram; the pair and the files made from
+    # it show take A's); None where none could be made.
+    thumbnail: Image.Image | None = None
 
 
 @dataclass
@@ -174,7 +179,7 @@ def render_take_set(
     result = TakeSet(renders={})
 
     def keep(role: str, take_audio: Audio, metadata: dict[str, Any], thumbnail) -> None:
-        result.files[role] = TakeFile(role, take_audio, metadata)
+        result.files[role] = TakeFile(role, take_audio, metadata, thumbnail)
         if library is not None:
             result.saved[role] = library.add(take_audio, metadata, thumbnail=thumbnail).id
 

@@ -9,10 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from PIL import Image
 
 from neurochip.batch import is_finished, load_manifest, run_batch
 from neurochip.engine import Engine
 from neurochip.errors import NeuroChipError
+from neurochip.library.store import TakeLibrary
 from tests.chiptune import make_chiptune
 
 SR = 44100
@@ -167,9 +169,10 @@ def test_ray_gives_the_takes_the_embedded_batch_gives(
     ray_folder.mkdir()
     embedded = load_manifest(soundtrack(embedded_folder))
     on_ray = load_manifest(soundtrack(ray_folder))
-    run_batch(Engine(tiny_model), embedded)
+    embedded_library, ray_library = TakeLibrary(tmp_path / "lib1"), TakeLibrary(tmp_path / "lib2")
+    run_batch(Engine(tiny_model), embedded, library=embedded_library)
     model = ModelOptions(str(tiny_model_dir), device="cpu")
-    report = run_batch_on_ray(on_ray, model, workers=2)
+    report = run_batch_on_ray(on_ray, model, workers=2, library=ray_library)
     assert sorted(report.rendered) == sorted(item.key for item in on_ray) and not report.failed
     for mine, theirs in zip(embedded, on_ray, strict=True):
         # The same takes: Ray runs a worker on one thread, so float sums may round apart by
@@ -180,6 +183,19 @@ def test_ray_gives_the_takes_the_embedded_batch_gives(
         assert is_finished(theirs)
     index = json.loads((ray_folder / "out" / "index.json").read_text())
     assert sorted(row["item"] for row in index) == sorted(item.key for item in on_ray)
+    # The library lists the same takes, each with its picture (the pair shows take A's).
+    kept = {library: library.list() for library in (embedded_library, ray_library)}
+    assert len(kept[ray_library]) == len(kept[embedded_library]) > 0
+    for take in kept[ray_library]:
+        assert take.thumbnail_path is not None, take.kind
+    pictures = {
+        library: {(t.name, t.kind): np.asarray(Image.open(t.thumbnail_path)) for t in takes}
+        for library, takes in kept.items()
+    }
+    assert pictures[ray_library].keys() == pictures[embedded_library].keys()
+    for key, picture in pictures[ray_library].items():
+        mine = pictures[embedded_library][key].astype(int)
+        assert picture.shape == mine.shape and np.abs(picture - mine).max() <= 2, key
     assert run_batch_on_ray(on_ray, model, workers=2).skipped == [i.key for i in on_ray]
 
 
