@@ -212,6 +212,19 @@ STICKY_WIDGETS = (
 STICKY_PREFIXES = ("render_duration_",)
 
 
+def kept(key: str, default: Any) -> Any:
+    """A widget's value as the session holds it (``default`` where it holds none): give it
+    to the widget as its default too.
+
+    Streamlit tells the browser a value set through the session state (a refresh's
+    restore, Open, Use this) once, in the run that set it. When that run is cut short (a
+    rerun pushed as the model finishes loading), the browser falls back to the widget's
+    default and sends that with its next rerun, overwriting what was restored: a refresh
+    turned every setting into its slider's minimum that way.
+    """
+    return st.session_state.get(key, default)
+
+
 def keep_widget_state() -> None:
     """Before any page runs: hand each sticky widget's value back to the session state.
 
@@ -679,23 +692,33 @@ def remember(name: str) -> None:
 def setting_widget(container, name: str, **options: Any) -> Any:
     """The widget of one setting: label, help and range from the settings dataclass."""
     about = describe(SETTINGS[name], name)
-    common = {
-        "key": remembered(name),
-        "on_change": remember,
-        "args": (name,),
-        "help": about.help,
-    }
+    key = remembered(name)
+    value = kept(key, default(name))  # its default too: see kept()
+    common = {"key": key, "on_change": remember, "args": (name,), "help": about.help}
     if isinstance(default(name), str):
         if "options" in options:
-            return container.selectbox(about.label, **options, **common)
-        return container.text_input(about.label, **options, **common)
+            choices = list(options.pop("options"))
+            index = choices.index(value) if value in choices else 0
+            return container.selectbox(about.label, choices, index=index, **options, **common)
+        return container.text_input(about.label, value=value, **options, **common)
     if options.pop("number_input", False):
         return container.number_input(
-            about.label, int(about.minimum), int(about.maximum), step=1, **options, **common
+            about.label,
+            int(about.minimum),
+            int(about.maximum),
+            value=int(value),
+            step=1,
+            **options,
+            **common,
         )
     kind = type(default(name))
     return container.slider(
-        about.label, kind(about.minimum), kind(about.maximum), step=kind(about.step), **common
+        about.label,
+        kind(about.minimum),
+        kind(about.maximum),
+        value=kind(value),
+        step=kind(about.step),
+        **common,
     )
 
 

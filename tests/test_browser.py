@@ -294,6 +294,45 @@ def test_preview_ab_grid_and_a_refresh(app_url, tmp_path):
         browser.close()
 
 
+def test_a_restarted_server_brings_back_the_settings_as_they_were(tiny_model_dir, engine, tmp_path):
+    """A fresh server finds the workspace's song and settings while its model still loads: the
+    rerun pushed when the model is ready cuts the first page run short. The settings must come
+    back as kept (the browser once put every slider at its minimum then, and kept that)."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from neurochip.faithfulness import note_faithfulness
+    from neurochip.settings import RenderSettings
+    from neurochip.sketch import load_sketch
+    from neurochip.workspace import Preview, Workspace
+
+    kept = {"denoise": 0.55, "guidance": 11.0, "steps": 3, "seed": 1234, "width": 0.4}
+    workspace = Workspace(tmp_path / "home")
+    # A MIDI sketch (synthesised again as the page first runs, while the model loads) and its
+    # last preview (drawn in those first runs): the page's first runs are long ones.
+    midi = (ROOT / "assets" / "greensleeves.mid").read_bytes()
+    workspace.keep_sketch(midi, "greensleeves.mid")
+    song = load_sketch(midi, name="greensleeves.mid")
+    settings = RenderSettings(steps=2, phase_iterations=0)
+    render = engine.preview(song.audio, settings, 0.0)
+    faithfulness = note_faithfulness(render.source, render.audio)
+    workspace.keep_preview(Preview(song.key, "an older key", render, faithfulness))
+    workspace.keep_state({"settings": kept, "auto_preview": True, "quick_preview": True})
+    command = app_command(tiny_model_dir, tmp_path)
+    with serving(command, tmp_path / "app.log") as url, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = open_page(browser, url)
+        # The model loaded and the kept settings' preview made: every pushed rerun is over.
+        expect(page.get_by_text("Previewed in")).to_be_visible()
+        expect(page.get_by_label("Seed", exact=True)).to_have_value("1234")
+        for label, value in (("Steps", "3"), ("Denoise", "0.55"), ("Guidance", "11")):
+            slider = page.get_by_test_id("stSlider").filter(has_text=label).first
+            expect(slider.get_by_role("slider")).to_have_value(value)
+        expect(page.locator(".st-key-quick_preview input")).to_be_checked()
+        browser.close()
+    settings = Workspace(tmp_path / "home").state()["settings"]
+    assert {name: settings[name] for name in kept} == kept  # and kept so for the next time
+
+
 def test_finished_work_reaches_the_page_without_waiting_for_a_poll(tiny_model_dir, tmp_path):
     """Pages poll running work every 10 minutes here, far longer than this test may take:
     the upload, the model load and the preview only reach the page because each job pushes

@@ -298,7 +298,9 @@ with st.expander("Stems: an instrument per part", icon=":material/tune:", key="s
             'with "2+3" under *Parts*. Empty Denoise or Guidance: the values above. The render '
             "then makes a stem per row and their mix, with a mixer and a ZIP for your DAW."
         )
-        stems_on = st.toggle("Render as stems", key="render_stems_on")
+        stems_on = st.toggle(
+            "Render as stems", value=ui.kept("render_stems_on", False), key="render_stems_on"
+        )
         st.caption(
             "The song's parts, by their track number in the file (what **Parts** takes; "
             "the voices above list their MIDI channels): "
@@ -386,10 +388,11 @@ st.subheader("Preview")
 longest_start = max(0.0, audio.duration_s - PREVIEW_SECONDS)
 p_left, p_right = st.columns([4, 1], vertical_alignment="bottom")
 if longest_start > 0:
-    preview_start = p_left.slider(  # no value: 0, the minimum, or what a refresh brought back
+    preview_start = p_left.slider(
         "Preview region start (s)",
         0.0,
         longest_start,
+        value=min(longest_start, float(ui.kept("preview_start", 0.0))),
         step=0.1,
         key="preview_start",
         help=f"The preview renders {PREVIEW_SECONDS:.2f} s (one model window) from here.",
@@ -402,13 +405,13 @@ else:  # a slider from 0 to 0 is an error to Streamlit
     )
 auto = p_right.toggle(
     "Auto preview",
-    value=True,
+    value=ui.kept("auto_preview", True),
     key="auto_preview",
     help="Re-render the preview whenever a setting changes. Turn off on slow machines.",
 )
 quick = p_right.toggle(
     "Quick previews",
-    value=False,
+    value=ui.kept("quick_preview", False),
     key="quick_preview",
     help="About 1.7x as fast: less of the song around the region is rendered, and fewer "
     "passes go into rebuilding the sound from the picture; with a preview VAE chosen on the "
@@ -714,19 +717,24 @@ if shown_grid is not None:
 st.subheader("Render the song")
 ui.apply_pending_span(song)  # an opened take's start and duration
 r1, r2, r3 = st.columns(3)
-# No value: it starts at the minimum, 0, and Open sets it through the session state (a value
-# here as well makes Streamlit warn).
+# Open and a refresh set these through the session state; each widget gets that value as its
+# default too (see ui.kept).
+latest_start = max(0.0, audio.duration_s - 0.5)
 start_s = r1.number_input(
-    "Start (s)", 0.0, max(0.0, audio.duration_s - 0.5), step=1.0, key="render_start"
+    "Start (s)",
+    0.0,
+    latest_start,
+    value=min(latest_start, float(ui.kept("render_start", 0.0))),
+    step=1.0,
+    key="render_start",
 )
-# The default goes into the session state, not the widget: Open sets it there too, and a
-# widget given both a value and a state makes Streamlit print a warning on the page.
 duration_key = f"render_duration_{song.key}_{start_s}"
-st.session_state.setdefault(duration_key, max(0.5, audio.duration_s - start_s))
+longest = max(0.5, audio.duration_s - start_s)
 duration_s = r2.number_input(
     f"Duration (s) · the song is {audio.duration_s:.2f} s",
     0.5,
-    max(0.5, audio.duration_s - start_s),
+    longest,
+    value=min(longest, float(ui.kept(duration_key, longest))),
     step=1.0,
     key=duration_key,
     help="Defaults to the whole song from Start.",
@@ -738,7 +746,7 @@ with r3:
     as_stems = song.midi is not None and st.session_state.get("render_stems_on", False)
     pair = st.checkbox(
         about["stereo_pair"].label,
-        value=True,
+        value=ui.kept("render_pair", True),
         key="render_pair",
         help=about["stereo_pair"].help
         + (" With stems: each stem is a stereo pair of its own." if as_stems else ""),
@@ -746,7 +754,7 @@ with r3:
     compare = (
         st.checkbox(
             about["compare"].label,
-            value=False,
+            value=ui.kept("render_compare", False),
             key="render_compare",
             help=about["compare"].help + (" (Not with stems.)" if as_stems else ""),
             disabled=as_stems,
@@ -754,7 +762,12 @@ with r3:
         and not as_stems
     )
     loop_about = describe(RenderSettings, "loop")
-    loop = st.checkbox(loop_about.label, value=False, key="render_loop", help=loop_about.help)
+    loop = st.checkbox(
+        loop_about.label,
+        value=ui.kept("render_loop", False),
+        key="render_loop",
+        help=loop_about.help,
+    )
     fade_at = st.number_input(
         describe(TakeSetOptions, "compare_at_s").label,
         0.0,
