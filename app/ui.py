@@ -23,7 +23,7 @@ import streamlit as st
 
 from app import push
 from neurochip.bars import BarGrid, estimate_bar_grid
-from neurochip.engine import Engine
+from neurochip.engine import PREVIEW_SECONDS, Engine
 from neurochip.errors import NeuroChipError
 from neurochip.faithfulness import sketch_bar_times
 from neurochip.io.audio import Audio
@@ -409,7 +409,9 @@ def song_bars(song: Sketch) -> list[float] | None:
 
 
 def apply_pending_span(song: Sketch) -> None:
-    """Set the render span an opened take asked for, once its song is loaded."""
+    """Set the render span an opened take (or a refresh) asked for, once its song is loaded;
+    for an opened take the preview region moves to the take's start too. Call it before the
+    preview region's slider is drawn."""
     job = st.session_state.get("load_job")
     pending = st.session_state.get("pending_span")
     # Not while a song loads, nor once it has finished but this run began before it did (the
@@ -418,6 +420,10 @@ def apply_pending_span(song: Sketch) -> None:
         return
     start_s, duration_s = pending
     del st.session_state["pending_span"]
+    if st.session_state.pop("pending_preview", False):
+        # Where the take starts: the preview is then of the part the composer opened.
+        latest = max(0.0, song.audio.duration_s - PREVIEW_SECONDS)
+        st.session_state["preview_start"] = round(min(start_s, latest), 1)
     start_s = min(start_s, max(0.0, song.audio.duration_s - 0.5))
     st.session_state["render_start"] = start_s
     if duration_s is not None:
@@ -430,15 +436,17 @@ def open_take(take: Any) -> None:
     settings = take.settings()
     open_settings(settings)
     until = "the end" if settings.duration_s is None else f"{settings.duration_s:g} s"
+    key = take.metadata.get("sketch_key")
     st.session_state["opened_take"] = {
         "text": f"Opened {take.name}: its settings (seed {settings.seed}), from "
         f"{settings.start_s:g} s for {until}. Render makes it again; change anything to go "
         "on from it.",
         "look": take_look(settings),
+        "song_key": key,  # said while its song is the one open
     }
-    key = take.metadata.get("sketch_key")
     # Applied by Arrange once the take's song is the one open (see apply_pending_span).
     st.session_state["pending_span"] = (float(settings.start_s), settings.duration_s)
+    st.session_state["pending_preview"] = True
     current = current_sketch()
     if key and (current is None or current.key != key):
         kept = library().source(key)
@@ -591,6 +599,9 @@ def set_sketch(sketch: Sketch | None, source: tuple | None = None) -> None:
         previous.cancel()  # the old song's preview would only delay the new one's
     st.session_state["sketch"] = sketch
     forget("preview_job", "preview_key")
+    opened = st.session_state.get("opened_take")
+    if opened is not None and (sketch is None or opened.get("song_key") != sketch.key):
+        forget("opened_take")  # another song: Render would not make that take again
     finished = st.session_state.get("render_job")
     if finished is not None and finished.finished:
         forget("render_job")  # the last song's results (its takes stay on the Takes page)

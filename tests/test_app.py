@@ -993,8 +993,9 @@ def test_a_new_upload_cancels_the_old_songs_preview(app_env, monkeypatch):
 
 
 @pytest.mark.parametrize("another_song_open", [False, True])
+@pytest.mark.parametrize("moved_on", ["setting", "song"])
 def test_open_brings_back_the_takes_song_span_and_settings(
-    app_env, tiny_model_dir, another_song_open
+    app_env, tiny_model_dir, another_song_open, moved_on
 ):
     from neurochip.engine import Engine
     from neurochip.settings import RenderSettings, TakeSetOptions
@@ -1037,7 +1038,13 @@ def test_open_brings_back_the_takes_song_span_and_settings(
     assert duration.value == 3.0
     said = [i.value for i in at.info if i.value.startswith("Opened")]
     assert said and "seed 77" in said[0] and "from 2 s for 3 s" in said[0]  # what came back
-    at.slider(key="w_denoise").set_value(0.4).run()  # moved on from it: the notice goes
+    assert at.slider(key="preview_start").value == 2.0  # the preview is of the take's part
+    if moved_on == "setting":
+        at.slider(key="w_denoise").set_value(0.4).run()  # moved on from it: the notice goes
+    else:  # another song: Render would not make the take again
+        upload_into(at, "other.wav", wav_bytes(4.0), "another")
+        at.run()
+        assert at.session_state["sketch"].name == "other.wav"
     assert not any(i.value.startswith("Opened") for i in at.info)
 
 

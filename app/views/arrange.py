@@ -385,6 +385,7 @@ elif engine is None:
 # --- preview ----------------------------------------------------------------------------------
 
 st.subheader("Preview")
+ui.apply_pending_span(song)  # an opened take's span (and preview region), a refresh's span
 longest_start = max(0.0, audio.duration_s - PREVIEW_SECONDS)
 p_left, p_right = st.columns([4, 1], vertical_alignment="bottom")
 if longest_start > 0:
@@ -715,7 +716,6 @@ if shown_grid is not None:
 # --- full render ------------------------------------------------------------------------------
 
 st.subheader("Render the song")
-ui.apply_pending_span(song)  # an opened take's start and duration
 r1, r2, r3 = st.columns(3)
 # Open and a refresh set these through the session state; each widget gets that value as its
 # default too (see ui.kept).
