@@ -198,7 +198,8 @@ KEPT_VIEW = (
 #: KEPT_VIEW instead: their state cannot be set.
 STICKY_WIDGETS = (
     "render_start",
-    "grid_axis",  # (not the grid's seeds and values: they follow the settings)
+    "grid_seeds",  # (they follow the settings until typed in: see follow())
+    "grid_axis",
     "download_format",
     "takes_search",
     "takes_song",
@@ -209,7 +210,7 @@ STICKY_WIDGETS = (
     "takes_format",
     "pair_width",
 )
-STICKY_PREFIXES = ("render_duration_",)
+STICKY_PREFIXES = ("render_duration_", "grid_values_")
 
 
 def kept(key: str, default: Any) -> Any:
@@ -223,6 +224,16 @@ def kept(key: str, default: Any) -> Any:
     turned every setting into its slider's minimum that way.
     """
     return st.session_state.get(key, default)
+
+
+def follow(key: str, default: Any) -> None:
+    """Text field ``key`` shows ``default`` (made from other settings, so it moves with them)
+    until the composer types in it, or the page puts something else there."""
+    state = st.session_state
+    slot = f"_follows_{key}"
+    if key not in state or state[key] == state.get(slot):
+        state[key] = default
+    state[slot] = default
 
 
 def keep_widget_state() -> None:
@@ -735,10 +746,14 @@ def setting_widget(container, name: str, **options: Any) -> Any:
 
 def open_settings(settings: RenderSettings) -> None:
     """Load a take's settings into the Arrange page's widgets (from any page)."""
-    for name in SETTINGS:
-        if hasattr(settings, name):
-            st.session_state[name] = getattr(settings, name)
-            st.session_state.pop(f"w_{name}", None)
+    set_settings(**{name: getattr(settings, name) for name in SETTINGS if hasattr(settings, name)})
+
+
+def set_settings(**values: Any) -> None:
+    """Set these of the Arrange page's settings (the others stay as they are)."""
+    for name, value in values.items():
+        st.session_state[name] = value
+        st.session_state.pop(f"w_{name}", None)
 
 
 def current_settings() -> RenderSettings:

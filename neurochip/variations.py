@@ -134,6 +134,15 @@ class VariationGrid:
         parts = [self.row_label(row), self.column_label(column)]
         return " · ".join(p for p in parts if p)
 
+    def chosen(self, i: int) -> dict[str, Any]:
+        """What cell ``i`` chose of its own: ``{"seed": 2, "denoise": 0.35}``, the settings a
+        composer takes from it ("Use this"), whatever else has changed since."""
+        row, column = self.position(i)
+        values: dict[str, Any] = {self.row_axis: self.rows[row]}
+        if self.column_axis is not None:
+            values[self.column_axis] = self.columns[column]
+        return values
+
     def changed_settings(self, settings: RenderSettings) -> list[str]:
         """The labels of the settings ``settings`` has other than the grid's base.
 

@@ -894,6 +894,9 @@ def test_the_variation_grid_renders_and_use_this_adopts(app_env):
     at = start()
     fast(at)
     at.run()
+    at.number_input(key="w_seed").set_value(40).run()  # untouched, the fields follow
+    assert at.text_input(key="grid_seeds").value == "40, 41, 42"
+    assert at.text_input(key="grid_values_denoise").value == "0.40, 0.50, 0.60"
     seeds = [t for t in at.text_input if t.key and t.key == "grid_seeds"]
     values = [t for t in at.text_input if t.key and t.key.startswith("grid_values_denoise")]
     seeds[0].input("11, 12")
@@ -914,7 +917,11 @@ def test_the_variation_grid_renders_and_use_this_adopts(app_env):
     use.click().run()
     settings = at.session_state["last_settings"]
     assert (settings.seed, settings.denoise, settings.steps) == (12, 0.6, 4)
-    # The grid's fields still describe the grid on screen.
+    # The grid's fields still describe the grid on screen, after a trip to Takes too.
+    assert at.text_input(key="grid_seeds").value == "11, 12"
+    assert at.text_input(key="grid_values_denoise").value == "0.3, 0.6"
+    at.switch_page("views/takes.py").run()
+    at.switch_page("views/arrange.py").run()
     assert at.text_input(key="grid_seeds").value == "11, 12"
     assert at.text_input(key="grid_values_denoise").value == "0.3, 0.6"
     # The cell taken is marked, and the grid still answers for these settings.
@@ -957,13 +964,17 @@ def test_the_grid_is_marked_out_of_date_and_comes_back_after_a_refresh(app_env):
     for was, now in zip(job.result.variations, kept.variations, strict=True):
         np.testing.assert_array_equal(now.render.audio.samples, was.render.audio.samples)
     assert grid_cells(again) == grid_cells(at)
+    # Its fields say what it is, not what the settings would suggest.
+    assert again.text_input(key="grid_seeds").value == "3, 4"
+    assert again.text_input(key="grid_values_denoise").value == "0.4"
     assert any("*Prompt* and *Steps* changed" in c.value for c in again.caption)
     [use] = [b for b in again.button if b.key == "use_cell_1"]
-    use.click().run()  # its settings, the steps and prompt it was rendered with too
+    use.click().run()  # its seed and denoise; the prompt and steps typed since stay
     settings = again.session_state["last_settings"]
-    assert (settings.seed, settings.prompt, settings.steps) == (4, job.result.grid.base.prompt, 4)
-    assert not any("Out of date" in c.value for c in again.caption)
-    assert "in use" in grid_cells(again)[1]
+    assert (settings.seed, settings.denoise) == (4, 0.4)
+    assert (settings.prompt, settings.steps) == ("a string quartet", 5)
+    assert any("*Prompt* and *Steps* changed" in c.value for c in again.caption)
+    assert ["in use" in cell for cell in grid_cells(again)] == [False, True]
 
 
 def test_a_bad_grid_is_a_clear_error_and_renders_nothing(app_env):

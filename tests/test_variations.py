@@ -106,6 +106,9 @@ def test_a_grid_says_which_settings_moved_on_from_it_and_round_trips():
     assert guided.changed_settings(dataclasses.replace(FAST, guidance=12.0)) == []
     assert guided.changed_settings(dataclasses.replace(FAST, denoise=0.3)) == ["Denoise"]
 
+    assert grid.chosen(3) == {"seed": 2, "denoise": 0.45}
+    assert guided.chosen(1) == {"seed": 1, "guidance": 9.0}
+    assert variation_grid(FAST, [4, 5]).chosen(1) == {"seed": 5}
     for each in (grid, guided, variation_grid(FAST, [4, 5])):
         data = json.loads(json.dumps(each.to_dict()))  # as the workspace keeps it
         assert VariationGrid.from_dict(data) == each

@@ -562,22 +562,41 @@ st.caption(
     "The preview region across several seeds and denoise (or guidance) values, rendered "
     "together in one pass: listen, compare the notes kept, and *Use this* on the best."
 )
+grid_job = st.session_state.get("grid_job")
+grid_busy = grid_job is not None and not grid_job.finished
+if grid_job is not None and grid_job.state == "done" and grid_job.result.song_key == song.key:
+    ui.keep_grid(grid_job.result)
+shown_grid = ui.last_grid(song.key)
+if shown_grid is not None and st.session_state.get("_grid_fields_of") is not shown_grid:
+    # A grid came in (rendered, or brought back by a refresh): the fields say what it is.
+    st.session_state["_grid_fields_of"] = shown_grid
+    st.session_state["grid_seeds"] = ", ".join(str(seed) for seed in shown_grid.grid.rows)
+    if shown_grid.grid.column_axis is not None:
+        st.session_state["grid_axis"] = shown_grid.grid.column_axis
+        st.session_state[f"grid_values_{shown_grid.grid.column_axis}"] = ", ".join(
+            f"{value:g}" for value in shown_grid.grid.columns
+        )
 g1, g2, g3, g4 = st.columns([3, 2, 3, 2], vertical_alignment="bottom")
+# Until typed in, the fields follow the settings: the seed and its next two, the denoise (or
+# guidance) and a step either side.
+ui.follow("grid_seeds", ", ".join(str((settings.seed + k) % 2**32) for k in range(3)))
 seeds_text = g1.text_input(
     "Seeds",
-    value=", ".join(str((settings.seed + k) % 2**32) for k in range(3)),
+    value=ui.kept("grid_seeds", ""),
     key="grid_seeds",
     help="Up to 4 seeds, separated by commas: one row each.",
 )
-axis = g2.selectbox("Across", ["denoise", "guidance"], key="grid_axis")
+axes = ["denoise", "guidance"]
+axis = g2.selectbox(
+    "Across", axes, index=axes.index(ui.kept("grid_axis", "denoise")), key="grid_axis"
+)
+ui.follow(f"grid_values_{axis}", default_values(axis, settings))
 values_text = g3.text_input(
     f"{axis.capitalize()} values",
-    value=default_values(axis, settings),
+    value=ui.kept(f"grid_values_{axis}", ""),
     key=f"grid_values_{axis}",
     help="Up to 4 values, separated by commas: one column each.",
 )
-grid_job = st.session_state.get("grid_job")
-grid_busy = grid_job is not None and not grid_job.finished
 # What a grid answers for besides its settings (those are its base; see grid_changes).
 grid_key = (song.key, round(preview_start, 2), quick)
 if g4.button("Render the grid", disabled=engine is None or grid_busy, icon=":material/grid_view:"):
@@ -627,8 +646,8 @@ def grid_progress() -> None:
 grid_progress()
 
 
-def use_variation(cell_settings) -> None:
-    ui.open_settings(cell_settings)  # the page's widgets take the cell's settings
+def use_variation(chosen: dict) -> None:
+    ui.set_settings(**chosen)  # the cell's seed and value; a prompt typed since stays
 
 
 def grid_changes(shown) -> list[str]:
@@ -642,9 +661,6 @@ def grid_changes(shown) -> list[str]:
     return changes
 
 
-if grid_job is not None and grid_job.state == "done" and grid_job.result.song_key == song.key:
-    ui.keep_grid(grid_job.result)
-shown_grid = ui.last_grid(song.key)
 if grid_job is not None and grid_job.state == "failed":
     st.error(grid_job.error)
 if shown_grid is not None:
@@ -674,7 +690,8 @@ if shown_grid is not None:
                 kept = f"notes kept {variation.faithfulness.score:.2f}"
                 if i in best:
                     kept += " · best" if len(best) == 1 else " · tied best"
-                if variation.settings == settings:
+                chosen = grid.chosen(i)
+                if all(getattr(settings, name) == value for name, value in chosen.items()):
                     kept += " · in use"
                 st.markdown(f"**{variation.label}**  \n:small[{kept}]")
                 st.image(thumbs[i], width="stretch")
@@ -689,8 +706,9 @@ if shown_grid is not None:
                     "Use this",
                     key=f"use_cell_{i}",
                     on_click=use_variation,
-                    args=(variation.settings,),
-                    help="Take these settings into the sliders above (the preview follows).",
+                    args=(chosen,),
+                    help=f"Take this cell's {ui.join_words(list(chosen))} into the settings "
+                    "above; the rest stay as they are. The preview follows.",
                     width="stretch",
                 )
     labels = [v.label for v in variations]
