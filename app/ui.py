@@ -22,10 +22,11 @@ import soundfile as sf
 import streamlit as st
 
 from app import push
+from app.figures import DRIFTING
 from neurochip.bars import BarGrid, estimate_bar_grid
-from neurochip.engine import PREVIEW_SECONDS, Engine
+from neurochip.engine import PREVIEW_SECONDS, Engine, stage_words
 from neurochip.errors import NeuroChipError
-from neurochip.faithfulness import sketch_bar_times
+from neurochip.faithfulness import Faithfulness, sketch_bar_times
 from neurochip.io.audio import Audio
 from neurochip.jobs import DONE, FAILED, SLOW_POLL_S, Job
 from neurochip.library.store import TakeLibrary
@@ -644,6 +645,19 @@ def last_preview(song_key: str) -> Preview | None:
     return _shown("last_preview", song_key)
 
 
+def notes_kept_line(faith: Faithfulness, start_s: float = 0.0) -> str:
+    """ "**Notes kept: 0.82** · lowest around 3.5 s": the score and where to listen first, in
+    the song's seconds (the strip's times count from ``start_s``)."""
+    low = ", ".join(f"{spot.start_s + start_s:.1f} s" for spot in faith.low_spots()[:3])
+    if low:
+        where = f"lowest around {low}"
+    elif faith.score < DRIFTING:  # the strip is red all along: not "no low spots"
+        where = "low all through, no one place lower than the rest"
+    else:
+        where = "no place much lower than the rest"
+    return f"**Notes kept: {faith.score:.2f}** · {where}"
+
+
 def keep_grid(grid: GridPreview) -> None:
     """Remember the newest finished variation grid, as :func:`keep_preview` does a preview."""
     _keep_shown("last_grid", grid, workspace().keep_grid, "grid")
@@ -901,8 +915,9 @@ def watch_job(key: str, label: str) -> Job | None:
 def show_job_progress(job: Job, label: str) -> None:
     """Progress bar with stage and time left, for a running job."""
     snap = job.snapshot()
-    text = f"{label}: {snap['stage']} · {format_seconds(snap['elapsed_s'])} elapsed"
-    if snap["state"] == "running":
+    stage = "waiting for its turn" if snap["stage"] == "waiting" else stage_words(snap["stage"])
+    text = f"{label}: {stage} · {format_seconds(snap['elapsed_s'])} elapsed"
+    if snap["state"] == "running" and snap["eta_s"] is not None:
         text += f" · {format_seconds(snap['eta_s'])} left"
     st.progress(min(1.0, snap["fraction"]), text=text)
 

@@ -1421,3 +1421,26 @@ def test_a_refresh_keeps_the_last_render_on_the_page(app_env):
     assert any(s.value.startswith("Rendered in") for s in again.success)
     assert any(b.key == f"dl_{take_id}" for b in again.get("download_button"))
     assert again.session_state["last_render"]["start_s"] == 0.0  # as rendered
+
+
+@pytest.mark.parametrize(
+    ("strip", "said"),
+    [
+        ([0.9, 0.9, 0.5, 0.9], "lowest around 12.0 s"),  # song seconds: the region starts at 10
+        ([0.55, 0.6, 0.5, 0.58], "low all through"),  # red all along: not "no low spots"
+        ([0.9, 0.88, 0.92, 0.9], "no place much lower than the rest"),
+    ],
+)
+def test_the_notes_kept_line_says_what_the_strip_shows(strip, said):
+    from neurochip.faithfulness import Faithfulness
+
+    faith = Faithfulness(
+        score=float(np.mean(strip)),
+        times_s=np.arange(len(strip), dtype=float),
+        strip=np.asarray(strip),
+        segment="second",
+        duration_s=float(len(strip)),
+        counted_s=float(len(strip)),
+    )
+    line = ui.notes_kept_line(faith, start_s=10.0)
+    assert line.startswith(f"**Notes kept: {faith.score:.2f}** · ") and said in line

@@ -955,3 +955,12 @@ def test_apple_gpus_fall_back_to_the_cpu_for_missing_kernels():
         text=True,
     )
     assert chosen.stdout.strip() == "0", chosen.stderr
+
+
+def test_progress_stages_are_said_in_a_composers_words():
+    from neurochip.engine import STAGE_WORDS, STAGES, stage_words
+
+    assert set(STAGE_WORDS) == set(STAGES)  # every stage the engine reports has its words
+    assert stage_words("denoise step 3 of 17") == "denoising: step 3 of 17"
+    assert stage_words("phase") == "rebuilding the sound"
+    assert stage_words("measuring note faithfulness") == "measuring note faithfulness"

@@ -10,7 +10,7 @@ import streamlit as st
 
 from app import push, ui
 from app.abplayer import ab_player
-from app.figures import faithfulness_figure, spectrogram_figure
+from app.figures import DRIFTING, faithfulness_figure, spectrogram_figure
 from app.mixer import stem_mixer
 from neurochip.bars import MAX_BPM, MIN_BPM, BarGrid
 from neurochip.engine import FAITHFUL_PREVIEW, PREVIEW_SECONDS, QUICK_PREVIEW, region_picture
@@ -503,13 +503,12 @@ with st.container():
         )
         ab_player(sources, key="preview_ab", offset_s=result.start_s)
         faith = shown.faithfulness
-        low = ", ".join(f"{s.start_s + result.start_s:.1f} s" for s in faith.low_spots()[:3])
         st.markdown(
-            f"**Notes kept: {faith.score:.2f}** "
-            + (f"· lowest around {low}" if low else "· no low spots"),
+            ui.notes_kept_line(faith, result.start_s),
             help="Note faithfulness: how well the take keeps the sketch's notes (chroma "
-            "cosine similarity, 0-1). ~1: every note kept; under ~0.6: other notes. Red bars: "
-            "the places to listen to first.",
+            f"cosine similarity, 0-1). ~1: every note kept; under {DRIFTING:.2f}: other notes. "
+            "Red bars (under that, or well below the take's own score): the places to listen "
+            "to first.",
         )
         # Made once per preview (and bar grid), not on every run of the page.
         figures = ui.memo("preview_figures", shown, dict)

@@ -12,6 +12,7 @@ from typing import Any
 from tqdm import tqdm
 
 from neurochip.device import DEVICE_CHOICES
+from neurochip.engine import stage_words
 from neurochip.errors import NeuroChipError
 from neurochip.io.audio import Audio
 from neurochip.io.decode import DEFAULT_MAX_DURATION_S
@@ -345,7 +346,7 @@ def progress_bar(description: str):
 
         def update(fraction: float, stage: str | None = None) -> None:
             if stage is not None:
-                bar.set_description_str(f"{description}: {stage}", refresh=False)
+                bar.set_description_str(f"{description}: {stage_words(stage)}", refresh=False)
             bar.update(round(fraction * 1000) - bar.n)
 
         yield update
