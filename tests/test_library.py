@@ -800,6 +800,13 @@ def test_take_filename_is_made_from_song_and_settings():
         take_filename("minuet.nsf", settings(), "stereo pair", ".flac")
         == "minuet_stereo-pair_funk-band-with-slap-bass_d0.35_g7_seed42.flac"
     )
+    assert (  # a file of two takes says both seeds
+        take_filename("minuet.nsf", settings(), "stereo pair", ".flac", seeds=[42, 43])
+        == "minuet_stereo-pair_funk-band-with-slap-bass_d0.35_g7_seeds42-43.flac"
+    )
+    assert take_filename("m.nsf", settings(), "comp", ".wav", seeds=[42, 42]).endswith(
+        "_seed42.wav"
+    )
     odd = RenderSettings(prompt="The Orchestra", denoise=0.5, guidance=7.5, seed=3)
     assert take_filename("C:\\songs\\boss theme.it", odd, "take", "mp3") == (
         "boss-theme_orchestra_d0.5_g7.5_seed3.mp3"
@@ -866,6 +873,7 @@ def test_exported_files_carry_the_settings(library, tmp_path, suffix):
     path.write_bytes(data)
     meta = read_take_metadata(path)  # no sidecar here: embedded
     assert meta["kind"] == "stereo pair" and meta["width"] == 0.5
+    assert file_name.endswith(f"_seeds1-2{suffix}")  # the pair's name says both takes' seeds
     assert settings_from_take(path, "B") == settings(2)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from neurochip.library.metadata import faithfulness_score
@@ -33,12 +33,17 @@ _LEADING_ARTICLE = re.compile(r"^(a|an|the)-(?=.)")
 
 
 def take_filename(
-    source_name: str | None, settings: RenderSettings | None, kind: str, suffix: str
+    source_name: str | None,
+    settings: RenderSettings | None,
+    kind: str,
+    suffix: str,
+    seeds: Sequence[int] = (),
 ) -> str:
     """A download name made from the song and the settings, safe on every OS.
 
     E.g. ``minuet_funk-band-with-slap-bass_d0.35_g7_seed42.wav`` for a take of ``minuet.nsf``
-    with the prompt "a funk band with slap bass", or ``minuet_stereo-pair_..._seed42.flac``.
+    with the prompt "a funk band with slap bass". ``seeds``: every take's seed, for a file
+    made of several (``minuet_stereo-pair_..._seeds42-43.flac``); else ``settings``' seed.
     Only ``A-Z a-z 0-9 . _ -`` appear, and the name starts with a letter or digit; accents are
     dropped (``é`` -> ``e``) and other scripts left out. It is at most
     :data:`MAX_FILENAME_CHARS` long, never empty, never a Windows device name (``nul.wav``),
@@ -53,7 +58,9 @@ def take_filename(
     tail: list[str] = []
     if settings is not None:
         prompt = _LEADING_ARTICLE.sub("", _slug(settings.prompt).lower(), count=1)
-        tail = [f"d{settings.denoise:g}", f"g{settings.guidance:g}", f"seed{settings.seed}"]
+        several = list(dict.fromkeys(int(seed) for seed in seeds))  # each once, in order
+        seed = f"seeds{'-'.join(map(str, several))}" if len(several) > 1 else f"seed{settings.seed}"
+        tail = [f"d{settings.denoise:g}", f"g{settings.guidance:g}", seed]
     # The prompt gets whatever room the fixed parts leave.
     fixed = "_".join(p for p in (*parts, *tail) if p)
     room = min(48, MAX_FILENAME_CHARS - len(ext) - len(fixed) - 1)

@@ -771,7 +771,13 @@ class TakeLibrary:
             settings: RenderSettings | None = take.settings()
         except NeuroChipError:
             settings = None
-        file_name = take_filename(take.source_name, settings, take.kind, ext)
+        takes = take.metadata.get("takes")
+        seeds = [
+            t["seed"]
+            for t in (takes.values() if isinstance(takes, dict) else ())
+            if isinstance(t, dict) and isinstance(t.get("seed"), int)
+        ]  # a stereo pair's file holds both takes: its name says both seeds
+        file_name = take_filename(take.source_name, settings, take.kind, ext, seeds)
         try:
             if take.audio_path.suffix.lower() == ext:
                 return take.audio_path.read_bytes(), file_name  # already has everything
