@@ -909,7 +909,7 @@ def render_results(result: dict[str, str], start_s: float, duration_s: float) ->
                 "loop_ab",
                 looped,
                 lambda: {
-                    "Loop": ui.wav_bytes(library.load_audio(looped)),
+                    "Looped take": ui.wav_bytes(library.load_audio(looped)),
                     "Sketch": ui.wav_bytes(audio.span(start_s, duration_s).to_mono()),
                 },
             ),
