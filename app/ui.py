@@ -546,7 +546,7 @@ def start_loading(
     st.session_state["load_label"] = label
     st.session_state["load_source"] = source
     st.session_state["load_voices"] = voices
-    forget("upload_error")
+    forget("upload_error", "upload_error_look")
 
 
 def cancel_loading() -> None:
@@ -588,6 +588,11 @@ def adopt_loaded_sketch() -> None:
     if job.state == FAILED:
         kept = f" {current.name} is still loaded." if current is not None else ""
         st.session_state["upload_error"] = f"{job.error}{kept}"
+        shown = st.session_state.get("last_settings")
+        if shown is not None:  # said until a setting moves on (arrange.py)
+            st.session_state["upload_error_look"] = take_look(shown)
+        if st.session_state.get("load_voices") is None:  # a file, not a voice change
+            st.session_state["upload_round"] = st.session_state.get("upload_round", 0) + 1
     if current is not None and st.session_state.get("load_voices") is not None:
         forget(*[k for k in st.session_state if str(k).startswith(f"voice_{current.key}_")])
         st.session_state["load_voices"] = None

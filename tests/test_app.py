@@ -495,10 +495,17 @@ def test_a_bad_upload_keeps_the_song_and_settings_already_loaded(app_env):
     assert at.session_state["sketch"] is loaded
     assert "notes.wav" in at.error[0].value and "minuet.wav is still loaded" in at.error[0].value
     assert at.session_state["last_settings"].denoise == 0.22
+    # The uploader is a new one (empty): its box does not show notes.wav beside minuet.wav.
+    assert at.session_state["upload_round"] == 1
+    at.run()
+    assert at.error  # said until the composer moves on...
+    at.slider(key="w_denoise").set_value(0.3).run()
+    assert not at.error  # ...then gone
     upload("good.wav", wav_bytes(3.0), "good")
     at.run()
     assert at.session_state["sketch"].name == "good.wav" and not at.error
-    assert at.session_state["last_settings"].denoise == 0.22
+    assert at.session_state["last_settings"].denoise == 0.3
+    assert at.session_state["upload_round"] == 1  # a good file stays in its box
 
 
 def long_midi(seconds: float) -> bytes:

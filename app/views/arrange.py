@@ -40,11 +40,15 @@ st.caption(
 
 # --- the sketch -------------------------------------------------------------------------------
 
+# First: a file that failed to load empties the uploader (a new key), so its box never shows
+# that file while the song before it stays loaded.
+ui.adopt_loaded_sketch()
 uploaded = st.file_uploader(
     "Your sketch",
     type=ui.UPLOAD_SUFFIXES,
     help="WAV, MP3, FLAC, OGG or a MIDI file (played by the chip synth); with ffmpeg also "
     "M4A, tracker modules (MOD, S3M, XM, IT) and chip rips (NSF, SPC, VGM, GBS, ...).",
+    key=f"sketch_upload_{st.session_state.get('upload_round', 0)}",
 )
 if uploaded is not None and st.session_state.get("upload_id") != uploaded.file_id:
     ui.accept_upload(uploaded)
@@ -52,7 +56,6 @@ if st.button("Try the demo: Greensleeves as a chip-tune MIDI sketch", icon=":mat
     ui.open_demo()
     st.session_state["upload_id"] = uploaded.file_id if uploaded is not None else None
     st.session_state.pop("upload_error", None)
-ui.adopt_loaded_sketch()
 load_job = st.session_state.get("load_job")
 
 
@@ -66,8 +69,9 @@ def load_progress() -> None:
 
 
 load_progress()
+upload_notice = st.empty()
 if st.session_state.get("upload_error"):
-    st.error(st.session_state["upload_error"], icon=":material/error:")
+    upload_notice.error(st.session_state["upload_error"], icon=":material/error:")
 opened = st.session_state.get("opened_take")  # said until a setting moves on from it
 opened_notice = st.empty()
 if opened is not None:
@@ -364,6 +368,9 @@ except NeuroChipError as err:
     st.error(str(err))
     st.stop()
 st.session_state["last_settings"] = settings
+if st.session_state.get("upload_error_look") not in (None, ui.take_look(settings)):
+    ui.forget("upload_error", "upload_error_look")  # said; the composer has moved on
+    upload_notice.empty()
 if opened is not None and ui.take_look(settings) != opened["look"]:
     del st.session_state["opened_take"]  # the composer has moved on from the opened take
     opened_notice.empty()
