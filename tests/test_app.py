@@ -757,6 +757,14 @@ def test_takes_compare_plays_two_and_pairs_them(app_env):
     pair = ui.library().list()[0]
     assert pair.kind == "stereo pair" and pair.faithfulness == pytest.approx(0.7)
     assert any("Added" in s.value for s in at.success)
+    # The pair is listed first now; Compare still starts with the two single takes.
+    fresh = start("views/takes.py", song=False)
+    fresh.toggle(key="takes_compare").set_value(True).run()
+    shown = {fresh.selectbox(key="ab_a").value, fresh.selectbox(key="ab_b").value}
+    assert shown == {first.id, second.id}
+    fresh.selectbox(key="ab_a").set_value(pair.id).run()  # a pair is no half of a pair
+    [make] = [b for b in fresh.button if b.label.startswith("Make a stereo pair")]
+    assert make.disabled
 
 
 def test_the_page_works_while_the_model_loads_and_previews_once_it_is_ready(app_env, monkeypatch):

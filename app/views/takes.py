@@ -137,6 +137,20 @@ def player(take, where=st) -> None:
 
 # --- A/B and pairing --------------------------------------------------------------------------
 
+
+def default_ab(takes) -> tuple[int, int]:
+    """Which of the listed takes Compare starts with: the first two single takes, the second
+    of the same song as the first where there is one (a pair and one of its own halves, or
+    two different songs, compare little); else the first two listed."""
+    singles = [i for i, take in enumerate(takes) if take.channels == 1]
+    if not singles:
+        return 0, min(1, len(takes) - 1)
+    first = singles[0]
+    same_song = [i for i in singles[1:] if takes[i].source_name == takes[first].source_name]
+    others = same_song or singles[1:] or [min(1, len(takes) - 1)]
+    return first, others[0]
+
+
 # A toggle, not an expander: an expander's content is built even while it is closed, and this
 # one's holds two players.
 compare = compare_col.toggle(
@@ -147,14 +161,15 @@ compare = compare_col.toggle(
 if compare:
     with st.container(border=True):
         by_id = {t.id: t for t in takes}
+        first, second = default_ab(takes)
         a_col, b_col = st.columns(2)
         a_id = a_col.selectbox(
-            "Take A", list(by_id), format_func=lambda i: choice(by_id[i]), key="ab_a"
+            "Take A", list(by_id), index=first, format_func=lambda i: choice(by_id[i]), key="ab_a"
         )
         b_id = b_col.selectbox(
             "Take B",
             list(by_id),
-            index=min(1, len(by_id) - 1),
+            index=second,
             format_func=lambda i: choice(by_id[i]),
             key="ab_b",
         )
@@ -176,7 +191,12 @@ if compare:
             player(by_id[a_id], a_col)
             player(by_id[b_id], b_col)
         width = st.slider("Stereo width", 0.0, 1.0, 1.0, 0.05, key="pair_width")
-        if st.button("Make a stereo pair of A (left) and B (right)", disabled=a_id == b_id):
+        singles = by_id[a_id].channels == 1 and by_id[b_id].channels == 1
+        if st.button(
+            "Make a stereo pair of A (left) and B (right)",
+            disabled=a_id == b_id or not singles,
+            help=None if singles else "A stereo pair is made of two mono takes.",
+        ):
             try:
                 pair = pair_takes(library, a_id, b_id, width)
                 st.session_state["takes_notice"] = f"Added {pair.name}."
