@@ -104,7 +104,8 @@ if not takes:
 shown = f"{total} take{'s' if total != 1 else ''}"
 if pages > 1:
     shown += f" · {page * PER_PAGE + 1}–{page * PER_PAGE + len(takes)} shown"
-count_col, compare_col = st.columns([1, 2], vertical_alignment="center")
+# One row: the count, then the two tools' toggles side by side (their panels open below).
+count_col, compare_col, comp_col = st.columns([1, 2, 2], vertical_alignment="center")
 count_col.caption(shown)
 if notice := st.session_state.pop("takes_notice", None):
     st.success(notice, icon=":material/check_circle:")
@@ -374,7 +375,7 @@ def comp_lanes(takes_here) -> None:
             st.rerun()
 
 
-comping = count_col.toggle("Comp bars of several takes", key="takes_comp", help=COMP_HELP)
+comping = comp_col.toggle("Comp bars of several takes", key="takes_comp", help=COMP_HELP)
 if comping:
     with st.container(border=True):
         comp_lanes(takes)
