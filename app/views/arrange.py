@@ -251,6 +251,7 @@ with st.expander(
         ),
         num_rows="dynamic",
         hide_index=True,
+        placeholder="—",  # an empty cell (not "None"); empty numbers: the values above
         key=f"sections_{song.key}",
         column_config={
             "start": st.column_config.TextColumn("Starts at", help="Seconds, or e.g. bar 17"),
@@ -324,6 +325,7 @@ with st.expander("Stems: an instrument per part", icon=":material/tune:", key="s
             ),
             num_rows="dynamic",
             hide_index=True,
+            placeholder="—",  # an empty cell (not "None"); empty numbers: the values above
             key=f"stems_{song.key}",
             column_config={
                 "name": st.column_config.TextColumn("Stem", help=describe(Stem, "name").help),
