@@ -661,7 +661,8 @@ def use_variation(chosen: dict) -> None:
 def grid_changes(shown) -> list[str]:
     """What moved on since ``shown`` was rendered: settings by label, then the region."""
     changes = [f"*{label}*" for label in shown.grid.changed_settings(settings)]
-    _, start, was_quick = shown.key if len(shown.key) == len(grid_key) else (None, None, None)
+    made_for = shown.key if isinstance(shown.key, tuple) and len(shown.key) == 3 else (None,) * 3
+    _, start, was_quick = made_for
     if start != grid_key[1]:
         changes.append("the preview region")
     if was_quick != grid_key[2]:
