@@ -237,6 +237,15 @@ def follow(key: str, default: Any) -> None:
     state[slot] = default
 
 
+def clamp_kept(key: str, highest: float) -> None:
+    """Bring a kept number down to ``highest`` before its widget is drawn: a value kept for a
+    longer song is over the widget's maximum for this one, which Streamlit refuses (an
+    exception in place of the page)."""
+    value = st.session_state.get(key)
+    if isinstance(value, (int, float)) and value > highest:
+        st.session_state[key] = highest
+
+
 def keep_widget_state() -> None:
     """Before any page runs: hand each sticky widget's value back to the session state.
 

@@ -1459,3 +1459,17 @@ def test_the_notes_kept_line_says_what_the_strip_shows(strip, said):
     )
     line = ui.notes_kept_line(faith, start_s=10.0)
     assert line.startswith(f"**Notes kept: {faith.score:.2f}** · ") and said in line
+
+
+def test_a_shorter_song_brings_the_preview_region_and_span_inside_it(app_env):
+    at = start(song=False)
+    upload_into(at, "long.wav", wav_bytes(12.0), "long")
+    at.run()
+    at.slider(key="preview_start").set_value(6.8).run()
+    at.number_input(key="render_start").set_value(11.0).run()
+    upload_into(at, "short.wav", wav_bytes(6.0), "short")
+    at.run()
+    assert not at.exception, at.exception
+    assert at.session_state["sketch"].name == "short.wav"
+    assert at.slider(key="preview_start").value <= 6.0 - 5.12
+    assert at.number_input(key="render_start").value <= 5.5

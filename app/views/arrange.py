@@ -397,12 +397,13 @@ st.subheader("Preview")
 ui.apply_pending_span(song)  # an opened take's span (and preview region), a refresh's span
 longest_start = max(0.0, audio.duration_s - PREVIEW_SECONDS)
 p_left, p_right = st.columns([4, 1], vertical_alignment="bottom")
+ui.clamp_kept("preview_start", longest_start)  # a shorter song than the last one
 if longest_start > 0:
     preview_start = p_left.slider(
         "Preview region start (s)",
         0.0,
         longest_start,
-        value=min(longest_start, float(ui.kept("preview_start", 0.0))),
+        value=float(ui.kept("preview_start", 0.0)),
         step=0.1,
         key="preview_start",
         help=f"The preview renders {PREVIEW_SECONDS:.2f} s (one model window) from here.",
@@ -747,11 +748,12 @@ r1, r2, r3 = st.columns(3)
 # Open and a refresh set these through the session state; each widget gets that value as its
 # default too (see ui.kept).
 latest_start = max(0.0, audio.duration_s - 0.5)
+ui.clamp_kept("render_start", latest_start)
 start_s = r1.number_input(
     "Start (s)",
     0.0,
     latest_start,
-    value=min(latest_start, float(ui.kept("render_start", 0.0))),
+    value=float(ui.kept("render_start", 0.0)),
     step=1.0,
     key="render_start",
 )
