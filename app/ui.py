@@ -623,8 +623,13 @@ def set_sketch(sketch: Sketch | None, source: tuple | None = None) -> None:
     previous = st.session_state.get("preview_job")
     if previous is not None:
         previous.cancel()  # the old song's preview would only delay the new one's
+    before = st.session_state.get("sketch")
     st.session_state["sketch"] = sketch
     forget("preview_job", "preview_key")
+    if before is not None and sketch is not None and before.key != sketch.key:
+        # Another song starts at its beginning (an opened take's span is set after this).
+        st.session_state["preview_start"] = 0.0
+        st.session_state["render_start"] = 0.0
     opened = st.session_state.get("opened_take")
     if opened is not None and (sketch is None or opened.get("song_key") != sketch.key):
         forget("opened_take")  # another song: Render would not make that take again
