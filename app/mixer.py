@@ -25,8 +25,10 @@ def _about(name: str):
     return describe(StemMix, name)
 
 
-def _fader(where, name: str, low: float, high: float, value: float, step: float, key: str):
+def _fader(where, name: str, value: float, key: str):
+    """A fader over the range :class:`StemMix` takes (one range, written in its field)."""
     about = _about(name)
+    low, high, step = float(about.minimum), float(about.maximum), float(about.step)
     return where.slider(about.label, low, high, float(value), step=step, key=key, help=about.help)
 
 
@@ -69,8 +71,8 @@ def stem_mixer(mix_id: str, song: Sketch | None = None) -> None:
         key = f"mix_{mix_id}_{i}"
         mixes.append(
             StemMix(
-                gain_db=_fader(gain, "gain_db", -24.0, 12.0, start.gain_db, 0.5, f"{key}_gain"),
-                pan=_fader(pan, "pan", -1.0, 1.0, start.pan, 0.05, f"{key}_pan"),
+                gain_db=_fader(gain, "gain_db", start.gain_db, f"{key}_gain"),
+                pan=_fader(pan, "pan", start.pan, f"{key}_pan"),
                 mute=mute.checkbox("Mute", start.mute, key=f"{key}_mute", help=_about("mute").help),
                 solo=solo.checkbox("Solo", start.solo, key=f"{key}_solo", help=_about("solo").help),
             )

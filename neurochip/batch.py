@@ -2,7 +2,7 @@
 
 A manifest is TOML::
 
-    output = "soundtrack"            # the output folder (relative to the manifest)
+    output = "soundtrack"            # the output folder, inside the manifest's folder
 
     [defaults]                       # any render setting or take-set option
     denoise = 0.35
@@ -37,17 +37,26 @@ import json
 import logging
 import re
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from neurochip import untrusted
 from neurochip.engine import Engine
 from neurochip.errors import NeuroChipError
 from neurochip.io.write import write_text_atomically
-from neurochip.library.metadata import read_take_metadata
-from neurochip.library.store import TakeLibrary
+from neurochip.library.metadata import (
+    BATCH_INDEX_FORMAT,
+    MAX_OWNED_JSON_BYTES,
+    check_output_files,
+    inside_folder,
+    read_take_metadata,
+    sidecar_path,
+    written_by_neurochip,
+)
+from neurochip.library.store import TakeLibrary, default_home
 from neurochip.settings import RenderSettings, TakeSetOptions
 from neurochip.sketch import load_sketch
 from neurochip.takeset import TakeSet, check_take_set, output_paths, render_take_set, roles
@@ -57,6 +66,9 @@ log = logging.getLogger(__name__)
 _OPTION_KEYS = {f.name for f in dataclasses.fields(TakeSetOptions)}
 _SETTING_KEYS = {f.name for f in dataclasses.fields(RenderSettings)} - {"prompt", "seed"}
 _SONG_KEYS = {"path", "prompts", "seeds", "name"}
+
+#: Largest manifest read: a soundtrack of hundreds of songs is a few tens of kilobytes.
+MAX_MANIFEST_BYTES = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -73,29 +85,32 @@ class BatchItem:
         return self.output.stem
 
 
-def load_manifest(path: str | Path) -> list[BatchItem]:
+def load_manifest(path: str | Path, output: str | Path | None = None) -> list[BatchItem]:
     """A manifest's items, in order: songs, then prompts, then seeds.
+
+    The files go in the manifest's ``output`` folder, which must lie inside the manifest's
+    own folder; ``output`` given here (the command line's ``--output``) goes anywhere.
+    What they would replace is checked now (:func:`check_batch_outputs`).
 
     Raises:
         NeuroChipError: For a file that is not TOML, an unknown key, a missing song, or a
-            bad setting, naming the song.
+            bad setting, naming the song; an output folder outside the manifest's; outputs
+            that would replace a song, the manifest, or a file NeuroChip did not write.
     """
-    try:
-        import tomllib  # the standard library's from Python 3.11
-    except ImportError:
-        raise NeuroChipError("Batch manifests need Python 3.11 or later (tomllib).") from None
     path = Path(path)
     try:
-        manifest = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as err:
-        raise NeuroChipError(f"Cannot read the manifest {path}: {err}.") from None
-    except tomllib.TOMLDecodeError as err:
-        raise NeuroChipError(f"{path.name} is not valid TOML: {err}.") from None
+        # Bounded before and after parsing: a manifest may come from anywhere.
+        text = untrusted.read_text_file(path, path.name, MAX_MANIFEST_BYTES)
+    except OSError as err:
+        raise NeuroChipError(f"Cannot read the manifest {path}: {err.strerror or err}.") from None
+    manifest = untrusted.load_toml_text(text, path.name, max_bytes=MAX_MANIFEST_BYTES)
+    untrusted.text(manifest, "output", path.name, None)
+    untrusted.check_file_names([manifest.get("output")])
     unknown = set(manifest) - {"output", "defaults", "songs"}
     if unknown:
         raise NeuroChipError(f"{path.name}: unknown keys {', '.join(sorted(unknown))}.")
     base = path.parent
-    output = base / str(manifest.get("output") or path.stem)
+    output = Path(output) if output is not None else _output_folder(path, manifest.get("output"))
     defaults = manifest.get("defaults") or {}
     songs = manifest.get("songs") or []
     if not isinstance(defaults, Mapping) or not isinstance(songs, list) or not songs:
@@ -106,7 +121,22 @@ def load_manifest(path: str | Path) -> list[BatchItem]:
     keys = [item.key for item in items]
     if len(set(keys)) < len(keys):
         raise NeuroChipError(f"{path.name}: two items would write one file; name the songs apart.")
+    check_batch_outputs(items, inputs=[path])
     return items
+
+
+def _output_folder(manifest: Path, value: Any) -> Path:
+    """The manifest's output folder, refused when it leaves the manifest's folder (an
+    absolute path, ``..``, a symbolic link out): a manifest from elsewhere must not write
+    wherever it likes."""
+    text = str(value or manifest.stem)
+    folder = manifest.parent / text
+    if Path(text).is_absolute() or not inside_folder(folder, manifest.parent):
+        raise NeuroChipError(
+            f'{manifest.name}: output = "{text}" is outside the manifest\'s folder: give a '
+            'folder inside it (e.g. output = "renders"), or choose one with --output.'
+        )
+    return folder
 
 
 def _song_items(
@@ -114,6 +144,8 @@ def _song_items(
 ) -> list[BatchItem]:
     if not isinstance(song, Mapping) or "path" not in song:
         raise NeuroChipError(f"Song {number} of the manifest needs a path.")
+    untrusted.text(song, "path", f"song {number}")
+    untrusted.check_file_names([song["path"]])
     where = f"song {number} ({song['path']})"
     values = {**defaults, **{k: v for k, v in song.items() if k not in _SONG_KEYS}}
     unknown = set(values) - _SETTING_KEYS - _OPTION_KEYS - {"prompts", "seeds"}
@@ -145,6 +177,69 @@ def _song_items(
 
 def _slug(text: str) -> str:
     return re.sub(r"[^\w\-]+", "-", text).strip("-")[:60] or "song"
+
+
+#: Where a batch may write instead, in its refusals.
+_ELSEWHERE = "choose another output folder (output in the manifest, or --output)"
+
+#: The fields of every index row (:func:`index_row`): an index.json written before the rows
+#: carried their format is still ours when each row has them.
+_INDEX_FIELDS = frozenset({"item", "song", "prompt", "seed", "file", "status"})
+
+
+def check_batch_outputs(
+    items: list[BatchItem], inputs: Iterable[Path] = (), home: Path | None = None
+) -> None:
+    """Refuse, before any render, a batch that would replace what it must not.
+
+    The rule of every front end (:func:`~neurochip.library.metadata.check_output_files`)
+    over every file of every item and their sidecars, and ``index.json`` / ``index.csv``:
+    never a song of the batch (or ``inputs``: its manifest), nothing inside the take
+    library (``home``, by default :func:`~neurochip.library.store.default_home`), and an
+    existing file only when NeuroChip wrote it: an index only when it is a batch's index.
+
+    Raises:
+        NeuroChipError: Naming the file, and saying to move it or choose another folder.
+    """
+    if not items:
+        return
+    folder = items[0].output.parents[1]
+    files = [folder / "index.json", folder / "index.csv"]
+    for item in items:
+        for take in output_paths(item.output, roles(item.options, item.settings)).values():
+            files += [take, sidecar_path(take)]
+    check_output_files(
+        files,
+        [*inputs, *(item.song for item in items)],
+        home=home or default_home(),
+        elsewhere=_ELSEWHERE,
+        replace="move it",
+        ours=_written_by_batch,
+    )
+
+
+def _written_by_batch(path: Path) -> bool:
+    # index.csv has no room for a mark: it is ours when the index.json beside it is.
+    if path.name == "index.csv":
+        path = path.with_name("index.json")
+    if path.name == "index.json" and _legacy_index(path):
+        return True
+    return written_by_neurochip(path)
+
+
+def _legacy_index(path: Path) -> bool:
+    """An index.json of an older NeuroChip: rows of index fields, no format on them."""
+    try:
+        if path.stat().st_size > MAX_OWNED_JSON_BYTES:
+            return False
+        rows = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return False
+    return (
+        isinstance(rows, list)
+        and bool(rows)
+        and all(isinstance(row, dict) and row.keys() >= _INDEX_FIELDS for row in rows)
+    )
 
 
 def is_finished(item: BatchItem) -> bool:
@@ -185,7 +280,12 @@ def run_batch(
     that cannot be written) is logged, listed in the index and the report, and the batch
     goes on; a cancel stops it between and inside items (what was written stays, and a
     write under way finishes).
+
+    Raises:
+        NeuroChipError: Before any render, for files the batch must not replace
+            (:func:`check_batch_outputs`); on a cancel.
     """
+    check_batch_outputs(items, home=library.root if library is not None else None)
     report = BatchReport()
     index: dict[str, dict[str, Any]] = {}
     folder = items[0].output.parents[1] if items else Path()
@@ -280,7 +380,8 @@ def done_row(item: BatchItem, takes: TakeSet) -> dict[str, Any]:
 
 def write_index(folder: Path, index: Mapping[str, Mapping[str, Any]]) -> None:
     """``index.json`` and ``index.csv`` of what the batch holds (atomically, each time)."""
-    rows = list(index.values())
+    # Each row says NeuroChip wrote it, so a later run knows the index is its own to replace.
+    rows = [{**row, "format": BATCH_INDEX_FORMAT} for row in index.values()]
     write_text_atomically(folder / "index.json", json.dumps(rows, indent=2) + "\n")
     columns = ["item", "song", "prompt", "seed", "status", "file", "faithfulness", "error"]
     out = io.StringIO()
@@ -293,6 +394,7 @@ def write_index(folder: Path, index: Mapping[str, Mapping[str, Any]]) -> None:
 __all__ = [
     "BatchItem",
     "BatchReport",
+    "check_batch_outputs",
     "done_row",
     "index_row",
     "is_finished",

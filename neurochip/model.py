@@ -20,7 +20,6 @@ not fit together. Only weights that are not here at all get advice to download t
 from __future__ import annotations
 
 import io
-import json
 import os
 import pickle
 import pickletools
@@ -35,6 +34,7 @@ from typing import Any
 
 import torch
 
+from neurochip import untrusted
 from neurochip.device import resolve_device
 from neurochip.errors import ModelLoadError, ModelNotFoundError, NeuroChipError
 from neurochip.settings import SCHEDULER_NAMES
@@ -220,6 +220,7 @@ def load_model(
         warnings.simplefilter("ignore", UserWarning)
         parts = _load_parts(source, path, torch_dtype, local_files_only)
     _check_parts(*parts[:4], source=source, path=path)
+    _check_scheduler(parts[4], source=source, path=path, build=True)
     return assemble_model(*parts, device=torch_device, dtype=torch_dtype, source=source)
 
 
@@ -295,10 +296,107 @@ def _load_parts(source: str, path: Path, dtype: torch.dtype, local_files_only: b
             raise ModelLoadError(
                 f"The model folder {source!r} cannot be used: it has no {folders}. {_RECOPY}."
             )
+        _check_folder_files(path, source)
         return _load_diffusers_parts(str(path), dtype, local_files_only=True, folder=path)
     if path.suffix in (".safetensors", ".ckpt") or source.startswith((".", "/", "~")):
         raise _missing_weights(source, "no such file or folder")
     return _load_diffusers_parts(source, dtype, local_files_only)
+
+
+#: Largest config or tokenizer file of a model folder read: Stable Diffusion's largest are the
+#: tokenizer's vocab.json (about 1 MB) and tokenizer.json (about 2 MB); configs are kilobytes.
+MAX_CONFIG_BYTES = 16_000_000
+
+#: Most training timesteps a scheduler config may say: Stable Diffusion's is 1000, and
+#: building a scheduler allocates tables of this length (1e12 would be 4 TB).
+MAX_TRAIN_TIMESTEPS = 100_000
+
+#: The files of a model folder the loaders read as text (besides model_index.json).
+_TEXT_FILES = {
+    "unet": ("config.json",),
+    "vae": ("config.json",),
+    "text_encoder": ("config.json",),
+    "scheduler": ("scheduler_config.json",),
+    "tokenizer": (
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "added_tokens.json",
+        "vocab.json",
+        "merges.txt",
+        "tokenizer.json",
+    ),
+}
+
+
+def _check_folder_files(folder: Path, source: str) -> None:
+    """Bound every text file the loaders will read, before they read it: a 4 GB vocab.json
+    would fill the memory, one nested 100,000 deep end in ``RecursionError`` inside
+    transformers. The scheduler's values are checked too (see :func:`_check_scheduler`)."""
+    files = [(folder / "model_index.json", "model_index.json", None)] + [
+        (folder / part / name, f"{part}/{name}", part)
+        for part, names in _TEXT_FILES.items()
+        for name in names
+    ]
+    for path, relative, part in files:
+        if not path.is_file():
+            continue
+        try:
+            text = untrusted.read_text_file(path, relative, MAX_CONFIG_BYTES)
+            data = untrusted.load_json_text(text, relative, max_bytes=MAX_CONFIG_BYTES)
+        except untrusted.MalformedError:
+            continue  # merges.txt; or JSON the loader fails on, which _diagnose_part words
+        except untrusted.DataError as err:
+            whose = f"its {PARTS[part]} ({relative})" if part else f"its {relative}"
+            raise ModelLoadError(
+                f"The model folder {source!r} looks damaged: {whose} {err.problem}. {_RECOPY}."
+            ) from None
+        except OSError:
+            continue  # unreadable: the loader fails on it, and _diagnose_part says so
+        if part == "scheduler" and isinstance(data, dict):
+            _check_scheduler(data, source=source, path=folder)
+
+
+def _check_scheduler(config: Any, *, source: str, path: Path, build: bool = False) -> None:
+    """The scheduler config's values in ranges a scheduler can be built from, and (with
+    ``build``) the default scheduler built once: every render builds one, and a value out of
+    range would allocate terabytes or fail in the middle of a render."""
+    if path.is_dir():
+        where, what = f"The model folder {source!r}", "scheduler (scheduler/scheduler_config.json)"
+    else:
+        kind = "checkpoint" if path.is_file() else "model"
+        where, what = f"The {kind} {source!r}", "scheduler config"
+    fix = _RECOPY if path.exists() else "Choose a Riffusion or Stable Diffusion 1.x model"
+    try:
+        values = untrusted.table(config, "")
+        steps = untrusted.whole(values, "num_train_timesteps", "", low=1, high=MAX_TRAIN_TIMESTEPS)
+        for key in ("beta_start", "beta_end"):
+            untrusted.number(values, key, "", low=0.0, high=1.0, default=None)
+        untrusted.whole(values, "steps_offset", "", low=0, high=steps, default=0)
+        betas = values.get("trained_betas")
+        if betas is not None and (
+            not isinstance(betas, list)
+            or len(betas) != steps
+            or not all(
+                isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1
+                for b in betas
+            )
+        ):
+            raise untrusted.DataError(
+                '"trained_betas"', f"must be {steps} numbers from 0 to 1 (one per timestep)"
+            )
+    except untrusted.DataError as err:
+        raise ModelLoadError(f"{where} looks damaged: in its {what}, {err} {fix}.") from None
+    if not build:
+        return
+    import diffusers
+
+    class_name, options = scheduler_spec(DEFAULT_SCHEDULER)
+    try:
+        getattr(diffusers, class_name).from_config(dict(values), **options)
+    except Exception as err:  # an unknown beta_schedule, say: now rather than mid-render
+        raise ModelLoadError(
+            f"{where} looks damaged: its {what} cannot be used ({_first_line(err)}). {fix}."
+        ) from err
 
 
 def _the(name: str) -> str:
@@ -465,12 +563,13 @@ def _file_problem(path: Path) -> tuple[str, str | None] | None:
             "Run `git lfs pull` in the model folder to fetch the real files",
         )
     if path.suffix == ".json":
-        try:
-            json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as err:
-            return f"is not valid JSON (line {err.lineno}, column {err.colno})", None
-        except UnicodeDecodeError:
-            return "is not valid JSON (not text)", None
+        try:  # bounded: a huge or deeply nested file is a problem, not a crash
+            text = untrusted.read_text_file(path, path.name, MAX_CONFIG_BYTES)
+            untrusted.load_json_text(text, path.name, max_bytes=MAX_CONFIG_BYTES)
+        except untrusted.DataError as err:
+            return err.problem, None
+        except OSError as err:
+            return f"cannot be read ({err.strerror or err})", None
         return None
     if path.suffix == ".safetensors":
         from safetensors import safe_open

@@ -28,7 +28,7 @@ from neurochip.engine import REROLL_MARGIN_S, Engine, ProgressCallback, Render
 from neurochip.errors import NeuroChipError
 from neurochip.faithfulness import sketch_bar_times
 from neurochip.io.audio import Audio
-from neurochip.library.metadata import take_metadata
+from neurochip.library.metadata import checked_metadata, take_metadata
 from neurochip.library.names import reroll_text
 from neurochip.library.store import TakeLibrary
 from neurochip.settings import RenderSettings
@@ -164,6 +164,8 @@ def reroll_take(
     Raises:
         NeuroChipError: For a pair, a take of another length, a region outside it.
     """
+    # Before the engine: metadata read from a file anyone may have edited.
+    parent_metadata = checked_metadata(parent_metadata, parent_ref or "The parent take")
     if parent_metadata.get("kind", "take") not in ("take", "comp"):
         raise NeuroChipError(
             f"This is a {parent_metadata.get('kind')}: re-roll one of its takes (A or B), then "

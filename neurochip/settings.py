@@ -93,6 +93,33 @@ def table_of(settings_class: type, data: Any, what: str) -> dict[str, Any]:
     return dict(data)
 
 
+def _check_plain_types(settings_class: type, data: dict[str, Any]) -> None:
+    """Text and true/false fields of ``data`` (JSON, TOML) hold text and true/false.
+
+    The dataclasses check their numbers themselves (:func:`_check_numbers`); a prompt that is
+    a number or a list would otherwise get as far as the tokenizer.
+    """
+    for f in dataclasses.fields(settings_class):
+        if f.name not in data:
+            continue
+        value = data[f.name]
+        kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+        if value is None and "None" in kind:
+            continue
+        about = f.metadata.get("setting")
+        label = about.label if about is not None else f.name
+        if kind.startswith("str") and not isinstance(value, str):
+            raise NeuroChipError(f"{label} must be text, not {_shown(value)}.")
+        if kind == "bool" and not isinstance(value, bool):
+            raise NeuroChipError(f"{label} must be true or false, not {_shown(value)}.")
+
+
+def _shown(value: Any) -> str:
+    """A value in a message: as written, or its type where that would be long."""
+    text = repr(value)
+    return text if len(text) <= 60 else f"a {type(value).__name__}"
+
+
 def _check(checks: list[tuple[bool, str]]) -> None:
     for ok, message in checks:
         if not ok:
@@ -162,7 +189,11 @@ class Section:
     def from_dict(cls, data: Any) -> Section:
         if isinstance(data, Section):
             return data
-        return cls(**table_of(cls, data, "section"))
+        values = table_of(cls, data, "section")
+        if "start_s" not in values or "prompt" not in values:
+            raise NeuroChipError(f"A section needs a start (start_s) and a prompt: {_shown(data)}.")
+        _check_plain_types(cls, values)
+        return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -483,11 +514,14 @@ class RenderSettings:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RenderSettings:
+        if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
+            raise NeuroChipError(f"Render settings must be a table, not {_shown(data)}.")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known - {"version"}
         if unknown:
             raise NeuroChipError(f"Unknown render settings: {', '.join(sorted(unknown))}.")
         values = {k: v for k, v in data.items() if k in known}
+        _check_plain_types(cls, values)
         if "sections" in values:
             sections = values["sections"]
             if not isinstance(sections, (list, tuple)):

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 
 from neurochip.errors import NeuroChipError
 from neurochip.io.audio import Audio
@@ -431,6 +432,12 @@ def spectrogram_image(
     return image_from_amplitudes(amplitudes, params, num_samples=waveform.shape[-1])
 
 
+#: A PNG text chunk saying NeuroChip wrote the image, so it may be replaced without
+#: --overwrite (:func:`neurochip.library.metadata.written_by_neurochip`); before the pixels,
+#: where PIL reads it on open.
+PNG_MARKER = ("format", "neurochip-spectrogram")
+
+
 def save_image(image: Image.Image, path: str | Path) -> Path:
     """Write a spectrogram image as PNG with its EXIF tags (PNG keeps every pixel exact)."""
     path = Path(path)
@@ -440,7 +447,9 @@ def save_image(image: Image.Image, path: str | Path) -> Path:
             "lossy formats would change the pixels the model reads."
         )
     with atomic_write(path) as temporary:
-        image.save(temporary, format="PNG", exif=image.getexif())
+        marker = PngInfo()
+        marker.add_text(*PNG_MARKER)
+        image.save(temporary, format="PNG", exif=image.getexif(), pnginfo=marker)
     return path
 
 

@@ -42,17 +42,25 @@ from typing import Any, BinaryIO, Literal, NamedTuple
 import mido
 import numpy as np
 
-from neurochip import __version__
+from neurochip import __version__, untrusted
 from neurochip.engine import Engine, ProgressCallback, Render
 from neurochip.errors import NeuroChipError
 from neurochip.faithfulness import sketch_bar_times
 from neurochip.io.audio import Audio, limit_peak
 from neurochip.io.write import atomic_write, save_audio
 from neurochip.library.metadata import faithfulness_score, take_metadata
+from neurochip.library.names import numbered_apart
 from neurochip.library.store import TakeLibrary
 from neurochip.mix import check_width, stereo_pair
-from neurochip.settings import RenderSettings, Setting, TakeSetOptions, table_of
-from neurochip.sketch import Sketch
+from neurochip.settings import (
+    MAX_TIME_S,
+    RenderSettings,
+    Setting,
+    TakeSetOptions,
+    describe,
+    table_of,
+)
+from neurochip.sketch import Sketch, SketchOutline
 from neurochip.synth import DRUMS, TrackInfo
 from neurochip.takeset import (
     combined_faithfulness,
@@ -74,6 +82,12 @@ _OWN_FIELDS = ("format", "neurochip", "kind", "source", "takes", "stem", "faithf
 
 #: The share of a stem render's progress that playing the parts alone gets.
 SYNTH_SHARE = 0.1
+
+#: Largest stems.json read: NeuroChip's own are a few kilobytes per stem.
+MAX_STEMS_JSON_BYTES = 4_000_000
+
+#: The range of a stem's gain in dB (:attr:`StemMix.gain_db`, the mixer's fader).
+GAIN_DB = (-24.0, 12.0)
 
 
 def _about(default: Any, **about: Any) -> Any:
@@ -119,11 +133,21 @@ class Stem:
     )
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "parts", tuple(str(p) for p in self.parts))
         if not isinstance(self.name, str) or not self.name.strip():
             raise NeuroChipError("Every stem needs a name.")
+        # A part is a track key ("2", "3ch10"); TOML or JSON may give it as a number.
+        if not isinstance(self.parts, (list, tuple)) or not all(
+            isinstance(p, (str, int)) and not isinstance(p, bool) for p in self.parts
+        ):
+            raise NeuroChipError(
+                f"The stem {self.name}'s parts must be a list of track keys (e.g. 2, 3ch10), "
+                f"not {self.parts!r:.40}."
+            )
+        object.__setattr__(self, "parts", tuple(str(p) for p in self.parts))
         if not isinstance(self.prompt, str) or not self.prompt.strip():
             raise NeuroChipError(f"Say what plays the stem {self.name}: it has no instrument.")
+        if self.negative_prompt is not None and not isinstance(self.negative_prompt, str):
+            raise NeuroChipError(f"The stem {self.name}'s negative prompt must be text.")
         try:  # the settings check the ranges
             self.settings_for(RenderSettings(prompt=self.prompt))
         except NeuroChipError as err:
@@ -165,15 +189,22 @@ class Stem:
     @classmethod
     def from_dict(cls, data: Any) -> Stem:
         values = table_of(cls, data, "stem")
-        return cls(**{**values, "parts": tuple(values.get("parts") or ())})
+        return cls(**{**values, "parts": values.get("parts") or ()})
 
 
 @dataclass(frozen=True)
 class StemMix:
     """One stem's fader on the mixer: what the mix makes of the stem, never the stem itself."""
 
+    # The ranges are the mixer's sliders' and the limit on any mix (a file's, stems.json's):
+    # past +12 dB a stem only clips the mix, and 10 ** (gain / 20) of a huge gain overflows.
     gain_db: float = _about(
-        0.0, label="Gain (dB)", help="Louder or softer in the mix.", minimum=-24.0, maximum=12.0
+        0.0,
+        label="Gain (dB)",
+        help=f"Louder or softer in the mix, {GAIN_DB[0]:+g} to {GAIN_DB[1]:+g} dB.",
+        minimum=GAIN_DB[0],
+        maximum=GAIN_DB[1],
+        step=0.5,
     )
     pan: float = _about(
         0.0,
@@ -187,15 +218,26 @@ class StemMix:
     solo: bool = _about(False, label="Solo", help="Hear only the soloed stems (mute still wins).")
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.gain_db, (int, float)) and math.isfinite(self.gain_db)):
-            raise NeuroChipError(f"A stem's gain must be a number of dB, not {self.gain_db!r}.")
-        if not (isinstance(self.pan, (int, float)) and -1.0 <= self.pan <= 1.0):
-            raise NeuroChipError(f"A stem's pan must be between -1 and 1, not {self.pan!r}.")
+        for name, unit in (("gain_db", " dB"), ("pan", "")):
+            value, about = getattr(self, name), describe(StemMix, name)
+            low, high = about.minimum, about.maximum
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if not number or not low <= value <= high:  # NaN is never in range
+                shown = f"{value:g}" if isinstance(value, float) else repr(value)[:40]
+                raise NeuroChipError(
+                    f"A stem's {name.split('_')[0]} must be from {low:+g} to {high:+g}{unit}, "
+                    f"not {shown}."
+                )
+        for name in ("mute", "solo"):
+            if not isinstance(getattr(self, name), bool):
+                raise NeuroChipError(
+                    f"A stem's {name} must be true or false, not {getattr(self, name)!r:.40}."
+                )
 
     @classmethod
     def from_dict(cls, data: Any) -> StemMix:
         if not isinstance(data, Mapping):
-            raise NeuroChipError(f"A stem's mix must be a table, not {data!r}.")
+            raise NeuroChipError(f"A stem's mix must be a table, not {data!r:.40}.")
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 
@@ -253,10 +295,10 @@ def instrument_prompt(track: TrackInfo) -> str:
     return _VOICE_PROMPTS.get(track.voice, "live band")
 
 
-def default_stems(sketch: Sketch) -> list[Stem]:
+def default_stems(sketch: Sketch | SketchOutline) -> list[Stem]:
     """One stem per part that plays notes (MIDI), named after it; the whole sketch as one
     stem where it is audio."""
-    if sketch.midi is None:
+    if not sketch.is_midi:
         return [Stem(WHOLE_SKETCH, (), "live band")]
     stems, names = [], set()
     for track in sketch.tracks:
@@ -383,12 +425,21 @@ class StemTakes:
         take = library.get(mix_take)
         if take.metadata.get("kind") != "stem mix":
             raise NeuroChipError(f"{take.name} is not a mix of stems.")
-        entries = take.metadata.get("stems") or []
+        try:
+            parsed = _stem_entries(take.metadata.get("stems"))
+            settings = RenderSettings.from_dict(take.metadata.get("render") or {})
+            start_s = untrusted.number(
+                take.metadata, "start_s", "", low=0.0, high=MAX_TIME_S, default=settings.start_s
+            )
+        except NeuroChipError as err:
+            raise NeuroChipError(
+                f"The mix “{take.name}” is damaged: {err} Its stems cannot be mixed again."
+            ) from None
+        entries = [entry for _, _, entry in parsed]
         stems, mixes, audios, metadata = [], [], [], []
-        for entry in entries:
-            known = {f.name for f in dataclasses.fields(Stem)}
-            stems.append(Stem.from_dict({k: v for k, v in entry.items() if k in known}))
-            mixes.append(StemMix.from_dict(entry.get("mix") or {}))
+        for stem, mix, entry in parsed:
+            stems.append(stem)
+            mixes.append(mix)
             try:
                 stem_take = library.get(str(entry.get("take")))
             except NeuroChipError:
@@ -398,13 +449,12 @@ class StemTakes:
                 ) from None
             audios.append(library.load_audio(stem_take.id))
             metadata.append(stem_take.metadata)
-        settings = RenderSettings.from_dict(take.metadata.get("render") or {})
         result = cls(
             take.source_name or "",
             settings,
             stems,
             audios,
-            float(take.metadata.get("start_s", settings.start_s)),
+            start_s,
             metadata,
             saved={**{s.name: str(e["take"]) for s, e in zip(stems, entries, strict=True)},
                    "mix": take.id},
@@ -526,7 +576,7 @@ def render_stems(
     return result
 
 
-def check_stems(sketch: Sketch, stems: Sequence[Stem]) -> None:
+def check_stems(sketch: Sketch | SketchOutline, stems: Sequence[Stem]) -> None:
     """Raise now, before anything is played or a model loads, for a map this sketch cannot
     make: parts it lacks, or several stems of an audio sketch."""
     if not stems:
@@ -534,7 +584,7 @@ def check_stems(sketch: Sketch, stems: Sequence[Stem]) -> None:
     names = [s.name.lower() for s in stems]
     if len(set(names)) < len(names):
         raise NeuroChipError("Two stems have one name: give each its own (it names its file).")
-    if sketch.midi is None:
+    if not sketch.is_midi:
         if len(stems) != 1 or stems[0].parts:
             raise NeuroChipError(
                 f"{sketch.name} is audio: NeuroChip plays it as one mix, so it makes one "
@@ -686,10 +736,12 @@ def mix_stems(stems: Sequence[Audio], mixes: Sequence[StemMix]) -> Audio:
 # --- export ---------------------------------------------------------------------------------
 
 
-def safe_stem_file(index: int, name: str) -> str:
-    """``"02 Slap Bass.wav"``: numbered in map order, nothing a file system minds."""
-    cleaned = re.sub(r"[^\w \-]+", "", name).strip()[:60] or "stem"
-    return f"{index:02d} {cleaned}.wav"
+def stem_file_names(names: Sequence[str]) -> list[str]:
+    """Each stem's file name, without folder or extension: ``"Slap Bass"``, nothing a file
+    system minds, and never one name for two stems ("Bass!" and "Bass?" -> "Bass" and
+    "Bass-2", :func:`~neurochip.library.names.numbered_apart`): a second stem of one name
+    would overwrite the first."""
+    return numbered_apart([re.sub(r"[^\w \-]+", "", n).strip()[:60] or "stem" for n in names])
 
 
 def write_stems_zip(
@@ -718,10 +770,11 @@ def write_stems_zip(
     total = max(round(sketch.audio.duration_s * rate), offset + first.frames)
     files: dict[str, bytes] = {}
     entries = []
+    file_names = stem_file_names([stem.name for stem in result.stems])
     for i, (stem, audio, settings, mix) in enumerate(
         zip(result.stems, result.audios, result.stem_settings, mixes, strict=True), start=1
     ):
-        name = f"stems/{safe_stem_file(i, stem.name)}"
+        name = f"stems/{i:02d} {file_names[i - 1]}.wav"  # numbered in the map's order
         files[name] = _wav_bytes(_placed(audio, offset, total), bit_depth)
         entries.append(
             {
@@ -828,11 +881,8 @@ def _readme(sketch: Sketch, result: StemTakes, length_s: float) -> str:
 
 
 def read_stems_json(data: bytes | str) -> dict[str, Any]:
-    """The ``stems.json`` of an export, checked."""
-    try:
-        description = json.loads(data)
-    except json.JSONDecodeError as err:
-        raise NeuroChipError(f"stems.json is not JSON: {err}.") from None
+    """The ``stems.json`` of an export, checked (its contents by :func:`stems_from_json`)."""
+    description = untrusted.load_json_text(data, "stems.json", max_bytes=MAX_STEMS_JSON_BYTES)
     if not isinstance(description, dict) or description.get("format") != STEMS_FORMAT:
         raise NeuroChipError("This is not the stems.json of a NeuroChip stems export.")
     return description
@@ -850,14 +900,46 @@ class StemRecipe(NamedTuple):
 
 def stems_from_json(description: Mapping[str, Any]) -> StemRecipe:
     """The render settings, instrument map, mixer and pairing an export's ``stems.json``
-    holds."""
-    settings = RenderSettings.from_dict(description["settings"])
-    entries = description.get("stems") or []
+    holds.
+
+    Raises:
+        NeuroChipError: "stems.json is damaged: ..." for a field missing or of a wrong type
+            or range, naming it.
+    """
+    try:
+        data = untrusted.table(description, "")
+        settings = RenderSettings.from_dict(
+            untrusted.table(untrusted.field(data, "settings", ""), '"settings"')
+        )
+        entries = _stem_entries(untrusted.field(data, "stems", ""))
+        width = data.get("pair_width")
+        if width is not None:
+            width = untrusted.number(data, "pair_width", "", low=0.0, high=1.0)
+    except NeuroChipError as err:
+        raise NeuroChipError(f"stems.json is damaged: {err} Export the stems again.") from None
+    return StemRecipe(settings, [e[0] for e in entries], [e[1] for e in entries], width)
+
+
+def _stem_entries(value: Any) -> list[tuple[Stem, StemMix, dict[str, Any]]]:
+    """Each stem a stems.json or a kept mix lists: its line of the map, its fader, and the
+    entry itself.
+
+    Raises:
+        NeuroChipError: For a list that is not one of stems, naming the stem.
+    """
+    entries = untrusted.tables(value, '"stems"', "stem")
+    if not entries:
+        raise untrusted.DataError('"stems"', "lists no stem")
     known = {f.name for f in dataclasses.fields(Stem)}
-    stems = [Stem.from_dict({k: v for k, v in e.items() if k in known}) for e in entries]
-    mixes = [StemMix.from_dict(e.get("mix") or {}) for e in entries]
-    width = description.get("pair_width")
-    return StemRecipe(settings, stems, mixes, float(width) if width is not None else None)
+    made = []
+    for number, entry in enumerate(entries, start=1):
+        try:
+            stem = Stem.from_dict({k: v for k, v in entry.items() if k in known})
+            mix = StemMix.from_dict(entry.get("mix") if entry.get("mix") is not None else {})
+        except NeuroChipError as err:
+            raise untrusted.DataError(f"stem {number}:", str(err)) from None
+        made.append((stem, mix, entry))
+    return made
 
 
 __all__ = [
@@ -878,6 +960,7 @@ __all__ = [
     "render_stems",
     "stem_gains",
     "stems_warnings",
+    "stem_file_names",
     "stem_sources",
     "stems_from_json",
     "write_stems_zip",

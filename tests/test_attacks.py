@@ -163,3 +163,130 @@ def test_the_two_hour_header_is_not_believed(tmp_path, capsys):
         assert sf.info(out).duration < 2  # what is really there, not what the header says
     else:
         assert "liar.wav" in capsys.readouterr().err
+
+
+# --- whose file an output may replace (issue 22) ------------------------------------------------
+
+DEMO_MIDI = Path(__file__).resolve().parents[1] / "assets" / "greensleeves.mid"
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """Loading a model fails the test: every refusal here comes before the slow part."""
+    from neurochip.engine import Engine
+
+    def fail(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(Engine, "from_pretrained", classmethod(fail))
+
+
+def _sidecar_text() -> str:
+    """A NeuroChip take's settings, as its .json sidecar holds them."""
+    import json
+
+    from neurochip.library.metadata import take_metadata
+    from neurochip.settings import RenderSettings
+
+    return json.dumps(take_metadata("take", {"A": RenderSettings(prompt="x")}))
+
+
+def _refused(code: int, capsys, *words: str) -> str:
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert code == 2, captured
+    assert err.startswith("neurochip: ") and "\n" not in err, err
+    assert "Traceback" not in captured.err + captured.out
+    for word in words:
+        assert word in err, err
+    return err
+
+
+@pytest.mark.parametrize(
+    ("command", "name"), [("roundtrip", "mine.wav"), ("spectrogram", "data.png")]
+)
+def test_a_neurochip_sidecar_beside_a_users_file_does_not_make_it_ours(
+    command, name, tmp_path, capsys
+):
+    song = _wav(tmp_path / "six.wav", _tune())
+    mine = tmp_path / name
+    mine.write_bytes(b"my own file, not a take")
+    mine.with_suffix(".json").write_text(_sidecar_text())
+    before = _digest(mine), _digest(mine.with_suffix(".json"))
+    code = main([command, str(song), "-o", str(mine)])
+    _refused(code, capsys, name, "--overwrite")
+    assert (_digest(mine), _digest(mine.with_suffix(".json"))) == before
+
+
+def test_a_render_never_replaces_a_users_json_beside_its_output(tmp_path, capsys, no_model):
+    song = _wav(tmp_path / "song.wav", _tune())
+    data = tmp_path / "data.json"
+    data.write_text('{"my": "spreadsheet export"}\n')
+    code = main(["render", str(song), "-o", str(tmp_path / "data.wav"), "--prompt", "x"])
+    _refused(code, capsys, "data.json", "--overwrite")
+    assert data.read_text() == '{"my": "spreadsheet export"}\n'
+    assert not (tmp_path / "data.wav").exists()
+
+
+def test_a_spectrogram_neurochip_wrote_is_replaced_without_overwrite(tmp_path, capsys):
+    song = _wav(tmp_path / "song.wav", _tune())
+    out = tmp_path / "song.png"
+    assert main(["spectrogram", str(song), "-o", str(out)]) == 0
+    assert main(["spectrogram", str(song), "-o", str(out), "--duration", "0.5"]) == 0
+    from PIL import Image
+
+    with Image.open(out) as image:
+        assert image.width < 100  # the second, shorter picture
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["roundtrip", "{song}", "-o", "{out}.wav", "--iterations", "0"],
+        ["spectrogram", "{song}", "-o", "{out}.png"],
+        ["invert", "{png}", "-o", "{out}.wav", "--iterations", "0"],
+        ["synth", str(DEMO_MIDI), "-o", "{out}.wav"],
+        ["render", "{song}", "-o", "{out}.wav", "--prompt", "x"],
+        ["reroll", "{song}", "{song}", "--seconds", "0-0.5", "-o", "{out}.wav"],
+        ["comp", "-o", "{out}.wav", "--take", "3f2a9c1d0b4e:1-2"],
+        ["sweep", "{song}", "-o", "{out}", "--prompt", "x", "--seeds", "1"],
+    ],
+    ids=lambda command: command[0],
+)
+def test_no_command_writes_inside_the_take_library(
+    command, tmp_path, capsys, no_model, private_take_library
+):
+    from neurochip.io.audio import Audio
+    from neurochip.library.metadata import save_take, take_metadata
+    from neurochip.settings import RenderSettings
+    from neurochip.spectrogram import save_image, spectrogram_image
+
+    song = _wav(tmp_path / "song.wav", _tune())
+    png = save_image(spectrogram_image(Audio(_tune().T, SR)), tmp_path / "song.png")
+    # A kept take's file: NeuroChip's own, so only the library rule protects it.
+    kept = private_take_library / "takes" / "3f2a9c1d0b4e" / "take"
+    metadata = take_metadata("take", {"A": RenderSettings(prompt="x")})
+    save_take(kept.with_suffix(".wav"), Audio(_tune().T, SR), metadata)
+    save_image(spectrogram_image(Audio(_tune().T, SR)), kept.with_suffix(".png"))
+    kept.mkdir()  # sweep's folder
+    before = {p: _digest(p) for p in kept.parent.iterdir()}
+    names = {"song": str(song), "png": str(png), "out": str(kept)}
+    argv = [part.format(**names) for part in command]
+    code = main([*argv, "--overwrite"])  # not even with --overwrite
+    _refused(code, capsys, "take library", "Takes page")
+    assert {p: _digest(p) for p in kept.parent.iterdir()} == before
+
+
+def test_an_output_under_a_file_is_refused_before_the_work(tmp_path, capsys, monkeypatch):
+    from neurochip.cli import roundtrip as roundtrip_command
+
+    def fail(*args, **kwargs):
+        raise AssertionError("the round trip ran")
+
+    monkeypatch.setattr(roundtrip_command, "roundtrip", fail)
+    song = _wav(tmp_path / "song.wav", _tune())
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine\n")
+    code = main(["roundtrip", str(song), "-o", str(notes / "x.wav")])
+    _refused(code, capsys, "notes.txt is a file, not a folder")
+    assert notes.read_text() == "mine\n"

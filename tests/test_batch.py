@@ -147,6 +147,138 @@ def test_the_batch_command_says_what_it_did(tmp_path, tiny_model_dir, capsys, pr
     assert "2 done before, 0 to render" in capsys.readouterr().err
 
 
+# --- what a batch may write (issue 22) --------------------------------------------------------
+
+
+def manifest_writing_to(folder: Path, output: str, songs=("level1.wav",)) -> Path:
+    """A manifest in ``folder`` writing to ``output``, its songs made where they are named."""
+    for i, song in enumerate(songs):
+        (folder / song).parent.mkdir(parents=True, exist_ok=True)
+        sf.write(folder / song, make_chiptune(1.0, seed=i).T, SR)
+    listing = "".join(
+        f'[[songs]]\npath = "{song}"\nprompts = ["x"]\nseeds = [1]\n' for song in songs
+    )
+    manifest = folder / "soundtrack.toml"
+    manifest.write_text(f"output = {json.dumps(output)}\n\n" + listing)
+    return manifest
+
+
+def digests(folder: Path) -> dict[str, bytes]:
+    import hashlib
+
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).digest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.mark.parametrize("output", ["../escaped-out", "../../escaped-out", "{abs}", "link/out"])
+def test_a_manifest_output_outside_the_manifests_folder_is_refused(tmp_path, output):
+    project, elsewhere = tmp_path / "a" / "project", tmp_path / "elsewhere"
+    project.mkdir(parents=True)
+    elsewhere.mkdir()
+    (project / "link").symlink_to(elsewhere, target_is_directory=True)
+    output = output.format(abs=elsewhere / "out")
+    with pytest.raises(NeuroChipError, match="outside the manifest's folder.*--output"):
+        load_manifest(manifest_writing_to(project, output))
+    # Given on the command line, a folder anywhere is the composer's own choice.
+    [item] = load_manifest(project / "soundtrack.toml", output=elsewhere / "renders")
+    assert item.output.parents[1] == elsewhere / "renders"
+
+
+@pytest.mark.parametrize("output", [".", "renders", "renders/../out", "./deep/er"])
+def test_a_manifest_output_inside_its_folder_is_taken(tmp_path, output):
+    [item] = load_manifest(manifest_writing_to(tmp_path, output))
+    assert item.output.parents[1] == tmp_path / output
+
+
+def test_a_batch_never_replaces_one_of_its_songs(tmp_path, capsys, monkeypatch):
+    from neurochip.cli import main
+
+    # Song "x" renders to ./x/x-p1-seed1.wav: where the second song is.
+    manifest = manifest_writing_to(tmp_path, ".", songs=("x.wav", "x/x-p1-seed1.wav"))
+    before = digests(tmp_path)
+    with pytest.raises(NeuroChipError, match="replace your input x-p1-seed1.wav"):
+        load_manifest(manifest)
+    monkeypatch.setattr(Engine, "from_pretrained", classmethod(lambda *a, **k: 1 / 0))
+    assert main(["batch", str(manifest)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("neurochip: ") and err.count("\n") == 1 and "x-p1-seed1.wav" in err
+    assert digests(tmp_path) == before
+
+
+@pytest.mark.parametrize(
+    ("theirs", "named"),
+    [
+        ({"index.json": '{"my": "own index"}'}, "index.json"),
+        ({"index.json": "[]"}, "index.json"),
+        ({"index.csv": "my,own\n"}, "index.csv"),  # no index.json of ours beside it
+        ({"index.json": '[{"item": "x"}]', "index.csv": "a\n"}, "index.json"),
+        ({"level1/level1-p1-seed1.wav": "RIFF my own mixdown"}, "level1-p1-seed1.wav"),
+        ({"level1/level1-p1-seed1.json": "{}"}, "level1-p1-seed1.json"),
+    ],
+)
+def test_a_batch_never_replaces_a_file_neurochip_did_not_write(tmp_path, theirs, named):
+    manifest = manifest_writing_to(tmp_path, "out")
+    for name, text in theirs.items():
+        (tmp_path / "out" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "out" / name).write_text(text)
+    before = digests(tmp_path)
+    with pytest.raises(NeuroChipError, match=f"{named} already exists.*move it"):
+        load_manifest(manifest)
+    assert digests(tmp_path) == before
+
+
+def test_a_batch_index_neurochip_wrote_is_its_own_to_replace(tmp_path):
+    from neurochip.batch import check_batch_outputs, index_row, write_index
+
+    manifest = manifest_writing_to(tmp_path, "out")
+    [item] = load_manifest(manifest)
+    write_index(tmp_path / "out", {item.key: {**index_row(item), "status": "done"}})
+    assert json.loads((tmp_path / "out" / "index.json").read_text())[0]["item"] == item.key
+    assert load_manifest(manifest) == [item]
+    # An index.json of an older NeuroChip (rows without their format) is ours too.
+    (tmp_path / "out" / "index.json").write_text(json.dumps([{**index_row(item), "status": "x"}]))
+    check_batch_outputs([item])
+
+
+def test_a_batch_never_writes_inside_the_take_library(tmp_path, private_take_library):
+    manifest = manifest_writing_to(tmp_path, "out")
+    with pytest.raises(NeuroChipError, match="inside the take library"):
+        load_manifest(manifest, output=private_take_library / "renders")
+    [item] = load_manifest(manifest)
+    with pytest.raises(NeuroChipError, match="inside the take library"):
+        run_batch(None, [item], library=TakeLibrary(tmp_path / "out"))  # type: ignore[arg-type]
+
+
+def test_run_batch_checks_its_files_before_rendering(tmp_path):
+    [item] = load_manifest(manifest_writing_to(tmp_path, "out"))
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "index.csv").write_text("my,own\n")  # arrived after the load
+    with pytest.raises(NeuroChipError, match="index.csv already exists"):
+        run_batch(None, [item])  # type: ignore[arg-type]
+    assert (tmp_path / "out" / "index.csv").read_text() == "my,own\n"
+
+
+def test_the_batch_command_takes_an_output_folder(tmp_path, capsys, monkeypatch):
+    from neurochip.cli import main
+
+    manifest = manifest_writing_to(tmp_path, "/tmp/escaped-out")
+    assert main(["batch", str(manifest)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("neurochip: ") and err.count("\n") == 1 and "outside" in err
+    loaded = []
+
+    def stop(*args, **kwargs):
+        loaded.append(True)
+        raise NeuroChipError("stopped before the model")
+
+    monkeypatch.setattr(Engine, "from_pretrained", classmethod(stop))
+    assert main(["batch", str(manifest), "--output", str(tmp_path / "renders")]) == 2
+    assert loaded and "stopped before the model" in capsys.readouterr().err
+
+
 # --- on a Ray cluster ------------------------------------------------------------------------
 
 

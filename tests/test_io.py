@@ -862,3 +862,141 @@ def test_chip_rip_that_loops_forever_is_cut(tmp_path):
     assert rms_db(short.samples) > -30
     assert abs(peak_frequency(short.samples[0], 44100) - 440) < 3
     assert default.frames == round(CHIP_PLAY_LENGTH_S * SAMPLE_RATE)
+
+
+# --------------------------------------------------------------------------------------
+# Atomic writes that fail: the first error is the one said
+# --------------------------------------------------------------------------------------
+
+
+def test_a_failing_cleanup_never_hides_the_error_that_stopped_the_write(tmp_path, monkeypatch):
+    import errno
+
+    from neurochip.io.write import atomic_write
+
+    def read_only(self, missing_ok=False):
+        raise OSError(errno.EROFS, "Read-only file system", str(self))
+
+    monkeypatch.setattr(Path, "unlink", read_only)
+    full = pytest.raises(NeuroChipError, match="the disk is full")
+    with full, atomic_write(tmp_path / "take.wav") as temporary:
+        raise OSError(errno.ENOSPC, "No space left on device", str(temporary))
+
+
+def test_writing_under_a_file_says_so_and_leaves_the_file(tmp_path):
+    from neurochip.io.write import atomic_write
+
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("mine\n")
+    said = pytest.raises(NeuroChipError, match="part of the path is a file, not a folder")
+    with said, atomic_write(blocker / "take.wav") as temporary:
+        temporary.write_bytes(b"never")
+    assert blocker.read_text() == "mine\n"
+
+
+@pytest.mark.parametrize("what", ["text", "audio"])
+def test_a_full_disk_says_the_disk_is_full(tmp_path, monkeypatch, what):
+    import errno
+
+    from neurochip.io.write import write_text_atomically
+
+    path = tmp_path / ("notes.json" if what == "text" else "take.wav")
+    path.write_bytes(b"the old file")
+    if what == "text":
+
+        def full(self, *args, **kwargs):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(Path, "write_text", full)
+        call = lambda: write_text_atomically(path, "{}")  # noqa: E731
+    else:
+        # What libsndfile does on a full disk (seen on a full tmpfs): a bare "System error",
+        # with ENOSPC left in the errno cffi keeps.
+        def full(self, data):
+            sf._ffi.errno = errno.ENOSPC
+            raise sf.LibsndfileError(2)
+
+        monkeypatch.setattr(sf.SoundFile, "write", full)
+        call = lambda: save_audio(path, Audio(sine(440, 0.2), SAMPLE_RATE))  # noqa: E731
+    with pytest.raises(NeuroChipError, match="the disk is full") as raised:
+        call()
+    assert "System error" not in str(raised.value)
+    assert path.read_bytes() == b"the old file"
+    assert no_temp_files(tmp_path)
+
+
+def test_check_writable_refuses_at_once_what_the_write_would_refuse_later(tmp_path, monkeypatch):
+    from neurochip.io.write import check_writable
+
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("mine\n")
+    with pytest.raises(NeuroChipError, match="notes.txt is a file, not a folder"):
+        check_writable(blocker / "deeper" / "take.wav")
+    with pytest.raises(NeuroChipError, match="that is a folder"):
+        check_writable(tmp_path)
+    check_writable(tmp_path / "new" / "folders" / "take.wav")  # atomic_write makes them
+
+    real = os.statvfs
+
+    class ReadOnly:
+        def __init__(self, result):
+            self.f_flag = result.f_flag | os.ST_RDONLY
+
+    monkeypatch.setattr(os, "statvfs", lambda p: ReadOnly(real(p)))
+    with pytest.raises(NeuroChipError, match="read-only"):
+        check_writable(tmp_path / "take.wav")
+
+
+# --------------------------------------------------------------------------------------
+# Whose file is it (neurochip.library.metadata.written_by_neurochip)
+# --------------------------------------------------------------------------------------
+
+
+def test_a_file_is_ours_only_by_what_it_says_itself(tmp_path):
+    import json
+    import zipfile
+
+    from neurochip.library.metadata import save_take, take_metadata, written_by_neurochip
+    from neurochip.settings import RenderSettings
+    from neurochip.spectrogram import save_image, spectrogram_image
+    from neurochip.stems import STEMS_FORMAT
+
+    metadata = take_metadata("take", {"A": RenderSettings(prompt="x")})
+    take = save_take(tmp_path / "take.wav", Audio(sine(440, 0.2), SAMPLE_RATE), metadata)
+    assert written_by_neurochip(take) and written_by_neurochip(take.with_suffix(".json"))
+
+    # A user's WAV with a NeuroChip sidecar beside it is still the user's.
+    mine = tmp_path / "mine.wav"
+    sf.write(mine, sine(440, 0.2).T, SAMPLE_RATE)
+    (tmp_path / "mine.json").write_text(json.dumps(metadata))
+    assert not written_by_neurochip(mine)
+
+    # JSON: only our formats; anything else (or no JSON at all) is the user's.
+    for name, text in [
+        ("data.json", '{"format": "something else"}'),
+        ("list.json", '[{"item": "x"}]'),
+        ("broken.json", "{not json"),
+        ("binary.json", "\udcff"),
+        ("deep.json", "[" * 100_000),
+    ]:
+        (tmp_path / name).write_bytes(text.encode("utf-8", "surrogateescape"))
+        assert not written_by_neurochip(tmp_path / name), name
+
+    # PNG: our text chunk, not the Riffusion EXIF anyone's tool writes.
+    clip = Audio(sine(440, 0.5), SAMPLE_RATE)
+    ours = save_image(spectrogram_image(clip), tmp_path / "ours.png")
+    assert written_by_neurochip(ours)
+    image = spectrogram_image(clip)
+    image.save(tmp_path / "theirs.png", exif=image.getexif())
+    (tmp_path / "theirs.json").write_text(json.dumps(metadata))
+    assert not written_by_neurochip(tmp_path / "theirs.png")
+
+    # A stems ZIP: its own stems.json.
+    with zipfile.ZipFile(tmp_path / "stems.zip", "w") as archive:
+        archive.writestr("stems.json", json.dumps({"format": STEMS_FORMAT}))
+    with zipfile.ZipFile(tmp_path / "other.zip", "w") as archive:
+        archive.writestr("stems.json", "{}")
+    assert written_by_neurochip(tmp_path / "stems.zip")
+    assert not written_by_neurochip(tmp_path / "other.zip")
+    assert not written_by_neurochip(tmp_path / "missing.wav")
+    assert not written_by_neurochip(tmp_path)

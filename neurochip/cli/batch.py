@@ -28,6 +28,15 @@ def add_parser(commands) -> None:
     )
     parser.add_argument("manifest", type=Path, help="the manifest (.toml)")
     parser.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="the folder to write into instead of the manifest's output (which must lie in "
+        "the manifest's folder)",
+    )
+    parser.add_argument(
         "--bit-depth", choices=("16", "24", "float"), default="16", help="WAV sample format"
     )
     parser.add_argument(
@@ -55,7 +64,8 @@ def run(args: argparse.Namespace) -> None:
     from neurochip.batch import is_finished, load_manifest, run_batch
     from neurochip.library.store import TakeLibrary
 
-    items = load_manifest(args.manifest)  # all of it checked before the model loads
+    # All of it checked before the model loads, what the files would replace too.
+    items = load_manifest(args.manifest, output=args.output)
     todo = [item for item in items if not is_finished(item)]
     print(
         f"{len(items)} item(s) in {args.manifest.name}: {len(items) - len(todo)} done before, "

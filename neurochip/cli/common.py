@@ -11,13 +11,15 @@ from typing import Any
 
 from tqdm import tqdm
 
+from neurochip import untrusted
 from neurochip.device import DEVICE_CHOICES
 from neurochip.engine import stage_words
 from neurochip.errors import NeuroChipError
 from neurochip.io.audio import Audio
 from neurochip.io.decode import DEFAULT_MAX_DURATION_S
-from neurochip.io.write import refuse_overwriting_inputs, save_audio
-from neurochip.library.metadata import read_take_metadata
+from neurochip.io.write import save_audio
+from neurochip.library.metadata import check_output_files, sidecar_path
+from neurochip.library.store import default_home
 from neurochip.model import COMPILE_MODES, DEFAULT_MODEL_ID
 from neurochip.phase import DEFAULT_ITERATIONS, PHASE_MODES
 from neurochip.settings import WINDOW_MODES, RenderSettings, default_of, describe, help_text
@@ -262,39 +264,40 @@ def add_overwrite_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--overwrite",
         action="store_true",
-        help="replace output files that already exist (takes NeuroChip rendered are replaced "
-        "without it; your inputs never are)",
+        help="replace output files that already exist (files NeuroChip wrote, as their own "
+        "metadata says, are replaced without it; your inputs and the take library's files "
+        "never are)",
     )
 
 
 def check_outputs(
-    args: argparse.Namespace, outputs: Iterable[Path], inputs: Iterable[Path | None]
+    args: argparse.Namespace,
+    outputs: Iterable[Path],
+    inputs: Iterable[Path | None],
+    *,
+    sidecars: bool = False,
+    elsewhere: str = "choose another output name (-o)",
 ) -> None:
-    """Refuse, before any work, to write over an input, or over a file we did not make.
+    """Refuse, before any work, to write what the one rule forbids (see
+    :func:`neurochip.library.metadata.check_output_files`): an input (even with
+    --overwrite), a file in the take library, a file NeuroChip did not write (unless
+    --overwrite), or into a folder that cannot be written.
 
-    Inputs are never replaced, whatever the options. An existing output is replaced only
-    when it is a take NeuroChip rendered (it carries our settings) or with --overwrite.
-    Sidecars (.json) count as outputs too.
+    ``sidecars``: the command writes takes, each with a ``.json`` beside it, which obeys the
+    same rule.
     """
     outputs = [Path(o) for o in outputs]
-    everything = outputs + [o.with_suffix(".json") for o in outputs if o.suffix != ".json"]
-    refuse_overwriting_inputs(everything, inputs)
-    if args.overwrite:
-        return
-    for output in outputs:
-        if output.exists() and not _rendered_by_us(output):
-            raise NeuroChipError(
-                f"{output} already exists: add --overwrite to replace it, or choose another "
-                "output name (-o)."
-            )
-
-
-def _rendered_by_us(path: Path) -> bool:
-    try:
-        read_take_metadata(path)
-    except (NeuroChipError, OSError):
-        return False
-    return True
+    inputs = list(inputs)
+    untrusted.check_file_names([*outputs, *inputs])  # a NUL: one clear line, not ValueError
+    if sidecars:
+        outputs += [sidecar_path(o) for o in outputs if o.suffix.lower() != ".json"]
+    check_output_files(
+        outputs,
+        inputs,
+        home=getattr(args, "home", None) or default_home(),
+        overwrite=args.overwrite,
+        elsewhere=elsewhere,
+    )
 
 
 def add_device_option(parser: argparse.ArgumentParser) -> None:

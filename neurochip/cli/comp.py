@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> None:
             f"Write the comp as {', '.join(OUTPUT_SUFFIXES)}, not "
             f"{args.output.suffix or 'no extension'}."
         )
-    check_outputs(args, [args.output], [])
+    check_outputs(args, [args.output], [], sidecars=True)
     library = TakeLibrary()
     picks = [parse_pick(p) for p in args.picks]
     first = library.get(picks[0][0])

@@ -180,7 +180,7 @@ def run(args: argparse.Namespace) -> None:
         )
     made = roles(options, settings)
     if not wants_stems:
-        check_outputs(args, output_paths(args.output, made).values(), [args.input])
+        check_outputs(args, output_paths(args.output, made).values(), [args.input], sidecars=True)
     sketch = load_sketch(args.input, max_duration_s=args.max_duration)
     if args.sections:
         bars = sketch_bar_times(sketch)
@@ -195,7 +195,9 @@ def run(args: argparse.Namespace) -> None:
         stems = apply_overrides(default_stems(sketch), dict(map(parse_stem, args.stem_overrides)))
         check_stems(sketch, stems)
         targets = [args.output, *stem_paths(args.output, stems).values()]
-        check_outputs(args, targets + ([args.stems_zip] if args.stems_zip else []), [args.input])
+        check_outputs(args, targets, [args.input], sidecars=True)
+        if args.stems_zip:
+            check_outputs(args, [args.stems_zip], [args.input])  # a ZIP has no sidecar
     library = None if args.no_library else TakeLibrary()
     engine = load_engine(args)
     print(f"Model: {engine.model.describe()}", file=sys.stderr)
@@ -231,13 +233,12 @@ def run(args: argparse.Namespace) -> None:
 
 def stem_paths(output: Path, stems) -> dict[str, Path]:
     """Where each stem is written: beside the mix, named after it (``mix-Bass.wav``)."""
-    from neurochip.stems import safe_stem_file
+    from neurochip.stems import stem_file_names
 
+    names = stem_file_names([stem.name for stem in stems])  # never one file for two stems
     return {
-        stem.name: output.with_name(
-            f"{output.stem}-{Path(safe_stem_file(i, stem.name)).stem[3:]}{output.suffix}"
-        )
-        for i, stem in enumerate(stems, start=1)
+        stem.name: output.with_name(f"{output.stem}-{name}{output.suffix}")
+        for stem, name in zip(stems, names, strict=True)
     }
 
 

@@ -156,7 +156,7 @@ def run(args: argparse.Namespace) -> None:
             f"stay sample for sample), not {args.output.suffix or 'no extension'}."
         )
     outputs = output_paths(args.output, args.candidates)
-    check_outputs(args, outputs, [args.sketch, args.take])
+    check_outputs(args, outputs, [args.sketch, args.take], sidecars=True)
     # All of it is checked before the slow model load.
     metadata = read_take_metadata(args.take)
     parent_settings = settings_in(metadata, args.which, args.take.name)

@@ -21,14 +21,15 @@ from neurochip.cli.common import (
     add_model_options,
     add_phase_options,
     add_setting,
+    check_outputs,
     load_engine,
     progress_bar,
     render_settings,
 )
 from neurochip.errors import NeuroChipError
 from neurochip.faithfulness import sketch_bar_times
-from neurochip.io.write import refuse_overwriting_inputs, write_text_atomically
-from neurochip.library.metadata import save_take, sidecar_path
+from neurochip.io.write import write_text_atomically
+from neurochip.library.metadata import save_take
 from neurochip.library.names import take_filename
 from neurochip.library.store import TakeLibrary
 from neurochip.settings import RenderSettings, TakeSetOptions, default_of, describe
@@ -111,7 +112,9 @@ def add_parser(commands) -> None:
     parser.add_argument(
         "--overwrite",
         action="store_true",
-        help="replace files of the same names already in OUT_DIR (your inputs never are)",
+        help="replace files of the same names already in OUT_DIR that NeuroChip did not "
+        "write (takes it wrote are replaced without it; your inputs and the take library's "
+        "files never are)",
     )
     add_library_option(parser)
     add_phase_options(parser, with_mode=True)
@@ -194,28 +197,20 @@ def _file_names(grid: VariationGrid, source_name: str) -> list[str]:
 
 
 def _check_folder(args: argparse.Namespace, names: list[str]) -> None:
-    """Refuse, before any work, a folder that is a file, and files that would be replaced.
-
-    Inputs are never replaced; anything else this sweep would write (takes, their .json
-    sidecars, the summaries) only with --overwrite.
+    """Refuse, before any work, a folder that is a file, and files the one rule keeps
+    (:func:`~neurochip.cli.common.check_outputs`): the takes and their sidecars, and the
+    summaries (which carry no mark of ours: replaced only with --overwrite).
     """
     folder: Path = args.output
     if folder.exists() and not folder.is_dir():
         raise NeuroChipError(
             f"{folder} is a file, not a folder: -o takes the folder to write the takes into."
         )
-    takes = [folder / name for name in names]
-    targets = takes + [sidecar_path(t) for t in takes] + [folder / s for s in SUMMARY_FILES]
-    refuse_overwriting_inputs(targets, [args.input])
-    if args.overwrite:
-        return
-    there = [t for t in targets if t.exists()]
-    if there:
-        more = f" and {len(there) - 1} more" if len(there) > 1 else ""
-        raise NeuroChipError(
-            f"{folder} already holds {there[0].name}{more} that this sweep would write: add "
-            "--overwrite to replace them, or choose another folder (-o)."
-        )
+    elsewhere = "choose another folder (-o)"
+    check_outputs(
+        args, [folder / name for name in names], [args.input], sidecars=True, elsewhere=elsewhere
+    )
+    check_outputs(args, [folder / s for s in SUMMARY_FILES], [args.input], elsewhere=elsewhere)
 
 
 def table(grid: VariationGrid, variations: Sequence[Variation], names: Sequence[str]) -> str:

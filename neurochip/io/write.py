@@ -43,8 +43,29 @@ def describe_os_error(err: BaseException) -> str:
     code = getattr(err, "errno", None)
     if code in _OS_ERRORS:
         return _OS_ERRORS[code]
+    code = _libsndfile_errno(err)
+    if code in _OS_ERRORS:
+        return _OS_ERRORS[code]
     detail = getattr(err, "strerror", None) or getattr(err, "error_string", None) or str(err)
     return str(detail).rstrip(".") or type(err).__name__
+
+
+#: libsndfile's code for a failed system call ("System error."): the cause is in errno.
+_SFE_SYSTEM = 2
+
+
+def _libsndfile_errno(err: BaseException) -> int | None:
+    """The errno behind libsndfile's "System error" (a full disk says no more than that).
+
+    soundfile calls libsndfile through cffi, which keeps the errno of the thread's last C
+    call: the failed write's (checked on a full tmpfs: ENOSPC).
+    """
+    if not isinstance(err, sf.LibsndfileError) or getattr(err, "code", None) != _SFE_SYSTEM:
+        return None
+    try:
+        return int(sf._ffi.errno) or None  # type: ignore[attr-defined]
+    except (AttributeError, TypeError, ValueError):
+        return None
 
 
 @contextlib.contextmanager
@@ -61,7 +82,7 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[Path]:
     path = Path(path)
     temporary = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _make_folder(path.parent)
         # Created by us (not mkstemp) so the file gets the usual umask permissions.
         os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
         yield temporary
@@ -71,12 +92,55 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[Path]:
     except (sf.SoundFileError, RuntimeError, OSError) as err:
         raise NeuroChipError(f"Could not write {path}: {describe_os_error(err)}.") from err
     finally:
-        # Gone after a successful rename; after a failure, never leave it behind.
-        temporary.unlink(missing_ok=True)
+        # Gone after a successful rename; after a failure, never leave it behind. A cleanup
+        # that fails (a read-only disk, a folder that is a file) must not hide the error
+        # that brought us here.
+        with contextlib.suppress(OSError):
+            temporary.unlink(missing_ok=True)
+
+
+def _make_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:  # mkdir's word for "part of the path is a file"
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(folder)) from None
+
+
+def check_writable(path: str | os.PathLike[str], elsewhere: str = "choose another place") -> None:
+    """Raise at once when ``path`` clearly cannot be written, before any slow work.
+
+    The folder it goes in (or the nearest one above that exists, since :func:`atomic_write`
+    makes the rest) must be a folder we may write to, on a disk that is not read-only, and
+    ``path`` itself must not be a folder.
+
+    Raises:
+        NeuroChipError: Saying what is wrong, as :func:`atomic_write` would have after the
+            work.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise NeuroChipError(f"Cannot write {path}: {_OS_ERRORS[errno.EISDIR]}.")
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise NeuroChipError(
+            f"Cannot write {path}, as {folder} is a file, not a folder: {elsewhere}."
+        )
+    code = None
+    with contextlib.suppress(OSError, AttributeError):  # no statvfs on Windows
+        if os.statvfs(folder).f_flag & os.ST_RDONLY:
+            code = errno.EROFS
+    if code is None and not os.access(folder, os.W_OK | os.X_OK):
+        code = errno.EACCES
+    if code is not None:
+        raise NeuroChipError(f"Cannot write {path}: {_OS_ERRORS[code]}.")
 
 
 def refuse_overwriting_inputs(
-    outputs: Iterable[str | os.PathLike[str]], inputs: Iterable[str | os.PathLike[str] | None]
+    outputs: Iterable[str | os.PathLike[str]],
+    inputs: Iterable[str | os.PathLike[str] | None],
+    elsewhere: str = "choose another output name (-o)",
 ) -> None:
     """Raise if any output would replace one of the inputs.
 
@@ -84,15 +148,14 @@ def refuse_overwriting_inputs(
     hard links (same device and inode) alike.
 
     Raises:
-        NeuroChipError: Naming the input that would be lost.
+        NeuroChipError: Naming the input that would be lost, and saying ``elsewhere``.
     """
     sources = [Path(p) for p in inputs if p is not None]
     for output in map(Path, outputs):
         for source in sources:
             if _same_file(output, source):
                 raise NeuroChipError(
-                    f"Writing {output} would replace your input {source.name}: choose another "
-                    "output name (-o)."
+                    f"Writing {output} would replace your input {source.name}: {elsewhere}."
                 )
 
 

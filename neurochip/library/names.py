@@ -72,6 +72,21 @@ def take_filename(
     return stem + ext
 
 
+def numbered_apart(names: Sequence[str]) -> list[str]:
+    """Names made distinct for files side by side, ignoring case as macOS and Windows do: in
+    order, a name taken already gets the first free "-2", "-3"... ("Bass", "bass", "Bass"
+    -> "Bass", "bass-2", "Bass-3"), so the same names always give the same files."""
+    taken: set[str] = set()
+    made = []
+    for name in names:
+        candidate, n = name, 2
+        while candidate.casefold() in taken:
+            candidate, n = f"{name}-{n}", n + 1
+        taken.add(candidate.casefold())
+        made.append(candidate)
+    return made
+
+
 def _slug(text: str) -> str:
     """ASCII letters and digits joined by single hyphens ("Für Elise!" -> "Fur-Elise")."""
     ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
@@ -119,7 +134,9 @@ def default_take_name(metadata: Mapping[str, Any]) -> str:
     """A title for a take nobody named: "sketch — a funk band with slap bass (seed 42)"."""
     source = metadata.get("source")
     song = _file_stem(source) if isinstance(source, str) and source.strip() else "untitled"
-    settings = [s for s in (metadata.get("takes") or {}).values() if isinstance(s, Mapping)]
+    takes = metadata.get("takes")
+    held = takes.values() if isinstance(takes, Mapping) else ()  # damaged: no settings
+    settings = [s for s in held if isinstance(s, Mapping)]
     prompts: list[str] = []
     for s in settings:
         prompt = _shorten(str(s.get("prompt") or "no prompt"), 60)
@@ -197,20 +214,27 @@ def take_label(metadata: Mapping[str, Any], faithfulness: bool = True) -> str:
 def stem_mix_text(metadata: Mapping[str, Any]) -> str:
     """What a mix of stems made of them: "Lead, Bass, Drums" at 0 dB, or the faders that
     differ, "solo Bass · mute Lead · Drums -3 dB"."""
-    entries = [e for e in metadata.get("stems") or [] if isinstance(e, Mapping)]
+    stems = metadata.get("stems")
+    entries = [e for e in stems if isinstance(e, Mapping)] if isinstance(stems, list) else []
     said = []
     for entry in entries:
-        name, mix = str(entry.get("name", "?")), entry.get("mix") or {}
+        name, mix = str(entry.get("name", "?")), entry.get("mix")
+        mix = mix if isinstance(mix, Mapping) else {}
         if mix.get("solo"):
             said.append(f"solo {name}")
         if mix.get("mute"):
             said.append(f"mute {name}")
         gain, pan = mix.get("gain_db", 0.0), mix.get("pan", 0.0)
-        if isinstance(gain, (int, float)) and gain:
+        if _plausible(gain, 1000) and gain:
             said.append(f"{name} {gain:+g} dB")
-        if isinstance(pan, (int, float)) and pan:
+        if _plausible(pan, 1) and pan:
             said.append(f"{name} {'L' if pan < 0 else 'R'} {abs(pan):g}")
     return " · ".join(said) or ", ".join(str(e.get("name", "?")) for e in entries)
+
+
+def _plausible(value: object, limit: float) -> bool:
+    """A number a label can show (a damaged file's 1e400 or NaN is left out)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) <= limit
 
 
 def reroll_text(metadata: Mapping[str, Any]) -> str:
@@ -235,7 +259,7 @@ def reroll_text(metadata: Mapping[str, Any]) -> str:
     start = start if isinstance(start, (int, float)) else 0.0
     try:
         return f"re-rolled {start + float(region[0]):.1f}–{start + float(region[1]):.1f} s"
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return "re-rolled"
 
 

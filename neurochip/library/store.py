@@ -90,9 +90,13 @@ database"). Either way it is moved aside, with its ``-wal`` and ``-shm``, as
 that found it runs again once, on the new index (:func:`_heals_index`). Nothing is lost: the
 rows are made from the folders, and the edits in them (name, star, note) are in
 ``entry.json``.
-Other index errors (locked, read-only, disk full) are reported as they are. Another thread
-or process that meets the damaged file later (a connection opened before the move) sees that
-the file is no longer there and does not set the new one aside.
+An index deleted while a library is open (by hand, with or without its ``-wal`` and ``-shm``)
+is noticed at the next call, by one ``stat`` before each connection, and made again from the
+folders the same way (a ``-wal`` left without its database is set aside, never replayed into
+the new one). Other index errors (locked, read-only) are reported as they are; a full or
+failing disk in the words every file write uses ("the disk is full: free some space...").
+Another thread or process that meets the damaged file later (a connection opened before the
+move) sees that the file is no longer there and does not set the new one aside.
 
 A take's audio file can be damaged too (cut off by hand, a full disk, a bad copy). The index
 records the size of each complete file (``audio_size``), so :attr:`Take.damage` tells with one
@@ -126,6 +130,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import errno
 import functools
 import json
 import logging
@@ -152,7 +157,7 @@ from PIL import Image
 
 from neurochip.errors import NeuroChipError
 from neurochip.io.audio import Audio
-from neurochip.io.write import write_text_atomically
+from neurochip.io.write import describe_os_error, write_text_atomically
 from neurochip.library.metadata import (
     METADATA_FORMAT,
     faithfulness_score,
@@ -535,13 +540,14 @@ class TakeLibrary:
         # (None: not yet, or too recent to trust). See "A fast index" in the module docstring.
         self._synced_mtime: int | None = None
         self._sync_lock = threading.Lock()
-        # Held while a damaged index is set aside and rebuilt, so threads do it once.
-        self._rebuild_lock = threading.Lock()
+        # Held while a damaged or deleted index is rebuilt, so threads do it once. Reentrant:
+        # a rebuild's own connections may find the file deleted again.
+        self._rebuild_lock = threading.RLock()
         try:
             self.takes_dir.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise NeuroChipError(
-                f"Cannot create the take library in {self.root}: {err.strerror or err}. "
+                f"Cannot create the take library in {self.root}: {describe_os_error(err)}. "
                 "Set NEUROCHIP_HOME to a folder you can write to."
             ) from err
         self._open_index()
@@ -609,7 +615,7 @@ class TakeLibrary:
             shutil.rmtree(partial, ignore_errors=True)
             if isinstance(err, OSError):
                 raise NeuroChipError(
-                    f"Could not save the take in {self.takes_dir}: {err.strerror or err}."
+                    f"Could not save the take in {self.takes_dir}: {describe_os_error(err)}."
                 ) from err
             raise
         record = {
@@ -760,6 +766,18 @@ class TakeLibrary:
             NeuroChipError: For an unknown id, an unsupported suffix, or a take whose audio is
                 damaged (see :attr:`Take.damage`): never a cut-off file.
         """
+        with tempfile.TemporaryDirectory(prefix="neurochip-export-") as folder:
+            path, file_name = self.export_file(take_id, suffix, Path(folder))
+            try:
+                return path.read_bytes(), file_name
+            except OSError as err:
+                raise NeuroChipError(
+                    f"Could not prepare {file_name} for download: {err.strerror or err}."
+                ) from err
+
+    def export_file(self, take_id: str, suffix: str, folder: Path) -> tuple[Path, str]:
+        """:meth:`export` as a file to stream from: the stored file itself where it is of
+        that type (read it, never change it), else one encoded into ``folder``."""
         ext = "." + suffix.lower().lstrip(".") if isinstance(suffix, str) else ""
         if ext not in EXPORT_SUFFIXES:
             raise NeuroChipError(
@@ -778,13 +796,11 @@ class TakeLibrary:
             if isinstance(t, dict) and isinstance(t.get("seed"), int)
         ]  # a stereo pair's file holds both takes: its name says both seeds
         file_name = take_filename(take.source_name, settings, take.kind, ext, seeds)
+        if take.audio_path.suffix.lower() == ext:
+            return take.audio_path, file_name  # already has everything
         try:
-            if take.audio_path.suffix.lower() == ext:
-                return take.audio_path.read_bytes(), file_name  # already has everything
             audio = self.load_audio(take.id)
-            with tempfile.TemporaryDirectory(prefix="neurochip-export-") as folder:
-                path = save_take(Path(folder) / f"take{ext}", audio, take.metadata, "24")
-                return path.read_bytes(), file_name
+            return save_take(folder / f"take{ext}", audio, take.metadata, "24"), file_name
         except OSError as err:
             raise NeuroChipError(
                 f"Could not prepare “{take.name}” for download: {err.strerror or err}."
@@ -929,7 +945,7 @@ class TakeLibrary:
                 continue
             except OSError as err:
                 raise NeuroChipError(
-                    f"Could not save the take in {self.takes_dir}: {err.strerror or err}."
+                    f"Could not save the take in {self.takes_dir}: {describe_os_error(err)}."
                 ) from err
             return take_id, partial
         raise NeuroChipError(f"Could not find a free take id in {self.takes_dir}.")
@@ -1223,6 +1239,8 @@ class TakeLibrary:
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
         """A connection of our own (sqlite3 connections must not cross threads)."""
+        if _file_id(self.index_path) is None:
+            self._index_gone()  # else connecting would make an empty file, with no takes
         try:
             conn = sqlite3.connect(self.index_path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
         except sqlite3.Error as err:
@@ -1232,7 +1250,9 @@ class TakeLibrary:
         try:
             yield conn
         except sqlite3.Error as err:
-            if _is_damage(err):
+            # No table: the file was deleted and made again, empty, between the check above
+            # and the connection (here or in another process). Rebuilt like a damaged one.
+            if _is_damage(err) or "no such table" in str(err):
                 raise _DamagedIndex(str(self._index_error(err)), str(err), index_id) from err
             raise self._index_error(err) from err
         finally:
@@ -1256,12 +1276,32 @@ class TakeLibrary:
             conn.execute("COMMIT")
 
     def _index_error(self, err: sqlite3.Error) -> NeuroChipError:
+        problem = _disk_problem(err)
+        if problem is not None:  # said as for every file NeuroChip writes
+            return NeuroChipError(f"The take library's index {self.index_path} failed: {problem}.")
         hint = (
             " Another NeuroChip is busy writing to it; try again."
             if "locked" in str(err) or "busy" in str(err)
             else ""
         )
         return NeuroChipError(f"The take library's index {self.index_path} failed: {err}.{hint}")
+
+    def _index_gone(self) -> None:
+        """The index file was deleted while the library is open (by hand, by a clean-up):
+        make it again and fill it from the folders, as opening a library does. Nothing is
+        lost: the rows are made from the folders, the edits (star, name, note) are in each
+        take's ``entry.json``."""
+        with self._rebuild_lock:
+            if _file_id(self.index_path) is not None:
+                return  # made again meanwhile, by another thread or process
+            log.warning("Take index %s is gone; rebuilt from the take folders", self.index_path)
+            leftovers = [Path(f"{self.index_path}{end}") for end in ("-wal", "-shm")]
+            if any(path.exists() for path in leftovers):
+                # A write-ahead log left without its database would be replayed into the new
+                # one, and damage it: kept aside, as a damaged index is.
+                self._set_aside("its file was deleted, its -wal and -shm left behind")
+            self._open_index()
+            self._recover()
 
     def _open_index(self) -> None:
         """Create, check and migrate the index; set a damaged one aside (the folders rebuild it).
@@ -1382,6 +1422,22 @@ def _is_damage(err: sqlite3.Error) -> bool:
         return (code & 0xFF) in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
     text = str(err).lower()
     return any(words in text for words in ("malformed", "not a database", "disk image"))
+
+
+def _disk_problem(err: sqlite3.Error) -> str | None:
+    """A full or failing disk as :func:`~neurochip.io.write.describe_os_error` says it (as
+    for every file NeuroChip writes), or ``None`` for any other index error."""
+    code = getattr(err, "sqlite_errorcode", None)
+    primary = code & 0xFF if isinstance(code, int) else None
+    text = str(err).lower()
+    if primary == getattr(sqlite3, "SQLITE_FULL", 13) or "disk is full" in text:
+        return describe_os_error(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)))
+    if primary == getattr(sqlite3, "SQLITE_IOERR", 10) or "disk i/o error" in text:
+        return (
+            "the disk could not be read or written (an input/output error): check the disk, "
+            "or move NEUROCHIP_HOME to another one"
+        )
+    return None
 
 
 def _file_id(path: Path) -> tuple[int, int] | None:
