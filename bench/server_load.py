@@ -10,10 +10,18 @@ server answers. Reports:
 * the server's memory (RSS, from ``/proc``) after the first render and after the last, and
   after a second round of the same renders: flat means nothing piles up per render.
 
+``--attack`` runs issue 22's hostile load instead, all at once against one server: 12 queued
+renders of a 19-minute one-note MIDI file (36 bytes each), 45 ``/run_inference/`` requests at
+1000 steps whose clients give up after 8 s, 14 slow readers of a 10-minute take, and a 600 MB
+JSON body. While it runs, the server's memory (RSS, sampled every 0.2 s) and ``/v1/health``'s
+latency are watched; then the server gets SIGTERM. It fails (exit 1) if the peak RSS passes
+``--max-rss-gb`` (3), health ever took 1 s or more, or the server took 10 s or more to stop.
+
 Run it from the repository root::
 
     .venv/bin/python bench/server_load.py
     .venv/bin/python bench/server_load.py --renders 10 --pollers 50 --json out.json
+    .venv/bin/python bench/server_load.py --attack --json bench/results/cpu-server-attack.json
 
 Timings are of the whole machine: on a busy one they are noisy.
 """
@@ -113,12 +121,18 @@ def one_round(http: httpx.Client, renders: int, pollers: int, data: bytes) -> di
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--attack", action="store_true", help="issue 22's hostile load")
+    parser.add_argument("--max-rss-gb", type=float, default=3.0, help="--attack's bound")
     parser.add_argument("--model", default=None, help="model (default: the tiny random one)")
     parser.add_argument("--renders", type=int, default=10)
     parser.add_argument("--pollers", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=1.5, help="sketch length")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
+    if args.attack:
+        from server_attack import attack  # noqa: PLC0415 (bench/server_attack.py)
+
+        return attack(args)
 
     with tempfile.TemporaryDirectory(prefix="neurochip-load-") as folder:
         model = args.model or str(build_tiny_model(Path(folder) / "tiny"))

@@ -9,10 +9,13 @@ survive the page that started it being closed or refreshed.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
@@ -78,6 +81,7 @@ class Job(Generic[T]):
         self.stage = "waiting"
         self.result: T | None = None
         self.error: str | None = None
+        self.exception: BaseException | None = None  # what failed it, for a caller to raise
         self.started_at: float | None = None
         self.finished_at: float | None = None
         #: Goes up by one on every change a UI could show (state, stage, progress); a poller
@@ -85,10 +89,21 @@ class Job(Generic[T]):
         self.version = 0
         self.changed_at = clock()
         self._on_finish: list[Callable[[Job[T]], None]] = []
+        self._finished_event = threading.Event()
 
     def start(self) -> Job[T]:
         self._thread.start()
         return self
+
+    def run(self) -> None:
+        """Run the job on the caller's thread (a :class:`JobQueue` worker's) instead of its own.
+
+        A job cancelled before it ran ends cancelled without running its work.
+        """
+        if self._cancel.is_set():
+            self._finish(CANCELLED, stage="cancelled")
+            return
+        self._run()
 
     def cancel(self) -> None:
         self._cancel.set()
@@ -123,8 +138,15 @@ class Job(Generic[T]):
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until finished (or timeout); True if finished."""
-        self._thread.join(timeout)
+        self._finished_event.wait(timeout)
         return self.finished
+
+    def describe_stage(self, stage: str) -> None:
+        """Say what a job that has not started waits for ("2 renders ahead")."""
+        with self._lock:
+            if self.state == PENDING and stage != self.stage:
+                self.stage = stage
+                self._changed()
 
     def elapsed_s(self) -> float:
         if self.started_at is None:
@@ -182,6 +204,7 @@ class Job(Generic[T]):
         try:
             result = self._work(self._progress, self._cancel)
         except NeuroChipError as err:
+            self.exception = err
             if self._cancel.is_set():
                 self._finish(CANCELLED, stage="cancelled")
             else:
@@ -189,6 +212,7 @@ class Job(Generic[T]):
                 log.warning("Job %r failed: %s", self.name, err, exc_info=True)
                 self._finish(FAILED, error=str(err))
         except Exception as err:  # a UI must show it, not lose it in a thread
+            self.exception = err
             log.exception("Job %r failed unexpectedly", self.name)
             self._finish(FAILED, error=f"Unexpected error: {type(err).__name__}: {err}")
         else:
@@ -210,3 +234,145 @@ class Job(Generic[T]):
             callbacks, self._on_finish = self._on_finish, []
         for callback in callbacks:  # outside the lock: a callback may look at the job
             self._call(callback)
+        self._finished_event.set()
+
+
+class QueueFull(NeuroChipError):
+    """A :class:`JobQueue` holds as many jobs as it may: try again later."""
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class JobQueue:
+    """Jobs run by a fixed number of worker threads, at most ``depth`` waiting.
+
+    A server must never start a thread (and hold a song in memory) per request: what waits
+    here is a :class:`Job` that has not loaded anything yet, and a full queue says so at once
+    (:class:`QueueFull`) instead of piling work up.
+
+    Args:
+        workers: How many jobs run at once.
+        depth: How many may wait beyond those.
+        name: Said in the full queue's message ("renders").
+    """
+
+    def __init__(self, workers: int = 1, depth: int = 8, name: str = "jobs") -> None:
+        if workers < 1 or depth < 0:
+            raise NeuroChipError("A job queue needs 1 or more workers and a depth of 0 or more.")
+        self.name = name
+        self.depth = depth
+        self._waiting: deque[Job[Any]] = deque()
+        self._running: set[Job[Any]] = set()
+        self._lock = threading.Condition()
+        self._closed = False
+        self._threads = [
+            threading.Thread(target=self._serve, name=f"neurochip-{name}-{n}", daemon=True)
+            for n in range(workers)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, job: Job[T]) -> Job[T]:
+        """Queue ``job``; raises :class:`QueueFull` (with a time to retry) when full."""
+        with self._lock:
+            if self._closed:
+                raise NeuroChipError("The server is stopping: send it again once it is back.")
+            if len(self._waiting) >= self.depth:
+                raise QueueFull(
+                    f"{len(self._waiting) + len(self._running)} {self.name} are already queued "
+                    "or running: try again in a little while.",
+                    self._retry_after_s(),
+                )
+            self._waiting.append(job)
+            self._say_positions()
+            self._lock.notify()
+        return job
+
+    def cancel(self, job: Job[Any]) -> None:
+        """Cancel ``job``; one still waiting leaves the queue and ends cancelled at once."""
+        job.cancel()
+        with self._lock:
+            if job not in self._waiting:
+                return
+            self._waiting.remove(job)
+            self._say_positions()
+        job.run()  # it is cancelled: this only marks it so, with its callbacks
+
+    def counts(self) -> dict[str, int]:
+        """How many jobs run and how many wait, for a health check."""
+        with self._lock:
+            return {"running": len(self._running), "waiting": len(self._waiting)}
+
+    def jobs(self) -> list[Job[Any]]:
+        """Those running, then those waiting in order."""
+        with self._lock:
+            return [*self._running, *self._waiting]
+
+    def close(self, wait_s: float = 5.0) -> bool:
+        """Cancel everything, waiting or running, and wait up to ``wait_s`` for the workers.
+
+        Returns whether every worker ended in time (a running job stops at its next step).
+        """
+        with self._lock:
+            self._closed = True
+            waiting, self._waiting = list(self._waiting), deque()
+            running = list(self._running)
+            self._lock.notify_all()
+        for job in running:
+            job.cancel()
+        for job in waiting:
+            job.cancel()
+            job.run()
+        deadline = time.monotonic() + wait_s
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return not any(thread.is_alive() for thread in self._threads)
+
+    def _serve(self) -> None:
+        while True:
+            with self._lock:
+                while not self._waiting and not self._closed:
+                    self._lock.wait()
+                if self._closed:
+                    return
+                job = self._waiting.popleft()
+                self._running.add(job)
+                self._say_positions()
+            try:
+                job.run()
+            finally:
+                with self._lock:
+                    self._running.discard(job)
+                release_memory()
+
+    def _say_positions(self) -> None:  # with self._lock held
+        busy = len(self._running) >= len(self._threads)
+        for ahead, job in enumerate(self._waiting):
+            ahead += busy
+            job.describe_stage(f"queued ({ahead} ahead)" if ahead else "queued")
+
+    def _retry_after_s(self) -> float:  # with self._lock held
+        left = [job.eta_s() for job in self._running]
+        known = [s for s in left if s is not None]
+        return max(1.0, min(known)) if known else 10.0
+
+
+def release_memory() -> None:
+    """Give freed memory back to the system after a big job (glibc keeps it otherwise, and a
+    server's memory would creep up render by render). Nothing to do elsewhere."""
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def _libc():
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+    return libc if libc is not None and hasattr(libc, "malloc_trim") else None
+
+
+_LIBC = _libc()

@@ -193,6 +193,49 @@ def load_sketch(
             raise
 
 
+@dataclass(frozen=True)
+class SketchOutline:
+    """What can be known of a sketch before it is played: enough to check a render of it.
+
+    A server checks a request against this and keeps only the file while the render waits:
+    a MIDI file's audio (minutes of it from a few bytes) is made when its render starts.
+    """
+
+    name: str
+    duration_s: float
+    tracks: tuple[TrackInfo, ...] = ()
+    is_midi: bool = False
+    voices: Mapping[str, str] = field(default_factory=dict)
+
+
+def outline_sketch(
+    path: str | os.PathLike[str],
+    *,
+    name: str | None = None,
+    max_duration_s: float | None = DEFAULT_MAX_DURATION_S,
+) -> SketchOutline:
+    """A sketch file's :class:`SketchOutline`: a MIDI file read but not synthesised; audio
+    decoded (so a damaged file is refused now, as :func:`load_sketch` would) and let go.
+
+    Raises:
+        AudioLoadError: As :func:`load_sketch` does, naming the file as ``name``.
+    """
+    path = Path(path)
+    name = name or path.name
+    suffix = Path(name).suffix.lower()
+    try:
+        if suffix in MIDI_SUFFIXES:
+            song = read_midi(path, max_seconds=max_duration_s or MAX_MIDI_SECONDS)
+            return SketchOutline(name, song.duration_s, song.tracks, is_midi=True)
+        audio = load_audio(path, sample_rate=None, max_duration_s=max_duration_s)
+        return SketchOutline(name, audio.duration_s)
+    except NeuroChipError as err:
+        err.args = (str(err).replace(str(path), name).replace(path.name, name),)
+        if isinstance(err, AudioLoadError):
+            raise
+        raise AudioLoadError(str(err)) from err
+
+
 def _read_all(source: BinaryIO) -> bytes:
     data = source.read()
     if isinstance(data, str):

@@ -37,7 +37,7 @@ from PIL import Image
 from neurochip.engine import Engine, ProgressCallback, Render
 from neurochip.errors import NeuroChipError
 from neurochip.faithfulness import bars_of_span, note_faithfulness, sketch_bar_times
-from neurochip.io.audio import Audio, fade_ramp
+from neurochip.io.audio import Audio, fade_ramp, span_frames
 from neurochip.library.metadata import faithfulness_score, save_take, take_metadata
 from neurochip.library.store import Take, TakeLibrary
 from neurochip.library.thumbnails import read_png, spectrogram_thumbnail
@@ -283,26 +283,30 @@ def song_provenance(sketch: Sketch) -> dict[str, Any]:
     return provenance
 
 
-def check_take_set(audio: Audio, settings: RenderSettings, options: TakeSetOptions) -> None:
+def check_take_set(audio: Audio | float, settings: RenderSettings, options: TakeSetOptions) -> None:
     """Raise now, before a model loads, for anything that would stop the set half-way.
 
     The span must lie in the song and be long enough for one picture column group, and the
-    comparison's fades must fit the span.
+    comparison's fades must fit the span. ``audio`` may be the song's length in seconds
+    alone (a server checks a request before the song is played).
 
     Raises:
         NeuroChipError: Saying what to change.
     """
-    span = audio.span(settings.start_s, settings.duration_s)
     params = SpectrogramParams()
+    rate = audio.sample_rate if isinstance(audio, Audio) else params.sample_rate
+    frames = audio.frames if isinstance(audio, Audio) else round(audio * rate)
+    start, stop = span_frames(frames, rate, settings.start_s, settings.duration_s)
+    span_s = (stop - start) / rate
     shortest = params.min_samples / params.sample_rate
-    if span.duration_s < shortest:
+    if span_s < shortest:
         raise NeuroChipError(
-            f"The span to render is {span.duration_s:.2f} s: it must be at least "
+            f"The span to render is {span_s:.2f} s: it must be at least "
             f"{shortest:.2f} s. Choose an earlier start or a longer duration."
         )
     if options.compare:
-        fade_at = _fade_at(options, span.duration_s)
-        check_crossfade(span.duration_s, fade_at, options.compare_fade_s, options.compare_back_s)
+        fade_at = _fade_at(options, span_s)
+        check_crossfade(span_s, fade_at, options.compare_fade_s, options.compare_back_s)
 
 
 def _fade_at(options: TakeSetOptions, duration_s: float) -> float:

@@ -249,3 +249,60 @@ def test_done_callbacks_hear_of_cancels_and_failures_and_their_errors_are_logged
     assert job.wait(HANG_S)
     assert seen == [CANCELLED, "after the broken one"]
     assert "A callback of job 'preview' failed" in caplog.text
+
+
+# --- JobQueue: a fixed number of workers, a bounded wait ---------------------------------------
+
+
+def held_work(started: threading.Event, release: threading.Event, seen: list[str]):
+    def work(progress, cancel):
+        started.set()
+        for _ in range(HANG_S * 100):  # until released, or cancelled (as the engine checks)
+            if cancel.is_set():
+                raise RenderCancelled("cancelled")
+            if release.wait(0.01):
+                break
+        seen.append(threading.current_thread().name)
+        return "made"
+
+    return work
+
+
+def test_a_job_queue_runs_one_job_at_a_time_and_refuses_past_its_depth():
+    from neurochip.jobs import JobQueue, QueueFull
+
+    queue = JobQueue(workers=1, depth=1, name="renders")
+    started, release, seen = threading.Event(), threading.Event(), []
+    first = queue.submit(Job(held_work(started, release, seen), name="first"))
+    assert started.wait(HANG_S) and first.state == RUNNING
+    second = queue.submit(Job(held_work(threading.Event(), release, seen), name="second"))
+    assert second.stage == "queued (1 ahead)"  # it says what it waits for
+    with pytest.raises(QueueFull, match="try again") as full:
+        queue.submit(Job(lambda progress, cancel: None))
+    assert full.value.retry_after_s >= 1
+    assert queue.counts() == {"running": 1, "waiting": 1}
+
+    release.set()
+    assert first.wait(HANG_S) and second.wait(HANG_S)
+    assert (first.result, second.result) == ("made", "made")
+    assert set(seen) == {"neurochip-renders-0"}  # the queue's one worker ran both
+    assert queue.close(HANG_S)
+
+
+def test_a_waiting_job_cancelled_ends_at_once_and_close_cancels_the_rest():
+    from neurochip.jobs import JobQueue
+
+    queue = JobQueue(workers=1, depth=2)
+    started, release, seen = threading.Event(), threading.Event(), []
+    running = queue.submit(Job(held_work(started, release, seen)))
+    assert started.wait(HANG_S)
+    waiting = queue.submit(Job(held_work(threading.Event(), release, seen)))
+    never = queue.submit(Job(held_work(threading.Event(), release, seen)))
+    queue.cancel(waiting)
+    assert waiting.state == CANCELLED and waiting.wait(0)  # without waiting for the worker
+    assert queue.counts() == {"running": 1, "waiting": 1}
+
+    assert queue.close(HANG_S)  # cancels the running job and the one still waiting
+    assert running.state == CANCELLED and never.state == CANCELLED and seen == []
+    with pytest.raises(NeuroChipError, match="stopping"):
+        queue.submit(Job(lambda progress, cancel: None))

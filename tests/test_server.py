@@ -24,6 +24,7 @@ from tests.chiptune import make_chiptune
 SR = 44100
 FAST = {"prompt": "a funk band", "steps": 2, "denoise": 0.5, "phase_iterations": 0}
 TIMEOUT = 300
+LOCAL = "http://127.0.0.1"  # the server answers to its own addresses and localhost only
 
 
 def wav_bytes(seconds: float) -> bytes:
@@ -42,7 +43,7 @@ def client(tiny_model, library, tmp_path):
     (tmp_path / "sketches").mkdir()
     limits = ServerLimits(max_upload_bytes=2_000_000, allowed_folder=tmp_path / "sketches")
     renders = Renders(lambda: Engine(tiny_model), library)
-    with TestClient(create_app(renders, limits)) as test_client:
+    with TestClient(create_app(renders, limits), base_url=LOCAL) as test_client:
         test_client.renders = renders
         yield test_client
 
@@ -104,7 +105,7 @@ def test_a_cancelled_render_ends_cancelled_and_keeps_nothing_half_made(tiny_mode
         return Engine(tiny_model)
 
     renders = Renders(held_engine, library)
-    with TestClient(create_app(renders)) as client:
+    with TestClient(create_app(renders), base_url=LOCAL) as client:
         render_id = submit(client, FAST, wav_bytes(2.0)).json()["id"]
         assert client.get(f"/v1/renders/{render_id}").json()["state"] in ("pending", "running")
         assert client.delete(f"/v1/renders/{render_id}").status_code == 202
@@ -166,7 +167,7 @@ def test_unknown_ids_and_missing_sketches_are_json_404s_and_422s(client):
 
 def test_a_token_is_asked_of_every_api_request_when_set(tiny_model, library):
     renders = Renders(lambda: Engine(tiny_model), library)
-    with TestClient(create_app(renders, token="s3cret")) as client:
+    with TestClient(create_app(renders, token="s3cret"), base_url=LOCAL) as client:
         assert client.get("/v1/takes").status_code == 401
         assert "token" in client.get("/v1/takes").json()["error"]
         wrong = {"Authorization": "Bearer guess"}
@@ -251,7 +252,9 @@ def riffusion_client(tiny_model, library, tmp_path):
         spectrogram_image(torch.from_numpy(clip).mean(0, keepdim=True)), seeds / "og_beat.png"
     )
     renders = Renders(lambda: Engine(tiny_model), library)
-    with TestClient(create_app(renders, ServerLimits(seed_images=seeds))) as test_client:
+    with TestClient(
+        create_app(renders, ServerLimits(seed_images=seeds)), base_url=LOCAL
+    ) as test_client:
         yield test_client
 
 

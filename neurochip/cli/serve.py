@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
 from pathlib import Path
 
 from neurochip.cli.common import (
@@ -20,6 +21,10 @@ from neurochip.cli.common import (
 )
 from neurochip.errors import NeuroChipError
 from neurochip.io.decode import DEFAULT_MAX_DURATION_S
+from neurochip.server.renders import DEFAULT_MAX_WORK
+
+#: How long a stopping server waits for its connections before it closes them.
+STOP_GRACE_S = 3
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
@@ -58,6 +63,39 @@ def add_parser(commands) -> None:
         help="largest upload taken, in MB (default 128)",
     )
     parser.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also answer to this host name (e.g. studio.local); IP addresses and localhost "
+        "always work. Other names are refused, so that no web page can reach the server "
+        "under a name of its own (DNS rebinding)",
+    )
+    parser.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="let the web page at this origin (e.g. http://localhost:3000) call the server "
+        "from the browser; pages of other origins are refused",
+    )
+    parser.add_argument(
+        "--queue",
+        type=int,
+        default=8,
+        metavar="N",
+        help="renders that may wait for the model (default 8); more get '429 Too Many "
+        "Requests' with a time to retry",
+    )
+    parser.add_argument(
+        "--max-work",
+        type=float,
+        default=DEFAULT_MAX_WORK,
+        metavar="N",
+        help="the most one request may ask, in seconds of song x denoising steps x takes "
+        f"(default {DEFAULT_MAX_WORK:,.0f}: a 20-minute stereo pair at 50 steps)",
+    )
+    parser.add_argument(
         "--max-duration",
         type=float,
         default=DEFAULT_MAX_DURATION_S,
@@ -83,6 +121,8 @@ def run(args: argparse.Namespace) -> None:
         raise NeuroChipError(f"--seed-images {args.seed_images} is not a folder.")
     if args.max_upload_mb < 1:
         raise NeuroChipError("--max-upload-mb must be 1 or more.")
+    if args.queue < 0 or not args.max_work > 0:
+        raise NeuroChipError("--queue must be 0 or more, and --max-work more than 0.")
 
     import uvicorn
 
@@ -96,11 +136,41 @@ def run(args: argparse.Namespace) -> None:
         allowed_folder=args.allow_folder,
         seed_images=args.seed_images,
     )
-    api = create_app(Renders(lambda: load_engine(args), library), limits, token)
+    renders = Renders(lambda: load_engine(args), library, depth=args.queue, max_work=args.max_work)
+    api = create_app(
+        renders,
+        limits,
+        token,
+        allowed_hosts=tuple(args.allow_host),
+        cors_origins=tuple(args.cors_origin),
+    )
+    # The model loads before the server listens: loading it (Python imports, mostly) holds the
+    # interpreter for seconds, which would stall every request that came meanwhile.
+    print("Loading the model...", file=sys.stderr, flush=True)
+    try:
+        renders.engine()
+    except NeuroChipError as err:
+        print(f"neurochip: {err} (renders will say so)", file=sys.stderr, flush=True)
     print(
         f"NeuroChip API on http://{args.host}:{args.port} (docs at /docs); takes in "
         f"{library.root}.",
         file=sys.stderr,
         flush=True,
     )
-    uvicorn.run(api, host=args.host, port=args.port, log_level="warning")
+    config = uvicorn.Config(
+        api,
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+        timeout_graceful_shutdown=STOP_GRACE_S,
+    )
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig, frame) -> None:
+            # Ctrl+C or SIGTERM cancels the renders at once (their kept takes stay), so the
+            # server stops in seconds. On a thread: a signal handler must never wait for a
+            # lock that the code it interrupted holds.
+            threading.Thread(target=renders.close, args=(5.0,), daemon=True).start()
+            super().handle_exit(sig, frame)
+
+    Server(config).run()

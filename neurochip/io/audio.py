@@ -114,27 +114,7 @@ class Audio:
             NeuroChipError: If the start is negative or not before the end, or the duration
                 is not positive.
         """
-        if not math.isfinite(start_s) or start_s < 0:
-            raise NeuroChipError(f"The start time must be 0 s or later; got {start_s} s.")
-        start = round(start_s * self.sample_rate)
-        if start >= self.frames:
-            raise NeuroChipError(
-                f"The start time {start_s:g} s is past the end of the audio, which is "
-                f"{format_duration(self.duration_s)} long."
-            )
-        if duration_s is None:
-            stop = self.frames
-        else:
-            if not duration_s > 0:  # also catches NaN
-                raise NeuroChipError(f"The duration must be more than 0 s; got {duration_s} s.")
-            stop = self.frames
-            if math.isfinite(duration_s):
-                stop = min(start + round(duration_s * self.sample_rate), self.frames)
-            if stop <= start:
-                raise NeuroChipError(
-                    f"A duration of {duration_s} s is shorter than one sample at "
-                    f"{self.sample_rate} Hz."
-                )
+        start, stop = span_frames(self.frames, self.sample_rate, start_s, duration_s)
         return Audio(self.samples[:, start:stop].copy(), self.sample_rate)
 
     def resample(self, sample_rate: int) -> Audio:
@@ -178,3 +158,35 @@ def format_duration(seconds: float) -> str:
         hours, minutes = divmod(minutes, 60)
         return f"{hours} h {minutes:02d} min {rest:02d} s"
     return f"{minutes} min {rest:02d} s"
+
+
+def span_frames(
+    frames: int, sample_rate: int, start_s: float = 0.0, duration_s: float | None = None
+) -> tuple[int, int]:
+    """The first frame and the frame after the last of :meth:`Audio.span` in audio of
+    ``frames`` frames: a span can be checked before the audio exists.
+
+    Raises:
+        NeuroChipError: As :meth:`Audio.span` does.
+    """
+    if not math.isfinite(start_s) or start_s < 0:
+        raise NeuroChipError(f"The start time must be 0 s or later; got {start_s} s.")
+    start = round(start_s * sample_rate)
+    if start >= frames:
+        raise NeuroChipError(
+            f"The start time {start_s:g} s is past the end of the audio, which is "
+            f"{format_duration(frames / sample_rate)} long."
+        )
+    if duration_s is None:
+        stop = frames
+    else:
+        if not duration_s > 0:  # also catches NaN
+            raise NeuroChipError(f"The duration must be more than 0 s; got {duration_s} s.")
+        stop = frames
+        if math.isfinite(duration_s):
+            stop = min(start + round(duration_s * sample_rate), frames)
+        if stop <= start:
+            raise NeuroChipError(
+                f"A duration of {duration_s} s is shorter than one sample at {sample_rate} Hz."
+            )
+    return start, stop

@@ -20,81 +20,147 @@ bad request. Beyond localhost a token is required (``Authorization: Bearer ...``
 from __future__ import annotations
 
 import asyncio
-import hmac
+import contextlib
 import json
+import shutil
+import tempfile
+import threading
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse
 from sse_starlette.sse import EventSourceResponse
+from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.cors import CORSMiddleware
 
 from neurochip import __version__
 from neurochip.errors import NeuroChipError, TooLongError
 from neurochip.faithfulness import note_faithfulness, sketch_bar_times
 from neurochip.io.decode import DEFAULT_MAX_DURATION_S
-from neurochip.server.renders import Renders, parse_render_request
+from neurochip.jobs import Job, JobQueue, QueueFull
+from neurochip.server.gate import Gate, Policy
+from neurochip.server.renders import Renders, SketchFile, parse_render_request
 from neurochip.server.riffusion import (
     InferenceInput,
     InferenceOutput,
-    RiffusionRequestError,
     run_inference,
 )
-from neurochip.sketch import load_sketch
+from neurochip.server.schema import read_settings, said
+from neurochip.sketch import load_sketch, outline_sketch
 
 #: The largest upload taken, in bytes (a 10-minute 16-bit stereo WAV is ~106 MB).
 DEFAULT_MAX_UPLOAD_BYTES = 128 * 1024 * 1024
 
 #: How often the events stream looks at a render for news (seconds).
-EVENT_POLL_S = 0.1
+EVENT_POLL_S = 0.25
+
+#: A Riffusion request is a few hundred bytes of JSON; anything else a few kB.
+JSON_BODY_BYTES = 1 << 20
+SMALL_BODY_BYTES = 64 * 1024
+FORM_OVERHEAD_BYTES = 1 << 20  # the settings field and the multipart framing
+
+#: A path in a request: a file name in the allowed folder, never a novel.
+MAX_PATH_CHARS = 1024
 
 AUDIO_TYPES = {"wav": "audio/wav", "flac": "audio/flac", "mp3": "audio/mpeg", "ogg": "audio/ogg"}
 
 
 @dataclass(frozen=True)
 class ServerLimits:
-    """What one request may ask of the server."""
+    """What one request may ask of the server, and how much it takes on at once."""
 
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
     max_duration_s: float = DEFAULT_MAX_DURATION_S
     allowed_folder: Path | None = None  # sketches by path come from here only; None: uploads
     seed_images: Path | None = None  # Riffusion's seed images (<id>.png) for /run_inference/
+    body_timeout_s: float = 30.0  # an upload that sends nothing this long is cut off
+    cpu_workers: int = 2  # note faithfulness, downloads in other formats, reading sketches
+    cpu_depth: int = 8  # such work that may wait beyond those
+    max_event_streams: int = 64  # clients following renders' progress at once
 
 
 class ApiError(Exception):
     """A request the server refuses: its HTTP status and the message for the client."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.headers = headers
 
 
 def create_app(
-    renders: Renders, limits: ServerLimits = ServerLimits(), token: str | None = None
+    renders: Renders,
+    limits: ServerLimits = ServerLimits(),
+    token: str | None = None,
+    *,
+    allowed_hosts: tuple[str, ...] = (),
+    cors_origins: tuple[str, ...] = (),
 ) -> FastAPI:
-    """The API over ``renders`` (and its take library); ``token``: required of every
-    request to ``/v1`` when set."""
+    """The API over ``renders`` (and its take library).
+
+    Args:
+        token: Required of every request to the API when set.
+        allowed_hosts: Names the server answers to besides its addresses and localhost.
+        cors_origins: Web pages' origins allowed to call it (none by default).
+    """
+    library = renders.library
+    cpu = JobQueue(limits.cpu_workers, limits.cpu_depth, name="jobs")
+    streams = threading.BoundedSemaphore(limits.max_event_streams)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(api: FastAPI) -> AsyncIterator[None]:
+        yield
+        # Stopping: whatever runs is cancelled; the takes kept so far stay in the library.
+        await asyncio.to_thread(renders.close, 3.0)
+        await asyncio.to_thread(cpu.close, 1.0)
+
     api = FastAPI(
         title="NeuroChip",
         version=__version__,
         description="Chip and MIDI sketches -> live arrangement mockups with Riffusion.",
+        lifespan=lifespan,
     )
-    library = renders.library
+    api.state.renders = renders
+    api.state.cpu = cpu
 
-    @api.middleware("http")
-    async def require_token(request: Request, call_next):
-        if token and request.url.path.startswith(("/v1", "/run_inference")):
-            given = request.headers.get("authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-                return _error(401, "Give the API token: an 'Authorization: Bearer ...' header.")
-        return await call_next(request)
+    def body_limit(method: str, path: str) -> int:
+        if path == "/v1/renders":
+            return limits.max_upload_bytes + FORM_OVERHEAD_BYTES
+        if path == "/v1/faithfulness":
+            return 2 * limits.max_upload_bytes + FORM_OVERHEAD_BYTES
+        if path == "/run_inference/":
+            return JSON_BODY_BYTES
+        return SMALL_BODY_BYTES
+
+    policy = Policy(
+        allowed_hosts=allowed_hosts,
+        cors_origins=cors_origins,
+        token=token,
+        body_limit=body_limit,
+        json_routes=("/run_inference/",),
+        body_timeout_s=limits.body_timeout_s,
+    )
+    api.add_middleware(Gate, policy=policy)
+    if cors_origins:  # outermost: it answers the preflights of the pages named
+        api.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(cors_origins),
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
 
     @api.exception_handler(ApiError)
     async def api_error(request: Request, err: ApiError):
-        return _error(err.status, str(err))
+        return _error(err.status, str(err), err.headers)
+
+    @api.exception_handler(QueueFull)
+    async def queue_full(request: Request, err: QueueFull):
+        return _error(429, str(err), {"Retry-After": str(round(err.retry_after_s))})
 
     @api.exception_handler(NeuroChipError)
     async def neurochip_error(request: Request, err: NeuroChipError):
@@ -102,19 +168,27 @@ def create_app(
 
     @api.exception_handler(RequestValidationError)
     async def validation_error(request: Request, err: RequestValidationError):
-        said = "; ".join(
-            f"{'.'.join(str(p) for p in e.get('loc', ()) if p != 'body')}: {e.get('msg')}"
-            for e in err.errors()
-        )
-        return _error(422, f"Bad request: {said}.")
+        return _error(422, f"Bad request: {said(err)}.")
 
     @api.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, err: StarletteHTTPException):
-        return _error(err.status_code, str(err.detail))
+        return _error(err.status_code, str(err.detail), getattr(err, "headers", None))
 
+    async def on_cpu(work, *args):
+        """Run ``work(*args)`` in the bounded pool; a full pool is a 429."""
+        job = cpu.submit(Job(lambda progress, cancel: work(*args), name="request"))
+        await _finished(job)
+        if job.state == "failed" and isinstance(job.exception, NeuroChipError):
+            raise job.exception
+        if job.state != "done":
+            raise ApiError(503 if job.state == "cancelled" else 500, _unfinished(job))
+        return job.result
+
+    # Health, status and cancel are coroutines: they never wait for a thread, so they
+    # answer however busy the render and request pools are.
     @api.get("/v1/health")
-    def health() -> dict[str, Any]:
-        return {"status": "ok", "version": __version__}
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "version": __version__, "renders": renders.queue.counts()}
 
     @api.post("/v1/renders", status_code=202)
     async def submit_render(
@@ -122,53 +196,63 @@ def create_app(
         file: Annotated[UploadFile | None, File(description="The sketch: WAV, MIDI...")] = None,
         path: Annotated[str | None, Form(description="Or its path in the allowed folder.")] = None,
     ) -> dict[str, str]:
-        try:
-            data = json.loads(settings)
-        except json.JSONDecodeError as err:
-            raise ApiError(422, f"The settings are not valid JSON: {err}.") from None
+        data = read_settings(settings)
         if (file is None) == (path is None):
             raise ApiError(422, "Give the sketch as an upload ('file') or a 'path', one of them.")
         if file is not None:
-            content = await _read_upload(file, limits.max_upload_bytes)
-            name = Path(file.filename or "").name or "sketch"
-            sketch = await asyncio.to_thread(
-                load_sketch, content, name=name, max_duration_s=limits.max_duration_s
-            )
+            name = _upload_name(file, "sketch")
+            spooled = renders.spool_path(name)
+            await _spool(file, spooled, limits.max_upload_bytes)
+            sketch = SketchFile(spooled, name, owned=True)
         else:
-            sketch_path = _allowed_path(path or "", limits.allowed_folder)
-            sketch = await asyncio.to_thread(
-                load_sketch, sketch_path, max_duration_s=limits.max_duration_s
-            )
-        request = parse_render_request(sketch, data)
-        return {"id": renders.submit(request)}
+            found = _allowed_path(path or "", limits.allowed_folder)
+            sketch = SketchFile(found, found.name)
+        try:
+            outline = await on_cpu(_outline, sketch, limits.max_duration_s)
+            request = parse_render_request(sketch, outline, data)
+            return {"id": renders.submit(request)}
+        except BaseException:
+            if sketch.owned:
+                sketch.path.unlink(missing_ok=True)
+            raise
 
     @api.get("/v1/renders/{render_id}")
-    def render_status(render_id: str) -> dict[str, Any]:
+    async def render_status(render_id: str) -> dict[str, Any]:
         return renders.status(_known(renders, render_id))
 
     @api.get("/v1/renders/{render_id}/events")
     async def render_events(render_id: str, request: Request) -> EventSourceResponse:
         _known(renders, render_id)
+        if not streams.acquire(blocking=False):
+            raise ApiError(
+                429,
+                f"{limits.max_event_streams} clients already follow renders here: poll "
+                f"/v1/renders/{render_id} instead, or try again later.",
+                {"Retry-After": "5"},
+            )
 
         async def events():
-            seen = -1
-            while True:
-                status = renders.status(render_id)
-                if status["version"] != seen:
-                    seen = status["version"]
-                    finished = status["state"] in ("done", "failed", "cancelled")
-                    yield {"event": status["state"] if finished else "progress",
-                           "data": json.dumps(status)}  # fmt: skip
-                    if finished:
+            try:
+                seen = -1
+                while True:
+                    status = renders.status(render_id)
+                    if status["version"] != seen:
+                        seen = status["version"]
+                        finished = status["state"] in ("done", "failed", "cancelled")
+                        yield {"event": status["state"] if finished else "progress",
+                               "data": json.dumps(status)}  # fmt: skip
+                        if finished:
+                            return
+                    if await request.is_disconnected():
                         return
-                if await request.is_disconnected():
-                    return
-                await asyncio.sleep(EVENT_POLL_S)
+                    await asyncio.sleep(EVENT_POLL_S)
+            finally:
+                streams.release()
 
         return EventSourceResponse(events())
 
     @api.delete("/v1/renders/{render_id}", status_code=202)
-    def cancel_render(render_id: str) -> dict[str, Any]:
+    async def cancel_render(render_id: str) -> dict[str, Any]:
         renders.cancel(_known(renders, render_id))
         return renders.status(render_id)
 
@@ -179,35 +263,45 @@ def create_app(
     ) -> dict[str, Any]:
         """How well a take keeps the sketch's notes: the score (0-1) and a strip per bar
         (per second where the sketch's bars are unknown), as ``neurochip faithfulness``."""
-        loaded = []
-        for upload in (sketch, take):
-            content = await _read_upload(upload, limits.max_upload_bytes)
-            name = Path(upload.filename or "").name or "audio.wav"
-            loaded.append(
-                await asyncio.to_thread(
-                    load_sketch, content, name=name, max_duration_s=limits.max_duration_s
-                )
-            )
-        song, heard = loaded
-        result = await asyncio.to_thread(
-            note_faithfulness, song.audio, heard.audio, sketch_bar_times(song)
-        )
-        return {"sketch": song.name, "take": heard.name, **result.to_dict()}
+        with tempfile.TemporaryDirectory(prefix="neurochip-faithfulness-") as folder:
+            files = []
+            for n, upload in enumerate((sketch, take)):
+                name = _upload_name(upload, "audio.wav")
+                where = Path(folder) / f"{n}{Path(name).suffix.lower()[:6]}"
+                await _spool(upload, where, limits.max_upload_bytes)
+                files.append((where, name))
+            return await on_cpu(_faithfulness, files, limits.max_duration_s)
 
     @api.post("/run_inference/", response_model=InferenceOutput)
-    def riffusion_inference(inputs: InferenceInput) -> InferenceOutput:
+    async def riffusion_inference(inputs: InferenceInput, request: Request) -> InferenceOutput:
         """Riffusion's own endpoint and JSON (RiffusionVST, scripts written for Riffusion):
-        a seed image rendered from the ``start`` prompt toward ``end`` by ``alpha``."""
-        try:
-            return run_inference(renders.engine(), inputs, limits.seed_images)
-        except RiffusionRequestError as err:
-            raise ApiError(400, str(err)) from None
+        a seed image rendered from the ``start`` prompt toward ``end`` by ``alpha``.
+        Queued with the renders; a client that hangs up cancels its render."""
+
+        def work(progress, cancel) -> InferenceOutput:
+            return run_inference(renders.engine(), inputs, limits.seed_images, cancel, progress)
+
+        job: Job[InferenceOutput] = Job(work, name="riffusion")
+        renders.run(job)
+        finished = asyncio.ensure_future(_finished(job))
+        gone = asyncio.ensure_future(_disconnected(request))
+        await asyncio.wait({finished, gone}, return_when=asyncio.FIRST_COMPLETED)
+        if not finished.done():
+            renders.queue.cancel(job)  # nobody is waiting for it any more
+            finished.cancel()
+            raise ApiError(499, "The client went away: its render was cancelled.")
+        gone.cancel()
+        if job.state == "failed" and isinstance(job.exception, NeuroChipError):
+            raise ApiError(400, str(job.exception))  # as Riffusion's server answers
+        if job.state != "done":
+            raise ApiError(503 if job.state == "cancelled" else 500, _unfinished(job))
+        return job.result
 
     @api.get("/v1/takes")
     def list_takes(
-        text: Annotated[str | None, Query(description="Search names, prompts, notes.")] = None,
+        text: Annotated[str | None, Query(max_length=200, description="Search text.")] = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
     ) -> list[dict[str, Any]]:
         return [_take_summary(t) for t in library.list(text=text, limit=limit, offset=offset)]
 
@@ -217,38 +311,86 @@ def create_app(
         return {**_take_summary(take), "metadata": take.metadata}
 
     @api.get("/v1/takes/{take_id}/audio")
-    def take_audio(take_id: str, format: Annotated[str, Query()] = "wav") -> Response:
+    async def take_audio(take_id: str, format: Annotated[str, Query()] = "wav") -> FileResponse:
+        """The take's file, streamed from disk (another format is made in the pool first)."""
         kind = format.lower().lstrip(".")
         if kind not in AUDIO_TYPES:
             raise ApiError(422, f"Ask for format wav, flac, mp3 or ogg, not {format!r}.")
         _take(library, take_id)
-        data, name = library.export(take_id, f".{kind}")
-        ascii_name = name.encode("ascii", "replace").decode().replace('"', "'")
-        return Response(
-            data,
+        folder = Path(tempfile.mkdtemp(prefix="neurochip-download-"))
+        try:
+            path, name = await on_cpu(library.export_file, take_id, f".{kind}", folder)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        return FileResponse(
+            path,
             media_type=AUDIO_TYPES[kind],
-            headers={"Content-Disposition": f'attachment; filename="{ascii_name}"'},
+            filename=name,
+            background=BackgroundTask(shutil.rmtree, folder, ignore_errors=True),
         )
 
     return api
 
 
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+def _unfinished(job: Job) -> str:
+    if job.state == "cancelled":
+        return "The server is stopping: send it again once it is back."
+    return job.error or "Something went wrong on the server."
 
 
-async def _read_upload(file: UploadFile, most: int) -> bytes:
-    """The upload's bytes, refused as soon as it passes ``most`` (never all read first)."""
-    chunks, size = [], 0
-    while chunk := await file.read(1 << 20):
-        size += len(chunk)
-        if size > most:
-            limit = f"{most / (1 << 20):g} MB"
-            raise ApiError(413, f"The upload is over {limit}: send a shorter sketch.")
-        chunks.append(chunk)
+def _outline(sketch: SketchFile, max_duration_s: float):
+    return outline_sketch(sketch.path, name=sketch.name, max_duration_s=max_duration_s)
+
+
+def _faithfulness(files: list[tuple[Path, str]], max_duration_s: float) -> dict[str, Any]:
+    song, heard = (load_sketch(p, name=n, max_duration_s=max_duration_s) for p, n in files)
+    result = note_faithfulness(song.audio, heard.audio, sketch_bar_times(song))
+    return {"sketch": song.name, "take": heard.name, **result.to_dict()}
+
+
+async def _finished(job: Job) -> None:
+    """Wait, without a thread, for ``job`` to end."""
+    loop = asyncio.get_running_loop()
+    ended = loop.create_future()
+
+    def done(_: Job) -> None:
+        loop.call_soon_threadsafe(lambda: ended.done() or ended.set_result(None))
+
+    job.add_done_callback(done)
+    await ended
+
+
+async def _disconnected(request: Request) -> None:
+    """Return when the client hangs up (its body was read: only a disconnect comes now)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def _upload_name(upload: UploadFile, default: str) -> str:
+    name = Path((upload.filename or "").replace("\x00", "")).name[:255]
+    return name or default
+
+
+async def _spool(upload: UploadFile, where: Path, most: int) -> None:
+    """Copy an upload to ``where`` in chunks, refused as soon as it passes ``most``."""
+    size = 0
+    with where.open("wb") as out:
+        while chunk := await upload.read(1 << 20):
+            size += len(chunk)
+            if size > most:
+                out.close()
+                where.unlink(missing_ok=True)
+                limit = f"{most / (1 << 20):g} MB"
+                raise ApiError(413, f"The upload is over {limit}: send a shorter sketch.")
+            out.write(chunk)
     if not size:
+        where.unlink(missing_ok=True)
         raise ApiError(422, "The upload is empty.")
-    return b"".join(chunks)
 
 
 def _allowed_path(path: str, folder: Path | None) -> Path:
@@ -257,11 +399,20 @@ def _allowed_path(path: str, folder: Path | None) -> Path:
         raise ApiError(
             403, "This server takes sketches as uploads only (start it with --allow-folder DIR)."
         )
+    if "\x00" in path or len(path) > MAX_PATH_CHARS:
+        raise ApiError(422, f"That is not a file name (at most {MAX_PATH_CHARS} characters).")
     root = folder.resolve()
-    candidate = (root / path).resolve()  # absolute paths and ../ resolve outside: refused
+    try:
+        candidate = (root / path).resolve()  # absolute paths and ../ resolve outside: refused
+    except (OSError, RuntimeError, ValueError):
+        raise ApiError(422, "That is not a file name in the allowed folder.") from None
     if not candidate.is_relative_to(root):
         raise ApiError(403, f"{path!r} is outside the folder this server reads sketches from.")
-    if not candidate.is_file():
+    try:
+        found = candidate.is_file()
+    except OSError:
+        found = False
+    if not found:
         raise ApiError(404, f"There is no sketch {path!r} in the allowed folder.")
     return candidate
 
@@ -270,7 +421,7 @@ def _known(renders: Renders, render_id: str) -> str:
     try:
         renders.get(render_id)
     except KeyError:
-        said = f"There is no render {render_id!r} (render ids last until a restart)."
+        said = f"There is no render {render_id[:64]!r} (render ids last until a restart)."
         raise ApiError(404, said) from None
     return render_id
 
@@ -279,7 +430,7 @@ def _take(library, take_id: str):
     try:
         return library.get(take_id)
     except NeuroChipError:
-        raise ApiError(404, f"There is no take {take_id!r}.") from None
+        raise ApiError(404, f"There is no take {take_id[:64]!r}.") from None
 
 
 def _take_summary(take) -> dict[str, Any]:

@@ -2,25 +2,33 @@
 workflow (:func:`~neurochip.takeset.render_take_set`, or :func:`~neurochip.stems.render_stems`),
 on one engine loaded once, its takes kept in the take library as they come.
 
-Nothing here knows HTTP: :mod:`neurochip.server.app` turns these into routes.
+Renders wait in a bounded :class:`~neurochip.jobs.JobQueue` run by a fixed number of workers;
+a waiting render holds its sketch as a file, never as audio (a MIDI file of a few bytes can be
+minutes of it), and is played when its turn comes. Nothing here knows HTTP:
+:mod:`neurochip.server.app` turns these into routes.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import secrets
+import shutil
+import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from neurochip.engine import Engine
 from neurochip.errors import NeuroChipError
-from neurochip.jobs import Job
+from neurochip.io.decode import DEFAULT_MAX_DURATION_S
+from neurochip.jobs import Job, JobQueue
 from neurochip.library.store import TakeLibrary
 from neurochip.settings import RenderSettings, TakeSetOptions
-from neurochip.sketch import Sketch
+from neurochip.sketch import SketchOutline, load_sketch
 from neurochip.stems import apply_overrides, check_stems, default_stems, parse_stem, render_stems
 from neurochip.takeset import check_take_set, render_take_set
 
@@ -31,25 +39,50 @@ KEPT_RENDERS = 200
 OPTION_KEYS = {f.name for f in dataclasses.fields(TakeSetOptions)}
 STEM_KEYS = {"stems", "stem"}
 
+#: The most work one request may ask for, in seconds of song x denoising steps x takes: a
+#: 20-minute stereo pair at 50 steps, fully denoised.
+DEFAULT_MAX_WORK = DEFAULT_MAX_DURATION_S * 50 * 2
+
+
+@dataclass(frozen=True)
+class SketchFile:
+    """Where a queued render's sketch waits: a file, and the name the composer gave it."""
+
+    path: Path
+    name: str
+    owned: bool = False  # an upload the server spooled: deleted once the render ends
+
 
 @dataclass(frozen=True)
 class RenderRequest:
     """One render, checked: what :meth:`Renders.submit` runs."""
 
-    sketch: Sketch
+    sketch: SketchFile
+    outline: SketchOutline
     settings: RenderSettings
     options: TakeSetOptions
     stems: list | None = None  # the instrument map, when the request asked for stems
 
+    def work(self) -> float:
+        """What it asks of the model: seconds of song x denoising steps x takes."""
+        settings = self.settings
+        span = min(settings.duration_s or math.inf, self.outline.duration_s - settings.start_s)
+        steps = max(1, math.ceil(settings.steps * settings.denoise))
+        takes = len(self.stems) if self.stems is not None else 1
+        return max(0.0, span) * steps * takes * (2 if self.options.stereo_pair else 1)
 
-def parse_render_request(sketch: Sketch, data: Mapping[str, Any]) -> RenderRequest:
+
+def parse_render_request(
+    sketch: SketchFile, outline: SketchOutline, data: Mapping[str, Any]
+) -> RenderRequest:
     """A request's settings JSON -> a checked :class:`RenderRequest`.
 
     The keys are :class:`RenderSettings`' (prompt, denoise, guidance, steps, seed,
     scheduler, start_s, duration_s, sections, loop...) and :class:`TakeSetOptions`'
     (stereo_pair, seed_b, width, compare...), as the CLI's options; ``"stems": true``
     renders a MIDI sketch's parts as stems, ``"stem": ["Bass=slap bass:0.25", ...]`` changes
-    instruments (and implies stems).
+    instruments (and implies stems). ``outline`` is what is known of the sketch before it
+    is played (:func:`~neurochip.sketch.outline_sketch`).
 
     Raises:
         NeuroChipError: For an unknown key or a bad value, saying which.
@@ -67,10 +100,10 @@ def parse_render_request(sketch: Sketch, data: Mapping[str, Any]) -> RenderReque
         raise NeuroChipError('"stem" must be a list like ["Bass=slap bass:0.25"].')
     stems = None
     if data.get("stems") or overrides:
-        stems = apply_overrides(default_stems(sketch), dict(map(parse_stem, overrides)))
-        check_stems(sketch, stems)
-    check_take_set(sketch.audio, settings, options)
-    return RenderRequest(sketch, settings, options, stems)
+        stems = apply_overrides(default_stems(outline), dict(map(parse_stem, overrides)))
+        check_stems(outline, stems)
+    check_take_set(outline.duration_s, settings, options)
+    return RenderRequest(sketch, outline, settings, options, stems)
 
 
 class Renders:
@@ -79,15 +112,30 @@ class Renders:
     Args:
         load_engine: Makes the engine (called once, on the first render's thread).
         library: Where every take is kept.
+        workers: Renders run at once (one engine: more only wait for its device lock).
+        depth: Renders that may wait beyond those; a full queue refuses with
+            :class:`~neurochip.jobs.QueueFull`.
+        max_work: The most one request may ask (:meth:`RenderRequest.work`).
     """
 
-    def __init__(self, load_engine: Callable[[], Engine], library: TakeLibrary) -> None:
+    def __init__(
+        self,
+        load_engine: Callable[[], Engine],
+        library: TakeLibrary,
+        *,
+        workers: int = 1,
+        depth: int = 8,
+        max_work: float = DEFAULT_MAX_WORK,
+    ) -> None:
         self._load_engine = load_engine
         self._engine: Engine | None = None
         self._engine_lock = threading.Lock()
         self.library = library
-        self._jobs: OrderedDict[str, Job[dict[str, str]]] = OrderedDict()
+        self.max_work = max_work
+        self.queue = JobQueue(workers, depth, name="renders")
+        self._jobs: OrderedDict[str, Job[Any]] = OrderedDict()
         self._lock = threading.Lock()
+        self._spool = Path(tempfile.mkdtemp(prefix="neurochip-serve-"))
 
     def engine(self) -> Engine:
         with self._engine_lock:
@@ -95,18 +143,47 @@ class Renders:
                 self._engine = self._load_engine()
             return self._engine
 
+    def spool_path(self, name: str) -> Path:
+        """A new private file for an upload to wait in (the name's suffix kept)."""
+        suffix = Path(name).suffix.lower()
+        suffix = suffix if suffix[1:].isalnum() and len(suffix) <= 6 else ""
+        return self._spool / f"{secrets.token_hex(8)}{suffix}"
+
+    def check_work(self, request: RenderRequest) -> None:
+        """Refuse a request that asks more of the model than this server gives one."""
+        work = request.work()
+        if work > self.max_work:
+            raise NeuroChipError(
+                f"This render asks for {work:,.0f} song-seconds x denoising steps x takes, "
+                f"over this server's limit of {self.max_work:,.0f}: render a shorter span, "
+                "fewer steps, a lower denoise or fewer takes."
+            )
+
     def submit(self, request: RenderRequest) -> str:
-        """Start a render; returns its id. Renders wait for each other on the engine's
-        device lock, in the order they came."""
+        """Queue a render; returns its id.
+
+        Raises:
+            NeuroChipError: It asks too much (:meth:`check_work`).
+            QueueFull: As many renders wait as may.
+        """
+        self.check_work(request)
 
         def work(progress, cancel) -> dict[str, str]:
-            progress(0.0, "loading the model" if self._engine is None else "waiting")
+            progress(0.0, "reading the sketch")
+            sketch = load_sketch(
+                request.sketch.path,
+                name=request.sketch.name,
+                max_duration_s=request.outline.duration_s + 1.0,  # checked when it came
+                cancel=cancel,
+            )
+            check_take_set(sketch.audio, request.settings, request.options)
+            progress(0.0, "loading the model" if self._engine is None else "starting")
             engine = self.engine()
             if request.stems is not None:
                 pair = request.options.width if request.options.stereo_pair else None
                 made = render_stems(
                     engine,
-                    request.sketch,
+                    sketch,
                     request.settings,
                     request.stems,
                     library=self.library,
@@ -117,7 +194,7 @@ class Renders:
                 return dict(made.saved)
             takes = render_take_set(
                 engine,
-                request.sketch,
+                sketch,
                 request.settings,
                 request.options,
                 library=self.library,
@@ -126,15 +203,39 @@ class Renders:
             )
             return dict(takes.saved)
 
+        job: Job[dict[str, str]] = Job(work, name="render")
+        if request.sketch.owned:
+            job.add_done_callback(lambda _: request.sketch.path.unlink(missing_ok=True))
+        return self.run(job)
+
+    def run(self, job: Job[Any]) -> str:
+        """Queue any job on the renders' workers (Riffusion's requests); returns its id.
+
+        Raises:
+            QueueFull: As many renders wait as may.
+        """
         render_id = secrets.token_hex(8)
-        job = Job(work, name="render")
+        try:
+            self.queue.submit(job)
+        except NeuroChipError:
+            job.cancel()
+            job.run()  # ends it cancelled, with its callbacks (an upload's file goes)
+            raise
         with self._lock:
             self._jobs[render_id] = job
             self._forget_old()
-        job.start()
         return render_id
 
-    def get(self, render_id: str) -> Job[dict[str, str]]:
+    def ids(self) -> list[str]:
+        """The renders the server remembers, oldest first."""
+        with self._lock:
+            return list(self._jobs)
+
+    def spooled(self) -> list[Path]:
+        """The uploads waiting for their renders."""
+        return sorted(self._spool.iterdir())
+
+    def get(self, render_id: str) -> Job[Any]:
         with self._lock:
             job = self._jobs.get(render_id)
         if job is None:
@@ -161,7 +262,14 @@ class Renders:
         return status
 
     def cancel(self, render_id: str) -> None:
-        self.get(render_id).cancel()
+        self.queue.cancel(self.get(render_id))
+
+    def close(self, wait_s: float = 5.0) -> bool:
+        """Cancel every render, waiting or running (takes already kept stay), and wait up to
+        ``wait_s`` for them to stop; the spooled uploads go. True if all stopped in time."""
+        stopped = self.queue.close(wait_s)
+        shutil.rmtree(self._spool, ignore_errors=True)
+        return stopped
 
     def _forget_old(self) -> None:
         while len(self._jobs) > KEPT_RENDERS:

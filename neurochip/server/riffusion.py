@@ -17,11 +17,12 @@ import dataclasses
 import io
 import re
 import tempfile
+import threading
 from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from neurochip.engine import Engine
+from neurochip.engine import Engine, ProgressCallback
 from neurochip.errors import NeuroChipError
 from neurochip.io.write import save_audio
 from neurochip.phase import PhaseSettings, audio_from_image
@@ -97,8 +98,16 @@ def seed_image_path(folder: Path | None, image_id: str) -> Path:
     return path
 
 
-def run_inference(engine: Engine, inputs: InferenceInput, seed_images: Path | None):
-    """Riffusion's ``/run_inference/`` on NeuroChip's engine -> :class:`InferenceOutput`."""
+def run_inference(
+    engine: Engine,
+    inputs: InferenceInput,
+    seed_images: Path | None,
+    cancel: threading.Event | None = None,
+    progress: ProgressCallback | None = None,
+) -> InferenceOutput:
+    """Riffusion's ``/run_inference/`` on NeuroChip's engine -> :class:`InferenceOutput`.
+
+    ``cancel`` stops the render at its next step (the client hung up)."""
     if inputs.mask_image_id:
         raise RiffusionRequestError(
             "Mask images are not supported by NeuroChip: to render part of a take again, use "
@@ -108,7 +117,7 @@ def run_inference(engine: Engine, inputs: InferenceInput, seed_images: Path | No
     # The seed image heard as audio (it has no phase of its own: Riffusion's random phase).
     mono = dataclasses.replace(decoded, amplitudes=decoded.amplitudes.mean(dim=0, keepdim=True))
     seed_audio = audio_from_image(mono, PhaseSettings(mode="random"))
-    render = engine.render(seed_audio, inference_settings(inputs))
+    render = engine.render(seed_audio, inference_settings(inputs), progress, cancel)
 
     picture = io.BytesIO()
     image = spectrogram_image(render.audio)
