@@ -34,3 +34,14 @@ def engine(tiny_model):
     from neurochip.engine import Engine
 
     return Engine(tiny_model)
+
+
+#: Test files that drive a browser or a whole app: the slow lane. `pytest -m "not slow"` is
+#: the fast lane for a developer's own loop; `make test` runs everything.
+SLOW_FILES = ("test_browser", "test_app", "test_server_attacks", "test_batch", "test_readme")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        if Path(str(item.fspath)).stem.startswith(SLOW_FILES):
+            item.add_marker(pytest.mark.slow)
