@@ -349,7 +349,8 @@ def test_event_streams_are_capped(tiny_model, library):
                 "/v1/renders", data={"settings": json.dumps(FAST)}, files=files
             ).json()["id"]
             with http.stream("GET", f"/v1/renders/{render_id}/events") as first:
-                next(first.iter_lines())  # the first stream is open and talking
+                lines = first.iter_lines()  # kept: a dropped iterator closes the stream
+                assert next(lines) == "event: progress"  # the first stream is open and talking
                 second = http.get(f"/v1/renders/{render_id}/events")
                 assert second.status_code == 429 and "poll" in second.json()["error"]
                 assert http.get("/v1/health").status_code == 200

@@ -243,8 +243,7 @@ def create_app(
                                "data": json.dumps(status)}  # fmt: skip
                         if finished:
                             return
-                    if await request.is_disconnected():
-                        return
+                    # A client that hangs up: EventSourceResponse cancels this generator.
                     await asyncio.sleep(EVENT_POLL_S)
             finally:
                 streams.release()

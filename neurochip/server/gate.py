@@ -128,6 +128,9 @@ class Gate:
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
             await _answer(send, 413, _too_large(limit))
             return
+        if declared is None and "transfer-encoding" not in headers:
+            await self.app(scope, receive, send)  # no body to watch (a GET)
+            return
         await self.app(scope, _limited(receive, limit, self.policy.body_timeout_s), send)
 
 
