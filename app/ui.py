@@ -28,6 +28,7 @@ from neurochip.engine import PREVIEW_SECONDS, Engine, stage_words
 from neurochip.errors import NeuroChipError
 from neurochip.faithfulness import Faithfulness, sketch_bar_times
 from neurochip.io.audio import Audio
+from neurochip.job_board import JobBoard, board_for
 from neurochip.jobs import DONE, FAILED, SLOW_POLL_S, Job
 from neurochip.library.store import TakeLibrary
 from neurochip.model import DEFAULT_MODEL_ID
@@ -174,6 +175,70 @@ def workspace() -> Workspace:
     return _workspace(os.environ.get("NEUROCHIP_HOME"))
 
 
+# --- jobs that outlive a page ------------------------------------------------------------------
+
+#: Jobs that belong to the workspace, not to one page session: a refresh, another tab or a trip
+#: to another page finds them running (neurochip.job_board). A sketch's load stays the
+#: session's own: the sketch it brings is that session's.
+BOARD_KINDS = ("render", "preview", "grid", "reroll")
+
+
+def board() -> JobBoard:
+    return board_for(workspace().root)
+
+
+def job_of(kind: str) -> Job | None:
+    """The ``kind`` job this page should show (the workspace's, or this session's load)."""
+    if kind in BOARD_KINDS:
+        return board().job(kind)
+    return st.session_state.get(f"{kind}_job")
+
+
+def job_info(kind: str) -> dict[str, Any]:
+    """What the page that started the ``kind`` job said of it (its span, its song...)."""
+    entry = board().get(kind)
+    return entry.info if entry is not None else {}
+
+
+def interrupted_notice() -> None:
+    """What the last server did not live to finish (said until dismissed)."""
+    notes = st.session_state.get("interrupted") or []
+    if not notes:
+        return
+    what = join_words([plain(note["label"]) for note in notes])
+    with st.container(border=True):
+        st.warning(
+            f"NeuroChip stopped during {what}: takes that had finished are on the Takes page. "
+            "Render again to make the rest.",
+            icon=":material/history:",
+        )
+        st.button("OK", key="interrupted_ok", on_click=forget, args=("interrupted",))
+
+
+def rendering_now() -> None:
+    """The workspace's renders and re-rolls under way, with their progress (Takes page)."""
+    running = [e for e in board().running() if e.kind in ("render", "reroll")]
+    if not running:
+        return
+
+    @st.fragment(run_every=min(e.job.poll_interval() for e in running))
+    def progress() -> None:
+        for entry in running:
+            if entry.job.finished:
+                st.rerun()  # its takes are in the list now: draw the whole page
+            show_job_progress(entry.job, entry.label[0].upper() + entry.label[1:])
+
+    progress()
+
+
+def start_job(kind: str, job: Job, label: str, **info: Any) -> Job:
+    """Start ``job`` as the workspace's ``kind`` job; ``label`` says what it is ("the render
+    of minuet.wav"), ``info`` what a page needs to draw its result."""
+    board().start(kind, job, label, **info)
+    push.rerun_when_finished(job)
+    return job
+
+
 # --- a session that survives -------------------------------------------------------------------
 
 #: View choices kept with the settings (widget key -> kept as is).
@@ -272,6 +337,8 @@ def restore_session() -> None:
     if st.session_state.get("_restored"):
         return
     st.session_state["_restored"] = True
+    # Said once, to the first page of a new server: what the last one did not live to finish.
+    st.session_state["interrupted"] = board().interrupted()
     kept = workspace()
     state = kept.state()
     for name, value in dict(state.get("settings") or {}).items():
@@ -620,12 +687,14 @@ def current_sketch() -> Sketch | None:
 
 def set_sketch(sketch: Sketch | None, source: tuple | None = None) -> None:
     """Open ``sketch``; ``source`` (its file's bytes and name) is kept to reopen it later."""
-    previous = st.session_state.get("preview_job")
-    if previous is not None:
-        previous.cancel()  # the old song's preview would only delay the new one's
+    previous = board().get("preview")
+    asked = previous.info.get("key") if previous is not None else None
+    if previous is not None and (sketch is None or not asked or asked[0] != sketch.key):
+        previous.job.cancel()  # the old song's preview would only delay the new one's
+        board().forget("preview")
     before = st.session_state.get("sketch")
     st.session_state["sketch"] = sketch
-    forget("preview_job", "preview_key")
+    forget("preview_key")
     if before is not None and sketch is not None and before.key != sketch.key:
         # Another song starts at its beginning (an opened take's span is set after this).
         st.session_state["preview_start"] = 0.0
@@ -633,9 +702,9 @@ def set_sketch(sketch: Sketch | None, source: tuple | None = None) -> None:
     opened = st.session_state.get("opened_take")
     if opened is not None and (sketch is None or opened.get("song_key") != sketch.key):
         forget("opened_take")  # another song: Render would not make that take again
-    finished = st.session_state.get("render_job")
+    finished = job_of("render")
     if finished is not None and finished.finished:
-        forget("render_job")  # the last song's results (its takes stay on the Takes page)
+        board().forget("render")  # the last song's results (its takes stay on Takes)
     last = st.session_state.get("last_preview")
     if sketch is not None and last is not None and last.song_key == sketch.key:
         # This song's last preview is on screen: with the same settings it is not stale,
@@ -917,7 +986,7 @@ def watch_job(key: str, label: str) -> Job | None:
     full page run when the job finished and its results are not drawn yet, or to re-arm the
     timer at the slow rate once the job has been quiet for a while.
     """
-    job = st.session_state.get(f"{key}_job")
+    job = job_of(key)
     if job is None:
         return None
     if job.finished:
@@ -934,7 +1003,9 @@ def watch_job(key: str, label: str) -> Job | None:
 def show_job_progress(job: Job, label: str) -> None:
     """Progress bar with stage and time left, for a running job."""
     snap = job.snapshot()
-    stage = "waiting for its turn" if snap["stage"] == "waiting" else stage_words(snap["stage"])
+    stage = stage_words(snap["stage"])
+    if snap["stage"] == "waiting":
+        stage = f"waiting for {board().waits_for(job) or 'its turn'}"
     text = f"{label}: {stage} · {format_seconds(snap['elapsed_s'])} elapsed"
     if snap["state"] == "running" and snap["eta_s"] is not None:
         text += f" · {format_seconds(snap['eta_s'])} left"

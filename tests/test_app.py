@@ -77,12 +77,21 @@ def fast(at: AppTest) -> None:
     at.slider(key="w_denoise").set_value(0.5)
 
 
-def press_and_wait(at: AppTest, label: str = "Render", job: str = "render_job"):
+def board_job(kind: str):
+    """The workspace's ``kind`` job ("render", "preview", "grid", "reroll"): every page
+    session of the workspace finds it there (neurochip.job_board)."""
+    from neurochip.job_board import board_for
+    from neurochip.workspace import Workspace
+
+    return board_for(Workspace().root).job(kind)
+
+
+def press_and_wait(at: AppTest, label: str = "Render", job: str = "render"):
     """Press the button ``label`` and wait for the job it starts to finish; the page then
     draws the results. Returns the job."""
     [button] = [b for b in at.button if b.label == label]
     button.click().run()
-    job = at.session_state[job]
+    job = board_job(job)
     assert job.wait(TIMEOUT) and job.state == "done", job.error
     at.run()
     assert not at.exception
@@ -180,7 +189,7 @@ def test_dice_rolls_a_new_seed(app_env):
 def test_preview_renders_and_shows_spectrograms(app_env):
     at = start()
     fast(at)
-    job = press_and_wait(at, "Preview now", "preview_job")
+    job = press_and_wait(at, "Preview now", "preview")
     # Its stage times give the render's estimate on this machine, and its own time is shown.
     assert any(c.value.startswith("About ") and "this machine" in c.value for c in at.caption)
     seconds = job.result.render.seconds
@@ -212,11 +221,11 @@ def test_quick_previews_are_a_kept_choice_that_reaches_the_engine(app_env, monke
     fast(at)
     [now] = [b for b in at.button if b.label == "Preview now"]
     now.click().run()
-    assert at.session_state["preview_job"].wait(TIMEOUT)
+    assert board_job("preview").wait(TIMEOUT)
     at.toggle(key="quick_preview").set_value(True).run()
     [now] = [b for b in at.button if b.label == "Preview now"]
     now.click().run()
-    job = at.session_state["preview_job"]
+    job = board_job("preview")
     assert job.wait(TIMEOUT) and job.state == "done", job.error
     assert qualities == [FAITHFUL_PREVIEW, QUICK_PREVIEW]
 
@@ -232,7 +241,7 @@ def test_the_last_preview_stays_while_a_new_one_renders(app_env, monkeypatch):
     fast(at)
     [preview] = [b for b in at.button if b.label == "Preview now"]
     preview.click().run()
-    first = at.session_state["preview_job"]
+    first = board_job("preview")
     assert first.wait(TIMEOUT) and first.state == "done", first.error
     at.run()
 
@@ -247,7 +256,7 @@ def test_the_last_preview_stays_while_a_new_one_renders(app_env, monkeypatch):
     assert len(at.get("plotly_chart")) == 2 and at.get("iframe")  # still there, playable
     assert at.session_state["last_preview"] is first.result
     release.set()
-    second = at.session_state["preview_job"]
+    second = board_job("preview")
     assert second.wait(TIMEOUT) and second.state == "done", second.error
     at.run()
     assert at.session_state["last_preview"] is second.result
@@ -261,16 +270,16 @@ def test_a_change_previews_at_once_and_a_burst_of_changes_waits_to_settle(app_en
     at.session_state["auto_preview"] = True
     _, release = hold_previews(monkeypatch)  # nothing needs to finish here
     at.number_input(key="w_seed").increment().run()
-    first = at.session_state["preview_job"]
+    first = board_job("preview")
     assert first.delay_s == 0  # the first change in a while: the model starts at once
     now[0] += 0.1  # the next click on the seed's +, a tenth of a second later
     at.number_input(key="w_seed").increment().run()
-    second = at.session_state["preview_job"]
+    second = board_job("preview")
     assert second is not first and first.cancelled
     assert second.delay_s == ui.PREVIEW_DEBOUNCE_S  # a burst: wait for it to settle
     now[0] += 10 * ui.PREVIEW_DEBOUNCE_S
     at.number_input(key="w_seed").increment().run()
-    third = at.session_state["preview_job"]
+    third = board_job("preview")
     assert second.cancelled and third.delay_s == 0
     third.cancel()
     release.set()
@@ -291,7 +300,7 @@ def test_full_render_keeps_takes_and_offers_downloads(app_env):
     # Another song: this one's results leave the page (its takes stay on the Takes page).
     upload_into(at, "next.wav", wav_bytes(3.0), "next")
     at.run()
-    assert not at.get("download_button") and "render_job" not in at.session_state
+    assert not at.get("download_button") and board_job("render") is None
     assert len(ui.library().list()) == len(takes)
 
 
@@ -304,7 +313,7 @@ def test_takes_are_listed_in_a_fresh_session_and_can_be_starred(app_env):
     first.run()
     [render] = [b for b in first.button if b.label == "Render"]
     render.click().run()
-    assert first.session_state["render_job"].wait(TIMEOUT)
+    assert board_job("render").wait(TIMEOUT)
 
     at = start("views/takes.py", song=False)  # a new browser session
     assert not at.exception
@@ -410,7 +419,7 @@ def test_app_and_cli_make_identical_files(app_env, tiny_model_dir):
     at.run()
     [render] = [b for b in at.button if b.label == "Render"]
     render.click().run()
-    job = at.session_state["render_job"]
+    job = board_job("render")
     assert job.wait(TIMEOUT) and job.state == "done", job.error
     saved = job.result
     assert set(saved) == {"A", "B", "pair", "compare"}
@@ -601,11 +610,11 @@ def test_a_refresh_brings_back_song_settings_model_and_preview(app_env):
     duration.set_value(3.0).run()
     [preview] = [b for b in at.button if b.label == "Preview now"]
     preview.click().run()
-    job = at.session_state["preview_job"]
+    job = board_job("preview")
     assert job.wait(TIMEOUT) and job.state == "done", job.error
     at.run()
     at.toggle(key="auto_preview").set_value(True).run()  # kept on for the next session
-    assert at.session_state["preview_job"] is job  # nothing changed: nothing re-rendered
+    assert board_job("preview") is job  # nothing changed: nothing re-rendered
     song = at.session_state["sketch"]
     model = at.session_state["model_choice"]
 
@@ -627,7 +636,7 @@ def test_a_refresh_brings_back_song_settings_model_and_preview(app_env):
     np.testing.assert_array_equal(kept.render.audio.samples, job.result.render.audio.samples)
     assert len(again.get("plotly_chart")) == 2 and again.get("iframe")
     assert not any("Out of date" in c.value for c in again.caption)
-    assert "preview_job" not in again.session_state  # the same settings: nothing re-rendered
+    assert board_job("preview") is job  # the same settings: nothing re-rendered
 
 
 def test_a_changed_setting_is_kept_even_when_its_page_never_finishes_a_run(app_env):
@@ -843,7 +852,7 @@ def test_a_preview_vae_chosen_on_the_model_page_decodes_quick_previews(app_env):
     at.toggle(key="quick_preview").set_value(True).run()
     [now] = [b for b in at.button if b.label == "Preview now"]
     now.click().run()
-    job = at.session_state["preview_job"]
+    job = board_job("preview")
     assert job.wait(TIMEOUT) and job.state == "done", job.error
     at.run()
     assert any("decoded by the preview VAE" in c.value for c in at.caption)
@@ -916,7 +925,7 @@ def test_the_variation_grid_renders_and_use_this_adopts(app_env):
     values = [t for t in at.text_input if t.key and t.key.startswith("grid_values_denoise")]
     seeds[0].input("11, 12")
     values[0].input("0.3, 0.6")
-    job = press_and_wait(at, "Render the grid", "grid_job")
+    job = press_and_wait(at, "Render the grid", "grid")
     uses = [b for b in at.button if b.key and b.key.startswith("use_cell_")]
     assert len(uses) == 4
     variations = job.result.variations
@@ -958,7 +967,7 @@ def test_the_grid_is_marked_out_of_date_and_comes_back_after_a_refresh(app_env):
     at.run()
     at.text_input(key="grid_seeds").input("3, 4").run()
     at.text_input(key="grid_values_denoise").input("0.4").run()
-    job = press_and_wait(at, "Render the grid", "grid_job")
+    job = press_and_wait(at, "Render the grid", "grid")
     assert len(grid_cells(at)) == 2
     at.slider(key="w_denoise").set_value(0.7).run()  # the grid's own axis: still current
     assert not any("Out of date" in c.value for c in at.caption)
@@ -999,7 +1008,7 @@ def test_a_bad_grid_is_a_clear_error_and_renders_nothing(app_env):
     [render] = [b for b in at.button if b.label == "Render the grid"]
     render.click().run()
     assert "Seeds: write numbers" in at.error[0].value
-    assert "grid_job" not in at.session_state
+    assert board_job("grid") is None
 
 
 def test_a_new_upload_cancels_the_old_songs_preview(app_env, monkeypatch):
@@ -1008,7 +1017,7 @@ def test_a_new_upload_cancels_the_old_songs_preview(app_env, monkeypatch):
     fast(at)
     [preview] = [b for b in at.button if b.label == "Preview now"]
     preview.click().run()
-    old = at.session_state["preview_job"]
+    old = board_job("preview")
     assert entered.wait(TIMEOUT)
     upload_into(at, "next.wav", wav_bytes(3.0), "next")
     at.run()
@@ -1090,7 +1099,7 @@ def test_a_voice_change_keeps_the_last_preview_as_out_of_date(app_env):
     fast(at)
     [preview] = [b for b in at.button if b.label == "Preview now"]
     preview.click().run()
-    job = at.session_state["preview_job"]
+    job = board_job("preview")
     assert job.wait(TIMEOUT) and job.state == "done", job.error
     at.run()
     before = at.session_state["sketch"]
@@ -1132,12 +1141,12 @@ def test_a_takes_bars_are_rerolled_from_the_takes_page(app_env, tiny_model_dir):
     at.number_input(key=f"reroll_seed_{take_id}").set_value(500)
     [reroll] = [b for b in at.button if b.key == f"reroll_{take_id}"]
     reroll.click().run()
-    job = at.session_state.get("reroll_job")
+    job = board_job("reroll")
     if job is None:  # the model was still loading: wait for it, then ask again
         wait_for_model(at)
         [reroll] = [b for b in at.button if b.key == f"reroll_{take_id}"]
         reroll.click().run()
-        job = at.session_state["reroll_job"]
+        job = board_job("reroll")
     assert job.wait(TIMEOUT) and job.state == "done", job.error
     at.run()
     assert not at.exception

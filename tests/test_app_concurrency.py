@@ -27,31 +27,30 @@ def click_render(at) -> None:
     render.click().run()
 
 
-def test_two_sessions_render_at_once_and_both_pages_show_their_results(app_env):
-    first, second = start(), start()  # two browser sessions, one server, one library
+def test_a_render_started_in_one_tab_shows_in_every_tab_of_the_workspace(app_env):
+    """Jobs belong to the workspace (issue 23): a second tab, a refresh or a page trip finds
+    the render running, with its progress, and cannot start a second one over it; when it
+    ends, every tab shows its takes."""
+    first, second = start(), start()  # two browser sessions, one server, one workspace
     for at in (first, second):
         fast(at)
         at.run()
-    second.number_input(key="w_seed").set_value(7).run()  # a different take
     click_render(first)
-    click_render(second)
-    jobs = [at.session_state["render_job"] for at in (first, second)]
-    assert jobs[0] is not jobs[1]
-    for job in jobs:
-        # Only a guard against a hang: the renders queue on the device lock and both end.
-        assert job.wait(TIMEOUT) and job.state == "done", job.error
-
-    for at, job in zip((first, second), jobs, strict=True):
+    job = ui.board_for(ui.Workspace().root).job("render")
+    assert job is not None
+    second.run()  # the other tab's next run
+    [render] = [b for b in second.button if b.label == "Render"]
+    if not job.finished:  # (a fast machine may have finished it already)
+        assert render.disabled  # one render at a time per workspace: it shows this one
+    assert job.wait(TIMEOUT) and job.state == "done", job.error
+    for at in (first, second):
         at.run()  # the page's next run, as the polling fragment asks for
         assert not at.exception
         assert any("Rendered in" in s.value for s in at.success)
         assert len(at.get("download_button")) == 3  # pair, A, B
         assert at.session_state["render_drawn"] is job
         assert not any("Rendering" in str(p.proto) for p in at.get("progress"))
-
-    saved = {take for job in jobs for take in job.result.values()}
-    assert len(saved) == 6
-    assert {t.id for t in ui.library().list()} == saved
+    assert {t.id for t in ui.library().list()} == set(job.result.values())
 
 
 def test_the_loaded_model_is_hidden_from_the_collector(app_env):
@@ -94,7 +93,7 @@ def test_a_finished_job_asks_for_the_page_until_the_page_drew_it(page_state):
 
     job = Job(lambda progress, cancel: {"A": "x"}).start()
     assert job.wait(TIMEOUT)
-    page_state["render_job"] = job
+    ui.board().start("render", job, "the render", start=False)
     for _ in range(3):  # ticks whose full-run requests were lost
         with pytest.raises(Rerun):
             ui.watch_job("render", "Rendering")
@@ -121,7 +120,7 @@ def test_a_quiet_job_rearms_its_poll_at_the_slow_rate_once(page_state):
 
     job = Job(work, clock=clock).start()
     assert started.wait(TIMEOUT)
-    page_state["render_job"] = job
+    ui.board().start("render", job, "the render", start=False)
     assert ui.poll_every("render", job) == FAST_POLL_S  # the full run arms the timer
     assert ui.watch_job("render", "Rendering") is job  # a tick: progress only
     clock.now = 10.0  # nothing changed for 10 s (queued behind another render)

@@ -8,7 +8,7 @@ import random
 import pandas as pd
 import streamlit as st
 
-from app import push, ui
+from app import ui
 from app.abplayer import ab_player
 from app.figures import DRIFTING, faithfulness_figure, spectrogram_figure
 from app.mixer import stem_mixer
@@ -37,6 +37,7 @@ st.caption(
     "Drop a chip sketch, describe the band, and tweak until the take sounds right. "
     "The preview re-renders as you change settings; then render the whole song."
 )
+ui.interrupted_notice()
 
 # --- the sketch -------------------------------------------------------------------------------
 
@@ -435,10 +436,10 @@ if quick and ui.preview_vae_problem() is not None:
 preview_now = p_right.button("Preview now", disabled=engine is None)
 
 preview_key = (song.key, settings.to_json(), round(preview_start, 2), quick)
-if engine is not None and (
-    preview_now or (auto and st.session_state.get("preview_key") != preview_key)
-):
-    previous = st.session_state.get("preview_job")
+# What the workspace's preview (running or done) was asked for: after a refresh too.
+asked = ui.job_info("preview").get("key", st.session_state.get("preview_key"))
+if engine is not None and (preview_now or (auto and asked != preview_key)):
+    previous = ui.job_of("preview")
     if previous is not None:
         previous.cancel()  # superseded: stop it within one model call
 
@@ -458,12 +459,11 @@ if engine is not None and (
         return ui.Preview(song.key, key, result, faithfulness)
 
     # Debounced within a burst of changes: the next change cancels this before it starts.
-    job = Job(preview_work, delay_s=ui.preview_delay(preview_now), name="preview").start()
-    push.rerun_when_finished(job)  # drawn the moment it is ready, not at the next poll
-    st.session_state["preview_job"] = job
+    job = Job(preview_work, delay_s=ui.preview_delay(preview_now), name="preview")
+    ui.start_job("preview", job, "the preview", key=preview_key)  # drawn the moment it is ready
     st.session_state["preview_key"] = preview_key
 
-preview_job = st.session_state.get("preview_job")
+preview_job = ui.job_of("preview")
 
 
 # Polls only the preview's progress, slowing down while it does not change; a full run (this
@@ -571,7 +571,7 @@ st.caption(
     "The preview region across several seeds and denoise (or guidance) values, rendered "
     "together in one pass: listen, compare the notes kept, and *Use this* on the best."
 )
-grid_job = st.session_state.get("grid_job")
+grid_job = ui.job_of("grid")
 grid_busy = grid_job is not None and not grid_job.finished
 if grid_job is not None and grid_job.state == "done" and grid_job.result.song_key == song.key:
     ui.keep_grid(grid_job.result)
@@ -638,8 +638,7 @@ if g4.button("Render the grid", disabled=engine is None or grid_busy, icon=":mat
             )
             return ui.GridPreview(song.key, key, grid, variations)
 
-        st.session_state["grid_job"] = job = Job(grid_work, name="grid").start()
-        push.rerun_when_finished(job)
+        ui.start_job("grid", Job(grid_work, name="grid"), "the variation grid", song_key=song.key)
         st.rerun()
 if st.session_state.get("grid_error"):
     st.error(st.session_state["grid_error"], icon=":material/error:")
@@ -830,7 +829,7 @@ if engine is not None:
         else "How long a render takes here is estimated after the first preview."
     )
 
-render_job = st.session_state.get("render_job")
+render_job = ui.job_of("render")  # the workspace's: after a refresh or a page trip too
 busy = render_job is not None and not render_job.finished
 # What keeps Render from starting, said beside it (the tables may be folded away).
 waiting = [f"the Sections table: {timeline_error}"] if timeline_error else []
@@ -879,10 +878,14 @@ if st.button(
         )
         return takes.saved
 
-    st.session_state["render_job"] = job = Job(render_work, name="render").start()
-    # The span as rendered, for its results after the sliders have moved on.
-    st.session_state["render_job_span"] = (full.start_s, full.duration_s)
-    push.rerun_when_finished(job)
+    ui.start_job(
+        "render",
+        Job(render_work, name="render"),
+        f"the render of {song.name}",
+        song_key=song.key,
+        # The span as rendered, for its results after the sliders have moved on.
+        span=(full.start_s, full.duration_s),
+    )
     st.rerun()
 
 
@@ -953,8 +956,11 @@ def render_results(result: dict[str, str], start_s: float, duration_s: float) ->
 # The last render of this song stays on the page across a refresh or a restart (kept with
 # the session): its takes, or its stems' mixer.
 kept_render = st.session_state.get("last_render")
+rendered = ui.job_info("render")
+if render_job is not None and rendered.get("song_key") != song.key:
+    render_job = None  # another song's render: its takes are on the Takes page
 if render_job is not None and render_job.finished and render_job.state == "done":
-    rendered_span = st.session_state.get("render_job_span") or (full.start_s, full.duration_s)
+    rendered_span = rendered.get("span") or (full.start_s, full.duration_s)
     done = {
         "key": song.key,
         "result": dict(render_job.result),

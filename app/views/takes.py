@@ -14,7 +14,7 @@ import math
 
 import streamlit as st
 
-from app import push, ui
+from app import ui
 from app.abplayer import ab_player
 from app.figures import faithfulness_colour
 from app.mixer import stem_mixer
@@ -47,6 +47,8 @@ FAITHFULNESS_HELP = (
 st.title("Takes")
 library = ui.library()
 st.caption(f"Every render is kept in `{library.root}` (set NEUROCHIP_HOME to move it).")
+ui.interrupted_notice()
+ui.rendering_now()
 
 
 def first_page() -> None:
@@ -537,7 +539,7 @@ def reroll_panel(take) -> None:
         key=f"reroll_denoise_{take.id}",
         help="As the take had it; more lets the new bars stray further from the sketch.",
     )
-    job = st.session_state.get("reroll_job")
+    job = ui.job_of("reroll")
     busy = job is not None and not job.finished
     if st.button("Re-roll", key=f"reroll_{take.id}", icon=":material/casino:", disabled=busy):
         engine, error = ui.engine()
@@ -573,10 +575,13 @@ def reroll_panel(take) -> None:
                 cancel=cancel,
             )
 
-        job = Job(reroll_work, name="reroll").start()
-        push.rerun_when_finished(job)
-        st.session_state["reroll_job"] = job
-        st.session_state["reroll_for"] = (take.id, region)
+        ui.start_job(
+            "reroll",
+            Job(reroll_work, name="reroll"),
+            f"the re-roll of {take.name}",
+            take_id=take.id,
+            region=region,
+        )
         st.session_state[f"reroll_seed_next_{take.id}"] = (int(seed) + int(count)) % 2**32
         st.rerun()
     reroll_results(take)
@@ -584,9 +589,9 @@ def reroll_panel(take) -> None:
 
 def reroll_results(take) -> None:
     """The re-roll of this take: its progress, then the candidates against the take."""
-    job = st.session_state.get("reroll_job")
-    asked = st.session_state.get("reroll_for")
-    if job is None or asked is None or asked[0] != take.id:
+    job = ui.job_of("reroll")
+    asked = ui.job_info("reroll")
+    if job is None or asked.get("take_id") != take.id:
         return
 
     @st.fragment(run_every=ui.poll_every("reroll", job))
@@ -602,7 +607,7 @@ def reroll_results(take) -> None:
         st.error(job.error)
     if job.state != "done":
         return
-    region = asked[1]
+    region = asked["region"]
     results = job.result
     settings = take.settings()
     # The region and a second around it, the candidates against the take, looped.
