@@ -24,7 +24,7 @@ import httpx
 import mido
 import numpy as np
 import torch
-from server_load import ROOT, rss_mb  # bench/server_load.py
+from server_load import ROOT, rss_mb, wait_until_healthy  # bench/server_load.py
 
 from tests.chiptune import make_chiptune
 from tests.test_browser import free_port
@@ -123,12 +123,7 @@ def attack(args) -> int:
         command += ["--model", model, "--home", str(home), "--seed-images", str(seeds)]
         server = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.DEVNULL)
         http = httpx.Client(base_url=url, timeout=120)
-        for _ in range(240):
-            try:
-                if http.get("/v1/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.5)
+        wait_until_healthy(http)
         idle_mb = rss_mb(server.pid)
         load_before = os.getloadavg()[0]
         watch = Watch(server.pid, url)

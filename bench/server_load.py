@@ -59,6 +59,16 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def wait_until_healthy(http: httpx.Client) -> None:
+    """Until the server started for a bench answers its health check (two minutes at most)."""
+    for _ in range(240):
+        try:
+            if http.get("/v1/health").status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.5)
+
+
 def sketch_bytes(seconds: float) -> bytes:
     out = io.BytesIO()
     sf.write(out, make_chiptune(seconds).T, 44100, format="WAV", subtype="PCM_16")
@@ -142,12 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         server = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.DEVNULL)
         try:
             with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as http:
-                for _ in range(240):
-                    try:
-                        if http.get("/v1/health").status_code == 200:
-                            break
-                    except httpx.TransportError:
-                        time.sleep(0.5)
+                wait_until_healthy(http)
                 data = sketch_bytes(args.seconds)
                 warm = one_round(http, 1, 1, data)  # the model loads on the first render
                 after_first = rss_mb(server.pid)
