@@ -941,6 +941,11 @@ def test_the_variation_grid_renders_and_use_this_adopts(app_env):
     use.click().run()
     settings = at.session_state["last_settings"]
     assert (settings.seed, settings.denoise, settings.steps) == (12, 0.6, 4)
+    # The cell is the preview of these settings: shown at once, never rendered again.
+    shown = at.session_state["last_preview"]
+    assert shown.render is variations[3].render
+    at.toggle(key="auto_preview").set_value(True).run()
+    assert board_job("preview") is None
     # The grid's fields still describe the grid on screen, after a trip to Takes too.
     assert at.text_input(key="grid_seeds").value == "11, 12"
     assert at.text_input(key="grid_values_denoise").value == "0.3, 0.6"

@@ -654,8 +654,19 @@ def grid_progress() -> None:
 grid_progress()
 
 
-def use_variation(chosen: dict) -> None:
+def use_variation(chosen: dict, cell) -> None:
     ui.set_settings(**chosen)  # the cell's seed and value; a prompt typed since stays
+    if not grid_changes(shown_grid):
+        # The grid answers for these settings, region and quality: the cell is the preview
+        # they would make, so it becomes the preview instead of being rendered again.
+        used = settings.replace(**chosen)
+        key = (song.key, used.to_json(), round(preview_start, 2), quick)
+        running = ui.job_of("preview")
+        if running is not None:
+            running.cancel()
+        ui.board().forget("preview")
+        ui.keep_preview(ui.Preview(song.key, key, cell.render, cell.faithfulness))
+        st.session_state["preview_key"] = key
 
 
 def grid_changes(shown) -> list[str]:
@@ -715,7 +726,7 @@ if shown_grid is not None:
                     "Use this",
                     key=f"use_cell_{i}",
                     on_click=use_variation,
-                    args=(chosen,),
+                    args=(chosen, variation),
                     help=f"Take this cell's {ui.join_words(list(chosen))} into the settings "
                     "above; the rest stay as they are. The preview follows.",
                     width="stretch",
