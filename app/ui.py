@@ -699,6 +699,7 @@ def set_sketch(sketch: Sketch | None, source: tuple | None = None) -> None:
         # Another song starts at its beginning (an opened take's span is set after this).
         st.session_state["preview_start"] = 0.0
         st.session_state["render_start"] = 0.0
+        st.session_state["render_loop"] = False  # a seamless loop is one song's choice
     opened = st.session_state.get("opened_take")
     if opened is not None and (sketch is None or opened.get("song_key") != sketch.key):
         forget("opened_take")  # another song: Render would not make that take again

@@ -1490,3 +1490,18 @@ def test_a_shorter_song_brings_the_preview_region_and_span_inside_it(app_env):
     assert at.number_input(key="render_start").value == 0.0
     [duration] = [n for n in at.number_input if n.key.startswith("render_duration_")]
     assert duration.value == 6.0
+
+
+def test_another_song_starts_without_the_last_songs_seamless_loop(app_env):
+    at = start(song=False)
+    upload_into(at, "level1.wav", wav_bytes(8.0), "one")
+    at.run()
+    at.checkbox(key="render_loop").check().run()
+    assert at.checkbox(key="render_loop").value
+    at.switch_page("views/takes.py").run()
+    at.switch_page("views/arrange.py").run()
+    assert at.checkbox(key="render_loop").value  # the same song: still a loop
+    upload_into(at, "cutscene.wav", wav_bytes(6.0), "two")
+    at.run()
+    assert not at.exception, at.exception
+    assert not at.checkbox(key="render_loop").value  # a cutscene is no loop unless asked
