@@ -408,13 +408,27 @@ def bar_grid_for(sketch: Sketch, kept: Any) -> BarGrid | None:
         return None
 
 
-def set_bar_grid(grid: BarGrid | None) -> None:
-    """The composer's bar grid for the open (audio) sketch: its takes and pictures follow."""
+def set_bar_grid(grid: BarGrid | None, source: str = "typed") -> None:
+    """The composer's bar grid for the open (audio) sketch: its takes and pictures follow.
+    ``source``: "typed", or "detected" (Detect again)."""
     song = current_sketch()
     if song is None or song.midi is not None:
         return
     st.session_state["sketch"] = song.with_bar_grid(grid)
-    st.session_state["bar_grid"] = {"key": song.key, **grid.to_dict()} if grid else None
+    kept = {"key": song.key, **grid.to_dict(), "source": source} if grid else None
+    st.session_state["bar_grid"] = kept
+
+
+def bar_grid_source(song: Sketch) -> str:
+    """Where the open song's bars come from, as the page says it: "from the MIDI file",
+    "typed" or "detected"."""
+    if song.midi is not None:
+        return "from the MIDI file"
+    kept = st.session_state.get("bar_grid")
+    mine = isinstance(kept, dict) and kept.get("key") == song.key
+    if mine and BarGrid.from_dict(kept) == song.bar_grid:
+        return str(kept.get("source") or "typed")
+    return "detected"
 
 
 def sections_from_rows(rows: list[dict], bars_s: list[float] | None) -> tuple[Section, ...]:

@@ -1185,19 +1185,23 @@ def test_an_audio_songs_bars_are_found_corrected_kept_and_go_with_its_takes(app_
     song = at.session_state["sketch"]
     assert song.bar_grid is not None  # found by beat tracking while the file loaded
     assert song.bar_grid.bpm == pytest.approx(132.0, rel=0.03)  # tests/chiptune.py's tempo
-    assert any(e.label.startswith("Bars:") for e in at.expander)
+    [bars] = [e.label for e in at.expander if e.label.startswith("Bars:")]
+    assert bars.endswith("(detected)")  # it says where the bars come from
     # The composer corrects it: three beats to the bar, bar 1 at 0.5 s.
     at.number_input(key=f"per_bar_{song.key}").set_value(3).run()
     at.number_input(key=f"downbeat_{song.key}").set_value(0.5).run()
     assert not at.exception
     grid = at.session_state["sketch"].bar_grid
     assert (grid.beats_per_bar, grid.downbeat_s) == (3, 0.5)
+    [bars] = [e.label for e in at.expander if e.label.startswith("Bars:")]
+    assert "3 beats, bar 1 at 0.50 s (typed)" in bars
     # Kept for the next session: a refresh loads the song with the composer's grid.
     again = start(song=False)
     job = again.session_state["load_job"]
     assert job.wait(TIMEOUT) and job.state == "done"
     again.run()
     assert again.session_state["sketch"].bar_grid == grid
+    assert any(e.label.endswith("(typed)") for e in again.expander)  # after a restart too
     # A render's takes carry it, and count their note faithfulness per bar of it.
     fast(again)
     again.run()

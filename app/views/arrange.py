@@ -145,14 +145,15 @@ if song.midi is None:
 
     def detect_grid() -> None:
         found = ui.bar_grid_for(song, None)
-        ui.set_bar_grid(found)
+        ui.set_bar_grid(found, "detected")
         if found is not None:  # the fields show what was found (a callback may set them)
             st.session_state[f"bpm_{song.key}"] = float(found.bpm)
             st.session_state[f"downbeat_{song.key}"] = float(found.downbeat_s)
             st.session_state[f"per_bar_{song.key}"] = int(found.beats_per_bar)
 
     with st.expander(
-        f"Bars: {grid.bpm:g} BPM, {grid.beats_per_bar} beats, bar 1 at {grid.downbeat_s:.2f} s"
+        f"Bars: {grid.bpm:g} BPM, {grid.beats_per_bar} beats, bar 1 at {grid.downbeat_s:.2f} s "
+        f"({ui.bar_grid_source(song)})"
         if grid is not None
         else "Bars: no steady beat found",
         icon=":material/view_week:",
