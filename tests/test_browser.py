@@ -62,8 +62,9 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serving(command: list[str], log_path: Path, cwd: Path = ROOT, env=None):
-    """Run a web server command on a free localhost port; yield its URL once it is healthy.
+def serving_process(command: list[str], log_path: Path, cwd: Path = ROOT, env=None):
+    """Run a web server command on a free localhost port; yield its URL and its process once
+    it is healthy (a test may kill the process itself, as a crash would).
 
     ``command`` has ``{port}`` where the port goes. The server's output goes to ``log_path``
     and is shown if it fails to start.
@@ -91,14 +92,22 @@ def serving(command: list[str], log_path: Path, cwd: Path = ROOT, env=None):
                 log.flush()
                 pytest.fail(f"{command[2]} did not start:\n" + log_path.read_text())
             time.sleep(0.5)
-        yield url
+        yield url, process
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
         log.close()
+
+
+@contextlib.contextmanager
+def serving(command: list[str], log_path: Path, cwd: Path = ROOT, env=None):
+    """:func:`serving_process`, yielding the URL alone."""
+    with serving_process(command, log_path, cwd, env) as (url, _process):
+        yield url
 
 
 def app_command(tiny_model_dir, tmp_path) -> list[str]:

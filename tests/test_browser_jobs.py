@@ -11,28 +11,22 @@ page does meanwhile; the tests never wait for them to end: one cancels, one kill
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
-import subprocess
-import time
-import urllib.request
 from pathlib import Path
 
-import pytest
 import soundfile as sf
 
 from tests.chiptune import make_chiptune
 from tests.test_browser import (
     CHROMIUM,
     FLAGS,
-    ROOT,
     app_command,
     auto_preview_off,
-    free_port,
     open_page,
     screenshot_path,
     serving,
+    serving_process,
 )
 
 #: The sketch's length: long enough that its render outlasts a refresh and two page changes
@@ -70,39 +64,6 @@ def start_a_long_render(page, tune: Path) -> None:
     expect(rendering(page)).to_be_visible()
     # Under way, not waiting for the preview the upload started: mid-render.
     expect(rendering(page)).not_to_contain_text("waiting")
-
-
-@contextlib.contextmanager
-def killable_app(command: list[str], log_path: Path):
-    """The app as ``serving`` starts it, but yielding its process too, so that a test can
-    kill it as a crash or a power cut would (SIGKILL: no clean-up runs)."""
-    port = free_port()
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [part.replace("{port}", str(port)) for part in command],
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 90
-            while True:
-                try:
-                    with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as reply:
-                        if reply.status == 200:
-                            break
-                except OSError:
-                    pass
-                if process.poll() is not None or time.monotonic() > deadline:
-                    log.flush()
-                    pytest.fail("The app did not start:\n" + log_path.read_text())
-                time.sleep(0.5)
-            yield url, process
-        finally:
-            if process.poll() is None:
-                process.kill()
-            process.wait(30)
 
 
 def test_a_refresh_mid_render_shows_the_render_and_its_cancel_works(tiny_model_dir, tmp_path):
@@ -153,7 +114,7 @@ def test_a_restart_mid_render_says_the_render_was_interrupted(tiny_model_dir, tm
     command = app_command(tiny_model_dir, tmp_path)  # both servers: the same --home
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        with killable_app(command, tmp_path / "app.log") as (url, process):
+        with serving_process(command, tmp_path / "app.log") as (url, process):
             page = open_page(browser, url)
             start_a_long_render(page, tune)
             process.send_signal(signal.SIGKILL)  # the server dies in the middle of the render
