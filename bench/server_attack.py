@@ -8,7 +8,6 @@ All at once: 12 renders of a 19-minute one-note MIDI file, 45 ``/run_inference/`
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import signal
@@ -21,27 +20,16 @@ import time
 from pathlib import Path
 
 import httpx
-import mido
 import numpy as np
-import torch
 from server_load import ROOT, rss_mb, wait_until_healthy  # bench/server_load.py
 
 from tests.chiptune import make_chiptune
 from tests.test_browser import free_port
+from tests.test_server import seed_images
+from tests.test_server_attacks import long_note_midi
 from tests.tiny_model import build_tiny_model
 
 SR = 44100
-
-
-def long_note_midi(minutes: float) -> bytes:
-    song = mido.MidiFile(ticks_per_beat=480)
-    track = mido.MidiTrack()
-    song.tracks.append(track)
-    track.append(mido.Message("note_on", note=60, velocity=100, time=0))
-    track.append(mido.Message("note_off", note=60, velocity=0, time=round(minutes * 60 * 960)))
-    out = io.BytesIO()
-    song.save(file=out)
-    return out.getvalue()
 
 
 def prepare(folder: Path) -> tuple[Path, Path, str]:
@@ -50,14 +38,8 @@ def prepare(folder: Path) -> tuple[Path, Path, str]:
     from neurochip.library.metadata import take_metadata
     from neurochip.library.store import TakeLibrary
     from neurochip.settings import RenderSettings
-    from neurochip.spectrogram import save_image, spectrogram_image
 
-    seeds = folder / "seed_images"
-    seeds.mkdir()
-    clip = make_chiptune(5.2)[:, : 511 * 441]
-    save_image(
-        spectrogram_image(torch.from_numpy(clip).mean(0, keepdim=True)), seeds / "og_beat.png"
-    )
+    seeds = seed_images(folder)
     home = folder / "home"
     tune = make_chiptune(10.0)
     ten_minutes = Audio(np.tile(tune, (1, 60)).astype(np.float32), SR)

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -241,16 +242,22 @@ def riffusion_request(**changes) -> dict:
     return {**request, **changes}
 
 
-@pytest.fixture
-def riffusion_client(tiny_model, library, tmp_path):
+def seed_images(folder) -> Path:
+    """A Riffusion seed images folder in ``folder``: ``og_beat.png``, a chip tune's picture."""
     from neurochip.spectrogram import save_image, spectrogram_image
 
-    seeds = tmp_path / "seed_images"
+    seeds = Path(folder) / "seed_images"
     seeds.mkdir()
     clip = make_chiptune(5.2)[:, : 511 * 441]  # 512 columns, as Riffusion's seed images
     save_image(
         spectrogram_image(torch.from_numpy(clip).mean(0, keepdim=True)), seeds / "og_beat.png"
     )
+    return seeds
+
+
+@pytest.fixture
+def riffusion_client(tiny_model, library, tmp_path):
+    seeds = seed_images(tmp_path)
     renders = Renders(lambda: Engine(tiny_model), library)
     with TestClient(
         create_app(renders, ServerLimits(seed_images=seeds)), base_url=LOCAL

@@ -22,7 +22,6 @@ from pathlib import Path
 import httpx
 import mido
 import pytest
-import torch
 import uvicorn
 from fastapi.testclient import TestClient
 
@@ -32,7 +31,7 @@ from neurochip.library.store import TakeLibrary
 from neurochip.server import Renders, ServerLimits, create_app
 from tests.chiptune import make_chiptune
 from tests.test_browser import free_port
-from tests.test_server import FAST, TIMEOUT, submit, wav_bytes
+from tests.test_server import FAST, TIMEOUT, seed_images, submit, wav_bytes
 
 LOCAL = "http://127.0.0.1"
 EVIL = "https://evil.example"
@@ -327,15 +326,7 @@ def test_a_riffusion_client_that_hangs_up_cancels_its_render(riffusion_seeds, ti
 
 @pytest.fixture
 def riffusion_seeds(tmp_path) -> Path:
-    from neurochip.spectrogram import save_image, spectrogram_image
-
-    seeds = tmp_path / "seed_images"
-    seeds.mkdir()
-    clip = make_chiptune(5.2)[:, : 511 * 441]
-    save_image(
-        spectrogram_image(torch.from_numpy(clip).mean(0, keepdim=True)), seeds / "og_beat.png"
-    )
-    return seeds
+    return seed_images(tmp_path)
 
 
 def test_event_streams_are_capped(tiny_model, library):
