@@ -379,7 +379,12 @@ def test_fix_a_bar_comp_two_takes_and_loop_for_the_game(app_url, tmp_path):
         page.locator("[data-testid='stSlider']").filter(has_text="Steps").get_by_role(
             "slider"
         ).press("ArrowRight")  # 3 steps: one denoising step at denoise 0.35
-        page.get_by_role("checkbox", name="Seamless loop").check(force=True)
+        # Click the label, as a composer does: Streamlit's input itself is a 1-pixel box
+        # that Playwright sometimes finds outside the viewport.
+        page.locator("[data-testid='stCheckbox']").filter(has_text="Seamless loop").locator(
+            "label"
+        ).click()
+        expect(page.get_by_role("checkbox", name="Seamless loop")).to_be_checked()
         page.get_by_role("button", name="Render", exact=True).click()
         expect(page.get_by_text("Rendered in")).to_be_visible()
 
