@@ -22,12 +22,8 @@ navigation = st.navigation(
         st.Page(VIEWS / "model.py", title="Model & device", icon=":material/memory:"),
     ]
 )
-from app import ui  # noqa: E402  (after the path fix above)
+from app import song, ui  # noqa: E402  (after the path fix above)
 
-ui.keep_widget_state()  # a choice stays when another page is shown
-ui.restore_session()  # a refresh or a restart finds what was open
-# Kept before the page runs: a change made by a click (Use this, Open, a slider's callback) is
-# saved even when this run never reaches the page's own save (a refresh stops it mid-way).
-ui.save_session()
+song.restore_session()  # a refresh or a restart finds what was open (app/state.py keeps it)
 ui.engine()  # the model starts loading in the background at the first page view
 navigation.run()

@@ -6,7 +6,8 @@ in the loop a composer lives in. Streamlit has no public way for a thread to rer
 so this uses what its own "rerun on save" uses (``AppSession.request_rerun`` with the
 session's last client state: same page, same query string, no widget changes), on the
 server's event loop. Polling stays as the fallback: if Streamlit's internals change, or under
-``AppTest`` (no server), pages behave exactly as before, only slower to notice.
+``AppTest`` (no server), pages behave exactly as before, only slower to notice. The private
+names used are checked against the installed Streamlit by ``tests/test_push.py``.
 
 A rerun is only pushed while the session is idle. A page run already under way is not
 interrupted: it may be the composer's own change, whose widget values must not be replaced by

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import os
+import re
 import threading
 
 import numpy as np
@@ -11,10 +13,13 @@ import pytest
 import soundfile as sf
 from streamlit.testing.v1 import AppTest
 
+from app import song as songs
 from app import ui
 from neurochip.errors import NeuroChipError
+from neurochip.session import ComposerSession, ModelChoice
 from neurochip.settings import RenderSettings
 from neurochip.sketch import load_sketch
+from neurochip.workspace import Workspace
 from tests.chiptune import make_chiptune
 
 SR = 44100
@@ -34,13 +39,37 @@ def app_env(tmp_path, monkeypatch, tiny_model_dir):
     return tmp_path
 
 
+def field(at: AppTest, kind: str, path: str):
+    """The widget of ``kind`` that shows session field ``path`` ("settings.denoise"): its key
+    is the path, then the song, bounds and revision (app/state.py)."""
+    found = [w for w in getattr(at, kind) if w.key and re.match(rf"{re.escape(path)}[:\[@]", w.key)]
+    assert len(found) == 1, (path, [w.key for w in getattr(at, kind)])
+    return found[0]
+
+
+def session(at: AppTest) -> ComposerSession:
+    """The page's session model (what every widget shows)."""
+    return at.session_state["composer"]
+
+
+def quiet(at: AppTest) -> None:
+    """Before the first run: the session as the workspace holds it, with no auto preview (so a
+    test decides when the model works)."""
+    kept = Workspace().state()
+    made = ComposerSession.from_dict(kept)
+    if "model" not in kept:
+        made.model = ModelChoice(os.environ["NEUROCHIP_MODEL"])
+    made.view.auto_preview = False
+    at.session_state["composer"] = made
+
+
 def start(page: str | None = None, song: bool = True) -> AppTest:
     at = AppTest.from_file("../app/main.py", default_timeout=TIMEOUT)
     if song:
         # AppTest cannot drive a file uploader: give the page what an upload produces.
         at.session_state["sketch"] = load_sketch(wav_bytes(), name="minuet.wav")
         at.session_state["upload_id"] = "test"
-    at.session_state["auto_preview"] = False
+    quiet(at)
     at.run()
     if page:
         at.switch_page(page).run()
@@ -73,8 +102,8 @@ def hold_previews(monkeypatch) -> tuple[threading.Event, threading.Event]:
 
 
 def fast(at: AppTest) -> None:
-    at.slider(key="w_steps").set_value(4)
-    at.slider(key="w_denoise").set_value(0.5)
+    field(at, "slider", "settings.steps").set_value(4)
+    field(at, "slider", "settings.denoise").set_value(0.5)
 
 
 def board_job(kind: str):
@@ -147,11 +176,11 @@ def test_bad_upload_message_is_shown_in_the_page(app_env):
 def test_sliders_become_render_settings(app_env):
     at = start()
     assert not at.exception
-    at.slider(key="w_denoise").set_value(0.22)
-    at.slider(key="w_guidance").set_value(4.5)
-    at.slider(key="w_steps").set_value(30)
-    at.text_input(key="w_prompt").input("a string quartet")
-    at.selectbox(key="w_scheduler").set_value("ddim")
+    field(at, "slider", "settings.denoise").set_value(0.22)
+    field(at, "slider", "settings.guidance").set_value(4.5)
+    field(at, "slider", "settings.steps").set_value(30)
+    field(at, "text_input", "settings.prompt").input("a string quartet")
+    field(at, "selectbox", "settings.scheduler").set_value("ddim")
     at.run()
     settings = at.session_state["last_settings"]
     assert (settings.denoise, settings.guidance, settings.steps) == (0.22, 4.5, 30)
@@ -163,9 +192,9 @@ def test_draft_options_reach_the_settings_and_label_the_take(app_env):
 
     at = start()
     assert not at.exception
-    at.selectbox(key="w_windows").set_value("shifted")
-    at.slider(key="w_feature_reuse").set_value(3)
-    at.slider(key="w_guidance_until").set_value(0.5)
+    field(at, "selectbox", "settings.windows").set_value("shifted")
+    field(at, "slider", "settings.feature_reuse").set_value(3)
+    field(at, "slider", "settings.guidance_until").set_value(0.5)
     at.run()
     settings = at.session_state["last_settings"]
     assert (settings.windows, settings.feature_reuse, settings.guidance_until) == (
@@ -222,7 +251,7 @@ def test_quick_previews_are_a_kept_choice_that_reaches_the_engine(app_env, monke
     [now] = [b for b in at.button if b.label == "Preview now"]
     now.click().run()
     assert board_job("preview").wait(TIMEOUT)
-    at.toggle(key="quick_preview").set_value(True).run()
+    field(at, "toggle", "view.quick_preview").set_value(True).run()
     [now] = [b for b in at.button if b.label == "Preview now"]
     now.click().run()
     job = board_job("preview")
@@ -233,7 +262,7 @@ def test_quick_previews_are_a_kept_choice_that_reaches_the_engine(app_env, monke
     again.run()
     assert again.session_state["load_job"].wait(TIMEOUT)  # reopening the sketch
     again.run()
-    assert again.toggle(key="quick_preview").value is True  # a refresh keeps the choice
+    assert field(again, "toggle", "view.quick_preview").value is True  # a refresh keeps the choice
 
 
 def test_the_last_preview_stays_while_a_new_one_renders(app_env, monkeypatch):
@@ -247,7 +276,7 @@ def test_the_last_preview_stays_while_a_new_one_renders(app_env, monkeypatch):
 
     # The next preview is held until the page has been checked.
     entered, release = hold_previews(monkeypatch)
-    at.slider(key="w_denoise").set_value(0.4)
+    field(at, "slider", "settings.denoise").set_value(0.4)
     [preview] = [b for b in at.button if b.label == "Preview now"]
     preview.click().run()
     assert entered.wait(TIMEOUT)
@@ -267,18 +296,21 @@ def test_a_change_previews_at_once_and_a_burst_of_changes_waits_to_settle(app_en
     now = [1000.0]
     monkeypatch.setattr(ui, "clock", lambda: now[0])  # only the test moves it
     at = start()
-    at.session_state["auto_preview"] = True
+    session(at).view.auto_preview = True
+    at.session_state["_revision"] = (
+        at.session_state["_revision"] + 1 if "_revision" in at.session_state else 1
+    )  # as state.redraw() does: the toggle shows it
     _, release = hold_previews(monkeypatch)  # nothing needs to finish here
-    at.number_input(key="w_seed").increment().run()
+    field(at, "number_input", "settings.seed").increment().run()
     first = board_job("preview")
     assert first.delay_s == 0  # the first change in a while: the model starts at once
     now[0] += 0.1  # the next click on the seed's +, a tenth of a second later
-    at.number_input(key="w_seed").increment().run()
+    field(at, "number_input", "settings.seed").increment().run()
     second = board_job("preview")
     assert second is not first and first.cancelled
     assert second.delay_s == ui.PREVIEW_DEBOUNCE_S  # a burst: wait for it to settle
     now[0] += 10 * ui.PREVIEW_DEBOUNCE_S
-    at.number_input(key="w_seed").increment().run()
+    field(at, "number_input", "settings.seed").increment().run()
     third = board_job("preview")
     assert second.cancelled and third.delay_s == 0
     third.cancel()
@@ -370,10 +402,10 @@ def test_demo_button_loads_the_midi_sketch_and_shows_its_voices(app_env):
 
 def test_changing_a_voice_synthesises_the_sketch_again(app_env):
     at = start(song=False)
-    at.session_state["sketch"] = ui.demo_sketch()
+    at.session_state["sketch"] = songs.demo_sketch()
     at.run()
     before = at.session_state["sketch"]
-    [bass] = [s for s in at.selectbox if s.key == f"voice_{before.key}_4"]
+    [bass] = [s for s in at.selectbox if s.key.startswith(f"voice_{before.key}_4@")]
     bass.set_value("pulse50").run()
     # Synthesised as a job: the page shows its progress, with the sketch as it was below.
     assert at.session_state["load_job"].wait(TIMEOUT)
@@ -415,7 +447,7 @@ def test_app_and_cli_make_identical_files(app_env, tiny_model_dir):
 
     at = start()
     fast(at)
-    at.checkbox(key="render_compare").check()
+    field(at, "checkbox", "view.compare").check()
     at.run()
     [render] = [b for b in at.button if b.label == "Render"]
     render.click().run()
@@ -463,12 +495,12 @@ def test_takes_can_be_searched_and_filtered_by_song(app_env):
     at = start("views/takes.py", song=False)
     shown = {b.key for b in at.button if b.key and b.key.startswith("star_")}
     assert shown == {f"star_{funk.id}", f"star_{harp.id}"}
-    at.text_input(key="takes_search").input("FUNK").run()
+    field(at, "text_input", "view.takes_search").input("FUNK").run()
     assert {b.key for b in at.button if b.key and b.key.startswith("star_")} == {f"star_{funk.id}"}
-    at.text_input(key="takes_search").input("").run()
-    at.selectbox(key="takes_song").set_value("b.wav").run()
+    field(at, "text_input", "view.takes_search").input("").run()
+    field(at, "selectbox", "view.takes_song").set_value("b.wav").run()
     assert {b.key for b in at.button if b.key and b.key.startswith("star_")} == {f"star_{harp.id}"}
-    at.text_input(key="takes_search").input("funk").run()
+    field(at, "text_input", "view.takes_search").input("funk").run()
     assert not at.exception and any("No take matches" in i.value for i in at.info)
 
 
@@ -485,14 +517,14 @@ def upload_into(at: AppTest, name: str, data: bytes, file_id: str, wait: bool = 
     from unittest import mock
 
     with mock.patch.object(ui.st, "session_state", at.session_state):
-        ui.accept_upload(FakeUpload(name, data, file_id))
+        songs.accept_upload(FakeUpload(name, data, file_id))
     if wait:
         assert at.session_state["load_job"].wait(TIMEOUT)
 
 
 def test_a_bad_upload_keeps_the_song_and_settings_already_loaded(app_env):
     at = start()
-    at.slider(key="w_denoise").set_value(0.22).run()
+    field(at, "slider", "settings.denoise").set_value(0.22).run()
     loaded = at.session_state["sketch"]
 
     def upload(name: str, data: bytes, file_id: str) -> None:
@@ -508,7 +540,7 @@ def test_a_bad_upload_keeps_the_song_and_settings_already_loaded(app_env):
     assert at.session_state["upload_round"] == 1
     at.run()
     assert at.error  # said until the composer moves on...
-    at.slider(key="w_denoise").set_value(0.3).run()
+    field(at, "slider", "settings.denoise").set_value(0.3).run()
     assert not at.error  # ...then gone
     upload("good.wav", wav_bytes(3.0), "good")
     at.run()
@@ -574,7 +606,7 @@ def test_a_midi_upload_shows_progress_and_cancel_keeps_the_song(app_env, monkeyp
     monkeypatch.setattr(sketch_module, "render_midi", slow_render_midi)
     at = start()
     loaded = at.session_state["sketch"]
-    demo = (ui.DEMO_SKETCH).read_bytes()
+    demo = (songs.DEMO_SKETCH).read_bytes()
     upload_into(at, "greensleeves.mid", demo, "midi", wait=False)
     assert entered.wait(TIMEOUT)
     at.run()
@@ -602,21 +634,21 @@ def test_a_refresh_brings_back_song_settings_model_and_preview(app_env):
     at.run()
     wait_for_model(at)
     fast(at)
-    at.slider(key="w_denoise").set_value(0.45)
-    at.text_input(key="w_prompt").input("a string quartet")
+    field(at, "slider", "settings.denoise").set_value(0.45)
+    field(at, "text_input", "settings.prompt").input("a string quartet")
     at.run()
-    at.number_input(key="render_start").set_value(1.0).run()
-    [duration] = [n for n in at.number_input if n.key.startswith("render_duration_")]
+    field(at, "number_input", "song.start_s").set_value(1.0).run()
+    duration = field(at, "number_input", "song.duration_s")
     duration.set_value(3.0).run()
     [preview] = [b for b in at.button if b.label == "Preview now"]
     preview.click().run()
     job = board_job("preview")
     assert job.wait(TIMEOUT) and job.state == "done", job.error
     at.run()
-    at.toggle(key="auto_preview").set_value(True).run()  # kept on for the next session
+    field(at, "toggle", "view.auto_preview").set_value(True).run()  # kept on for the next session
     assert board_job("preview") is job  # nothing changed: nothing re-rendered
     song = at.session_state["sketch"]
-    model = at.session_state["model_choice"]
+    model = session(at).model
 
     # A refresh (or a restarted server) is a new session: nothing in it but the workspace.
     again = AppTest.from_file("../app/main.py", default_timeout=TIMEOUT)
@@ -627,11 +659,11 @@ def test_a_refresh_brings_back_song_settings_model_and_preview(app_env):
     assert again.session_state["sketch"].key == song.key
     settings = again.session_state["last_settings"]
     assert (settings.denoise, settings.steps, settings.prompt) == (0.45, 4, "a string quartet")
-    assert again.session_state["model_choice"] == model
+    assert session(again).model == model
     kept = again.session_state["last_preview"]
     assert kept.song_key == song.key
-    assert again.number_input(key="render_start").value == 1.0  # the render span too
-    [duration] = [n for n in again.number_input if n.key.startswith("render_duration_")]
+    assert field(again, "number_input", "song.start_s").value == 1.0  # the render span too
+    duration = field(again, "number_input", "song.duration_s")
     assert duration.value == 3.0
     np.testing.assert_array_equal(kept.render.audio.samples, job.result.render.audio.samples)
     assert len(again.get("plotly_chart")) == 2 and again.get("iframe")
@@ -643,12 +675,12 @@ def test_a_changed_setting_is_kept_even_when_its_page_never_finishes_a_run(app_e
     """A refresh right after a click stops the page's run part way: the change must be kept
     before any page draws (here the run goes to Takes, which never saves settings itself)."""
     at = start()
-    at.number_input(key="w_seed").set_value(6)
+    field(at, "number_input", "settings.seed").set_value(6)
     at.switch_page("views/takes.py").run()
     assert not at.exception
     again = AppTest.from_file("../app/main.py", default_timeout=TIMEOUT)
     again.run()
-    assert again.session_state["seed"] == 6
+    assert session(again).settings.seed == 6
 
 
 def test_a_bad_upload_after_a_refresh_changes_nothing_kept(app_env):
@@ -704,7 +736,9 @@ def test_takes_page_is_a_compact_paged_list(app_env):
     [forward] = [b for b in at.button if b.key == "takes_next"]
     forward.click().run()
     assert listed_ids(at) == newest[25:] and any("Page 2 of 2" in c.value for c in at.caption)
-    at.text_input(key="takes_search").input("funk").run()  # a new search starts at page 1
+    field(at, "text_input", "view.takes_search").input(
+        "funk"
+    ).run()  # a new search starts at page 1
     assert listed_ids(at) == newest[:25]
     forward.click().run()
     [newer] = add_measured_takes(1)  # rendered meanwhile: the list starts over, newest first
@@ -715,7 +749,7 @@ def test_takes_page_is_a_compact_paged_list(app_env):
 def test_takes_sort_by_faithfulness(app_env):
     low, unmeasured, high = add_measured_takes(3, [0.42, None, 0.96])
     at = start("views/takes.py", song=False)
-    at.selectbox(key="takes_sort").set_value("Most faithful first").run()
+    field(at, "selectbox", "view.takes_sort").set_value("Most faithful first").run()
     assert not at.exception
     assert listed_ids(at) == [high.id, low.id, unmeasured.id]
     badges = " ".join(m.value for m in at.markdown)
@@ -737,9 +771,9 @@ def test_takes_big_view_plays_downloads_renames_and_keeps_a_note(app_env):
     assert not at.exception
     kept = ui.library().get(take.id)
     assert (kept.name, kept.note) == ("Chorus keeper", "bass drifts in bar 12")
-    at.text_input(key="takes_search").input("DRIFTS").run()  # notes are searched
+    field(at, "text_input", "view.takes_search").input("DRIFTS").run()  # notes are searched
     assert listed_ids(at) == [take.id]
-    at.text_input(key="takes_search").input("").run()
+    field(at, "text_input", "view.takes_search").input("").run()
     # The big view of another take replaces it; deleting from there.
     [more] = [b for b in at.button if b.key == f"more_{other.id}"]
     more.click().run()
@@ -757,7 +791,7 @@ def test_takes_compare_plays_two_and_pairs_them(app_env):
     first, second = add_measured_takes(2, [0.8, 0.6])
     at = start("views/takes.py", song=False)
     assert not at.get("audio")  # closed: no players built
-    at.toggle(key="takes_compare").set_value(True).run()
+    field(at, "toggle", "view.takes_compare").set_value(True).run()
     # One A/B player (one clock) for both takes, not two players drifting apart.
     assert not at.exception and len(at.get("iframe")) == 1 and not at.get("audio")
     [make] = [b for b in at.button if b.label.startswith("Make a stereo pair")]
@@ -768,7 +802,7 @@ def test_takes_compare_plays_two_and_pairs_them(app_env):
     assert any("Added" in s.value for s in at.success)
     # The pair is listed first now; Compare still starts with the two single takes.
     fresh = start("views/takes.py", song=False)
-    fresh.toggle(key="takes_compare").set_value(True).run()
+    field(fresh, "toggle", "view.takes_compare").set_value(True).run()
     shown = {fresh.selectbox(key="ab_a").value, fresh.selectbox(key="ab_b").value}
     assert shown == {first.id, second.id}
     fresh.selectbox(key="ab_a").set_value(pair.id).run()  # a pair is no half of a pair
@@ -793,7 +827,7 @@ def test_the_page_works_while_the_model_loads_and_previews_once_it_is_ready(app_
     at = AppTest.from_file("../app/main.py", default_timeout=TIMEOUT)
     at.session_state["sketch"] = load_sketch(wav_bytes(), name="minuet.wav")
     at.session_state["upload_id"] = "test"
-    at.session_state["auto_preview"] = False
+    quiet(at)
     at.run()  # returns while the model loads
     assert not at.exception
     assert any("Loading the model" in str(p.proto) for p in at.get("progress"))
@@ -835,7 +869,7 @@ def test_a_lora_chosen_on_the_model_page_is_fused_and_kept(app_env, tiny_model_d
     assert any("LoRA style" in s.value for s in at.success)  # "Loaded: ..." says so
     again = AppTest.from_file("../app/main.py", default_timeout=TIMEOUT)
     again.run()
-    assert again.session_state["model_choice"].lora == str(app_env / "style")  # kept
+    assert session(again).model.lora == str(app_env / "style")  # kept
     ui.forget_engine()
 
 
@@ -849,7 +883,7 @@ def test_a_preview_vae_chosen_on_the_model_page_decodes_quick_previews(app_env):
 
     at = start()
     fast(at)
-    at.toggle(key="quick_preview").set_value(True).run()
+    field(at, "toggle", "view.quick_preview").set_value(True).run()
     [now] = [b for b in at.button if b.label == "Preview now"]
     now.click().run()
     job = board_job("preview")
@@ -858,26 +892,28 @@ def test_a_preview_vae_chosen_on_the_model_page_decodes_quick_previews(app_env):
     assert any("decoded by the preview VAE" in c.value for c in at.caption)
     again = AppTest.from_file("../app/main.py", default_timeout=TIMEOUT)
     again.run()
-    assert again.session_state["model_choice"].preview_vae == str(folder)  # kept
+    assert session(again).model.preview_vae == str(folder)  # kept
     ui.forget_engine()
 
 
 def test_arrange_choices_stay_when_another_page_is_shown(app_env):
     at = start()
-    at.toggle(key="quick_preview").set_value(True)
-    at.checkbox(key="render_pair").uncheck()
-    at.checkbox(key="render_loop").check()
+    field(at, "toggle", "view.quick_preview").set_value(True)
+    field(at, "checkbox", "view.stereo_pair").uncheck()
+    field(at, "checkbox", "song.loop").check()
     at.run()
     for page in ("views/takes.py", "views/model.py", "views/arrange.py"):
         at.switch_page(page).run()
         assert not at.exception
-    assert at.toggle(key="quick_preview").value is True
-    assert at.checkbox(key="render_pair").value is False
-    assert at.checkbox(key="render_loop").value is True
+    assert field(at, "toggle", "view.quick_preview").value is True
+    assert field(at, "checkbox", "view.stereo_pair").value is False
+    assert field(at, "checkbox", "song.loop").value is True
     # ... and kept for a refresh too, though the last page shown before it was another.
     at.switch_page("views/takes.py").run()
-    kept = ui.workspace().state()
-    assert (kept["quick_preview"], kept["render_pair"], kept["render_loop"]) == (True, False, True)
+    kept = ComposerSession.from_dict(ui.workspace().state())
+    song_key = at.session_state["sketch"].key
+    assert (kept.view.quick_preview, kept.view.stereo_pair) == (True, False)
+    assert kept.songs[song_key].loop is True
 
 
 def test_a_preview_vae_that_cannot_load_leaves_the_model_usable_and_says_why(app_env):
@@ -886,7 +922,7 @@ def test_a_preview_vae_that_cannot_load_leaves_the_model_usable_and_says_why(app
     assert engine is not None and engine.model.preview_vae is None  # the model still loads
     assert any("own VAE" in w.value and "no-such-taesd" in w.value for w in at.warning)
     at = start()
-    at.toggle(key="quick_preview").set_value(True).run()
+    field(at, "toggle", "view.quick_preview").set_value(True).run()
     assert any("preview VAE did not load" in c.value for c in at.caption)
     ui.forget_engine()
 
@@ -910,7 +946,7 @@ def test_the_app_never_downloads_unasked(app_env, monkeypatch):
     download.click().run()
     wait_for_model(at)
     assert asked == [True, False]  # the composer asked: now the hub may be used
-    assert at.session_state["model_choice"].download
+    assert at.session_state["model_download"]
     ui.forget_engine()
 
 
@@ -918,13 +954,11 @@ def test_the_variation_grid_renders_and_use_this_adopts(app_env):
     at = start()
     fast(at)
     at.run()
-    at.number_input(key="w_seed").set_value(40).run()  # untouched, the fields follow
-    assert at.text_input(key="grid_seeds").value == "40, 41, 42"
-    assert at.text_input(key="grid_values_denoise").value == "0.40, 0.50, 0.60"
-    seeds = [t for t in at.text_input if t.key and t.key == "grid_seeds"]
-    values = [t for t in at.text_input if t.key and t.key.startswith("grid_values_denoise")]
-    seeds[0].input("11, 12")
-    values[0].input("0.3, 0.6")
+    field(at, "number_input", "settings.seed").set_value(40).run()  # untouched, the fields follow
+    assert field(at, "text_input", "song.grid_seeds").value == "40, 41, 42"
+    assert field(at, "text_input", "song.grid_values").value == "0.40, 0.50, 0.60"
+    field(at, "text_input", "song.grid_seeds").input("11, 12")
+    field(at, "text_input", "song.grid_values").input("0.3, 0.6")
     job = press_and_wait(at, "Render the grid", "grid")
     uses = [b for b in at.button if b.key and b.key.startswith("use_cell_")]
     assert len(uses) == 4
@@ -944,15 +978,15 @@ def test_the_variation_grid_renders_and_use_this_adopts(app_env):
     # The cell is the preview of these settings: shown at once, never rendered again.
     shown = at.session_state["last_preview"]
     assert shown.render is variations[3].render
-    at.toggle(key="auto_preview").set_value(True).run()
+    field(at, "toggle", "view.auto_preview").set_value(True).run()
     assert board_job("preview") is None
     # The grid's fields still describe the grid on screen, after a trip to Takes too.
-    assert at.text_input(key="grid_seeds").value == "11, 12"
-    assert at.text_input(key="grid_values_denoise").value == "0.3, 0.6"
+    assert field(at, "text_input", "song.grid_seeds").value == "11, 12"
+    assert field(at, "text_input", "song.grid_values").value == "0.3, 0.6"
     at.switch_page("views/takes.py").run()
     at.switch_page("views/arrange.py").run()
-    assert at.text_input(key="grid_seeds").value == "11, 12"
-    assert at.text_input(key="grid_values_denoise").value == "0.3, 0.6"
+    assert field(at, "text_input", "song.grid_seeds").value == "11, 12"
+    assert field(at, "text_input", "song.grid_values").value == "0.3, 0.6"
     # The cell taken is marked, and the grid still answers for these settings.
     cells = [m.value for m in at.markdown if "notes kept" in m.value]
     assert [("in use" in c) for c in cells] == [False, False, False, True]
@@ -970,14 +1004,16 @@ def test_the_grid_is_marked_out_of_date_and_comes_back_after_a_refresh(app_env):
     wait_for_model(at)
     fast(at)
     at.run()
-    at.text_input(key="grid_seeds").input("3, 4").run()
-    at.text_input(key="grid_values_denoise").input("0.4").run()
+    field(at, "text_input", "song.grid_seeds").input("3, 4").run()
+    field(at, "text_input", "song.grid_values").input("0.4").run()
     job = press_and_wait(at, "Render the grid", "grid")
     assert len(grid_cells(at)) == 2
-    at.slider(key="w_denoise").set_value(0.7).run()  # the grid's own axis: still current
+    field(at, "slider", "settings.denoise").set_value(
+        0.7
+    ).run()  # the grid's own axis: still current
     assert not any("Out of date" in c.value for c in at.caption)
-    at.text_input(key="w_prompt").input("a string quartet").run()
-    at.slider(key="w_steps").set_value(5).run()
+    field(at, "text_input", "settings.prompt").input("a string quartet").run()
+    field(at, "slider", "settings.steps").set_value(5).run()
     [stale] = [c.value for c in at.caption if "Out of date" in c.value]
     assert "*Prompt* and *Steps* changed" in stale
     assert len(grid_cells(at)) == 2  # still there to listen to
@@ -994,8 +1030,8 @@ def test_the_grid_is_marked_out_of_date_and_comes_back_after_a_refresh(app_env):
         np.testing.assert_array_equal(now.render.audio.samples, was.render.audio.samples)
     assert grid_cells(again) == grid_cells(at)
     # Its fields say what it is, not what the settings would suggest.
-    assert again.text_input(key="grid_seeds").value == "3, 4"
-    assert again.text_input(key="grid_values_denoise").value == "0.4"
+    assert field(again, "text_input", "song.grid_seeds").value == "3, 4"
+    assert field(again, "text_input", "song.grid_values").value == "0.4"
     assert any("*Prompt* and *Steps* changed" in c.value for c in again.caption)
     [use] = [b for b in again.button if b.key == "use_cell_1"]
     use.click().run()  # its seed and denoise; the prompt and steps typed since stay
@@ -1008,8 +1044,7 @@ def test_the_grid_is_marked_out_of_date_and_comes_back_after_a_refresh(app_env):
 
 def test_a_bad_grid_is_a_clear_error_and_renders_nothing(app_env):
     at = start()
-    [seeds] = [t for t in at.text_input if t.key and t.key == "grid_seeds"]
-    seeds.input("1, two")
+    field(at, "text_input", "song.grid_seeds").input("1, two")
     [render] = [b for b in at.button if b.label == "Render the grid"]
     render.click().run()
     assert "Seeds: write numbers" in at.error[0].value
@@ -1073,14 +1108,18 @@ def test_open_brings_back_the_takes_song_span_and_settings(
     assert not at.exception, at.exception
     loaded = at.session_state["last_settings"]
     assert (loaded.prompt, loaded.seed, loaded.denoise) == ("a brass band", 77, 0.5)
-    assert at.number_input(key="render_start").value == 2.0
-    [duration] = [n for n in at.number_input if n.key and n.key.startswith("render_duration_")]
+    assert field(at, "number_input", "song.start_s").value == 2.0
+    duration = field(at, "number_input", "song.duration_s")
     assert duration.value == 3.0
     said = [i.value for i in at.info if i.value.startswith("Opened")]
     assert said and "seed 77" in said[0] and "from 2 s for 3 s" in said[0]  # what came back
-    assert at.slider(key="preview_start").value == 2.0  # the preview is of the take's part
+    assert (
+        field(at, "slider", "song.preview_start_s").value == 2.0
+    )  # the preview is of the take's part
     if moved_on == "setting":
-        at.slider(key="w_denoise").set_value(0.4).run()  # moved on from it: the notice goes
+        field(at, "slider", "settings.denoise").set_value(
+            0.4
+        ).run()  # moved on from it: the notice goes
     else:  # another song: Render would not make the take again
         upload_into(at, "other.wav", wav_bytes(4.0), "another")
         at.run()
@@ -1090,16 +1129,16 @@ def test_open_brings_back_the_takes_song_span_and_settings(
 
 def test_settings_that_skip_the_model_are_warned_about(app_env):
     at = start()
-    at.slider(key="w_steps").set_value(4)
-    at.slider(key="w_denoise").set_value(0.2).run()
+    field(at, "slider", "settings.steps").set_value(4)
+    field(at, "slider", "settings.denoise").set_value(0.2).run()
     assert any("less than one denoising step" in w.value for w in at.warning)
-    at.slider(key="w_denoise").set_value(0.5).run()
+    field(at, "slider", "settings.denoise").set_value(0.5).run()
     assert not any("denoising step" in w.value for w in at.warning)
 
 
 def test_a_voice_change_keeps_the_last_preview_as_out_of_date(app_env):
     at = start(song=False)
-    at.session_state["sketch"] = ui.demo_sketch()
+    at.session_state["sketch"] = songs.demo_sketch()
     at.run()
     fast(at)
     [preview] = [b for b in at.button if b.label == "Preview now"]
@@ -1108,7 +1147,7 @@ def test_a_voice_change_keeps_the_last_preview_as_out_of_date(app_env):
     assert job.wait(TIMEOUT) and job.state == "done", job.error
     at.run()
     before = at.session_state["sketch"]
-    [bass] = [s for s in at.selectbox if s.key == f"voice_{before.key}_4"]
+    [bass] = [s for s in at.selectbox if s.key.startswith(f"voice_{before.key}_4@")]
     bass.set_value("pulse50").run()
     assert at.session_state["load_job"].wait(TIMEOUT)
     at.run()
@@ -1178,6 +1217,11 @@ def test_a_takes_bars_are_rerolled_from_the_takes_page(app_env, tiny_model_dir):
     assert at.number_input(key=f"reroll_seed_{take_id}").value == 502
 
 
+def bar_field(at: AppTest, name: str, song):
+    [found] = [n for n in at.number_input if n.key.startswith(f"{name}_{song.key}@")]
+    return found
+
+
 def test_an_audio_songs_bars_are_found_corrected_kept_and_go_with_its_takes(app_env):
     at = start(song=False)
     upload_into(at, "minuet.wav", wav_bytes(8.0), "minuet")
@@ -1188,8 +1232,8 @@ def test_an_audio_songs_bars_are_found_corrected_kept_and_go_with_its_takes(app_
     [bars] = [e.label for e in at.expander if e.label.startswith("Bars:")]
     assert bars.endswith("(detected)")  # it says where the bars come from
     # The composer corrects it: three beats to the bar, bar 1 at 0.5 s.
-    at.number_input(key=f"per_bar_{song.key}").set_value(3).run()
-    at.number_input(key=f"downbeat_{song.key}").set_value(0.5).run()
+    bar_field(at, "per_bar", song).set_value(3).run()
+    bar_field(at, "downbeat", song).set_value(0.5).run()
     assert not at.exception
     grid = at.session_state["sketch"].bar_grid
     assert (grid.beats_per_bar, grid.downbeat_s) == (3, 0.5)
@@ -1226,7 +1270,7 @@ def test_comp_lanes_pick_bars_of_two_takes_play_the_comp_and_save_it(app_env, ti
     made = render_take_set(engine, load_sketch(midi), settings, pair, library=ui.library())
     a_id, b_id = made.saved["A"], made.saved["B"]
     at = start("views/takes.py", song=False)
-    at.toggle(key="takes_comp").set_value(True).run()
+    field(at, "toggle", "view.takes_comp").set_value(True).run()
     at.multiselect(key="comp_takes").set_value([a_id, b_id]).run()
     assert not at.exception
     # Lanes: one row per take, a cell per bar, each labelled with that bar's notes kept.
@@ -1262,7 +1306,7 @@ def test_a_seamless_loop_renders_with_loop_points_and_plays_on_repeat(app_env):
 
     at = start()
     fast(at)
-    at.checkbox(key="render_loop").check().run()
+    field(at, "checkbox", "song.loop").check().run()
     job = press_and_wait(at)
     pair = ui.library().get(job.result["pair"])
     assert pair.settings().loop
@@ -1275,9 +1319,9 @@ def test_a_prompt_timeline_from_the_sections_table_reaches_the_take(app_env):
     at = AppTest.from_file("../app/main.py", default_timeout=TIMEOUT)
     at.session_state["sketch"] = load_sketch(wav_bytes(), name="minuet.wav")
     at.session_state["upload_id"] = "test"
-    at.session_state["auto_preview"] = False
+    quiet(at)
     # As a composer left the table (kept with the session): an intro, then the band.
-    at.session_state["sections_rows"] = [
+    session(at).song(at.session_state["sketch"].key).sections = [
         {"start": "0", "prompt": "soft strings", "denoise": None, "guidance": None},
         {"start": "3.5", "prompt": "a full funk band", "denoise": 0.5, "guidance": None},
     ]
@@ -1298,10 +1342,12 @@ def test_a_prompt_timeline_from_the_sections_table_reaches_the_take(app_env):
 
 def test_a_section_that_cannot_be_placed_is_said_in_words():
     with pytest.raises(NeuroChipError, match="Section 2 needs both"):
-        ui.sections_from_rows([{"start": "0", "prompt": "a"}, {"start": "4", "prompt": ""}], None)
+        songs.sections_from_rows(
+            [{"start": "0", "prompt": "a"}, {"start": "4", "prompt": ""}], None
+        )
     with pytest.raises(NeuroChipError, match="Section 1: .*bars are not known"):
-        ui.sections_from_rows([{"start": "bar 3", "prompt": "a"}], None)
-    timeline = ui.sections_from_rows(
+        songs.sections_from_rows([{"start": "bar 3", "prompt": "a"}], None)
+    timeline = songs.sections_from_rows(
         [{"start": "bar 2", "prompt": "b", "denoise": float("nan")}, {"start": "0", "prompt": "a"}],
         [0.0, 2.0],
     )
@@ -1309,27 +1355,6 @@ def test_a_section_that_cannot_be_placed_is_said_in_words():
         (0.0, "a", None),
         (2.0, "b", None),
     ]
-
-
-def test_an_opened_takes_span_waits_for_its_song_even_when_the_load_ends_mid_run():
-    """The load can end while a page run is under way, after that run drew the old song:
-    the span must not be spent on the old song (it was, and the new one lost its duration)."""
-    from unittest import mock
-
-    from neurochip.jobs import Job
-
-    finished = Job(lambda progress, cancel: None).start()
-    assert finished.wait(TIMEOUT)
-    old_song = load_sketch(wav_bytes(6.0), name="old.wav")
-    state = {"load_job": finished, "pending_span": (2.0, 3.0)}
-    with mock.patch.object(ui.st, "session_state", state):
-        ui.apply_pending_span(old_song)  # this run began before the load ended
-        assert state["pending_span"] == (2.0, 3.0) and "render_start" not in state
-        state["load_adopted"] = finished  # the next run adopted the new song
-        new_song = load_sketch(wav_bytes(8.0), name="new.wav")
-        ui.apply_pending_span(new_song)
-    assert "pending_span" not in state and state["render_start"] == 2.0
-    assert state[f"render_duration_{new_song.key}_2.0"] == 3.0
 
 
 # --- stems ------------------------------------------------------------------------------------
@@ -1344,24 +1369,22 @@ def test_stems_render_from_the_instrument_map_and_mix_on_the_mixer(app_env):
     at = AppTest.from_file("../app/main.py", default_timeout=TIMEOUT)
     at.session_state["sketch"] = song
     at.session_state["upload_id"] = "test"
-    at.session_state["auto_preview"] = False
+    quiet(at)
     # As a composer left the map (kept with the song): the bass and drums changed, the
     # lead and harmony grouped into one stem.
-    at.session_state["stems_rows"] = {
-        "another song": [{"name": "Keys", "parts": "2", "prompt": "organ"}],
-        song.key: [
-            {"name": "Band", "parts": f"{lead}+{harmony}", "prompt": "a horn section"},
-            {"name": "Bass", "parts": bass, "prompt": "slap bass", "denoise": 0.25},
-            {"name": "Drums", "parts": drums, "prompt": "live drum kit"},
-        ],
-    }
+    session(at).song("another song").stems = [{"name": "Keys", "parts": "2", "prompt": "organ"}]
+    session(at).song(song.key).stems = [
+        {"name": "Band", "parts": f"{lead}+{harmony}", "prompt": "a horn section"},
+        {"name": "Bass", "parts": bass, "prompt": "slap bass", "denoise": 0.25},
+        {"name": "Drums", "parts": drums, "prompt": "live drum kit"},
+    ]
     at.run()
     wait_for_model(at)
     fast(at)
-    at.toggle(key="render_stems_on").set_value(True).run()
+    field(at, "toggle", "song.stems_on").set_value(True).run()
     assert not at.exception and not at.error
-    assert at.checkbox(key="render_compare").disabled  # a comparison is of one take
-    at.checkbox(key="render_pair").uncheck().run()  # mono stems: the mixer pans them
+    assert field(at, "checkbox", "view.compare").disabled  # a comparison is of one take
+    field(at, "checkbox", "view.stereo_pair").uncheck().run()  # mono stems: the mixer pans them
     job = press_and_wait(at, "Render stems")
     library = ui.library()
     result, mixes = StemTakes.from_library(library, job.result["stems"])
@@ -1386,30 +1409,30 @@ def test_stems_render_from_the_instrument_map_and_mix_on_the_mixer(app_env):
     # A refresh keeps the map; Takes shows the mixer of a kept mix.
     again = AppTest.from_file("../app/main.py", default_timeout=TIMEOUT)
     again.run()
-    kept_maps = again.session_state["stems_rows"]
-    assert kept_maps[song.key][1]["prompt"] == "slap bass"
-    assert kept_maps["another song"][0]["prompt"] == "organ"  # each song keeps its own map
+    kept = session(again).songs
+    assert kept[song.key].stems[1]["prompt"] == "slap bass"
+    assert kept["another song"].stems[0]["prompt"] == "organ"  # each song keeps its own map
     again.switch_page("views/takes.py").run()
     assert not again.exception
 
 
 def test_a_wrong_stem_row_is_said_in_words():
-    song = load_sketch(ui.DEMO_SKETCH.read_bytes(), name="demo.mid")
+    song = load_sketch(songs.DEMO_SKETCH.read_bytes(), name="demo.mid")
     with pytest.raises(NeuroChipError, match="Stem row 2: .*instrument"):
-        ui.stems_from_rows([{"name": "A", "parts": "2", "prompt": "x"}, {"name": "B"}], song)
+        songs.stems_from_rows([{"name": "A", "parts": "2", "prompt": "x"}, {"name": "B"}], song)
     with pytest.raises(NeuroChipError, match="part '99'"):
-        ui.stems_from_rows([{"name": "A", "parts": "99", "prompt": "x"}], song)
-    [stem] = ui.stems_from_rows([{"name": "", "parts": "2, 3", "prompt": "x"}], song)
+        songs.stems_from_rows([{"name": "A", "parts": "99", "prompt": "x"}], song)
+    [stem] = songs.stems_from_rows([{"name": "", "parts": "2, 3", "prompt": "x"}], song)
     assert stem.name == "Stem 1" and stem.parts == ("2", "3")
 
 
 def test_a_half_typed_section_or_stem_row_keeps_the_page_and_says_why_render_waits(app_env):
     at = AppTest.from_file("../app/main.py", default_timeout=TIMEOUT)
-    song = load_sketch(ui.DEMO_SKETCH.read_bytes(), name="greensleeves.mid")
+    song = load_sketch(songs.DEMO_SKETCH.read_bytes(), name="greensleeves.mid")
     at.session_state["sketch"] = song
     at.session_state["upload_id"] = "test"
-    at.session_state["auto_preview"] = False
-    at.session_state["sections_rows"] = [{"start": "bar 5", "prompt": None}]
+    quiet(at)
+    session(at).song(song.key).sections = [{"start": "bar 5", "prompt": None}]
     at.run()
     wait_for_model(at)
     assert not at.exception
@@ -1420,15 +1443,15 @@ def test_a_half_typed_section_or_stem_row_keeps_the_page_and_says_why_render_wai
     assert any("Render waits for the Sections table" in c.value for c in at.caption)
 
     # A stem map with a part in two stems: said, and Render stems waits for it.
-    at.session_state["sections_rows"] = []
-    at.session_state["stems_rows"] = {
-        song.key: [
-            {"name": "A", "parts": "2+3", "prompt": "horns"},
-            {"name": "B", "parts": "3", "prompt": "strings"},
-        ]
-    }
-    at.session_state["_memo_stems_base"] = None
-    at.toggle(key="render_stems_on").set_value(True).run()
+    session(at).song(song.key).sections = []
+    session(at).song(song.key).stems = [
+        {"name": "A", "parts": "2+3", "prompt": "horns"},
+        {"name": "B", "parts": "3", "prompt": "strings"},
+    ]
+    at.session_state["_revision"] = (
+        at.session_state["_revision"] + 1 if "_revision" in at.session_state else 1
+    )  # as state.redraw() does: the tables show the session
+    field(at, "toggle", "song.stems_on").set_value(True).run()
     assert any("Part 3 is in two stems" in e.value for e in at.error)
     [render] = [b for b in at.button if b.label == "Render stems"]
     assert render.disabled
@@ -1441,10 +1464,10 @@ def test_a_refresh_keeps_the_last_render_on_the_page(app_env):
     at.run()
     wait_for_model(at)
     fast(at)
-    at.checkbox(key="render_pair").uncheck().run()
+    field(at, "checkbox", "view.stereo_pair").uncheck().run()
     job = press_and_wait(at)
     take_id = job.result["A"]
-    at.number_input(key="render_start").set_value(1.0).run()  # the sliders move on
+    field(at, "number_input", "song.start_s").set_value(1.0).run()  # the sliders move on
 
     again = AppTest.from_file("../app/main.py", default_timeout=TIMEOUT)
     again.run()
@@ -1453,7 +1476,7 @@ def test_a_refresh_keeps_the_last_render_on_the_page(app_env):
     assert not again.exception
     assert any(s.value.startswith("Rendered in") for s in again.success)
     assert any(b.key == f"dl_{take_id}" for b in again.get("download_button"))
-    assert again.session_state["last_render"]["start_s"] == 0.0  # as rendered
+    assert session(again).last_render["start_s"] == 0.0  # as rendered
 
 
 @pytest.mark.parametrize(
@@ -1483,16 +1506,16 @@ def test_a_shorter_song_brings_the_preview_region_and_span_inside_it(app_env):
     at = start(song=False)
     upload_into(at, "long.wav", wav_bytes(12.0), "long")
     at.run()
-    at.slider(key="preview_start").set_value(6.8).run()
-    at.number_input(key="render_start").set_value(11.0).run()
+    field(at, "slider", "song.preview_start_s").set_value(6.8).run()
+    field(at, "number_input", "song.start_s").set_value(11.0).run()
     upload_into(at, "short.wav", wav_bytes(6.0), "short")
     at.run()
     assert not at.exception, at.exception
     assert at.session_state["sketch"].name == "short.wav"
     # Another song starts at its beginning: not a half-second span at the end of it.
-    assert at.slider(key="preview_start").value == 0.0
-    assert at.number_input(key="render_start").value == 0.0
-    [duration] = [n for n in at.number_input if n.key.startswith("render_duration_")]
+    assert field(at, "slider", "song.preview_start_s").value == 0.0
+    assert field(at, "number_input", "song.start_s").value == 0.0
+    duration = field(at, "number_input", "song.duration_s")
     assert duration.value == 6.0
 
 
@@ -1500,12 +1523,12 @@ def test_another_song_starts_without_the_last_songs_seamless_loop(app_env):
     at = start(song=False)
     upload_into(at, "level1.wav", wav_bytes(8.0), "one")
     at.run()
-    at.checkbox(key="render_loop").check().run()
-    assert at.checkbox(key="render_loop").value
+    field(at, "checkbox", "song.loop").check().run()
+    assert field(at, "checkbox", "song.loop").value
     at.switch_page("views/takes.py").run()
     at.switch_page("views/arrange.py").run()
-    assert at.checkbox(key="render_loop").value  # the same song: still a loop
+    assert field(at, "checkbox", "song.loop").value  # the same song: still a loop
     upload_into(at, "cutscene.wav", wav_bytes(6.0), "two")
     at.run()
     assert not at.exception, at.exception
-    assert not at.checkbox(key="render_loop").value  # a cutscene is no loop unless asked
+    assert not field(at, "checkbox", "song.loop").value  # a cutscene is no loop unless asked

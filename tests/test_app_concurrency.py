@@ -11,6 +11,7 @@ import gc
 import pytest
 
 from app import ui
+from neurochip.workspace import Workspace
 from tests.test_app import TIMEOUT, fast, start
 
 
@@ -36,7 +37,7 @@ def test_a_render_started_in_one_tab_shows_in_every_tab_of_the_workspace(app_env
         fast(at)
         at.run()
     click_render(first)
-    job = ui.board_for(ui.Workspace().root).job("render")
+    job = ui.board_for(Workspace().root).job("render")
     assert job is not None
     second.run()  # the other tab's next run
     [render] = [b for b in second.button if b.label == "Render"]
@@ -59,7 +60,7 @@ def test_the_loaded_model_is_hidden_from_the_collector(app_env):
     renders. Once loaded, the engine is frozen out of the collector's sight."""
     at = start()
     assert not at.exception
-    job = ui._engine_job(at.session_state["model_choice"])
+    job = ui._engine_job(at.session_state["composer"].model)
     assert job.wait(60) and job.result is not None, job.error
     engine = job.result
     tracked = {id(o) for o in gc.get_objects()}  # every generation, not the frozen objects

@@ -86,3 +86,20 @@ def test_a_broken_session_never_breaks_the_servers_loop(caplog):
 def test_without_a_streamlit_server_the_page_polls():
     job = Job(lambda progress, cancel: None)
     assert push.rerun_when_finished(job) is False  # no script run context here
+
+
+def test_the_streamlit_internals_push_uses_are_there():
+    """push.py uses Streamlit internals (no public API reruns a session from another thread):
+    an upgrade that renames them must fail here, not quietly turn every push into polling."""
+    import inspect
+
+    from streamlit.runtime import Runtime
+    from streamlit.runtime.app_session import AppSession
+    from streamlit.runtime.session_manager import SessionManager
+
+    made = inspect.getsource(AppSession.__init__)
+    for name in ("_scriptrunner", "_client_state", "_event_loop"):
+        assert f"self.{name}" in made, name
+    assert callable(AppSession._call_soon_on_event_loop) and callable(AppSession.request_rerun)
+    assert "self._session_mgr" in inspect.getsource(Runtime.__init__)
+    assert callable(SessionManager.get_active_session_info)

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import streamlit as st
 import torch
 
-from app import ui
+from app import state, ui
 from neurochip.device import DEVICE_CHOICES
 from neurochip.doctor import run_checks
 from neurochip.model import DTYPES
 from neurochip.preview_vae import DEFAULT_PREVIEW_VAE_ID
+from neurochip.session import ModelChoice
 
 st.title("Model & device")
 choice = ui.model_choice()
@@ -51,7 +51,7 @@ with st.form("model_form"):
         "id from the Hugging Face cache (fetched with the model when you press Download).",
     )
     if st.form_submit_button("Use this model", type="primary"):
-        st.session_state["model_choice"] = ui.ModelChoice(
+        state.composer().model = ModelChoice(
             source.strip(),
             device,
             dtype,
@@ -59,7 +59,7 @@ with st.form("model_form"):
             lora_scale=float(lora_scale),
             preview_vae=preview_vae.strip(),
         )
-        ui.save_session()  # the next session (a refresh, a restart) uses it too
+        state.save()  # the next session (a refresh, a restart) uses it too
         ui.forget_engine()
         st.rerun()
 
@@ -89,7 +89,7 @@ else:
     is_hub_id = "/" in choice.source and not Path(choice.source).expanduser().exists()
     if (
         is_hub_id
-        and not choice.download
+        and not ui.download_allowed()
         and right.button(
             "Download from the Hugging Face hub",
             type="primary",
@@ -97,7 +97,7 @@ else:
             help="About 4 GB, once; it is kept in the Hugging Face cache for every later start.",
         )
     ):
-        st.session_state["model_choice"] = dataclasses.replace(choice, download=True)
+        st.session_state["model_download"] = True
         ui.forget_engine()
         st.rerun()
 

@@ -14,7 +14,8 @@ import math
 
 import streamlit as st
 
-from app import ui
+from app import song as arrange_song
+from app import state, ui
 from app.abplayer import ab_player
 from app.figures import faithfulness_colour
 from app.mixer import stem_mixer
@@ -65,9 +66,10 @@ def toggle_open(take_id: str) -> None:
 
 
 find, song_col, sort_col, star_col = st.columns([3, 2, 2, 1.2], vertical_alignment="bottom")
-text = find.text_input(
+text = state.text(
+    find,
+    "view.takes_search",
     "Search",
-    key="takes_search",
     placeholder="prompt, name or note, e.g. funk",
     help="Matches the takes' prompts, names and notes, ignoring case.",
     on_change=first_page,
@@ -77,9 +79,13 @@ try:
 except NeuroChipError as err:  # e.g. the index cannot be read, and could not be rebuilt
     st.error(str(err))
     st.stop()
-song = song_col.selectbox("Song", ["All songs", *songs], key="takes_song", on_change=first_page)
-sort = sort_col.selectbox("Sort", list(SORTS), key="takes_sort", on_change=first_page)
-starred_only = star_col.toggle("Starred only", key="takes_starred_only", on_change=first_page)
+song = state.select(
+    song_col, "view.takes_song", "Song", ["All songs", *songs], on_change=first_page
+)
+sort = state.select(sort_col, "view.takes_sort", "Sort", list(SORTS), on_change=first_page)
+starred_only = state.toggle(
+    star_col, "view.takes_starred_only", "Starred only", on_change=first_page
+)
 filters = {
     "starred_only": starred_only,
     "song": None if song == "All songs" else song,
@@ -156,9 +162,10 @@ def default_ab(takes) -> tuple[int, int]:
 
 # A toggle, not an expander: an expander's content is built even while it is closed, and this
 # one's holds two players.
-compare = compare_col.toggle(
+compare = state.toggle(
+    compare_col,
+    "view.takes_compare",
     "Compare two takes, or build a stereo pair",
-    key="takes_compare",
     help="Play two takes of this page side by side; search or sort to bring others here.",
 )
 if compare:
@@ -193,7 +200,7 @@ if compare:
             st.caption(f"Played separately: {err}")
             player(by_id[a_id], a_col)
             player(by_id[b_id], b_col)
-        width = st.slider("Stereo width", 0.0, 1.0, 1.0, 0.05, key="pair_width")
+        width = state.slider(st, "view.pair_width", "Stereo width", 0.0, 1.0, 0.05)
         singles = by_id[a_id].channels == 1 and by_id[b_id].channels == 1
         if st.button(
             "Make a stereo pair of A (left) and B (right)",
@@ -377,7 +384,7 @@ def comp_lanes(takes_here) -> None:
             st.rerun()
 
 
-comping = comp_col.toggle("Comp bars of several takes", key="takes_comp", help=COMP_HELP)
+comping = state.toggle(comp_col, "view.takes_comp", "Comp bars of several takes", help=COMP_HELP)
 if comping:
     with st.container(border=True):
         comp_lanes(takes)
@@ -396,14 +403,8 @@ def big_view(take) -> None:
         with right:
             player(take)
             if not take.damaged:
-                fmt = (
-                    st.segmented_control(
-                        "Download as",
-                        [".wav", ".flac", ".mp3"],
-                        default=".wav",
-                        key="takes_format",
-                    )
-                    or ".wav"
+                fmt = state.segmented(
+                    st, "view.takes_format", "Download as", [".wav", ".flac", ".mp3"]
                 )
                 try:
                     data, file_name = ui.export_take(take.id, fmt)
@@ -419,7 +420,7 @@ def big_view(take) -> None:
                     )
         faithfulness_strip(take)
         if take.kind == "stem mix":
-            stem_mixer(take.id, ui.current_sketch())
+            stem_mixer(take.id, arrange_song.current_sketch())
         reroll_panel(take)
         with st.form(key=f"edit_{take.id}", border=False):
             name = st.text_input("Name", value=take.name, key=f"name_{take.id}")
@@ -717,7 +718,7 @@ with st.container(gap=None):
             help="Open in Arrange: this take's song, span and settings",
             type="tertiary",
         ):
-            ui.open_take(take)
+            arrange_song.open_take(take)
             st.switch_page("views/arrange.py")
         row[5].button(
             "Less" if opened == take.id else "More",

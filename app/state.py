@@ -1,0 +1,214 @@
+"""The composer's session as the pages see it: widgets are views of one ComposerSession.
+
+Each browser session reads the session from the workspace once (a refresh or a restart
+finds it as it was left) and every change is written back at once. A widget shows a field
+of it, and its ``on_change`` writes the change into it; nothing is kept in widget state.
+
+Streamlit drops a widget's state on a run that does not draw it (another page) and rebuilds
+the widget from its ``value`` when it is drawn again: that value is the field's, so it is
+what the composer left. A widget's key is the field's path (and song), plus a revision that
+:func:`redraw` moves on when the session changes from outside the widgets (a take opened,
+*Use this*, a seed rolled): a new key is a new widget, shown with the new value at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from neurochip.session import ComposerSession, ModelChoice, SongSetup
+from neurochip.workspace import Workspace
+
+
+@st.cache_resource(show_spinner=False)
+def _workspace(root: str | None) -> Workspace:
+    return Workspace(root)
+
+
+def workspace() -> Workspace:
+    """What the app had open: kept on disk, so a refresh or a restart brings it back."""
+    return _workspace(os.environ.get("NEUROCHIP_HOME"))
+
+
+def composer() -> ComposerSession:
+    """This browser session's ComposerSession (read from the workspace at its first run)."""
+    state = st.session_state
+    if "composer" not in state:
+        kept = workspace().state()
+        session = ComposerSession.from_dict(kept)
+        if "model" not in kept and os.environ.get("NEUROCHIP_MODEL"):
+            session.model = ModelChoice(os.environ["NEUROCHIP_MODEL"])
+        state["composer"] = session
+        state["_saved"] = session.to_dict()
+    return state["composer"]
+
+
+def save() -> None:
+    """Write the session to the workspace, where it changed since the last write."""
+    data = composer().to_dict()
+    if data == st.session_state.get("_saved"):
+        return
+    try:
+        workspace().keep_state(data)
+        st.session_state["_saved"] = data
+    except OSError as err:
+        st.toast(f"Could not keep the settings for next time: {err}", icon=":material/warning:")
+
+
+def song(key: str | None = None) -> SongSetup:
+    """The setup of the open song (or of song ``key``)."""
+    session = composer()
+    return session.song(key or session.song_key or "")
+
+
+def get(path: str) -> Any:
+    """The value of field ``path`` ("settings.seed", "view.quick_preview", "song.loop")."""
+    part, name = path.split(".")
+    holder = song() if part == "song" else getattr(composer(), part)
+    return getattr(holder, name)
+
+
+def put(path: str, value: Any) -> None:
+    """Set field ``path`` and save the session."""
+    part, name = path.split(".")
+    session = composer()
+    if part == "model":  # frozen: it keys the loaded engines
+        session.model = dataclasses.replace(session.model, **{name: value})
+    else:
+        setattr(song() if part == "song" else getattr(session, part), name, value)
+    save()
+
+
+def set_settings(**values: Any) -> None:
+    """Set these settings (from outside their widgets) and show them."""
+    for name, value in values.items():
+        setattr(composer().settings, name, value)
+    save()
+    redraw()
+
+
+def redraw() -> None:
+    """Widgets show the session's values anew (after a change made outside them)."""
+    st.session_state["_revision"] = st.session_state.get("_revision", 0) + 1
+
+
+def key_of(path: str, *extra: Any) -> str:
+    """The widget key of field ``path``: per song for a song's field; ``extra`` for bounds
+    that change with the song (a widget's value must stay inside them)."""
+    song_part = f":{composer().song_key}" if path.startswith("song.") else ""
+    bounds = "".join(f"[{v}]" for v in extra)
+    return f"{path}{song_part}{bounds}@{st.session_state.get('_revision', 0)}"
+
+
+def _writer(
+    path: str, key: str, convert: Callable[[Any], Any] | None, then: Callable | None = None
+) -> Callable[[], None]:
+    """The widget's ``on_change``: the new value into the session (then ``then()``)."""
+
+    def changed() -> None:
+        value = st.session_state[key]
+        put(path, convert(value) if convert is not None else value)
+        if then is not None:
+            then()
+
+    return changed
+
+
+def slider(where, path: str, label: str, low, high, step, **options: Any) -> Any:
+    """A slider over field ``path`` (its value kept inside low..high)."""
+    key = key_of(path, low, high)
+    value = min(max(type(low)(get(path)), low), high)
+    changed = _writer(path, key, type(low))
+    return where.slider(label, low, high, value, step, key=key, on_change=changed, **options)
+
+
+def number(where, path: str, label: str, low, high, step, value=None, **options: Any) -> Any:
+    """A number box over field ``path``; ``value`` where the field is None ("the default")."""
+    key = key_of(path, low, high)
+    shown = get(path) if get(path) is not None else value
+    shown = min(max(type(low)(shown), low), high)
+    changed = _writer(path, key, type(low))
+    return where.number_input(label, low, high, shown, step, key=key, on_change=changed, **options)
+
+
+def toggle(where, path: str, label: str, checkbox: bool = False, **options: Any) -> bool:
+    key = key_of(path)
+    draw = where.checkbox if checkbox else where.toggle
+    changed = _writer(path, key, bool, options.pop("on_change", None))
+    return draw(label, bool(get(path)), key=key, on_change=changed, **options)
+
+
+def text(where, path: str, label: str, shown: str | None = None, **options: Any) -> str:
+    """A text field over ``path``; ``shown`` where the field is None (it follows other
+    settings until typed in: typing that same text leaves it following)."""
+    following = shown is not None and get(path) is None
+    key = key_of(path, shown) if following else key_of(path)  # a new text: a new widget
+    value = get(path) if get(path) is not None else (shown or "")
+    then = options.pop("on_change", None)
+
+    def changed() -> None:
+        typed = st.session_state[key]
+        put(path, None if shown is not None and typed == shown else typed)
+        if then is not None:
+            then()
+
+    return where.text_input(label, value, key=key, on_change=changed, **options)
+
+
+def select(where, path: str, label: str, options: list, **more: Any) -> Any:
+    key = key_of(path)
+    value = get(path)
+    index = options.index(value) if value in options else 0
+    changed = _writer(path, key, None, more.pop("on_change", None))
+    return where.selectbox(label, options, index, key=key, on_change=changed, **more)
+
+
+def segmented(where, path: str, label: str, options: list, **more: Any) -> Any:
+    """Segmented buttons over ``path``; clicking the chosen one again keeps it chosen."""
+    key = key_of(path)
+
+    def changed() -> None:
+        if st.session_state[key] is not None:
+            put(path, st.session_state[key])
+        else:
+            redraw()  # a click that unselects: the field stays, and so does its button
+
+    value = get(path) if get(path) in options else options[0]
+    shown = where.segmented_control(
+        label, options, default=value, key=key, on_change=changed, **more
+    )
+    return shown or value
+
+
+def table(
+    where, path: str, columns: dict[str, Any], rows: list[dict], **options: Any
+) -> list[dict]:
+    """An editable table over the rows of ``path`` (as typed), with ``columns`` name ->
+    pandas dtype; returns its rows with something typed in them. An edit is written into
+    the session on the run it arrives in."""
+    key = key_of(path)
+    base_slot = f"_table_{key}"
+    if key not in st.session_state or base_slot not in st.session_state:
+        # Drawn anew (first time, another page in between, a redraw): from the session. The
+        # editor keeps its edits on top of this frame, so it stays the same while drawn.
+        frame = pd.DataFrame(rows, columns=list(columns)).astype(
+            {k: v for k, v in columns.items() if v is not None}
+        )
+        st.session_state[base_slot] = frame
+    edited = where.data_editor(st.session_state[base_slot], key=key, **options)
+    typed = [
+        {k: (None if v != v else v) for k, v in row.items()}  # NaN (empty) as None: JSON
+        for row in edited.to_dict("records")
+        if any(v is not None and v == v and str(v).strip() for v in row.values())
+    ]
+    return typed
+
+
+def revision() -> int:
+    """Moves on with :func:`redraw`: part of the key of a widget that shows the session."""
+    return st.session_state.get("_revision", 0)
