@@ -1,0 +1,314 @@
+"""Takes: one take, big: its player, downloads, note and name, note faithfulness, re-rolls."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import streamlit as st
+
+from app import song as arrange_song
+from app import state, ui
+from app.abplayer import ab_player
+from app.mixer import stem_mixer
+from app.takes import FAITHFULNESS_HELP, badge, player
+from neurochip.bars import BarGrid
+from neurochip.comp import take_bar_times
+from neurochip.errors import NeuroChipError
+from neurochip.io.audio import Audio
+from neurochip.jobs import Job
+from neurochip.library.metadata import faithfulness_score
+from neurochip.reroll import candidate_settings, region_of_take, reroll_take
+from neurochip.sketch import load_sketch
+
+
+def big_view(take) -> None:
+    """Everything about one take: picture, player, downloads, note and name, settings."""
+    with st.container(border=True):
+        picture, right = st.columns([1, 2])
+        if take.thumbnail_path is not None and take.thumbnail_path.is_file():
+            picture.image(str(take.thumbnail_path), width="stretch")
+        else:
+            picture.caption("No picture.")
+        with right:
+            player(take)
+            if not take.damaged:
+                fmt = state.segmented(
+                    st, "view.takes_format", "Download as", [".wav", ".flac", ".mp3"]
+                )
+                try:
+                    data, file_name = ui.export_take(take.id, fmt)
+                except NeuroChipError as err:  # e.g. deleted in another tab meanwhile
+                    st.error(str(err))
+                else:
+                    st.download_button(
+                        "Download",
+                        data,
+                        file_name=file_name,
+                        key=f"dl_{take.id}",
+                        icon=":material/download:",
+                    )
+        faithfulness_strip(take)
+        if take.kind == "stem mix":
+            stem_mixer(take.id, arrange_song.current_sketch())
+        reroll_panel(take)
+        with st.form(key=f"edit_{take.id}", border=False):
+            name = st.text_input("Name", value=take.name, key=f"name_{take.id}")
+            note = st.text_area(
+                "Note",
+                value=take.note,
+                key=f"note_{take.id}",
+                height=80,
+                placeholder="What you hear: keeper for the chorus, the bass drifts in bar 12…",
+            )
+            if st.form_submit_button("Save name and note", icon=":material/save:"):
+                try:
+                    if name != take.name:
+                        ui.library().rename(take.id, name)
+                    if note != take.note:
+                        ui.library().set_note(take.id, note)
+                except NeuroChipError as err:
+                    st.error(str(err))
+                else:
+                    st.rerun()
+        with st.expander("Settings"):
+            st.json(take.metadata.get("takes", {}), expanded=False)
+        if st.button("Delete", key=f"delete_{take.id}", help="Delete this take for good"):
+            st.session_state["confirm_delete"] = take.id
+        if st.session_state.get("confirm_delete") == take.id:
+            st.warning("Delete this take and its file?")
+            yes, no = st.columns(2)
+            if yes.button("Yes, delete", key=f"yes_{take.id}", type="primary"):
+                try:
+                    ui.library().delete(take.id)
+                except NeuroChipError as err:
+                    st.error(str(err))
+                st.session_state.pop("confirm_delete", None)
+                st.session_state["takes_open"] = None
+                st.rerun()
+            if no.button("Keep it", key=f"no_{take.id}"):
+                st.session_state.pop("confirm_delete", None)
+                st.rerun()
+
+
+# --- fix a part ------------------------------------------------------------------------------
+
+REROLL_HELP = (
+    "Render these bars again with a new seed (or more or less denoise): everything outside "
+    "them and a short blend on each side stays exactly as it is, sample for sample. Each "
+    "candidate is kept as a new take that says which take and bars it came from."
+)
+
+
+def reroll_panel(take) -> None:
+    """Fix a part: bars (or seconds) of this take rendered again; the rest stays as it is."""
+    if take.kind in ("stem", "stem mix"):
+        return  # a stem is one part played alone: re-rolling it against the song is not built
+    st.markdown("**Fix a part**", help=REROLL_HELP)
+    if take.kind not in ("take", "comp") or take.damaged:
+        st.caption(
+            "Re-roll works on one take: open take A or B of this pair (or comparison), fix "
+            "it, then pair them again above."
+            if not take.damaged
+            else "A damaged take cannot be re-rolled."
+        )
+        return
+    key = take.metadata.get("sketch_key")
+    source = ui.library().source(key) if isinstance(key, str) else None
+    if source is None:
+        st.caption(
+            "This take's song was not kept with it (made before NeuroChip kept songs): "
+            "`neurochip reroll SKETCH TAKE --bars 9-12` re-rolls it from the command line."
+        )
+        return
+    settings = take.settings()
+    start, end = settings.start_s, settings.start_s + take.duration_s
+    bars = ui.memo(f"bars_{take.id}", take.id, lambda: take_bar_times(ui.library(), take))
+    in_take = [i + 1 for i, t in enumerate(bars or []) if start - 1e-6 <= t < end]
+    where, seed_col, count_col, denoise_col = st.columns(
+        [4, 2, 1.4, 2.6], vertical_alignment="bottom"
+    )
+    if len(in_take) >= 2:
+        first, last = where.select_slider(
+            "Bars to re-roll",
+            options=in_take,
+            value=(in_take[0], in_take[0]),
+            key=f"reroll_bars_{take.id}",
+            help="The bars of the song this take covers (from the MIDI file's tempo map).",
+        )
+        asked = {"bars": f"{first}-{last}"}
+    else:
+        low, high = where.slider(
+            "Seconds of the song to re-roll",
+            float(start),
+            float(end),
+            (float(start), float(min(end, start + 2.0))),
+            step=0.1,
+            key=f"reroll_seconds_{take.id}",
+        )
+        asked = {"seconds": f"{low}-{high}"}
+    bumped = st.session_state.pop(f"reroll_seed_next_{take.id}", None)
+    if bumped is not None:  # the last re-roll took these seeds: the next one rolls new ones
+        st.session_state[f"reroll_seed_{take.id}"] = bumped
+    seed = seed_col.number_input(
+        "New seed",
+        0,
+        2**32 - 1,
+        value=(settings.seed + 101) % 2**32,
+        key=f"reroll_seed_{take.id}",
+        help="Candidates take this seed and the next ones.",
+    )
+    count = count_col.number_input(
+        "Candidates", 1, 4, 2, key=f"reroll_count_{take.id}", help="Rendered together."
+    )
+    denoise = denoise_col.slider(
+        "Denoise",
+        0.05,
+        0.95,
+        float(settings.denoise),
+        0.05,
+        key=f"reroll_denoise_{take.id}",
+        help="As the take had it; more lets the new bars stray further from the sketch.",
+    )
+    job = ui.job_of("reroll")
+    busy = job is not None and not job.finished
+    if st.button("Re-roll", key=f"reroll_{take.id}", icon=":material/casino:", disabled=busy):
+        engine, error = ui.engine()
+        if engine is None:
+            st.error(error or "The model is still loading: try again in a moment.")
+            return
+        try:
+            region = region_of_take(start, take.duration_s, bar_times_s=bars, **asked)
+            seeds = [(int(seed) + i) % 2**32 for i in range(int(count))]
+            candidates = candidate_settings(
+                settings, seeds, denoise=float(denoise), duration_s=take.duration_s
+            )
+        except NeuroChipError as err:
+            st.error(str(err))
+            return
+
+        def reroll_work(progress, cancel, engine=engine, region=region, candidates=candidates):
+            sketch = load_sketch(source.data, name=source.decode_as, voices=source.voices)
+            sketch = dataclasses.replace(sketch, name=source.name)
+            if sketch.midi is None:  # audio: the grid the take was rendered on
+                sketch = sketch.with_bar_grid(BarGrid.from_dict(take.metadata.get("bar_grid")))
+            parent = ui.library().load_audio(take.id)
+            return reroll_take(
+                engine,
+                sketch,
+                parent,
+                take.metadata,
+                region,
+                candidates,
+                parent_ref=take.id,
+                library=ui.library(),
+                progress=progress,
+                cancel=cancel,
+            )
+
+        ui.start_job(
+            "reroll",
+            Job(reroll_work, name="reroll"),
+            f"the re-roll of {take.name}",
+            take_id=take.id,
+            region=region,
+        )
+        st.session_state[f"reroll_seed_next_{take.id}"] = (int(seed) + int(count)) % 2**32
+        st.rerun()
+    reroll_results(take)
+
+
+def reroll_results(take) -> None:
+    """The re-roll of this take: its progress, then the candidates against the take."""
+    job = ui.job_of("reroll")
+    asked = ui.job_info("reroll")
+    if job is None or asked.get("take_id") != take.id:
+        return
+
+    @st.fragment(run_every=ui.poll_every("reroll", job))
+    def reroll_progress() -> None:
+        running = ui.watch_job("reroll", "Re-rolling")
+        if running is not None:
+            st.button(
+                "Cancel", key="cancel_reroll", icon=":material/close:", on_click=running.cancel
+            )
+
+    reroll_progress()
+    if job.state == "failed":
+        st.error(job.error)
+    if job.state != "done":
+        return
+    region = asked["region"]
+    results = job.result
+    settings = take.settings()
+    # The region and a second around it, the candidates against the take, looped.
+    clip_start = max(0.0, region.start_s - 1.0)
+    clip_end = min(take.duration_s, region.end_s + 1.0)
+
+    def clip(audio):
+        rate = audio.sample_rate
+        return Audio(audio.samples[:, round(clip_start * rate) : round(clip_end * rate)], rate)
+
+    def sources():
+        heard = {"This take": ui.wav_bytes(clip(ui.library().load_audio(take.id)))}
+        for i, result in enumerate(results[:3]):
+            heard[f"Candidate {i + 1}"] = ui.wav_bytes(clip(result.render.audio))
+        return heard
+
+    st.caption("Saved as new takes (the list above). Listen to the part against the take, looped:")
+    ab_player(
+        ui.memo("reroll_ab", job, sources),
+        key="reroll_ab",
+        loop=(region.start_s - clip_start, region.end_s - clip_start),
+        offset_s=settings.start_s + clip_start,
+        height=120,
+    )
+    for i, result in enumerate(results):
+        score = faithfulness_score(result.metadata)
+        st.markdown(
+            f"Candidate {i + 1} · seed {result.render.settings.seed} · notes kept {badge(score)}"
+        )
+
+
+def faithfulness_strip(take) -> None:
+    """The take's note faithfulness, per bar or second, with its low spots."""
+    measured = take.metadata.get("faithfulness")
+    if take.faithfulness is None or not isinstance(measured, dict):
+        st.caption("Note faithfulness: not measured.", help=FAITHFULNESS_HELP)
+        return
+    st.markdown(f"Note faithfulness {badge(take.faithfulness)}", help=FAITHFULNESS_HELP)
+    held = measured.get("takes")
+    if isinstance(held, dict):
+        # A pair's or its comparison's: the mean of its takes'; their strips are in their own
+        # files (A's and B's takes).
+        scores = [
+            f"take {key} {badge(faithfulness_score({'faithfulness': value}))}"
+            for key, value in sorted(held.items())
+        ]
+        st.markdown(" · ".join(scores))
+        return
+    strip = measured.get("strip")
+    if not isinstance(strip, list) or not strip:
+        return
+    unit = str(measured.get("segment") or "second")
+    first_bar = measured.get("first_bar")
+    first = first_bar if unit == "bar" and isinstance(first_bar, int) else 1
+    st.bar_chart(
+        [
+            {unit: first + i, "faithfulness": v if isinstance(v, (int, float)) else None}
+            for i, v in enumerate(strip)
+        ],
+        x=unit,
+        y="faithfulness",
+        sort=False,
+        height=160,
+        y_label="faithfulness",
+    )
+    spots = measured.get("low_spots") or []
+    if spots:
+        where = ", ".join(
+            f"{unit} {first + s['first']}"
+            if s["first"] == s["last"]
+            else f"{unit}s {first + s['first']}–{first + s['last']}"
+            for s in spots[:8]
+        )
+        st.caption(f"Listen first to {where}: much less faithful than the rest.")
