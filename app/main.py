@@ -22,8 +22,9 @@ navigation = st.navigation(
         st.Page(VIEWS / "model.py", title="Model & device", icon=":material/memory:"),
     ]
 )
-from app import song, ui  # noqa: E402  (after the path fix above)
+from app import lifecycle, song, ui  # noqa: E402  (after the path fix above)
 
+lifecycle.stop_jobs_at_exit()  # SIGTERM / Ctrl+C: the jobs stop before the process exits
 song.restore_session()  # a refresh or a restart finds what was open (app/state.py keeps it)
 ui.engine()  # the model starts loading in the background at the first page view
 navigation.run()

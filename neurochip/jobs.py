@@ -194,6 +194,16 @@ class Job(Generic[T]):
                 self._changed()
 
     def _run(self) -> None:
+        with _UNDER_WAY_CHANGED:
+            _UNDER_WAY.add(self)
+        try:
+            self._run_work()
+        finally:  # the work and its callbacks are over: a stopping process need not wait
+            with _UNDER_WAY_CHANGED:
+                _UNDER_WAY.discard(self)
+                _UNDER_WAY_CHANGED.notify_all()
+
+    def _run_work(self) -> None:
         if self.delay_s and self._cancel.wait(self.delay_s):
             self._finish(CANCELLED, stage="superseded")
             return
@@ -235,6 +245,28 @@ class Job(Generic[T]):
         for callback in callbacks:  # outside the lock: a callback may look at the job
             self._call(callback)
         self._finished_event.set()
+
+
+#: The jobs of this process whose thread is in their work (or its callbacks), for a process
+#: that stops: it must not finalize while one is inside native code (see app/lifecycle.py).
+_UNDER_WAY: set[Job[Any]] = set()
+_UNDER_WAY_CHANGED = threading.Condition()
+
+
+def under_way() -> list[Job[Any]]:
+    """Every job of this process that is running its work (or waiting out its delay)."""
+    with _UNDER_WAY_CHANGED:
+        return list(_UNDER_WAY)
+
+
+def wait_under_way(timeout_s: float) -> list[Job[Any]]:
+    """Wait up to ``timeout_s`` until no job of this process is running its work (callbacks
+    included); returns those still under way (none: every thread is out of its work)."""
+    deadline = time.monotonic() + timeout_s
+    with _UNDER_WAY_CHANGED:
+        while _UNDER_WAY and (left := deadline - time.monotonic()) > 0:
+            _UNDER_WAY_CHANGED.wait(left)
+        return list(_UNDER_WAY)
 
 
 class QueueFull(NeuroChipError):
