@@ -32,8 +32,10 @@ def _fader(where, name: str, value: float, key: str):
     return where.slider(about.label, low, high, float(value), step=step, key=key, help=about.help)
 
 
+@st.fragment
 def stem_mixer(mix_id: str, song: Sketch | None = None) -> None:
     """The faders of the stems a kept mix was made of, their mix playing against the sketch.
+    A fader moved reruns the mixer alone (a fragment), not the page.
 
     ``song``: the sketch as loaded, when it is the stems' own (else the library's copy of it
     is read for the ZIP's tempo map, and the player compares with the kept mix).

@@ -229,7 +229,7 @@ def auto_preview_off(page) -> None:
     show the old toggle beside the new one: click only when there is one, until it is off."""
     page.wait_for_function(
         """() => {
-            const found = document.querySelectorAll('.st-key-auto_preview input');
+            const found = document.querySelectorAll('[class*="st-key-view-auto_preview-"] input');
             if (found.length !== 1) return false;
             if (found[0].checked) found[0].click();
             return !found[0].checked;
@@ -336,9 +336,9 @@ def test_a_restarted_server_brings_back_the_settings_as_they_were(tiny_model_dir
         for label, value in (("Steps", "3"), ("Denoise", "0.55"), ("Guidance", "11")):
             slider = page.get_by_test_id("stSlider").filter(has_text=label).first
             expect(slider.get_by_role("slider")).to_have_value(value)
-        expect(page.locator(".st-key-quick_preview input")).to_be_checked()
+        expect(page.get_by_role("checkbox", name="Quick previews")).to_be_checked()
         browser.close()
-    settings = Workspace(tmp_path / "home").state()["settings"]
+    settings = Workspace(tmp_path / "home").state()["settings"]  # (read as the session's)
     assert {name: settings[name] for name in kept} == kept  # and kept so for the next time
 
 
