@@ -84,6 +84,9 @@ class Job(Generic[T]):
         self.exception: BaseException | None = None  # what failed it, for a caller to raise
         self.started_at: float | None = None
         self.finished_at: float | None = None
+        #: How long the whole job is expected to take (a caller's estimate, e.g. from the
+        #: engine's previews), for an ETA before its progress gives one; None: no guess.
+        self.expected_s: float | None = None
         #: Goes up by one on every change a UI could show (state, stage, progress); a poller
         #: that saw this version has nothing new to draw.
         self.version = 0
@@ -155,9 +158,13 @@ class Job(Generic[T]):
         return end - self.started_at
 
     def eta_s(self) -> float | None:
-        """Seconds left, extrapolated from progress so far; None until there is a basis."""
-        if self.state != RUNNING or self.fraction < 0.02:
+        """Seconds left, extrapolated from progress so far (before that, what is left of
+        :attr:`expected_s`); None until there is a basis."""
+        if self.state != RUNNING:
             return None
+        if self.fraction < 0.02:
+            expected = self.expected_s
+            return max(0.0, expected - self.elapsed_s()) if expected is not None else None
         return self.elapsed_s() * (1 - self.fraction) / self.fraction
 
     def quiet_s(self) -> float:

@@ -91,6 +91,29 @@ def test_eta_extrapolates_from_progress():
     assert job.state == CANCELLED and job.eta_s() is None
 
 
+def test_before_progress_gives_a_basis_the_eta_is_what_is_left_of_the_expected_time():
+    clock = FakeClock(100.0)
+    started = threading.Event()
+
+    def work(progress, cancel):
+        progress(0.0, "reading the sketch")
+        started.set()
+        assert cancel.wait(HANG_S)
+        raise RenderCancelled("stop")
+
+    job = Job(work, clock=clock)
+    job.expected_s = 60.0
+    assert job.eta_s() is None  # not started: nothing is left of anything yet
+    job.start()
+    assert started.wait(HANG_S)
+    clock.now = 110.0
+    assert job.eta_s() == pytest.approx(50.0)  # 10 s of the expected minute gone
+    clock.now = 200.0
+    assert job.eta_s() == 0.0  # longer than expected: not a negative time
+    job.cancel()
+    assert job.wait(HANG_S)
+
+
 def test_elapsed_time_stops_when_the_job_finishes():
     clock = FakeClock(0.0)  # a clock may well read 0 at the finish
     job = Job(lambda p, c: "done", clock=clock).start()

@@ -22,7 +22,7 @@ from neurochip.takeset import ROLES, render_take_set
 def draw(page: Page, tables: Tables) -> None:
     st.subheader("Render the song")
     full, options = span_and_options(page, tables)
-    estimate(page, full, options, tables)
+    expected_s = estimate(page, full, options, tables)
     job = ui.job_of("render")  # the workspace's: after a refresh or a page trip too
     busy = job is not None and not job.finished
     # What keeps Render from starting, said beside it (the tables may be folded away).
@@ -43,7 +43,7 @@ def draw(page: Page, tables: Tables) -> None:
         or (tables.as_stems and not stems),
         icon=":material/graphic_eq:",
     ):
-        start_render(page, full, options, stems)
+        start_render(page, full, options, stems, expected_s)
         st.rerun()
 
     @st.fragment(run_every=ui.poll_every("render", job))
@@ -120,11 +120,13 @@ def span_and_options(page: Page, tables: Tables) -> tuple[RenderSettings, TakeSe
     return full, options
 
 
-def estimate(page: Page, full: RenderSettings, options: TakeSetOptions, tables: Tables) -> None:
+def estimate(
+    page: Page, full: RenderSettings, options: TakeSetOptions, tables: Tables
+) -> float | None:
     """How long the render will take, from the time each stage took in this engine's
-    previews: this machine, this model."""
+    previews: this machine, this model (said, and returned; None before a preview)."""
     if page.engine is None:
-        return
+        return None
     planned = [full, TakeSetOptions().take_b(full)] if options.stereo_pair else [full]
     if tables.stems:
         planned = [stem.settings_for(full) for stem in tables.stems]
@@ -141,9 +143,12 @@ def estimate(page: Page, full: RenderSettings, options: TakeSetOptions, tables: 
         if seconds is not None
         else "How long a render takes here is estimated after the first preview."
     )
+    return seconds
 
 
-def start_render(page: Page, full: RenderSettings, options: TakeSetOptions, stems) -> None:
+def start_render(
+    page: Page, full: RenderSettings, options: TakeSetOptions, stems, expected_s: float | None
+) -> None:
     engine, song = page.engine, page.song
 
     def work(progress, cancel):
@@ -166,9 +171,11 @@ def start_render(page: Page, full: RenderSettings, options: TakeSetOptions, stem
         )
         return takes.saved
 
+    job = Job(work, name="render")
+    job.expected_s = expected_s  # a time left while the sketch is read, before any progress
     ui.start_job(
         "render",
-        Job(work, name="render"),
+        job,
         f"the render of {song.name}",
         song_key=song.key,
         # The span as rendered, for its results after the sliders have moved on.
