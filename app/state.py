@@ -6,13 +6,16 @@ of it, and its ``on_change`` writes the change into it; nothing is kept in widge
 
 Streamlit drops a widget's state on a run that does not draw it (another page) and rebuilds
 the widget from its ``value`` when it is drawn again: that value is the field's, so it is
-what the composer left. A widget's key is the field's path (and song), plus a revision that
-:func:`redraw` moves on when the session changes from outside the widgets (a take opened,
-*Use this*, a seed rolled): a new key is a new widget, shown with the new value at once.
+what the composer left. A widget's key is the field's path (and song, and the bounds its
+value must stay in). When the session changes from outside the widgets (*Use this*, a seed
+rolled), :func:`redraw` sets each drawn widget's value through the session state, from a
+callback: Streamlit's supported way to change a widget, which shows at once. (Changing the
+keys instead drew a second copy of each widget for a moment.)
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 from collections.abc import Callable
@@ -20,6 +23,7 @@ from typing import Any
 
 import pandas as pd
 import streamlit as st
+from streamlit.errors import StreamlitAPIException
 
 from neurochip.session import ComposerSession, ModelChoice, SongSetup
 from neurochip.workspace import Workspace
@@ -93,8 +97,29 @@ def set_settings(**values: Any) -> None:
 
 
 def redraw() -> None:
-    """Widgets show the session's values anew (after a change made outside them)."""
-    st.session_state["_revision"] = st.session_state.get("_revision", 0) + 1
+    """The widgets drawn show the session's values anew (after a change made outside them).
+
+    Call it from a callback, or before the widgets are drawn in a run: Streamlit refuses a
+    new value for a widget already drawn in this run (it shows the session's at its next).
+    """
+    for key, shown in list(st.session_state.get("_views", {}).items()):
+        if key in st.session_state:  # drawn in the last run; one not drawn starts from shown
+            # One drawn already in this run shows the session's value at its next run.
+            with contextlib.suppress(StreamlitAPIException):
+                st.session_state[key] = shown()
+
+
+def view(key: str, shown: Callable[[], Any]) -> str:
+    """Register widget ``key`` as a view of the session (``shown()``: what it should show),
+    for :func:`redraw`; returns the key."""
+    st.session_state.setdefault("_views", {})[key] = shown
+    return key
+
+
+def reset_tables() -> None:
+    """The tables (data editors) show the session's rows anew: new editors (their edits
+    cannot be set), after rows changed outside them."""
+    st.session_state["_tables"] = st.session_state.get("_tables", 0) + 1
 
 
 def key_of(path: str, *extra: Any) -> str:
@@ -102,7 +127,7 @@ def key_of(path: str, *extra: Any) -> str:
     that change with the song (a widget's value must stay inside them)."""
     song_part = f":{composer().song_key}" if path.startswith("song.") else ""
     bounds = "".join(f"[{v}]" for v in extra)
-    return f"{path}{song_part}{bounds}@{st.session_state.get('_revision', 0)}"
+    return f"{path}{song_part}{bounds}"
 
 
 def _writer(
@@ -122,6 +147,7 @@ def _writer(
 def slider(where, path: str, label: str, low, high, step, **options: Any) -> Any:
     """A slider over field ``path`` (its value kept inside low..high)."""
     key = key_of(path, low, high)
+    view(key, lambda: min(max(type(low)(get(path)), low), high))
     value = min(max(type(low)(get(path)), low), high)
     changed = _writer(path, key, type(low))
     return where.slider(label, low, high, value, step, key=key, on_change=changed, **options)
@@ -130,14 +156,19 @@ def slider(where, path: str, label: str, low, high, step, **options: Any) -> Any
 def number(where, path: str, label: str, low, high, step, value=None, **options: Any) -> Any:
     """A number box over field ``path``; ``value`` where the field is None ("the default")."""
     key = key_of(path, low, high)
-    shown = get(path) if get(path) is not None else value
-    shown = min(max(type(low)(shown), low), high)
+
+    def shown_now():
+        shown = get(path) if get(path) is not None else value
+        return min(max(type(low)(shown), low), high)
+
+    view(key, shown_now)
+    shown = shown_now()
     changed = _writer(path, key, type(low))
     return where.number_input(label, low, high, shown, step, key=key, on_change=changed, **options)
 
 
 def toggle(where, path: str, label: str, checkbox: bool = False, **options: Any) -> bool:
-    key = key_of(path)
+    key = view(key_of(path), lambda: bool(get(path)))
     draw = where.checkbox if checkbox else where.toggle
     changed = _writer(path, key, bool, options.pop("on_change", None))
     return draw(label, bool(get(path)), key=key, on_change=changed, **options)
@@ -148,6 +179,7 @@ def text(where, path: str, label: str, shown: str | None = None, **options: Any)
     settings until typed in: typing that same text leaves it following)."""
     following = shown is not None and get(path) is None
     key = key_of(path, shown) if following else key_of(path)  # a new text: a new widget
+    view(key, lambda: get(path) if get(path) is not None else (shown or ""))
     value = get(path) if get(path) is not None else (shown or "")
     then = options.pop("on_change", None)
 
@@ -161,7 +193,7 @@ def text(where, path: str, label: str, shown: str | None = None, **options: Any)
 
 
 def select(where, path: str, label: str, options: list, **more: Any) -> Any:
-    key = key_of(path)
+    key = view(key_of(path), lambda: get(path) if get(path) in options else options[0])
     value = get(path)
     index = options.index(value) if value in options else 0
     changed = _writer(path, key, None, more.pop("on_change", None))
@@ -170,7 +202,7 @@ def select(where, path: str, label: str, options: list, **more: Any) -> Any:
 
 def segmented(where, path: str, label: str, options: list, **more: Any) -> Any:
     """Segmented buttons over ``path``; clicking the chosen one again keeps it chosen."""
-    key = key_of(path)
+    key = view(key_of(path), lambda: get(path) if get(path) in options else options[0])
 
     def changed() -> None:
         if st.session_state[key] is not None:
@@ -191,7 +223,7 @@ def table(
     """An editable table over the rows of ``path`` (as typed), with ``columns`` name ->
     pandas dtype; returns its rows with something typed in them. An edit is written into
     the session on the run it arrives in."""
-    key = key_of(path)
+    key = f"{key_of(path)}#{st.session_state.get('_tables', 0)}"
     base_slot = f"_table_{key}"
     if key not in st.session_state or base_slot not in st.session_state:
         # Drawn anew (first time, another page in between, a redraw): from the session. The
@@ -207,8 +239,3 @@ def table(
         if any(v is not None and v == v and str(v).strip() for v in row.values())
     ]
     return typed
-
-
-def revision() -> int:
-    """Moves on with :func:`redraw`: part of the key of a widget that shows the session."""
-    return st.session_state.get("_revision", 0)

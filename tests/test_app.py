@@ -41,8 +41,10 @@ def app_env(tmp_path, monkeypatch, tiny_model_dir):
 
 def field(at: AppTest, kind: str, path: str):
     """The widget of ``kind`` that shows session field ``path`` ("settings.denoise"): its key
-    is the path, then the song, bounds and revision (app/state.py)."""
-    found = [w for w in getattr(at, kind) if w.key and re.match(rf"{re.escape(path)}[:\[@]", w.key)]
+    is the path, then the song and bounds (app/state.py)."""
+    found = [
+        w for w in getattr(at, kind) if w.key and re.match(rf"{re.escape(path)}($|[:\[])", w.key)
+    ]
     assert len(found) == 1, (path, [w.key for w in getattr(at, kind)])
     return found[0]
 
@@ -296,11 +298,9 @@ def test_a_change_previews_at_once_and_a_burst_of_changes_waits_to_settle(app_en
     now = [1000.0]
     monkeypatch.setattr(ui, "clock", lambda: now[0])  # only the test moves it
     at = start()
-    session(at).view.auto_preview = True
-    at.session_state["_revision"] = (
-        at.session_state["_revision"] + 1 if "_revision" in at.session_state else 1
-    )  # as state.redraw() does: the toggle shows it
     _, release = hold_previews(monkeypatch)  # nothing needs to finish here
+    field(at, "toggle", "view.auto_preview").set_value(True).run()  # a preview of its own
+    now[0] += 10 * ui.PREVIEW_DEBOUNCE_S  # a while later
     field(at, "number_input", "settings.seed").increment().run()
     first = board_job("preview")
     assert first.delay_s == 0  # the first change in a while: the model starts at once
@@ -405,7 +405,7 @@ def test_changing_a_voice_synthesises_the_sketch_again(app_env):
     at.session_state["sketch"] = songs.demo_sketch()
     at.run()
     before = at.session_state["sketch"]
-    [bass] = [s for s in at.selectbox if s.key.startswith(f"voice_{before.key}_4@")]
+    [bass] = [s for s in at.selectbox if s.key == f"voice_{before.key}_4"]
     bass.set_value("pulse50").run()
     # Synthesised as a job: the page shows its progress, with the sketch as it was below.
     assert at.session_state["load_job"].wait(TIMEOUT)
@@ -1147,7 +1147,7 @@ def test_a_voice_change_keeps_the_last_preview_as_out_of_date(app_env):
     assert job.wait(TIMEOUT) and job.state == "done", job.error
     at.run()
     before = at.session_state["sketch"]
-    [bass] = [s for s in at.selectbox if s.key.startswith(f"voice_{before.key}_4@")]
+    [bass] = [s for s in at.selectbox if s.key == f"voice_{before.key}_4"]
     bass.set_value("pulse50").run()
     assert at.session_state["load_job"].wait(TIMEOUT)
     at.run()
@@ -1218,7 +1218,7 @@ def test_a_takes_bars_are_rerolled_from_the_takes_page(app_env, tiny_model_dir):
 
 
 def bar_field(at: AppTest, name: str, song):
-    [found] = [n for n in at.number_input if n.key.startswith(f"{name}_{song.key}@")]
+    [found] = [n for n in at.number_input if n.key == f"{name}_{song.key}"]
     return found
 
 
@@ -1448,9 +1448,7 @@ def test_a_half_typed_section_or_stem_row_keeps_the_page_and_says_why_render_wai
         {"name": "A", "parts": "2+3", "prompt": "horns"},
         {"name": "B", "parts": "3", "prompt": "strings"},
     ]
-    at.session_state["_revision"] = (
-        at.session_state["_revision"] + 1 if "_revision" in at.session_state else 1
-    )  # as state.redraw() does: the tables show the session
+    at.session_state["_tables"] = 1  # as state.reset_tables() does: the tables show them
     field(at, "toggle", "song.stems_on").set_value(True).run()
     assert any("Part 3 is in two stems" in e.value for e in at.error)
     [render] = [b for b in at.button if b.label == "Render stems"]

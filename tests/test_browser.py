@@ -336,7 +336,7 @@ def test_a_restarted_server_brings_back_the_settings_as_they_were(tiny_model_dir
         for label, value in (("Steps", "3"), ("Denoise", "0.55"), ("Guidance", "11")):
             slider = page.get_by_test_id("stSlider").filter(has_text=label).first
             expect(slider.get_by_role("slider")).to_have_value(value)
-        expect(page.get_by_role("checkbox", name="Quick previews")).to_be_checked()
+        expect(page.get_by_role("switch", name="Quick previews")).to_be_checked()
         browser.close()
     settings = Workspace(tmp_path / "home").state()["settings"]  # (read as the session's)
     assert {name: settings[name] for name in kept} == kept  # and kept so for the next time

@@ -108,8 +108,11 @@ def voices(song: Sketch) -> None:
                 f"Voice of {track.name}",  # what a screen reader says for this part
                 choices,
                 index=choices.index(current),
-                # With the revision: a failed voice change shows what plays again.
-                key=f"voice_{song.key}_{track.key}@{state.revision()}",
+                # A view: a failed voice change shows what plays again (state.redraw).
+                key=state.view(
+                    f"voice_{song.key}_{track.key}",
+                    lambda k=track.key, v=track.voice: playing_voice(k, v),
+                ),
                 label_visibility="collapsed",
             )
         defaults = {t.key: t.voice for t in song.tracks}
@@ -119,11 +122,27 @@ def voices(song: Sketch) -> None:
             st.rerun()  # shows its progress at the top, with the song as it was below
 
 
+def playing_voice(track_key: str, default: str) -> str:
+    song = songs.current_sketch()
+    return song.voices.get(track_key, default) if song is not None else default
+
+
+def grid_field(name: str):
+    """A field of the open song's bar grid, as its number box shows it."""
+    song = songs.current_sketch()
+    grid = song.bar_grid if song is not None else None
+    defaults = {"bpm": 120.0, "downbeat_s": 0.0, "beats_per_bar": 4}
+    value = getattr(grid, name) if grid is not None else defaults[name]
+    return int(value) if name == "beats_per_bar" else float(value)
+
+
 def bars(song: Sketch) -> None:
     """An audio song's bar grid: found by beat tracking, or as the composer typed it."""
     grid = song.bar_grid
+    shown = {"bpm": "bpm", "downbeat": "downbeat_s", "per_bar": "beats_per_bar"}
     keys = {
-        name: f"{name}_{song.key}@{state.revision()}" for name in ("bpm", "downbeat", "per_bar")
+        name: state.view(f"{name}_{song.key}", lambda f=field: grid_field(f))
+        for name, field in shown.items()
     }
 
     def typed() -> None:
