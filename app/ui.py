@@ -422,6 +422,21 @@ def watch_job(key: str, label: str) -> Job | None:
     return job
 
 
+def job_progress(kind: str, label: str, cancel: str = "Cancel") -> None:
+    """The ``kind`` job's progress and its cancel button, polled by a fragment of their own
+    (see :func:`watch_job`); the page's full run draws the job's results."""
+
+    @st.fragment(run_every=poll_every(kind, job_of(kind)))
+    def progress() -> None:
+        running = watch_job(kind, label)
+        if running is not None:
+            st.button(
+                cancel, key=f"cancel_{kind}", icon=":material/close:", on_click=running.cancel
+            )
+
+    progress()
+
+
 def show_job_progress(job: Job, label: str) -> None:
     """Progress bar with stage and time left, for a running job."""
     snap = job.snapshot()

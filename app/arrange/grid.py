@@ -69,15 +69,7 @@ def draw(page: Page) -> None:
         state.redraw()
     fields(page, busy=job is not None and not job.finished)
 
-    @st.fragment(run_every=ui.poll_every("grid", job))
-    def grid_progress() -> None:
-        running = ui.watch_job("grid", "Variation grid")
-        if running is not None:
-            st.button(
-                "Cancel grid", key="cancel_grid", icon=":material/close:", on_click=running.cancel
-            )
-
-    grid_progress()
+    ui.job_progress("grid", "Variation grid", "Cancel grid")
     if job is not None and job.state == "failed":
         st.error(job.error)
     if shown is not None:

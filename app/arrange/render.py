@@ -46,13 +46,7 @@ def draw(page: Page, tables: Tables) -> None:
         start_render(page, full, options, stems, expected_s)
         st.rerun()
 
-    @st.fragment(run_every=ui.poll_every("render", job))
-    def render_progress() -> None:
-        running = ui.watch_job("render", "Rendering")
-        if running is not None and st.button("Cancel render", icon=":material/cancel:"):
-            running.cancel()
-
-    render_progress()
+    ui.job_progress("render", "Rendering", "Cancel render")
     results(page, job, full)
 
 

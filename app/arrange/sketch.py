@@ -36,14 +36,8 @@ def draw() -> Page:
     load_job = st.session_state.get("load_job")
 
     # Reading a file (a MIDI file is synthesised: seconds) runs as a job; the song already
-    # loaded stays below, playable, until the new one is ready. See ui.watch_job.
-    @st.fragment(run_every=ui.poll_every("load", load_job))
-    def load_progress() -> None:
-        job = ui.watch_job("load", st.session_state.get("load_label", "Loading"))
-        if job is not None:
-            st.button("Cancel", key="cancel_load", icon=":material/close:", on_click=job.cancel)
-
-    load_progress()
+    # loaded stays below, playable, until the new one is ready.
+    ui.job_progress("load", st.session_state.get("load_label", "Loading"))
     notice = st.empty()
     if st.session_state.get("upload_error"):
         notice.error(st.session_state["upload_error"], icon=":material/error:")

@@ -224,15 +224,7 @@ def reroll_results(take) -> None:
     if job is None or asked.get("take_id") != take.id:
         return
 
-    @st.fragment(run_every=ui.poll_every("reroll", job))
-    def reroll_progress() -> None:
-        running = ui.watch_job("reroll", "Re-rolling")
-        if running is not None:
-            st.button(
-                "Cancel", key="cancel_reroll", icon=":material/close:", on_click=running.cancel
-            )
-
-    reroll_progress()
+    ui.job_progress("reroll", "Re-rolling")
     if job.state == "failed":
         st.error(job.error)
     if job.state != "done":
