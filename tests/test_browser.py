@@ -229,7 +229,7 @@ def auto_preview_off(page) -> None:
     show the old toggle beside the new one: click only when there is one, until it is off."""
     page.wait_for_function(
         """() => {
-            const found = document.querySelectorAll('[class*="st-key-view-auto_preview-"] input');
+            const found = document.querySelectorAll('.st-key-view-auto_preview input');
             if (found.length !== 1) return false;
             if (found[0].checked) found[0].click();
             return !found[0].checked;

@@ -163,7 +163,8 @@ def stems_table(page: Page, tables: Tables) -> None:
         },
         column_order=("name", "parts", "prompt", "denoise", "guidance"),
     )
-    if rows != shown:
+    columns = ("name", "parts", "prompt", "denoise", "guidance")
+    if rows != [{c: row.get(c) for c in columns} for row in shown]:  # edited: kept as typed
         state.put("song.stems", rows)
     try:
         stems = songs.stems_from_rows(rows, song)
