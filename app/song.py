@@ -168,6 +168,10 @@ def adopt_loaded_sketch() -> None:
         return
     if job.state == FAILED:
         kept = f" {current.name} is still loaded." if current is not None else ""
+        reopening = state.workspace().sketch() if current is None else None
+        if reopening is not None:  # it cut short the kept song's reopening: that goes on
+            reopen(reopening.data, reopening.name, reopening.voices, reopening.decode_as)
+            kept = f" {reopening.name} is loaded again."
         st.session_state["upload_error"] = f"{job.error}{kept}"
         shown = st.session_state.get("last_settings")
         if shown is not None:  # said until a setting moves on (arrange.py)

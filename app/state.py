@@ -28,6 +28,9 @@ from streamlit.errors import StreamlitAPIException
 from neurochip.session import ComposerSession, ModelChoice, SongSetup
 from neurochip.workspace import Workspace
 
+#: The workspaces whose session took the server's ``--model`` already (once a process).
+STARTED_WITH_MODEL: set = set()
+
 
 @st.cache_resource(show_spinner=False)
 def _workspace(root: str | None) -> Workspace:
@@ -45,8 +48,13 @@ def composer() -> ComposerSession:
     if "composer" not in state:
         kept = workspace().state()
         session = ComposerSession.from_dict(kept)
-        if "model" not in kept and os.environ.get("NEUROCHIP_MODEL"):
-            session.model = ModelChoice(os.environ["NEUROCHIP_MODEL"])
+        started_with = os.environ.get("NEUROCHIP_MODEL")  # `neurochip app --model`
+        if started_with and workspace().root not in STARTED_WITH_MODEL:
+            # The command line's model, once a server: the Model page's choices after that
+            # stick (a refresh, another tab) until the next start.
+            STARTED_WITH_MODEL.add(workspace().root)
+            if session.model.source != started_with:
+                session.model = ModelChoice(started_with)
         state["composer"] = session
         state["_saved"] = session.to_dict()
     return state["composer"]
@@ -155,7 +163,12 @@ def slider(where, path: str, label: str, low, high, step, **options: Any) -> Any
 
 def number(where, path: str, label: str, low, high, step, value=None, **options: Any) -> Any:
     """A number box over field ``path``; ``value`` where the field is None ("the default")."""
-    key = key_of(path, low, high)
+    # Bounds are not in the key: a new key would draw a new box, for a moment beside the old
+    # one, and lose what is typed meanwhile. A value outside new bounds is brought inside.
+    key = key_of(path)
+    typed = st.session_state.get(key)
+    if isinstance(typed, (int, float)) and not low <= typed <= high:
+        st.session_state[key] = min(max(type(low)(typed), low), high)
 
     def shown_now():
         shown = get(path) if get(path) is not None else value

@@ -14,7 +14,7 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from app import ui
+from app import state, ui
 from neurochip.io.audio import Audio
 from neurochip.job_board import stop_all
 from neurochip.library.metadata import take_metadata
@@ -122,6 +122,7 @@ def restart() -> None:
     """What a new server process would not have: the cached engine, library, workspace."""
     st.cache_resource.clear()
     st.cache_data.clear()
+    state.STARTED_WITH_MODEL.clear()
 
 
 def fresh(page: str | None = None) -> AppTest:
@@ -233,7 +234,9 @@ def test_takes_fields_outlive_a_page_trip_a_refresh_and_a_restart(home):
     check(takes_page(), TAKES, "restart")
 
 
-def test_the_model_choice_outlives_a_page_trip_a_refresh_and_a_restart(home, tiny_model_dir):
+def test_the_model_choice_outlives_a_page_trip_a_refresh_and_a_restart(
+    home, tiny_model_dir, monkeypatch
+):
     at = fresh("views/model.py")
     values = {label: value for label, (_, value) in MODEL.items()}
     values["Model"] = f"{tiny_model_dir}/"
@@ -267,5 +270,20 @@ def test_the_model_choice_outlives_a_page_trip_a_refresh_and_a_restart(home, tin
     at.switch_page("views/model.py").run()
     kept(at, "page trip")
     kept(fresh("views/model.py"), "refresh")
+    monkeypatch.delenv("NEUROCHIP_MODEL")  # started as `make run` does: no --model
     restart()
     kept(fresh("views/model.py"), "restart")
+
+
+def test_a_server_started_with_a_model_uses_it_whatever_the_workspace_remembers(
+    home, tiny_model_dir
+):
+    """`neurochip app --model DIR` is the model to load, at that server's start; a choice made
+    on the Model page after that stays for the refreshes of that server."""
+    Workspace().keep_state({"model": {"source": "/some/other/model", "device": "cpu"}})
+    at = fresh("views/model.py")
+    assert session(at).model.source == str(tiny_model_dir)
+    assert not at.exception and any("Loaded" in s.value for s in at.success)
+    session(at).model = dataclasses.replace(session(at).model, source="/yet/another")
+    Workspace().keep_state(session(at).to_dict())
+    assert session(fresh()).model.source == "/yet/another"  # a refresh: the page's choice

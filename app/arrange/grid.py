@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import streamlit as st
 
 from app import state, ui
@@ -167,7 +169,9 @@ def use_variation(page: Page, shown, chosen: dict, cell) -> None:
         if running is not None:
             running.cancel()
         ui.board().forget("preview")
-        ui.keep_preview(ui.Preview(page.song.key, key, cell.render, cell.faithfulness))
+        # (Its time is the whole grid's: not said as the preview's.)
+        render = dataclasses.replace(cell.render, seconds=None)
+        ui.keep_preview(ui.Preview(page.song.key, key, render, cell.faithfulness))
         st.session_state["preview_key"] = key
     st.session_state["_rerun_page"] = True  # the settings above show the cell's
 

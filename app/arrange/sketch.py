@@ -31,8 +31,11 @@ def draw() -> Page:
         "Try the demo: Greensleeves as a chip-tune MIDI sketch", icon=":material/music_note:"
     ):
         songs.open_demo()
-        st.session_state["upload_id"] = uploaded.file_id if uploaded is not None else None
+        # The uploader empties (a new key): the same file uploaded again opens again.
+        st.session_state["upload_round"] = st.session_state.get("upload_round", 0) + 1
+        st.session_state.pop("upload_id", None)
         st.session_state.pop("upload_error", None)
+        st.rerun()
     load_job = st.session_state.get("load_job")
 
     # Reading a file (a MIDI file is synthesised: seconds) runs as a job; the song already
