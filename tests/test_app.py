@@ -977,7 +977,8 @@ def test_the_variation_grid_renders_and_use_this_adopts(app_env):
     assert (settings.seed, settings.denoise, settings.steps) == (12, 0.6, 4)
     # The cell is the preview of these settings: shown at once, never rendered again.
     shown = at.session_state["last_preview"]
-    assert shown.render is variations[3].render
+    assert shown.render.audio is variations[3].render.audio
+    assert shown.render.seconds is None  # the grid's time is not said as the preview's
     field(at, "toggle", "view.auto_preview").set_value(True).run()
     assert board_job("preview") is None
     # The grid's fields still describe the grid on screen, after a trip to Takes too.
