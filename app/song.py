@@ -17,7 +17,6 @@ import streamlit as st
 
 from app import push, state, ui
 from neurochip.bars import BarGrid, estimate_bar_grid
-from neurochip.engine import PREVIEW_SECONDS
 from neurochip.errors import NeuroChipError
 from neurochip.faithfulness import sketch_bar_times
 from neurochip.jobs import DONE, FAILED, Job
@@ -297,10 +296,6 @@ def open_take(take: Any) -> None:
 def take_look(settings: RenderSettings) -> tuple[Any, ...]:
     """What Arrange's notice of an opened take stays for: its main settings unchanged."""
     return (settings.prompt, settings.seed, settings.denoise, settings.guidance, settings.steps)
-
-
-def latest_preview_start(sketch: Sketch) -> float:
-    return max(0.0, sketch.audio.duration_s - PREVIEW_SECONDS)
 
 
 # --- the tables -------------------------------------------------------------------------------

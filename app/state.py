@@ -124,12 +124,6 @@ def view(key: str, shown: Callable[[], Any]) -> str:
     return key
 
 
-def reset_tables() -> None:
-    """The tables (data editors) show the session's rows anew: new editors (their edits
-    cannot be set), after rows changed outside them."""
-    st.session_state["_tables"] = st.session_state.get("_tables", 0) + 1
-
-
 def key_of(path: str, *extra: Any) -> str:
     """The widget key of field ``path``: per song for a song's field; ``extra`` for bounds
     that change with the song (a widget's value must stay inside them)."""
@@ -236,7 +230,7 @@ def table(
     """An editable table over the rows of ``path`` (as typed), with ``columns`` name ->
     pandas dtype; returns its rows with something typed in them. An edit is written into
     the session on the run it arrives in."""
-    key = f"{key_of(path)}#{st.session_state.get('_tables', 0)}"
+    key = key_of(path)
     base_slot = f"_table_{key}"
     if key not in st.session_state or base_slot not in st.session_state:
         # Drawn anew (first time, another page in between, a redraw): from the session. The

@@ -1449,7 +1449,8 @@ def test_a_half_typed_section_or_stem_row_keeps_the_page_and_says_why_render_wai
         {"name": "A", "parts": "2+3", "prompt": "horns"},
         {"name": "B", "parts": "3", "prompt": "strings"},
     ]
-    at.session_state["_tables"] = 1  # as state.reset_tables() does: the tables show them
+    at.switch_page("views/takes.py").run()  # and back: the tables are drawn from the session
+    at.switch_page("views/arrange.py").run()
     field(at, "toggle", "song.stems_on").set_value(True).run()
     assert any("Part 3 is in two stems" in e.value for e in at.error)
     [render] = [b for b in at.button if b.label == "Render stems"]

@@ -151,6 +151,19 @@ def open_the_demo(page) -> None:
     set_switch(page, "Auto preview", False)
 
 
+def takes_and_back_then_refresh(page, as_left) -> None:
+    """To Takes and back, then a refresh (a new browser session, read from the workspace):
+    ``as_left(after)`` checks the page after each."""
+    from playwright.sync_api import expect
+
+    page.get_by_role("link", name="Takes").click()
+    expect(page.get_by_text("No takes yet")).to_be_visible()
+    page.get_by_role("link", name="Arrange").click()
+    as_left("a trip to Takes")
+    page.reload()
+    as_left("a refresh")
+
+
 def test_takes_and_back_a_refresh_and_state_json_keep_the_arrange_setup(app_url, tmp_path):
     """Sections rows, stems on with an edited instrument, a 10 s span and the loop: as left
     after a trip to Takes, after a refresh, and in the workspace's state.json."""
@@ -203,15 +216,7 @@ def test_takes_and_back_a_refresh_and_state_json_keep_the_arrange_setup(app_url,
             ).to_have_count(1)
             expect(page.get_by_text("Bass (triangle) → slap bass")).to_be_visible()
 
-        # To Takes and back.
-        page.get_by_role("link", name="Takes").click()
-        expect(page.get_by_text("No takes yet")).to_be_visible()
-        page.get_by_role("link", name="Arrange").click()
-        as_left("a trip to Takes")
-
-        # A refresh: a new browser session, read from the workspace.
-        page.reload()
-        as_left("a refresh")
+        takes_and_back_then_refresh(page, as_left)
         browser.close()
 
     session = kept_session(tmp_path)
@@ -306,13 +311,7 @@ def test_a_refresh_keeps_the_preview_region_and_quick_previews(app_url, tmp_path
             )
             expect_switch(page, "Quick previews", True)
 
-        # To Takes and back: as left; and after a refresh.
-        page.get_by_role("link", name="Takes").click()
-        expect(page.get_by_text("No takes yet")).to_be_visible()
-        page.get_by_role("link", name="Arrange").click()
-        as_left("Takes")
-        page.reload()
-        as_left("a refresh")
+        takes_and_back_then_refresh(page, as_left)
         expect_switch(page, "Auto preview", False)
 
         # Another song (its own region, from 0), then the demo again: its region as left.
