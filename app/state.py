@@ -56,7 +56,8 @@ def composer() -> ComposerSession:
             if session.model.source != started_with:
                 session.model = ModelChoice(started_with)
         state["composer"] = session
-        state["_saved"] = session.to_dict()
+        state["_saved"] = ComposerSession.from_dict(kept).to_dict()
+        save()  # the command line's model, where it replaced the one remembered
     return state["composer"]
 
 

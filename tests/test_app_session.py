@@ -283,6 +283,8 @@ def test_a_server_started_with_a_model_uses_it_whatever_the_workspace_remembers(
     Workspace().keep_state({"model": {"source": "/some/other/model", "device": "cpu"}})
     at = fresh("views/model.py")
     assert session(at).model.source == str(tiny_model_dir)
+    kept = ComposerSession.from_dict(Workspace().state())
+    assert kept.model.source == str(tiny_model_dir)  # another tab of this server loads it too
     assert not at.exception and any("Loaded" in s.value for s in at.success)
     session(at).model = dataclasses.replace(session(at).model, source="/yet/another")
     Workspace().keep_state(session(at).to_dict())
