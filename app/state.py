@@ -118,11 +118,11 @@ def redraw() -> None:
                 st.session_state[key] = shown()
 
 
-def view(key: str, shown: Callable[[], Any]) -> str:
+def view(key: str, shown: Callable[[], Any]) -> Callable[[], Any]:
     """Register widget ``key`` as a view of the session (``shown()``: what it should show),
-    for :func:`redraw`; returns the key."""
+    for :func:`redraw`; returns ``shown``."""
     st.session_state.setdefault("_views", {})[key] = shown
-    return key
+    return shown
 
 
 def key_of(path: str, *extra: Any) -> str:
@@ -150,8 +150,8 @@ def _writer(
 def slider(where, path: str, label: str, low, high, step, **options: Any) -> Any:
     """A slider over field ``path`` (its value kept inside low..high)."""
     key = key_of(path, low, high)
-    view(key, lambda: min(max(type(low)(get(path)), low), high))
-    value = min(max(type(low)(get(path)), low), high)
+    shown = view(key, lambda: min(max(type(low)(get(path)), low), high))
+    value = shown()
     changed = _writer(path, key, type(low))
     return where.slider(label, low, high, value, step, key=key, on_change=changed, **options)
 
@@ -169,17 +169,17 @@ def number(where, path: str, label: str, low, high, step, value=None, **options:
         shown = get(path) if get(path) is not None else value
         return min(max(type(low)(shown), low), high)
 
-    view(key, shown_now)
-    shown = shown_now()
+    shown = view(key, shown_now)()
     changed = _writer(path, key, type(low))
     return where.number_input(label, low, high, shown, step, key=key, on_change=changed, **options)
 
 
 def toggle(where, path: str, label: str, checkbox: bool = False, **options: Any) -> bool:
-    key = view(key_of(path), lambda: bool(get(path)))
+    key = key_of(path)
+    shown = view(key, lambda: bool(get(path)))
     draw = where.checkbox if checkbox else where.toggle
     changed = _writer(path, key, bool, options.pop("on_change", None))
-    return draw(label, bool(get(path)), key=key, on_change=changed, **options)
+    return draw(label, shown(), key=key, on_change=changed, **options)
 
 
 def text(where, path: str, label: str, shown: str | None = None, **options: Any) -> str:
@@ -187,8 +187,7 @@ def text(where, path: str, label: str, shown: str | None = None, **options: Any)
     settings until typed in: typing that same text leaves it following)."""
     following = shown is not None and get(path) is None
     key = key_of(path, shown) if following else key_of(path)  # a new text: a new widget
-    view(key, lambda: get(path) if get(path) is not None else (shown or ""))
-    value = get(path) if get(path) is not None else (shown or "")
+    value = view(key, lambda: get(path) if get(path) is not None else (shown or ""))()
     then = options.pop("on_change", None)
 
     def changed() -> None:
@@ -201,16 +200,16 @@ def text(where, path: str, label: str, shown: str | None = None, **options: Any)
 
 
 def select(where, path: str, label: str, options: list, **more: Any) -> Any:
-    key = view(key_of(path), lambda: get(path) if get(path) in options else options[0])
-    value = get(path)
-    index = options.index(value) if value in options else 0
+    key = key_of(path)
+    index = options.index(view(key, lambda: get(path) if get(path) in options else options[0])())
     changed = _writer(path, key, None, more.pop("on_change", None))
     return where.selectbox(label, options, index, key=key, on_change=changed, **more)
 
 
 def segmented(where, path: str, label: str, options: list, **more: Any) -> Any:
     """Segmented buttons over ``path``; clicking the chosen one again keeps it chosen."""
-    key = view(key_of(path), lambda: get(path) if get(path) in options else options[0])
+    key = key_of(path)
+    chosen = view(key, lambda: get(path) if get(path) in options else options[0])
 
     def changed() -> None:
         if st.session_state[key] is not None:
@@ -218,7 +217,7 @@ def segmented(where, path: str, label: str, options: list, **more: Any) -> Any:
         else:
             redraw()  # a click that unselects: the field stays, and so does its button
 
-    value = get(path) if get(path) in options else options[0]
+    value = chosen()
     shown = where.segmented_control(
         label, options, default=value, key=key, on_change=changed, **more
     )

@@ -105,11 +105,7 @@ def voices(song: Sketch) -> None:
                 f"Voice of {track.name}",  # what a screen reader says for this part
                 choices,
                 index=choices.index(current),
-                # A view: a failed voice change shows what plays again (state.redraw).
-                key=state.view(
-                    f"voice_{song.key}_{track.key}",
-                    lambda k=track.key, v=track.voice: playing_voice(k, v),
-                ),
+                key=voice_key(song, track),
                 label_visibility="collapsed",
             )
         defaults = {t.key: t.voice for t in song.tracks}
@@ -117,6 +113,13 @@ def voices(song: Sketch) -> None:
         if overrides != song.voices and songs.loading_voices() != (song.key, overrides):
             songs.change_voices(song, overrides)
             st.rerun()  # shows its progress at the top, with the song as it was below
+
+
+def voice_key(song: Sketch, track) -> str:
+    """A part's voice picker, a view: a failed voice change shows what plays again."""
+    key = f"voice_{song.key}_{track.key}"
+    state.view(key, lambda k=track.key, v=track.voice: playing_voice(k, v))
+    return key
 
 
 def playing_voice(track_key: str, default: str) -> str:
@@ -137,10 +140,9 @@ def bars(song: Sketch) -> None:
     """An audio song's bar grid: found by beat tracking, or as the composer typed it."""
     grid = song.bar_grid
     shown = {"bpm": "bpm", "downbeat": "downbeat_s", "per_bar": "beats_per_bar"}
-    keys = {
-        name: state.view(f"{name}_{song.key}", lambda f=field: grid_field(f))
-        for name, field in shown.items()
-    }
+    keys = {name: f"{name}_{song.key}" for name in shown}
+    for name, field in shown.items():
+        state.view(keys[name], lambda f=field: grid_field(f))
 
     def typed() -> None:
         try:
