@@ -21,7 +21,7 @@ import streamlit as st
 from app import push, state
 from app.figures import DRIFTING
 from app.state import workspace
-from neurochip.engine import Engine, stage_words
+from neurochip.engine import Engine
 from neurochip.errors import NeuroChipError
 from neurochip.faithfulness import Faithfulness
 from neurochip.io.audio import Audio
@@ -31,6 +31,7 @@ from neurochip.library.store import TakeLibrary
 from neurochip.preview_vae import use_preview_vae
 from neurochip.session import ModelChoice, Settings
 from neurochip.settings import RenderSettings, describe
+from neurochip.stage_words import stage_words
 from neurochip.workspace import GridPreview, Preview
 
 log = logging.getLogger(__name__)

@@ -3,6 +3,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import threading
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -12,7 +13,6 @@ from neurochip import engine as engine_module
 from neurochip.engine import (
     QUICK_PREVIEW,
     Engine,
-    blend_windows,
     count_unet_work,
     device_lock,
     plan_windows,
@@ -22,6 +22,9 @@ from neurochip.engine import (
     window_columns,
     window_weight,
 )
+from neurochip.engine.riffusion.lanes import Lane
+from neurochip.engine.riffusion.pipeline import predict_windows
+from neurochip.engine.riffusion.windows import FeatureReuse, WindowPlan
 from neurochip.errors import NeuroChipError, RenderCancelled
 from neurochip.io.audio import Audio
 from neurochip.phase import waveform_from_amplitudes
@@ -62,34 +65,119 @@ def test_window_weight_tapers_but_never_vanishes():
     torch.testing.assert_close(weight, weight.flip(0))
 
 
-def test_blending_a_pointwise_predictor_equals_predicting_the_whole():
-    """A noise predictor that is a known function of each input value gives the same result
-    windowed as unwindowed, whatever the windows, weights and batching."""
-    x = torch.randn(1, 4, 8, 203)
+def _lanes_over(width: int, guidance: float, voices: int = 1):
+    """Lanes as the shared loop holds them, with a stand-in for a take's prompts: enough for
+    :func:`predict_windows`, which only reads their prompts, guidance and voice weights."""
+    embedding = torch.zeros(1, 77, 8)
+    weights = None
+    if voices > 1:  # a prompt timeline: the first half one voice, a ramp, then the other
+        ramp = torch.linspace(-4, 4, width).sigmoid()
+        weights = torch.stack([1 - ramp, ramp])
+    return Lane(
+        scheduler=None,
+        timesteps=torch.tensor([500, 400]),
+        latents=torch.zeros(1, 4, 8, width),
+        positives=[embedding] * voices,
+        negatives=[embedding if guidance > 1 else None] * voices,
+        guidances=[guidance] * voices,
+        strengths=[1.0] * voices,
+        guided_steps=2,
+        step_options={},
+        noise=torch.zeros(1),
+        init=torch.zeros(1),
+        steps=2,
+        weights=weights,
+    )
 
-    def predictor(t: torch.Tensor) -> torch.Tensor:
-        return torch.sin(3 * t) * 2 + t**2
 
-    for overlap, batch in [(0.25, 1), (0.5, 3), (0.0, 16)]:
-        starts = plan_windows(203, 64, overlap)
-        weight = window_weight(64, overlap, x.device)
-        blended = blend_windows(x, starts, 64, weight, predictor, batch)
-        torch.testing.assert_close(blended, predictor(x), rtol=1e-5, atol=1e-5)
+class _PointwiseUNet:
+    """A UNet stand-in whose prediction is a known function of each input value, so any
+    blend of windows that is a weighted mean gives back the function of the whole."""
+
+    calls = 0
+
+    def __call__(self, sample, t, encoder_hidden_states):
+        self.calls += 1
+        return SimpleNamespace(sample=torch.sin(3 * sample) * 2 + sample**2)
 
 
-def test_blending_averages_disagreeing_windows_smoothly():
-    """Where windows disagree (a predictor that sees its window position), the blend moves
-    smoothly from one to the other instead of jumping at a seam."""
-    x = torch.zeros(1, 1, 1, 160)
+@pytest.mark.parametrize(
+    "windows, overlap, guidance, voices, batch",
+    [
+        ("overlap", 0.25, 1.0, 1, 1),
+        ("overlap", 0.5, 7.0, 1, 3),
+        ("overlap", 0.5, 7.0, 2, 16),
+        ("shifted", 0.25, 7.0, 1, 4),
+    ],
+)
+def test_the_engines_window_blend_is_a_weighted_mean(windows, overlap, guidance, voices, batch):
+    """The blend the denoising loop runs (:func:`predict_windows`): at every column the
+    windows' weights, normalised, sum to one, so a pointwise prediction (and a constant one)
+    comes out as predicting the whole song at once, across every window border, guidance
+    pair, voice of a prompt timeline and packing of calls."""
+    width = 203
+    settings = RenderSettings(prompt="x", windows=windows, overlap=overlap)
+    plan = WindowPlan(settings, width, 64, origin=5, whole=True)
+    for k in range(2):
+        starts, weight, norm = plan.at(k)
+        total = torch.zeros(width)
+        for start in starts:
+            total[window_columns(start, weight.shape[0], width)] += (
+                weight / norm[window_columns(start, weight.shape[0], width)]
+            )
+        torch.testing.assert_close(total, torch.ones(width))
+        x = torch.randn(1, 4, 8, width)
+        unet = _PointwiseUNet()
+        lane = _lanes_over(width, guidance, voices)
+        (out,) = predict_windows(
+            SimpleNamespace(dtype=torch.float32),
+            [lane],
+            [x],
+            k,
+            plan,
+            batch,
+            FeatureReuse(unet, 1),
+            lambda: None,
+        )
+        torch.testing.assert_close(out, torch.sin(3 * x) * 2 + x**2, rtol=1e-5, atol=1e-5)
+        assert unet.calls >= 1
+        constant = torch.full((1, 4, 8, width), 0.25)
+        (flat,) = predict_windows(
+            SimpleNamespace(dtype=torch.float32),
+            [lane],
+            [constant],
+            k,
+            plan,
+            batch,
+            FeatureReuse(_PointwiseUNet(), 1),
+            lambda: None,
+        )
+        assert torch.allclose(flat, flat[..., :1].expand_as(flat), atol=1e-6)
+
+
+def test_the_engines_blend_moves_smoothly_where_windows_disagree():
+    """Where windows disagree (each call predicts its own constant), the blend moves smoothly
+    from one to the next instead of jumping at a seam."""
+    width = 160
+    plan = WindowPlan(RenderSettings(prompt="x", overlap=0.5), width, 64)
     calls = iter(range(100))
 
-    def predictor(t: torch.Tensor) -> torch.Tensor:
-        return torch.cat([torch.full_like(t[i : i + 1], float(next(calls))) for i in range(len(t))])
+    def unet(sample, t, encoder_hidden_states):
+        return SimpleNamespace(sample=torch.full_like(sample, float(next(calls))))
 
-    starts = plan_windows(160, 64, 0.5)
-    out = blend_windows(x, starts, 64, window_weight(64, 0.5, x.device), predictor, 1)[0, 0, 0]
-    assert out[0] == 0 and out[-1] == len(starts) - 1
-    assert out.diff().abs().max() < 0.2  # no step anywhere
+    (out,) = predict_windows(
+        SimpleNamespace(dtype=torch.float32),
+        [_lanes_over(width, 1.0)],
+        [torch.zeros(1, 1, 1, width)],
+        0,
+        plan,
+        1,
+        FeatureReuse(unet, 1),
+        lambda: None,
+    )
+    line = out[0, 0, 0]
+    assert line[0] == 0 and line[-1] == len(plan.at(0)[0]) - 1
+    assert line.diff().abs().max() < 0.2  # no step anywhere
 
 
 @pytest.mark.parametrize("width", [512, 1024, 1600, 4096])
@@ -958,7 +1046,8 @@ def test_apple_gpus_fall_back_to_the_cpu_for_missing_kernels():
 
 
 def test_progress_stages_are_said_in_a_composers_words():
-    from neurochip.engine import STAGE_WORDS, STAGES, stage_words
+    from neurochip.engine import STAGES
+    from neurochip.stage_words import STAGE_WORDS, stage_words
 
     assert set(STAGE_WORDS) == set(STAGES)  # every stage the engine reports has its words
     assert stage_words("denoise step 3 of 17") == "denoising: step 3 of 17"

@@ -13,7 +13,6 @@ from tqdm import tqdm
 
 from neurochip import untrusted
 from neurochip.device import DEVICE_CHOICES
-from neurochip.engine import stage_words
 from neurochip.errors import NeuroChipError
 from neurochip.io.audio import Audio
 from neurochip.io.decode import DEFAULT_MAX_DURATION_S
@@ -24,6 +23,7 @@ from neurochip.model import COMPILE_MODES, DEFAULT_MODEL_ID
 from neurochip.phase import DEFAULT_ITERATIONS, PHASE_MODES
 from neurochip.settings import WINDOW_MODES, RenderSettings, default_of, describe, help_text
 from neurochip.sketch import load_sketch
+from neurochip.stage_words import stage_words
 
 EPILOG = "Run 'neurochip doctor' to check what this machine can do."
 
