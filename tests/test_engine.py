@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from neurochip import engine as engine_module
 from neurochip.engine import (
     QUICK_PREVIEW,
     Engine,
@@ -22,7 +21,11 @@ from neurochip.engine import (
     window_columns,
     window_weight,
 )
+from neurochip.engine import core as engine_core
+from neurochip.engine import device as engine_device
+from neurochip.engine.riffusion import backend as riffusion_backend
 from neurochip.engine.riffusion.lanes import Lane
+from neurochip.engine.riffusion.latents import lazy_latents
 from neurochip.engine.riffusion.pipeline import predict_windows
 from neurochip.engine.riffusion.windows import FeatureReuse, WindowPlan
 from neurochip.errors import NeuroChipError, RenderCancelled
@@ -315,13 +318,13 @@ def test_takes_are_decoded_in_one_batch_and_phased_in_one_pass(tiny_model, monke
         lambda module, args: decoded.append(args[0].shape[0])
     )
     phased: list[int] = []
-    rebuild = engine_module.waveform_from_amplitudes
+    rebuild = riffusion_backend.waveform_from_amplitudes
 
     def counted(amplitudes, *args, **kwargs):
         phased.append(amplitudes.shape[0])
         return rebuild(amplitudes, *args, **kwargs)
 
-    monkeypatch.setattr(engine_module, "waveform_from_amplitudes", counted)
+    monkeypatch.setattr(riffusion_backend, "waveform_from_amplitudes", counted)
     try:
         together = Engine(tiny_model, decode_batch=3).render_many(audio, takes)
         assert decoded == [3, 3] and phased == [3]  # each tile once for all takes; one phase
@@ -376,8 +379,8 @@ def test_a_slider_change_does_not_hash_the_song_or_encode_the_prompt_again(
 ):
     audio = Audio(make_chiptune(12.0, stereo=True), SR)  # stereo: mixed down once, not per call
     hashed, prompts = [], []
-    real_key, real_encode = engine_module._content_key, tiny_model.encode_prompt
-    monkeypatch.setattr(engine_module, "_content_key", lambda m: hashed.append(1) or real_key(m))
+    real_key, real_encode = engine_core.content_key, tiny_model.encode_prompt
+    monkeypatch.setattr(engine_core, "content_key", lambda m: hashed.append(1) or real_key(m))
     monkeypatch.setattr(tiny_model, "encode_prompt", lambda p: prompts.append(p) or real_encode(p))
     first = engine.preview(audio, FAST, 2.0, 2.0)
     again = engine.preview(audio, dataclasses.replace(FAST, seed=9), 2.0, 2.0)
@@ -396,7 +399,7 @@ def test_progress_follows_the_time_each_stage_took_last_time(tiny_model, monkeyp
     tiny_model.unet.register_forward_pre_hook(
         lambda module, args: now.__setitem__(0, now[0] + 0.01 * args[0].shape[0])
     )
-    real_phase = engine_module.waveform_from_amplitudes
+    real_phase = riffusion_backend.waveform_from_amplitudes
 
     def slow_phase(amplitudes, params, length, *args, progress=None, **kwargs):
         # 3 s per second of each take's audio (takes rendered together come as channels).
@@ -411,7 +414,7 @@ def test_progress_follows_the_time_each_stage_took_last_time(tiny_model, monkeyp
         now[0] = began + cost
         return waveform
 
-    monkeypatch.setattr(engine_module, "waveform_from_amplitudes", slow_phase)
+    monkeypatch.setattr(riffusion_backend, "waveform_from_amplitudes", slow_phase)
     audio = song(12.0)
     engine.preview(audio, FAST, 3.0, 3.0)  # learns this device's rates
     seen = []
@@ -504,7 +507,7 @@ def test_cancel_stops_in_the_stages_after_denoising_too(engine, stage):
 
 def test_a_songs_latents_encoded_by_region_equal_the_whole_songs(engine, tiny_model):
     picture = torch.rand(3, 512, 1500)  # three tiles and a padded end
-    lazy = engine._encode(picture)
+    lazy = lazy_latents(engine.model, picture)
     model = tiny_model
     padded = torch.nn.functional.pad(picture[None], (0, 36, 0, 0), mode="replicate")  # to 1536
 
@@ -565,13 +568,13 @@ def test_a_quick_preview_renders_less_context_and_fewer_phase_iterations(
     settings = dataclasses.replace(FAST, phase_iterations=None)  # the take's own: 8
     sizes = count_unet_calls(tiny_model)
     iterations = []
-    rebuild = engine_module.waveform_from_amplitudes
+    rebuild = riffusion_backend.waveform_from_amplitudes
 
     def counted(*args, **kwargs):
         iterations.append(args[3].griffin_lim_iterations)
         return rebuild(*args, **kwargs)
 
-    monkeypatch.setattr(engine_module, "waveform_from_amplitudes", counted)
+    monkeypatch.setattr(riffusion_backend, "waveform_from_amplitudes", counted)
     faithful = engine.preview(audio, settings, 8.0)
     faithful_items = sum(sizes)
     sizes.clear()
@@ -634,7 +637,7 @@ def test_two_engines_on_one_device_never_render_at_once(tiny_model, monkeypatch)
     assert device_lock("cpu") is device_lock(torch.device("cpu"))
     assert device_lock("cpu") is not device_lock("meta")
     watched = _WatchedLock()
-    monkeypatch.setitem(engine_module._DEVICE_LOCKS, "cpu", watched)
+    monkeypatch.setitem(engine_device._DEVICE_LOCKS, "cpu", watched)
     first, second = Engine(tiny_model), Engine(tiny_model)
     in_first, release_first = threading.Event(), threading.Event()
     log: list[str] = []
@@ -1053,3 +1056,45 @@ def test_progress_stages_are_said_in_a_composers_words():
     assert stage_words("denoise step 3 of 17") == "denoising: step 3 of 17"
     assert stage_words("phase") == "rebuilding the sound"
     assert stage_words("measuring note faithfulness") == "measuring note faithfulness"
+
+
+class _FakeCuda:
+    """CUDA's memory counters as the allocator keeps them, driven by the test."""
+
+    def __init__(self, allocated: int, peak: int) -> None:
+        self.allocated, self.peak, self.resets = allocated, peak, 0
+
+    def use(self, extra: int) -> None:  # a call that holds ``extra`` bytes at its peak
+        self.peak = max(self.peak, self.allocated + extra)
+
+    def install(self, monkeypatch) -> None:
+        cuda = torch.cuda
+        monkeypatch.setattr(cuda, "synchronize", lambda device=None: None)
+        monkeypatch.setattr(cuda, "memory_allocated", lambda device=None: self.allocated)
+        monkeypatch.setattr(cuda, "max_memory_allocated", lambda device=None: self.peak)
+
+        def reset(device=None) -> None:
+            self.resets += 1
+            self.peak = self.allocated
+
+        monkeypatch.setattr(cuda, "reset_peak_memory_stats", reset)
+
+
+@pytest.mark.parametrize("earlier_peak", [1_000, 50_000])
+def test_the_memory_probe_measures_a_call_and_keeps_the_whole_renders_peak(
+    monkeypatch, earlier_peak
+):
+    """A probe that sets a new peak is read without resetting CUDA's counter; one hidden
+    under an earlier peak (a big encode before it) is measured on a reset counter, and the
+    peak from before the reset is kept: either way the call's own bytes are measured, and
+    the render's peak (what bench/render.py reports) covers everything."""
+    from neurochip.engine.device import MemoryProbe
+
+    cuda = _FakeCuda(allocated=10_000, peak=earlier_peak)
+    cuda.install(monkeypatch)
+    probe = MemoryProbe(torch.device("cuda"))
+    assert probe.bytes_of(("unet", 64, 64), lambda: cuda.use(2_000)) == 2_000
+    assert cuda.resets == (0 if earlier_peak < 12_000 else 1)
+    assert probe.peak_bytes() == max(earlier_peak, 12_000)
+    # Measured once per shape.
+    assert probe.bytes_of(("unet", 64, 64), lambda: cuda.use(9_999_999)) == 2_000

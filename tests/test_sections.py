@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from neurochip.engine import Engine, _Lane
+from neurochip.engine import Engine
+from neurochip.engine.riffusion.lanes import Lane
 from neurochip.errors import NeuroChipError
 from neurochip.io.audio import Audio
 from neurochip.settings import RenderSettings, Section
@@ -37,14 +38,14 @@ def recording_unet(monkeypatch, model) -> None:
 def first_predictions(monkeypatch) -> list[torch.Tensor]:
     """Each lane's blended noise prediction at its first step, per latent column."""
     seen: list[torch.Tensor] = []
-    step = _Lane.step
+    step = Lane.step
 
     def recording(self, noise_pred, k):
         if k == 0:
             seen.append(noise_pred[0, 0, 0].clone())
         return step(self, noise_pred, k)
 
-    monkeypatch.setattr(_Lane, "step", recording)
+    monkeypatch.setattr(Lane, "step", recording)
     return seen
 
 
@@ -55,7 +56,7 @@ def signature(embedding: torch.Tensor) -> torch.Tensor:
 
 
 def prompt_level(engine: Engine, prompt: str) -> float:
-    return float(signature(engine._prompt_embedding(prompt)))
+    return float(signature(engine.backend.prompt_embedding(prompt)))
 
 
 def heard(engine, tiny_model, monkeypatch, audio, **timeline) -> torch.Tensor:
@@ -127,7 +128,7 @@ def test_each_column_joins_the_loop_at_the_step_its_sections_denoise_implies(
     """Differential diffusion: 12 steps, the take at denoise 0.25 (3 steps), a section from 6 s
     at 0.5 (6 steps): its columns run all 6 steps, the others join for the last 3 only."""
     moved: list[torch.Tensor] = []
-    step = _Lane.step
+    step = Lane.step
 
     def recording(self, noise_pred, k):
         step(self, noise_pred, k)
@@ -136,7 +137,7 @@ def test_each_column_joins_the_loop_at_the_step_its_sections_denoise_implies(
             held = self.scheduler.add_noise(self.init, self.noise, self.timesteps[k + 1 : k + 2])
             moved.append((self.latents - held).abs().amax(dim=(0, 1, 2)) > 1e-6)
 
-    monkeypatch.setattr(_Lane, "step", recording)
+    monkeypatch.setattr(Lane, "step", recording)
     timeline = dataclasses.replace(
         FAST,
         steps=12,

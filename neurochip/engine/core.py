@@ -16,7 +16,8 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -36,16 +37,21 @@ from neurochip.engine.regions import (
     PREVIEW_SECONDS,
     REROLL_MARGIN_S,
     check_loop,
+    check_parent,
     finish_loop,
     preview_region,
     reroll_bounds,
     snapped_s,
     wrap_loop,
 )
+from neurochip.engine.registry import backend_for_model, load_backend
 from neurochip.errors import NeuroChipError
 from neurochip.io.audio import Audio
 from neurochip.settings import RenderSettings
 from neurochip.spectrogram import SpectrogramParams
+
+if TYPE_CHECKING:
+    from neurochip.model_spec import ModelSpec
 
 #: Memory an engine keeps for the encodings of recent songs (pictures and latents), so that
 #: previews of them start at once; the newest song is always kept, whatever its size.
@@ -69,10 +75,9 @@ class Engine:
         memory_limit: int | None = None,
         decode_batch: int | None = None,
     ) -> None:
-        if not hasattr(backend, "capabilities"):  # a RiffusionModel: its backend
-            from neurochip.engine.riffusion import RiffusionBackend
-
-            backend = RiffusionBackend(backend, params, memory_limit, decode_batch)
+        if not hasattr(backend, "capabilities"):  # a model loaded by hand: its backend
+            options = {"params": params, "memory_limit": memory_limit}
+            backend = backend_for_model(backend, decode_batch=decode_batch, **options)
         self.backend = backend
         self.params = params  # the pictures renders carry
         self._clock = clock
@@ -83,20 +88,41 @@ class Engine:
         self._last_song: tuple[weakref.ref, int, Audio, str] | None = None
 
     @classmethod
-    def from_pretrained(cls, source: Any = None, **options: Any) -> Engine:
-        """An engine with a model loaded: ``source`` is a :class:`~neurochip.model_spec.ModelSpec`,
-        or a hub id, local diffusers folder or ``.safetensors`` file of a Riffusion (Stable
-        Diffusion 1.x) model, with the options of ``RiffusionBackend.from_pretrained``.
+    def from_pretrained(
+        cls,
+        source: ModelSpec | str | Path | None = None,
+        device: str = "auto",
+        dtype: str | None = None,
+        local_files_only: bool | None = None,
+        lora: str | Path | None = None,
+        lora_scale: float = 1.0,
+        compile: bool | str = False,
+        channels_last: bool = False,
+        preview_vae: str | Path | None = None,
+    ) -> Engine:
+        """An engine with a model loaded: ``source`` is a :class:`~neurochip.model_spec.ModelSpec`
+        (any engine kind), or a hub id, local diffusers folder or ``.safetensors`` file of a
+        Riffusion (Stable Diffusion 1.x) model, the default, with the options below.
+
+        Args:
+            device: ``auto`` (the best found), ``cuda``, ``mps`` or ``cpu``.
+            dtype: ``fp32``, ``fp16`` or ``bf16``; ``None`` is fp16 on CUDA, fp32 elsewhere.
+            local_files_only: Never touch the network (default: ``HF_HUB_OFFLINE``).
+            lora: A LoRA to fuse into the UNet (file, folder or hub id; see
+                :mod:`neurochip.lora`), at strength ``lora_scale``.
+            compile: ``torch.compile`` the UNet: True or a mode of
+                :data:`~neurochip.model.COMPILE_MODES`.
+            channels_last: weights in channels-last memory order.
+            preview_vae: a tiny VAE (TAESD) for quick previews: folder or hub id.
 
         Raises:
             ModelNotFoundError: The weights are not here; the message says how to get them.
             ModelLoadError: They are here, but a part cannot be used; the message names it.
         """
-        from neurochip.engine.riffusion import RiffusionBackend
-
-        if source is not None:
-            options["source"] = source
-        return cls(RiffusionBackend.from_pretrained(**options))
+        spec = _spec_of(
+            source, device, dtype, lora, lora_scale, compile, channels_last, preview_vae
+        )
+        return cls(load_backend(spec, local_files_only))
 
     @property
     def model(self) -> Any:
@@ -278,16 +304,7 @@ class Engine:
         song = self._at_working_rate(song)
         span = song.span(takes[0].start_s, takes[0].duration_s)
         parent = self._at_working_rate(parent)
-        if parent.channels != 1:
-            raise NeuroChipError(
-                "Re-roll a single take (A or B), not a stereo pair or a comparison: then pair "
-                "the new take again."
-            )
-        if parent.frames != span.frames:
-            raise NeuroChipError(
-                f"The take is {parent.duration_s:.3f} s long, but the span it should come from "
-                f"is {span.duration_s:.3f} s: re-roll with the take's own start and duration."
-            )
+        check_parent(parent, span)
         bounds = reroll_bounds(span.frames, span.sample_rate, region_s, margin_s)
         bounds = replace(bounds, loop=bool(takes[0].loop))
         start_s = snapped_s(takes[0].start_s, song.sample_rate)
@@ -429,6 +446,25 @@ class Engine:
         key = content_key(mono)
         self._last_song = (weakref.ref(song.samples), song.sample_rate, mono, key)
         return mono, key
+
+
+def _spec_of(source: Any, device, dtype, lora, lora_scale, compile, channels_last, preview_vae):
+    """``Engine.from_pretrained``'s arguments as a :class:`ModelSpec` (Riffusion's, unless
+    ``source`` is a spec already)."""
+    from neurochip.model_spec import ModelSpec
+
+    if isinstance(source, ModelSpec):
+        return source
+    return ModelSpec(
+        device=device,
+        dtype=dtype or "auto",
+        lora=str(lora or ""),
+        lora_scale=lora_scale,
+        compile="default" if compile is True else (compile or ""),
+        channels_last=channels_last,
+        preview_vae=str(preview_vae or ""),
+        **({"source": str(source)} if source is not None else {}),
+    )
 
 
 def content_key(mono: Audio) -> str:

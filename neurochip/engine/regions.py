@@ -225,3 +225,17 @@ def check_loop(mono: Audio) -> None:
             f"A loop of {mono.duration_s:.2f} s is too short: make it at least "
             f"{MIN_LOOP_S:g} s (a bar or more)."
         )
+
+
+def check_parent(parent: Audio, span: Audio) -> None:
+    """A re-roll's parent is one take of exactly its span's length."""
+    if parent.channels != 1:
+        raise NeuroChipError(
+            "Re-roll a single take (A or B), not a stereo pair or a comparison: then pair "
+            "the new take again."
+        )
+    if parent.frames != span.frames:
+        raise NeuroChipError(
+            f"The take is {parent.duration_s:.3f} s long, but the span it should come from "
+            f"is {span.duration_s:.3f} s: re-roll with the take's own start and duration."
+        )

@@ -10,8 +10,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import replace
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -30,7 +29,7 @@ from neurochip.engine.riffusion.latents import (
 from neurochip.engine.riffusion.pipeline import img2img
 from neurochip.engine.riffusion.windows import SHALLOW_SHARE, WINDOW_COLUMNS, count_unet_work
 from neurochip.io.audio import Audio, limit_peak
-from neurochip.model import DEFAULT_MODEL_ID, RiffusionModel, load_model
+from neurochip.model import RiffusionModel, load_model
 from neurochip.phase import PhaseSettings, waveform_from_amplitudes
 from neurochip.spectrogram import (
     SpectrogramParams,
@@ -38,6 +37,9 @@ from neurochip.spectrogram import (
     float_image_to_amplitudes,
     mel_amplitudes,
 )
+
+if TYPE_CHECKING:
+    from neurochip.model_spec import ModelSpec
 
 #: Prompt embeddings kept (prompt and negative prompt of recent takes).
 PROMPT_CACHE_SIZE = 16
@@ -68,6 +70,7 @@ class RiffusionBackend:
         decode_batch: int | None = None,
     ) -> None:
         self.model, self.params = model, params
+        self.spec: ModelSpec | None = None  # what it was loaded from, where known
         self.device = model.device
         # Takes the VAE decodes in one batch; None: as many as fit (see decode_batch_size).
         self.decode_batch = decode_batch
@@ -88,40 +91,34 @@ class RiffusionBackend:
             torch.set_flush_denormal(True)
 
     @classmethod
-    def from_pretrained(
-        cls,
-        source: str | Path = DEFAULT_MODEL_ID,
-        device: str = "auto",
-        dtype: str | None = None,
-        local_files_only: bool | None = None,
-        lora: str | Path | None = None,
-        lora_scale: float = 1.0,
-        compile: bool | str = False,
-        channels_last: bool = False,
-        preview_vae: str | Path | None = None,
-    ) -> RiffusionBackend:
-        """The model loaded from a hub id, a diffusers folder or one ``.safetensors`` file,
-        with a LoRA fused, a preview VAE attached, compiled, as asked."""
-        model = load_model(source, device, dtype or "auto", local_files_only)
-        if lora:
+    def from_spec(cls, spec: ModelSpec, local_files_only: bool | None = None) -> RiffusionBackend:
+        """The model ``spec`` names, loaded from a hub id, a diffusers folder or one
+        ``.safetensors`` file, with a LoRA fused, a preview VAE attached, compiled, as asked."""
+        model = load_model(spec.source, spec.device, spec.dtype, local_files_only)
+        if spec.lora:
             from neurochip.lora import apply_lora
 
-            apply_lora(model, lora, lora_scale, local_files_only)
-        if preview_vae:
+            apply_lora(model, spec.lora, spec.lora_scale, local_files_only)
+        if spec.preview_vae:
             from neurochip.preview_vae import use_preview_vae
 
-            use_preview_vae(model, preview_vae, local_files_only)
-        if channels_last:
+            use_preview_vae(model, spec.preview_vae, local_files_only)
+        if spec.channels_last:
             model.use_channels_last()
-        if compile:
-            model.compile_unet(mode=compile if isinstance(compile, str) else "default")
-        return cls(model)
+        if spec.compile:
+            model.compile_unet(mode=spec.compile)
+        backend = cls(model)
+        backend.spec = spec
+        return backend
 
     def describe(self) -> str:
         return self.model.describe()
 
     def info(self) -> dict[str, Any]:
-        return {"model": self.model.source, "device": str(self.model.device)}
+        info = {"model": self.model.source, "device": str(self.model.device)}
+        if self.spec is not None:
+            info["spec"] = self.spec.to_dict()
+        return info
 
     # -- what the engine asks ----------------------------------------------------------------
 

@@ -7,7 +7,7 @@ calls for every take at once, their windows blended into one prediction per take
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
@@ -24,9 +24,6 @@ from neurochip.engine.riffusion.windows import (
 from neurochip.errors import NeuroChipError
 from neurochip.settings import RenderSettings
 
-if TYPE_CHECKING:
-    from neurochip.engine.riffusion.backend import RiffusionBackend
-
 #: (latent columns a, b) -> (latents to keep, mask): a re-roll keeps the parent take's latents
 #: where the mask is 0.
 Keep = Callable[[int, int], tuple[torch.Tensor, torch.Tensor]]
@@ -34,7 +31,7 @@ Keep = Callable[[int, int], tuple[torch.Tensor, torch.Tensor]]
 
 @torch.no_grad()
 def img2img(
-    backend: RiffusionBackend,
+    backend: Any,
     songs: Sequence[SongLatents],
     first: int,
     frames: int,
@@ -50,7 +47,8 @@ def img2img(
 ) -> list[torch.Tensor]:
     """The denoised pictures of picture columns ``first`` .. ``+ frames``: ``takes[i]`` from
     the song whose latents are ``songs[i]`` (usually one song, repeated; stems are several),
-    all in one denoising loop, each as it would come out alone.
+    all in one denoising loop, each as it would come out alone. ``backend`` is the
+    :class:`~neurochip.engine.riffusion.RiffusionBackend` that holds the model.
 
     ``context`` picture columns each side are denoised with the region (a preview's company);
     ``noise_period`` makes the noise repeat (a loop); ``song_start_s`` is where the song
