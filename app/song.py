@@ -268,10 +268,15 @@ def open_take(take: Any) -> None:
     )
     until = "the end" if settings.duration_s is None else f"{settings.duration_s:g} s"
     key = take.metadata.get("sketch_key")
+    other_model = ui.other_model_note(take.metadata)
+    again = (
+        "Render makes it again; change anything to go on from it."
+        if other_model is None
+        else other_model
+    )
     st.session_state["opened_take"] = {
         "text": f"Opened {take.name}: its settings (seed {settings.seed}), from "
-        f"{settings.start_s:g} s for {until}. Render makes it again; change anything to go "
-        "on from it.",
+        f"{settings.start_s:g} s for {until}. {again}",
         "look": take_look(settings),
         "song_key": key,  # said while its song is the one open
     }

@@ -25,7 +25,8 @@ import pandas as pd
 import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
-from neurochip.session import ComposerSession, ModelChoice, SongSetup
+from neurochip.model_spec import ModelSpec
+from neurochip.session import ComposerSession, SongSetup
 from neurochip.workspace import Workspace
 
 #: The workspaces whose session took the server's ``--model`` already (once a process).
@@ -54,7 +55,7 @@ def composer() -> ComposerSession:
             # stick (a refresh, another tab) until the next start.
             STARTED_WITH_MODEL.add(workspace().root)
             if session.model.source != started_with:
-                session.model = ModelChoice(started_with)
+                session.model = ModelSpec(source=started_with)
         state["composer"] = session
         state["_saved"] = ComposerSession.from_dict(kept).to_dict()
         save()  # the command line's model, where it replaced the one remembered

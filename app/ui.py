@@ -28,8 +28,8 @@ from neurochip.io.audio import Audio
 from neurochip.job_board import JobBoard, board_for
 from neurochip.jobs import DONE, FAILED, SLOW_POLL_S, Job
 from neurochip.library.store import TakeLibrary
-from neurochip.preview_vae import use_preview_vae
-from neurochip.session import ModelChoice, Settings
+from neurochip.model_spec import ModelSpec
+from neurochip.session import Settings
 from neurochip.settings import RenderSettings, describe
 from neurochip.stage_words import stage_words
 from neurochip.workspace import GridPreview, Preview
@@ -40,9 +40,21 @@ log = logging.getLogger(__name__)
 # --- heavy objects, once per process ----------------------------------------------------------
 
 
-def model_choice() -> ModelChoice:
+def model_choice() -> ModelSpec:
     """The model this session uses (Model & device page)."""
     return state.composer().model
+
+
+def other_model_note(metadata: dict[str, Any]) -> str | None:
+    """Where a take was made with other weights than this session's model: says which, for
+    what renders from its settings now (None where they are the same, or not known)."""
+    made = ModelSpec.of_take_if_known(metadata)
+    if made is None or made.same_model(model_choice()):
+        return None
+    return (
+        f"It was made with {made.describe()}; renders use {model_choice().describe()} "
+        "(the Model page) and sound different."
+    )
 
 
 def download_allowed() -> bool:
@@ -55,7 +67,7 @@ def download_allowed() -> bool:
 
 
 @st.cache_resource(show_spinner=False)
-def _engine_job(choice: ModelChoice, download: bool = False) -> Job[Engine]:
+def _engine_job(choice: ModelSpec, download: bool = False) -> Job[Engine]:
     """The model's load, once per choice for the whole server, on a thread of its own.
 
     Pages never wait for it: they show its progress and keep the sketch's spectrograms
@@ -65,22 +77,16 @@ def _engine_job(choice: ModelChoice, download: bool = False) -> Job[Engine]:
 
     def load(progress: Callable[[float, str], None], cancel: Any) -> Engine:
         progress(0.0, "downloading (about 4 GB, once)" if download else "reading it")
-        loaded = Engine.from_pretrained(
-            choice.source,
-            choice.device,
-            choice.dtype,
-            local_files_only=not download,
-            lora=choice.lora or None,
-            lora_scale=choice.lora_scale,
-        )
         _PREVIEW_VAE_PROBLEMS.pop(choice, None)  # a "Try again" asks afresh
-        if choice.preview_vae:
+
+        def preview_vae_failed(err: NeuroChipError) -> None:
             # Optional: one that cannot be loaded leaves quick previews on the model's own
             # VAE and says why (preview_vae_problem), instead of keeping the model from use.
-            try:
-                use_preview_vae(loaded.model, choice.preview_vae, not download)
-            except NeuroChipError as err:
-                _PREVIEW_VAE_PROBLEMS[choice] = str(err)
+            _PREVIEW_VAE_PROBLEMS[choice] = str(err)
+
+        loaded = Engine.from_pretrained(
+            choice, local_files_only=not download, on_preview_vae_error=preview_vae_failed
+        )
         freeze_long_lived_objects()
         return loaded
 
@@ -88,7 +94,7 @@ def _engine_job(choice: ModelChoice, download: bool = False) -> Job[Engine]:
 
 
 #: Why a model choice's preview VAE could not be loaded (by choice, as the engines are kept).
-_PREVIEW_VAE_PROBLEMS: dict[ModelChoice, str] = {}
+_PREVIEW_VAE_PROBLEMS: dict[ModelSpec, str] = {}
 
 
 def preview_vae_problem() -> str | None:

@@ -47,6 +47,7 @@ from neurochip.errors import (  # noqa: E402
 from neurochip.io import Audio, load_audio, save_audio  # noqa: E402
 from neurochip.library import Take, TakeLibrary, settings_from_take  # noqa: E402
 from neurochip.mix import crossfade_compare, stereo_pair  # noqa: E402
+from neurochip.model_spec import ModelSpec  # noqa: E402
 from neurochip.phase import PhaseSettings, roundtrip, waveform_from_amplitudes  # noqa: E402
 from neurochip.settings import RenderSettings, TakeSetOptions  # noqa: E402
 from neurochip.sketch import Sketch, load_sketch  # noqa: E402
@@ -76,6 +77,7 @@ __all__ = [
     "Engine",
     "ModelLoadError",
     "ModelNotFoundError",
+    "ModelSpec",
     "NeuroChipError",
     "PhaseSettings",
     "PreviewQuality",

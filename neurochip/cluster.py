@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -32,32 +32,20 @@ from neurochip.batch import (
 from neurochip.errors import NeuroChipError
 from neurochip.io.audio import Audio
 from neurochip.library.store import TakeLibrary
+from neurochip.model_spec import ModelSpec
 from neurochip.settings import RenderSettings, TakeSetOptions
 from neurochip.takeset import TakeFile, TakeSet
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class ModelOptions:
-    """How each worker loads its engine (:meth:`Engine.from_pretrained`'s arguments)."""
-
-    source: str
-    device: str = "auto"
-    dtype: str = "auto"
-    lora: str | None = None
-    lora_scale: float = 1.0
-
-
 class RenderWorker:
     """A Ray actor's body: one engine, loaded once, rendering songs sent as bytes."""
 
-    def __init__(self, model: ModelOptions) -> None:
+    def __init__(self, model: ModelSpec) -> None:
         from neurochip.engine import Engine
 
-        self.engine = Engine.from_pretrained(
-            model.source, model.device, model.dtype, lora=model.lora, lora_scale=model.lora_scale
-        )
+        self.engine = Engine.from_pretrained(model)
 
     def render(
         self, song: bytes, name: str, settings: dict[str, Any], options: dict[str, Any]
@@ -87,7 +75,7 @@ class RenderWorker:
 
 def run_batch_on_ray(
     items: list[BatchItem],
-    model: ModelOptions,
+    model: ModelSpec,
     *,
     workers: int | None = None,
     library: TakeLibrary | None = None,
@@ -99,7 +87,7 @@ def run_batch_on_ray(
 
     Args:
         items: From :func:`~neurochip.batch.load_manifest`.
-        model: How every worker loads the model.
+        model: How every worker loads the model (its files are looked for on the workers).
         workers: How many workers; default one per GPU in the cluster (or one per CPU where it
             has none, each a whole machine's share of threads).
         library: Keep each take here too (the driver does, as items come back).
@@ -185,4 +173,4 @@ def _write(
     return done_row(item, takes)
 
 
-__all__ = ["ModelOptions", "RenderWorker", "run_batch_on_ray"]
+__all__ = ["RenderWorker", "run_batch_on_ray"]

@@ -221,8 +221,8 @@ def comp_takes(
 
 
 def _shared_provenance(takes: Sequence[Take]) -> dict[str, Any]:
-    """What all the takes agree on: model, device, song."""
-    keys = ("model", "device", "sketch_key", "bar_grid")
+    """What all the takes agree on: model (its spec too), device, song."""
+    keys = ("model", "model_spec", "device", "sketch_key", "bar_grid")
     first = takes[0].metadata
     return {
         k: first[k]

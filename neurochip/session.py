@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from neurochip.bars import BarGrid
-from neurochip.model import DEFAULT_MODEL_ID
+from neurochip.model_spec import KINDS, ModelSpec
 from neurochip.settings import RenderSettings, TakeSetOptions, default_of
 
 #: How many songs' setups are kept (the most recently opened).
@@ -61,18 +61,6 @@ class Settings:
     def owner(name: str) -> type:
         """The settings class whose field ``name`` describes (label, help, range)."""
         return TakeSetOptions if name == "width" else RenderSettings
-
-
-@dataclass(frozen=True)
-class ModelChoice:
-    """Which model renders, on what: the Model & device page's choice."""
-
-    source: str = DEFAULT_MODEL_ID
-    device: str = "auto"
-    dtype: str = "auto"
-    lora: str = ""  # a LoRA fused into the UNet (file, folder or hub id), "" for none
-    lora_scale: float = 1.0
-    preview_vae: str = ""  # a tiny VAE for quick previews (folder or hub id), "" for none
 
 
 @dataclass
@@ -119,7 +107,7 @@ class ComposerSession:
     """Everything a composer set up, in one place; the app's single source of truth."""
 
     settings: Settings = field(default_factory=Settings)
-    model: ModelChoice = field(default_factory=ModelChoice)
+    model: ModelSpec = field(default_factory=ModelSpec)  # the Model & device page's choice
     view: View = field(default_factory=View)
     song_key: str | None = None  # the song open on Arrange
     songs: dict[str, SongSetup] = field(default_factory=dict)
@@ -151,7 +139,7 @@ class ComposerSession:
         songs = data.get("songs") if isinstance(data.get("songs"), dict) else {}
         session = cls(
             settings=_read(Settings, data.get("settings")),
-            model=_read(ModelChoice, data.get("model")),
+            model=_read_model(data.get("model")),
             view=_read(View, data.get("view")),
             song_key=data.get("song_key") if isinstance(data.get("song_key"), str) else None,
             last_render=data.get("last_render")
@@ -170,7 +158,7 @@ def field_paths() -> list[str]:
     return paths + [f"song.{f.name}" for f in dataclasses.fields(SongSetup)]
 
 
-_PARTS: dict[str, type] = {"settings": Settings, "model": ModelChoice, "view": View}
+_PARTS: dict[str, type] = {"settings": Settings, "model": ModelSpec, "view": View}
 
 
 def _fits(value: Any, default: Any, annotation: str) -> bool:
@@ -200,6 +188,15 @@ def _read(kind: type, data: Any) -> Any:
             floats = "float" in str(f.type) and value is not None
             values[f.name] = float(value) if floats else value
     return kind(**values)
+
+
+def _read_model(data: Any) -> ModelSpec:
+    """The model spec a session kept (before ModelSpec, a ``ModelChoice`` of the same field
+    names less kind, compile and channels_last); an unknown kind takes the default too."""
+    data = data if isinstance(data, dict) else {}
+    if data.get("kind") not in KINDS:
+        data = {k: v for k, v in data.items() if k != "kind"}
+    return _read(ModelSpec, data)
 
 
 def _read_setup(data: dict[str, Any]) -> SongSetup:

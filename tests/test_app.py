@@ -16,7 +16,8 @@ from streamlit.testing.v1 import AppTest
 from app import song as songs
 from app import ui
 from neurochip.errors import NeuroChipError
-from neurochip.session import ComposerSession, ModelChoice
+from neurochip.model_spec import ModelSpec
+from neurochip.session import ComposerSession
 from neurochip.settings import RenderSettings
 from neurochip.sketch import load_sketch
 from neurochip.workspace import Workspace
@@ -60,7 +61,7 @@ def quiet(at: AppTest) -> None:
     kept = Workspace().state()
     made = ComposerSession.from_dict(kept)
     if "model" not in kept:
-        made.model = ModelChoice(os.environ["NEUROCHIP_MODEL"])
+        made.model = ModelSpec(source=os.environ["NEUROCHIP_MODEL"])
     made.view.auto_preview = False
     at.session_state["composer"] = made
 

@@ -294,7 +294,8 @@ def local_ray():
 def test_ray_gives_the_takes_the_embedded_batch_gives(
     local_ray, tiny_model, tiny_model_dir, tmp_path
 ):
-    from neurochip.cluster import ModelOptions, run_batch_on_ray
+    from neurochip.cluster import run_batch_on_ray
+    from neurochip.model_spec import ModelSpec
 
     embedded_folder, ray_folder = tmp_path / "embedded", tmp_path / "ray"
     embedded_folder.mkdir()
@@ -303,7 +304,7 @@ def test_ray_gives_the_takes_the_embedded_batch_gives(
     on_ray = load_manifest(soundtrack(ray_folder))
     embedded_library, ray_library = TakeLibrary(tmp_path / "lib1"), TakeLibrary(tmp_path / "lib2")
     run_batch(Engine(tiny_model), embedded, library=embedded_library)
-    model = ModelOptions(str(tiny_model_dir), device="cpu")
+    model = ModelSpec(source=str(tiny_model_dir), device="cpu")
     report = run_batch_on_ray(on_ray, model, workers=2, library=ray_library)
     assert sorted(report.rendered) == sorted(item.key for item in on_ray) and not report.failed
     for mine, theirs in zip(embedded, on_ray, strict=True):
@@ -332,7 +333,8 @@ def test_ray_gives_the_takes_the_embedded_batch_gives(
 
 
 def test_a_ray_worker_killed_mid_run_loses_nothing(local_ray, tiny_model_dir, tmp_path):
-    from neurochip.cluster import ModelOptions, run_batch_on_ray
+    from neurochip.cluster import run_batch_on_ray
+    from neurochip.model_spec import ModelSpec
 
     items = load_manifest(soundtrack(tmp_path))
     killed = []
@@ -343,7 +345,7 @@ def test_a_ray_worker_killed_mid_run_loses_nothing(local_ray, tiny_model_dir, tm
             local_ray.kill(worker)  # as a lost machine: its item is under way
             killed.append(item.key)
 
-    model = ModelOptions(str(tiny_model_dir), device="cpu")
+    model = ModelSpec(source=str(tiny_model_dir), device="cpu")
     report = run_batch_on_ray(items, model, workers=2, on_submitted=kill_a_busy_worker)
     assert killed and killed[0] in report.rendered
     assert sorted(report.rendered) == sorted(item.key for item in items) and not report.failed

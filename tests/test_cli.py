@@ -273,7 +273,7 @@ def test_render_keeps_its_takes_in_the_library_unless_told_not_to(
         (["--feature-reuse", "9", "--model", "/no/such/model"], "feature reuse must be 1-5"),
         (["--guidance-until", "2", "--model", "/no/such/model"], "guidance for the first"),
         (["--lora", "/no/such/lora.safetensors", "--model", "/no/such/model"], "no lora at"),
-        (["--lora", "x/y", "--lora-scale", "3", "--model", "/no/such/model"], "lora-scale"),
+        (["--lora", "x/y", "--lora-scale", "3", "--model", "/no/such/model"], "lora strength"),
     ],
 )
 def test_render_rejects_bad_settings_clearly(song, tmp_path, capsys, extra, message):

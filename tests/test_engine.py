@@ -340,7 +340,8 @@ def test_takes_are_decoded_in_one_batch_and_phased_in_one_pass(tiny_model, monke
         # through the picture's power curve; still 1e-3 of the take's level.
         np.testing.assert_allclose(take.audio.samples, single.audio.samples, atol=5e-4)
     # The CPU decodes one take at a time unless told (a batch gains nothing there).
-    assert Engine(tiny_model)._decode_batch(3, torch.Size([1, 4, 64, 75]), tiny_model.vae) == 1
+    backend = Engine(tiny_model).backend
+    assert backend.decode_batch_size(3, torch.Size([1, 4, 64, 75]), tiny_model.vae) == 1
 
 
 def test_takes_share_unet_calls_when_the_batch_has_room(engine, tiny_model):

@@ -9,10 +9,10 @@ import pytest
 
 from neurochip.bars import BarGrid
 from neurochip.errors import NeuroChipError
+from neurochip.model_spec import ModelSpec
 from neurochip.session import (
     KEPT_SONGS,
     ComposerSession,
-    ModelChoice,
     Settings,
     SongSetup,
     View,
@@ -24,7 +24,7 @@ from neurochip.workspace import Workspace
 def a_session() -> ComposerSession:
     session = ComposerSession(
         settings=Settings(prompt="a brass band", denoise=0.6, seed=77, width=0.5),
-        model=ModelChoice("some/model", device="cpu", lora_scale=0.5),
+        model=ModelSpec(source="some/model", device="cpu", lora_scale=0.5, compile="default"),
         view=View(quick_preview=True, stereo_pair=False, takes_search="funk"),
         song_key="abc",
         last_render={"key": "abc", "result": {"A": "t1"}, "start_s": 0.0},
@@ -64,7 +64,7 @@ def test_a_damaged_field_takes_its_default_and_the_rest_are_kept():
     setup = again.songs["abc"]
     assert setup.bar_grid is None and setup.sections == [] and setup.loop is True
     assert setup.bar_grid_source == "detected"
-    assert "broken" not in again.songs and again.model == ModelChoice()
+    assert "broken" not in again.songs and again.model == ModelSpec()
     for nothing in (None, [], "text", {"songs": 3}):
         assert ComposerSession.from_dict(nothing) == ComposerSession()
 
@@ -93,7 +93,7 @@ def test_the_state_of_the_app_before_the_session_model_is_read_into_it():
         0.45,
         6,
     )
-    assert session.model == ModelChoice("/models/tiny", "cpu")
+    assert session.model == ModelSpec(source="/models/tiny", device="cpu")
     assert (session.view.auto_preview, session.view.quick_preview) == (False, True)
     assert (session.view.stereo_pair, session.view.compare) == (False, True)
     song = session.songs["song1"]
@@ -102,6 +102,27 @@ def test_the_state_of_the_app_before_the_session_model_is_read_into_it():
     assert song.bar_grid == BarGrid(152.0, 0.53, 4) and song.bar_grid_source == "typed"
     assert session.songs["song2"].stems[0]["prompt"] == "slap bass"
     assert session.song_key == "song1" and session.last_render["result"] == {"A": "t1"}
+
+
+def test_a_model_choice_kept_before_model_spec_is_read_as_a_spec():
+    """state.json of the app before ModelSpec: its ModelChoice, without kind, compile and
+    channels_last; a kind this NeuroChip does not know, or a damaged field, takes its default."""
+    kept = {
+        "source": "/models/tiny",
+        "device": "cpu",
+        "dtype": "fp32",
+        "lora": "/loras/style.safetensors",
+        "lora_scale": 0.8,
+        "preview_vae": "madebyollin/taesd",
+    }
+    session = ComposerSession.from_dict({"songs": {}, "model": kept})
+    assert session.model == ModelSpec(**kept)
+    assert session.model.kind == "riffusion" and session.model.compile == ""
+    data = session.to_dict()
+    assert data["model"] == {**kept, "kind": "riffusion", "compile": "", "channels_last": False}
+    odd = {**kept, "kind": "musicgen", "lora_scale": "strong", "channels_last": "yes"}
+    again = ComposerSession.from_dict({"songs": {}, "model": odd})
+    assert again.model == ModelSpec(**{**kept, "lora_scale": 1.0})
 
 
 def test_the_most_recent_songs_setups_are_kept():
@@ -124,6 +145,6 @@ def test_the_settings_become_render_settings_or_say_what_is_wrong():
 def test_field_paths_name_every_field_once():
     paths = field_paths()
     assert len(paths) == len(set(paths))
-    for part, kind in (("settings", Settings), ("model", ModelChoice), ("view", View)):
+    for part, kind in (("settings", Settings), ("model", ModelSpec), ("view", View)):
         assert {f"{part}.{f.name}" for f in dataclasses.fields(kind)} <= set(paths)
     assert {f"song.{f.name}" for f in dataclasses.fields(SongSetup)} <= set(paths)

@@ -17,6 +17,7 @@ from neurochip.errors import NeuroChipError
 from neurochip.io.audio import Audio
 from neurochip.jobs import Job
 from neurochip.library.metadata import faithfulness_score
+from neurochip.model_spec import ModelSpec
 from neurochip.reroll import candidate_settings, region_of_take, reroll_take
 from neurochip.sketch import load_sketch
 
@@ -71,6 +72,12 @@ def big_view(take) -> None:
                 else:
                     st.rerun()
         with st.expander("Settings"):
+            made = ModelSpec.of_take_if_known(take.metadata)
+            st.caption(
+                f"Model: {made.describe()}"
+                if made is not None
+                else "Model: not recorded with this take (or its record is damaged)."
+            )
             st.json(take.metadata.get("takes", {}), expanded=False)
         if st.button("Delete", key=f"delete_{take.id}", help="Delete this take for good"):
             st.session_state["confirm_delete"] = take.id
@@ -169,6 +176,9 @@ def reroll_panel(take) -> None:
         key=f"reroll_denoise_{take.id}",
         help="As the take had it; more lets the new bars stray further from the sketch.",
     )
+    other_model = ui.other_model_note(take.metadata)
+    if other_model is not None:
+        st.caption(f":material/warning: {other_model.replace('renders use', 're-rolls use')}")
     job = ui.job_of("reroll")
     busy = job is not None and not job.finished
     if st.button("Re-roll", key=f"reroll_{take.id}", icon=":material/casino:", disabled=busy):

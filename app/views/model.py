@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import streamlit as st
@@ -11,50 +12,57 @@ from app import state, ui
 from neurochip.device import DEVICE_CHOICES
 from neurochip.doctor import run_checks
 from neurochip.model import DTYPES
+from neurochip.model_spec import ModelSpec
 from neurochip.preview_vae import DEFAULT_PREVIEW_VAE_ID
-from neurochip.session import ModelChoice
+from neurochip.settings import describe
 
 st.title("Model & device")
 choice = ui.model_choice()
 
+
+def about(name: str) -> dict[str, str]:
+    """A ModelSpec field's label and help, as its widget shows them."""
+    setting = describe(ModelSpec, name)
+    return {"label": setting.label, "help": setting.help}
+
+
 with st.form("model_form"):
-    source = st.text_input(
-        "Model",
-        value=choice.source,
-        help="A Hugging Face id (riffusion/riffusion-model-v1), a local folder in diffusers "
-        "layout, or a single .safetensors file.",
+    source = st.text_input(value=choice.source, **about("source"))
+    device = st.selectbox(
+        options=DEVICE_CHOICES,
+        index=DEVICE_CHOICES.index(choice.device) if choice.device in DEVICE_CHOICES else 0,
+        **about("device"),
     )
-    device = st.selectbox("Device", DEVICE_CHOICES, index=DEVICE_CHOICES.index(choice.device))
     dtype = st.selectbox(
-        "Number format",
-        list(DTYPES),
-        index=list(DTYPES).index(choice.dtype),
-        help="auto: fp16 on CUDA GPUs (fast, half the memory), fp32 on the CPU.",
+        options=list(DTYPES),
+        index=list(DTYPES).index(choice.dtype) if choice.dtype in DTYPES else 0,
+        **about("dtype"),
     )
     lora_col, scale_col = st.columns([3, 1])
-    lora = lora_col.text_input(
-        "LoRA (optional)",
-        value=choice.lora,
-        help="A LoRA fused into the model: a .safetensors file, a folder or a hub id. "
-        "latent-consistency/lcm-lora-sdv1-5 with the lcm scheduler, 8 steps and guidance "
-        "1-2 makes fast drafts (not yet checked by ear on Riffusion). Only .safetensors "
-        "files are read.",
+    lora = lora_col.text_input(value=choice.lora, **about("lora"))
+    scale = describe(ModelSpec, "lora_scale")
+    lora_scale = scale_col.slider(
+        scale.label,
+        scale.minimum,
+        scale.maximum,
+        min(max(choice.lora_scale, scale.minimum), scale.maximum),
+        step=scale.step,
+        help=scale.help,
     )
-    lora_scale = scale_col.slider("LoRA strength", 0.05, 2.0, choice.lora_scale, step=0.05)
+    vae = about("preview_vae")
     preview_vae = st.text_input(
-        "Preview VAE (optional)",
         value=choice.preview_vae,
         placeholder=f"empty: none (e.g. {DEFAULT_PREVIEW_VAE_ID})",
-        help=f"A tiny VAE (TAESD, about 10 MB: {DEFAULT_PREVIEW_VAE_ID}) that decodes Quick "
-        "previews in a fraction of the time. Its pictures are close to the model's own, not "
-        "the same, so takes are always decoded by the model's VAE. A local folder, or a hub "
-        "id from the Hugging Face cache (fetched with the model when you press Download).",
+        label=vae["label"],
+        help=vae["help"] + " A hub id is fetched with the model when you press Download.",
     )
     if st.form_submit_button("Use this model", type="primary"):
-        state.composer().model = ModelChoice(
-            source.strip(),
-            device,
-            dtype,
+        # What the page does not show (compile, channels last) stays as it was.
+        state.composer().model = dataclasses.replace(
+            choice,
+            source=source.strip(),
+            device=device,
+            dtype=dtype,
             lora=lora.strip(),
             lora_scale=float(lora_scale),
             preview_vae=preview_vae.strip(),

@@ -11,7 +11,8 @@ from neurochip.cli.common import (
     add_device_option,
     add_library_option,
     add_model_options,
-    load_engine,
+    load_spec,
+    model_spec,
     progress_bar,
 )
 from neurochip.errors import NeuroChipError
@@ -78,7 +79,7 @@ def run(args: argparse.Namespace) -> None:
     if args.ray is not None:
         report = run_on_ray(args, items, library)
     else:
-        engine = load_engine(args)
+        engine = load_spec(model_spec(args))
         with progress_bar("batch") as update:
             report = run_batch(
                 engine, items, library=library, progress=update, bit_depth=args.bit_depth
@@ -97,15 +98,16 @@ def run_on_ray(args: argparse.Namespace, items, library):
         raise NeuroChipError(
             "--ray needs Ray: pip install 'neurochip[cluster]' (or pip install ray)."
         ) from None
-    from neurochip.cluster import ModelOptions, run_batch_on_ray
+    from neurochip.cluster import run_batch_on_ray
 
     if args.workers is not None and args.workers < 1:
         raise NeuroChipError("--workers must be 1 or more.")
+    model = model_spec(args)
+    model.check(files=False)  # its files are the workers' to find: they may not be here
     if args.ray == "local":
         ray.init(include_dashboard=False)
     else:
         ray.init(address=args.ray)
-    model = ModelOptions(args.model, args.device, args.dtype, args.lora, args.lora_scale)
     try:
         with progress_bar("batch on Ray") as update:
             return run_batch_on_ray(

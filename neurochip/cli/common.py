@@ -13,13 +13,13 @@ from tqdm import tqdm
 
 from neurochip import untrusted
 from neurochip.device import DEVICE_CHOICES
-from neurochip.errors import NeuroChipError
 from neurochip.io.audio import Audio
 from neurochip.io.decode import DEFAULT_MAX_DURATION_S
 from neurochip.io.write import save_audio
 from neurochip.library.metadata import check_output_files, sidecar_path
 from neurochip.library.store import default_home
-from neurochip.model import COMPILE_MODES, DEFAULT_MODEL_ID
+from neurochip.model import COMPILE_MODES, DEFAULT_MODEL_ID, DTYPES
+from neurochip.model_spec import ModelSpec
 from neurochip.phase import DEFAULT_ITERATIONS, PHASE_MODES
 from neurochip.settings import WINDOW_MODES, RenderSettings, default_of, describe, help_text
 from neurochip.sketch import load_sketch
@@ -136,35 +136,28 @@ def add_library_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _model_help(name: str) -> str:
+    """A ModelSpec field's help, written once in :mod:`neurochip.model_spec`."""
+    return describe(ModelSpec, name).help
+
+
 def add_model_options(parser: argparse.ArgumentParser) -> None:
-    """--model and --dtype, as every command that renders takes them."""
+    """--model, --dtype, --lora, ...: the ModelSpec fields, as every command that renders
+    takes them (--device comes with :func:`add_device_option`)."""
     parser.add_argument(
         "--model",
         default=DEFAULT_MODEL_ID,
         metavar="ID|DIR|FILE",
-        help="Hugging Face id, local diffusers folder, or .safetensors file "
-        f"(default {DEFAULT_MODEL_ID})",
+        help=_model_help("source") + f" (default {DEFAULT_MODEL_ID})",
     )
-    parser.add_argument(
-        "--dtype",
-        choices=("auto", "fp32", "fp16", "bf16"),
-        default="auto",
-        help="number format: auto is fp16 on CUDA GPUs and fp32 elsewhere",
-    )
-    parser.add_argument(
-        "--lora",
-        default=None,
-        metavar="FILE|DIR|ID",
-        help="a LoRA fused into the model: a .safetensors file, a folder, or a hub id (e.g. "
-        "latent-consistency/lcm-lora-sdv1-5 with --scheduler lcm --steps 8 --guidance 1.5 "
-        "for drafts)",
-    )
+    parser.add_argument("--dtype", choices=tuple(DTYPES), default="auto", help=_model_help("dtype"))
+    parser.add_argument("--lora", default=None, metavar="FILE|DIR|ID", help=_model_help("lora"))
     parser.add_argument(
         "--lora-scale",
         type=float,
-        default=1.0,
+        default=default_of(ModelSpec, "lora_scale"),
         metavar="S",
-        help="the LoRA's strength, more than 0 and at most 2 (default 1)",
+        help=_model_help("lora_scale"),
     )
     parser.add_argument(
         "--compile",
@@ -173,41 +166,39 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         choices=COMPILE_MODES,
         metavar="MODE",
-        help="torch.compile the model: faster renders on a GPU after a one-time compile of a "
-        "minute or more (worth it for long songs and batches); MODE reduce-overhead also "
-        "records CUDA graphs, max-autotune searches kernels (longer compile)",
+        help=_model_help("compile").removesuffix(" Empty: off.")
+        + " --compile alone: mode default.",
     )
-    parser.add_argument(
-        "--channels-last",
-        action="store_true",
-        help="keep the model's weights in channels-last memory order (often faster on GPUs "
-        "with tensor cores; the same takes up to float rounding)",
-    )
+    parser.add_argument("--channels-last", action="store_true", help=_model_help("channels_last"))
 
 
-def load_engine(args: argparse.Namespace):
-    """The engine the model options of ``args`` ask for (a progress line on stderr)."""
-    from neurochip.engine import Engine
-    from neurochip.lora import MAX_LORA_SCALE, lora_file
-
-    if args.lora:
-        # A wrong path, a pickle file or a bad strength is said before the slow model load.
-        if not 0.0 < args.lora_scale <= MAX_LORA_SCALE:
-            raise NeuroChipError(
-                f"--lora-scale must be more than 0 and at most 2, not {args.lora_scale}."
-            )
-        lora_file(args.lora)
-    print(f"Loading model {args.model} ...", file=sys.stderr)
-    engine = Engine.from_pretrained(
-        args.model,
-        device=args.device,
+def model_spec(args: argparse.Namespace) -> ModelSpec:
+    """The :class:`ModelSpec` the model options of ``args`` say (:func:`add_model_options`,
+    :func:`add_device_option`); checked when loaded (:func:`load_spec`)."""
+    return ModelSpec(
+        source=args.model,
+        device=getattr(args, "device", "auto"),
         dtype=args.dtype,
-        lora=args.lora,
+        lora=args.lora or "",
         lora_scale=args.lora_scale,
-        compile=args.compile or False,
+        compile=args.compile or "",
         channels_last=args.channels_last,
+        preview_vae=getattr(args, "preview_vae", None) or "",
     )
-    if args.compile:
+
+
+def load_spec(spec: ModelSpec):
+    """The engine ``spec`` asks for, with progress lines on stderr.
+
+    What can be found wrong without the model (a LoRA's path, a pickle file, its strength) is
+    said before the slow load; a compiled model compiles here, on one window, not mid-render.
+    """
+    spec.check()
+    from neurochip.engine import Engine
+
+    print(f"Loading model {spec.describe()} ...", file=sys.stderr)
+    engine = Engine.from_pretrained(spec)
+    if spec.compile:
         print("Compiling the model (once per run; a minute or more) ...", file=sys.stderr)
         engine.calibrate()  # the compile happens here, on one window, not mid-render
     return engine
@@ -304,8 +295,8 @@ def add_device_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--device",
         choices=DEVICE_CHOICES,
-        default="auto",
-        help="where to compute: a CUDA GPU or Apple MPS is much faster (default: the best found)",
+        default=default_of(ModelSpec, "device"),
+        help=_model_help("device"),
     )
 
 

@@ -19,7 +19,8 @@ from neurochip.cli.common import (
     add_output_options,
     add_phase_options,
     check_outputs,
-    load_engine,
+    load_spec,
+    model_spec,
     non_negative,
     positive,
     progress_bar,
@@ -142,6 +143,7 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    from neurochip.arrangement import estimate_s
     from neurochip.takeset import ROLES, check_take_set, output_paths, render_take_set, roles
 
     # Every setting is checked before the (slow) model load.
@@ -199,17 +201,13 @@ def run(args: argparse.Namespace) -> None:
         if args.stems_zip:
             check_outputs(args, [args.stems_zip], [args.input])  # a ZIP has no sidecar
     library = None if args.no_library else TakeLibrary()
-    engine = load_engine(args)
+    engine = load_spec(model_spec(args))
     print(f"Model: {engine.model.describe()}", file=sys.stderr)
     if engine.model.device.type != "cuda":
         # Off a CUDA GPU a render can take many minutes: say how many before it starts, from
         # a probe of this machine (seconds).
         engine.calibrate(settings)
-        planned = [settings, options.take_b(settings)] if options.stereo_pair else [settings]
-        if stems is not None:
-            planned = [stem.settings_for(settings) for stem in stems]
-            planned += [options.take_b(s) for s in planned] if options.stereo_pair else []
-        estimate = engine.estimate_s(sketch.audio, planned)
+        estimate = estimate_s(engine, sketch, settings, options, stems)
         if estimate is not None:
             print(
                 f"About {format_duration(estimate)} on this {engine.model.device.type.upper()} "

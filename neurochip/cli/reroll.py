@@ -19,7 +19,8 @@ from neurochip.cli.common import (
     add_model_options,
     add_output_options,
     check_outputs,
-    load_engine,
+    load_spec,
+    model_spec,
     progress_bar,
 )
 from neurochip.engine import REROLL_MARGIN_S
@@ -28,6 +29,7 @@ from neurochip.faithfulness import sketch_bar_times
 from neurochip.io.decode import load_audio
 from neurochip.library.metadata import read_take_metadata, save_take, settings_in
 from neurochip.library.store import TakeLibrary
+from neurochip.model_spec import ModelSpec
 from neurochip.settings import RenderSettings, describe
 from neurochip.sketch import load_sketch
 
@@ -147,6 +149,17 @@ def audio_bar_grid(args: argparse.Namespace, sketch, metadata: dict) -> BarGrid 
     return grid
 
 
+def _note_other_model(name: str, metadata: dict, spec: ModelSpec) -> None:
+    """Say so where the take was rendered with other weights than the re-roll's model."""
+    made = ModelSpec.of_take_if_known(metadata)
+    if made is not None and not made.same_model(spec):
+        print(
+            f"neurochip: note: {name} was rendered with {made.describe()}, not "
+            f"{spec.describe()} (--model, --lora): the new bars may not match the rest.",
+            file=sys.stderr,
+        )
+
+
 def run(args: argparse.Namespace) -> None:
     from neurochip.reroll import candidate_settings, region_of_take, reroll_take
 
@@ -168,6 +181,8 @@ def run(args: argparse.Namespace) -> None:
             f"not {sketch.name}.",
             file=sys.stderr,
         )
+    spec = model_spec(args)
+    _note_other_model(args.take.name, metadata, spec)
     if args.bars and sketch.midi is None:
         sketch = sketch.with_bar_grid(audio_bar_grid(args, sketch, metadata))
     duration = parent.duration_s
@@ -189,7 +204,7 @@ def run(args: argparse.Namespace) -> None:
         duration_s=duration,
     )
     library = None if args.no_library else TakeLibrary()
-    engine = load_engine(args)
+    engine = load_spec(spec)
     what = f"bars {region.bars[0]}-{region.bars[1]}" if region.bars else "the region"
     print(
         f"Re-rolling {what} ({parent_settings.start_s + region.start_s:.2f}-"

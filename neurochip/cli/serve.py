@@ -17,7 +17,8 @@ from neurochip.cli.common import (
     add_device_option,
     add_home_option,
     add_model_options,
-    load_engine,
+    load_spec,
+    model_spec,
 )
 from neurochip.errors import NeuroChipError
 from neurochip.io.decode import DEFAULT_MAX_DURATION_S
@@ -129,6 +130,7 @@ def run(args: argparse.Namespace) -> None:
     from neurochip.library.store import TakeLibrary
     from neurochip.server import Renders, ServerLimits, create_app
 
+    spec = model_spec(args)  # checked as it loads: what is wrong, renders say too
     library = TakeLibrary(args.home)
     limits = ServerLimits(
         max_upload_bytes=args.max_upload_mb * 1024 * 1024,
@@ -136,7 +138,7 @@ def run(args: argparse.Namespace) -> None:
         allowed_folder=args.allow_folder,
         seed_images=args.seed_images,
     )
-    renders = Renders(lambda: load_engine(args), library, depth=args.queue, max_work=args.max_work)
+    renders = Renders(lambda: load_spec(spec), library, depth=args.queue, max_work=args.max_work)
     api = create_app(
         renders,
         limits,

@@ -22,7 +22,8 @@ from neurochip.cli.common import (
     add_phase_options,
     add_setting,
     check_outputs,
-    load_engine,
+    load_spec,
+    model_spec,
     progress_bar,
     render_settings,
 )
@@ -132,7 +133,7 @@ def run(args: argparse.Namespace) -> None:
     check_take_set(sketch.audio, grid.base, TakeSetOptions())  # the span lies in the song
     bars = sketch_bar_times(sketch)
     library = None if args.no_library else TakeLibrary()
-    engine = load_engine(args)
+    engine = load_spec(model_spec(args))
     print(f"Model: {engine.model.describe()}", file=sys.stderr)
 
     rows, columns = grid.shape

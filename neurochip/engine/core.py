@@ -99,6 +99,7 @@ class Engine:
         compile: bool | str = False,
         channels_last: bool = False,
         preview_vae: str | Path | None = None,
+        on_preview_vae_error: Callable[[Exception], None] | None = None,
     ) -> Engine:
         """An engine with a model loaded: ``source`` is a :class:`~neurochip.model_spec.ModelSpec`
         (any engine kind), or a hub id, local diffusers folder or ``.safetensors`` file of a
@@ -114,6 +115,8 @@ class Engine:
                 :data:`~neurochip.model.COMPILE_MODES`.
             channels_last: weights in channels-last memory order.
             preview_vae: a tiny VAE (TAESD) for quick previews: folder or hub id.
+            on_preview_vae_error: Where given, a preview VAE that cannot be loaded is said to
+                it and the model loads without one; by default it fails the load.
 
         Raises:
             ModelNotFoundError: The weights are not here; the message says how to get them.
@@ -122,12 +125,19 @@ class Engine:
         spec = _spec_of(
             source, device, dtype, lora, lora_scale, compile, channels_last, preview_vae
         )
-        return cls(load_backend(spec, local_files_only))
+        spec.check(local_files_only, files=False)  # what can be said before the slow load
+        options = {"on_preview_vae_error": on_preview_vae_error} if on_preview_vae_error else {}
+        return cls(load_backend(spec, local_files_only, **options))
 
     @property
     def model(self) -> Any:
         """The backend's loaded model (Riffusion's :class:`RiffusionModel`)."""
         return self.backend.model
+
+    @property
+    def spec(self) -> ModelSpec | None:
+        """What the model was loaded from (None for a model built by hand)."""
+        return getattr(self.backend, "spec", None)
 
     @property
     def device(self) -> Any:

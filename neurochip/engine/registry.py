@@ -31,9 +31,9 @@ def backend_class(kind: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
-def load_backend(spec: ModelSpec, local_files_only: bool | None = None) -> Backend:
+def load_backend(spec: ModelSpec, local_files_only: bool | None = None, **options: Any) -> Backend:
     """The backend ``spec`` asks for, its model loaded (see each backend's ``from_spec``)."""
-    return backend_class(spec.kind).from_spec(spec, local_files_only)
+    return backend_class(spec.kind).from_spec(spec, local_files_only, **options)
 
 
 def backend_for_model(model: Any, **options: Any) -> Backend:

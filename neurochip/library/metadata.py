@@ -54,16 +54,25 @@ def take_metadata(
     names ("A", "B") to their settings: a single take is keyed by its own name, so take B of
     a pair says it is take B.
 
+    ``info`` is the render's (:attr:`Render.info <neurochip.engine.Render.info>`, with the
+    song's provenance): its ``"spec"``, the model spec that made the take as a table, is
+    written as ``"model_spec"`` (read back with
+    :meth:`ModelSpec.of_take <neurochip.model_spec.ModelSpec.of_take>`); the rest as it is.
+
     ``extra`` fields are added as they are; :func:`~neurochip.takeset.render_take_set` adds
     ``"faithfulness"``: the note-faithfulness meter's result (see :func:`faithfulness_score`).
     """
+    info = dict(info or {})
+    spec = info.pop("spec", None)
+    if spec is not None:
+        info["model_spec"] = spec.to_dict() if hasattr(spec, "to_dict") else dict(spec)
     return {
         "format": METADATA_FORMAT,
         "neurochip": __version__,
         "kind": kind,
         "source": source_name,
         "takes": {name: s.to_dict() for name, s in settings.items()},
-        **(info or {}),
+        **info,
         **extra,
     }
 

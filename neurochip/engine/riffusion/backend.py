@@ -8,7 +8,7 @@ the sketch's own phase (:mod:`neurochip.phase`), so a take has exactly the sketc
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +28,7 @@ from neurochip.engine.riffusion.latents import (
 )
 from neurochip.engine.riffusion.pipeline import img2img
 from neurochip.engine.riffusion.windows import SHALLOW_SHARE, WINDOW_COLUMNS, count_unet_work
+from neurochip.errors import NeuroChipError
 from neurochip.io.audio import Audio, limit_peak
 from neurochip.model import RiffusionModel, load_model
 from neurochip.phase import PhaseSettings, waveform_from_amplitudes
@@ -91,9 +92,16 @@ class RiffusionBackend:
             torch.set_flush_denormal(True)
 
     @classmethod
-    def from_spec(cls, spec: ModelSpec, local_files_only: bool | None = None) -> RiffusionBackend:
+    def from_spec(
+        cls,
+        spec: ModelSpec,
+        local_files_only: bool | None = None,
+        on_preview_vae_error: Callable[[Exception], None] | None = None,
+    ) -> RiffusionBackend:
         """The model ``spec`` names, loaded from a hub id, a diffusers folder or one
-        ``.safetensors`` file, with a LoRA fused, a preview VAE attached, compiled, as asked."""
+        ``.safetensors`` file, with a LoRA fused, a preview VAE attached, compiled, as asked.
+        A preview VAE that cannot be loaded is said to ``on_preview_vae_error`` where given
+        (quick previews then decode with the model's own VAE), else it fails the load."""
         model = load_model(spec.source, spec.device, spec.dtype, local_files_only)
         if spec.lora:
             from neurochip.lora import apply_lora
@@ -102,7 +110,12 @@ class RiffusionBackend:
         if spec.preview_vae:
             from neurochip.preview_vae import use_preview_vae
 
-            use_preview_vae(model, spec.preview_vae, local_files_only)
+            try:
+                use_preview_vae(model, spec.preview_vae, local_files_only)
+            except NeuroChipError as err:
+                if on_preview_vae_error is None:
+                    raise
+                on_preview_vae_error(err)
         if spec.channels_last:
             model.use_channels_last()
         if spec.compile:
