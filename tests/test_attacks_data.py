@@ -426,7 +426,7 @@ def test_a_deeply_nested_vocabulary_is_refused(tiny_model_dir, tmp_path):
 
 
 def test_a_huge_vocabulary_is_refused_before_it_is_read(tiny_model_dir, tmp_path):
-    from neurochip import model
+    from neurochip import model_files as model
 
     folder = _model_copy(tiny_model_dir, tmp_path)
     vocab = folder / "tokenizer" / "vocab.json"

@@ -75,7 +75,7 @@ engine, error = ui.engine()
 if engine is None and error is None:
     ui.watch_model_load()
 elif engine is not None:
-    st.success(f"Loaded: {engine.model.describe()}", icon=":material/check_circle:")
+    st.success(f"Loaded: {engine.describe()}", icon=":material/check_circle:")
     problem = ui.preview_vae_problem()
     if problem is not None:
         st.warning(

@@ -202,15 +202,15 @@ def run(args: argparse.Namespace) -> None:
             check_outputs(args, [args.stems_zip], [args.input])  # a ZIP has no sidecar
     library = None if args.no_library else TakeLibrary()
     engine = load_spec(model_spec(args))
-    print(f"Model: {engine.model.describe()}", file=sys.stderr)
-    if engine.model.device.type != "cuda":
+    print(f"Model: {engine.describe()}", file=sys.stderr)
+    if engine.device.type != "cuda":
         # Off a CUDA GPU a render can take many minutes: say how many before it starts, from
         # a probe of this machine (seconds).
         engine.calibrate(settings)
         estimate = estimate_s(engine, sketch, settings, options, stems)
         if estimate is not None:
             print(
-                f"About {format_duration(estimate)} on this {engine.model.device.type.upper()} "
+                f"About {format_duration(estimate)} on this {engine.device.type.upper()} "
                 "(Ctrl+C stops it; --draft is about 3x faster).",
                 file=sys.stderr,
             )

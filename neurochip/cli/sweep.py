@@ -134,7 +134,7 @@ def run(args: argparse.Namespace) -> None:
     bars = sketch_bar_times(sketch)
     library = None if args.no_library else TakeLibrary()
     engine = load_spec(model_spec(args))
-    print(f"Model: {engine.model.describe()}", file=sys.stderr)
+    print(f"Model: {engine.describe()}", file=sys.stderr)
 
     rows, columns = grid.shape
     with progress_bar(f"sweep ({rows} x {columns})") as update:
