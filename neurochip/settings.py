@@ -14,7 +14,7 @@ import json
 import math
 import numbers
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from neurochip.errors import NeuroChipError
 from neurochip.phase import MAX_ITERATIONS, PHASE_MODES, PhaseSettings
@@ -52,13 +52,26 @@ class Setting:
     label: str  # as the app shows it
     help: str  # one paragraph: what it does to the sound
     useful: str = ""  # the useful range, for the README table ("" keeps it out of the table)
-    minimum: float | None = None  # for sliders; the dataclass checks the real limits
+    minimum: float | None = None  # for sliders; the real limits: `limits`, or the dataclass's check
     maximum: float | None = None
     step: float | None = None
+    # The values the dataclass takes, where it checks them by this (:func:`within_limits`):
+    # one range for a setting and every override of it (a section's, a stem's).
+    limits: tuple[float, float] | None = None
 
 
-def _setting(default: Any, **about: Any) -> Any:
+def setting_field(default: Any, **about: Any) -> Any:
+    """A dataclass field described by a :class:`Setting` (label, help, range)."""
     return field(default=default, metadata={"setting": Setting(**about)})
+
+
+def setting_like(settings_class: type, name: str) -> Any:
+    """A dataclass field described as field ``name`` of ``settings_class`` is, with its
+    default (a stem's denoise is an override's)."""
+    return field(
+        default=default_of(settings_class, name),
+        metadata={"setting": describe(settings_class, name)},
+    )
 
 
 def _field(settings_class: type, name: str) -> dataclasses.Field:
@@ -80,6 +93,17 @@ def default_of(settings_class: type, name: str) -> Any:
 
 def help_text(settings_class: type, name: str) -> str:
     return describe(settings_class, name).help
+
+
+def within_limits(settings_class: type, name: str, value: float) -> tuple[bool, str]:
+    """``value`` checked against the :attr:`Setting.limits` of field ``name``: (ok, what is
+    wrong, as a composer reads it: "guidance must be 0-50, not 70")."""
+    about = describe(settings_class, name)
+    if about.limits is None:
+        raise TypeError(f"{settings_class.__name__}.{name} has no limits to check")
+    low, high = about.limits
+    span = f"between {low:g} and {high:g}" if (low, high) == (0, 1) else f"{low:g}-{high:g}"
+    return low <= value <= high, f"{about.label.lower()} must be {span}, not {value}"
 
 
 def table_of(settings_class: type, data: Any, what: str) -> dict[str, Any]:
@@ -148,70 +172,21 @@ def _check_numbers(settings: Any) -> None:
 
 
 @dataclass(frozen=True)
-class Section:
-    """A part of the song with its own band: from ``start_s`` (seconds of the song) until the
-    next section, windows follow this prompt; ``None`` keeps the take's own value."""
-
-    start_s: float
-    prompt: str
-    negative_prompt: str | None = None
-    denoise: float | None = None
-    guidance: float | None = None
-
-    def __post_init__(self) -> None:
-        _check(
-            [
-                (
-                    isinstance(self.start_s, (int, float))
-                    and not isinstance(self.start_s, bool)
-                    and math.isfinite(self.start_s)
-                    and self.start_s >= 0,
-                    f"a section must start at 0 s or later, not {self.start_s!r}",
-                ),
-                (
-                    isinstance(self.prompt, str) and self.prompt.strip() != "",
-                    f"the section at {self.start_s} s needs a prompt",
-                ),
-                (
-                    self.denoise is None
-                    or (isinstance(self.denoise, (int, float)) and 0 < self.denoise <= 1),
-                    f"a section's denoise must be more than 0 and at most 1, not {self.denoise!r}",
-                ),
-                (
-                    self.guidance is None
-                    or (isinstance(self.guidance, (int, float)) and 0 <= self.guidance <= 30),
-                    f"a section's guidance must be 0-30, not {self.guidance!r}",
-                ),
-            ]
-        )
-
-    @classmethod
-    def from_dict(cls, data: Any) -> Section:
-        if isinstance(data, Section):
-            return data
-        values = table_of(cls, data, "section")
-        if "start_s" not in values or "prompt" not in values:
-            raise NeuroChipError(f"A section needs a start (start_s) and a prompt: {_shown(data)}.")
-        _check_plain_types(cls, values)
-        return cls(**values)
-
-
-@dataclass(frozen=True)
 class RenderSettings:
     """Everything that decides a take. Same settings + same seed + same device = same take."""
 
-    prompt: str = _setting(
+    prompt: str = setting_field(
         "",
         label="Prompt",
         help="Describe the finished song as a fan wiki would: the band, the style, the energy. "
         "E.g. 'a funk band with slap bass', 'a string quartet in a concert hall'.",
     )
-    negative_prompt: str = _setting(
+    negative_prompt: str = setting_field(
         "",
         label="Negative prompt",
         help="What to steer away from, e.g. 'distorted, lo-fi, noisy'.",
     )
-    denoise: float = _setting(
+    denoise: float = setting_field(
         0.35,
         label="Denoise",
         help="How much of your sketch is reimagined, 0-1. Below 0.15 only the timbre gets "
@@ -221,8 +196,9 @@ class RenderSettings:
         minimum=0.0,
         maximum=1.0,
         step=0.01,
+        limits=(0.0, 1.0),
     )
-    guidance: float = _setting(
+    guidance: float = setting_field(
         7.0,
         label="Guidance",
         help="How strongly the prompt is followed. 2-3 is lively but inconsistent (a trombone "
@@ -231,8 +207,9 @@ class RenderSettings:
         minimum=0.0,
         maximum=20.0,
         step=0.5,
+        limits=(0.0, 50.0),
     )
-    steps: int = _setting(
+    steps: int = setting_field(
         50,
         label="Steps",
         help="Denoising steps at full strength (a render runs denoise x steps). More gives "
@@ -243,7 +220,7 @@ class RenderSettings:
         maximum=100,
         step=1,
     )
-    seed: int = _setting(
+    seed: int = setting_field(
         42,
         label="Seed",
         help="The noise the take grows from: same seed and settings, same take. Change it (the "
@@ -253,7 +230,7 @@ class RenderSettings:
         maximum=MAX_SEED,
         step=1,
     )
-    scheduler: str = _setting(
+    scheduler: str = setting_field(
         "dpm++",
         label="Scheduler",
         help="The sampling algorithm: " + ", ".join(SCHEDULER_NAMES) + ". dpm++ is fast and "
@@ -261,19 +238,19 @@ class RenderSettings:
         "1-2).",
         useful="dpm++",
     )
-    start_s: float = _setting(
+    start_s: float = setting_field(
         0.0,
         label="Start (s)",
         help="Where in the song the render begins, in seconds.",
         minimum=0.0,
         maximum=MAX_TIME_S,
     )
-    duration_s: float | None = _setting(
+    duration_s: float | None = setting_field(
         None,
         label="Duration (s)",
         help="How many seconds to render from Start; empty (None) renders to the end of the song.",
     )
-    overlap: float = _setting(
+    overlap: float = setting_field(
         0.25,
         label="Window overlap",
         help="How much neighbouring 5-second model windows share, 0-0.75. More blends more "
@@ -282,7 +259,7 @@ class RenderSettings:
         maximum=0.75,
         step=0.05,
     )
-    windows: str = _setting(
+    windows: str = setting_field(
         "overlap",
         label="Windows",
         help="How the song is cut into 5-second model windows at each step. 'overlap': fixed "
@@ -291,7 +268,7 @@ class RenderSettings:
         "its start), so seams average away at about 3/4 of the model work; a draft option "
         "until checked by ear on the real model.",
     )
-    sections: tuple[Section, ...] = _setting(
+    sections: tuple[Section, ...] = setting_field(
         (),
         label="Sections",
         help="A prompt timeline: parts of the song with their own prompt (and denoise, "
@@ -299,7 +276,7 @@ class RenderSettings:
         "window follows the section it sits in; across a boundary the two are blended over "
         "Transition, and a section's denoise applies to its part of the song alone.",
     )
-    transition_s: float = _setting(
+    transition_s: float = setting_field(
         2.0,
         label="Transition (s)",
         help="How long the band takes to change at a section boundary (the app and CLI make "
@@ -308,7 +285,7 @@ class RenderSettings:
         maximum=30.0,
         step=0.1,
     )
-    loop: bool = _setting(
+    loop: bool = setting_field(
         False,
         label="Seamless loop",
         help="Render the span as a loop for a game: it is rendered in the company of its own "
@@ -316,13 +293,13 @@ class RenderSettings:
         "way, and its last moment flows into its first (a short crossfade with what the model "
         "made after the end). Play it on repeat: no seam, no click, no change of band.",
     )
-    prompt_end: str = _setting(
+    prompt_end: str = setting_field(
         "",
         label="Interpolate to",
         help="Riffusion's interpolation: a second prompt the take moves toward by Alpha (the "
         "prompts' embeddings mixed, 0 the prompt alone, 1 this one alone). Empty: none.",
     )
-    seed_end: int | None = _setting(
+    seed_end: int | None = setting_field(
         None,
         label="Interpolate to seed",
         help="With Alpha, the noise moves from the seed's toward this seed's (spherically, "
@@ -330,7 +307,7 @@ class RenderSettings:
         minimum=0,
         maximum=MAX_SEED,
     )
-    alpha: float = _setting(
+    alpha: float = setting_field(
         0.0,
         label="Alpha",
         help="How far toward Interpolate to (its prompt and seed) the take goes, 0-1.",
@@ -338,7 +315,7 @@ class RenderSettings:
         maximum=1.0,
         step=0.01,
     )
-    feature_reuse: int = _setting(
+    feature_reuse: int = setting_field(
         1,
         label="Feature reuse",
         help="Run the whole model only every N denoising steps and reuse its deep features "
@@ -348,7 +325,7 @@ class RenderSettings:
         maximum=MAX_FEATURE_REUSE,
         step=1,
     )
-    guidance_until: float = _setting(
+    guidance_until: float = setting_field(
         1.0,
         label="Guidance for the first",
         help="Share of the denoising steps that follow the prompt with guidance (1: all, the "
@@ -358,14 +335,14 @@ class RenderSettings:
         maximum=1.0,
         step=0.05,
     )
-    phase: str = _setting(
+    phase: str = setting_field(
         "source",
         label="Phase",
         help="How the sound's phase is rebuilt: 'source' takes it from your sketch (clean, "
         "punchy transients); 'random' is Riffusion's own method (smeared, 'phasey'), kept for "
         "comparison.",
     )
-    phase_iterations: int | None = _setting(
+    phase_iterations: int | None = setting_field(
         None,
         label="Griffin-Lim iterations",
         help="More makes the sound match the spectrogram more closely but takes longer "
@@ -373,7 +350,7 @@ class RenderSettings:
         minimum=0,
         maximum=MAX_ITERATIONS,
     )
-    batch_size: int | None = _setting(
+    batch_size: int | None = setting_field(
         None,
         label="Batch size",
         help="Model inputs per GPU call (default: as many as free memory allows). It never "
@@ -386,11 +363,8 @@ class RenderSettings:
         _check_numbers(self)
         _check(
             [
-                (
-                    0.0 <= self.denoise <= 1.0,
-                    f"denoise must be between 0 and 1, not {self.denoise}",
-                ),
-                (0.0 <= self.guidance <= 50.0, f"guidance must be 0-50, not {self.guidance}"),
+                within_limits(RenderSettings, "denoise", self.denoise),
+                within_limits(RenderSettings, "guidance", self.guidance),
                 (1 <= self.steps <= 1000, f"steps must be 1-1000, not {self.steps}"),
                 (
                     0 <= self.seed <= MAX_SEED,
@@ -546,17 +520,158 @@ class RenderSettings:
         return cls.from_dict(data)
 
 
+class Voice(NamedTuple):
+    """What plays in one part of a take: a prompt, with the take's values where its
+    :class:`Overrides` keep them (the engine's conditioning of a section, in this order)."""
+
+    prompt: str
+    negative_prompt: str
+    guidance: float
+    denoise: float
+
+
+def _override(name: str, help: str) -> Any:
+    """A field of :class:`Overrides`: ``None`` (the take's value), or a value checked against
+    the limits of the take's field ``name`` (its label, step and range too)."""
+    take = describe(RenderSettings, name)
+    return field(
+        default=None, metadata={"setting": dataclasses.replace(take, help=help, useful="")}
+    )
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """A prompt and the take's values it changes: a section of a prompt timeline
+    (:class:`Section`) and a line of the instrument map (:class:`~neurochip.stems.Stem`) are
+    each one. ``None`` keeps the take's own value; a value is checked against the take's own
+    limits (the :attr:`Setting.limits` of its :class:`RenderSettings` field), so an override
+    can be whatever a take can be.
+    """
+
+    prompt: str = setting_field(
+        "",
+        label="Prompt",
+        help="What plays here, e.g. 'soft strings', 'slap bass'.",
+    )
+    negative_prompt: str | None = _override(
+        "negative_prompt",
+        "What to steer away from here (empty: the take's negative prompt).",
+    )
+    denoise: float | None = _override(
+        "denoise",
+        "How much of the sketch is reimagined here, 0-1 (empty: the take's denoise). A bass "
+        "at 0.2 keeps its notes while the drums run freer at 0.5.",
+    )
+    guidance: float | None = _override(
+        "guidance",
+        "How strongly this prompt is followed here (empty: the take's guidance).",
+    )
+
+    def __post_init__(self) -> None:
+        _check_plain_types(Overrides, dataclasses.asdict(self))
+        _check_numbers(self)
+        _check(
+            [
+                (self.prompt.strip() != "", "say what plays: the prompt is empty"),
+                *(
+                    within_limits(Overrides, name, getattr(self, name))
+                    for name in ("denoise", "guidance")
+                    if getattr(self, name) is not None
+                ),
+            ]
+        )
+
+    def resolve(self, settings: RenderSettings) -> Voice:
+        """What plays: this prompt, with this negative prompt, guidance and denoise where
+        given and the take's (``settings``') elsewhere. Values are as given (an int stays an
+        int)."""
+        return Voice(
+            self.prompt,
+            settings.negative_prompt if self.negative_prompt is None else self.negative_prompt,
+            settings.guidance if self.guidance is None else self.guidance,
+            settings.denoise if self.denoise is None else self.denoise,
+        )
+
+
+class WithOverrides:
+    """A dataclass whose ``prompt``, ``negative_prompt``, ``denoise`` and ``guidance`` fields
+    are :class:`Overrides` of the take's (:class:`Section`, :class:`~neurochip.stems.Stem`):
+    checked once, resolved once, the same way for both."""
+
+    prompt: str
+    negative_prompt: str | None
+    denoise: float | None
+    guidance: float | None
+
+    @property
+    def overrides(self) -> Overrides:
+        return Overrides(self.prompt, self.negative_prompt, self.denoise, self.guidance)
+
+    def resolve(self, settings: RenderSettings) -> Voice:
+        """What plays here in a take of ``settings`` (:meth:`Overrides.resolve`)."""
+        return self.overrides.resolve(settings)
+
+    def _check_overrides(self, what: str) -> None:
+        """Raise for an override a take could not have, saying whose (``what``)."""
+        try:
+            self.overrides  # noqa: B018 - made to be checked
+        except NeuroChipError as err:
+            said = str(err)
+            raise NeuroChipError(f"{what}: {said[:1].lower()}{said[1:]}") from None
+
+
+@dataclass(frozen=True)
+class Section(WithOverrides):
+    """A part of the song with its own band: from ``start_s`` (seconds of the song) until the
+    next section, windows follow this prompt; ``None`` keeps the take's own value (see
+    :class:`Overrides`, whose limits are the take's)."""
+
+    start_s: float
+    prompt: str
+    negative_prompt: str | None = None
+    denoise: float | None = None
+    guidance: float | None = None
+
+    def __post_init__(self) -> None:
+        _check(
+            [
+                (
+                    isinstance(self.start_s, (int, float))
+                    and not isinstance(self.start_s, bool)
+                    and math.isfinite(self.start_s)
+                    and self.start_s >= 0,
+                    f"a section must start at 0 s or later, not {self.start_s!r}",
+                ),
+                (
+                    isinstance(self.prompt, str) and self.prompt.strip() != "",
+                    f"the section at {self.start_s} s needs a prompt",
+                ),
+            ]
+        )
+        self._check_overrides(f"The section at {self.start_s} s")
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Section:
+        if isinstance(data, Section):
+            return data
+        values = table_of(cls, data, "section")
+        if "start_s" not in values or "prompt" not in values:
+            raise NeuroChipError(f"A section needs a start (start_s) and a prompt: {_shown(data)}.")
+        _check_plain_types(cls, values)
+        return cls(**values)
+
+
 @dataclass(frozen=True)
 class TakeSetOptions:
     """What is made from a render besides take A: take B and a stereo pair, a comparison."""
 
-    stereo_pair: bool = _setting(
+    stereo_pair: bool = setting_field(
         False,
         label="Stereo pair (take A + take B)",
         help="Render a second take (seed + 1) and pan the two apart, as composers double a "
         "part by hand.",
     )
-    seed_b: int | None = _setting(
+    seed_b: int | None = setting_field(
         None,
         label="Seed of take B",
         help=f"Seed of take B in a stereo pair, 0 to {MAX_SEED} (default: seed + 1, or 0 "
@@ -564,7 +679,7 @@ class TakeSetOptions:
         minimum=0,
         maximum=MAX_SEED,
     )
-    width: float = _setting(
+    width: float = setting_field(
         1.0,
         label="Stereo width",
         help="0: both takes in the middle; 1: take A hard left, take B hard right. The mix "
@@ -574,12 +689,12 @@ class TakeSetOptions:
         maximum=1.0,
         step=0.05,
     )
-    compare: bool = _setting(
+    compare: bool = setting_field(
         False,
         label="Crossfade comparison",
         help="Also make a mix that starts as your sketch and fades into the render, level-matched.",
     )
-    compare_at_s: float | None = _setting(
+    compare_at_s: float | None = setting_field(
         None,
         label="Fade into the render at (s)",
         help="When the comparison fades into the render, in seconds from the render's start "
@@ -587,21 +702,21 @@ class TakeSetOptions:
         minimum=0.0,
         maximum=MAX_TIME_S,
     )
-    compare_fade_s: float = _setting(
+    compare_fade_s: float = setting_field(
         2.0,
         label="Fade length (s)",
         help="Length of each comparison fade, in seconds.",
         minimum=0.1,
         maximum=MAX_TIME_S,
     )
-    compare_back_s: float | None = _setting(
+    compare_back_s: float | None = setting_field(
         None,
         label="Fade back at (s)",
         help="When the comparison fades back to the sketch (default: it stays on the render).",
         minimum=0.0,
         maximum=MAX_TIME_S,
     )
-    loop_intro: bool = _setting(
+    loop_intro: bool = setting_field(
         True,
         label="Intro before the loop",
         help="For a seamless loop that starts after the song's start: also render the song "

@@ -54,10 +54,13 @@ from neurochip.library.store import TakeLibrary
 from neurochip.mix import check_width, stereo_pair
 from neurochip.settings import (
     MAX_TIME_S,
+    Overrides,
     RenderSettings,
-    Setting,
     TakeSetOptions,
+    WithOverrides,
     describe,
+    setting_field,
+    setting_like,
     table_of,
 )
 from neurochip.sketch import Sketch, SketchOutline
@@ -90,47 +93,29 @@ MAX_STEMS_JSON_BYTES = 4_000_000
 GAIN_DB = (-24.0, 12.0)
 
 
-def _about(default: Any, **about: Any) -> Any:
-    return field(default=default, metadata={"setting": Setting(**about)})
-
-
 @dataclass(frozen=True)
-class Stem:
+class Stem(WithOverrides):
     """One line of the instrument map: which parts a stem plays and the band that plays them.
 
-    ``None`` for negative prompt, denoise or guidance keeps the render's own value.
+    Its instrument, negative prompt, denoise and guidance are :class:`Overrides` of the
+    render's, checked and resolved as a section's are; ``None`` keeps the render's own value.
     """
 
-    name: str = _about("", label="Stem", help="The stem's name: its file in the export.")
-    parts: tuple[str, ...] = _about(
+    name: str = setting_field("", label="Stem", help="The stem's name: its file in the export.")
+    parts: tuple[str, ...] = setting_field(
         (),
         label="Parts",
         help="The sketch's parts this stem plays, by track key (e.g. 2, or 3ch10); several "
         "parts make one stem together. Empty: the whole sketch.",
     )
-    prompt: str = _about(
+    prompt: str = setting_field(
         "",
         label="Instrument",
         help="What plays this stem, e.g. 'slap bass', 'live drum kit', 'lead guitar'.",
     )
-    negative_prompt: str | None = _about(None, label="Negative prompt", help="")
-    denoise: float | None = _about(
-        None,
-        label="Denoise",
-        help="How far this stem may move from its part (empty: the render's denoise). A bass "
-        "at 0.2 keeps its notes while the drums run freer at 0.5.",
-        minimum=0.05,
-        maximum=1.0,
-        step=0.05,
-    )
-    guidance: float | None = _about(
-        None,
-        label="Guidance",
-        help="How strongly this stem follows its instrument (empty: the render's guidance).",
-        minimum=0.0,
-        maximum=30.0,
-        step=0.5,
-    )
+    negative_prompt: str | None = setting_like(Overrides, "negative_prompt")
+    denoise: float | None = setting_like(Overrides, "denoise")
+    guidance: float | None = setting_like(Overrides, "guidance")
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -146,37 +131,30 @@ class Stem:
         object.__setattr__(self, "parts", tuple(str(p) for p in self.parts))
         if not isinstance(self.prompt, str) or not self.prompt.strip():
             raise NeuroChipError(f"Say what plays the stem {self.name}: it has no instrument.")
-        if self.negative_prompt is not None and not isinstance(self.negative_prompt, str):
-            raise NeuroChipError(f"The stem {self.name}'s negative prompt must be text.")
-        try:  # the settings check the ranges
-            self.settings_for(RenderSettings(prompt=self.prompt))
-        except NeuroChipError as err:
-            raise NeuroChipError(f"The stem {self.name}: {err}") from None
+        self._check_overrides(f"The stem {self.name}")
+        for number in ("denoise", "guidance"):  # as a take's settings hold them
+            if getattr(self, number) is not None:
+                object.__setattr__(self, number, float(getattr(self, number)))
 
     def settings_for(self, settings: RenderSettings) -> RenderSettings:
         """The render's settings with this stem's instrument: its prompt leads, the song's
         prompt (the room, the style) follows, in every section of a prompt timeline too (the
-        bass stays a bass when the band changes). The stem's own denoise and guidance hold
-        through the sections; where it has none, each section's hold."""
-        changes: dict[str, Any] = {
-            "prompt": self.with_instrument(settings.prompt),
-            "sections": tuple(
-                dataclasses.replace(
-                    section,
-                    prompt=self.with_instrument(section.prompt),
-                    denoise=None if self.denoise is not None else section.denoise,
-                    guidance=None if self.guidance is not None else section.guidance,
-                )
+        bass stays a bass when the band changes). The stem's own negative prompt, denoise and
+        guidance are the take's (:meth:`resolve`) and its denoise and guidance hold through
+        the sections; where it has none, each section's hold."""
+        voice = self.resolve(settings)
+        held = {name: None for name in ("denoise", "guidance") if getattr(self, name) is not None}
+        return dataclasses.replace(
+            settings,
+            prompt=self.with_instrument(settings.prompt),
+            negative_prompt=voice.negative_prompt,
+            denoise=voice.denoise,
+            guidance=voice.guidance,
+            sections=tuple(
+                dataclasses.replace(section, prompt=self.with_instrument(section.prompt), **held)
                 for section in settings.sections
             ),
-        }
-        if self.negative_prompt is not None:
-            changes["negative_prompt"] = self.negative_prompt
-        if self.denoise is not None:
-            changes["denoise"] = float(self.denoise)
-        if self.guidance is not None:
-            changes["guidance"] = float(self.guidance)
-        return dataclasses.replace(settings, **changes)
+        )
 
     def with_instrument(self, prompt: str) -> str:
         return self.prompt if not prompt else f"{self.prompt}, {prompt}"
@@ -198,7 +176,7 @@ class StemMix:
 
     # The ranges are the mixer's sliders' and the limit on any mix (a file's, stems.json's):
     # past +12 dB a stem only clips the mix, and 10 ** (gain / 20) of a huge gain overflows.
-    gain_db: float = _about(
+    gain_db: float = setting_field(
         0.0,
         label="Gain (dB)",
         help=f"Louder or softer in the mix, {GAIN_DB[0]:+g} to {GAIN_DB[1]:+g} dB.",
@@ -206,7 +184,7 @@ class StemMix:
         maximum=GAIN_DB[1],
         step=0.5,
     )
-    pan: float = _about(
+    pan: float = setting_field(
         0.0,
         label="Pan",
         help="-1 hard left, 0 centre, 1 hard right (constant power).",
@@ -214,8 +192,10 @@ class StemMix:
         maximum=1.0,
         step=0.05,
     )
-    mute: bool = _about(False, label="Mute", help="Leave this stem out of the mix.")
-    solo: bool = _about(False, label="Solo", help="Hear only the soloed stems (mute still wins).")
+    mute: bool = setting_field(False, label="Mute", help="Leave this stem out of the mix.")
+    solo: bool = setting_field(
+        False, label="Solo", help="Hear only the soloed stems (mute still wins)."
+    )
 
     def __post_init__(self) -> None:
         for name, unit in (("gain_db", " dB"), ("pan", "")):
@@ -543,10 +523,10 @@ def render_stems(
         lambda f, stage: report(SYNTH_SHARE * f, "playing each part alone"),
         cancel,
     )
-    takes = [stem.settings_for(settings) for stem in stems]
     if pair_width is not None:  # take B of each stem, in the same loop
         check_width(pair_width)
-        sources, takes = sources * 2, takes + [TakeSetOptions().take_b(t) for t in takes]
+        sources = sources * 2
+    takes = stem_settings(settings, stems, pair_width)
     what = f"{len(stems)} stems" + (" as stereo pairs" if pair_width is not None else "")
     renders = engine.render_many(
         sources,
@@ -574,6 +554,18 @@ def render_stems(
     if library is not None:
         keep_stems(library, result, mixes)
     return result
+
+
+def stem_settings(
+    settings: RenderSettings, stems: Sequence[Stem], pair_width: float | None = None
+) -> list[RenderSettings]:
+    """The settings of each take :func:`render_stems` renders, in its order: each stem's
+    (:meth:`Stem.settings_for`), then for stereo pairs (``pair_width``) each stem's take B
+    (seed + 1, :meth:`~neurochip.settings.TakeSetOptions.take_b`)."""
+    takes = [stem.settings_for(settings) for stem in stems]
+    if pair_width is None:
+        return takes
+    return takes + [TakeSetOptions().take_b(take) for take in takes]
 
 
 def check_stems(sketch: Sketch | SketchOutline, stems: Sequence[Stem]) -> None:
@@ -961,6 +953,7 @@ __all__ = [
     "stem_gains",
     "stems_warnings",
     "stem_file_names",
+    "stem_settings",
     "stem_sources",
     "stems_from_json",
     "write_stems_zip",

@@ -122,6 +122,26 @@ def wants_intro(settings: RenderSettings | None, options: TakeSetOptions) -> boo
     return bool(settings and settings.loop and settings.start_s > 0 and options.loop_intro)
 
 
+def take_set_settings(
+    settings: RenderSettings, options: TakeSetOptions
+) -> dict[str, RenderSettings]:
+    """Each take's settings by role, as :func:`render_take_set` renders them in one loop:
+    ``"A"``, and for a stereo pair ``"B"`` (:meth:`TakeSetOptions.take_b`)."""
+    takes = {"A": settings}
+    if options.stereo_pair:
+        takes["B"] = options.take_b(settings)
+    return takes
+
+
+def intro_settings(takes: dict[str, RenderSettings]) -> dict[str, RenderSettings]:
+    """The intro's takes before a loop (:func:`wants_intro`), by role: each loop take's
+    settings from the song's start up to the loop, not looped."""
+    start = next(iter(takes.values())).start_s
+    return {
+        name: replace(s, start_s=0.0, duration_s=start, loop=False) for name, s in takes.items()
+    }
+
+
 def output_paths(path: str | Path, made: list[str]) -> dict[str, Path]:
     """Where :meth:`TakeSet.write` puts each file: the main one (the pair, else A) at ``path``."""
     path = Path(path)
@@ -172,9 +192,7 @@ def render_take_set(
             library.keep_source(sketch)
         except OSError as err:  # the takes matter more than reopening their song
             log.warning("Could not keep a copy of %s: %s", sketch.name, err)
-    takes = {"A": settings}
-    if options.stereo_pair:
-        takes["B"] = options.take_b(settings)
+    takes = take_set_settings(settings, options)
 
     result = TakeSet(renders={})
 
@@ -259,10 +277,7 @@ def _render_intro(
     """The song from its start up to the loop, rendered as the loop's takes are, its last
     :data:`INTRO_JOIN_S` crossfading into the loop's last moments (which flow into the
     loop's first): intro, then loop on repeat, with no seam at either join."""
-    start = next(iter(takes.values())).start_s
-    intro_takes = {
-        name: replace(s, start_s=0.0, duration_s=start, loop=False) for name, s in takes.items()
-    }
+    intro_takes = intro_settings(takes)
     renders = engine.render_many(audio, list(intro_takes.values()), cancel=cancel)
     intro = renders[0].audio
     if options.stereo_pair and len(renders) > 1:
@@ -394,7 +409,7 @@ def pair_takes(library: TakeLibrary, take_a: str, take_b: str, width: float = 1.
         )
     mix = stereo_pair(audio_a, audio_b, width)
     sources = [s for s in dict.fromkeys((a.source_name, b.source_name)) if s]
-    provenance = {k: a.metadata[k] for k in ("model", "device") if k in a.metadata}
+    provenance = {k: a.metadata[k] for k in ("model", "device", "model_spec") if k in a.metadata}
     faithfulness = combined_faithfulness(
         {"A": a.metadata.get("faithfulness"), "B": b.metadata.get("faithfulness")}
     )

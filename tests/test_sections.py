@@ -165,8 +165,14 @@ def test_sections_travel_as_json_and_are_checked():
         dataclasses.replace(FAST, sections=(Section(8.0, "funk"), Section(1.0, "strings")))
     with pytest.raises(NeuroChipError, match="needs a prompt"):
         Section(1.0, " ")
-    with pytest.raises(NeuroChipError, match="denoise"):
+    with pytest.raises(NeuroChipError, match="section at 1.0 s: denoise must be between 0 and 1"):
         Section(1.0, "funk", denoise=1.5)
+    with pytest.raises(NeuroChipError, match="section at 1.0 s: guidance must be 0-50, not 70"):
+        Section(1.0, "funk", guidance=70)
+    loud = Section(1.0, "funk", denoise=0.0, guidance=40.0)  # the take's own ranges
+    assert RenderSettings.from_json(dataclasses.replace(FAST, sections=(loud,)).to_json()) == (
+        dataclasses.replace(FAST, sections=(loud,))
+    )
     with pytest.raises(NeuroChipError, match="Unknown section"):
         RenderSettings.from_dict({"sections": [{"start_s": 0, "prompt": "x", "tempo": 3}]})
 

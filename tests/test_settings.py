@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -190,3 +191,87 @@ def test_settings_that_make_no_denoising_step_are_warned_about():
     assert "less than one denoising step" in warning and "0.80" in warning
     assert RenderSettings(steps=5, denoise=0.2).warnings() == []
     assert RenderSettings(denoise=0.0).warnings() == []  # a roundtrip on purpose
+
+
+# --- overrides: a section's and a stem's prompt and values, one notion ------------------------
+
+TAKE = RenderSettings(prompt="funk", negative_prompt="noisy", denoise=0.35, guidance=7.0)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"denoise": 0.2},
+        {"guidance": 9},  # an int stays an int, as the engine used it
+        {"negative_prompt": "distorted", "denoise": 0.6, "guidance": 3.0},
+        {"negative_prompt": "", "denoise": 0.0, "guidance": 0},
+    ],
+)
+def test_a_section_resolves_as_the_engine_resolved_it(overrides):
+    from neurochip.settings import Section
+
+    section = Section(12.0, "slap bass", **overrides)
+    engine_did = (
+        section.prompt,
+        TAKE.negative_prompt if section.negative_prompt is None else section.negative_prompt,
+        TAKE.guidance if section.guidance is None else section.guidance,
+        TAKE.denoise if section.denoise is None else section.denoise,
+    )
+    voice = section.resolve(TAKE)
+    assert tuple(voice) == engine_did
+    assert [type(v) for v in voice] == [type(v) for v in engine_did]
+
+
+def test_a_section_and_a_stem_of_the_same_overrides_are_one_voice():
+    from neurochip.settings import Overrides, Section, Voice
+    from neurochip.stems import Stem
+
+    section = Section(12.0, "slap bass", negative_prompt="thin", denoise=0.2, guidance=9.0)
+    stem = Stem("Bass", ("2",), "slap bass", negative_prompt="thin", denoise=0.2, guidance=9.0)
+    assert section.overrides == stem.overrides == Overrides("slap bass", "thin", 0.2, 9.0)
+    assert section.resolve(TAKE) == stem.resolve(TAKE) == Voice("slap bass", "thin", 9.0, 0.2)
+    plain = Voice("slap bass", "noisy", 7.0, 0.35)  # nothing overridden: the take's values
+    assert Section(0.0, "slap bass").resolve(TAKE) == Stem("B", (), "slap bass").resolve(TAKE)
+    assert Overrides("slap bass").resolve(TAKE) == plain
+
+
+@pytest.mark.parametrize(
+    ("name", "fine", "bad", "message"),
+    [
+        ("guidance", 40.0, 70, "guidance must be 0-50, not 70"),
+        ("guidance", 0.0, -1.0, "guidance must be 0-50, not -1.0"),
+        ("denoise", 0.0, 1.5, "denoise must be between 0 and 1, not 1.5"),
+        ("denoise", 1.0, "0.5", "denoise must be a number, not '0.5'"),
+        ("guidance", 1, math.nan, "guidance must be a finite number, not nan"),
+    ],
+)
+def test_sections_and_stems_are_checked_as_the_take_is_with_one_message(name, fine, bad, message):
+    from neurochip.settings import Overrides, Section
+    from neurochip.stems import Stem
+
+    # The take's limits, from its field's metadata: a section's guidance may be 40 now.
+    assert describe(Overrides, name).limits == describe(RenderSettings, name).limits
+    assert Section(12.0, "brass", **{name: fine}).resolve(TAKE)._asdict()[name] == fine
+    assert getattr(Stem("Bass", (), "brass", **{name: fine}).settings_for(TAKE), name) == fine
+    for make, whose in [
+        (lambda v: Section(12.0, "brass", **{name: v}), "The section at 12.0 s: "),
+        (lambda v: Stem("Bass", (), "brass", **{name: v}), "The stem Bass: "),
+        (lambda v: Overrides("brass", **{name: v}), ""),
+    ]:
+        said = message if whose else message[0].upper() + message[1:]
+        with pytest.raises(NeuroChipError, match=f"^{re.escape(whose + said)}\\.$"):
+            make(bad)
+    with pytest.raises(NeuroChipError, match=f"^{re.escape(message[0].upper() + message[1:])}"):
+        RenderSettings(**{name: bad})  # the take's own check says the same
+
+
+def test_the_apps_override_columns_take_the_settings_range_and_help():
+    from app.arrange.settings import NUMBERS
+    from neurochip.settings import Overrides
+
+    for name, column in NUMBERS.items():
+        about = describe(Overrides, name)
+        kind = column["type_config"]
+        assert (kind["min_value"], kind["max_value"]) == describe(RenderSettings, name).limits
+        assert kind["step"] == about.step and column["help"] == about.help

@@ -296,7 +296,7 @@ def test_an_audio_sketch_is_one_stem_and_says_why(engine):
 def test_stems_need_distinct_names_and_an_instrument(engine, sketch):
     with pytest.raises(NeuroChipError, match="instrument"):
         Stem("Bass", ("2",), " ")
-    with pytest.raises(NeuroChipError, match="stem Bass: Denoise must be between 0 and 1"):
+    with pytest.raises(NeuroChipError, match="stem Bass: denoise must be between 0 and 1, not 3.0"):
         Stem("Bass", ("2",), "bass", denoise=3.0)
     bass = Stem("Bass", ("2",), "bass")
     with pytest.raises(NeuroChipError, match="one name"):
@@ -421,3 +421,29 @@ def test_stems_and_their_mixes_are_named_by_instrument_and_faders(engine, sketch
         for n in ("Harmony", "Bass", "Drums")
     ]
     assert second.metadata["faithfulness"]["score"] == pytest.approx(np.mean(scores), abs=1e-4)
+
+
+def test_planned_stems_are_what_the_render_of_stems_runs(engine, sketch, monkeypatch):
+    from neurochip.arrangement import planned, render
+    from neurochip.settings import TakeSetOptions
+    from neurochip.stems import stem_settings
+    from tests.test_takeset import spied_renders
+
+    settings = dataclasses.replace(FAST, duration_s=2.0)
+    stems = default_stems(sketch)[:2]
+    stems[1] = dataclasses.replace(stems[1], denoise=0.8, guidance=3.0)
+    options = TakeSetOptions(stereo_pair=True, width=0.6)
+    ran = spied_renders(engine, monkeypatch)
+    made = render(engine, sketch, settings, options, stems)
+    assert made.pair_width == 0.6 and made.audios[0].channels == 2 and "mix" not in made.saved
+    [(songs, takes)] = ran
+    [loop] = planned(sketch, settings, options, stems)
+    assert loop.takes == takes == stem_settings(settings, stems, 0.6)
+    assert takes[1].denoise == 0.8 and takes[3].seed == settings.seed + 1  # B of stem 2
+    # One song per stem (its parts alone; the sketch's audio stands in), B hearing A's.
+    ids = [[id(s) for s in songs], [id(s) for s in loop.songs]]
+    assert [[each.index(i) for i in each] for each in ids] == [[0, 1, 0, 1]] * 2
+    assert all(s.frames == sketch.audio.frames for s in loop.songs)
+    # Stems render no intro before a loop (a take set does).
+    looped = dataclasses.replace(settings, loop=True, start_s=1.0)
+    assert len(planned(sketch, looped, options, stems)) == 1

@@ -192,3 +192,60 @@ def test_a_failing_meter_loses_no_take(engine, tmp_path, monkeypatch, caplog):
     assert all(f.metadata["faithfulness"] is None for f in takes.files.values())
     assert all(library.get(i).faithfulness is None for i in takes.saved.values())
     assert "librosa is broken" in caplog.text
+
+
+# --- one entry for a take set or stems: what it renders, said before it runs ------------------
+
+
+def spied_renders(engine, monkeypatch) -> list[tuple[list, list[RenderSettings]]]:
+    """Each ``engine.render_many`` call from now on: (one song per take, the takes)."""
+    ran = []
+    original = engine.render_many
+
+    def spy(songs, takes, *args, **kwargs):
+        takes = list(takes)
+        ran.append((songs if isinstance(songs, list) else [songs] * len(takes), takes))
+        return original(songs, takes, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "render_many", spy)
+    return ran
+
+
+def test_planned_is_what_the_render_of_a_take_set_runs(engine, monkeypatch):
+    from neurochip.arrangement import planned, render
+
+    song = sketch(4.0)
+    settings = dataclasses.replace(FAST, loop=True, start_s=1.0, duration_s=2.0)
+    options = TakeSetOptions(stereo_pair=True, seed_b=9)
+    ran = spied_renders(engine, monkeypatch)
+    made = render(engine, song, settings, options)
+    assert list(made.files) == ["A", "B", "pair", "intro"]
+    loops = planned(song, settings, options)
+    assert [loop.takes for loop in loops] == [takes for _, takes in ran]
+    assert [[id(s) for s in loop.songs] for loop in loops] == [[id(s) for s in s_] for s_, _ in ran]
+    takes, intro = loops
+    assert [t.seed for t in takes.takes] == [settings.seed, 9]  # take B, as the options say
+    assert intro.takes[0] == dataclasses.replace(settings, start_s=0.0, duration_s=1.0, loop=False)
+    # No intro without a loop after the song's start, or when asked for none.
+    assert len(planned(song, FAST, options)) == 1
+    assert len(planned(song, settings, dataclasses.replace(options, loop_intro=False))) == 1
+
+
+def test_the_estimate_is_the_engines_for_each_loop_planned():
+    from neurochip.arrangement import estimate_s, planned
+
+    class Clock:
+        def __init__(self, answers):
+            self.answers, self.asked = list(answers), []
+
+        def estimate_s(self, songs, takes):
+            self.asked.append((songs, takes))
+            return self.answers.pop(0)
+
+    song = sketch(4.0)
+    settings = dataclasses.replace(FAST, loop=True, start_s=1.0)
+    clock = Clock([3.0, 1.0])
+    assert estimate_s(clock, song, settings) == 4.0  # the loop and its intro
+    assert clock.asked == [tuple(loop) for loop in planned(song, settings)]
+    assert estimate_s(Clock([None]), song, settings) is None  # not measured yet
+    assert estimate_s(Clock([2.0, None]), song, settings) == 2.0

@@ -11,12 +11,12 @@ from app.abplayer import ab_player
 from app.arrange import Page
 from app.arrange.settings import Tables
 from app.mixer import stem_mixer
+from neurochip.arrangement import estimate_s, render
 from neurochip.errors import NeuroChipError
 from neurochip.jobs import Job
 from neurochip.library.metadata import is_loop
 from neurochip.settings import RenderSettings, TakeSetOptions, describe
-from neurochip.stems import render_stems
-from neurochip.takeset import ROLES, render_take_set
+from neurochip.takeset import ROLES
 
 
 def draw(page: Page, tables: Tables) -> None:
@@ -121,17 +121,8 @@ def estimate(
     previews: this machine, this model (said, and returned; None before a preview)."""
     if page.engine is None:
         return None
-    planned = [full, TakeSetOptions().take_b(full)] if options.stereo_pair else [full]
-    if tables.stems:
-        planned = [stem.settings_for(full) for stem in tables.stems]
-        planned += [TakeSetOptions().take_b(t) for t in planned] if options.stereo_pair else []
-    seconds = page.engine.estimate_s(page.audio, planned)
-    if seconds is not None and full.loop and full.start_s > 0:  # and its intro
-        intro = [
-            dataclasses.replace(take, start_s=0.0, duration_s=full.start_s, loop=False)
-            for take in planned
-        ]
-        seconds += page.engine.estimate_s(page.audio, intro) or 0.0
+    # What the render will make (take B, each stem, the intro before a loop): the library's say.
+    seconds = estimate_s(page.engine, page.song, full, options, tables.stems or None)
     st.caption(
         f"About {ui.format_seconds(seconds)} on this machine, going by your previews."
         if seconds is not None
@@ -148,22 +139,17 @@ def start_render(
     def work(progress, cancel):
         # Each take is kept in the library the moment it exists: a later cancel, refresh or
         # crash cannot lose it.
-        if stems:
-            made = render_stems(
-                engine,
-                song,
-                full,
-                stems,
-                library=ui.library(),
-                progress=progress,
-                cancel=cancel,
-                pair_width=options.width if options.stereo_pair else None,
-            )
-            return {"stems": made.saved["mix"]}
-        takes = render_take_set(
-            engine, song, full, options, library=ui.library(), progress=progress, cancel=cancel
+        made = render(
+            engine,
+            song,
+            full,
+            options,
+            stems or None,
+            library=ui.library(),
+            progress=progress,
+            cancel=cancel,
         )
-        return takes.saved
+        return {"stems": made.saved["mix"]} if stems else made.saved
 
     job = Job(work, name="render")
     job.expected_s = expected_s  # a time left while the sketch is read, before any progress

@@ -11,7 +11,13 @@ from app import song as songs
 from app import state, ui
 from app.arrange import Page
 from neurochip.errors import NeuroChipError
-from neurochip.settings import SCHEDULER_NAMES, WINDOW_MODES, RenderSettings, describe
+from neurochip.settings import (
+    SCHEDULER_NAMES,
+    WINDOW_MODES,
+    Overrides,
+    RenderSettings,
+    describe,
+)
 from neurochip.stems import Stem, stems_warnings
 from neurochip.timeline import one_bar_s
 
@@ -61,10 +67,17 @@ class Tables:
     waiting: list[str] = dataclasses.field(default_factory=list)
 
 
-NUMBERS = {
-    "denoise": st.column_config.NumberColumn("Denoise", min_value=0.05, max_value=1.0, step=0.05),
-    "guidance": st.column_config.NumberColumn("Guidance", min_value=0.0, max_value=30.0, step=0.5),
-}
+def override_column(name: str):
+    """A number column of the sections and stems tables: an :class:`Overrides` field, its
+    range the take's own (as the settings above take it), its help said once."""
+    about = describe(Overrides, name)
+    low, high = about.limits
+    return st.column_config.NumberColumn(
+        about.label, min_value=low, max_value=high, step=about.step, help=about.help
+    )
+
+
+NUMBERS = {name: override_column(name) for name in ("denoise", "guidance")}
 
 
 def draw_tables(page: Page) -> Tables:

@@ -1,6 +1,6 @@
 """The server's renders: each a :class:`~neurochip.jobs.Job` running the library's one
-workflow (:func:`~neurochip.takeset.render_take_set`, or :func:`~neurochip.stems.render_stems`),
-on one engine loaded once, its takes kept in the take library as they come.
+entry (:func:`~neurochip.arrangement.render`: a take set, or stems), on one engine loaded
+once, its takes kept in the take library as they come.
 
 Renders wait in a bounded :class:`~neurochip.jobs.JobQueue` run by a fixed number of workers;
 a waiting render holds its sketch as a file, never as audio (a MIDI file of a few bytes can be
@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from neurochip.arrangement import render
 from neurochip.engine import Engine
 from neurochip.errors import NeuroChipError
 from neurochip.io.decode import DEFAULT_MAX_DURATION_S
@@ -29,8 +30,8 @@ from neurochip.jobs import Job, JobQueue
 from neurochip.library.store import TakeLibrary
 from neurochip.settings import RenderSettings, TakeSetOptions
 from neurochip.sketch import SketchOutline, load_sketch
-from neurochip.stems import apply_overrides, check_stems, default_stems, parse_stem, render_stems
-from neurochip.takeset import check_take_set, render_take_set
+from neurochip.stems import apply_overrides, check_stems, default_stems, parse_stem
+from neurochip.takeset import check_take_set
 
 #: How many finished renders the server remembers (their takes stay in the library).
 KEPT_RENDERS = 200
@@ -179,29 +180,17 @@ class Renders:
             check_take_set(sketch.audio, request.settings, request.options)
             progress(0.0, "loading the model" if self._engine is None else "starting")
             engine = self.engine()
-            if request.stems is not None:
-                pair = request.options.width if request.options.stereo_pair else None
-                made = render_stems(
-                    engine,
-                    sketch,
-                    request.settings,
-                    request.stems,
-                    library=self.library,
-                    progress=progress,
-                    cancel=cancel,
-                    pair_width=pair,
-                )
-                return dict(made.saved)
-            takes = render_take_set(
+            made = render(
                 engine,
                 sketch,
                 request.settings,
                 request.options,
+                request.stems,
                 library=self.library,
                 progress=progress,
                 cancel=cancel,
             )
-            return dict(takes.saved)
+            return dict(made.saved)
 
         job: Job[dict[str, str]] = Job(work, name="render")
         if request.sketch.owned:
