@@ -18,7 +18,8 @@ from app.abplayer import ab_player
 from neurochip.errors import NeuroChipError
 from neurochip.settings import describe
 from neurochip.sketch import Sketch, load_sketch
-from neurochip.stems import StemMix, StemTakes, heard_stems, keep_mix, write_stems_zip
+from neurochip.stems import StemMix, StemTakes, heard_stems, keep_mix
+from neurochip.stems_zip import write_stems_zip
 
 
 def _about(name: str):

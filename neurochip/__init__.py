@@ -65,8 +65,8 @@ from neurochip.stems import (  # noqa: E402
     default_stems,
     mix_stems,
     render_stems,
-    write_stems_zip,
 )
+from neurochip.stems_zip import write_stems_zip  # noqa: E402
 from neurochip.takeset import TakeSet, pair_takes, render_take_set  # noqa: E402
 
 __all__ = [

@@ -42,6 +42,8 @@ from neurochip.stems import (
     StemMix,
     StemTakes,
     mix_stems,
+)
+from neurochip.stems_zip import (
     read_stems_json,
     stem_file_names,
     stems_from_json,

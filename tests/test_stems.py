@@ -26,9 +26,11 @@ from neurochip.stems import (
     heard_stems,
     mix_stems,
     parse_stem,
-    read_stems_json,
     render_stems,
     stem_gains,
+)
+from neurochip.stems_zip import (
+    read_stems_json,
     stems_from_json,
     write_stems_zip,
 )

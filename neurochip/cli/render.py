@@ -231,7 +231,7 @@ def run(args: argparse.Namespace) -> None:
 
 def stem_paths(output: Path, stems) -> dict[str, Path]:
     """Where each stem is written: beside the mix, named after it (``mix-Bass.wav``)."""
-    from neurochip.stems import stem_file_names
+    from neurochip.stems_zip import stem_file_names
 
     names = stem_file_names([stem.name for stem in stems])  # never one file for two stems
     return {
@@ -242,7 +242,8 @@ def stem_paths(output: Path, stems) -> dict[str, Path]:
 
 def write_stems(args, engine, sketch, settings, stems, library, pair_width) -> None:
     from neurochip.library.metadata import save_take
-    from neurochip.stems import StemMix, render_stems, write_stems_zip
+    from neurochip.stems import StemMix, render_stems
+    from neurochip.stems_zip import write_stems_zip
 
     mixes = [StemMix()] * len(stems)
     with progress_bar("stems") as update:

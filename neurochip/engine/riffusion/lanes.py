@@ -97,18 +97,9 @@ class Lane:
         step_options: dict[str, Any] = {}
         if "generator" in inspect.signature(scheduler.step).parameters:
             step_options["generator"] = torch.Generator("cpu").manual_seed(settings.seed + 1)
+        # The take's own voice, then each section's (its overrides resolved on the take).
         voices = [(settings.prompt, settings.negative_prompt, settings.guidance, settings.denoise)]
-        for section in settings.sections:
-            voices.append(
-                (
-                    section.prompt,
-                    settings.negative_prompt
-                    if section.negative_prompt is None
-                    else section.negative_prompt,
-                    settings.guidance if section.guidance is None else section.guidance,
-                    settings.denoise if section.denoise is None else section.denoise,
-                )
-            )
+        voices += [tuple(section.resolve(settings)) for section in settings.sections]
         return cls(
             scheduler=scheduler,
             timesteps=timesteps,

@@ -241,8 +241,7 @@ def count_unet_work(
     start_s = takes[0].start_s if start_s is None else start_s
     heard = [voice_weights(s, 0, width, column_s, start_s) for s in takes]
     guidances = [
-        [s.guidance] + [s.guidance if x.guidance is None else x.guidance for x in s.sections]
-        for s in takes
+        [s.guidance] + [section.resolve(s).guidance for section in s.sections] for s in takes
     ]
 
     def voices(i: int, start: int) -> list[int]:
