@@ -56,7 +56,7 @@ import numpy as np
 from PIL import Image
 
 from neurochip.io.audio import Audio
-from neurochip.library import store
+from neurochip.library import folders, store
 from neurochip.library.metadata import save_take, take_metadata
 from neurochip.library.names import default_take_name
 from neurochip.library.store import TakeLibrary
@@ -192,14 +192,14 @@ def main() -> None:
             ("list(limit=50, offset=5000)", lambda: library.list(limit=50, offset=5000)),
         ]
         scans = 0
-        real_scan = store._scan
+        real_scan = folders._scan
 
         def counting(path):
             nonlocal scans
             scans += Path(path) == library.takes_dir
             return real_scan(path)
 
-        with mock.patch.object(store, "_scan", counting):
+        with mock.patch.object(folders, "_scan", counting):
             for label, call in listings:
                 ms, result = timed(call, args.repeat)
                 rows.append((f"{label}  -> {len(result)} takes", ms))

@@ -21,7 +21,7 @@ from PIL import Image
 from neurochip.errors import NeuroChipError
 from neurochip.io.audio import Audio
 from neurochip.io.write import save_audio
-from neurochip.library import names, store
+from neurochip.library import folders, names, store, sync
 from neurochip.library.metadata import (
     read_take_metadata,
     save_take,
@@ -506,14 +506,14 @@ def test_a_version_3_index_gets_faithfulness_scores_and_notes(library):
 def scans_of(monkeypatch, folder: Path) -> list[Path]:
     """A list that grows by one each time ``folder`` is listed."""
     scans: list[Path] = []
-    real = store._scan
+    real = folders._scan
 
     def counting(path):
         if Path(path) == folder:
             scans.append(Path(path))
         return real(path)
 
-    monkeypatch.setattr(store, "_scan", counting)
+    monkeypatch.setattr(folders, "_scan", counting)
     return scans
 
 
@@ -539,7 +539,7 @@ def test_listing_reads_only_the_index_until_the_takes_folder_changes(library, mo
 
 def test_a_recent_folder_time_is_not_trusted(library, monkeypatch):
     add_take(library)
-    monkeypatch.setattr(store, "RACY_S", 1e9)  # every time is "recent"
+    monkeypatch.setattr(sync, "RACY_S", 1e9)  # every time is "recent"
     scans = scans_of(monkeypatch, library.root / "takes")
     library.list()
     library.list()
@@ -664,7 +664,7 @@ def test_a_failed_add_leaves_nothing_behind(library, monkeypatch):
     def disk_full(path, image):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(store, "write_png", disk_full)
+    monkeypatch.setattr(folders, "write_png", disk_full)
     with pytest.raises(NeuroChipError, match="the disk is full: free some space"):
         add_take(library, thumbnail=Image.new("RGB", (4, 4)))
     assert list((library.root / "takes").iterdir()) == []
@@ -1262,7 +1262,7 @@ def test_listing_checks_takes_by_size_alone(library, monkeypatch):
 
     with monkeypatch.context() as patched:
         patched.setattr(store.sf, "info", no_header_reads)
-        patched.setattr(store, "_declared_size", no_header_reads)
+        patched.setattr("neurochip.library.damage._declared_size", no_header_reads)
         assert [t.damaged for t in library.list()[:2]] == [False, False]
     assert not library.get(takes[0].id).damaged  # its header is read: it is complete
     assert library.load_audio(takes[0].id).frames == round(0.2 * RATE)
