@@ -66,11 +66,12 @@ from PIL import Image
 
 from neurochip.cli.common import add_engine_options, engine_settings
 from neurochip.device import describe_device, resolve_device
-from neurochip.engine import STAGES, Engine, RenderSettings, count_unet_work
+from neurochip.engine import STAGES, Engine, count_unet_work
 from neurochip.errors import NeuroChipError
 from neurochip.io import Audio, load_audio
 from neurochip.model import COMPILE_MODES, RiffusionModel, assemble_model, resolve_dtype
 from neurochip.phase import PhaseSettings, waveform_from_amplitudes
+from neurochip.settings import RenderSettings
 from neurochip.spectrogram import (
     SpectrogramParams,
     amplitudes_from_image,

@@ -8,13 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from neurochip.errors import ModelLoadError, NeuroChipError
-from neurochip.model import (
-    SCHEDULERS,
-    ModelNotFoundError,
-    load_model,
-    resolve_dtype,
-)
+from neurochip.errors import ModelLoadError, ModelNotFoundError, NeuroChipError
+from neurochip.model import SCHEDULERS, load_model, resolve_dtype
 
 
 def test_tiny_model_loads_like_the_real_one(tiny_model):

@@ -257,3 +257,23 @@ def test_a_reroll_says_when_its_take_was_made_with_other_weights(capsys):
     _note_other_model("take.wav", {"model_spec": A_SPEC.to_dict()}, ModelSpec())
     said = capsys.readouterr().err
     assert f"take.wav was rendered with {A_SPEC.describe()}, not {DEFAULT_MODEL_ID}" in said
+
+
+def test_a_rendered_take_records_the_spec_that_loaded_its_model(tiny_model_dir):
+    """End to end: the spec the engine was loaded from rides in every render's info into the
+    take's metadata, and reads back as that spec."""
+    from neurochip.engine import Engine
+    from neurochip.io.audio import Audio
+    from neurochip.settings import RenderSettings, TakeSetOptions
+    from neurochip.takeset import render_take_set
+    from tests.chiptune import make_chiptune
+
+    spec = ModelSpec(source=str(tiny_model_dir), device="cpu", dtype="fp32")
+    engine = Engine.from_pretrained(spec, local_files_only=True)
+    song = Audio(make_chiptune(2.0, seed=1), 44100)
+    settings = RenderSettings(prompt="a string quartet", steps=2, denoise=0.5, phase_iterations=0)
+    made = render_take_set(engine, song, settings, TakeSetOptions(stereo_pair=True))
+    for role in ("A", "B", "pair"):
+        metadata = made.files[role].metadata
+        assert metadata["model_spec"] == spec.to_dict()
+        assert ModelSpec.of_take(metadata) == spec
