@@ -535,9 +535,11 @@ def test_the_first_preview_of_a_long_song_encodes_only_its_region(engine, tiny_m
 def test_preview_reuses_the_song_encoding_and_is_exact(engine, monkeypatch):
     audio = song(12.0)
     encodes = []
-    original = Engine._encode
+    original = riffusion_backend.lazy_latents
     monkeypatch.setattr(
-        Engine, "_encode", lambda self, image: encodes.append(1) or original(self, image)
+        riffusion_backend,
+        "lazy_latents",
+        lambda model, image: encodes.append(1) or original(model, image),
     )
     first = engine.preview(audio, FAST, start_s=2.004)
     second = engine.preview(audio, dataclasses.replace(FAST, seed=3), start_s=6.0)
@@ -787,9 +789,11 @@ def test_shifted_windows_spread_the_seams_fixed_windows_put_in_one_place(
     steps in the latents at their borders; shifted ones spread them over many columns."""
     ramp_unet(monkeypatch, tiny_model)
     kept = []
-    decode = Engine._decode
+    decode = riffusion_backend.decode
     monkeypatch.setattr(
-        Engine, "_decode", lambda self, x, *rest: kept.append(x) or decode(self, x, *rest)
+        riffusion_backend,
+        "decode",
+        lambda model, x, *rest: kept.append(x) or decode(model, x, *rest),
     )
     audio = song(20.0)
     hard = dataclasses.replace(FAST, steps=20, denoise=0.9, overlap=0.0, guidance=0.0)

@@ -16,17 +16,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import soundfile as sf
 
 from neurochip.errors import NeuroChipError
 
-if TYPE_CHECKING:
-    from neurochip.library.record import Take
 
-
-def _refuse_damaged(take: Take) -> None:
+def _refuse_damaged(take: Any) -> None:  # a library.record.Take (which imports this module)
     if take.damage is not None:
         raise NeuroChipError(
             f"The audio of “{take.name}” is damaged ({take.damage}): it cannot be played or "
