@@ -20,13 +20,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
+from neurochip.engine.device import MemoryProbe
 from neurochip.engine.progress import StagedProgress
 from neurochip.io.audio import Audio
 from neurochip.settings import RenderSettings
+
+if TYPE_CHECKING:
+    from neurochip.model_spec import ModelSpec
 
 #: Columns of the pictures renders carry (10 ms each, :class:`SpectrogramParams`) in one
 #: Riffusion window: a preview's default context on each side.
@@ -129,6 +133,8 @@ class Backend(Protocol):
 
     capabilities: Capabilities
     device: torch.device
+    spec: ModelSpec | None  # what it was loaded from (None for a model built by hand)
+    memory: MemoryProbe  # its model calls' GPU memory, measured once per shape
     #: Seconds per unit of each of its stages before this device's are measured, in order.
     prior_rates: dict[str, float]
     #: Stages that must be measured on this device before an estimate is given.

@@ -137,7 +137,7 @@ class Engine:
     @property
     def spec(self) -> ModelSpec | None:
         """What the model was loaded from (None for a model built by hand)."""
-        return getattr(self.backend, "spec", None)
+        return self.backend.spec
 
     @property
     def device(self) -> Any:
@@ -337,8 +337,7 @@ class Engine:
 
     def peak_memory_bytes(self) -> int | None:
         """The most GPU memory allocated since the backend's probe was last reset (CUDA)."""
-        memory = getattr(self.backend, "memory", None)
-        return memory.peak_bytes() if memory is not None and self.device.type == "cuda" else None
+        return self.backend.memory.peak_bytes() if self.device.type == "cuda" else None
 
     # -- one call ------------------------------------------------------------------------------
 
