@@ -398,10 +398,8 @@ class Engine:
         pad = self.backend.loop_pad(length)
         fade_in = round(LOOP_INPUT_FADE_S * rate)
         wrapped = each_once(monos, lambda m: Audio(wrap_loop(m.samples, pad, fade_in), rate))
-        job = RenderJob(
-            wrapped, takes, 0, wrapped[0].frames, song_start_s=span_start_s - pad / rate
-        )
-        job = replace(job, loop_pad=pad)
+        start_s = span_start_s - pad / rate  # its own end wrapped round before its start
+        job = RenderJob(wrapped, takes, 0, wrapped[0].frames, song_start_s=start_s, loop_pad=pad)
         results = self._run(job, progress, cancel)
         return [
             finish_loop(result, mono, pad, self.params)
