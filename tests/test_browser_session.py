@@ -68,16 +68,18 @@ def set_switch(page, label: str, on: bool) -> None:
 
 
 def expect_switch(page, label: str, on: bool) -> None:
-    """The page shows the toggle or checkbox ``label`` on (or off), once it is drawn."""
-    from playwright.sync_api import expect
-
-    box = page.get_by_test_id("stCheckbox").filter(has_text=label)
-    expect(box).to_have_count(1)
-    field = box.locator("input")
-    if on:
-        expect(field, f"{label} should be on").to_be_checked()
-    else:
-        expect(field, f"{label} should be off").not_to_be_checked()
+    """The page shows the toggle or checkbox ``label`` on (or off), once it is drawn: one of
+    it (a run may show the old copy beside the new one for a moment), in that state."""
+    page.wait_for_function(
+        """([label, on]) => {
+            const found = [...document.querySelectorAll("[data-testid='stCheckbox']")]
+                .filter(e => e.innerText.trim() === label).map(e => e.querySelector('input'));
+            return found.length === 1 && found[0].checked === on;
+        }""",
+        arg=[label, on],
+        polling=500,
+        timeout=240_000,
+    )
 
 
 def unfold(page, title: str):
@@ -135,10 +137,13 @@ def bars_title(page):
 
 
 def region_slider(page):
+    # While a run draws the page, Streamlit can show an element's copy from the run before
+    # beside the new one (when something above it moved it down): the last one is the new.
     return (
         page.get_by_test_id("stSlider")
         .filter(has_text="Preview region start")
         .get_by_role("slider")
+        .last
     )
 
 
