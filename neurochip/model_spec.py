@@ -19,14 +19,14 @@ import math
 import numbers
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from neurochip.device import DEVICE_CHOICES
 from neurochip.errors import NeuroChipError
 from neurochip.model import COMPILE_MODES, DEFAULT_MODEL_ID, DTYPES
-from neurochip.settings import Setting
+from neurochip.setting_fields import setting_field
 
 #: The kinds of engine NeuroChip can load. Riffusion (or any Stable Diffusion 1.x model) is
 #: the only one so far.
@@ -36,10 +36,6 @@ KINDS: tuple[str, ...] = ("riffusion",)
 _OLD_LORA = re.compile(r"^(?P<source>.+?) \+ LoRA (?P<lora>.+) x(?P<scale>[0-9.eE+-]+)$")
 
 
-def _about(default: Any, **about: Any) -> Any:
-    return field(default=default, metadata={"setting": Setting(**about)})
-
-
 @dataclass(frozen=True)
 class ModelSpec:
     """Which model renders, on what: everything :meth:`load` needs to make an engine.
@@ -47,31 +43,31 @@ class ModelSpec:
     Frozen and hashable: a spec keys the engines a server keeps loaded.
     """
 
-    kind: str = _about(
+    kind: str = setting_field(
         "riffusion",
         label="Engine",
         help="Which kind of model renders: riffusion (Riffusion, or any Stable Diffusion 1.x "
         "model) is the only one so far.",
     )
-    source: str = _about(
+    source: str = setting_field(
         DEFAULT_MODEL_ID,
         label="Model",
         help=f"A Hugging Face hub id ({DEFAULT_MODEL_ID}), a local folder in diffusers "
         "layout, or a single .safetensors file.",
     )
-    device: str = _about(
+    device: str = setting_field(
         "auto",
         label="Device",
         help="Where to compute: auto (the best found), cuda, mps or cpu. A CUDA GPU or Apple "
         "MPS is much faster.",
     )
-    dtype: str = _about(
+    dtype: str = setting_field(
         "auto",
         label="Number format",
         help="auto is fp16 on CUDA GPUs (fast, half the memory) and fp32 elsewhere; fp32, fp16 "
         "or bf16 ask for one.",
     )
-    lora: str = _about(
+    lora: str = setting_field(
         "",
         label="LoRA (optional)",
         help="A LoRA fused into the model: a .safetensors file, a folder or a hub id (only "
@@ -79,7 +75,7 @@ class ModelSpec:
         "scheduler, 8 steps and guidance 1-2 makes fast drafts (not yet checked by ear on "
         "Riffusion). Empty: none.",
     )
-    lora_scale: float = _about(
+    lora_scale: float = setting_field(
         1.0,
         label="LoRA strength",
         help="How strongly the LoRA changes the model: more than 0 and at most 2 (1: as trained).",
@@ -87,7 +83,7 @@ class ModelSpec:
         maximum=2.0,
         step=0.05,
     )
-    compile: str = _about(
+    compile: str = setting_field(
         "",
         label="Compile",
         help="torch.compile the model: faster renders on a GPU after a one-time compile of a "
@@ -96,13 +92,13 @@ class ModelSpec:
         + "; reduce-overhead also records CUDA graphs, max-autotune searches kernels (a "
         "longer compile). Empty: off.",
     )
-    channels_last: bool = _about(
+    channels_last: bool = setting_field(
         False,
         label="Channels last",
         help="Keep the model's weights in channels-last memory order (often faster on GPUs "
         "with tensor cores; the same takes up to float rounding).",
     )
-    preview_vae: str = _about(
+    preview_vae: str = setting_field(
         "",
         label="Preview VAE (optional)",
         help="A tiny VAE (TAESD, about 10 MB: madebyollin/taesd) that decodes quick previews "
