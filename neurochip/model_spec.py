@@ -26,11 +26,28 @@ from typing import Any
 from neurochip.device import DEVICE_CHOICES
 from neurochip.errors import NeuroChipError
 from neurochip.model import COMPILE_MODES, DEFAULT_MODEL_ID, DTYPES
-from neurochip.setting_fields import setting_field
+from neurochip.setting_fields import describe, setting_field
 
-#: The kinds of engine NeuroChip can load. Riffusion (or any Stable Diffusion 1.x model) is
-#: the only one so far.
-KINDS: tuple[str, ...] = ("riffusion",)
+#: The kinds of engine NeuroChip can load: Riffusion (or any Stable Diffusion 1.x model), the
+#: default and the reference, and ACE-Step 1.5.
+KINDS: tuple[str, ...] = ("riffusion", "ace-step")
+
+#: ACE-Step's diffusers checkpoint NeuroChip loads by default (MIT licence).
+DEFAULT_ACE_STEP_ID = "ACE-Step/acestep-v15-xl-turbo-diffusers"
+
+#: Each kind's default source.
+DEFAULT_SOURCES = {"riffusion": DEFAULT_MODEL_ID, "ace-step": DEFAULT_ACE_STEP_ID}
+
+#: What a composer is told of each kind: its licence and what it is good at.
+ABOUT_KINDS = {
+    "riffusion": "Riffusion 1 (2022, CreativeML OpenRAIL-M): a 5-second spectrogram model, "
+    "44.1 kHz mono; every NeuroChip tool, sections and interpolation included.",
+    "ace-step": "ACE-Step 1.5 (2026, MIT): whole-song covers at 48 kHz in a few steps, "
+    "repaint for re-rolls, an instrument added as its own part; no sections.",
+}
+
+#: The options only Riffusion's loader takes (ACE-Step refuses them rather than ignore them).
+RIFFUSION_ONLY = ("lora", "compile", "channels_last", "preview_vae")
 
 #: How an old take's ``"model"`` says a fused LoRA (:func:`neurochip.lora.apply_lora`).
 _OLD_LORA = re.compile(r"^(?P<source>.+?) \+ LoRA (?P<lora>.+) x(?P<scale>[0-9.eE+-]+)$")
@@ -47,13 +64,15 @@ class ModelSpec:
         "riffusion",
         label="Engine",
         help="Which kind of model renders: riffusion (Riffusion, or any Stable Diffusion 1.x "
-        "model) is the only one so far.",
+        "model; the default) or ace-step (ACE-Step 1.5: whole-song covers, repaint, an added "
+        "part).",
     )
     source: str = setting_field(
         DEFAULT_MODEL_ID,
         label="Model",
-        help=f"A Hugging Face hub id ({DEFAULT_MODEL_ID}), a local folder in diffusers "
-        "layout, or a single .safetensors file.",
+        help=f"A Hugging Face hub id ({DEFAULT_MODEL_ID}; for ACE-Step "
+        f"{DEFAULT_ACE_STEP_ID}), a local folder in diffusers layout, or (Riffusion) a single "
+        ".safetensors file.",
     )
     device: str = setting_field(
         "auto",
@@ -129,6 +148,15 @@ class ModelSpec:
             raise NeuroChipError(
                 f"Unknown engine kind {self.kind!r}: NeuroChip knows {', '.join(KINDS)}."
             )
+
+    @classmethod
+    def for_kind(cls, kind: str, **fields: Any) -> ModelSpec:
+        """A spec of engine ``kind`` with that kind's default source unless one is given."""
+        if kind not in KINDS:
+            raise NeuroChipError(
+                f"Unknown engine kind {kind!r}: NeuroChip knows {', '.join(KINDS)}."
+            )
+        return cls(kind=kind, **({"source": DEFAULT_SOURCES[kind]} | fields))
 
     # -- as data ---------------------------------------------------------------------------------
 
@@ -263,6 +291,14 @@ class ModelSpec:
                 f"Unknown compile mode {self.compile!r}: choose one of "
                 f"{', '.join(COMPILE_MODES)} (or none)."
             )
+        if self.kind != "riffusion":
+            used = [f for f in RIFFUSION_ONLY if getattr(self, f)]
+            if used:
+                label = describe(ModelSpec, used[0]).label.replace(" (optional)", "")
+                raise NeuroChipError(
+                    f"{label} is a Riffusion option: {self.kind} does not take it. Clear it, "
+                    "or choose the riffusion engine."
+                )
         if self.lora:
             if not 0.0 < self.lora_scale <= MAX_LORA_SCALE:
                 raise NeuroChipError(
@@ -279,4 +315,4 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 60 else f"a {type(value).__name__}"
 
 
-__all__ = ["KINDS", "ModelSpec"]
+__all__ = ["DEFAULT_ACE_STEP_ID", "DEFAULT_SOURCES", "KINDS", "ModelSpec"]

@@ -105,6 +105,7 @@ class RenderJob:
     quality: PreviewQuality = FAITHFUL_PREVIEW
     loop_pad: int = 0  # a loop's own samples wrapped round each side (0: not a loop)
     repaint: Repaint | None = None
+    part: str = ""  # an instrument made alone to play along with the songs (of `parts`)
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,9 @@ class Capabilities:
     sections: bool = False  # a prompt timeline within one take
     repaint: bool = False  # a region of a take anew, the rest kept
     batching: bool = False  # several takes in one loop, each as it would be alone
+    parts: tuple[str, ...] = ()  # instruments it can add as a part of their own
+    # The render settings it reads: front ends show these knobs; None: all of them.
+    knobs: tuple[str, ...] | None = None
 
 
 class Encoding(Protocol):

@@ -24,6 +24,7 @@ import numpy as np
 from neurochip.engine.backend import (
     FAITHFUL_PREVIEW,
     Backend,
+    Capabilities,
     Encoding,
     PreviewQuality,
     Render,
@@ -79,7 +80,7 @@ class Engine:
             options = {"params": params, "memory_limit": memory_limit}
             backend = backend_for_model(backend, decode_batch=decode_batch, **options)
         self.backend = backend
-        self.params = params  # the pictures renders carry
+        self.params = getattr(backend, "params", params)  # the pictures renders carry
         self._clock = clock
         self._rates = StageRates(backend.prior_rates, backend.estimate_needs)
         self._cache: OrderedDict[str, Encoding] = OrderedDict()
@@ -164,6 +165,7 @@ class Engine:
         takes: Sequence[RenderSettings],
         progress: ProgressCallback | None = None,
         cancel: threading.Event | None = None,
+        part: str = "",
     ) -> list[Render]:
         """Render several takes of one span of a song together, in one denoising loop.
 
@@ -174,9 +176,11 @@ class Engine:
 
         ``song`` may also be one song per take, all of one length: a sketch's stems (each
         part played alone, :mod:`neurochip.stems`), each rendered with its own prompt in the
-        same shared calls.
+        same shared calls. ``part`` (one of the backend's ``capabilities.parts``, e.g.
+        "drums") makes that instrument alone, playing along with the song: a stem to add.
         """
         check_shared(takes, span=True)
+        check_capable(self.backend.capabilities, takes, part)
         # Cut the span at the working rate: lengths in samples then mean the same on both sides
         # of the resampler (a 48 kHz span's sample count is not the take's).
         songs = self._songs_of(song, takes)
@@ -187,7 +191,7 @@ class Engine:
             if takes[0].loop:
                 results = self._render_loop(monos, takes, progress, cancel, span_start_s)
             else:
-                job = RenderJob(monos, takes, 0, monos[0].frames, song_start_s=span_start_s)
+                job = RenderJob(monos, takes, 0, monos[0].frames, span_start_s, part=part)
                 results = self._run(job, progress, cancel)
         # The span is rendered as a song of its own; report where it sits in the whole song.
         return [replace(result, start_s=span_start_s) for result in results]
@@ -269,6 +273,7 @@ class Engine:
         As :meth:`preview` for each; their span settings are ignored (the region is given).
         """
         check_shared(takes, span=False)
+        check_capable(self.backend.capabilities, takes)
         mono, key = self._prepared(song)
         start, length = preview_region(mono, start_s, duration_s, self.params)
         job = RenderJob([mono] * len(takes), takes, start, length, quality=quality)
@@ -483,6 +488,25 @@ def each_once(items: Sequence[Any], make: Callable[[Any], Any]) -> list[Any]:
     take is mixed down, cut and encoded once)."""
     made: dict[int, Any] = {}
     return [made[id(x)] if id(x) in made else made.setdefault(id(x), make(x)) for x in items]
+
+
+def check_capable(caps: Capabilities, takes: Sequence[RenderSettings], part: str = "") -> None:
+    """Refuse what the model cannot do, saying which model can, rather than ignore it."""
+    if any(s.sections for s in takes) and not caps.sections:
+        raise NeuroChipError(
+            "This model does not follow a prompt timeline (sections): render with Riffusion, "
+            "or clear the sections."
+        )
+    if any(s.prompt_end for s in takes) and caps.knobs is not None:
+        raise NeuroChipError(
+            "Prompt interpolation (Interpolate to) is Riffusion's: clear it for this model."
+        )
+    if part and part not in caps.parts:
+        if not caps.parts:
+            raise NeuroChipError("This model cannot add a part: choose ACE-Step to add one.")
+        raise NeuroChipError(
+            f"No instrument {part!r} to add: choose one of {', '.join(caps.parts)}."
+        )
 
 
 def check_shared(takes: Sequence[RenderSettings], span: bool) -> None:

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 #: Engine kind -> (module, class) of its backend.
 BACKENDS: dict[str, tuple[str, str]] = {
     "riffusion": ("neurochip.engine.riffusion", "RiffusionBackend"),
+    "ace-step": ("neurochip.engine.ace_step", "AceStepBackend"),
 }
 
 
