@@ -46,6 +46,10 @@ ABOUT_KINDS = {
     "repaint for re-rolls, an instrument added as its own part; no sections.",
 }
 
+#: Render settings whose default differs by kind (ACE-Step's turbo models are made for 8 steps,
+#: as ACE-Step publishes): front ends start a composer there.
+KIND_DEFAULTS: dict[str, dict[str, Any]] = {"riffusion": {}, "ace-step": {"steps": 8}}
+
 #: The options only Riffusion's loader takes (ACE-Step refuses them rather than ignore them).
 RIFFUSION_ONLY = ("lora", "compile", "channels_last", "preview_vae")
 

@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from neurochip.ace_step_knobs import AceStepKnobs
 from neurochip.errors import NeuroChipError
 from neurochip.phase import MAX_ITERATIONS, PHASE_MODES, PhaseSettings
 from neurochip.setting_fields import (  # noqa: F401 (the settings' own helpers, re-exported)
@@ -60,7 +61,7 @@ MAX_BATCH_SIZE = 512
 
 
 @dataclass(frozen=True)
-class RenderSettings:
+class RenderSettings(AceStepKnobs):
     """Everything that decides a take. Same settings + same seed + same device = same take."""
 
     prompt: str = setting_field(
@@ -247,71 +248,12 @@ class RenderSettings:
         maximum=MAX_BATCH_SIZE,
     )
 
-    # ACE-Step's knobs (other engines leave them alone); defaults as ACE-Step publishes them.
-    cover_strength: float = setting_field(
-        1.0,
-        label="Cover strength",
-        help="ACE-Step: how closely the take follows your sketch, 0-1. 1 (ACE-Step's "
-        "default) covers it throughout; lower values let the prompt take over for part of "
-        "each step, so the notes drift and the style grows. Riffusion's Denoise does this "
-        "job there.",
-        useful="ACE-Step: 0.6-1 (its default 1)",
-        minimum=0.0,
-        maximum=1.0,
-        step=0.05,
-        limits=(0.0, 1.0),
-    )
-    shift: float = setting_field(
-        3.0,
-        label="Shift",
-        help="ACE-Step: where its steps spend their effort. Higher spends more of them on "
-        "the rough shape of the music, lower on the fine detail; ACE-Step publishes 3 for "
-        "its turbo models.",
-        minimum=1.0,
-        maximum=5.0,
-        step=0.5,
-        limits=(1.0, 5.0),
-    )
-    bpm: int | None = setting_field(
-        None,
-        label="Tempo (BPM)",
-        help="ACE-Step: the song's tempo, told to the model. Empty: taken from the MIDI "
-        "file's tempo map or the bar grid where the front end knows it, else the model's "
-        "guess.",
-        minimum=30,
-        maximum=300,
-    )
-    time_signature: int | None = setting_field(
-        None,
-        label="Beats per bar",
-        help="ACE-Step: the song's time signature as beats per bar (4 for 4/4, 3 for 3/4), "
-        "told to the model. Empty: from the MIDI file or the bar grid, else the model's guess.",
-        minimum=1,
-        maximum=16,
-    )
-    key: str = setting_field(
-        "",
-        label="Key",
-        help="ACE-Step: the song's key, told to the model, e.g. 'A minor', 'F# major'. Empty: "
-        "from the MIDI file's key signature or estimated from the notes, else the model's "
-        "guess.",
-    )
-
     def __post_init__(self) -> None:
         _check_numbers(self)
+        self.check_ace_step()
         _check(
             [
                 within_limits(RenderSettings, "denoise", self.denoise),
-                within_limits(RenderSettings, "cover_strength", self.cover_strength),
-                within_limits(RenderSettings, "shift", self.shift),
-                (
-                    self.bpm is None or 30 <= self.bpm <= 300,
-                    f"tempo must be 30-300 BPM, not {self.bpm}",
-                ),
-                (
-                    self.time_signature is None or 1 <= self.time_signature <= 16,
-                    f"beats per bar must be 1-16, not {self.time_signature}",
-                ),
                 within_limits(RenderSettings, "guidance", self.guidance),
                 (1 <= self.steps <= 1000, f"steps must be 1-1000, not {self.steps}"),
                 (

@@ -29,6 +29,25 @@ def tiny_model(tiny_model_dir):
     return load_model(tiny_model_dir, device="cpu")
 
 
+@pytest.fixture(scope="session")
+def tiny_ace_step_dir(tmp_path_factory) -> Path:
+    """The tiny random-weight ACE-Step 1.5 pipeline (see tests/tiny_ace_step.py)."""
+    from tests.tiny_ace_step import build_tiny_ace_step
+
+    return build_tiny_ace_step(tmp_path_factory.mktemp("models") / "tiny-ace-step")
+
+
+@pytest.fixture(scope="session")
+def ace_engine(tiny_ace_step_dir):
+    """An engine over it, loaded through ``Engine.from_pretrained`` as the real one is."""
+    from neurochip.engine import Engine
+    from neurochip.model_spec import ModelSpec
+
+    return Engine.from_pretrained(
+        ModelSpec.for_kind("ace-step", source=str(tiny_ace_step_dir), device="cpu")
+    )
+
+
 @pytest.fixture
 def engine(tiny_model):
     from neurochip.engine import Engine

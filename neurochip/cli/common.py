@@ -18,8 +18,8 @@ from neurochip.io.decode import DEFAULT_MAX_DURATION_S
 from neurochip.io.write import save_audio
 from neurochip.library.metadata import check_output_files, sidecar_path
 from neurochip.library.store import default_home
-from neurochip.model import COMPILE_MODES, DEFAULT_MODEL_ID, DTYPES
-from neurochip.model_spec import ModelSpec
+from neurochip.model import COMPILE_MODES, DTYPES
+from neurochip.model_spec import KIND_DEFAULTS, KINDS, ModelSpec
 from neurochip.phase import DEFAULT_ITERATIONS, PHASE_MODES
 from neurochip.settings import WINDOW_MODES, RenderSettings, default_of, describe, help_text
 from neurochip.sketch import load_sketch
@@ -117,6 +117,43 @@ def render_settings(args: argparse.Namespace, **chosen: Any) -> RenderSettings:
     )
 
 
+#: ACE-Step's knobs and what it is told of the song (:func:`add_ace_step_options`).
+ACE_STEP_FIELDS = ("cover_strength", "shift", "bpm", "time_signature", "key")
+
+
+def add_ace_step_options(parser: argparse.ArgumentParser) -> None:
+    """--cover-strength, --shift, --bpm, --beats-per-bar, --key: read by ACE-Step only."""
+    group = parser.add_argument_group("ACE-Step (--engine ace-step)")
+    add_setting(group, "--cover-strength", RenderSettings, "cover_strength", type=float)
+    add_setting(group, "--shift", RenderSettings, "shift", type=float)
+    add_setting(group, "--bpm", RenderSettings, "bpm", type=int)
+    add_setting(group, "--beats-per-bar", RenderSettings, "time_signature", type=int)
+    add_setting(group, "--key", RenderSettings, "key", metavar="KEY")
+
+
+def ace_step_settings(args: argparse.Namespace, sketch: Any = None) -> dict[str, Any]:
+    """The ACE-Step fields ``args`` give; with ACE-Step chosen, the song's tempo, metre and
+    key filled in from the sketch where not given (:mod:`neurochip.song_facts`)."""
+    values = {
+        name: getattr(args, name, default_of(RenderSettings, name)) for name in ACE_STEP_FIELDS
+    }
+    if getattr(args, "engine", KINDS[0]) == "ace-step" and sketch is not None:
+        from neurochip.song_facts import facts_of
+
+        facts = facts_of(sketch)
+        values["bpm"] = values["bpm"] or facts.bpm
+        values["time_signature"] = values["time_signature"] or facts.beats_per_bar
+        values["key"] = values["key"] or facts.key or ""
+    return values
+
+
+def default_steps(args: argparse.Namespace) -> None:
+    """--steps left out: the engine's own default (ACE-Step's turbo models: 8)."""
+    if getattr(args, "steps", 0) is None:
+        kind = getattr(args, "engine", KINDS[0])
+        args.steps = KIND_DEFAULTS[kind].get("steps", default_of(RenderSettings, "steps"))
+
+
 def add_home_option(parser: argparse.ArgumentParser) -> None:
     """--home: where a server (the app, the API) keeps its takes."""
     parser.add_argument(
@@ -145,10 +182,13 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     """--model, --dtype, --lora, ...: the ModelSpec fields, as every command that renders
     takes them (--device comes with :func:`add_device_option`)."""
     parser.add_argument(
+        "--engine", choices=KINDS, default=KINDS[0], dest="engine", help=_model_help("kind")
+    )
+    parser.add_argument(
         "--model",
-        default=DEFAULT_MODEL_ID,
+        default=None,
         metavar="ID|DIR|FILE",
-        help=_model_help("source") + f" (default {DEFAULT_MODEL_ID})",
+        help=_model_help("source") + " (default: the engine's)",
     )
     parser.add_argument("--dtype", choices=tuple(DTYPES), default="auto", help=_model_help("dtype"))
     parser.add_argument("--lora", default=None, metavar="FILE|DIR|ID", help=_model_help("lora"))
@@ -175,8 +215,9 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
 def model_spec(args: argparse.Namespace) -> ModelSpec:
     """The :class:`ModelSpec` the model options of ``args`` say (:func:`add_model_options`,
     :func:`add_device_option`); checked when loaded (:func:`load_spec`)."""
-    return ModelSpec(
-        source=args.model,
+    return ModelSpec.for_kind(
+        getattr(args, "engine", KINDS[0]),
+        **({"source": args.model} if args.model else {}),
         device=getattr(args, "device", "auto"),
         dtype=args.dtype,
         lora=args.lora or "",

@@ -12,6 +12,8 @@ from pathlib import Path
 
 from neurochip.cli.common import (
     EPILOG,
+    ace_step_settings,
+    add_ace_step_options,
     add_engine_options,
     add_input_options,
     add_library_option,
@@ -19,6 +21,7 @@ from neurochip.cli.common import (
     add_output_options,
     add_phase_options,
     check_outputs,
+    default_steps,
     load_spec,
     model_spec,
     non_negative,
@@ -27,6 +30,7 @@ from neurochip.cli.common import (
     render_settings,
 )
 from neurochip.cli.common import add_setting as _setting
+from neurochip.engine.ace_step.backend import TRACKS
 from neurochip.errors import NeuroChipError
 from neurochip.faithfulness import sketch_bar_times
 from neurochip.io.audio import format_duration
@@ -60,7 +64,19 @@ def add_parser(commands) -> None:
     _setting(parser, "--steps", RenderSettings, "steps", type=int)
     _setting(parser, "--seed", RenderSettings, "seed", type=int)
     _setting(parser, "--scheduler", RenderSettings, "scheduler", metavar="NAME")
+    parser.set_defaults(steps=None)  # the engine's own (Riffusion 50, ACE-Step 8)
     add_model_options(parser)
+    add_ace_step_options(parser)
+    parser.add_argument(
+        "--add-part",
+        action="append",
+        default=[],
+        dest="parts",
+        metavar="INSTRUMENT=PROMPT",
+        help="ACE-Step: also make one instrument alone, playing along with the sketch, as a "
+        "stem of its own beside -o (e.g. --add-part 'drums=a live drum kit, dry'). "
+        "INSTRUMENT is one of: " + ", ".join(TRACKS) + ". Repeat for each part.",
+    )
     add_input_options(parser)
     add_engine_options(parser)
     _setting(parser, "--stereo-pair", TakeSetOptions, "stereo_pair", action="store_true")
@@ -152,13 +168,18 @@ def run(args: argparse.Namespace) -> None:
             raise NeuroChipError("Give --loop alone, or --loop START END with END after START.")
         if args.loop:
             args.start, args.duration = args.loop[0], args.loop[1] - args.loop[0]
+    default_steps(args)
     settings = render_settings(
         args,
         denoise=args.denoise,
         guidance=args.guidance,
         seed=args.seed,
         loop=args.loop is not None,
+        **ace_step_settings(args),
     )
+    parts = [parse_part(text) for text in args.parts]
+    if parts and args.engine != "ace-step":
+        raise NeuroChipError("--add-part needs ACE-Step: add --engine ace-step.")
     for warning in settings.warnings():
         print(f"neurochip: note: {warning}", file=sys.stderr)
     options = TakeSetOptions(
@@ -184,6 +205,12 @@ def run(args: argparse.Namespace) -> None:
     if not wants_stems:
         check_outputs(args, output_paths(args.output, made).values(), [args.input], sidecars=True)
     sketch = load_sketch(args.input, max_duration_s=args.max_duration)
+    if args.engine == "ace-step":  # the song's tempo, metre and key, told to the model
+        settings = settings.replace(**ace_step_settings(args, sketch))
+    part_paths = {
+        name: args.output.with_name(f"{args.output.stem}-part-{name}.wav") for name, _ in parts
+    }
+    check_outputs(args, part_paths.values(), [args.input], sidecars=True)
     if args.sections:
         bars = sketch_bar_times(sketch)
         transition = args.transition if args.transition is not None else one_bar_s(bars)
@@ -227,6 +254,33 @@ def run(args: argparse.Namespace) -> None:
         print(f"Kept {len(takes.saved)} take(s) in the take library {library.root}:")
         for role, take_id in takes.saved.items():
             print(f"  {take_id}  {ROLES[role].lower()}")
+    for name, prompt in parts:
+        write_part(
+            args, engine, sketch, settings.replace(prompt=prompt), name, part_paths[name], library
+        )
+
+
+def parse_part(text: str) -> tuple[str, str]:
+    """``INSTRUMENT=PROMPT`` of --add-part."""
+    name, _, prompt = text.partition("=")
+    name = name.strip().lower()
+    if name not in TRACKS:
+        raise NeuroChipError(f"--add-part {text!r}: choose an instrument of {', '.join(TRACKS)}.")
+    return name, prompt.strip() or name
+
+
+def write_part(args, engine, sketch, settings, name, path, library) -> None:
+    """One instrument alone over the sketch, written beside the mix and kept as a take."""
+    from neurochip.library.metadata import save_take, take_metadata
+
+    with progress_bar(f"part: {name}") as update:
+        render = engine.render_many(sketch.audio, [settings], progress=update, part=name)[0]
+    metadata = take_metadata("added part", {name: settings}, sketch.name, render.info)
+    save_take(path, render.audio, metadata, args.bit_depth)
+    print(f"Wrote {path} (the {name} part, alone)")
+    if library is not None:
+        take = library.add(render.audio, metadata, name=f"{sketch.name}: {name} part")
+        print(f"  {take.id}  {name} part")
 
 
 def stem_paths(output: Path, stems) -> dict[str, Path]:

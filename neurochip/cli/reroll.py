@@ -181,6 +181,10 @@ def run(args: argparse.Namespace) -> None:
             f"not {sketch.name}.",
             file=sys.stderr,
         )
+    made = ModelSpec.of_take_if_known(metadata)
+    if made is not None and args.model is None and made.kind != args.engine:
+        # The model that made the take, where none is named: another kind cannot repaint it.
+        args.engine, args.model = made.kind, made.source
     spec = model_spec(args)
     _note_other_model(args.take.name, metadata, spec)
     if args.bars and sketch.midi is None:
