@@ -6,13 +6,14 @@ tiny widths so it runs on a CPU in milliseconds. Its output is noise shaped like
 never music. Loaded through the same code path as the real model.
 
     python -m tests.tiny_model OUT_DIR
+    python -m tests.tiny_model --engine ace-step OUT_DIR   # tests/tiny_ace_step.py
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import string
-import sys
 from pathlib import Path
 
 import torch
@@ -144,6 +145,16 @@ def build_tiny_preview_vae(out_dir: str | Path, seed: int = 0, latent_channels: 
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit("usage: python -m tests.tiny_model OUT_DIR")
-    print(f"Tiny random model written to {build_tiny_model(sys.argv[1])} (not music: noise).")
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.tiny_model", description="Write a tiny random-weight model."
+    )
+    parser.add_argument("--engine", choices=("riffusion", "ace-step"), default="riffusion")
+    parser.add_argument("out_dir", metavar="OUT_DIR")
+    args = parser.parse_args()
+    if args.engine == "ace-step":
+        from tests.tiny_ace_step import build_tiny_ace_step
+
+        folder = build_tiny_ace_step(args.out_dir)
+        print(f"Tiny random ACE-Step model written to {folder} (not music: noise).")
+    else:
+        print(f"Tiny random model written to {build_tiny_model(args.out_dir)} (not music: noise).")
