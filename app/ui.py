@@ -146,6 +146,25 @@ def watch_model_load() -> None:
     model_progress()
 
 
+def engine_knobs() -> tuple[str, ...] | None:
+    """The render settings the chosen engine reads (None: all of them, Riffusion's)."""
+    if model_choice().kind == "riffusion":
+        return None
+    engine, _ = globals()["engine"]()
+    if engine is not None:
+        return engine.backend.capabilities.knobs
+    return ("prompt", "cover_strength", "steps", "shift", "seed")  # until it has loaded
+
+
+def song_facts(song: Any, bars_s: list[float]) -> dict[str, Any]:
+    """What ACE-Step is told of the open song: tempo, beats per bar, key (computed once)."""
+    from neurochip.song_facts import facts_of
+
+    grid = getattr(song, "bar_grid", None)
+    facts = memo("song_facts", (song.key, grid), lambda: facts_of(song, grid))
+    return {"bpm": facts.bpm, "time_signature": facts.beats_per_bar, "key": facts.key or ""}
+
+
 def forget_engine() -> None:
     _engine_job.clear()
 

@@ -148,6 +148,28 @@ def check_model_cache(model_id: str = DEFAULT_MODEL_ID) -> Check:
     )
 
 
+def check_engines() -> Check:
+    """The engines this install can load: each one's pipeline class is in diffusers."""
+    import diffusers
+
+    from neurochip.model_spec import DEFAULT_SOURCES, KINDS
+
+    needs = {"riffusion": "StableDiffusionPipeline", "ace-step": "AceStepPipeline"}
+    there = [kind for kind in KINDS if hasattr(diffusers, needs[kind])]
+    missing = [kind for kind in KINDS if kind not in there]
+    detail = ", ".join(f"{kind} (default {DEFAULT_SOURCES[kind]})" for kind in there)
+    return Check(
+        "Engines",
+        not missing,
+        detail
+        + (
+            f"; not with diffusers {diffusers.__version__}: {', '.join(missing)}" if missing else ""
+        ),
+        "make install (diffusers as pyproject.toml pins it)",
+        essential=False,
+    )
+
+
 def run_checks(model: str = DEFAULT_MODEL_ID) -> list[Check]:
     """Every check, the weights' for ``model`` (a hub id, or a local folder or file)."""
     return [
@@ -157,5 +179,6 @@ def run_checks(model: str = DEFAULT_MODEL_ID) -> list[Check]:
         check_ffmpeg(),
         check_chip_formats(),
         check_midi(),
+        check_engines(),
         check_model_cache(model),
     ]

@@ -49,6 +49,8 @@ class Settings:
     windows: str = field(default_factory=lambda: _render_default("windows"))
     feature_reuse: int = field(default_factory=lambda: _render_default("feature_reuse"))
     guidance_until: float = field(default_factory=lambda: _render_default("guidance_until"))
+    cover_strength: float = field(default_factory=lambda: _render_default("cover_strength"))
+    shift: float = field(default_factory=lambda: _render_default("shift"))
     width: float = field(default_factory=lambda: default_of(TakeSetOptions, "width"))
 
     def render_settings(self) -> RenderSettings:

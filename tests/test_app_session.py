@@ -88,11 +88,13 @@ MODEL = {
 #: Fields without a widget of their own, and where they are covered.
 NO_WIDGET = {
     "settings.overlap": "no widget: a take opened from Takes brings it (test_app.py)",
+    "settings.cover_strength": "shown with ACE-Step: tests/test_app_ace_step.py",
+    "settings.shift": "shown with ACE-Step: tests/test_app_ace_step.py",
     "song.sections": "a table: tests/test_browser_session.py",
     "song.stems": "a table: tests/test_browser_session.py",
     "song.bar_grid": "three number boxes: checked below",
     "song.bar_grid_source": "said in the Bars title: checked below",
-    "model.kind": "one kind so far (riffusion): tests/test_model_spec.py",
+    "model.kind": "the Model page's Engine box: tests/test_app_ace_step.py",
     "model.compile": "the CLI's --compile: tests/test_session.py keeps it",
     "model.channels_last": "the CLI's --channels-last: tests/test_session.py keeps it",
 }

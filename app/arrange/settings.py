@@ -27,11 +27,16 @@ def roll_seed() -> None:
 
 
 def draw_settings() -> None:
+    """The knobs of the engine in use (all of Riffusion's; ACE-Step's own where chosen)."""
+    knobs = ui.engine_knobs()
+    riffusion = knobs is None
     left, right = st.columns([3, 2])
     ui.setting_widget(left, "prompt")
-    ui.setting_widget(left, "negative_prompt")
-    ui.setting_widget(left, "denoise")
-    ui.setting_widget(left, "guidance")
+    for name in ("negative_prompt", "denoise", "cover_strength", "guidance", "shift"):
+        if (riffusion and name not in ("cover_strength", "shift")) or name in (knobs or ()):
+            ui.setting_widget(left, name)
+    if not riffusion and "guidance" not in knobs:
+        left.caption("Guidance is distilled into this turbo checkpoint: it has no knob.")
     ui.setting_widget(right, "steps")
     seed_col, dice_col = right.columns([5, 2], vertical_alignment="bottom")
     ui.setting_widget(seed_col, "seed", number_input=True)
@@ -42,8 +47,11 @@ def draw_settings() -> None:
         help="Roll a new seed",
         width="stretch",
     )
-    ui.setting_widget(right, "scheduler", options=list(SCHEDULER_NAMES))
+    if riffusion:
+        ui.setting_widget(right, "scheduler", options=list(SCHEDULER_NAMES))
     ui.setting_widget(right, "width")
+    if not riffusion:
+        return
     with st.expander("Draft options: less model work, not yet checked by ear"):
         st.caption(
             "For trying ideas fast: together they cut the model's work to about a third. They "
@@ -195,6 +203,8 @@ def settings_of(page: Page, tables: Tables) -> RenderSettings:
     """The settings as they stand, with the sections; stops the page on an invalid one."""
     try:
         settings = ui.current_settings()
+        if ui.engine_knobs() is not None:  # ACE-Step: the song's tempo, metre and key
+            settings = dataclasses.replace(settings, **ui.song_facts(page.song, page.bars_s))
         if tables.sections:
             settings = dataclasses.replace(
                 settings, sections=tables.sections, transition_s=float(tables.transition_s)

@@ -1,4 +1,4 @@
-"""Model & device: which Riffusion weights, where they run, and what this machine can do."""
+"""Model & device: which engine and weights, where they run, and what this machine can do."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from app import state, ui
 from neurochip.device import DEVICE_CHOICES
 from neurochip.doctor import run_checks
 from neurochip.model import DTYPES
-from neurochip.model_spec import ModelSpec
+from neurochip.model_spec import ABOUT_KINDS, DEFAULT_SOURCES, KIND_DEFAULTS, KINDS, ModelSpec
 from neurochip.preview_vae import DEFAULT_PREVIEW_VAE_ID
 from neurochip.settings import describe
 
@@ -27,6 +27,13 @@ def about(name: str) -> dict[str, str]:
 
 
 with st.form("model_form"):
+    kind = st.selectbox(
+        options=KINDS,
+        index=KINDS.index(choice.kind),
+        format_func=lambda k: {"riffusion": "Riffusion", "ace-step": "ACE-Step 1.5"}[k],
+        **about("kind"),
+    )
+    st.caption(ABOUT_KINDS[kind] if kind == choice.kind else "Press Use this model to switch.")
     source = st.text_input(value=choice.source, **about("source"))
     device = st.selectbox(
         options=DEVICE_CHOICES,
@@ -57,6 +64,13 @@ with st.form("model_form"):
         help=vae["help"] + " A hub id is fetched with the model when you press Download.",
     )
     if st.form_submit_button("Use this model", type="primary"):
+        switched = kind != choice.kind
+        if switched:  # the other engine's own default source; Riffusion's options cleared
+            own = source.strip() not in ("", DEFAULT_SOURCES[choice.kind])
+            choice = ModelSpec.for_kind(kind, device=choice.device, dtype=choice.dtype)
+            source = source if own else choice.source
+            lora, preview_vae = ("", "") if kind != "riffusion" else (lora, preview_vae)
+            state.set_settings(steps=KIND_DEFAULTS[kind].get("steps", 50))
         # What the page does not show (compile, channels last) stays as it was.
         state.composer().model = dataclasses.replace(
             choice,
@@ -76,16 +90,34 @@ if engine is None and error is None:
     ui.watch_model_load()
 elif engine is not None:
     st.success(f"Loaded: {engine.describe()}", icon=":material/check_circle:")
+    caps = engine.backend.capabilities
+    can = [
+        ("seamless loops", caps.loops),
+        ("re-rolls of bars", caps.repaint),
+        ("sections (a prompt timeline)", caps.sections),
+        ("parts added: " + ", ".join(caps.parts), bool(caps.parts)),
+    ]
+    st.caption(
+        f"{caps.sample_rate / 1000:g} kHz. Does: "
+        + ", ".join(what for what, yes in can if yes)
+        + (
+            ". Not: " + ", ".join(what for what, yes in can if not yes)
+            if not all(y for _, y in can)
+            else ""
+        )
+        + "."
+    )
     problem = ui.preview_vae_problem()
+    preview_vae_of = getattr(engine.model, "preview_vae", None)
     if problem is not None:
         st.warning(
             f"Quick previews decode with the model's own VAE: {problem}",
             icon=":material/warning:",
         )
-    elif engine.model.preview_vae is not None:
+    elif preview_vae_of is not None:
         st.caption(f"Quick previews decode with {engine.model.preview_vae_source}.")
-    if engine.model.device.type == "cuda":
-        free, total = torch.cuda.mem_get_info(engine.model.device)
+    if engine.device.type == "cuda":
+        free, total = torch.cuda.mem_get_info(engine.device)
         st.metric("GPU memory free", f"{free / 2**30:.1f} of {total / 2**30:.1f} GiB")
 else:
     st.error(error, icon=":material/cloud_off:")
