@@ -170,3 +170,31 @@ def test_riffusion_only_model_options_are_refused_for_ace_step():
     assert spec.source == DEFAULT_ACE_STEP_ID and "ace-step" in spec.describe()
     with pytest.raises(NeuroChipError, match="LoRA is a Riffusion option"):
         ModelSpec.for_kind("ace-step", lora="style.safetensors").check(files=False)
+
+
+def test_the_cli_renders_with_ace_step_and_rerolls_with_the_engine_that_made_the_take(
+    tiny_ace_step_dir, tmp_path
+):
+    import soundfile as sf
+
+    from neurochip.cli import main
+    from neurochip.library.metadata import read_take_metadata
+
+    sketch, out, again = tmp_path / "sketch.wav", tmp_path / "take.wav", tmp_path / "reroll.wav"
+    sf.write(sketch, make_chiptune(4.2, seed=4).T, 44100)
+    common = ["--prompt", "a funk band", "--steps", "2", "--no-library"]
+    model = ["--engine", "ace-step", "--model", str(tiny_ace_step_dir), "--device", "cpu"]
+    assert main(["render", str(sketch), "-o", str(out), *model, *common,
+                 "--add-part", "drums=a live drum kit"]) == 0  # fmt: skip
+    take, rate = sf.read(out)
+    assert rate == RATE and len(take) == round(4.2 * RATE)  # the sketch's exact length
+    metadata = read_take_metadata(out)
+    assert metadata["model_spec"]["kind"] == "ace-step" and metadata["engine"] == "ace-step"
+    assert (tmp_path / "take-part-drums.wav").exists()
+    # No --engine: the take's own engine and model re-roll it.
+    assert main(["reroll", str(sketch), str(out), "--seconds", "1.5-2.5", "-o", str(again),
+                 "--seed", "5", "--no-library"]) == 0  # fmt: skip
+    new, _ = sf.read(again)
+    before, after = round(1.25 * RATE), round(2.75 * RATE)
+    assert np.array_equal(new[:before], take[:before]) and np.array_equal(new[after:], take[after:])
+    assert not np.array_equal(new, take)

@@ -271,16 +271,15 @@ def parse_part(text: str) -> tuple[str, str]:
 
 def write_part(args, engine, sketch, settings, name, path, library) -> None:
     """One instrument alone over the sketch, written beside the mix and kept as a take."""
-    from neurochip.library.metadata import save_take, take_metadata
+    from neurochip.parts import render_part
 
     with progress_bar(f"part: {name}") as update:
-        render = engine.render_many(sketch.audio, [settings], progress=update, part=name)[0]
-    metadata = take_metadata("added part", {name: settings}, sketch.name, render.info)
-    save_take(path, render.audio, metadata, args.bit_depth)
+        _, take_id = render_part(
+            engine, sketch, settings, name, path, library, update, args.bit_depth
+        )
     print(f"Wrote {path} (the {name} part, alone)")
-    if library is not None:
-        take = library.add(render.audio, metadata, name=f"{sketch.name}: {name} part")
-        print(f"  {take.id}  {name} part")
+    if take_id is not None:
+        print(f"  {take_id}  {name} part")
 
 
 def stem_paths(output: Path, stems) -> dict[str, Path]:

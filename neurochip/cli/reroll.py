@@ -173,7 +173,7 @@ def run(args: argparse.Namespace) -> None:
     # All of it is checked before the slow model load.
     metadata = read_take_metadata(args.take)
     parent_settings = settings_in(metadata, args.which, args.take.name)
-    parent = load_audio(args.take)
+    parent = load_audio(args.take, sample_rate=None)  # as written: a 48 kHz take stays 48 kHz
     sketch = load_sketch(args.sketch)
     if sketch.name and metadata.get("source") and metadata["source"] != sketch.name:
         print(
