@@ -150,9 +150,9 @@ def engine_knobs() -> tuple[str, ...] | None:
     """The render settings the chosen engine reads (None: all of them, Riffusion's)."""
     if model_choice().kind == "riffusion":
         return None
-    engine, _ = globals()["engine"]()
-    if engine is not None:
-        return engine.backend.capabilities.knobs
+    loaded, _ = engine()
+    if loaded is not None:
+        return loaded.backend.capabilities.knobs
     return ("prompt", "cover_strength", "steps", "shift", "seed")  # until it has loaded
 
 
