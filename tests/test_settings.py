@@ -70,6 +70,7 @@ def test_the_number_fields_are_all_found():
     assert {name for _, name in FLOAT_FIELDS} == {
         "denoise", "guidance", "start_s", "duration_s", "overlap", "guidance_until",
         "width", "compare_at_s", "compare_fade_s", "compare_back_s", "transition_s", "alpha",
+        "cover_strength", "shift",
     }  # fmt: skip
     assert {name for _, name in INT_FIELDS} == {
         "steps",
@@ -79,6 +80,8 @@ def test_the_number_fields_are_all_found():
         "batch_size",
         "feature_reuse",
         "seed_b",
+        "bpm",
+        "time_signature",
     }
 
 
