@@ -154,7 +154,11 @@ def check_engines() -> Check:
 
     from neurochip.model_spec import DEFAULT_SOURCES, KINDS
 
-    needs = {"riffusion": "StableDiffusionPipeline", "ace-step": "AceStepPipeline"}
+    needs = {
+        "riffusion": "StableDiffusionPipeline",
+        "ace-step": "AceStepPipeline",
+        "stable-audio-3": "StableAudio3AudioToAudioPipeline",
+    }
     there = [kind for kind in KINDS if hasattr(diffusers, needs[kind])]
     missing = [kind for kind in KINDS if kind not in there]
     detail = ", ".join(f"{kind} (default {DEFAULT_SOURCES[kind]})" for kind in there)

@@ -25,30 +25,25 @@ from typing import Any
 
 from neurochip.device import DEVICE_CHOICES
 from neurochip.errors import NeuroChipError
+from neurochip.kinds import ABOUT_KINDS, KIND_DEFAULTS, KIND_KNOBS, KIND_NAMES, KINDS
 from neurochip.model import COMPILE_MODES, DEFAULT_MODEL_ID, DTYPES
 from neurochip.setting_fields import describe, setting_field
-
-#: The kinds of engine NeuroChip can load: Riffusion (or any Stable Diffusion 1.x model), the
-#: default and the reference, and ACE-Step 1.5.
-KINDS: tuple[str, ...] = ("riffusion", "ace-step")
 
 #: ACE-Step's diffusers checkpoint NeuroChip loads by default (MIT licence).
 DEFAULT_ACE_STEP_ID = "ACE-Step/acestep-v15-xl-turbo-diffusers"
 
-#: Each kind's default source.
-DEFAULT_SOURCES = {"riffusion": DEFAULT_MODEL_ID, "ace-step": DEFAULT_ACE_STEP_ID}
+#: Stable Audio 3's diffusers checkpoints: Medium (the default; a GPU's) and Small Music (made
+#: to run on a laptop's CPU). Both under the Stability AI Community License, gated on the hub.
+DEFAULT_STABLE_AUDIO_3_ID = "stabilityai/stable-audio-3-medium"
+STABLE_AUDIO_3_SMALL_ID = "stabilityai/stable-audio-3-small-music"
 
-#: What a composer is told of each kind: its licence and what it is good at.
-ABOUT_KINDS = {
-    "riffusion": "Riffusion 1 (2022, CreativeML OpenRAIL-M): a 5-second spectrogram model, "
-    "44.1 kHz mono; every NeuroChip tool, sections and interpolation included.",
-    "ace-step": "ACE-Step 1.5 (2026, MIT): whole-song covers at 48 kHz in a few steps, "
-    "repaint for re-rolls, an instrument added as its own part; no sections.",
+#: Each kind's default source.
+DEFAULT_SOURCES = {
+    "riffusion": DEFAULT_MODEL_ID,
+    "ace-step": DEFAULT_ACE_STEP_ID,
+    "stable-audio-3": DEFAULT_STABLE_AUDIO_3_ID,
 }
 
-#: Render settings whose default differs by kind (ACE-Step's turbo models are made for 8 steps,
-#: as ACE-Step publishes): front ends start a composer there.
-KIND_DEFAULTS: dict[str, dict[str, Any]] = {"riffusion": {}, "ace-step": {"steps": 8}}
 
 #: The options only Riffusion's loader takes (ACE-Step refuses them rather than ignore them).
 RIFFUSION_ONLY = ("lora", "compile", "channels_last", "preview_vae")
@@ -68,14 +63,15 @@ class ModelSpec:
         "riffusion",
         label="Engine",
         help="Which kind of model renders: riffusion (Riffusion, or any Stable Diffusion 1.x "
-        "model; the default) or ace-step (ACE-Step 1.5: whole-song covers, repaint, an added "
-        "part).",
+        "model; the default), ace-step (ACE-Step 1.5: whole-song covers, repaint, an added "
+        "part) or stable-audio-3 (Stable Audio 3: fast variations, inpainting).",
     )
     source: str = setting_field(
         DEFAULT_MODEL_ID,
         label="Model",
         help=f"A Hugging Face hub id ({DEFAULT_MODEL_ID}; for ACE-Step "
-        f"{DEFAULT_ACE_STEP_ID}), a local folder in diffusers layout, or (Riffusion) a single "
+        f"{DEFAULT_ACE_STEP_ID}; for Stable Audio 3 {DEFAULT_STABLE_AUDIO_3_ID} or, on a CPU, "
+        f"{STABLE_AUDIO_3_SMALL_ID}), a local folder in diffusers layout, or (Riffusion) a single "
         ".safetensors file.",
     )
     device: str = setting_field(
@@ -319,4 +315,15 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 60 else f"a {type(value).__name__}"
 
 
-__all__ = ["DEFAULT_ACE_STEP_ID", "DEFAULT_SOURCES", "KINDS", "ModelSpec"]
+__all__ = [
+    "ABOUT_KINDS",
+    "KIND_DEFAULTS",
+    "DEFAULT_ACE_STEP_ID",
+    "DEFAULT_SOURCES",
+    "DEFAULT_STABLE_AUDIO_3_ID",
+    "KIND_KNOBS",
+    "KIND_NAMES",
+    "KINDS",
+    "STABLE_AUDIO_3_SMALL_ID",
+    "ModelSpec",
+]

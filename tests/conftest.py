@@ -48,6 +48,25 @@ def ace_engine(tiny_ace_step_dir):
     )
 
 
+@pytest.fixture(scope="session")
+def tiny_sa3_dir(tmp_path_factory) -> Path:
+    """The tiny random-weight Stable Audio 3 pipeline (see tests/tiny_stable_audio_3.py)."""
+    from tests.tiny_stable_audio_3 import build_tiny_stable_audio_3
+
+    return build_tiny_stable_audio_3(tmp_path_factory.mktemp("models") / "tiny-stable-audio-3")
+
+
+@pytest.fixture(scope="session")
+def sa3_engine(tiny_sa3_dir):
+    """An engine over it, loaded through ``Engine.from_pretrained`` as the real one is."""
+    from neurochip.engine import Engine
+    from neurochip.model_spec import ModelSpec
+
+    return Engine.from_pretrained(
+        ModelSpec.for_kind("stable-audio-3", source=str(tiny_sa3_dir), device="cpu")
+    )
+
+
 @pytest.fixture
 def engine(tiny_model):
     from neurochip.engine import Engine

@@ -7,6 +7,7 @@ never music. Loaded through the same code path as the real model.
 
     python -m tests.tiny_model OUT_DIR
     python -m tests.tiny_model --engine ace-step OUT_DIR   # tests/tiny_ace_step.py
+    python -m tests.tiny_model --engine stable-audio-3 OUT_DIR   # tests/tiny_stable_audio_3.py
 """
 
 from __future__ import annotations
@@ -148,7 +149,9 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(
         prog="python -m tests.tiny_model", description="Write a tiny random-weight model."
     )
-    parser.add_argument("--engine", choices=("riffusion", "ace-step"), default="riffusion")
+    parser.add_argument(
+        "--engine", choices=("riffusion", "ace-step", "stable-audio-3"), default="riffusion"
+    )
     parser.add_argument("out_dir", metavar="OUT_DIR")
     args = parser.parse_args()
     if args.engine == "ace-step":
@@ -156,5 +159,10 @@ if __name__ == "__main__":
 
         folder = build_tiny_ace_step(args.out_dir)
         print(f"Tiny random ACE-Step model written to {folder} (not music: noise).")
+    elif args.engine == "stable-audio-3":
+        from tests.tiny_stable_audio_3 import build_tiny_stable_audio_3
+
+        folder = build_tiny_stable_audio_3(args.out_dir)
+        print(f"Tiny random Stable Audio 3 model written to {folder} (not music: noise).")
     else:
         print(f"Tiny random model written to {build_tiny_model(args.out_dir)} (not music: noise).")

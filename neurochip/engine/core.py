@@ -180,11 +180,11 @@ class Engine:
         "drums") makes that instrument alone, playing along with the song: a stem to add.
         """
         check_shared(takes, span=True)
-        check_capable(self.backend.capabilities, takes, part)
         # Cut the span at the working rate: lengths in samples then mean the same on both sides
         # of the resampler (a 48 kHz span's sample count is not the take's).
         songs = self._songs_of(song, takes)
         spans = each_once(songs, lambda s: s.span(takes[0].start_s, takes[0].duration_s))
+        check_capable(self.backend.capabilities, takes, part, spans[0].duration_s)
         span_start_s = snapped_s(takes[0].start_s, songs[0].sample_rate)
         monos = each_once(spans, Audio.to_mono)
         with self._lock:
@@ -490,8 +490,16 @@ def each_once(items: Sequence[Any], make: Callable[[Any], Any]) -> list[Any]:
     return [made[id(x)] if id(x) in made else made.setdefault(id(x), make(x)) for x in items]
 
 
-def check_capable(caps: Capabilities, takes: Sequence[RenderSettings], part: str = "") -> None:
-    """Refuse what the model cannot do, saying which model can, rather than ignore it."""
+def check_capable(
+    caps: Capabilities, takes: Sequence[RenderSettings], part: str = "", seconds: float = 0.0
+) -> None:
+    """Refuse what the model cannot do, saying which model can, rather than ignore it (or,
+    for a span of ``seconds`` longer than it takes, cut it)."""
+    if caps.longest_s is not None and seconds > caps.longest_s:
+        raise NeuroChipError(
+            f"This model renders at most {caps.longest_s:.0f} s in one piece and the span is "
+            f"{seconds:.0f} s: render the song in parts (Start and Duration), or with Riffusion."
+        )
     if any(s.sections for s in takes) and not caps.sections:
         raise NeuroChipError(
             "This model does not follow a prompt timeline (sections): render with Riffusion, "

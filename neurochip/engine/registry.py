@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 BACKENDS: dict[str, tuple[str, str]] = {
     "riffusion": ("neurochip.engine.riffusion", "RiffusionBackend"),
     "ace-step": ("neurochip.engine.ace_step", "AceStepBackend"),
+    "stable-audio-3": ("neurochip.engine.stable_audio_3", "StableAudio3Backend"),
 }
 
 

@@ -20,8 +20,9 @@ import torch
 from neurochip.engine.ace_step.pipeline import Task, context_latents, generate, take_noise
 from neurochip.engine.backend import Capabilities, Render, RenderJob
 from neurochip.engine.device import MemoryProbe
+from neurochip.engine.loading import load_pipeline
 from neurochip.engine.progress import StagedProgress
-from neurochip.errors import ModelLoadError, ModelNotFoundError
+from neurochip.errors import ModelLoadError
 from neurochip.io.audio import Audio, limit_peak
 from neurochip.model_spec import DEFAULT_ACE_STEP_ID
 from neurochip.spectrogram import SpectrogramParams, amplitudes_to_float_image, mel_amplitudes
@@ -114,35 +115,12 @@ class AceStepBackend:
         safetensors weights only, on the device and in the number format asked."""
         from diffusers import AceStepPipeline
 
-        from neurochip.device import resolve_device
-        from neurochip.model import resolve_dtype
-        from neurochip.model_files import _is_hub_miss, hub_offline, quiet_loaders
-
-        device = resolve_device(spec.device)
-        dtype = resolve_dtype(spec.dtype, device)
-        offline = hub_offline() if local_files_only is None else local_files_only
-        try:
-            with quiet_loaders():
-                pipe = AceStepPipeline.from_pretrained(
-                    spec.source, dtype=dtype, local_files_only=offline, use_safetensors=True
-                )
-        except (OSError, ValueError) as err:
-            if (
-                _is_hub_miss(err)
-                or "does not appear to have" in str(err)
-                or "not found" in str(err).lower()
-            ):
-                raise ModelNotFoundError(
-                    f"The ACE-Step weights could not be loaded from {spec.source!r}. To get "
-                    f"them: run `huggingface-cli download {DEFAULT_ACE_STEP_ID}` once on a "
-                    "machine with internet access (kept in the Hugging Face cache), or choose "
-                    "a local folder in diffusers layout."
-                ) from None
-            raise ModelLoadError(
-                f"The ACE-Step model in {spec.source!r} cannot be used: {err}"
-            ) from None
-        pipe.to(device)
-        pipe.set_progress_bar_config(disable=True)
+        how = (
+            f"To get them: run `huggingface-cli download {DEFAULT_ACE_STEP_ID}` once on a "
+            "machine with internet access (kept in the Hugging Face cache), or choose a local "
+            "folder in diffusers layout."
+        )
+        pipe = load_pipeline(AceStepPipeline, spec, local_files_only, "ACE-Step", how)
         backend = cls(pipe, spec.source)
         backend.spec = spec
         return backend
