@@ -148,12 +148,15 @@ def watch_model_load() -> None:
 
 def engine_knobs() -> tuple[str, ...] | None:
     """The render settings the chosen engine reads (None: all of them, Riffusion's)."""
-    if model_choice().kind == "riffusion":
+    from neurochip.model_spec import KIND_KNOBS
+
+    kind = model_choice().kind
+    if kind == "riffusion":
         return None
     loaded, _ = engine()
     if loaded is not None:
         return loaded.backend.capabilities.knobs
-    return ("prompt", "cover_strength", "steps", "shift", "seed")  # until it has loaded
+    return KIND_KNOBS[kind]  # until it has loaded
 
 
 def song_facts(song: Any, bars_s: list[float]) -> dict[str, Any]:

@@ -17,11 +17,11 @@ def ace_env(tmp_path, monkeypatch, tiny_model_dir, tiny_ace_step_dir):
     return tiny_ace_step_dir
 
 
-def choose_ace_step(at, folder) -> None:
-    """The Model page's form: Engine to ACE-Step 1.5, its folder, Use this model."""
+def choose_engine(at, kind: str, folder) -> None:
+    """The Model page's form: Engine to ``kind``, its folder, Use this model."""
     at.switch_page("views/model.py").run()
     engine_box = [s for s in at.selectbox if s.label == "Engine"][0]
-    engine_box.set_value("ace-step")
+    engine_box.set_value(kind)
     [source] = [t for t in at.text_input if t.label == "Model"]
     source.set_value(str(folder))
     [use] = [b for b in at.button if b.label == "Use this model"]
@@ -31,7 +31,7 @@ def choose_ace_step(at, folder) -> None:
 def test_with_ace_step_chosen_arrange_shows_its_knobs_and_renders_with_it(ace_env):
     at = start()
     assert [s for s in at.slider if s.label == "Denoise"]  # Riffusion's knobs first
-    choose_ace_step(at, ace_env)
+    choose_engine(at, "ace-step", ace_env)
     spec = session(at).model
     assert spec == ModelSpec.for_kind("ace-step", source=str(ace_env))
     assert session(at).settings.steps == 8  # ACE-Step's published turbo default

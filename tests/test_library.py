@@ -224,6 +224,11 @@ def test_take_labels():
     measured = take_metadata("take", {"A": a}, faithfulness={"score": 0.876})
     assert names.take_label(measured).endswith(" · faithfulness 0.88")
     assert " · faithfulness" not in names.take_label(measured, faithfulness=False)
+    # Another engine is named, and the knobs it does not read are not shown.
+    sa3 = take_metadata("take", {"A": a}, info={"engine": "stable-audio-3"})
+    assert names.take_label(sa3) == "Stable Audio 3 · seed 42 · denoise 0.35 · 50 steps"
+    ace = take_metadata("take", {"A": a}, info={"engine": "ace-step"})
+    assert names.take_label(ace) == "ACE-Step 1.5 · seed 42 · 50 steps"
     for broken in ({"score": "high"}, {"score": float("nan")}, "0.9", {"score": True}):
         assert names.take_label(take_metadata("take", {"A": a}, faithfulness=broken)) == (
             "seed 42 · denoise 0.35 · guidance 7 · 50 steps"

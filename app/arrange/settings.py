@@ -27,7 +27,7 @@ def roll_seed() -> None:
 
 
 def draw_settings() -> None:
-    """The knobs of the engine in use (all of Riffusion's; ACE-Step's own where chosen)."""
+    """The knobs of the engine in use (all of Riffusion's; another engine's own where chosen)."""
     knobs = ui.engine_knobs()
     riffusion = knobs is None
     left, right = st.columns([3, 2])
@@ -36,7 +36,7 @@ def draw_settings() -> None:
         if (riffusion and name not in ("cover_strength", "shift")) or name in (knobs or ()):
             ui.setting_widget(left, name)
     if not riffusion and "guidance" not in knobs:
-        left.caption("Guidance is distilled into this turbo checkpoint: it has no knob.")
+        left.caption("Guidance is distilled into this checkpoint: it has no knob.")
     ui.setting_widget(right, "steps")
     seed_col, dice_col = right.columns([5, 2], vertical_alignment="bottom")
     ui.setting_widget(seed_col, "seed", number_input=True)
@@ -203,7 +203,7 @@ def settings_of(page: Page, tables: Tables) -> RenderSettings:
     """The settings as they stand, with the sections; stops the page on an invalid one."""
     try:
         settings = ui.current_settings()
-        if ui.engine_knobs() is not None:  # ACE-Step: the song's tempo, metre and key
+        if ui.model_choice().kind == "ace-step":  # the song's tempo, metre and key
             settings = dataclasses.replace(settings, **ui.song_facts(page.song, page.bars_s))
         if tables.sections:
             settings = dataclasses.replace(

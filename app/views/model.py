@@ -12,7 +12,14 @@ from app import state, ui
 from neurochip.device import DEVICE_CHOICES
 from neurochip.doctor import run_checks
 from neurochip.model import DTYPES
-from neurochip.model_spec import ABOUT_KINDS, DEFAULT_SOURCES, KIND_DEFAULTS, KINDS, ModelSpec
+from neurochip.model_spec import (
+    ABOUT_KINDS,
+    DEFAULT_SOURCES,
+    KIND_DEFAULTS,
+    KIND_NAMES,
+    KINDS,
+    ModelSpec,
+)
 from neurochip.preview_vae import DEFAULT_PREVIEW_VAE_ID
 from neurochip.settings import describe
 
@@ -30,7 +37,7 @@ with st.form("model_form"):
     kind = st.selectbox(
         options=KINDS,
         index=KINDS.index(choice.kind),
-        format_func=lambda k: {"riffusion": "Riffusion", "ace-step": "ACE-Step 1.5"}[k],
+        format_func=KIND_NAMES.get,
         **about("kind"),
     )
     st.caption(ABOUT_KINDS[kind] if kind == choice.kind else "Press Use this model to switch.")

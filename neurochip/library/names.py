@@ -172,7 +172,8 @@ _LABELLED = (
 
 
 def take_label(metadata: Mapping[str, Any], faithfulness: bool = True) -> str:
-    """What tells a take from its neighbours: "seed 42 · denoise 0.35 · guidance 7 · 50 steps".
+    """What tells a take from its neighbours: "seed 42 · denoise 0.35 · guidance 7 · 50 steps",
+    after the engine's name where it is not Riffusion ("Stable Audio 3 · seed 42 ...").
 
     Followed by " · faithfulness 0.93" where the take's notes were measured (and
     ``faithfulness``). A stereo pair whose takes differ only in seed reads "seeds 42, 43 ·
@@ -185,6 +186,13 @@ def take_label(metadata: Mapping[str, Any], faithfulness: bool = True) -> str:
         if isinstance(takes, Mapping)
         else {}
     )
+    engine = metadata.get("engine") if isinstance(metadata, Mapping) else None
+    if isinstance(engine, str) and engine != "riffusion":
+        from neurochip.kinds import KIND_KNOBS
+
+        knobs = KIND_KNOBS.get(engine) or ()
+        unread = {"denoise", "guidance"} - set(knobs)  # what this engine did not read
+        held = {k: {key: v for key, v in s.items() if key not in unread} for k, s in held.items()}
     settings = [held[k] for k in sorted(held)]  # "A" before "B"
     if metadata.get("kind") == "stem mix":
         # Its stems share seed and steps; what tells mixes apart is their faders.
@@ -200,6 +208,10 @@ def take_label(metadata: Mapping[str, Any], faithfulness: bool = True) -> str:
     else:
         text = " | ".join(f"{k}: {' · '.join(_settings_parts(held[k]))}" for k in sorted(held))
     text = text or "no settings"
+    if isinstance(engine, str) and engine != "riffusion":  # Riffusion, the default, unsaid
+        from neurochip.kinds import KIND_NAMES
+
+        text = f"{KIND_NAMES.get(engine, engine)} · {text}"
     lineage = reroll_text(metadata)
     if lineage:
         text += f" · {lineage}"
