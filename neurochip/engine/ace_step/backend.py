@@ -14,18 +14,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 
 from neurochip.engine.ace_step.pipeline import Task, context_latents, generate, take_noise
 from neurochip.engine.backend import Capabilities, Render, RenderJob
 from neurochip.engine.device import MemoryProbe
+from neurochip.engine.latent_audio import LatentAudioBackend, noise_period
 from neurochip.engine.loading import load_pipeline
 from neurochip.engine.progress import StagedProgress
 from neurochip.errors import ModelLoadError
-from neurochip.io.audio import Audio, limit_peak
+from neurochip.io.audio import Audio
 from neurochip.model_spec import DEFAULT_ACE_STEP_ID
-from neurochip.spectrogram import SpectrogramParams, amplitudes_to_float_image, mel_amplitudes
+from neurochip.spectrogram import SpectrogramParams
 
 if TYPE_CHECKING:
     from neurochip.model_spec import ModelSpec
@@ -71,7 +71,7 @@ class SongLatents:
         return sum(t.element_size() * t.nelement() for t in (self.acoustic, self.semantic))
 
 
-class AceStepBackend:
+class AceStepBackend(LatentAudioBackend):
     """Renders with one loaded diffusers :class:`~diffusers.AceStepPipeline`."""
 
     prior_rates = PRIOR_RATES
@@ -158,9 +158,7 @@ class AceStepBackend:
     def latents_of(self, song: Audio) -> torch.Tensor:
         """VAE latents (1, frames, dim) of mono audio at the model's rate, heard as stereo."""
         frames = math.ceil(song.frames / self.hop)
-        samples = np.zeros((2, frames * self.hop), np.float32)
-        samples[:, : song.frames] = song.samples[0]
-        wave = torch.from_numpy(samples)[None].to(self.device, self.pipe.vae.dtype)
+        wave = self.stereo(song).to(self.device, self.pipe.vae.dtype)
         with torch.no_grad():
             latents = self.pipe.vae.encode(wave).latent_dist.mean
         return latents.transpose(1, 2)[:, :frames].to(self.pipe.transformer.dtype)
@@ -170,7 +168,7 @@ class AceStepBackend:
 
     def work(self, job: RenderJob, kept: SongLatents | None) -> dict[str, float]:
         """Units of work of each stage (seconds of song, DiT frame-steps, latent frames)."""
-        lo, hi, _ = self._window(job)
+        lo, hi, _ = self.window(job)
         frames = hi - lo
         calls = sum(
             take.steps * (1 + (take.cover_strength < 1) + (take.guidance > 1 and not self.turbo))
@@ -191,17 +189,14 @@ class AceStepBackend:
     ) -> list[Render]:
         """Each take of ``job``: a cover of its song (or, with ``job.part``, that instrument
         alone, made to play along with the song)."""
-        lo, hi, total = self._window(job)
+        lo, hi, total = self.window(job)
         if job.part:
             task = Task("lego", job.part)
             heard = [context_latents(e.acoustic[:, lo:hi], torch.ones(hi - lo)) for e in encodings]
         else:
             task = Task("cover")
             heard = [context_latents(e.semantic[:, lo:hi], torch.ones(hi - lo)) for e in encodings]
-        inner = job.length - 2 * job.loop_pad  # a loop's own length
-        period = (
-            (job.loop_pad // self.hop, max(1, round(inner / self.hop))) if job.loop_pad else None
-        )
+        period = noise_period(job, self.hop)
         noise = [take_noise(s.seed, total, self.dim, period)[:, lo:hi] for s in job.takes]
         waves = generate(
             self.pipe,
@@ -213,14 +208,7 @@ class AceStepBackend:
             duration_s=(job.songs[0].frames - 2 * job.loop_pad) / self.rate,
             prompt_cache=self._prompts,
         )
-        cut = job.start - lo * self.hop
-        info = self.info() | ({"part": job.part} if job.part else {})
-        results = []
-        for song, settings, wave in zip(job.songs, job.takes, waves, strict=True):
-            audio = limit_peak(wave.mean(0, keepdim=True)[:, cut : cut + job.length].cpu().numpy())
-            source = song.samples[:, job.start : job.start + job.length].copy()
-            results.append(self._render(audio, source, settings, job.start / self.rate, info))
-        return results
+        return self.takes_of(job, waves, lo, {"part": job.part} if job.part else None)
 
     def repaint(
         self, job: RenderJob, encoding: SongLatents, report: StagedProgress
@@ -230,13 +218,11 @@ class AceStepBackend:
         bounds' weight, so outside the region and its margins it is the parent's, sample for
         sample."""
         assert job.repaint is not None
-        bounds, parent = job.repaint.bounds, job.repaint.parent
+        parent = job.repaint.parent
+        made, lo, hi = self.repaint_frames(job, REPAINT_CONTEXT_S)
         frames = math.ceil(parent.frames / self.hop)
-        centres = (np.arange(frames) + 0.5) * self.hop
-        make = torch.from_numpy((bounds.weight_at(centres) > 0).astype(np.float32))
-        made = np.flatnonzero(make.numpy())
-        context = math.ceil(REPAINT_CONTEXT_S * self.rate / self.hop)
-        lo, hi = max(0, int(made[0]) - context), min(frames, int(made[-1]) + 1 + context)
+        make = torch.zeros(frames)
+        make[made] = 1.0
         silence = self.pipe.condition_encoder.silence_latent[0, : hi - lo]
         heard = context_latents(self.latents_of(parent)[:, lo:hi], make[lo:hi], silence)
         noise = [take_noise(s.seed, frames, self.dim)[:, lo:hi] for s in job.takes]
@@ -250,48 +236,6 @@ class AceStepBackend:
             duration_s=parent.frames / self.rate,
             prompt_cache=self._prompts,
         )
-        a, b = lo * self.hop, min(hi * self.hop, parent.frames)
-        weight = bounds.weight_at(np.arange(a, b) + 0.5)
-        info = self.info() | {"reroll": bounds.describe(self.rate)}
-        results = []
-        for settings, wave in zip(job.takes, waves, strict=True):
-            new = limit_peak(wave.mean(0, keepdim=True)[:, : b - a].cpu().numpy())
-            spliced = parent.samples.copy()
-            # Outside the region and its margins the weight is 0: the parent's samples, as
-            # they were (x + 0 * y is x, exactly).
-            spliced[:, a:b] = spliced[:, a:b] + weight * (new - spliced[:, a:b])
-            source = job.songs[0].samples.copy()
-            results.append(self._render(spliced, source, settings, 0.0, info))
-        return results
+        return self.spliced(job, waves, lo, hi)
 
     # -- the model's parts ----------------------------------------------------------------------
-
-    def _window(self, job: RenderJob) -> tuple[int, int, int]:
-        """(first, end) latent frames a job renders, and the song's frames: the region with a
-        preview's context each side (the whole song for a render)."""
-        total = math.ceil(max(job.songs[0].frames, job.start + job.length) / self.hop)
-        if job.repaint is not None:
-            return 0, total, total
-        context = math.ceil(job.quality.context_columns * self.params.hop_length / self.hop)
-        lo = max(0, job.start // self.hop - context)
-        hi = min(total, math.ceil((job.start + job.length) / self.hop) + context)
-        return lo, hi, total
-
-    def _render(self, audio, source, settings, start_s: float, info: dict) -> Render:
-        source_image, level = self.picture(source)
-        return Render(
-            audio=Audio(audio, self.rate),
-            source=Audio(source, self.rate),
-            settings=settings,
-            input_image=source_image,
-            output_image=self.picture(audio, level)[0],
-            start_s=start_s,
-            info=dict(info),
-        )
-
-    def picture(self, samples: np.ndarray, level: float | None = None):
-        """The spectrogram picture of mono samples (10 ms columns, as every take's), and its
-        level (the take's is drawn at its source's)."""
-        amplitudes = mel_amplitudes(torch.from_numpy(np.ascontiguousarray(samples)), self.params)
-        image, max_value = amplitudes_to_float_image(amplitudes, level)
-        return image.cpu(), max_value

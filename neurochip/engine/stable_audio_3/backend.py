@@ -14,18 +14,18 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 
 from neurochip.engine.backend import Capabilities, Render, RenderJob
 from neurochip.engine.device import MemoryProbe
+from neurochip.engine.latent_audio import LatentAudioBackend, noise_period
 from neurochip.engine.loading import load_pipeline
 from neurochip.engine.progress import StagedProgress
 from neurochip.engine.stable_audio_3.pipeline import NoiseStream, generate
 from neurochip.errors import NeuroChipError
-from neurochip.io.audio import Audio, limit_peak
+from neurochip.io.audio import Audio
 from neurochip.model_spec import DEFAULT_STABLE_AUDIO_3_ID, KIND_KNOBS
-from neurochip.spectrogram import SpectrogramParams, amplitudes_to_float_image, mel_amplitudes
+from neurochip.spectrogram import SpectrogramParams
 
 if TYPE_CHECKING:
     from neurochip.model_spec import ModelSpec
@@ -53,7 +53,7 @@ class SongLatents:
         return self.latents.element_size() * self.latents.nelement()
 
 
-class StableAudio3Backend:
+class StableAudio3Backend(LatentAudioBackend):
     """Renders with one loaded diffusers :class:`~diffusers.StableAudio3AudioToAudioPipeline`
     (its components shared with the inpainting pipeline)."""
 
@@ -122,20 +122,17 @@ class StableAudio3Backend:
 
     def latents_of(self, song: Audio) -> torch.Tensor:
         """SAME latents (1, dim, frames) of mono audio at the model's rate, heard as stereo."""
-        frames = math.ceil(song.frames / self.hop)
-        samples = np.zeros((2, frames * self.hop), np.float32)
-        samples[:, : song.frames] = song.samples[0]
-        wave = torch.from_numpy(samples)[None].to(self.device, self.pipe.vae.dtype)
+        wave = self.stereo(song).to(self.device, self.pipe.vae.dtype)
         with torch.no_grad():
             latents = self.pipe.vae.encode(wave).latents
-        return latents[..., :frames].float()
+        return latents[..., : math.ceil(song.frames / self.hop)].float()
 
     def loop_pad(self, length: int) -> int:
         return round(LOOP_CONTEXT_S * self.rate / self.hop) * self.hop
 
     def work(self, job: RenderJob, kept: SongLatents | None) -> dict[str, float]:
         """Units of work of each stage (seconds of song, DiT frame-steps, latent frames)."""
-        lo, hi, _ = self._window(job)
+        lo, hi, _ = self.window(job)
         frames = hi - lo
         calls = sum(take.steps if take.denoise > 0 else 0 for take in job.takes)
         song_s = max(job.songs[0].frames, job.start + job.length) / self.rate
@@ -153,58 +150,32 @@ class StableAudio3Backend:
         self, job: RenderJob, encodings: Sequence[SongLatents], report: StagedProgress
     ) -> list[Render]:
         """Each take of ``job``: a variation of its song at the take's Denoise."""
-        lo, hi, total = self._window(job)
+        lo, hi, total = self.window(job)
         self._check_length(hi - lo)
-        inner = job.length - 2 * job.loop_pad  # a loop's own length
-        period = (
-            (job.loop_pad // self.hop, max(1, round(inner / self.hop))) if job.loop_pad else None
-        )
+        period = noise_period(job, self.hop)
         noise = [NoiseStream(s.seed, total, self.dim, period) for s in job.takes]
         reference = torch.cat([e.latents[..., lo:hi] for e in encodings])
         waves = generate(self.pipe, reference, job.takes, noise, (lo, hi), report, self._prompts)
-        cut = job.start - lo * self.hop
-        results = []
-        for song, settings, wave in zip(job.songs, job.takes, waves, strict=True):
-            audio = limit_peak(wave.mean(0, keepdim=True)[:, cut : cut + job.length].cpu().numpy())
-            source = song.samples[:, job.start : job.start + job.length].copy()
-            results.append(self._render(audio, source, settings, job.start / self.rate, {}))
-        return results
+        return self.takes_of(job, waves, lo)
 
     def repaint(
         self, job: RenderJob, encoding: SongLatents, report: StagedProgress
     ) -> list[Render]:
         """Inpainting over the take: the frames of the region and its margins are made anew
-        from noise, hearing the take around them as it is; the audio is spliced through the
-        bounds' weight, so outside the region and its margins it is the parent's, sample for
-        sample."""
+        from noise, hearing the take around them as it is; spliced into the parent take."""
         assert job.repaint is not None
-        bounds, parent = job.repaint.bounds, job.repaint.parent
-        frames = math.ceil(parent.frames / self.hop)
-        centres = (np.arange(frames) + 0.5) * self.hop
-        make = np.flatnonzero(bounds.weight_at(centres) > 0)
-        context = math.ceil(REPAINT_CONTEXT_S * self.rate / self.hop)
-        lo, hi = max(0, int(make[0]) - context), min(frames, int(make[-1]) + 1 + context)
+        made, lo, hi = self.repaint_frames(job, REPAINT_CONTEXT_S)
         self._check_length(hi - lo)
         keep = torch.ones(hi - lo)
-        keep[make - lo] = 0.0
-        reference = self.latents_of(parent)[..., lo:hi].expand(len(job.takes), -1, -1)
+        keep[made - lo] = 0.0
+        parent = self.latents_of(job.repaint.parent)
+        frames = parent.shape[-1]
         noise = [NoiseStream(s.seed, frames, self.dim) for s in job.takes]
+        reference = parent[..., lo:hi].expand(len(job.takes), -1, -1)
         waves = generate(
             self.pipe, reference, job.takes, noise, (lo, hi), report, self._prompts, keep
         )
-        a, b = lo * self.hop, min(hi * self.hop, parent.frames)
-        weight = bounds.weight_at(np.arange(a, b) + 0.5)
-        results = []
-        for settings, wave in zip(job.takes, waves, strict=True):
-            new = limit_peak(wave.mean(0, keepdim=True)[:, : b - a].cpu().numpy())
-            spliced = parent.samples.copy()
-            # Outside the region and its margins the weight is 0: the parent's samples, as
-            # they were (x + 0 * y is x, exactly).
-            spliced[:, a:b] = spliced[:, a:b] + weight * (new - spliced[:, a:b])
-            source = job.songs[0].samples.copy()
-            info = {"reroll": bounds.describe(self.rate)}
-            results.append(self._render(spliced, source, settings, 0.0, info))
-        return results
+        return self.spliced(job, waves, lo, hi)
 
     # -- the model's parts ----------------------------------------------------------------------
 
@@ -217,33 +188,3 @@ class StableAudio3Backend:
                 f"needs {seconds:.0f} s. Render the song in parts (Start and Duration), or "
                 "choose Riffusion or ACE-Step for it whole."
             )
-
-    def _window(self, job: RenderJob) -> tuple[int, int, int]:
-        """(first, end) latent frames a job renders, and the song's frames: the region with a
-        preview's context each side (the whole song for a render)."""
-        total = math.ceil(max(job.songs[0].frames, job.start + job.length) / self.hop)
-        if job.repaint is not None:
-            return 0, total, total
-        context = math.ceil(job.quality.context_columns * self.params.hop_length / self.hop)
-        lo = max(0, job.start // self.hop - context)
-        hi = min(total, math.ceil((job.start + job.length) / self.hop) + context)
-        return lo, hi, total
-
-    def _render(self, audio, source, settings, start_s: float, extra: dict) -> Render:
-        source_image, level = self.picture(source)
-        return Render(
-            audio=Audio(audio, self.rate),
-            source=Audio(source, self.rate),
-            settings=settings,
-            input_image=source_image,
-            output_image=self.picture(audio, level)[0],
-            start_s=start_s,
-            info=self.info() | extra,
-        )
-
-    def picture(self, samples: np.ndarray, level: float | None = None):
-        """The spectrogram picture of mono samples (10 ms columns, as every take's), and its
-        level (the take's is drawn at its source's)."""
-        amplitudes = mel_amplitudes(torch.from_numpy(np.ascontiguousarray(samples)), self.params)
-        image, max_value = amplitudes_to_float_image(amplitudes, level)
-        return image.cpu(), max_value
