@@ -51,3 +51,35 @@ KIND_DEFAULTS: dict[str, dict[str, Any]] = {
     "ace-step": {"steps": 8},
     "stable-audio-3": {"steps": 8},
 }
+
+#: Seconds each engine took for 10 s of the same song on the project's 2-core CPU, full-size
+#: architectures with random weights, each with its own defaults (``bench/engines.py``;
+#: ``bench/results/cpu-engines.json``, a busy machine): what a CPU user is told when choosing.
+CPU_SECONDS_PER_10S = {
+    "stable-audio-3-small": 20.4,
+    "ace-step": 106.8,
+    "stable-audio-3": 142.4,
+    "riffusion": 1183.8,
+}
+
+
+def cpu_advice() -> str:
+    """What a composer rendering on a CPU should pick, from the bench's measured times."""
+    said = {
+        "stable-audio-3-small": "Stable Audio 3 Small Music",
+        "ace-step": "ACE-Step 1.5",
+        "stable-audio-3": "Stable Audio 3 Medium",
+        "riffusion": "Riffusion",
+    }
+    times = ", ".join(
+        f"{said[kind]} about {_spoken(seconds)}" for kind, seconds in CPU_SECONDS_PER_10S.items()
+    )
+    return (
+        f"On a CPU, 10 s of song took {times} (a 2-core machine, full-size models; "
+        "bench/engines.py). For quick tries choose Stable Audio 3 with "
+        "stabilityai/stable-audio-3-small-music."
+    )
+
+
+def _spoken(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"

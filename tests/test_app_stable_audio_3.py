@@ -28,6 +28,10 @@ def test_with_stable_audio_3_chosen_arrange_shows_its_knobs_and_renders_with_it(
         at.run()
     shown = " ".join(c.value for c in at.caption)
     assert "Stability AI Community License" in shown and "44.1 kHz" in shown
+    # On a CPU the page says what to pick, from the bench's measured times.
+    assert any(
+        "choose Stable Audio 3 with stabilityai/stable-audio-3-small" in i.value for i in at.info
+    )
     at.switch_page("views/arrange.py").run()
     labels = {s.label for s in at.slider}
     assert {"Denoise", "Steps"} <= labels

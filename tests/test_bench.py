@@ -76,3 +76,23 @@ def test_the_prepared_gpu_script_asks_the_benchmarks_only_what_they_take(render_
             argv += sizes[expanded.group(1)] if expanded else [word]
         args = render_bench.parse_args(argv)  # exits on an unknown option
         assert args.seconds in (180.0, 600.0)
+
+
+def test_the_engines_table_labels_each_row_with_its_device_and_weights(tmp_path, capsys):
+    """bench/engines.py --quick: one row per engine, each saying it ran random weights on the
+    CPU, with its stage times and the take's exact length checked."""
+    spec = importlib.util.spec_from_file_location("bench_engines", BENCH / "engines.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "engines.json"
+    engines = "riffusion,ace-step,stable-audio-3-small"
+    assert (
+        module.main(["--quick", "--seconds", "2.5", "--engines", engines, "--json", str(out)]) == 0
+    )
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["engine"] for r in rows] == engines.split(",")
+    for row in rows:
+        assert row["device"] == "cpu" and row["weights"] == "random"
+        assert row["seconds_of_audio"] == 2.5 and row["wall_s"] > 0
+        assert {"denoise", "decode"} <= set(row["stages_s"])
+    assert "stable-audio-3-small" in capsys.readouterr().out

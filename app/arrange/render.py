@@ -14,7 +14,9 @@ from app.mixer import stem_mixer
 from neurochip.arrangement import estimate_s, render
 from neurochip.errors import NeuroChipError
 from neurochip.jobs import Job
+from neurochip.kinds import cpu_advice
 from neurochip.library.metadata import is_loop
+from neurochip.model_spec import STABLE_AUDIO_3_SMALL_ID
 from neurochip.settings import RenderSettings, TakeSetOptions, describe
 from neurochip.takeset import ROLES
 
@@ -128,6 +130,9 @@ def estimate(
         if seconds is not None
         else "How long a render takes here is estimated after the first preview."
     )
+    small = ui.model_choice().source == STABLE_AUDIO_3_SMALL_ID
+    if page.engine.device.type == "cpu" and not small and (seconds is None or seconds > 60):
+        st.caption(cpu_advice())  # what a CPU user should pick, measured
     return seconds
 
 

@@ -11,6 +11,7 @@ import torch
 from app import state, ui
 from neurochip.device import DEVICE_CHOICES
 from neurochip.doctor import run_checks
+from neurochip.kinds import cpu_advice
 from neurochip.model import DTYPES
 from neurochip.model_spec import (
     ABOUT_KINDS,
@@ -114,6 +115,8 @@ elif engine is not None:
         )
         + "."
     )
+    if engine.device.type == "cpu":
+        st.info(cpu_advice(), icon=":material/speed:")
     problem = ui.preview_vae_problem()
     preview_vae_of = getattr(engine.model, "preview_vae", None)
     if problem is not None:
