@@ -37,6 +37,7 @@ def test_with_stable_audio_3_chosen_arrange_shows_its_knobs_and_renders_with_it(
     assert {"Denoise", "Steps"} <= labels
     assert not labels & {"Cover strength", "Shift", "Guidance for the first"}
     assert not [s for s in at.selectbox if s.label == "Scheduler"]
+    assert any("Riffusion's 0.35 keeps about as much" in c.value for c in at.caption)
     field(at, "slider", "settings.denoise").set_value(0.5).run()
     field(at, "slider", "settings.steps").set_value(2).run()
 

@@ -37,6 +37,11 @@ def draw_settings() -> None:
             ui.setting_widget(left, name)
     if not riffusion and "guidance" not in knobs:
         left.caption("Guidance is distilled into this checkpoint: it has no knob.")
+    if not riffusion and "denoise" in knobs:
+        left.caption(
+            "Denoise is the noise level the sketch is mixed to (1: the prompt alone); "
+            "Riffusion's 0.35 keeps about as much of it as 0.5 here."
+        )
     ui.setting_widget(right, "steps")
     seed_col, dice_col = right.columns([5, 2], vertical_alignment="bottom")
     ui.setting_widget(seed_col, "seed", number_input=True)
