@@ -227,7 +227,8 @@ class ModelSpec:
     def describe(self) -> str:
         """Short text for people: "riffusion/riffusion-model-v1, on cuda, fp16, LoRA
         style.safetensors x0.8" (what is left at its default is not said)."""
-        parts = [self.source if self.kind == "riffusion" else f"{self.kind} {self.source}"]
+        named = self.kind == "riffusion" or not self.source
+        parts = [self.source if named else f"{KIND_NAMES[self.kind]} {self.source}"]
         if self.device != "auto":
             parts.append(f"on {self.device}")
         if self.dtype != "auto":

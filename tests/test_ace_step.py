@@ -68,7 +68,7 @@ def test_riffusion_only_model_options_are_refused_for_ace_step():
     from neurochip.model_spec import DEFAULT_ACE_STEP_ID, ModelSpec
 
     spec = ModelSpec.for_kind("ace-step")
-    assert spec.source == DEFAULT_ACE_STEP_ID and "ace-step" in spec.describe()
+    assert spec.source == DEFAULT_ACE_STEP_ID and spec.describe().startswith("ACE-Step 1.5 ")
     with pytest.raises(NeuroChipError, match="LoRA is a Riffusion option"):
         ModelSpec.for_kind("ace-step", lora="style.safetensors").check(files=False)
 

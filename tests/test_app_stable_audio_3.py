@@ -20,6 +20,12 @@ def sa3_env(tmp_path, monkeypatch, tiny_model_dir, tiny_sa3_dir):
 
 def test_with_stable_audio_3_chosen_arrange_shows_its_knobs_and_renders_with_it(sa3_env):
     at = start()
+    at.switch_page("views/model.py").run()
+    [engine_box] = [s for s in at.selectbox if s.label == "Engine"]
+    engine_box.set_value("stable-audio-3").run()  # chosen, not yet used: said as it is chosen
+    told = " ".join(c.value for c in at.caption)
+    assert "Stability AI Community License" in told and "Press Use this model" in told
+    assert session(at).model.kind == "riffusion"
     choose_engine(at, "stable-audio-3", sa3_env)
     assert session(at).model == ModelSpec.for_kind("stable-audio-3", source=str(sa3_env))
     assert session(at).settings.steps == 8  # the distilled checkpoint's published count

@@ -229,6 +229,18 @@ def test_take_labels():
     assert names.take_label(sa3) == "Stable Audio 3 · seed 42 · denoise 0.35 · 50 steps"
     ace = take_metadata("take", {"A": a}, info={"engine": "ace-step"})
     assert names.take_label(ace) == "ACE-Step 1.5 · seed 42 · 50 steps"
+    # Takes of one sketch by three engines: three names, three file names.
+    assert {names.default_take_name(m) for m in (sa3, ace, take_metadata("take", {"A": a}))} == {
+        "untitled — a funk band with slap bass (seed 42, Stable Audio 3)",
+        "untitled — a funk band with slap bass (seed 42, ACE-Step 1.5)",
+        "untitled — a funk band with slap bass (seed 42)",
+    }
+    assert take_filename("minuet.nsf", a, "take", ".wav", engine="stable-audio-3") == (
+        "minuet_stable-audio-3_funk-band-with-slap-bass_d0.35_seed42.wav"
+    )
+    assert take_filename("minuet.nsf", a, "take", ".wav", engine="ace-step") == (
+        "minuet_ace-step_funk-band-with-slap-bass_seed42.wav"
+    )
     for broken in ({"score": "high"}, {"score": float("nan")}, "0.9", {"score": True}):
         assert names.take_label(take_metadata("take", {"A": a}, faithfulness=broken)) == (
             "seed 42 · denoise 0.35 · guidance 7 · 50 steps"

@@ -16,8 +16,10 @@ FAITHFULNESS_HELP = (
 
 
 def choice(take) -> str:
+    """A take as a list of them shows it: unique (its id's start), for a selectbox tells its
+    options apart by their text."""
     star = "★ " if take.starred else ""
-    return f"{star}{take.name} ({take.kind}, {ui.format_seconds(take.duration_s)})"
+    return f"{star}{take.name} ({take.kind}, {ui.format_seconds(take.duration_s)}) · {take.id[:6]}"
 
 
 def badge(score: float | None) -> str:

@@ -28,7 +28,7 @@ if page.engine is None and model_error is None:
     ui.watch_model_load()
 elif page.engine is None:
     st.warning(
-        "The Riffusion model is not available, so takes cannot be rendered yet. Spectrogram "
+        "The model is not available, so takes cannot be rendered yet. Spectrogram "
         f"previews still work.\n\n{model_error}",
         icon=":material/cloud_off:",
     )

@@ -34,14 +34,18 @@ def about(name: str) -> dict[str, str]:
     return {"label": setting.label, "help": setting.help}
 
 
+# Outside the form, so that what is said of an engine follows the choice as it is made.
+kind = st.selectbox(
+    options=KINDS,
+    index=KINDS.index(choice.kind),
+    format_func=KIND_NAMES.get,
+    **about("kind"),
+)
+st.caption(
+    ABOUT_KINDS[kind]
+    + ("" if kind == choice.kind else " **Press Use this model to switch to it.**")
+)
 with st.form("model_form"):
-    kind = st.selectbox(
-        options=KINDS,
-        index=KINDS.index(choice.kind),
-        format_func=KIND_NAMES.get,
-        **about("kind"),
-    )
-    st.caption(ABOUT_KINDS[kind] if kind == choice.kind else "Press Use this model to switch.")
     source = st.text_input(value=choice.source, **about("source"))
     device = st.selectbox(
         options=DEVICE_CHOICES,
@@ -74,7 +78,8 @@ with st.form("model_form"):
     if st.form_submit_button("Use this model", type="primary"):
         switched = kind != choice.kind
         if switched:  # the other engine's own default source; Riffusion's options cleared
-            own = source.strip() not in ("", DEFAULT_SOURCES[choice.kind])
+            # A folder typed for it stays; the last engine's own source does not.
+            own = source.strip() not in ("", DEFAULT_SOURCES[choice.kind], choice.source)
             choice = ModelSpec.for_kind(kind, device=choice.device, dtype=choice.dtype)
             source = source if own else choice.source
             lora, preview_vae = ("", "") if kind != "riffusion" else (lora, preview_vae)
@@ -103,7 +108,7 @@ elif engine is not None:
         ("seamless loops", caps.loops),
         ("re-rolls of bars", caps.repaint),
         ("sections (a prompt timeline)", caps.sections),
-        ("parts added: " + ", ".join(caps.parts), bool(caps.parts)),
+        ("parts added" + (": " + ", ".join(caps.parts) if caps.parts else ""), bool(caps.parts)),
     ]
     st.caption(
         f"{caps.sample_rate / 1000:g} kHz. Does: "

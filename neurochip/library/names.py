@@ -38,6 +38,7 @@ def take_filename(
     kind: str,
     suffix: str,
     seeds: Sequence[int] = (),
+    engine: str = "",
 ) -> str:
     """A download name made from the song and the settings, safe on every OS.
 
@@ -45,13 +46,17 @@ def take_filename(
     with the prompt "a funk band with slap bass". ``seeds``: every take's seed, for a file
     made of several (``minuet_stereo-pair_..._seeds42-43.flac``); else ``settings``' seed.
     Only ``A-Z a-z 0-9 . _ -`` appear, and the name starts with a letter or digit; accents are
-    dropped (``é`` -> ``e``) and other scripts left out. It is at most
+    dropped (``é`` -> ``e``) and other scripts left out. A take of another engine than
+    Riffusion (``engine``) says it (``minuet_stable-audio-3_funk-band..._d0.5_seed42.wav``),
+    and only the knobs it reads. It is at most
     :data:`MAX_FILENAME_CHARS` long, never empty, never a Windows device name (``nul.wav``),
     and the same arguments always give the same name. The song's folders and extension are
     dropped; a leading "a", "an" or "the" of the prompt too.
     """
     ext = _clean_suffix(suffix)
     parts = [_clip_slug(_slug(_file_stem(source_name or "")), 40)]
+    if engine and engine != "riffusion":
+        parts.append(_clip_slug(_slug(engine).lower(), 24))
     if kind and kind != "take":
         parts.append(_clip_slug(_slug(kind).lower(), 24))
     prompt = ""
@@ -60,7 +65,10 @@ def take_filename(
         prompt = _LEADING_ARTICLE.sub("", _slug(settings.prompt).lower(), count=1)
         several = list(dict.fromkeys(int(seed) for seed in seeds))  # each once, in order
         seed = f"seeds{'-'.join(map(str, several))}" if len(several) > 1 else f"seed{settings.seed}"
-        tail = [f"d{settings.denoise:g}", f"g{settings.guidance:g}", seed]
+        read = _knobs_read(engine)
+        tail = [f"d{settings.denoise:g}", f"g{settings.guidance:g}"]
+        tail = [t for t, knob in zip(tail, ("denoise", "guidance"), strict=True) if knob in read]
+        tail.append(seed)
     # The prompt gets whatever room the fixed parts leave.
     fixed = "_".join(p for p in (*parts, *tail) if p)
     room = min(48, MAX_FILENAME_CHARS - len(ext) - len(fixed) - 1)
@@ -70,6 +78,17 @@ def take_filename(
     if stem.split(".")[0].upper() in _WINDOWS_RESERVED:
         stem += "-take"
     return stem + ext
+
+
+def _knobs_read(engine: object) -> set[str]:
+    """Of the knobs labels and file names show, those ``engine`` reads (all for Riffusion, or
+    where the engine is not known)."""
+    shown = {"denoise", "guidance"}
+    if not isinstance(engine, str) or engine in ("", "riffusion"):
+        return shown
+    from neurochip.kinds import KIND_KNOBS
+
+    return shown & set(KIND_KNOBS.get(engine) or shown)
 
 
 def numbered_apart(names: Sequence[str]) -> list[str]:
@@ -131,7 +150,8 @@ def _shorten(text: str, limit: int) -> str:
 
 
 def default_take_name(metadata: Mapping[str, Any]) -> str:
-    """A title for a take nobody named: "sketch — a funk band with slap bass (seed 42)"."""
+    """A title for a take nobody named: "sketch — a funk band with slap bass (seed 42)", the
+    engine named where it is not Riffusion ("(seed 42, Stable Audio 3)")."""
     source = metadata.get("source")
     song = _file_stem(source) if isinstance(source, str) and source.strip() else "untitled"
     takes = metadata.get("takes")
@@ -153,8 +173,14 @@ def default_take_name(metadata: Mapping[str, Any]) -> str:
     elif kind != "take":
         what = f"{kind}: {what}"
     seeds = list(dict.fromkeys(str(s["seed"]) for s in settings if "seed" in s))
-    if seeds:
-        what += f" (seed{'s' if len(seeds) > 1 else ''} {', '.join(seeds)})"
+    made_by = [f"seed{'s' if len(seeds) > 1 else ''} {', '.join(seeds)}"] if seeds else []
+    engine = metadata.get("engine")
+    if isinstance(engine, str) and engine != "riffusion":  # Riffusion, the default, unsaid
+        from neurochip.kinds import KIND_NAMES
+
+        made_by.append(KIND_NAMES.get(engine, engine))
+    if made_by:
+        what += f" ({', '.join(made_by)})"
     return clean_name(f"{song} — {what}")
 
 
@@ -187,11 +213,8 @@ def take_label(metadata: Mapping[str, Any], faithfulness: bool = True) -> str:
         else {}
     )
     engine = metadata.get("engine") if isinstance(metadata, Mapping) else None
-    if isinstance(engine, str) and engine != "riffusion":
-        from neurochip.kinds import KIND_KNOBS
-
-        knobs = KIND_KNOBS.get(engine) or ()
-        unread = {"denoise", "guidance"} - set(knobs)  # what this engine did not read
+    unread = {"denoise", "guidance"} - _knobs_read(engine)  # what this engine did not read
+    if unread:
         held = {k: {key: v for key, v in s.items() if key not in unread} for k, s in held.items()}
     settings = [held[k] for k in sorted(held)]  # "A" before "B"
     if metadata.get("kind") == "stem mix":

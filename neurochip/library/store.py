@@ -365,7 +365,15 @@ class TakeLibrary:
             for t in (takes.values() if isinstance(takes, dict) else ())
             if isinstance(t, dict) and isinstance(t.get("seed"), int)
         ]  # a stereo pair's file holds both takes: its name says both seeds
-        file_name = take_filename(take.source_name, settings, take.kind, ext, seeds)
+        engine = take.metadata.get("engine")
+        file_name = take_filename(
+            take.source_name,
+            settings,
+            take.kind,
+            ext,
+            seeds,
+            engine if isinstance(engine, str) else "",
+        )
         if take.audio_path.suffix.lower() == ext:
             return take.audio_path, file_name  # already has everything
         try:
