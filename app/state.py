@@ -11,6 +11,10 @@ value must stay in). When the session changes from outside the widgets (*Use thi
 rolled), :func:`redraw` sets each drawn widget's value through the session state, from a
 callback: Streamlit's supported way to change a widget, which shows at once. (Changing the
 keys instead drew a second copy of each widget for a moment.)
+
+A change goes from the widget to the session and the workspace with no point where Streamlit
+may stop the run on the way (:func:`_unstoppable`): stopped half way, a callback is not
+called again, and the page went on showing a change that a refresh lost.
 """
 
 from __future__ import annotations
@@ -18,12 +22,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pandas as pd
 import streamlit as st
 from streamlit.errors import StreamlitAPIException
+from streamlit.runtime.state import get_session_state
 
 from neurochip.model_spec import ModelSpec
 from neurochip.session import ComposerSession, SongSetup
@@ -41,6 +46,36 @@ def _workspace(root: str | None) -> Workspace:
 def workspace() -> Workspace:
     """What the app had open: kept on disk, so a refresh or a restart brings it back."""
     return _workspace(os.environ.get("NEUROCHIP_HOME"))
+
+
+@contextlib.contextmanager
+def _unstoppable() -> Iterator[Any]:
+    """The session state for a change that must be whole: read, made and written to the
+    workspace with no point where Streamlit may stop the run.
+
+    Every read or write through ``st.session_state`` first looks for a newer rerun request,
+    and stops the run right there if one came (``runner.fastReruns``: a page link or another
+    widget clicked meanwhile), in a widget's callback too. The next run does not call that
+    callback again (the widget's value is not new to it any more), so a callback stopped
+    between changing the session and writing it lost a change that the page went on
+    showing. This is the state behind ``st.session_state``, under its lock (the same reads
+    and writes), without that check; where Streamlit has none such, ``st.session_state``.
+    """
+    safe = get_session_state()
+    state, lock = getattr(safe, "_state", None), getattr(safe, "_lock", None)
+    if state is None or lock is None:
+        yield st.session_state
+        return
+    with lock:
+        yield state
+
+
+def _entry(state: Any, key: str) -> Any:
+    """``state[key]``, or None."""
+    try:
+        return state[key]
+    except KeyError:
+        return None
 
 
 def composer() -> ComposerSession:
@@ -63,15 +98,22 @@ def composer() -> ComposerSession:
 
 
 def save() -> None:
-    """Write the session to the workspace, where it changed since the last write."""
-    data = composer().to_dict()
-    if data == st.session_state.get("_saved"):
-        return
-    try:
-        workspace().keep_state(data)
-        st.session_state["_saved"] = data
-    except OSError as err:
-        st.toast(f"Could not keep the settings for next time: {err}", icon=":material/warning:")
+    """Write the session to the workspace, where it changed since the last write: a change
+    made to the session just before is on disk when this returns (:func:`_unstoppable`)."""
+    with _unstoppable() as state:
+        session = _entry(state, "composer")
+        if session is None:
+            composer()  # made now, and saved
+            return
+        data = session.to_dict()
+        if data == _entry(state, "_saved"):
+            return
+        try:
+            workspace().keep_state(data)
+        except OSError as err:
+            st.toast(f"Could not keep the settings for next time: {err}", icon=":material/warning:")
+            return
+        state["_saved"] = data
 
 
 def song(key: str | None = None) -> SongSetup:
@@ -88,21 +130,26 @@ def get(path: str) -> Any:
 
 
 def put(path: str, value: Any) -> None:
-    """Set field ``path`` and save the session."""
+    """Set field ``path`` and save the session, as one change (:func:`_unstoppable`)."""
     part, name = path.split(".")
-    session = composer()
-    if part == "model":  # frozen: it keys the loaded engines
-        session.model = dataclasses.replace(session.model, **{name: value})
-    else:
-        setattr(song() if part == "song" else getattr(session, part), name, value)
-    save()
+    with _unstoppable() as state:
+        session = _entry(state, "composer") or composer()
+        if part == "model":  # frozen: it keys the loaded engines
+            session.model = dataclasses.replace(session.model, **{name: value})
+        else:
+            song_key = session.song_key or ""
+            holder = session.song(song_key) if part == "song" else getattr(session, part)
+            setattr(holder, name, value)
+        save()
 
 
 def set_settings(**values: Any) -> None:
     """Set these settings (from outside their widgets) and show them."""
-    for name, value in values.items():
-        setattr(composer().settings, name, value)
-    save()
+    with _unstoppable() as state:
+        settings = (_entry(state, "composer") or composer()).settings
+        for name, value in values.items():
+            setattr(settings, name, value)
+        save()
     redraw()
 
 
@@ -140,8 +187,9 @@ def _writer(
     """The widget's ``on_change``: the new value into the session (then ``then()``)."""
 
     def changed() -> None:
-        value = st.session_state[key]
-        put(path, convert(value) if convert is not None else value)
+        with _unstoppable() as state:  # the value read and kept as one change
+            value = state[key]
+            put(path, convert(value) if convert is not None else value)
         if then is not None:
             then()
 
@@ -192,8 +240,9 @@ def text(where, path: str, label: str, shown: str | None = None, **options: Any)
     then = options.pop("on_change", None)
 
     def changed() -> None:
-        typed = st.session_state[key]
-        put(path, None if shown is not None and typed == shown else typed)
+        with _unstoppable() as state:  # see _writer
+            typed = state[key]
+            put(path, None if shown is not None and typed == shown else typed)
         if then is not None:
             then()
 
@@ -213,9 +262,11 @@ def segmented(where, path: str, label: str, options: list, **more: Any) -> Any:
     chosen = view(key, lambda: get(path) if get(path) in options else options[0])
 
     def changed() -> None:
-        if st.session_state[key] is not None:
-            put(path, st.session_state[key])
-        else:
+        with _unstoppable() as state:  # see _writer
+            chosen_now = state[key]
+            if chosen_now is not None:
+                put(path, chosen_now)
+        if chosen_now is None:
             redraw()  # a click that unselects: the field stays, and so does its button
 
     value = chosen()

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import re
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -49,6 +51,22 @@ def kept_session(tmp_path: Path):
 
     data = json.loads((tmp_path / "home" / "workspace" / "state.json").read_text())
     return ComposerSession.from_dict(data)
+
+
+def wait_until_kept(tmp_path: Path, what: str, holds: Callable) -> None:
+    """Wait until the workspace's state.json holds ``what`` (``holds(session)``): the server
+    has taken the change. A page link clicked before that can lose it in Streamlit itself
+    (its fast reruns stop the change's run before its callbacks, and a page link's request
+    carries none of the old page's widget values), whatever the app does."""
+    deadline = time.monotonic() + 240
+    while True:
+        try:
+            if holds(kept_session(tmp_path)):
+                return
+        except (FileNotFoundError, KeyError):
+            pass  # not written yet, or not this song yet (state.json is written whole)
+        assert time.monotonic() < deadline, f"state.json never held {what}"
+        time.sleep(0.1)  # how often to look, not what to conclude
 
 
 def set_switch(page, label: str, on: bool) -> None:
@@ -203,6 +221,7 @@ def test_takes_and_back_a_refresh_and_state_json_keep_the_arrange_setup(app_url,
         type_number(page, "Duration (s)", "10")
         expect(number_box(page, "Duration (s)")).to_have_value(re.compile(r"^10(\.0+)?$"))
         set_switch(page, "Seamless loop", True)
+        wait_until_kept(tmp_path, "the loop", lambda kept: kept.songs[kept.song_key or ""].loop)
 
         def as_left(how: str) -> None:
             expect(page.get_by_text("greensleeves.mid").first).to_be_visible()
@@ -308,6 +327,7 @@ def test_a_refresh_keeps_the_preview_region_and_quick_previews(app_url, tmp_path
         last_start = thumb.get_attribute("aria-valuetext") or ""
         assert float(last_start) > 20  # the demo is 29.84 s
         set_switch(page, "Quick previews", True)
+        wait_until_kept(tmp_path, "Quick previews on", lambda kept: kept.view.quick_preview)
 
         def as_left(after: str) -> None:
             expect(page.get_by_text("(29.84 s)")).to_be_visible()
@@ -334,3 +354,66 @@ def test_a_refresh_keeps_the_preview_region_and_quick_previews(app_url, tmp_path
     assert session.view.quick_preview and not session.view.auto_preview
     demo = session.songs[session.song_key or ""]
     assert demo.preview_start_s == pytest.approx(float(last_start), abs=0.01)
+
+
+def quick_previews_page() -> None:
+    """A page with one view of the session: the Quick previews toggle."""
+    import streamlit as st
+
+    from app import state
+
+    state.toggle(st, "view.quick_preview", "Quick previews")
+
+
+@pytest.mark.parametrize("arrives", ["as its callback starts", "as the session is written"])
+def test_a_page_link_clicked_during_a_toggles_callback_keeps_the_toggle(
+    tmp_path, monkeypatch, arrives
+):
+    """What the test above met by chance, every time: a rerun request (a page link clicked
+    right after the toggle) stops the run at its next yield point, the toggle's ``on_change``
+    included (Streamlit's ``runner.fastReruns``), and no later run calls that callback again.
+    The toggle's change is still in the session, in state.json, and on the next page (a
+    refresh) too."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+    from streamlit.testing.v1 import AppTest
+
+    from app import state
+    from neurochip.session import ComposerSession
+
+    monkeypatch.setenv("NEUROCHIP_HOME", str(tmp_path))
+    monkeypatch.delenv("NEUROCHIP_MODEL", raising=False)
+    in_callback: list[bool] = []
+
+    def link_clicked() -> None:
+        get_script_run_ctx().script_requests.request_stop()  # as Streamlit does for a rerun
+
+    writer, to_dict = state._writer, ComposerSession.to_dict
+
+    def writer_meeting_a_click(*args, **kwargs):
+        changed = writer(*args, **kwargs)
+
+        def callback() -> None:
+            in_callback.append(True)
+            if arrives == "as its callback starts":
+                link_clicked()
+            try:
+                changed()
+            finally:
+                in_callback.clear()
+
+        return callback
+
+    def to_dict_meeting_a_click(session):
+        if in_callback and arrives == "as the session is written":
+            link_clicked()
+        return to_dict(session)
+
+    monkeypatch.setattr(state, "_writer", writer_meeting_a_click)
+    monkeypatch.setattr(ComposerSession, "to_dict", to_dict_meeting_a_click)
+    page = AppTest.from_function(quick_previews_page).run()
+    page.toggle[0].set_value(True).run()  # stopped by the click
+
+    assert page.session_state["composer"].view.quick_preview
+    assert json.loads((tmp_path / "workspace" / "state.json").read_text())["view"]["quick_preview"]
+    refreshed = AppTest.from_function(quick_previews_page).run()
+    assert refreshed.toggle[0].value is True
