@@ -39,8 +39,10 @@ import numpy as np
 
 from neurochip.errors import NeuroChipError
 from neurochip.io.audio import Audio
+from neurochip.notes_kept import NotesKept, notes_kept
 from neurochip.sketch import Sketch
 from neurochip.synth.midi import MidiSong
+from neurochip.transcription import Notes, TranscriberMissing, transcribe
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +105,9 @@ class Faithfulness:
         duration_s: Length compared: the shorter of sketch and take. The last segment ends
             here.
         counted_s: How much of that the sketch sounds in: the time the score is about.
+        notes: The note measure (:mod:`neurochip.notes_kept`): the sketch's notes counted
+            in the take's transcription; ``None`` where it was not asked for or could not
+            be made (basic-pitch missing).
     """
 
     score: float
@@ -111,6 +116,12 @@ class Faithfulness:
     segment: Segment
     duration_s: float
     counted_s: float
+    notes: NotesKept | None = None
+
+    @property
+    def kept(self) -> float:
+        """The headline number: notes kept where they were counted, else the chroma score."""
+        return self.notes.score if self.notes is not None else self.score
 
     @property
     def ends_s(self) -> np.ndarray:
@@ -147,8 +158,9 @@ class Faithfulness:
         return spots
 
     def to_dict(self, margin: float = 0.15) -> dict[str, Any]:
-        """Plain numbers for JSON: silent segments are ``None``; low spots included."""
-        return {
+        """Plain numbers for JSON: silent segments are ``None``; low spots included; the
+        note measure under ``"notes"`` where it was made."""
+        found = {
             "score": round(self.score, 4),
             "segment": self.segment,
             "duration_s": round(self.duration_s, 3),
@@ -167,10 +179,19 @@ class Faithfulness:
                 for spot in self.low_spots(margin)
             ],
         }
+        if self.notes is not None:
+            found["notes"] = self.notes.to_dict()
+        return found
 
 
 def note_faithfulness(
-    sketch: Audio, take: Audio, bar_times_s: Sequence[float] | None = None
+    sketch: Audio,
+    take: Audio,
+    bar_times_s: Sequence[float] | None = None,
+    *,
+    reference: Notes | None = None,
+    count_notes: bool = True,
+    first_bar: int = 1,
 ) -> Faithfulness:
     """How well ``take`` keeps the notes of ``sketch``: chroma cosine similarity, frame by frame.
 
@@ -190,6 +211,14 @@ def note_faithfulness(
             sketch): the strip then has one score per bar (bars from the end of the shorter
             audio on are dropped; a frame before the first bar is in no bar). ``None`` or
             empty: one score per second.
+        reference: The sketch's notes over this span, timed from its start (a MIDI
+            sketch's own, :func:`~neurochip.transcription.reference_notes`); ``None``:
+            ``sketch`` is transcribed.
+        count_notes: Also count notes (:func:`~neurochip.notes_kept.notes_kept`, in
+            ``.notes``): the take is transcribed. Without basic-pitch this is skipped
+            (logged) and ``.notes`` is ``None``.
+        first_bar: The song's number of the first bar in ``bar_times_s``, for the lost
+            notes' bar numbers.
 
     Returns:
         The score, and the strip of scores per bar or second.
@@ -207,15 +236,15 @@ def note_faithfulness(
             "The sketch and the take must both be at least "
             f"{FRAME_HOP / ANALYSIS_RATE * 1000:.0f} ms long to compare their notes."
         )
-    reference, compared = chroma(a[:frames]), chroma(b[:frames])
+    expected, compared = chroma(a[:frames]), chroma(b[:frames])
 
-    sounding = _sounding(reference)
+    sounding = _sounding(expected)
     if not sounding.any():
         raise NeuroChipError(
             "The sketch is silent (over the length of the take): it has no notes to compare "
             "the take with."
         )
-    similarity = np.sum(_unit(reference) * _unit(compared, _sounding(compared)), axis=0)
+    similarity = np.sum(_unit(expected) * _unit(compared, _sounding(compared)), axis=0)
 
     duration_s = frames / ANALYSIS_RATE
     if bar_times_s is None or len(bar_times_s) == 0:
@@ -241,6 +270,33 @@ def note_faithfulness(
         segment=segment,
         duration_s=duration_s,
         counted_s=float(sounding.sum() * FRAME_HOP / ANALYSIS_RATE),
+        notes=_count_notes(sketch, take, duration_s, starts, segment, reference, first_bar)
+        if count_notes
+        else None,
+    )
+
+
+def _count_notes(
+    sketch: Audio,
+    take: Audio,
+    duration_s: float,
+    starts: np.ndarray,
+    segment: Segment,
+    reference: Notes | None,
+    first_bar: int,
+) -> NotesKept | None:
+    try:
+        sketch_notes = transcribe(sketch) if reference is None else reference
+        take_notes = transcribe(take)
+    except TranscriberMissing as err:
+        log.warning("%s", err)
+        return None
+    return notes_kept(
+        sketch_notes,
+        take_notes,
+        duration_s,
+        list(starts) if segment == "bar" else None,
+        first_bar,
     )
 
 

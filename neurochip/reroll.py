@@ -194,7 +194,7 @@ def reroll_take(
             {name: settings},
             sketch.name,
             info,
-            faithfulness=measure_take(render, bars),
+            faithfulness=measure_take(render, bars, sketch),
         )
         take_id = None
         if library is not None:

@@ -39,6 +39,7 @@ from neurochip.library.store import TakeLibrary
 from neurochip.library.thumbnails import spectrogram_thumbnail
 from neurochip.settings import RenderSettings, describe
 from neurochip.sketch import Sketch
+from neurochip.transcription import reference_notes
 
 __all__ = [
     "COLUMN_AXES",
@@ -345,12 +346,19 @@ def render_variations(
             raise RenderCancelled("The variation grid was cancelled.")
         if progress is not None:
             progress(_ENGINE_SHARE + (1 - _ENGINE_SHARE) * i / len(renders), "note faithfulness")
-        bars, _ = bars_of_span(bar_times_s, render.start_s)
+        bars, first_bar = bars_of_span(bar_times_s, render.start_s)
+        reference = reference_notes(sketch, render.start_s, render.source.duration_s)
         variations.append(
             Variation(
                 settings=settings,
                 render=render,
-                faithfulness=note_faithfulness(render.source, render.audio, bars),
+                faithfulness=note_faithfulness(
+                    render.source,
+                    render.audio,
+                    bars,
+                    reference=reference,
+                    first_bar=first_bar or 1,
+                ),
                 label=grid.label(i),
                 region=None if region is None else (float(region[0]), float(region[1])),
             )

@@ -33,6 +33,7 @@ from neurochip.faithfulness import Faithfulness
 from neurochip.io.audio import Audio
 from neurochip.io.write import write_bytes_atomically, write_text_atomically
 from neurochip.library.store import default_home
+from neurochip.notes_kept import NotesKept
 from neurochip.settings import RenderSettings
 from neurochip.variations import Variation, VariationGrid
 
@@ -306,6 +307,7 @@ def _render_meta(render: Render, faith: Faithfulness) -> dict[str, Any]:
             "segment": faith.segment,
             "duration_s": faith.duration_s,
             "counted_s": faith.counted_s,
+            "notes": None if faith.notes is None else faith.notes.to_dict(),
         },
     }
 
@@ -337,8 +339,20 @@ def _render_from(
         segment=faith["segment"],
         duration_s=float(faith["duration_s"]),
         counted_s=float(faith["counted_s"]),
+        notes=_notes_kept(faith.get("notes")),
     )
     return render, faithfulness
+
+
+def _notes_kept(data: Any) -> NotesKept | None:
+    """A kept note measure; ``None`` if absent (kept before notes were counted) or damaged."""
+    if not isinstance(data, Mapping):
+        return None
+    try:
+        return NotesKept.from_dict(data)
+    except ValueError as err:
+        log.warning("A kept note measure could not be read (%s): it is left out", err)
+        return None
 
 
 def _share_equal_arrays(arrays: dict[str, np.ndarray], cells: int, names: tuple[str, ...]) -> None:
