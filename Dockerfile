@@ -25,9 +25,15 @@ RUN useradd --create-home --uid 1000 neurochip \
 
 WORKDIR /opt/neurochip
 COPY requirements.txt pyproject.toml README.md ./
+COPY tools ./tools
 # Keep the base image's CUDA torch: the pinned torch line in requirements.txt is for CPU hosts.
+# Then basic-pitch without TensorFlow, as the Makefile installs it (tools/basic_pitch_wheel.py
+# rewrites the official wheel's metadata to need onnxruntime instead).
 RUN grep -v '^torch==' requirements.txt > /tmp/requirements.txt \
-    && pip install -r /tmp/requirements.txt
+    && pip install -r /tmp/requirements.txt \
+    && python tools/basic_pitch_wheel.py /tmp/wheels \
+    && pip install /tmp/wheels/basic_pitch-0.4.0+onnx-py2.py3-none-any.whl \
+    && rm -rf /tmp/wheels
 COPY neurochip ./neurochip
 COPY app ./app
 COPY .streamlit ./.streamlit

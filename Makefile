@@ -7,6 +7,10 @@ BIN := $(VENV)/bin
 # torch goes in first and pinned: on CPU-only machines that is the local CPU wheel, and nothing
 # later may pull a different build with gigabytes of CUDA packages.
 TORCH_SPEC ?= torch==2.13.0
+# basic-pitch from PyPI requires TensorFlow; tools/basic_pitch_wheel.py rewrites its wheel's
+# metadata to need onnxruntime instead. It keeps the official wheel next to it (no download on
+# later runs, and the tests rebuild from it).
+BASIC_PITCH_WHEEL := $(VENV)/wheels/basic_pitch-0.4.0+onnx-py2.py3-none-any.whl
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test install install-dev system-deps test-deps lint format bench clean
@@ -66,11 +70,14 @@ test-deps:
 	  fi; \
 	fi
 
-$(VENV)/.installed: requirements.txt pyproject.toml
+$(VENV)/.installed: requirements.txt pyproject.toml tools/basic_pitch_wheel.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install -q -r requirements.txt
+	# basic-pitch without TensorFlow (see BASIC_PITCH_WHEEL); requirements.txt pins what it needs.
+	$(BIN)/python tools/basic_pitch_wheel.py $(VENV)/wheels  # downloads only the first time
+	$(BIN)/python -m pip install -q "$(BASIC_PITCH_WHEEL)"
 	$(BIN)/python -m pip install -q --no-deps -e .
 	$(BIN)/python -m pip check  # requirements.txt must pin all that pyproject.toml declares
 	touch $@

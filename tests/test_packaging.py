@@ -5,19 +5,27 @@ provides it, and that distribution must be declared where the code runs: the cor
 dependencies for ``neurochip/``, core or ``[app]`` for ``app/``, any of them or ``[dev]`` for
 ``tests/`` and ``bench/``. Declared dependencies carry version floors, requirements*.txt pins
 each of them, and the wheel holds every module of the package.
+
+One exception, checked rather than assumed: basic-pitch, which the Makefile installs from a
+wheel that tools/basic_pitch_wheel.py rewrites (its PyPI metadata requires TensorFlow).
 """
 
 from __future__ import annotations
 
 import ast
+import base64
+import csv
+import hashlib
 import importlib
+import io
 import re
 import shutil
 import subprocess
 import sys
 import zipfile
+from collections import Counter
 from collections.abc import Iterable
-from importlib.metadata import packages_distributions
+from importlib.metadata import PackageNotFoundError, packages_distributions, requires, version
 from pathlib import Path
 
 import pytest
@@ -61,6 +69,19 @@ def declared(*groups: str) -> set[str]:
             else:
                 names.add(canonicalize_name(req.name))
     return names
+
+
+#: Distributions the code imports that pyproject.toml cannot declare, with what installs them.
+#: basic-pitch 0.4.0's PyPI metadata requires TensorFlow, which neurochip never uses (it runs the
+#: ONNX model through onnxruntime); the Makefile (and the Dockerfile) install a copy of the
+#: official wheel whose metadata needs onnxruntime instead, version 0.4.0+onnx.
+#: test_what_the_makefile_installs_is_installed_and_satisfied checks that this holds.
+INSTALLED_BY_MAKEFILE = {"basic-pitch": "tools/basic_pitch_wheel.py"}
+
+
+def allowed(*groups: str) -> set[str]:
+    """What code run with these groups installed may import: declared, or installed by make."""
+    return declared(*groups) | set(INSTALLED_BY_MAKEFILE)
 
 
 def imported_modules(path: Path) -> dict[str, int]:
@@ -115,26 +136,155 @@ EXTRA_FILES = {
 def test_neurochip_imports_are_core_dependencies():
     extras = set().union(*EXTRA_FILES.values())
     files = [p for p in python_files("neurochip") if p not in extras]
-    problems = undeclared(files, declared("core"))
+    problems = undeclared(files, allowed("core"))
     assert not problems, "Declare these in [project] dependencies:\n" + "\n".join(problems)
 
 
 @pytest.mark.parametrize("extra", sorted(EXTRA_FILES))
 def test_the_imports_of_an_extras_part_are_declared(extra):
-    problems = undeclared(EXTRA_FILES[extra], declared("core", extra))
+    problems = undeclared(EXTRA_FILES[extra], allowed("core", extra))
     assert not problems, f"Declare these in the [{extra}] extra:\n" + "\n".join(problems)
 
 
 def test_app_imports_are_declared():
-    problems = undeclared(python_files("app"), declared("core", "app"))
+    problems = undeclared(python_files("app"), allowed("core", "app"))
     assert not problems, "Declare these in the [app] extra:\n" + "\n".join(problems)
 
 
 def test_test_and_bench_imports_are_declared():
     problems = undeclared(
-        python_files("tests", "bench"), declared("core", "app", "server", "cluster", "dev")
+        python_files("tests", "bench"), allowed("core", "app", "server", "cluster", "dev")
     )
     assert not problems, "Declare these in the [dev] extra:\n" + "\n".join(problems)
+
+
+#: Distributions that must never come in with basic-pitch (what its PyPI metadata asks for).
+TENSORFLOW = {"tensorflow", "tensorflow-cpu", "tensorflow-intel", "tensorflow-macos"}
+TENSORFLOW |= {"tflite-runtime", "coremltools"}
+
+
+def _applies(req: Requirement) -> bool:
+    """Whether a distribution's requirement applies here, to a plain (no extras) install."""
+    return req.marker is None or req.marker.evaluate({"extra": ""})
+
+
+@pytest.mark.parametrize("dist", sorted(INSTALLED_BY_MAKEFILE))
+def test_what_the_makefile_installs_is_installed_and_satisfied(dist):
+    """The exception in INSTALLED_BY_MAKEFILE holds: installed as make does, nothing unmet.
+
+    The same check as ``pip check`` for this distribution, so a plain ``pip install basic-pitch``
+    (TensorFlow and all) or a ``--no-deps`` install of the PyPI wheel cannot pass for it.
+    """
+    script = INSTALLED_BY_MAKEFILE[dist]
+    assert (ROOT / script).is_file()
+    for recipe in ("Makefile", "Dockerfile"):
+        assert script in (ROOT / recipe).read_text(), f"{recipe} does not run {script}"
+    try:
+        installed = Version(version(dist))
+    except PackageNotFoundError:
+        pytest.fail(f"{dist} is not installed: `make install` installs it (via {script})")
+    assert installed.local == "onnx", f"{dist} {installed} is not the one {script} builds"
+    problems = []
+    for spec in requires(dist) or []:
+        req = Requirement(spec)
+        name = canonicalize_name(req.name)
+        if not _applies(req):
+            continue
+        if name in TENSORFLOW:
+            problems.append(f"requires {req}")
+            continue
+        try:
+            found = Version(version(name))
+        except PackageNotFoundError:
+            problems.append(f"requires {req}, which is not installed")
+            continue
+        if not req.specifier.contains(found, prereleases=True):
+            problems.append(f"requires {req}, but {name} {found} is installed")
+    assert not problems, f"{dist} {installed}:\n" + "\n".join(problems)
+    for name in sorted(TENSORFLOW):
+        with pytest.raises(PackageNotFoundError):
+            version(name)
+
+
+BASIC_PITCH = "basic_pitch-0.4.0-py2.py3-none-any.whl"
+BASIC_PITCH_ONNX = "basic_pitch-0.4.0+onnx-py2.py3-none-any.whl"
+
+
+def _basic_pitch_wheel(*args: str) -> subprocess.CompletedProcess[str]:
+    script = ROOT / INSTALLED_BY_MAKEFILE["basic-pitch"]
+    return subprocess.run(
+        [sys.executable, str(script), *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def _record_hash(data: bytes) -> str:
+    return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).decode().rstrip("=")
+
+
+def test_the_basic_pitch_wheel_differs_from_the_official_one_in_metadata_only(tmp_path):
+    """tools/basic_pitch_wheel.py, run offline on the official wheel the Makefile keeps."""
+    original = Path(sys.prefix) / "wheels" / BASIC_PITCH
+    if not original.is_file():
+        pytest.skip(f"no {original}: `make install` downloads it (the tests use no network)")
+    result = _basic_pitch_wheel("--from", str(original), str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    built = tmp_path / BASIC_PITCH_ONNX
+    assert "tensorflow" in result.stdout  # it says what it dropped
+
+    old_info, new_info = "basic_pitch-0.4.0.dist-info/", "basic_pitch-0.4.0+onnx.dist-info/"
+    with zipfile.ZipFile(original) as before, zipfile.ZipFile(built) as after:
+        old = {
+            info.filename.replace(old_info, new_info): before.read(info)
+            for info in before.infolist()
+        }
+        new = {info.filename: after.read(info) for info in after.infolist()}
+    assert list(new) == list(old)
+    changed = {name for name in new if new[name] != old[name]}
+    assert changed == {new_info + "METADATA", new_info + "RECORD"}
+    assert new["basic_pitch/saved_models/icassp_2022/nmp.onnx"]
+
+    rows = list(csv.reader(io.StringIO(new[new_info + "RECORD"].decode())))
+    assert [row[0] for row in rows] == list(new)
+    for path, digest, size in rows:
+        if path == new_info + "RECORD":
+            assert (digest, size) == ("", "")
+        else:
+            assert (digest, size) == (_record_hash(new[path]), str(len(new[path]))), path
+
+    metadata = new[new_info + "METADATA"].decode()
+    headers = metadata.partition("\n\n")[0].splitlines()
+    assert "Version: 0.4.0+onnx" in headers
+    reqs = [Requirement(h.split(": ", 1)[1]) for h in headers if h.startswith("Requires-Dist:")]
+    plain = {canonicalize_name(r.name): r for r in reqs if "extra" not in str(r.marker or "")}
+    assert not set(plain) & TENSORFLOW
+    assert all(r.marker is None for r in plain.values()), "the same on every platform"
+    assert str(plain["onnxruntime"].specifier) == ">=1.16"
+    assert str(plain["resampy"].specifier) == ">=0.2.2"
+    # Nothing else moved: the headers and the long description, line for line.
+    removed = Counter(old[new_info + "METADATA"].decode().splitlines())
+    removed.subtract(metadata.splitlines())
+    assert {line for line, n in removed.items() if n < 0} == {
+        "Version: 0.4.0+onnx",
+        "Requires-Dist: onnxruntime>=1.16",
+        "Requires-Dist: resampy>=0.2.2",
+    }
+    assert sum(n for n in removed.values() if n > 0) == 7  # version, resampy and 5 dropped
+
+    again = _basic_pitch_wheel("--from", str(original), str(tmp_path))
+    assert again.returncode == 0, again.stderr
+    assert "already up to date" in again.stdout
+    with zipfile.ZipFile(built) as rebuilt:
+        assert {i.filename: rebuilt.read(i) for i in rebuilt.infolist()} == new
+
+
+def test_the_basic_pitch_wheel_script_refuses_another_file(tmp_path):
+    impostor = tmp_path / "in" / BASIC_PITCH
+    impostor.parent.mkdir()
+    impostor.write_bytes(b"not the wheel from PyPI")
+    result = _basic_pitch_wheel("--from", str(impostor), str(tmp_path / "out"))
+    assert result.returncode == 1
+    assert "sha256" in result.stderr
+    assert not list((tmp_path / "out").iterdir())
 
 
 def test_the_check_catches_an_undeclared_import(tmp_path):
