@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -96,3 +97,19 @@ def test_the_engines_table_labels_each_row_with_its_device_and_weights(tmp_path,
         assert row["seconds_of_audio"] == 2.5 and row["wall_s"] > 0
         assert {"denoise", "decode"} <= set(row["stages_s"])
     assert "stable-audio-3-small" in capsys.readouterr().out
+
+
+def test_the_faithfulness_bench_times_both_measures_and_leaves_the_cores_as_they_were(tmp_path):
+    spec = importlib.util.spec_from_file_location("bench_faithfulness", BENCH / "faithfulness.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    out = tmp_path / "faithfulness.json"
+    assert module.main(["--seconds", "12", "--repeat", "1", "--json", str(out)]) == 0
+    numbers = json.loads(out.read_text())
+    assert numbers["notes_kept"] is not None and numbers["notes_kept"] > 0.5
+    assert numbers["sketch_notes"] > 10
+    assert numbers["transcription_s_per_minute"] > 0
+    assert "(1 used)" in numbers["machine"] or cores is None
+    if cores is not None:
+        assert os.sched_getaffinity(0) == cores
