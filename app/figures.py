@@ -281,10 +281,13 @@ def spectrogram_figure(
     return go.Figure(data=traces, layout=layout)
 
 
-def bar_lines(bars_s: Sequence[float], low: float, high: float) -> tuple[list, list]:
-    """Plotly shapes and labels for the bar lines between ``low`` and ``high`` seconds."""
+def bar_lines(
+    bars_s: Sequence[float], low: float, high: float, first: int = 1
+) -> tuple[list, list]:
+    """Plotly shapes and labels for the bar lines between ``low`` and ``high`` seconds;
+    ``bars_s[0]`` is bar ``first``."""
     shapes, labels = [], []
-    for number, at in enumerate(bars_s, start=1):
+    for number, at in enumerate(bars_s, start=first):
         if not low <= at <= high:
             continue
         shapes.append(
@@ -327,13 +330,20 @@ def faithfulness_colour(score: float) -> str:
 
 
 def faithfulness_figure(
-    times_s, strip, ends_s, score: float, start_s: float = 0.0, bars_s: Sequence[float] = ()
+    times_s,
+    strip,
+    ends_s,
+    score: float,
+    start_s: float = 0.0,
+    bars_s: Sequence[float] = (),
+    label: str = "notes kept",
 ) -> go.Figure:
-    """The note-faithfulness strip: one bar per bar (or second), coloured by notes kept.
+    """The note-faithfulness strip: one bar per bar (or second), coloured by its score.
 
     Colours as the Takes page's badges (:func:`faithfulness_colour`); a bar more than 0.15
-    below the take's own score is red too: the place to listen first. Silent segments (NaN)
-    are left out.
+    below the take's own score is red too: the place to listen first. Silent segments (NaN:
+    no sketch notes there) are left out. ``label``: what the scores are ("notes kept",
+    a share shown in percent; "chroma", a similarity 0-1).
     """
     times = np.asarray(times_s, dtype=float) + start_s
     widths = np.asarray(ends_s, dtype=float) + start_s - times
@@ -348,11 +358,13 @@ def faithfulness_figure(
             y=np.nan_to_num(values, nan=0.0),
             width=widths * 0.92,
             marker_color=colours,
-            hovertemplate="%{x:.1f} s · %{y:.2f}<extra></extra>",
+            hovertemplate="%{x:.1f} s · "
+            + ("%{y:.0%}" if label == "notes kept" else "%{y:.2f}")
+            + f" {label}<extra></extra>",
         )
     )
     figure.add_hline(y=score, line_dash="dot", line_color="rgb(128, 128, 128)")
-    figure.update_yaxes(range=[0, 1], title_text="notes kept", fixedrange=True)
+    figure.update_yaxes(range=[0, 1], title_text=label, fixedrange=True)
     figure.update_xaxes(title_text="seconds")
     figure.update_layout(height=150, margin=dict(l=10, r=10, t=10, b=10), showlegend=False)
     if len(times):

@@ -39,7 +39,7 @@ from neurochip.library.store import TakeLibrary
 from neurochip.library.thumbnails import spectrogram_thumbnail
 from neurochip.settings import RenderSettings, describe
 from neurochip.sketch import Sketch
-from neurochip.transcription import reference_notes
+from neurochip.transcription import TranscriberMissing, reference_notes
 
 __all__ = [
     "COLUMN_AXES",
@@ -347,7 +347,10 @@ def render_variations(
         if progress is not None:
             progress(_ENGINE_SHARE + (1 - _ENGINE_SHARE) * i / len(renders), "note faithfulness")
         bars, first_bar = bars_of_span(bar_times_s, render.start_s)
-        reference = reference_notes(sketch, render.start_s, render.source.duration_s)
+        try:
+            reference = reference_notes(sketch, render.start_s, render.source.duration_s)
+        except TranscriberMissing:  # an audio sketch's notes: the meter says they are not
+            reference = None
         variations.append(
             Variation(
                 settings=settings,
@@ -377,14 +380,15 @@ def best_variation(variations: Sequence[Variation]) -> int:
 
 
 def best_variations(variations: Sequence[Variation], decimals: int = 2) -> list[int]:
-    """Every cell that keeps the notes best as scores are shown (to ``decimals`` places).
+    """Every cell that keeps the notes best as the app shows them: notes kept (a share, to
+    ``decimals`` places: whole percent) where notes were counted, else the chroma score.
 
-    A grid whose cells read 0.93, 0.93 and 0.93 has three best cells, not the first of them:
+    A grid whose cells read 93%, 93% and 93% has three best cells, not the first of them:
     marking one would claim a difference nobody can see (or hear at that size).
     """
     if not variations:
         raise ValueError("no variations")
-    shown = [round(v.faithfulness.score, decimals) for v in variations]
+    shown = [round(v.faithfulness.kept, decimals) for v in variations]
     top = max(shown)
     return [i for i, score in enumerate(shown) if score == top]
 

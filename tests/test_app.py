@@ -750,7 +750,7 @@ def test_takes_page_is_a_compact_paged_list(app_env):
 def test_takes_sort_by_faithfulness(app_env):
     low, unmeasured, high = add_measured_takes(3, [0.42, None, 0.96])
     at = start("views/takes.py", song=False)
-    field(at, "selectbox", "view.takes_sort").set_value("Most faithful first").run()
+    field(at, "selectbox", "view.takes_sort").set_value("Notes kept").run()
     assert not at.exception
     assert listed_ids(at) == [high.id, low.id, unmeasured.id]
     badges = " ".join(m.value for m in at.markdown)
@@ -1499,8 +1499,8 @@ def test_the_notes_kept_line_says_what_the_strip_shows(strip, said):
         duration_s=float(len(strip)),
         counted_s=float(len(strip)),
     )
-    line = ui.notes_kept_line(faith, start_s=10.0)
-    assert line.startswith(f"**Notes kept: {faith.score:.2f}** · ") and said in line
+    line = ui.notes_kept_line(faith, start_s=10.0)  # no notes counted: the chroma line
+    assert line.startswith(f"**Chroma match: {faith.score:.2f}** · ") and said in line
 
 
 def test_a_shorter_song_brings_the_preview_region_and_span_inside_it(app_env):

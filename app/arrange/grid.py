@@ -127,15 +127,18 @@ def fields(page: Page, busy: bool) -> None:
 
 
 def start_grid(page: Page, grid) -> None:
-    engine, audio, song_key, key = page.engine, page.audio, page.song.key, grid_key(page)
+    engine, song, song_key, key = page.engine, page.song, page.song.key, grid_key(page)
     start, quality = page.preview_start, QUICK_PREVIEW if page.quick else FAITHFUL_PREVIEW
+    bars = list(page.bars_s) or None
 
     def work(progress, cancel):
+        # The song itself: each cell's notes are counted against the sketch's own, by bar.
         variations = render_variations(
             engine,
-            audio,
+            song,
             grid,
             region=(start, PREVIEW_SECONDS),
+            bar_times_s=bars,
             progress=progress,
             cancel=cancel,
             quality=quality,
@@ -189,6 +192,15 @@ def cells(page: Page, shown, busy: bool) -> None:
     grid_cells()
 
 
+def cell_measures(faith) -> str:
+    """ "notes kept 86% · chroma 0.91" (the chroma alone where notes were not counted)."""
+    if faith.notes is None:
+        return f"chroma {faith.score:.2f} (notes not counted)"
+    if faith.notes.notes.sketch == 0:
+        return f"notes kept: none to keep · chroma {faith.score:.2f}"
+    return f"notes kept {faith.notes.score:.0%} · chroma {faith.score:.2f}"
+
+
 def draw_cells(page: Page, shown, busy: bool) -> None:
     grid, variations, settings = shown.grid, shown.variations, page.settings
     moved = changes(page, shown)
@@ -213,7 +225,7 @@ def draw_cells(page: Page, shown, busy: bool) -> None:
             i = grid.index(row, column)
             variation = variations[i]
             with row_cells[column].container(border=True):
-                kept = f"notes kept {variation.faithfulness.score:.2f}"
+                kept = cell_measures(variation.faithfulness)
                 if i in best:
                     kept += " · best" if len(best) == 1 else " · tied best"
                 chosen = grid.chosen(i)

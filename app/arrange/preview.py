@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import numpy as np
 import streamlit as st
 
 from app import state, ui
 from app.abplayer import ab_player
 from app.arrange import Page
 from app.figures import DRIFTING, faithfulness_figure, spectrogram_figure
+from app.piano_roll import draw_piano_roll
 from neurochip.engine import FAITHFUL_PREVIEW, PREVIEW_SECONDS, QUICK_PREVIEW, region_picture
 from neurochip.errors import NeuroChipError
-from neurochip.faithfulness import note_faithfulness
+from neurochip.faithfulness import bars_of_span, note_faithfulness
 from neurochip.jobs import Job
+from neurochip.transcription import TranscriberMissing, reference_notes
 
 
 def draw(page: Page) -> None:
@@ -98,21 +101,39 @@ def start_preview(page: Page, key: tuple, now: bool) -> None:
     previous = ui.job_of("preview")
     if previous is not None:
         previous.cancel()  # superseded: stop it within one model call
-    engine, audio, song_key = page.engine, page.audio, page.song.key
-    settings, start = page.settings, page.preview_start
+    engine, song, audio, song_key = page.engine, page.song, page.audio, page.song.key
+    settings, start, song_bars = page.settings, page.preview_start, list(page.bars_s)
     quality = QUICK_PREVIEW if page.quick else FAITHFUL_PREVIEW
 
     def work(progress, cancel):
         result = engine.preview(
             audio, settings, start, progress=progress, cancel=cancel, quality=quality
         )
-        faithfulness = note_faithfulness(result.source, result.audio)
+        # Notes counted against the sketch's own (a MIDI file's notes; an audio sketch's
+        # transcription, made once), by the song's bars: here, off the page's thread.
+        bars, first = bars_of_span(song_bars, result.start_s)
+        faithfulness = note_faithfulness(
+            result.source,
+            result.audio,
+            bars,
+            reference=sketch_reference(song, result.start_s, result.source.duration_s),
+            first_bar=first or 1,
+        )
         return ui.Preview(song_key, key, result, faithfulness)
 
     # Debounced within a burst of changes: the next change cancels this before it starts.
     job = Job(work, delay_s=ui.preview_delay(now), name="preview")
     ui.start_job("preview", job, "the preview", key=key)  # drawn the moment it is ready
     st.session_state["preview_key"] = key
+
+
+def sketch_reference(song, start_s: float, duration_s: float):
+    """The sketch's notes over a span; ``None`` where an audio sketch cannot be transcribed
+    (basic-pitch missing: the meter then says notes are not counted)."""
+    try:
+        return reference_notes(song, start_s, duration_s)
+    except TranscriberMissing:
+        return None
 
 
 def region_figure(page: Page):
@@ -143,27 +164,43 @@ def last_preview(page: Page, shown, key: tuple, running: bool) -> None:
     )
     ab_player(sources, key="preview_ab", offset_s=result.start_s)
     faith = shown.faithfulness
-    st.markdown(
-        ui.notes_kept_line(faith, result.start_s),
-        help="Note faithfulness: how well the take keeps the sketch's notes (chroma "
-        f"cosine similarity, 0-1). ~1: every note kept; under {DRIFTING:.2f}: other notes. "
-        "Red bars (under that, or well below the take's own score): the places to listen "
-        "to first.",
-    )
+    st.markdown(ui.notes_kept_line(faith, result.start_s), help=METER_HELP)
     # Made once per preview (and bar grid), not on every run of the page.
     figures = ui.memo("preview_figures", shown, dict)
     bars_key = tuple(page.bars_s)
     if bars_key not in figures:
         figures[bars_key] = (
-            faithfulness_figure(
-                faith.times_s, faith.strip, faith.ends_s, faith.score, result.start_s, page.bars_s
-            ),
+            strip_figure(faith, result.start_s, page.bars_s),
             spectrogram_figure(
                 {"input": result.input_image, "output": result.output_image},
                 result.start_s,
                 bars_s=page.bars_s,
             ),
         )
-    strip_figure, figure = figures[bars_key]
-    st.plotly_chart(strip_figure, width="stretch", key="preview_faith_chart")
+    strip, figure = figures[bars_key]
+    st.plotly_chart(strip, width="stretch", key="preview_faith_chart")
     st.plotly_chart(figure, width="stretch", key="preview_chart")
+    draw_piano_roll(
+        faith.notes, result.start_s, page.bars_s, faith.duration_s, "preview_roll", figures
+    )
+
+
+METER_HELP = (
+    "**Notes kept**: the share of the sketch's notes the take plays (same semitone, starting "
+    "within 50 ms; how long it holds them does not count). *Lost* notes are the sketch's "
+    "the take does not play, *extra* ones the take's own. **Chroma**: how alike the pitch "
+    f"classes sound (cosine similarity, 0-1; under {DRIFTING:.2f}: other notes), which a "
+    "pad of the right chords also scores well on. Red bars in the strip (low, or well below "
+    "the take's own score): the places to listen to first."
+)
+
+
+def strip_figure(faith, start_s: float, bars_s):
+    """The strip per bar (or second): notes kept where they were counted, else chroma."""
+    notes = faith.notes
+    if notes is None:
+        return faithfulness_figure(
+            faith.times_s, faith.strip, faith.ends_s, faith.score, start_s, bars_s, "chroma"
+        )
+    ends = np.append(notes.times_s[1:], faith.duration_s)
+    return faithfulness_figure(notes.times_s, notes.strip, ends, notes.score, start_s, bars_s)
