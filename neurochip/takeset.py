@@ -38,13 +38,15 @@ from neurochip.engine import Engine, ProgressCallback, Render
 from neurochip.errors import NeuroChipError
 from neurochip.faithfulness import bars_of_span, note_faithfulness, sketch_bar_times
 from neurochip.io.audio import Audio, fade_ramp, span_frames
-from neurochip.library.metadata import faithfulness_score, save_take, take_metadata
+from neurochip.library.metadata import combined_faithfulness as _combined_faithfulness
+from neurochip.library.metadata import save_take, take_metadata
 from neurochip.library.store import Take, TakeLibrary
 from neurochip.library.thumbnails import read_png, spectrogram_thumbnail
 from neurochip.mix import check_crossfade, crossfade_compare, stereo_pair
 from neurochip.settings import RenderSettings, TakeSetOptions
 from neurochip.sketch import Sketch
 from neurochip.spectrogram import SpectrogramParams
+from neurochip.transcription import reference_notes
 
 log = logging.getLogger(__name__)
 
@@ -213,7 +215,7 @@ def render_take_set(
     measured: dict[str, dict[str, Any] | None] = {}
     for i, ((name, take_settings), render) in enumerate(zip(takes.items(), renders, strict=True)):
         result.renders[name] = render
-        measured[name] = measure_take(render, bars)
+        measured[name] = measure_take(render, bars, sketch)
         if progress is not None:
             done = 1 - METER_SHARE * (1 - (i + 1) / len(takes))
             progress(done, "measuring note faithfulness" if done < 1 else "done")
@@ -329,16 +331,26 @@ def _fade_at(options: TakeSetOptions, duration_s: float) -> float:
     return duration_s / 3 if options.compare_at_s is None else options.compare_at_s
 
 
-def measure_take(render: Render, bars: list[float] | None) -> dict[str, Any] | None:
+def measure_take(
+    render: Render, bars: list[float] | None, song: Sketch | Audio | None = None
+) -> dict[str, Any] | None:
     """A take's note faithfulness to the span the engine heard, for its metadata.
 
     Per bar where ``bars`` (the song's, in seconds) are known: those of the span, shifted to
     start at it, the bar it starts in (cut short) first; ``"first_bar"`` says which bar of
-    the song that is (1 = the first). ``None`` if the meter fails: logged, and the take kept.
+    the song that is (1 = the first). Notes are counted against ``song``'s own (a MIDI
+    sketch's notes, an audio sketch's transcription); without it, against the span's
+    transcription. ``None`` if the meter fails: logged, and the take kept.
     """
     try:
         starts, first_bar = bars_of_span(bars, render.start_s)
-        found = note_faithfulness(render.source, render.audio, starts)
+        found = note_faithfulness(
+            render.source,
+            render.audio,
+            starts,
+            reference=reference_notes(song, render.start_s, render.source.duration_s),
+            first_bar=first_bar or 1,
+        )
         data = found.to_dict()
         if first_bar is not None and found.segment == "bar":
             data["first_bar"] = first_bar
@@ -354,15 +366,12 @@ def combined_faithfulness(
     """The ``"faithfulness"`` of a file holding several takes (``{"A": ..., "B": ...}``).
 
     One take: its own. Several: ``{"score": the mean of their scores, "takes": each's}``
-    (the mean of those measured; ``None`` if none was).
+    (the mean of those measured; ``None`` if none was), and ``"notes": {"score": the mean of
+    their notes kept}`` where every take's notes were counted
+    (:func:`neurochip.library.metadata.combined_faithfulness`, which the library's notes
+    counted later use too).
     """
-    if len(measured) == 1:
-        return next(iter(measured.values()))
-    scores = [faithfulness_score({"faithfulness": m}) for m in measured.values()]
-    known = [s for s in scores if s is not None]
-    if not known:
-        return None
-    return {"score": round(sum(known) / len(known), 4), "takes": dict(measured)}
+    return _combined_faithfulness(measured)
 
 
 def take_thumbnail(render: Render):

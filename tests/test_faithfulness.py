@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import mido
@@ -304,8 +305,19 @@ def test_the_command_prints_the_score_and_writes_json(folder, tune, tune_audio, 
     assert main(["faithfulness", str(tune), str(take), "--json", str(report)]) == 0
     out = capsys.readouterr().out
     data = json.loads(report.read_text())
-    assert f"Note faithfulness of take.wav to tune.mid: {data['score']:.2f}" in out
+    assert "Note faithfulness of take.wav to tune.mid:" in out
+    assert f"Chroma: {data['score']:.2f}" in out
     assert 0.6 < data["score"] < 0.95
+    # Notes kept, counted against the MIDI's own notes: bars 3-4 are transposed, so the notes
+    # lost are there, listed as "bar 3  E5  (3.64 s)".
+    notes = data["notes"]
+    assert f"Notes kept: {notes['score']:.0%}" in out
+    assert 0.3 < notes["score"] < 0.9 and 0 <= notes["notes"]["precision"] <= 1
+    assert "precision" in out and "recall" in out and "pitch classes:" in out
+    lost = [line.strip() for line in out.splitlines() if re.match(r"\s+bar \d+  \S+  \(", line)]
+    assert lost and all(line.startswith(("bar 3 ", "bar 4 ")) for line in lost), lost
+    first = notes["lost"][0]
+    assert f"bar {first['bar']}  {first['name']}  ({first['start_s']:.2f} s)" in lost[0]
     assert data["segment"] == "bar" and data["sketch"] == "tune.mid"
     assert len(data["strip"]) == len(data["times_s"]) == len(bar_times(read_midi(tune)))
     assert [(s["first"], s["last"]) for s in data["low_spots"]] == [(2, 3)]
@@ -316,8 +328,30 @@ def test_the_command_prints_the_score_and_writes_json(folder, tune, tune_audio, 
     sf.write(sketch, tune_audio.samples.T, SR)
     assert main(["faithfulness", str(sketch), str(sketch)]) == 0
     out = capsys.readouterr().out
-    assert "Note faithfulness of tune.wav to tune.wav: 1.00" in out
+    assert "Note faithfulness of tune.wav to tune.wav:" in out and "Chroma: 1.00" in out
+    assert "Notes kept: 100%" in out  # the sketch's transcription, kept by itself
     assert "Per second" in out and "No low spots" in out
+
+    # --json alone prints the whole measure as JSON, the notes included.
+    assert main(["faithfulness", str(tune), str(take), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["notes"]["notes"]["precision"] == data["notes"]["notes"]["precision"]
+    assert printed["score"] == data["score"] and printed["take"] == "take.wav"
+
+
+def test_the_command_lists_twenty_lost_notes_then_counts_the_rest(monkeypatch):
+    from neurochip.cli import faithfulness as command
+    from neurochip.notes_kept import notes_kept
+    from neurochip.transcription import Notes
+
+    sketch = Notes.of((0.5 * i, 0.5 * i + 0.4, 60 + i % 12) for i in range(25))
+    found = notes_kept(sketch, Notes.of([]), 13.0, [0.0, 2.0, 4.0, 6.0, 8.0, 10.0, 12.0], 5)
+    lines = command.notes_report(found)
+    assert lines[0].startswith("Notes kept: 0% · 25 notes lost")
+    listed = [line for line in lines if line.startswith("  bar ")]
+    assert len(listed) == 20 and listed[0] == "  bar 5  C4  (0.00 s)"
+    assert lines[-1] == "  ... and 5 more"
+    assert command.notes_report(None)[0].startswith("Notes kept: not counted")
 
 
 def test_the_command_refuses_a_missing_file_in_one_line(tmp_path, capsys):

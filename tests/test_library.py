@@ -21,7 +21,7 @@ from PIL import Image
 from neurochip.errors import NeuroChipError
 from neurochip.io.audio import Audio
 from neurochip.io.write import save_audio
-from neurochip.library import folders, names, store, sync
+from neurochip.library import folders, names, query, store, sync
 from neurochip.library.metadata import (
     read_take_metadata,
     save_take,
@@ -470,7 +470,7 @@ def test_a_version_1_index_is_migrated_and_backfilled(library):
 
     migrated = TakeLibrary(library.root)
     with contextlib.closing(sqlite3.connect(index)) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == store.SCHEMA_VERSION == 4
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == store.SCHEMA_VERSION == 5
         # Version 3's sizes: from the files' headers, by recover() (a migration sees no files).
         sizes = dict(conn.execute("SELECT id, audio_size FROM takes").fetchall())
         assert sizes == {t.id: t.audio_path.stat().st_size for t in (a, b)}
@@ -510,7 +510,7 @@ def test_a_version_3_index_gets_faithfulness_scores_and_notes(library):
 
     migrated = TakeLibrary(library.root)
     with contextlib.closing(sqlite3.connect(index)) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 4
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 5
         scores = dict(conn.execute("SELECT id, faithfulness FROM takes").fetchall())
     assert scores == {measured.id: 0.8, pair.id: 0.9, old.id: None}
     assert ids(migrated.list(sort="faithfulness")) == [pair.id, measured.id, old.id]
@@ -518,6 +518,75 @@ def test_a_version_3_index_gets_faithfulness_scores_and_notes(library):
     assert migrated.recover() == 0  # migrated, not rebuilt
     migrated.set_note(old.id, "keeper")
     assert ids(migrated.list(text="KEEPER")) == [old.id]
+
+
+def with_notes(score, kept, **more):
+    return with_faithfulness(score, notes={"score": kept, "notes": {"recall": kept}}, **more)
+
+
+def test_a_version_4_index_gets_notes_kept_from_the_metadata(library):
+    counted = library.add(
+        sine(0.1),
+        take_metadata("take", {"A": settings(1)}, "a.wav", faithfulness=with_notes(0.7, 0.9)),
+    )
+    pair = library.add(
+        sine(0.1),
+        take_metadata(
+            "stereo pair",
+            {"A": settings(2), "B": settings(3)},
+            "a.wav",
+            faithfulness={"score": 0.8, "notes": {"score": 0.5}, "takes": {}},
+        ),
+    )
+    chroma_only = library.add(
+        sine(0.1),
+        take_metadata("take", {"A": settings(4)}, "a.wav", faithfulness=with_faithfulness(0.95)),
+    )
+    old = add_take(library, seed=5)  # before any meter
+    index = rewind_index(library, 4, 20)  # the columns version 4 had
+
+    migrated = TakeLibrary(library.root)
+    with contextlib.closing(sqlite3.connect(index)) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == store.SCHEMA_VERSION == 5
+        kept = dict(conn.execute("SELECT id, notes_kept FROM takes").fetchall())
+    assert kept == {counted.id: 0.9, pair.id: 0.5, chroma_only.id: None, old.id: None}
+    assert migrated.get(counted.id).notes_kept == 0.9
+    assert migrated.get(chroma_only.id).notes_kept is None
+    assert migrated.recover() == 0  # migrated, not rebuilt
+    # Notes kept first, NULLs after every counted take (by chroma), never measured last; the
+    # old sort name sorts the same way.
+    order = [counted.id, pair.id, chroma_only.id, old.id]
+    assert ids(migrated.list(sort="notes_kept")) == order
+    assert ids(migrated.list(sort="faithfulness")) == order
+    assert ids(migrated.list(sort="notes_kept", descending=False)) == order[::-1]
+
+
+def test_notes_kept_sorts_first_and_chroma_breaks_ties(library):
+    def add(score, kept, seed):
+        found = with_faithfulness(score) if kept is None else with_notes(score, kept)
+        meta = take_metadata("take", {"A": settings(seed)}, "a.wav", faithfulness=found)
+        return library.add(sine(0.1), meta)
+
+    low_notes_high_chroma = add(0.99, 0.2, 1)
+    tie_low_chroma = add(0.5, 0.8, 2)
+    tie_high_chroma = add(0.9, 0.8, 3)
+    uncounted_high_chroma = add(1.0, None, 4)
+    never = add_take(library, seed=5)
+    expected = [
+        tie_high_chroma.id,
+        tie_low_chroma.id,
+        low_notes_high_chroma.id,
+        uncounted_high_chroma.id,
+        never.id,
+    ]
+    assert ids(library.list(sort="notes_kept")) == expected
+    assert ids(library.list(sort="faithfulness")) == expected
+    assert "faithfulness" not in store.SORTS and "notes_kept" in store.SORTS
+    assert query.SORT_NAMES["notes_kept"] == "Notes kept"
+    assert set(query.SORT_NAMES) == set(store.SORTS)
+    label = library.get(tie_low_chroma.id).label
+    assert label.endswith(" · notes kept 80% · chroma 0.50"), label
+    assert library.get(uncounted_high_chroma.id).label.endswith(" · faithfulness 1.00")
 
 
 def scans_of(monkeypatch, folder: Path) -> list[Path]:

@@ -213,6 +213,9 @@ def test_the_faithfulness_of_an_uploaded_take_to_its_sketch(client):
     )
     assert same.status_code == 200, same.text
     assert same.json()["score"] > 0.99 and same.json()["segment"] == "second"
+    notes = same.json()["notes"]  # counted: the take's notes are the sketch's own
+    assert notes["score"] > 0.9 and notes["notes"]["precision"] > 0.9
+    assert {"pitch_classes", "lost", "extra", "strip"} <= set(notes)
     noise = io.BytesIO()
     sf.write(noise, np.random.default_rng(1).standard_normal(3 * SR) * 0.1, SR, format="WAV")
     other = client.post(
@@ -223,6 +226,7 @@ def test_the_faithfulness_of_an_uploaded_take_to_its_sketch(client):
         },
     )
     assert other.json()["score"] < same.json()["score"] - 0.2
+    assert other.json()["notes"]["score"] < 0.5  # noise keeps no note
     missing = client.post("/v1/faithfulness", files={"sketch": ("tune.wav", sketch, "audio/wav")})
     assert missing.status_code == 422 and "take" in missing.json()["error"]
 

@@ -19,6 +19,7 @@ from neurochip.settings import RenderSettings, TakeSetOptions
 from neurochip.sketch import Sketch
 from neurochip.synth import read_midi
 from neurochip.takeset import render_take_set
+from neurochip.transcription import reference_notes
 from tests.chiptune import make_chiptune
 
 SR = 44100
@@ -142,20 +143,47 @@ def test_progress_covers_the_whole_set_in_order(engine):
 def test_every_file_says_how_faithful_its_takes_are(engine, tmp_path):
     library = TakeLibrary(tmp_path / "home")
     options = TakeSetOptions(stereo_pair=True, compare=True)
-    takes = render_take_set(engine, sketch(3.0), FAST, options, library=library)
+    song = sketch(3.0)
+    takes = render_take_set(engine, song, FAST, options, library=library)
     a, b = (takes.files[k].metadata["faithfulness"] for k in "AB")
     for one, render in ((a, takes.renders["A"]), (b, takes.renders["B"])):
-        expected = note_faithfulness(render.source, render.audio).to_dict()
+        # Notes counted against the sketch's own (its transcription, over the span).
+        reference = reference_notes(song, render.start_s, render.source.duration_s)
+        expected = note_faithfulness(render.source, render.audio, reference=reference).to_dict()
         assert one == expected and one["segment"] == "second" and 0 <= one["score"] <= 1
         assert len(one["strip"]) == 3  # per second of the 3 s span
-    both = {"score": round((a["score"] + b["score"]) / 2, 4), "takes": {"A": a, "B": b}}
+    kept = round((a["notes"]["score"] + b["notes"]["score"]) / 2, 4)
+    both = {
+        "score": round((a["score"] + b["score"]) / 2, 4),
+        "takes": {"A": a, "B": b},
+        "notes": {"score": kept},
+    }
     assert takes.files["pair"].metadata["faithfulness"] == both
     assert takes.files["compare"].metadata["faithfulness"] == both
-    # Indexed, so the Takes page sorts by it.
+    # Indexed, so the Takes page sorts by it: notes kept, then chroma.
     for role, take_id in takes.saved.items():
-        score = takes.files[role].metadata["faithfulness"]["score"]
+        found = takes.files[role].metadata["faithfulness"]
+        score, notes = found["score"], found["notes"]["score"]
         assert library.get(take_id).faithfulness == score
-        assert library.get(take_id).label.endswith(f"faithfulness {score:.2f}")
+        assert library.get(take_id).notes_kept == notes
+        assert library.get(take_id).label.endswith(f"notes kept {notes:.0%} · chroma {score:.2f}")
+
+
+def test_a_file_of_several_takes_carries_their_mean_notes_kept_when_all_were_counted():
+    from neurochip.takeset import combined_faithfulness
+
+    a = {"score": 0.9, "notes": {"score": 0.8}}
+    b = {"score": 0.7, "notes": {"score": 0.5}}
+    chroma_only = {"score": 0.5}
+    assert combined_faithfulness({"A": a}) == a
+    assert combined_faithfulness({"A": a, "B": b}) == {
+        "score": 0.8,
+        "takes": {"A": a, "B": b},
+        "notes": {"score": 0.65},
+    }
+    assert "notes" not in combined_faithfulness({"A": a, "B": chroma_only})
+    assert "notes" not in combined_faithfulness({"A": a, "B": None})
+    assert combined_faithfulness({"A": None, "B": None}) is None
 
 
 def test_a_comparison_of_one_take_carries_its_faithfulness(engine):

@@ -7,11 +7,16 @@ import streamlit as st
 
 from app import ui
 from app.figures import faithfulness_colour
+from neurochip.library.metadata import faithfulness_score, notes_kept_score
 from neurochip.library.names import faithfulness_text
+from neurochip.notes_kept import NotesKept
 
 FAITHFULNESS_HELP = (
-    "Note faithfulness: how well the take keeps the sketch's notes, measured when it was "
-    "rendered. 1.00 keeps every note; unrelated music scores about 0.5 or less."
+    "**Notes kept**: the share of the sketch's notes the take plays (same semitone, starting "
+    "within 50 ms), counted on its transcription. **Chroma**: how alike the pitch classes "
+    "sound, 0-1 (1.00 keeps every note; unrelated music scores about 0.5 or less; a pad of "
+    "the right chords scores well too). Takes made before notes were counted show the chroma "
+    "alone until their notes are counted."
 )
 
 
@@ -28,6 +33,43 @@ def badge(score: float | None) -> str:
         return ":gray-badge[–]"
     colour = faithfulness_colour(score)
     return f":{colour}-badge[{faithfulness_text(score)}]"
+
+
+def kept_badge(score: float | None) -> str:
+    """Notes kept as a coloured badge (markdown): "86%"."""
+    if score is None:
+        return ":gray-badge[–]"
+    return f":{faithfulness_colour(score)}-badge[{score:.0%}]"
+
+
+def list_badge(take) -> str:
+    """What a list shows of a take's faithfulness: notes kept where they were counted, else
+    the chroma score (its badge says "chroma")."""
+    if take.notes_kept is not None:
+        return kept_badge(take.notes_kept)
+    if take.faithfulness is None:
+        return badge(None)
+    return f"{badge(take.faithfulness)} :small[:gray[chroma]]"
+
+
+def measured_notes(measured) -> NotesKept | None:
+    """The notes counted in one take's ``"faithfulness"`` (its metadata's), or None (not
+    counted, a file of several takes, or a damaged record)."""
+    notes = measured.get("notes") if isinstance(measured, dict) else None
+    if not isinstance(notes, dict) or "sketch_notes" not in notes:
+        return None
+    try:
+        return NotesKept.from_dict(notes)
+    except (ValueError, TypeError):
+        return None
+
+
+def scores_text(measured) -> str:
+    """ "notes kept :green-badge[86%] · chroma :green-badge[0.93]" of a ``"faithfulness"``."""
+    wrapped = {"faithfulness": measured}
+    kept, chroma = notes_kept_score(wrapped), faithfulness_score(wrapped)
+    text = f"chroma {badge(chroma)}"
+    return f"notes kept {kept_badge(kept)} · {text}" if kept is not None else text
 
 
 def player(take, where=st) -> None:

@@ -15,7 +15,8 @@ from neurochip.errors import NeuroChipError
 
 COMP_HELP = (
     "Build one take from the best bars of several: takes as rows, bars as columns, each cell "
-    "coloured by how well that take keeps that bar's notes. Click a cell to have that take "
+    "coloured by how well that take keeps that bar's notes (the share of its notes kept, "
+    "where they were counted; else its chroma score). Click a cell to have that take "
     "play that bar; the comp plays at once (a 30 ms equal-power crossfade at each bar line) "
     "and Save keeps it as a new take."
 )
@@ -24,13 +25,32 @@ LANE_BARS = 12
 
 
 def strip_by_bar(take) -> dict[int, float]:
-    """A take's note faithfulness per bar of the song, where it was measured per bar."""
+    """A take's notes kept per bar of the song (else its chroma score per bar), where it
+    was measured per bar."""
     measured = take.metadata.get("faithfulness")
-    if not isinstance(measured, dict) or measured.get("segment") != "bar":
+    if not isinstance(measured, dict):
+        return {}
+    notes = measured.get("notes")
+    if isinstance(notes, dict) and notes.get("segment") == "bar":
+        measured = notes  # its strip: the share of each bar's sketch notes kept
+    if measured.get("segment") != "bar":
         return {}
     first = measured.get("first_bar") if isinstance(measured.get("first_bar"), int) else 1
     strip = measured.get("strip") or []
-    return {first + i: v for i, v in enumerate(strip) if isinstance(v, (int, float))}
+    return {
+        first + i: v
+        for i, v in enumerate(strip)
+        if isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
+
+
+def lane_name(take) -> str:
+    """A lane's name with its notes kept (or chroma score), as the list shows them."""
+    if take.notes_kept is not None:
+        return f"{ui.plain(take.name)} · {take.notes_kept:.0%} kept"
+    if take.faithfulness is not None:
+        return f"{ui.plain(take.name)} · chroma {take.faithfulness:.2f}"
+    return ui.plain(take.name)
 
 
 def pick(key: tuple, segment: int, row: int) -> None:
@@ -103,7 +123,7 @@ def draw(takes_here) -> None:
         column.caption(str(numbers[segment]))
     for row, take in enumerate(lanes):
         cells = st.columns(widths, vertical_alignment="center")
-        cells[0].markdown(f":small[{ui.plain(take.name)}]")
+        cells[0].markdown(f":small[{lane_name(take)}]")
         scores = strip_by_bar(take) if unit == "bar" else {}
         for column, segment in zip(cells[1:], window, strict=True):
             score = scores.get(numbers[segment])

@@ -1,4 +1,5 @@
-"""Takes: one take, big: its player, downloads, note and name, note faithfulness, re-rolls."""
+"""Takes: one take, big: its player, downloads, note and name, notes kept (counted on demand
+for older takes, a piano roll), re-rolls."""
 
 from __future__ import annotations
 
@@ -10,13 +11,15 @@ from app import song as arrange_song
 from app import state, ui
 from app.abplayer import ab_player
 from app.mixer import stem_mixer
-from app.takes import FAITHFULNESS_HELP, badge, player
+from app.piano_roll import draw_piano_roll
+from app.takes import FAITHFULNESS_HELP, badge, measured_notes, player, scores_text
 from neurochip.bars import BarGrid
 from neurochip.comp import take_bar_times
 from neurochip.errors import NeuroChipError
 from neurochip.io.audio import Audio
 from neurochip.jobs import Job
-from neurochip.library.metadata import faithfulness_score
+from neurochip.library.metadata import notes_kept_score
+from neurochip.library.notes import NOT_COUNTED_HERE, count_notes, has_notes
 from neurochip.model_spec import ModelSpec
 from neurochip.reroll import candidate_settings, region_of_take, reroll_take
 from neurochip.sketch import load_sketch
@@ -265,29 +268,82 @@ def reroll_results(take) -> None:
         height=120,
     )
     for i, result in enumerate(results):
-        score = faithfulness_score(result.metadata)
-        st.markdown(
-            f"Candidate {i + 1} · seed {result.render.settings.seed} · notes kept {badge(score)}"
-        )
+        said = scores_text(result.metadata.get("faithfulness"))
+        st.markdown(f"Candidate {i + 1} · seed {result.render.settings.seed} · {said}")
 
 
 def faithfulness_strip(take) -> None:
-    """The take's note faithfulness, per bar or second, with its low spots."""
+    """The take's note faithfulness: the notes-kept headline with the chroma score beside it
+    (or *Count notes* where they were not counted), the chroma per bar or second with its low
+    spots, and the piano roll of the notes counted."""
     measured = take.metadata.get("faithfulness")
-    if take.faithfulness is None or not isinstance(measured, dict):
-        st.caption("Note faithfulness: not measured.", help=FAITHFULNESS_HELP)
-        return
-    st.markdown(f"Note faithfulness {badge(take.faithfulness)}", help=FAITHFULNESS_HELP)
+    if not isinstance(measured, dict):
+        measured = {}
+    notes = measured_notes(measured)
     held = measured.get("takes")
+    if notes is not None:
+        chroma = f" · chroma {badge(take.faithfulness)}" if take.faithfulness is not None else ""
+        st.markdown(f"{notes.headline()}{chroma}", help=FAITHFULNESS_HELP)
+    elif notes_kept_score(take.metadata) is not None:  # a pair's: the mean of its takes'
+        st.markdown(f"{scores_text(measured)} (its takes' mean)", help=FAITHFULNESS_HELP)
+    elif take.faithfulness is not None:
+        st.markdown(
+            f"Notes kept: not counted · chroma {badge(take.faithfulness)}", help=FAITHFULNESS_HELP
+        )
+    else:
+        st.caption("Note faithfulness: not measured.", help=FAITHFULNESS_HELP)
+    if not has_notes(take):
+        count_notes_button(take)
     if isinstance(held, dict):
         # A pair's or its comparison's: the mean of its takes'; their strips are in their own
         # files (A's and B's takes).
-        scores = [
-            f"take {key} {badge(faithfulness_score({'faithfulness': value}))}"
-            for key, value in sorted(held.items())
-        ]
-        st.markdown(" · ".join(scores))
+        said = [f"take {key} {scores_text(value)}" for key, value in sorted(held.items())]
+        st.markdown(" · ".join(said))
         return
+    chroma_strip(measured)
+    if notes is not None:
+        draw_piano_roll(
+            notes,
+            _start_s(take),
+            None,  # the bars the notes were counted in
+            take.duration_s,
+            f"roll_{take.id}",
+            ui.memo(f"roll_{take.id}", (take.id, take.notes_kept), dict),
+        )
+
+
+def _start_s(take) -> float:
+    """Where the take starts in its song (0 where its settings cannot be read)."""
+    try:
+        return float(take.settings().start_s)
+    except NeuroChipError:
+        return 0.0
+
+
+def count_notes_button(take) -> None:
+    """*Count notes* for a take kept before notes were counted: measured now, against the
+    song the library kept, and kept with it."""
+    why = NOT_COUNTED_HERE.get(take.kind)
+    if why is not None or take.damaged:
+        return
+    if st.button(
+        "Count notes",
+        key=f"count_notes_{take.id}",
+        icon=":material/music_note:",
+        help="This take was made before notes were counted: transcribe it and count the "
+        "song's notes it keeps (a few seconds), against the song kept with it.",
+    ):
+        try:
+            with st.spinner("Counting notes…"):
+                count_notes(ui.library(), take.id)
+        except NeuroChipError as err:
+            st.error(str(err))
+        else:
+            st.rerun()
+
+
+def chroma_strip(measured: dict) -> None:
+    """The chroma score per bar or second, with its low spots."""
     strip = measured.get("strip")
     if not isinstance(strip, list) or not strip:
         return
@@ -296,14 +352,14 @@ def faithfulness_strip(take) -> None:
     first = first_bar if unit == "bar" and isinstance(first_bar, int) else 1
     st.bar_chart(
         [
-            {unit: first + i, "faithfulness": v if isinstance(v, (int, float)) else None}
+            {unit: first + i, "chroma": v if isinstance(v, (int, float)) else None}
             for i, v in enumerate(strip)
         ],
         x=unit,
-        y="faithfulness",
+        y="chroma",
         sort=False,
         height=160,
-        y_label="faithfulness",
+        y_label="chroma",
     )
     spots = measured.get("low_spots") or []
     if spots:

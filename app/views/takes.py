@@ -1,7 +1,8 @@
 """Takes: every render, kept. A compact list to tell them apart, one take's big view at a time.
 
-Each row says what tells a take apart (its settings and note faithfulness, from
-:attr:`Take.label <neurochip.library.store.Take.label>`); the player, downloads, note and
+Each row says what tells a take apart (its settings, from
+:attr:`Take.label <neurochip.library.store.Take.label>`, and its notes kept, or the chroma
+score of a take whose notes were not counted); the player, downloads, note and
 rename live in the big view of the one take opened. The list is paged, so a page builds at most
 :data:`PER_PAGE` rows and a single take's player and export, whatever the library holds.
 """
@@ -15,23 +16,18 @@ import streamlit as st
 
 from app import song as arrange_song
 from app import state, ui
-from app.takes import FAITHFULNESS_HELP, badge, player
+from app.takes import FAITHFULNESS_HELP, list_badge, player
 from app.takes import comp as comp_tool
 from app.takes import compare as compare_tool
 from app.takes.take_view import big_view
 from neurochip.errors import NeuroChipError
 from neurochip.library.names import take_label
+from neurochip.library.query import SORT_NAMES
 
 PER_PAGE = 25
 
-SORTS = {
-    "Newest first": "created",
-    "Starred first": "starred",
-    "Most faithful first": "faithfulness",
-    "Name": "name",
-    "Song": "song",
-    "Prompt": "prompt",
-}
+SORTS = {name: sort for sort, name in SORT_NAMES.items()}  # "Notes kept": "notes_kept"
+OLD_SORT_NAMES = {"Most faithful first": "Notes kept"}  # as sessions saved them
 st.title("Takes")
 library = ui.library()
 st.caption(f"Every render is kept in `{library.root}` (set NEUROCHIP_HOME to move it).")
@@ -69,6 +65,8 @@ except NeuroChipError as err:  # e.g. the index cannot be read, and could not be
 song = state.select(
     song_col, "view.takes_song", "Song", ["All songs", *songs], on_change=first_page
 )
+if state.get("view.takes_sort") in OLD_SORT_NAMES:
+    state.put("view.takes_sort", OLD_SORT_NAMES[state.get("view.takes_sort")])
 sort = state.select(sort_col, "view.takes_sort", "Sort", list(SORTS), on_change=first_page)
 starred_only = state.toggle(
     star_col, "view.takes_starred_only", "Starred only", on_change=first_page
@@ -160,7 +158,7 @@ def take_row(take_id: str) -> None:
         f"**{ui.plain(take.name)}**{damaged}{note}  \n"
         f":small[:gray[{ui.plain(take_label(take.metadata, faithfulness=False))}]]"
     )
-    row[2].markdown(badge(take.faithfulness))
+    row[2].markdown(list_badge(take))
     created = datetime.datetime.fromtimestamp(take.created).strftime("%Y-%m-%d %H:%M")
     row[3].markdown(f":small[{created}]")
     if row[4].button(
@@ -186,7 +184,7 @@ def take_row(take_id: str) -> None:
 
 head = st.columns([0.5, 6.5, 1.1, 1.7, 0.9, 0.9], vertical_alignment="bottom")
 head[1].caption("Take · settings")
-head[2].caption("Faithful", help=FAITHFULNESS_HELP)
+head[2].caption("Notes kept", help=FAITHFULNESS_HELP)
 head[3].caption("Made")
 with st.container(gap=None):
     for take in takes:

@@ -1,4 +1,10 @@
-"""``neurochip faithfulness``: how well a take keeps the notes of its sketch."""
+"""``neurochip faithfulness``: how well a take keeps the notes of its sketch.
+
+Both measures: notes kept (the sketch's notes found in the take's transcription, with
+precision, recall and F1, and the pitch-class variant; the notes lost, by bar) and the chroma
+score with its strip per bar or second. ``--json`` writes (or, without a file, prints) all of
+it, the notes included.
+"""
 
 from __future__ import annotations
 
@@ -15,22 +21,29 @@ from neurochip.faithfulness import (
     sketch_bar_times,
 )
 from neurochip.io.write import atomic_write
+from neurochip.notes_kept import NoteScore, NotesKept
 from neurochip.sketch import load_sketch
+from neurochip.transcription import reference_notes
 
 LOW_MARGIN = 0.15  # a segment this far below the take's score is a low spot
 PER_ROW = {"bar": 8, "second": 10}  # segments per printed row: phrases, tens
 RAMP = "▁▂▃▄▅▆▇█"
 ASCII_RAMP = "_.-:=+*#"
+LOST_SHOWN = 20  # lost notes listed; the rest counted
 
 
 def add_parser(commands) -> None:
     parser = commands.add_parser(
         "faithfulness",
         help="how well a take keeps the sketch's notes (0 to 1, per bar or second)",
-        description="Compare a take with its sketch, note for note: the chroma (the 12 pitch "
-        "classes) of both, frame by frame, as cosine similarity. 1.00 keeps every note; "
-        "unrelated music scores about 0.5 or less. Where the sketch is silent nothing is "
-        "counted. Shown per bar for a MIDI sketch, per second otherwise, with low spots marked.",
+        description="Compare a take with its sketch, note for note. Notes kept: the take is "
+        "transcribed (basic-pitch) and the sketch's notes (a MIDI file's own, an audio "
+        "sketch's transcription) are counted in it: recall is the share kept, precision the "
+        "share of the take's notes that are the sketch's; the notes lost are listed by bar. "
+        "Chroma: the 12 pitch classes of both, frame by frame, as cosine similarity (1.00 "
+        "keeps every note; unrelated music scores about 0.5 or less; where the sketch is "
+        "silent nothing is counted), shown per bar for a MIDI sketch, per second otherwise, "
+        "with low spots marked.",
         epilog=EPILOG,
     )
     parser.add_argument("sketch", type=Path, help="the sketch: audio, chip music or MIDI")
@@ -38,9 +51,12 @@ def add_parser(commands) -> None:
     parser.add_argument(
         "--json",
         type=Path,
+        nargs="?",
+        const=Path("-"),
         default=None,
         metavar="FILE",
-        help="also write the score and the strip to this JSON file",
+        help="also write both measures (notes kept, lost and extra notes, the chroma strip) "
+        "to this JSON file; without FILE, print that JSON instead of the report",
     )
     add_overwrite_option(parser)
     add_max_duration(parser, "inputs")
@@ -48,25 +64,37 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    if args.json is not None:
+    printing = args.json is not None and str(args.json) == "-"
+    if args.json is not None and not printing:
         check_outputs(args, [args.json], [args.sketch, args.take])
     sketch = load_sketch(args.sketch, max_duration_s=args.max_duration)
     take = load_sketch(args.take, max_duration_s=args.max_duration)
-    result = note_faithfulness(sketch.audio, take.audio, sketch_bar_times(sketch))
+    result = note_faithfulness(
+        sketch.audio,
+        take.audio,
+        sketch_bar_times(sketch),
+        # The sketch's own notes: a MIDI file's, an audio sketch's transcription.
+        reference=reference_notes(sketch, 0.0, take.audio.duration_s),
+    )
+    data = {"sketch": sketch.name, "take": take.name, **result.to_dict(LOW_MARGIN)}
+    if printing:
+        print(json.dumps(data, indent=2))
+        return
     print(report(result, sketch.name, take.name))
     if args.json is not None:
-        data = {"sketch": sketch.name, "take": take.name, **result.to_dict(LOW_MARGIN)}
         with atomic_write(args.json) as temporary:
             temporary.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
         print(f"Wrote {args.json}.")
 
 
 def report(result: Faithfulness, sketch: str, take: str) -> str:
-    """The score, the strip as rows of values with a bar chart, and the low spots."""
+    """Notes kept (scores, lost notes), then the chroma score, the strip as rows of values
+    with a bar chart, and the low spots."""
     ramp = RAMP if _can_print(RAMP) else ASCII_RAMP
     unit = result.segment
-    lines = [
-        f"Note faithfulness of {take} to {sketch}: {result.score:.2f} "
+    lines = [f"Note faithfulness of {take} to {sketch}:", *notes_report(result.notes)]
+    lines += [
+        f"Chroma: {result.score:.2f} "
         "(1.00 keeps every note; unrelated music scores about 0.5 or less)",
         f"Compared {_clock(result.duration_s)}, of which the sketch sounds in "
         f"{_clock(result.counted_s)}.",
@@ -103,6 +131,35 @@ def report(result: Faithfulness, sketch: str, take: str) -> str:
     else:
         lines.append(f"No low spots: no {unit} is more than {LOW_MARGIN:.2f} below the score.")
     return "\n".join(lines)
+
+
+def notes_report(notes: NotesKept | None) -> list[str]:
+    """Notes kept: the headline, the scores of both matchings, the lost notes by bar."""
+    if notes is None:
+        return ["Notes kept: not counted (basic-pitch is not installed: `make install`)."]
+    lines = [
+        notes.headline(),
+        _score_line("notes", notes.notes, ""),
+        _score_line("pitch classes", notes.pitch_classes, "; octaves folded"),
+    ]
+    lost = notes.lost()
+    if lost:
+        lines.append("Lost notes (in the sketch, not in the take):")
+        for place in lost[:LOST_SHOWN]:
+            where = f"bar {place.bar}" if place.bar is not None else ""
+            said = [where, place.name, f"({place.start_s:.2f} s)"]  # bar 12  E5  (22.41 s)
+            lines.append("  " + "  ".join(part for part in said if part))
+        if len(lost) > LOST_SHOWN:
+            lines.append(f"  ... and {len(lost) - LOST_SHOWN} more")
+    return lines
+
+
+def _score_line(what: str, score: NoteScore, how: str) -> str:
+    return (
+        f"  {what + ':':<15}precision {score.precision:.2f} · recall {score.recall:.2f} · "
+        f"F1 {score.f1:.2f}  ({score.matched} of {score.sketch} kept, {score.take} in the "
+        f"take{how})"
+    )
 
 
 def _clock(seconds: float) -> str:

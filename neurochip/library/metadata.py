@@ -93,6 +93,45 @@ def faithfulness_score(metadata: Mapping[str, Any]) -> float | None:
     return float(score) if 0 <= score <= 1 else None
 
 
+def notes_kept_score(metadata: Mapping[str, Any]) -> float | None:
+    """A take's "notes kept" (0 to 1, see :mod:`neurochip.notes_kept`), or ``None``.
+
+    ``metadata["faithfulness"]["notes"]["score"]``: the share of the sketch's notes the take
+    plays, counted when it was rendered (or later, :func:`~neurochip.library.notes.count_notes`);
+    for a file of takes A and B, the mean of theirs (:func:`combined_faithfulness`). ``None``
+    where notes were not counted (a take made before the measure, basic-pitch missing).
+    """
+    found = metadata.get("faithfulness") if isinstance(metadata, Mapping) else None
+    notes = found.get("notes") if isinstance(found, Mapping) else None
+    return faithfulness_score({"faithfulness": notes})
+
+
+def combined_faithfulness(
+    measured: Mapping[str, Mapping[str, Any] | None],
+) -> dict[str, Any] | None:
+    """The ``"faithfulness"`` of a file holding several takes (``{"A": ..., "B": ...}``).
+
+    One take: its own. Several: ``{"score": the mean of their chroma scores, "takes": each's}``
+    (the mean of those measured; ``None`` if none was), with ``"notes": {"score": the mean of
+    their notes kept}`` where every take's notes were counted.
+    """
+    if len(measured) == 1:
+        only = next(iter(measured.values()))
+        return None if only is None else dict(only)
+    scores = [faithfulness_score({"faithfulness": m}) for m in measured.values()]
+    known = [s for s in scores if s is not None]
+    if not known:
+        return None
+    both: dict[str, Any] = {
+        "score": round(sum(known) / len(known), 4),
+        "takes": dict(measured),
+    }
+    kept = [notes_kept_score({"faithfulness": m}) for m in measured.values()]
+    if kept and all(k is not None for k in kept):
+        both["notes"] = {"score": round(sum(kept) / len(kept), 4)}  # type: ignore[arg-type]
+    return both
+
+
 def is_loop(metadata: Mapping[str, Any]) -> bool:
     """Whether a take (or a pair or comp of takes) was rendered as a seamless loop."""
     if metadata.get("kind") not in ("take", "stereo pair", "comp", "stem", "stem mix"):

@@ -12,7 +12,7 @@ import unicodedata
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from neurochip.library.metadata import faithfulness_score
+from neurochip.library.metadata import faithfulness_score, notes_kept_score
 from neurochip.settings import RenderSettings
 
 MAX_NAME_CHARS = 200
@@ -201,10 +201,11 @@ def take_label(metadata: Mapping[str, Any], faithfulness: bool = True) -> str:
     """What tells a take from its neighbours: "seed 42 · denoise 0.35 · guidance 7 · 50 steps",
     after the engine's name where it is not Riffusion ("Stable Audio 3 · seed 42 ...").
 
-    Followed by " · faithfulness 0.93" where the take's notes were measured (and
-    ``faithfulness``). A stereo pair whose takes differ only in seed reads "seeds 42, 43 ·
-    denoise ..."; takes that differ in more are labelled each, "A: ... | B: ...". The one
-    place a take's label is made: the app's lists and grids show this.
+    Followed by " · notes kept 86% · chroma 0.93" where the take's notes were counted, else
+    " · faithfulness 0.93" where only the chroma meter measured it (and ``faithfulness``). A
+    stereo pair whose takes differ only in seed reads "seeds 42, 43 · denoise ..."; takes that
+    differ in more are labelled each, "A: ... | B: ...". The one place a take's label is made:
+    the app's lists and grids show this.
     """
     takes = metadata.get("takes") if isinstance(metadata, Mapping) else None
     held = (
@@ -240,8 +241,14 @@ def take_label(metadata: Mapping[str, Any], faithfulness: bool = True) -> str:
         text += f" · {lineage}"
     if any(isinstance(s, Mapping) and s.get("loop") is True for s in held.values()):
         text += " · seamless loop"
-    score = faithfulness_score(metadata) if faithfulness else None
-    if score is not None:
+    if not faithfulness:
+        return text
+    score, kept = faithfulness_score(metadata), notes_kept_score(metadata)
+    if kept is not None:
+        text += f" · {notes_kept_text(kept)}"
+        if score is not None:
+            text += f" · chroma {faithfulness_text(score)}"
+    elif score is not None:
         text += f" · faithfulness {faithfulness_text(score)}"
     return text
 
@@ -324,6 +331,11 @@ def _number(value: object) -> str:
 def faithfulness_text(score: float | None) -> str:
     """A note-faithfulness score as a label shows it: "0.93"; "–" when not measured."""
     return "–" if score is None else f"{score:.2f}"
+
+
+def notes_kept_text(score: float | None) -> str:
+    """Notes kept as a label shows it: "notes kept 86%"; "notes not counted" without."""
+    return "notes not counted" if score is None else f"notes kept {score:.0%}"
 
 
 def clean_note(text: str) -> str:

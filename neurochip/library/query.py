@@ -1,7 +1,7 @@
 """Search, sort and paging of takes: the SQL of a listing, from what a composer asked for.
 
 :meth:`~neurochip.library.store.TakeLibrary.list` filters (starred, song, text in the name,
-prompt or note), sorts (by date, name, song, prompt, star, note faithfulness) and pages with
+prompt or note), sorts (by date, name, song, prompt, star, notes kept) and pages with
 one SQL query on the index (:meth:`~neurochip.library.store.TakeLibrary.count` counts what it
 would list, for paging). It reads only columns written with each row
 (:mod:`~neurochip.library.schema`), each sort walks an index in its order, and no row's
@@ -15,20 +15,41 @@ from neurochip.library.schema import _fold
 
 _SORTS: dict[str, tuple[tuple[str, str], ...]] = {
     # sort -> its ORDER BY terms in the default direction; the other direction reverses every
-    # term, so it is the same list backwards. Each matches an index of _MIGRATIONS[2] or [4]
-    # (the implicit rowid at the end included), which SQLite walks forwards or backwards
-    # instead of sorting. Ties go newest first. Takes without a faithfulness score (NULL) sort
-    # after every score, most faithful first (and first when reversed).
+    # term, so it is the same list backwards. Each matches an index of _MIGRATIONS[2], [4] or
+    # [5] (the implicit rowid at the end included), which SQLite walks forwards or backwards
+    # instead of sorting. Ties go newest first. "notes_kept": most notes kept first, the
+    # chroma score breaking ties; takes whose notes were not counted (NULL) after every one
+    # counted, by their chroma score, those never measured last (first when reversed).
     "created": (("created", "DESC"), ("rowid", "DESC")),
     "starred": (("starred", "DESC"), ("created", "DESC"), ("rowid", "DESC")),
     "name": (("name_key", "ASC"), ("created", "DESC"), ("rowid", "ASC")),
     "song": (("song_key", "ASC"), ("created", "DESC"), ("rowid", "ASC")),
     "prompt": (("prompt_key", "ASC"), ("created", "DESC"), ("rowid", "ASC")),
-    "faithfulness": (("faithfulness", "DESC"), ("created", "DESC"), ("rowid", "DESC")),
+    "notes_kept": (
+        ("notes_kept", "DESC"),
+        ("faithfulness", "DESC"),
+        ("created", "DESC"),
+        ("rowid", "DESC"),
+    ),
 }
+# Sorts by an older name: "faithfulness" (the chroma score alone, before notes were counted)
+# sorts as notes kept, which it became.
+_ALIASES = {"faithfulness": "notes_kept"}
+_SORTS.update({old: _SORTS[new] for old, new in _ALIASES.items()})
 _REVERSE = {"ASC": "DESC", "DESC": "ASC"}
-SORTS: tuple[str, ...] = tuple(_SORTS)
-"""What :meth:`~neurochip.library.store.TakeLibrary.list` sorts by."""
+SORTS: tuple[str, ...] = tuple(s for s in _SORTS if s not in _ALIASES)
+"""What :meth:`~neurochip.library.store.TakeLibrary.list` sorts by (and "faithfulness", the
+old name of "notes_kept")."""
+
+SORT_NAMES: dict[str, str] = {
+    "created": "Newest first",
+    "starred": "Starred first",
+    "notes_kept": "Notes kept",
+    "name": "Name",
+    "song": "Song",
+    "prompt": "Prompt",
+}
+"""Each sort as people read it (the app's choices)."""
 
 SONGS_QUERY = (
     "SELECT DISTINCT source_name FROM takes WHERE source_name IS NOT NULL "

@@ -24,7 +24,7 @@ from neurochip.settings import RenderSettings
 # What a listing reads, in the order Take's fields take it (see new_take).
 _LISTED = (
     "id, created, name, kind, source_name, starred, frames, sample_rate, channels, prompt, "
-    "audio_file, thumbnail_file, metadata, audio_size, faithfulness, note"
+    "audio_file, thumbnail_file, metadata, audio_size, faithfulness, note, notes_kept"
 )
 
 
@@ -48,8 +48,9 @@ class Take:
     duration_s: float
     channels: int
     prompt: str  # the prompts of the takes in it, A's first, " / " between
-    faithfulness: float | None  # note-faithfulness score, 0 to 1; None: not measured
+    faithfulness: float | None  # note-faithfulness (chroma) score, 0 to 1; None: not measured
     note: str  # the composer's note ("" for none)
+    notes_kept: float | None  # share of the sketch's notes it plays; None: not counted
     # As the index holds them:
     _takes_dir: Path = field(repr=False)
     _audio_file: str = field(repr=False)
@@ -85,7 +86,7 @@ class Take:
     @cached_property
     def label(self) -> str:
         """What tells it from other takes: "seed 42 · denoise 0.35 · guidance 7 · 50 steps ·
-        faithfulness 0.93" (:func:`~neurochip.library.names.take_label`)."""
+        notes kept 86% · chroma 0.93" (:func:`~neurochip.library.names.take_label`)."""
         return take_label(self.metadata)
 
     @cached_property
@@ -116,6 +117,7 @@ class Take:
             self.prompt,
             self.faithfulness,
             self.note,
+            self.notes_kept,
             self.audio_path,
             self.thumbnail_path,
             self.metadata,
@@ -158,6 +160,7 @@ def new_take(
     audio_size: int | None,
     faithfulness: float | None,
     note: str,
+    notes_kept: float | None = None,
 ) -> Take:
     """A take from the columns of :data:`_LISTED`.
 
@@ -180,6 +183,7 @@ def new_take(
             "prompt": prompt,
             "faithfulness": None if faithfulness is None else float(faithfulness),
             "note": note,
+            "notes_kept": None if notes_kept is None else float(notes_kept),
             "_takes_dir": takes_dir,
             "_audio_file": audio_file,
             "_thumbnail_file": thumbnail_file,

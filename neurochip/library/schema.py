@@ -2,16 +2,17 @@
 
 What lists search and sort by is stored in columns when a row is written (``prompt``;
 ``search``, the name, prompts and note case-folded; ``name_key``, ``song_key``,
-``prompt_key``, which sort ignoring case and accents; ``faithfulness``, the score the
-note-faithfulness meter gave when the take was rendered, from its metadata; see
+``prompt_key``, which sort ignoring case and accents; ``faithfulness``, the chroma score the
+note-faithfulness meter gave when the take was rendered, and ``notes_kept``, the share of the
+sketch's notes it plays where they were counted, both from its metadata; see
 :func:`_indexed`), and each sort has an index in its order (:mod:`~neurochip.library.query`),
 so SQLite walks an index instead of sorting, and no row's metadata JSON is parsed to list it.
 
 Schema changes are migrations (:data:`_MIGRATIONS`, ``PRAGMA user_version``): each version's
 steps turn the previous one into it, and may backfill new columns from every row's metadata
 JSON (version 2 added the search and sort columns that way; version 4 the note-faithfulness
-score, and the note). A later column is added the same way: ``ALTER TABLE`` + an index + a
-backfill step, the value in :func:`_indexed`, and a sort key in
+score, and the note; version 5 notes kept). A later column is added the same way: ``ALTER
+TABLE`` + an index + a backfill step, the value in :func:`_indexed`, and a sort key in
 :data:`~neurochip.library.query._SORTS`.
 """
 
@@ -23,9 +24,9 @@ import unicodedata
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from neurochip.library.metadata import faithfulness_score
+from neurochip.library.metadata import faithfulness_score, notes_kept_score
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """``PRAGMA user_version`` of the index; :data:`_MIGRATIONS` brings older ones up to it."""
 
 _COLUMNS = (
@@ -49,6 +50,7 @@ _COLUMNS = (
     "audio_size",
     "faithfulness",
     "note",
+    "notes_kept",
 )
 
 
@@ -81,6 +83,20 @@ def _backfill_v4(conn: sqlite3.Connection) -> None:
         if score is not None:
             updates.append((score, take_id))
     conn.executemany("UPDATE takes SET faithfulness = ? WHERE id = ?", updates)
+
+
+def _backfill_v5(conn: sqlite3.Connection) -> None:
+    """Fill version 5's notes kept from the metadata of the rows already there."""
+    updates = []
+    for take_id, text in conn.execute("SELECT id, metadata FROM takes").fetchall():
+        try:
+            metadata = json.loads(text)
+        except (TypeError, ValueError):
+            continue
+        score = notes_kept_score(metadata) if isinstance(metadata, dict) else None
+        if score is not None:
+            updates.append((score, take_id))
+    conn.executemany("UPDATE takes SET notes_kept = ? WHERE id = ?", updates)
 
 
 # One list of steps per schema version; version n's turns n - 1 into n. A step is an SQL
@@ -142,6 +158,16 @@ _MIGRATIONS: dict[int, tuple[str | Callable[[sqlite3.Connection], None], ...]] =
         "CREATE INDEX IF NOT EXISTS takes_by_faithfulness ON takes (faithfulness, created)",
         _backfill_v4,
     ),
+    5: (
+        # Notes kept: the share of the sketch's notes the take plays (metadata
+        # "faithfulness" -> "notes" -> "score", see notes_kept_score()); NULL where notes were
+        # not counted (takes made before the measure, until counted on demand). Sorted by
+        # with the chroma score as the tie-break, so one index holds both, in that order.
+        "ALTER TABLE takes ADD COLUMN notes_kept REAL",
+        "CREATE INDEX IF NOT EXISTS takes_by_notes_kept "
+        "ON takes (notes_kept, faithfulness, created)",
+        _backfill_v5,
+    ),
 }
 assert max(_MIGRATIONS) == SCHEMA_VERSION
 
@@ -183,6 +209,7 @@ def _indexed(
         "prompt_key": _sort_key(prompt_text),
         "faithfulness": faithfulness_score(metadata),
         "note": note,
+        "notes_kept": notes_kept_score(metadata),
     }
 
 

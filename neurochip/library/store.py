@@ -52,7 +52,7 @@ from neurochip.errors import NeuroChipError
 from neurochip.io.audio import Audio
 from neurochip.io.write import describe_os_error
 from neurochip.library.damage import _refuse_damaged
-from neurochip.library.edits import delete_take, update_row
+from neurochip.library.edits import delete_take, update_row, write_faithfulness
 from neurochip.library.folders import (
     AUDIO_FILE,
     ENTRY_FILE,
@@ -255,8 +255,10 @@ class TakeLibrary:
                 ("ß" matches "SS") and runs of spaces. Empty: every take.
             sort: One of :data:`SORTS`: "created" (newest first), "starred" (starred
                 first), "name", "song", "prompt" (A to Z, ignoring case and accents; no song
-                or prompt after Z), "faithfulness" (most faithful to the sketch's notes
-                first; takes never measured last). Ties go newest first.
+                or prompt after Z), "notes_kept" (most of the sketch's notes kept first,
+                the chroma score breaking ties; takes whose notes were not counted after,
+                by their chroma score; never measured last; "faithfulness" is its old
+                name). Ties go newest first.
             descending: ``True`` for Z to A (or newest first), ``False`` for A to Z (oldest
                 first); by default as above. The other direction is the same list reversed.
             limit: At most this many takes (all when ``None``), after skipping ``offset``.
@@ -411,6 +413,16 @@ class TakeLibrary:
             NeuroChipError: If the id is unknown.
         """
         return self._update(take_id, "note", clean_note(note if isinstance(note, str) else ""))
+
+    @_heals_index
+    def set_faithfulness(self, take_id: str, faithfulness: Mapping[str, Any], audio: Audio) -> Take:
+        """Write a take's note faithfulness measured again (``"faithfulness"``, notes
+        counted) into the metadata its file carries and its row (``audio``: the take's own,
+        as :meth:`load_audio` gave it). :func:`~neurochip.library.notes.count_notes` measures
+        it; see :func:`~neurochip.library.edits.write_faithfulness` for how it is written.
+        """
+        measured = _plain_json(faithfulness)
+        return self._take(write_faithfulness(self._index, self._folders, take_id, measured, audio))
 
     def delete(self, take_id: str) -> None:
         """Delete a take: its row and its folder, for good.

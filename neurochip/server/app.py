@@ -10,7 +10,8 @@ Routes (OpenAPI docs at ``/docs``):
 * ``GET /v1/renders/{id}/events``: the same as server-sent events, until it ends.
 * ``DELETE /v1/renders/{id}``: cancel (the takes already kept stay).
 * ``GET /v1/takes``, ``GET /v1/takes/{id}``, ``GET /v1/takes/{id}/audio?format=wav|flac|mp3``.
-* ``POST /v1/faithfulness``: a sketch and a take (uploads) -> how well the take keeps its notes.
+* ``POST /v1/faithfulness``: a sketch and a take (uploads) -> how well the take keeps its notes
+  (notes kept, and the chroma score).
 * ``POST /run_inference/``: Riffusion's own endpoint and JSON (:mod:`neurochip.server.riffusion`).
 
 Every error is JSON, ``{"error": "what happened and what to do"}``, with a 4xx status for a
@@ -52,6 +53,7 @@ from neurochip.server.riffusion import (
 )
 from neurochip.server.schema import read_settings, said
 from neurochip.sketch import load_sketch, outline_sketch
+from neurochip.transcription import reference_notes
 
 #: The largest upload taken, in bytes (a 10-minute 16-bit stereo WAV is ~106 MB).
 DEFAULT_MAX_UPLOAD_BYTES = 128 * 1024 * 1024
@@ -260,8 +262,15 @@ def create_app(
         sketch: Annotated[UploadFile, File(description="The sketch (the reference).")],
         take: Annotated[UploadFile, File(description="A take rendered from it.")],
     ) -> dict[str, Any]:
-        """How well a take keeps the sketch's notes: the score (0-1) and a strip per bar
-        (per second where the sketch's bars are unknown), as ``neurochip faithfulness``."""
+        """How well a take keeps the sketch's notes, as ``neurochip faithfulness --json``.
+
+        ``notes``: notes kept, the sketch's notes (a MIDI file's own, an audio sketch's
+        transcription) counted in the take's transcription: ``score`` (the share kept, i.e.
+        recall), ``notes`` and ``pitch_classes`` (``precision``, ``recall``, ``f1``,
+        ``matched``, ``sketch``, ``take``), ``strip`` per bar or second, ``lost`` and
+        ``extra`` notes (``bar``, ``start_s``, ``pitch``, ``name``); absent where
+        basic-pitch is not installed. ``score``, ``strip``, ``low_spots``: the chroma
+        measure (0-1) per bar (per second where the sketch's bars are unknown)."""
         with tempfile.TemporaryDirectory(prefix="neurochip-faithfulness-") as folder:
             files = []
             for n, upload in enumerate((sketch, take)):
@@ -344,7 +353,12 @@ def _outline(sketch: SketchFile, max_duration_s: float):
 
 def _faithfulness(files: list[tuple[Path, str]], max_duration_s: float) -> dict[str, Any]:
     song, heard = (load_sketch(p, name=n, max_duration_s=max_duration_s) for p, n in files)
-    result = note_faithfulness(song.audio, heard.audio, sketch_bar_times(song))
+    result = note_faithfulness(
+        song.audio,
+        heard.audio,
+        sketch_bar_times(song),
+        reference=reference_notes(song, 0.0, heard.audio.duration_s),  # the sketch's own
+    )
     return {"sketch": song.name, "take": heard.name, **result.to_dict()}
 
 
@@ -442,6 +456,7 @@ def _take_summary(take) -> dict[str, Any]:
         "duration_s": round(take.duration_s, 3),
         "channels": take.channels,
         "faithfulness": take.faithfulness,
+        "notes_kept": take.notes_kept,
         "starred": take.starred,
         "note": take.note,
     }
