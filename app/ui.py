@@ -186,7 +186,7 @@ def library() -> TakeLibrary:
 #: Jobs that belong to the workspace, not to one page session: a refresh, another tab or a trip
 #: to another page finds them running (neurochip.job_board). A sketch's load stays the
 #: session's own: the sketch it brings is that session's.
-BOARD_KINDS = ("render", "preview", "grid", "reroll")
+BOARD_KINDS = ("render", "preview", "grid", "reroll", "compare")
 
 
 def board() -> JobBoard:

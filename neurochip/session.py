@@ -82,6 +82,8 @@ class View:
     takes_comp: bool = False
     takes_format: str = ".wav"
     pair_width: float = 1.0
+    compare_seeds: int = 2  # Compare engines: seeds per engine
+    compare_kinds: str | None = None  # Compare engines: kinds picked, "a,b"; None: all there
 
 
 @dataclass

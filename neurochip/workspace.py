@@ -9,7 +9,9 @@ NeuroChip is a local tool for one composer, so there is one workspace per home
 - the last preview: its audio, pictures and note faithfulness (``preview.npz``,
   ``preview.json``; arrays only, read with ``allow_pickle=False``);
 - the last variation grid of a preview region: each cell's audio, picture and note
-  faithfulness, the same way (``grid.npz``, ``grid.json``).
+  faithfulness, the same way (``grid.npz``, ``grid.json``);
+- the last comparison of engines on a preview region: each engine's takes the same way, and
+  its refusal where it had none (``comparison.npz``, ``comparison.json``).
 
 Every file is written atomically. One that cannot be read is set aside as ``*.damaged`` and
 treated as absent: a damaged workspace costs what it held, never the app.
@@ -29,10 +31,12 @@ import numpy as np
 import torch
 
 from neurochip.engine import Render
+from neurochip.engine_comparison import EngineRow
 from neurochip.faithfulness import Faithfulness
 from neurochip.io.audio import Audio
 from neurochip.io.write import write_bytes_atomically, write_text_atomically
 from neurochip.library.store import default_home
+from neurochip.model_spec import ModelSpec
 from neurochip.notes_kept import NotesKept
 from neurochip.settings import RenderSettings
 from neurochip.variations import Variation, VariationGrid
@@ -71,6 +75,19 @@ class GridPreview:
     key: Any
     grid: VariationGrid
     variations: list[Variation]
+
+
+@dataclass(frozen=True, eq=False)
+class ComparisonPreview:
+    """A finished comparison of engines on a preview region, and what it was for.
+
+    ``key`` is whatever the front end asked with (the app: song key, settings, region
+    start, quick previews, seeds, engines), kept as JSON.
+    """
+
+    song_key: str
+    key: Any
+    rows: list[EngineRow]
 
 
 @dataclass(frozen=True)
@@ -138,7 +155,8 @@ class Workspace:
             return None
 
     def forget_sketch(self) -> None:
-        for name in (*_SKETCH_FILES, "preview.json", "preview.npz", "grid.json", "grid.npz"):
+        shown = ("preview", "grid", "comparison")
+        for name in (*_SKETCH_FILES, *(f"{s}.{ext}" for s in shown for ext in ("json", "npz"))):
             (self.root / name).unlink(missing_ok=True)
 
     # -- the page's state --------------------------------------------------------------------
@@ -222,6 +240,74 @@ class Workspace:
 
         return self._read("grid", build)
 
+    # -- the last comparison of engines -------------------------------------------------------
+
+    def keep_comparison(self, comparison: ComparisonPreview) -> None:
+        """Remember the newest finished comparison of engines on a preview region."""
+        arrays: dict[str, np.ndarray] = {}
+        rows = []
+        for i, row in enumerate(comparison.rows):
+            cells = []
+            for k, cell in enumerate(row.cells):
+                arrays |= _render_arrays(cell.render, cell.faithfulness, f"{i}_{k}_")
+                cells.append(
+                    {
+                        "label": cell.label,
+                        "region": cell.region,
+                        **_render_meta(cell.render, cell.faithfulness),
+                    }
+                )
+            rows.append(
+                {
+                    "kind": row.kind,
+                    "name": row.name,
+                    "spec": None if row.spec is None else row.spec.to_dict(),
+                    "settings": None if row.settings is None else row.settings.to_dict(),
+                    "seconds": row.seconds,
+                    "load_s": row.load_s,
+                    "error": row.error,
+                    "cells": cells,
+                }
+            )
+        meta = {"song_key": comparison.song_key, "key": comparison.key, "rows": rows}
+        self._write("comparison", arrays, meta)
+
+    def comparison(self) -> ComparisonPreview | None:
+        """The comparison of engines last kept, or None."""
+
+        def build(arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> ComparisonPreview:
+            rows = []
+            for i, kept in enumerate(meta["rows"]):
+                cells = []
+                for k, cell in enumerate(kept["cells"]):
+                    render, faithfulness = _render_from(arrays, cell, f"{i}_{k}_")
+                    region = cell["region"]
+                    cells.append(
+                        Variation(
+                            settings=render.settings,
+                            render=render,
+                            faithfulness=faithfulness,
+                            label=str(cell["label"]),
+                            region=(float(region[0]), float(region[1])) if region else None,
+                        )
+                    )
+                spec, settings = kept["spec"], kept["settings"]
+                rows.append(
+                    EngineRow(
+                        kind=str(kept["kind"]),
+                        name=str(kept["name"]),
+                        spec=None if spec is None else ModelSpec.from_dict(spec),
+                        settings=None if settings is None else RenderSettings.from_dict(settings),
+                        cells=cells,
+                        seconds=_number(kept["seconds"]),
+                        load_s=_number(kept["load_s"]),
+                        error=None if kept["error"] is None else str(kept["error"]),
+                    )
+                )
+            return ComparisonPreview(str(meta["song_key"]), _key(meta["key"]), rows)
+
+        return self._read("comparison", build)
+
     # -- files -------------------------------------------------------------------------------
 
     def _write(self, name: str, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
@@ -278,6 +364,10 @@ _SKETCH_FILES = ("sketch.json", "sketch.bin")
 def _key(value: Any) -> Any:
     """A front end's key as it was kept: JSON made its tuple a list."""
     return tuple(value) if isinstance(value, list) else value
+
+
+def _number(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 def _render_arrays(render: Render, faith: Faithfulness, prefix: str = "") -> dict[str, np.ndarray]:

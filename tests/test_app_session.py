@@ -55,6 +55,7 @@ ARRANGE = [
     ("song.grid_seeds", "text_input", "5, 6"),
     ("song.grid_axis", "selectbox", "guidance"),
     ("song.grid_values", "text_input", "3, 9"),
+    ("view.compare_seeds", "slider", 3),
     ("song.start_s", "number_input", 1.0),
     ("song.duration_s", "number_input", 3.0),
     ("view.stereo_pair", "checkbox", False),
@@ -95,6 +96,7 @@ NO_WIDGET = {
     "song.bar_grid": "three number boxes: checked below",
     "song.bar_grid_source": "said in the Bars title: checked below",
     "model.kind": "the Model page's Engine box: tests/test_app_ace_step.py",
+    "view.compare_kinds": "Compare engines' Engines box: tests/test_engine_comparison.py",
     "model.compile": "the CLI's --compile: tests/test_session.py keeps it",
     "model.channels_last": "the CLI's --channels-last: tests/test_session.py keeps it",
 }

@@ -9,7 +9,7 @@ from __future__ import annotations
 import streamlit as st
 
 from app import ui
-from app.arrange import grid, preview, render, settings, sketch
+from app.arrange import compare_engines, grid, preview, render, settings, sketch
 
 st.title("Arrange")
 st.caption(
@@ -36,4 +36,5 @@ elif page.engine is None:
 
 preview.draw(page)
 grid.draw(page)
+compare_engines.draw(page)
 render.draw(page, tables)

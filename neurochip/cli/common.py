@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Iterable
 from contextlib import contextmanager
@@ -13,6 +14,7 @@ from tqdm import tqdm
 
 from neurochip import untrusted
 from neurochip.device import DEVICE_CHOICES
+from neurochip.errors import NeuroChipError
 from neurochip.io.audio import Audio
 from neurochip.io.decode import DEFAULT_MAX_DURATION_S
 from neurochip.io.write import save_audio
@@ -178,18 +180,31 @@ def _model_help(name: str) -> str:
     return describe(ModelSpec, name).help
 
 
-def add_model_options(parser: argparse.ArgumentParser) -> None:
+def add_model_options(parser: argparse.ArgumentParser, per_engine: bool = False) -> None:
     """--model, --dtype, --lora, ...: the ModelSpec fields, as every command that renders
-    takes them (--device comes with :func:`add_device_option`)."""
+    takes them (--device comes with :func:`add_device_option`).
+
+    ``per_engine``: the command renders with several engines (``--engines``), so --model may
+    be given once per engine as ``KIND=SOURCE`` (:func:`engine_specs`)."""
     parser.add_argument(
         "--engine", choices=KINDS, default=KINDS[0], dest="engine", help=_model_help("kind")
     )
-    parser.add_argument(
-        "--model",
-        default=None,
-        metavar="ID|DIR|FILE",
-        help=_model_help("source") + " (default: the engine's)",
-    )
+    if per_engine:
+        parser.add_argument(
+            "--model",
+            action="append",
+            default=None,
+            metavar="[KIND=]ID|DIR|FILE",
+            help=_model_help("source") + " (default: the engine's). With --engines, once per "
+            "engine whose model is not its default: --model stable-audio-3=DIR",
+        )
+    else:
+        parser.add_argument(
+            "--model",
+            default=None,
+            metavar="ID|DIR|FILE",
+            help=_model_help("source") + " (default: the engine's)",
+        )
     parser.add_argument("--dtype", choices=tuple(DTYPES), default="auto", help=_model_help("dtype"))
     parser.add_argument("--lora", default=None, metavar="FILE|DIR|ID", help=_model_help("lora"))
     parser.add_argument(
@@ -215,9 +230,10 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
 def model_spec(args: argparse.Namespace) -> ModelSpec:
     """The :class:`ModelSpec` the model options of ``args`` say (:func:`add_model_options`,
     :func:`add_device_option`); checked when loaded (:func:`load_spec`)."""
+    model = args.model[-1] if isinstance(args.model, list) else args.model
     return ModelSpec.for_kind(
         getattr(args, "engine", KINDS[0]),
-        **({"source": args.model} if args.model else {}),
+        **({"source": model} if model else {}),
         device=getattr(args, "device", "auto"),
         dtype=args.dtype,
         lora=args.lora or "",
@@ -226,6 +242,37 @@ def model_spec(args: argparse.Namespace) -> ModelSpec:
         channels_last=args.channels_last,
         preview_vae=getattr(args, "preview_vae", None) or "",
     )
+
+
+def engine_specs(args: argparse.Namespace, kinds: list[str]) -> list[ModelSpec]:
+    """One :class:`ModelSpec` per engine of ``kinds`` (``--engines``): each one's default
+    source unless ``--model KIND=SOURCE`` names one; the device and number format shared;
+    Riffusion's own options (--lora, --compile, ...) for Riffusion alone."""
+    sources: dict[str, str] = {}
+    for given in args.model or []:
+        kind, _, source = given.partition("=")
+        if kind not in KINDS or not source:
+            raise NeuroChipError(
+                f"With --engines, say whose model --model {given!r} is: --model KIND=SOURCE, "
+                f"KIND one of {', '.join(KINDS)} (e.g. --model stable-audio-3=DIR)."
+            )
+        if kind not in kinds:
+            raise NeuroChipError(
+                f"--model {given!r} is for {kind}, which --engines does not compare: add it "
+                "there, or leave this --model out."
+            )
+        sources[kind] = source
+    riffusion = model_spec(
+        argparse.Namespace(**{**vars(args), "engine": "riffusion", "model": None})
+    )
+    specs = []
+    for kind in kinds:
+        if kind == "riffusion":
+            spec = riffusion
+        else:
+            spec = ModelSpec.for_kind(kind, device=riffusion.device, dtype=riffusion.dtype)
+        specs.append(dataclasses.replace(spec, source=sources.get(kind, spec.source)))
+    return specs
 
 
 def load_spec(spec: ModelSpec):

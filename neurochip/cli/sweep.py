@@ -22,14 +22,25 @@ from neurochip.cli.common import (
     add_phase_options,
     add_setting,
     check_outputs,
+    engine_specs,
     load_spec,
     model_spec,
     progress_bar,
     render_settings,
 )
+from neurochip.engine_comparison import (
+    EngineRow,
+    best_engines,
+    compare_engines,
+    comparison_csv,
+    comparison_summary,
+    engine_grid,
+    parse_kinds,
+)
 from neurochip.errors import NeuroChipError
 from neurochip.faithfulness import sketch_bar_times
 from neurochip.io.write import write_text_atomically
+from neurochip.kinds import KINDS
 from neurochip.library.metadata import save_take
 from neurochip.library.names import take_filename
 from neurochip.library.store import TakeLibrary
@@ -101,7 +112,18 @@ def add_parser(commands) -> None:
     add_setting(parser, "--negative-prompt", RenderSettings, "negative_prompt", metavar="TEXT")
     add_setting(parser, "--steps", RenderSettings, "steps", type=int)
     add_setting(parser, "--scheduler", RenderSettings, "scheduler", metavar="NAME")
-    add_model_options(parser)
+    parser.add_argument(
+        "--engines",
+        default=None,
+        metavar="KIND,KIND,...",
+        help="compare engines instead: render the span with each of these ("
+        + ", ".join(KINDS)
+        + "), the same seeds each (one batch per engine), each with its own default steps; "
+        "each engine's model is its default unless --model KIND=SOURCE names one. "
+        "--denoise and --guidance then take one value. An engine that cannot render says why "
+        "in the table; the others still do.",
+    )
+    add_model_options(parser, per_engine=True)
     add_input_options(parser)
     add_engine_options(parser)
     parser.add_argument(
@@ -123,7 +145,9 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-
+    if args.engines is not None:
+        run_engines(args)
+        return
     # Every setting, the grid and the files are checked before the (slow) model load.
     grid = _grid(args)
     source_name = args.input.name
@@ -239,4 +263,119 @@ def table(grid: VariationGrid, variations: Sequence[Variation], names: Sequence[
             for k, (c, w) in enumerate(zip(line, widths, strict=True))
         ]
         text.append("  " + "  ".join(cells).rstrip())
+    return "\n".join(text)
+
+
+# --- --engines: engines compared -----------------------------------------------------------------
+
+
+def run_engines(args: argparse.Namespace) -> None:
+    """``sweep --engines``: the span with each engine, the same seeds each, one batch each."""
+    kinds = parse_kinds(args.engines)
+    seeds = _numbers(args.seeds, "--seeds", whole=True)
+    fixed = {}
+    for axis in ("denoise", "guidance"):
+        text = getattr(args, axis)
+        if text is not None:
+            values = _numbers(text, f"--{axis}")
+            if len(values) != 1:
+                raise NeuroChipError(
+                    f"--engines compares engines across seeds: give --{axis} one value (every "
+                    f"take's), not {text!r}; sweep {axis} values with one engine at a time."
+                )
+            fixed[axis] = values[0]
+    base = render_settings(args, **fixed)
+    specs = engine_specs(args, kinds)
+    for spec in specs:
+        spec.check()  # a LoRA's path, a device's name: said before any work
+    source_name = args.input.name
+    names = [
+        [take_filename(source_name, cell, KIND, ".wav", engine=kind) for cell in grid.cells]
+        for kind, grid in ((k, engine_grid(base, k, seeds)) for k in kinds)
+    ]
+    every = [name for row in names for name in row]
+    if len(set(every)) < len(every):
+        raise NeuroChipError("Two takes would get the same file name: choose other seeds.")
+    _check_folder(args, every)
+    sketch = load_sketch(args.input, max_duration_s=args.max_duration)
+    check_take_set(sketch.audio, base, TakeSetOptions())  # the span lies in the song
+    library = None if args.no_library else TakeLibrary()
+
+    with progress_bar(f"{len(kinds)} engine(s) x {len(seeds)} seed(s)") as update:
+        rows = compare_engines(
+            specs,
+            sketch,
+            base,
+            seeds,
+            bar_times_s=sketch_bar_times(sketch),
+            progress=update,
+            load=load_spec,
+        )
+    if not any(row.ok for row in rows):
+        said = "; ".join(f"{row.name}: {row.error}" for row in rows)
+        raise NeuroChipError(f"No engine rendered the span. {said}")
+
+    folder: Path = args.output
+    files = [row_names if row.ok else [] for row, row_names in zip(rows, names, strict=True)]
+    kept = 0
+    for row, row_files in zip(rows, files, strict=True):
+        for name, cell in zip(row_files, row.cells, strict=True):
+            save_take(
+                folder / name,
+                cell.render.audio,
+                variation_metadata(cell, sketch.name),
+                args.bit_depth,
+            )
+        if library is not None and row.ok:
+            kept += len(keep_variations(library, row.cells, sketch.name))
+    write_text_atomically(folder / "summary.csv", comparison_csv(rows, files))
+    data = comparison_summary(rows, files, sketch.name)
+    write_text_atomically(
+        folder / "summary.json", json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    )
+    print(engines_table(rows, files))
+    written = sum(len(f) for f in files)
+    print(f"Wrote {written} takes and {', '.join(SUMMARY_FILES)} to {folder}.")
+    if library is not None:
+        print(f"Kept {kept} take(s) in the take library {library.root}.")
+
+
+def engines_table(rows: Sequence[EngineRow], files: Sequence[Sequence[str]]) -> str:
+    """One line per take: engine, seed, notes kept, chroma, seconds (the engine's time per
+    seed), file; the engine that keeps the most notes marked; an engine that could not render
+    says why on its line."""
+    best = best_engines(rows)
+    header = ["engine", "seed", "notes kept", "chroma", "seconds", "", "file"]
+    lines, refused = [], []
+    for i, (row, row_files) in enumerate(zip(rows, files, strict=True)):
+        if not row.ok:
+            refused.append(f"  {row.kind}: {row.error}")
+            continue
+        mark = ("best" if len(best) == 1 else "tied best") if i in best else ""
+        for cell, name in zip(row.cells, row_files, strict=True):
+            faith = cell.faithfulness
+            lines.append(
+                [
+                    row.kind,
+                    str(cell.settings.seed),
+                    f"{faith.kept:.2f}",
+                    f"{faith.score:.2f}",
+                    f"{row.seconds_per_seed:.1f}",
+                    mark,
+                    name,
+                ]
+            )
+    widths = [max(len(r[k]) for r in [header, *lines]) for k in range(len(header))]
+    text = [
+        "Notes kept by each engine's takes (1.00 keeps every note; chroma: unrelated music "
+        "scores about 0.5 or less; seconds: the engine's time per seed, rendered together):"
+    ]
+    for line in [header, *lines]:
+        cells = [
+            c.ljust(w) if k in (0, 5, 6) else c.rjust(w)
+            for k, (c, w) in enumerate(zip(line, widths, strict=True))
+        ]
+        text.append("  " + "  ".join(cells).rstrip())
+    if refused:
+        text += ["Engines that could not render:", *refused]
     return "\n".join(text)
