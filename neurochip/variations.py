@@ -372,10 +372,11 @@ def render_variations(
 
 
 def best_variation(variations: Sequence[Variation]) -> int:
-    """The index of the cell that keeps the notes best (the first of equals)."""
+    """The index of the cell that keeps the notes best (the first of equals): notes kept
+    where they were counted, else the chroma score."""
     if not variations:
         raise ValueError("no variations")
-    scores = [v.faithfulness.score for v in variations]
+    scores = [v.faithfulness.kept for v in variations]
     return scores.index(max(scores))
 
 
@@ -488,6 +489,7 @@ CSV_FIELDS = (
     "steps",
     "scheduler",
     "faithfulness",
+    "notes_kept",
     "best",
 )
 
@@ -501,6 +503,11 @@ def summary_csv(
     writer.writeheader()
     writer.writerows(_rows(grid, variations, files))
     return out.getvalue()
+
+
+def _notes_kept(variation: Variation) -> float | None:
+    notes = variation.faithfulness.notes
+    return None if notes is None else round(notes.score, 4)
 
 
 def _rows(
@@ -530,6 +537,7 @@ def _rows(
                 "steps": s.steps,
                 "scheduler": s.scheduler,
                 "faithfulness": round(variation.faithfulness.score, 4),
+                "notes_kept": _notes_kept(variation),
                 "best": i == best,
             }
         )

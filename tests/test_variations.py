@@ -224,7 +224,7 @@ def test_a_preview_grid_is_each_preview_made_in_one_loop(engine, tiny_model):
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
     assert any(s.startswith("denoise") for _, s in stages)
     assert any(s == "note faithfulness" for _, s in stages)
-    assert best_variation(variations) == int(np.argmax([v.faithfulness.score for v in variations]))
+    assert best_variation(variations) == int(np.argmax([v.faithfulness.kept for v in variations]))
 
 
 def test_a_sweep_renders_the_base_span_as_full_takes(engine, tiny_model):
@@ -340,6 +340,12 @@ def test_sweep_writes_a_take_per_cell_and_a_summary(
         assert (str(settings.seed), f"{settings.denoise:g}") == (row["seed"], row["denoise"])
         assert settings.start_s == 0.5 and settings.prompt == "a funk band"
         assert 0.0 <= float(row["faithfulness"]) <= 1.0
+        assert 0.0 <= float(row["notes_kept"]) <= 1.0  # counted: basic-pitch is installed
+    best = max(rows, key=lambda r: float(r["notes_kept"]))
+    assert best["best"] == "True" or float(best["notes_kept"]) == max(
+        float(r["notes_kept"]) for r in rows if r["best"] == "True"
+    )
+    assert "notes kept" in printed and "chroma" in printed
     data = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     assert data["source"] == "tune.wav" and data["columns"] == "denoise"
     assert [c["file"] for c in data["cells"]] == [r["file"] for r in rows]

@@ -242,19 +242,25 @@ def table(grid: VariationGrid, variations: Sequence[Variation], names: Sequence[
     """One line per cell, in the grid's order; the cell that keeps the notes best marked."""
     best = best_variation(variations)
     axis = grid.column_axis
-    header = ["cell", "seed"] + ([axis] if axis else []) + ["faithfulness", "", "file"]
+    header = ["cell", "seed"] + ([axis] if axis else []) + ["notes kept", "chroma", "", "file"]
     lines = []
     for i, (variation, name) in enumerate(zip(variations, names, strict=True)):
         s = variation.settings
         line = [str(i + 1), str(s.seed)]
         if axis:
             line.append(f"{getattr(s, axis):g}")
-        line += [f"{variation.faithfulness.score:.2f}", "best" if i == best else "", name]
+        notes = variation.faithfulness.notes
+        line += [
+            "-" if notes is None else f"{notes.score:.0%}",
+            f"{variation.faithfulness.score:.2f}",
+            "best" if i == best else "",
+            name,
+        ]
         lines.append(line)
     widths = [max(len(r[k]) for r in [header, *lines]) for k in range(len(header))]
     text = [
-        "Note faithfulness of each take (1.00 keeps every note; unrelated music scores about "
-        "0.5 or less):"
+        "Notes kept by each take (the share of the sketch's notes it plays), and the chroma "
+        "match beside it (1.00: the same pitch classes; unrelated music about 0.5 or less):"
     ]
     for line in [header, *lines]:
         # Numbers right-aligned; the mark and the file name left-aligned.
