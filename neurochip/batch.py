@@ -51,7 +51,9 @@ from neurochip.library.metadata import (
     BATCH_INDEX_FORMAT,
     MAX_OWNED_JSON_BYTES,
     check_output_files,
+    faithfulness_score,
     inside_folder,
+    notes_kept_score,
     read_take_metadata,
     sidecar_path,
     written_by_neurochip,
@@ -369,12 +371,12 @@ def index_row(item: BatchItem) -> dict[str, Any]:
 
 def done_row(item: BatchItem, takes: TakeSet) -> dict[str, Any]:
     """The index's row of an item rendered now: its takes in the library, its notes kept."""
-    score = takes.main.metadata.get("faithfulness")
     return {
         **index_row(item),
         "status": "done",
         "takes": takes.saved,
-        "faithfulness": score.get("score") if isinstance(score, Mapping) else None,
+        "faithfulness": faithfulness_score(takes.main.metadata),
+        "notes_kept": notes_kept_score(takes.main.metadata),
     }
 
 
@@ -383,7 +385,9 @@ def write_index(folder: Path, index: Mapping[str, Mapping[str, Any]]) -> None:
     # Each row says NeuroChip wrote it, so a later run knows the index is its own to replace.
     rows = [{**row, "format": BATCH_INDEX_FORMAT} for row in index.values()]
     write_text_atomically(folder / "index.json", json.dumps(rows, indent=2) + "\n")
-    columns = ["item", "song", "prompt", "seed", "status", "file", "faithfulness", "error"]
+    columns = [
+        "item", "song", "prompt", "seed", "status", "file", "notes_kept", "faithfulness", "error"
+    ]  # fmt: skip
     out = io.StringIO()
     writer = csv.DictWriter(out, columns, extrasaction="ignore")
     writer.writeheader()

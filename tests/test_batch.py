@@ -47,7 +47,9 @@ def test_a_manifest_renders_every_song_prompt_and_seed_and_a_rerun_skips_them(ti
         assert sf.info(item.output).frames == round(1.5 * SR)
     index = json.loads((tmp_path / "out" / "index.json").read_text())
     assert [row["status"] for row in index] == ["done"] * 6
-    assert (tmp_path / "out" / "index.csv").read_text().count("\n") == 7
+    assert all(0.0 <= row["notes_kept"] <= 1.0 for row in index)  # counted as notes
+    csv_text = (tmp_path / "out" / "index.csv").read_text()
+    assert csv_text.count("\n") == 7 and "notes_kept" in csv_text.splitlines()[0]
 
     # A stop half-way (here: one file lost) is finished by running again; the rest is skipped.
     items[3].output.unlink()
