@@ -308,12 +308,13 @@ def _let_go() -> None:
 
 def best_engines(rows: Sequence[EngineRow], decimals: int = 2) -> list[int]:
     """The rows that keep the most notes as scores are shown (ties all marked); [] if none
-    rendered."""
+    rendered, if only one did (nothing to compare it with) or if all read the same."""
     shown = {i: round(row.kept, decimals) for i, row in enumerate(rows) if row.kept is not None}
-    if not shown:
+    if len(shown) < 2:
         return []
     top = max(shown.values())
-    return [i for i, kept in shown.items() if kept == top]
+    best = [i for i, kept in shown.items() if kept == top]
+    return [] if len(best) == len(shown) else best
 
 
 def best_engine(rows: Sequence[EngineRow]) -> int | None:

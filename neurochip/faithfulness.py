@@ -286,17 +286,19 @@ def _count_notes(
     first_bar: int,
 ) -> NotesKept | None:
     try:
-        sketch_notes = transcribe(sketch) if reference is None else reference
+        heard = transcribe(sketch)
         take_notes = transcribe(take)
     except TranscriberMissing as err:
         log.warning("%s", err)
         return None
     return notes_kept(
-        sketch_notes,
+        heard if reference is None else reference,
         take_notes,
         duration_s,
         list(starts) if segment == "bar" else None,
         first_bar,
+        # A MIDI sketch's notes: which of them the transcriber hears in the sketch itself.
+        sketch_heard=None if reference is None else heard,
     )
 
 

@@ -87,6 +87,10 @@ class NotesKept:
         strip: Share of each segment's sketch notes kept; ``nan`` where it has none.
         segment: ``"bar"`` or ``"second"``.
         first_bar: The song's number of the first bar (1 = the song's first).
+        heard: For a MIDI sketch, whether each of its notes is heard in the sketch's own
+            audio (its transcription matched the same way); ``None`` for an audio sketch,
+            whose notes are what is heard. A note the transcriber misses in the sketch
+            itself cannot be kept in a take: :attr:`ceiling` is the share heard.
     """
 
     notes: NoteScore
@@ -99,6 +103,14 @@ class NotesKept:
     strip: np.ndarray
     segment: str
     first_bar: int = 1
+    heard: np.ndarray | None = None
+
+    @property
+    def ceiling(self) -> float | None:
+        """Notes kept by the sketch itself: the most a take can score here (``None``: 1)."""
+        if self.heard is None or self.heard.size == 0:
+            return None
+        return float(self.heard.mean())
 
     @property
     def score(self) -> float:
@@ -116,9 +128,12 @@ class NotesKept:
             for w, s, p in zip(which, starts, pitches, strict=True)
         ]
 
-    def lost(self) -> list[Placed]:
-        """The sketch notes the take does not play, in time order."""
+    def lost(self, heard_only: bool = False) -> list[Placed]:
+        """The sketch notes the take does not play, in time order; with ``heard_only``,
+        only those the transcriber hears in the sketch itself (the take's real losses)."""
         gone = ~self.kept
+        if heard_only and self.heard is not None:
+            gone &= self.heard
         return self._place(self.sketch.starts_s[gone], self.sketch.pitches[gone])
 
     def extra(self) -> list[Placed]:
@@ -127,11 +142,16 @@ class NotesKept:
         return self._place(self.take.starts_s[new], self.take.pitches[new])
 
     def headline(self, names: int = 3) -> str:
-        """One line: "Notes kept: 86% · 4 lost, most in bar 12 (E5, G5, A5 ...) · 2 extra"."""
+        """One line: "Notes kept: 86% · 4 notes lost, most in bar 12 (E5, G5, A5...) · 2
+        extra". For a MIDI sketch whose own audio the transcriber does not fully hear, that
+        share follows ("(the sketch itself: 92%)"), and only notes heard there count as lost.
+        """
         if self.notes.sketch == 0:
             return "Notes kept: no sketch notes here"
         text = f"Notes kept: {self.score:.0%}"
-        lost = self.lost()
+        if self.ceiling is not None and self.ceiling < 0.995:
+            text += f" (the sketch itself: {self.ceiling:.0%})"
+        lost = self.lost(heard_only=True)
         if lost:
             text += f" · {_count(len(lost), 'note')} lost"
             bars = [p.bar for p in lost if p.bar is not None]
@@ -142,6 +162,8 @@ class NotesKept:
                 text += f" {worst} ({_names(where, names)})"
             else:
                 text += f" ({_names(lost, names)})"
+        elif self.lost():
+            text += " · every note heard in the sketch kept"
         extra = int((~self.matched).sum())
         if extra:
             text += f" · {extra} extra"
@@ -156,6 +178,8 @@ class NotesKept:
             "pitch_classes": self.pitch_classes.to_dict(),
             "segment": self.segment,
             "first_bar": self.first_bar,
+            "ceiling": None if self.ceiling is None else round(self.ceiling, 4),
+            "heard": None if self.heard is None else [bool(h) for h in self.heard],
             "times_s": [round(float(t), 3) for t in self.times_s],
             "strip": [None if math.isnan(v) else round(float(v), 4) for v in self.strip],
             "lost": [_placed_dict(p) for p in self.lost()],
@@ -189,6 +213,7 @@ class NotesKept:
                 ),
                 segment=str(data["segment"]),
                 first_bar=int(data.get("first_bar", 1)),
+                heard=_heard(data.get("heard"), len(sketch)),
             )
         except (KeyError, TypeError) as err:
             raise ValueError(f"not a notes-kept record: {err}") from err
@@ -200,6 +225,7 @@ def notes_kept(
     duration_s: float,
     bar_times_s: Sequence[float] | None = None,
     first_bar: int = 1,
+    sketch_heard: Notes | None = None,
 ) -> NotesKept:
     """Match ``take``'s notes against ``sketch``'s over ``duration_s`` (see the module).
 
@@ -210,10 +236,17 @@ def notes_kept(
         bar_times_s: Bar starts from the take's start (as the chroma strip takes them);
             ``None`` or empty: one segment per second.
         first_bar: The song's number of the first of those bars.
+        sketch_heard: The sketch's own audio transcribed, for a MIDI sketch: which of its
+            notes the transcriber hears at all (:attr:`NotesKept.heard`).
     """
     sketch, take = sketch.span(0.0, duration_s), take.span(0.0, duration_s)
     exact = _match(sketch, take, ONSET_TOLERANCE_S, octaves=False)
     folded = _match(sketch, take, PITCH_CLASS_ONSET_TOLERANCE_S, octaves=True)
+    heard = None
+    if sketch_heard is not None:
+        heard = np.zeros(len(sketch), dtype=bool)
+        for i, _ in _match(sketch, sketch_heard.span(0.0, duration_s), ONSET_TOLERANCE_S, False):
+            heard[i] = True
     kept = np.zeros(len(sketch), dtype=bool)
     matched = np.zeros(len(take), dtype=bool)
     for i, j in exact:
@@ -243,6 +276,7 @@ def notes_kept(
         strip=strip,
         segment=segment,
         first_bar=first_bar,
+        heard=heard,
     )
 
 
@@ -271,6 +305,15 @@ def _segment_of(segment_starts: np.ndarray, times_s: np.ndarray) -> np.ndarray:
     """Which segment each time is in (-1: before the first); a note a hair before a bar line
     (MIDI ticks and the tempo map round differently) is in that bar."""
     return np.searchsorted(segment_starts, times_s + 1e-3, side="right") - 1
+
+
+def _heard(data: Any, notes: int) -> np.ndarray | None:
+    if data is None:
+        return None
+    heard = np.asarray(data, dtype=bool)
+    if heard.shape != (notes,):
+        raise ValueError("heard does not fit the notes")
+    return heard
 
 
 def _score(matched: int, sketch: int, take: int) -> NoteScore:

@@ -13,11 +13,13 @@ take of ``start_s`` to ``start_s + duration_s`` heard, timed from the span's sta
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import tempfile
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -137,9 +139,29 @@ class Notes:
 def transcribe(audio: Audio) -> Notes:
     """The notes basic-pitch hears in ``audio`` (mixed to mono, at its 22,050 Hz).
 
+    The last few results are remembered by the audio's content: a grid's cells share one
+    sketch span, which is then transcribed once.
+
     Raises:
         TranscriberMissing: If basic-pitch or onnxruntime is not installed.
     """
+    key = hashlib.sha1(audio.samples.tobytes()).hexdigest() + f"@{audio.sample_rate}"
+    with _SKETCH_LOCK:
+        found = _HEARD.get(key)
+    if found is None:
+        found = _transcribe(audio)
+        with _SKETCH_LOCK:
+            _HEARD[key] = found
+            while len(_HEARD) > _HEARD_KEPT:
+                _HEARD.popitem(last=False)
+    return found
+
+
+_HEARD: OrderedDict[str, Notes] = OrderedDict()
+_HEARD_KEPT = 16
+
+
+def _transcribe(audio: Audio) -> Notes:
     session, windows, outputs = _transcriber()
     from basic_pitch import note_creation
     from basic_pitch.constants import AUDIO_N_SAMPLES, AUDIO_SAMPLE_RATE, FFT_HOP
@@ -178,7 +200,9 @@ def _transcriber() -> tuple[Any, str, list[str]]:
     """basic-pitch's ONNX model in an onnxruntime session, loaded once (~230 KB)."""
     try:
         import onnxruntime
-        from basic_pitch import FilenameSuffix, build_icassp_2022_model_path
+
+        with _quiet_basic_pitch():
+            from basic_pitch import FilenameSuffix, build_icassp_2022_model_path
     except ImportError as err:
         raise TranscriberMissing(
             "Counting notes needs basic-pitch and onnxruntime, which are not installed: "
@@ -200,6 +224,23 @@ def _transcriber() -> tuple[Any, str, list[str]]:
         "serving_default_input_2:0",
         ["StatefulPartitionedCall:1", "StatefulPartitionedCall:2", "StatefulPartitionedCall:0"],
     )
+
+
+@contextmanager
+def _quiet_basic_pitch() -> Iterator[None]:
+    """basic-pitch warns on import about every runtime it lacks (TensorFlow, TFLite,
+    CoreML) on the root logger; with its ONNX model that is expected, and noise to a
+    composer."""
+
+    def not_basic_pitch(record: logging.LogRecord) -> bool:
+        return "basic_pitch" not in record.pathname
+
+    root = logging.getLogger()
+    root.addFilter(not_basic_pitch)
+    try:
+        yield
+    finally:
+        root.removeFilter(not_basic_pitch)
 
 
 # --------------------------------------------------------------------------------------

@@ -382,16 +382,22 @@ def best_variation(variations: Sequence[Variation]) -> int:
 
 def best_variations(variations: Sequence[Variation], decimals: int = 2) -> list[int]:
     """Every cell that keeps the notes best as the app shows them: notes kept (a share, to
-    ``decimals`` places: whole percent) where notes were counted, else the chroma score.
+    ``decimals`` places: whole percent) where notes were counted, else the chroma score;
+    the chroma score (to ``decimals`` places) breaks a tie.
 
-    A grid whose cells read 93%, 93% and 93% has three best cells, not the first of them:
-    marking one would claim a difference nobody can see (or hear at that size).
+    A grid whose cells read 93%, 93% and 93% with one chroma has three best cells, not the
+    first of them: marking one would claim a difference nobody can see. And where every
+    cell reads the same, none is best: there is nothing to choose between.
     """
     if not variations:
         raise ValueError("no variations")
-    shown = [round(v.faithfulness.kept, decimals) for v in variations]
+    shown = [
+        (round(v.faithfulness.kept, decimals), round(v.faithfulness.score, decimals))
+        for v in variations
+    ]
     top = max(shown)
-    return [i for i, score in enumerate(shown) if score == top]
+    best = [i for i, score in enumerate(shown) if score == top]
+    return [] if len(variations) > 1 and len(best) == len(variations) else best
 
 
 # --- keeping and summing up ----------------------------------------------------------------------

@@ -200,3 +200,30 @@ def test_transcription_finds_a_plain_tone(folder):
     first = found.starts_s[found.pitches == 69][0]
     assert abs(first - 0.25) < 0.05
     assert len(transcribe(Audio(np.zeros(rate), rate))) == 0
+
+
+def test_notes_the_transcriber_misses_in_the_sketch_itself_are_not_called_lost():
+    sketch = Notes.of([(0.0, 0.5, 60), (1.0, 1.5, 64), (2.0, 2.5, 67)])
+    heard = Notes.of([(0.01, 0.5, 60), (1.02, 1.5, 64)])  # the sketch's own audio: no G4
+    take = Notes.of([(0.0, 0.5, 60)])
+    found = notes_kept(sketch, take, 3.0, sketch_heard=heard)
+    assert found.ceiling == pytest.approx(2 / 3)
+    assert [p.name for p in found.lost()] == ["E4", "G4"]
+    assert [p.name for p in found.lost(heard_only=True)] == ["E4"]
+    assert found.headline() == "Notes kept: 33% (the sketch itself: 67%) · 1 note lost (E4)"
+    again = NotesKept.from_dict(json.loads(json.dumps(found.to_dict())))
+    assert again.ceiling == pytest.approx(2 / 3) and again.headline() == found.headline()
+    assert notes_kept(sketch, sketch, 3.0, sketch_heard=sketch).ceiling == 1.0
+
+
+def test_the_demo_sketch_against_its_own_midi_keeps_what_the_transcriber_hears():
+    from neurochip.sketch import load_sketch
+
+    assets = Path(__file__).resolve().parents[1] / "assets"
+    midi = load_sketch(assets / "greensleeves.mid")
+    found = note_faithfulness(
+        midi.audio, midi.audio, reference=midi_notes(read_midi(assets / "greensleeves.mid"))
+    ).notes
+    assert found.score == pytest.approx(found.ceiling)  # the sketch scores its own ceiling
+    assert "every note heard in the sketch kept" in found.headline() or found.ceiling == 1.0
+    assert found.lost(heard_only=True) == []

@@ -129,6 +129,9 @@ def test_cells_tied_as_shown_are_all_best():
     assert best_variations(scored(0.931, 0.934, 0.9, 0.926)) == [0, 1, 3]  # all read 93%
     assert best_variations(scored(0.931, 0.936)) == [1]  # 93% and 94%
     assert best_variations(scored(0.5)) == [0]
+    assert best_variations(scored(0.5, 0.5, 0.5)) == []  # nothing to choose between
+    # Notes kept tie (0% each); the chroma score breaks it.
+    assert best_variations(scored(0.57, 0.56, 0.57, notes=(0.0, 0.0, 0.0))) == [0, 2]
     assert best_variation(scored(0.931, 0.934, 0.9)) == 1  # the single best is still exact
     with pytest.raises(ValueError):
         best_variations([])
@@ -138,7 +141,7 @@ def test_the_best_cells_are_those_that_keep_the_most_notes_not_the_best_chroma()
     # A chord pad of the right key scores high on chroma and keeps few notes: the app's
     # "best" follows the notes counted (Faithfulness.kept), as its cells show them.
     pad_then_cover = scored(0.95, 0.90, 0.80, notes=(0.20, 0.86, 0.861))
-    assert best_variations(pad_then_cover) == [1, 2]  # both read 86%
+    assert best_variations(pad_then_cover) == [1]  # both read 86%: chroma breaks the tie
     assert best_variations(scored(0.95, 0.90, notes=(0.20, 0.70))) == [1]
 
 

@@ -142,7 +142,13 @@ def notes_report(notes: NotesKept | None) -> list[str]:
         _score_line("notes", notes.notes, ""),
         _score_line("pitch classes", notes.pitch_classes, "; octaves folded"),
     ]
-    lost = notes.lost()
+    lost = notes.lost(heard_only=True)
+    unheard = len(notes.lost()) - len(lost)
+    if unheard:
+        lines.append(
+            f"  {unheard} of the sketch's notes are not heard in the sketch's own audio "
+            "either (the transcriber misses them): they are not listed as lost."
+        )
     if lost:
         lines.append("Lost notes (in the sketch, not in the take):")
         for place in lost[:LOST_SHOWN]:
