@@ -138,19 +138,24 @@ def draw_piano_roll(
     duration_s: float | None,
     key: str,
     figures: dict | None = None,
+    shown: str = "view.piano_roll",
 ) -> None:
     """A "Piano roll" toggle; on, the figure with the lost notes listed beside it.
 
     ``figures``: where to keep the figure between page runs (e.g. a memo per result);
-    ``key`` names the toggle and the chart.
+    ``key`` names the chart; ``shown``: the session's view field the toggle shows (a
+    composer's choice: it outlives a refresh and a trip to another page).
     """
     import streamlit as st  # the figure functions above need no Streamlit
 
+    from app import state
+
     if notes_kept is None:
         return
-    if not st.toggle(
+    if not state.toggle(
+        st,
+        shown,
         "Piano roll",
-        key=f"{key}_toggle",
         help="The sketch's notes and the take's, as counted: kept, lost (red), the take's "
         "own (grey) and extra (orange). Drag to zoom in; double-click to zoom out.",
     ):
@@ -196,7 +201,9 @@ def _trace(kind: str, starts, lengths, pitches, hover: list[str]) -> go.Bar:
 
 
 def _hover(pitch: int, start_s: float, bar: int | None, kind: str) -> str:
-    where = f"bar {bar}" if bar is not None else f"{start_s:.2f} s"
+    """ "A4 · bar 1 · 12.35 s · lost": the note, its bar (where there are bars) and onset in
+    the song's seconds, what became of it."""
+    where = (f"bar {bar} · " if bar is not None else "") + f"{start_s:.2f} s"
     what = {KEPT: "kept", LOST: "lost", MATCHED: "take · the sketch's", EXTRA: "take · extra"}
     return f"{note_name(pitch)} · {where} · {what[kind]}"
 

@@ -90,7 +90,7 @@ def composer() -> ComposerSession:
             # stick (a refresh, another tab) until the next start.
             STARTED_WITH_MODEL.add(workspace().root)
             if session.model.source != started_with:
-                session.model = ModelSpec(source=started_with)
+                session.use_model(ModelSpec(source=started_with))
         state["composer"] = session
         state["_saved"] = ComposerSession.from_dict(kept).to_dict()
         save()  # the command line's model, where it replaced the one remembered
@@ -135,7 +135,7 @@ def put(path: str, value: Any) -> None:
     with _unstoppable() as state:
         session = _entry(state, "composer") or composer()
         if part == "model":  # frozen: it keys the loaded engines
-            session.model = dataclasses.replace(session.model, **{name: value})
+            session.use_model(dataclasses.replace(session.model, **{name: value}))
         else:
             song_key = session.song_key or ""
             holder = session.song(song_key) if part == "song" else getattr(session, part)

@@ -283,8 +283,36 @@ def notes_kept_line(faith: Faithfulness, start_s: float = 0.0) -> str:
             f"**Chroma match: {faith.score:.2f}** · {where} · notes not counted "
             "(basic-pitch is not installed: `make install`)"
         )
-    head, *rest = faith.notes.headline().split(" · ")
-    return " · ".join([f"**{head}**", *rest, f"chroma {faith.score:.2f} ({where})"])
+    return f"{notes_headline(faith.notes)} · chroma {faith.score:.2f} ({where})"
+
+
+def notes_headline(notes: Any) -> str:
+    """A ``NotesKept``'s headline with its number in bold: "**Notes kept: 86%** (the sketch
+    itself: 92%) · 4 notes lost in bar 12 (E5, G5, A5...) · 2 extra"."""
+    head, *rest = notes.headline().split(" · ")
+    number, space, said = head.partition(" (")
+    return " · ".join([f"**{number}**{space}{said}", *rest])
+
+
+#: From this share of the sketch's own notes heard in the sketch, its ceiling goes unsaid.
+CEILING_SAID_BELOW = 0.995
+
+
+def ceiling_of(notes: Any) -> float | None:
+    """The share of the sketch's own notes the transcriber hears in the sketch itself over
+    the span (``NotesKept.ceiling``, or ``"ceiling"`` of a take's ``faithfulness["notes"]``):
+    about the most notes kept a take can score there. None where it was not counted (an audio
+    sketch, a NeuroChip before it, a damaged record) or is about all of them."""
+    ceiling = notes.get("ceiling") if isinstance(notes, dict) else getattr(notes, "ceiling", None)
+    if isinstance(ceiling, bool) or not isinstance(ceiling, (int, float)):
+        return None
+    return float(ceiling) if 0.0 <= ceiling < CEILING_SAID_BELOW else None  # NaN: None
+
+
+def sketch_ceiling(notes: Any) -> str:
+    """ " (sketch 79%)" after a notes-kept number (:func:`ceiling_of`), else ""."""
+    ceiling = ceiling_of(notes)
+    return f" (sketch {ceiling:.0%})" if ceiling is not None else ""
 
 
 def keep_grid(grid: GridPreview) -> None:

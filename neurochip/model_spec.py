@@ -44,6 +44,11 @@ DEFAULT_SOURCES = {
     "stable-audio-3": DEFAULT_STABLE_AUDIO_3_ID,
 }
 
+#: Each kind's small model where it has one, the one recommended for a CPU
+#: (:func:`neurochip.kinds.cpu_advice`): what Compare engines offers when it is on the machine
+#: and the kind's default is not.
+SMALL_SOURCES = {"stable-audio-3": STABLE_AUDIO_3_SMALL_ID}
+
 
 #: The options only Riffusion's loader takes (ACE-Step refuses them rather than ignore them).
 RIFFUSION_ONLY = ("lora", "compile", "channels_last", "preview_vae")
@@ -325,6 +330,7 @@ __all__ = [
     "KIND_KNOBS",
     "KIND_NAMES",
     "KINDS",
+    "SMALL_SOURCES",
     "STABLE_AUDIO_3_SMALL_ID",
     "ModelSpec",
 ]

@@ -84,6 +84,11 @@ class View:
     pair_width: float = 1.0
     compare_seeds: int = 2  # Compare engines: seeds per engine
     compare_kinds: str | None = None  # Compare engines: kinds picked, "a,b"; None: all there
+    #: Each engine kind's model source last used (the Model page's *Use this model*, the
+    #: server's ``--model``): what Compare engines loads for a kind not in use now.
+    engine_sources: dict[str, str] = field(default_factory=dict)
+    piano_roll: bool = False  # Arrange: the preview's piano roll shown
+    takes_piano_roll: bool = False  # Takes: the open take's piano roll shown
 
 
 @dataclass
@@ -116,6 +121,14 @@ class ComposerSession:
     song_key: str | None = None  # the song open on Arrange
     songs: dict[str, SongSetup] = field(default_factory=dict)
     last_render: dict[str, Any] | None = None  # {"key": song key, "result": role -> take id, ...}
+
+    def use_model(self, spec: ModelSpec) -> None:
+        """Use model ``spec`` from now on, remembering the source each engine kind used last
+        (the one in use until now too: its kind's last-used source)."""
+        for used in (self.model, spec):
+            if used.source.strip():
+                self.view.engine_sources[used.kind] = used.source
+        self.model = spec
 
     def song(self, key: str) -> SongSetup:
         """The setup of song ``key`` (a new one for a song never set up), most recent last."""
@@ -150,6 +163,8 @@ class ComposerSession:
             if isinstance(data.get("last_render"), dict)
             else None,
         )
+        sources = session.view.engine_sources  # a kind this NeuroChip does not know: left out
+        session.view.engine_sources = {k: v for k, v in sources.items() if k in KINDS and v}
         for key, setup in list(songs.items())[-KEPT_SONGS:]:
             if isinstance(key, str) and isinstance(setup, dict):
                 session.songs[key] = _read_setup(setup)

@@ -20,7 +20,18 @@ from neurochip.faithfulness import Faithfulness, bars_of_span, sketch_bar_times
 from neurochip.notes_kept import notes_kept
 from neurochip.sketch import load_sketch
 from neurochip.transcription import Notes, sketch_notes
-from tests.test_app import TIMEOUT, board_job, fast, field, press_and_wait, quiet, wait_for_model
+from neurochip.variations import best_variations
+from tests.test_app import (
+    TIMEOUT,
+    board_job,
+    fast,
+    field,
+    press_and_wait,
+    quiet,
+    session,
+    wait_for_model,
+)
+from tests.test_app_compare_engines import with_ceiling
 
 # --- hand-made notes -----------------------------------------------------------------------------
 
@@ -67,9 +78,16 @@ def test_the_piano_roll_draws_each_kind_of_note_once_in_song_seconds():
     assert list(by_kind[LOST].base) == pytest.approx([11.0, 12.1])
     assert list(by_kind[LOST].x) == pytest.approx([0.5, 0.4])
     assert list(by_kind[LOST].y) == [67, 76]
-    assert list(by_kind[LOST].hovertext) == ["G4 · bar 12 · lost", "E5 · bar 13 · lost"]
-    assert list(by_kind[KEPT].hovertext) == ["C4 · bar 12 · kept", "E4 · bar 12 · kept"]
-    assert list(by_kind[EXTRA].hovertext) == ["A#4 · bar 12 · take · extra"]
+    # The hover says the note, its bar and its onset in the song's seconds.
+    assert list(by_kind[LOST].hovertext) == [
+        "G4 · bar 12 · 11.00 s · lost",
+        "E5 · bar 13 · 12.10 s · lost",
+    ]
+    assert list(by_kind[KEPT].hovertext) == [
+        "C4 · bar 12 · 10.00 s · kept",
+        "E4 · bar 12 · 10.50 s · kept",
+    ]
+    assert list(by_kind[EXTRA].hovertext) == ["A#4 · bar 12 · 11.60 s · take · extra"]
     # Lost notes are marked as lost: a red outline and a hatch; the kept ones are solid.
     assert by_kind[LOST].marker.line.color == "rgb(214, 39, 40)"
     assert by_kind[LOST].marker.pattern.shape == "/"
@@ -91,7 +109,7 @@ def test_the_piano_roll_draws_the_bar_lines_it_is_given():
     assert [a.text for a in figure.layout.annotations] == ["4", "5"]
     assert all(s.line.dash == "dot" for s in figure.layout.shapes)
     # The hover follows those bars too: E5 at 12.1 s is in bar 4 (11.0-12.5).
-    assert "E5 · bar 4 · lost" in list(traces(figure)[LOST].hovertext)
+    assert "E5 · bar 4 · 12.10 s · lost" in list(traces(figure)[LOST].hovertext)
 
 
 def test_the_piano_roll_without_bars_or_notes_says_seconds_or_nothing():
@@ -142,6 +160,16 @@ def test_a_grid_cell_says_both_measures():
     assert cell_measures(faith_of([0.91])) == "chroma 0.91 (notes not counted)"
     none = notes_kept(Notes.of([]), TAKE, 3.0)
     assert cell_measures(faith_of([0.91], none)) == "notes kept: none to keep · chroma 0.91"
+
+
+def test_a_grid_cell_says_how_much_the_sketch_itself_keeps_where_less_than_all():
+    ceiled = faith_of([0.91], with_ceiling(found(), 0.79))
+    assert cell_measures(ceiled) == "notes kept 50% (sketch 79%) · chroma 0.91"
+    heard = faith_of([0.91], with_ceiling(found(), 0.996))
+    assert cell_measures(heard) == "notes kept 50% · chroma 0.91"
+    # The Arrange meter's line bolds the number, not what the headline says after it.
+    line = ui.notes_kept_line(ceiled)
+    assert line.startswith("**Notes kept: 50%** (the sketch itself: 79%) · ")
 
 
 # --- the page ------------------------------------------------------------------------------------
@@ -199,7 +227,7 @@ def test_the_preview_counts_the_midi_sketch_s_notes_by_its_bars(app_env):
     np.testing.assert_allclose(notes.times_s, bars[: len(notes.times_s)])
 
     [line] = [m.value for m in at.markdown if m.value.startswith("**Notes kept:")]
-    assert f"**Notes kept: {notes.score:.0%}**" in line and "%" in line
+    assert line.startswith(f"**Notes kept: {notes.score:.0%}**")
     assert f"chroma {faith.score:.2f}" in line
     # The strip shows notes kept per bar; the piano roll waits for its toggle.
     assert len(at.get("plotly_chart")) == 2
@@ -222,6 +250,19 @@ def test_the_preview_counts_the_midi_sketch_s_notes_by_its_bars(app_env):
     lost = [m.value for m in at.markdown if "lost**" in m.value or "No sketch notes" in m.value]
     assert lost, "the lost notes are listed beside the roll"
 
+    # Shown or not is the composer's choice: it outlives a trip to Takes and a refresh.
+    assert session(at).view.piano_roll is True
+    at.switch_page("views/takes.py").run()
+    at.switch_page("views/arrange.py").run()
+    assert not at.exception
+    [roll] = [t for t in at.toggle if t.label == "Piano roll"]
+    assert roll.value is True and len(chart_figures(at)) == 3
+    again, _ = start_midi()
+    [roll] = [t for t in again.toggle if t.label == "Piano roll"]
+    assert roll.value is True and len(chart_figures(again)) == 3
+    roll.set_value(False).run()
+    assert session(again).view.piano_roll is False and len(chart_figures(again)) == 2
+
 
 @pytest.mark.slow
 def test_grid_cells_show_notes_kept_and_chroma_and_the_best_follows_notes(app_env):
@@ -236,10 +277,14 @@ def test_grid_cells_show_notes_kept_and_chroma_and_the_best_follows_notes(app_en
     assert len(cells) == 2
     for cell, variation in zip(cells, variations, strict=True):
         faith = variation.faithfulness
-        assert f"notes kept {faith.notes.score:.0%} · chroma {faith.score:.2f}" in cell
+        assert cell_measures(faith) in cell
+        assert f"notes kept {faith.notes.score:.0%}" in cell and f"chroma {faith.score:.2f}" in cell
+        ceiling = faith.notes.ceiling  # the MIDI file's notes the transcriber hears in its audio
+        if ceiling is not None and ceiling < 0.995:
+            assert f"(sketch {ceiling:.0%})" in cell
         # Counted against the MIDI file's notes, by the song's bars.
         assert faith.notes.segment == "bar" and len(faith.notes.sketch) > 0
-    shown = [round(v.faithfulness.notes.score, 2) for v in variations]
-    best = [i for i, score in enumerate(shown) if score == max(shown)]
+    # The best as neurochip.variations picks it (notes kept, chroma breaking a tie).
+    best = best_variations(variations)
     assert [("best" in c) for c in cells] == [i in best for i in range(2)]
     assert board_job("grid").state == "done"

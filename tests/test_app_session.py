@@ -97,6 +97,9 @@ NO_WIDGET = {
     "song.bar_grid_source": "said in the Bars title: checked below",
     "model.kind": "the Model page's Engine box: tests/test_app_ace_step.py",
     "view.compare_kinds": "Compare engines' Engines box: tests/test_engine_comparison.py",
+    "view.engine_sources": "set by Use this model: tests/test_app_compare_engines.py",
+    "view.piano_roll": "shown with a preview's notes: tests/test_app_notes.py",
+    "view.takes_piano_roll": "shown with a take's notes: tests/test_app_takes_notes.py",
     "model.compile": "the CLI's --compile: tests/test_session.py keeps it",
     "model.channels_last": "the CLI's --channels-last: tests/test_session.py keeps it",
 }
@@ -298,3 +301,15 @@ def test_a_server_started_with_a_model_uses_it_whatever_the_workspace_remembers(
     session(at).model = dataclasses.replace(session(at).model, source="/yet/another")
     Workspace().keep_state(session(at).to_dict())
     assert session(fresh()).model.source == "/yet/another"  # a refresh: the page's choice
+
+
+def test_a_server_started_with_a_model_remembers_it_and_the_last_for_their_engines(
+    home, tiny_model_dir
+):
+    """`neurochip app --model DIR` is a model used: Compare engines loads it for its engine
+    kind, and the model the workspace had for its own kind (issue 27)."""
+    Workspace().keep_state({"model": {"kind": "stable-audio-3", "source": "/models/sa3"}})
+    at = fresh("views/model.py")
+    remembered = {"stable-audio-3": "/models/sa3", "riffusion": str(tiny_model_dir)}
+    assert session(at).view.engine_sources == remembered
+    assert ComposerSession.from_dict(Workspace().state()).view.engine_sources == remembered

@@ -3,11 +3,16 @@ as a sort, and *Count notes* for a take kept before notes were counted."""
 
 from __future__ import annotations
 
+import json
+from types import SimpleNamespace
+
 import pytest
 
 from app import ui
+from app.takes import badge, kept_badge, list_help, scores_text
 from neurochip.library.notes import count_notes
 from tests.test_app import field, start
+from tests.test_app_notes import values
 from tests.test_library_notes import old_take
 
 pytestmark = pytest.mark.slow
@@ -59,16 +64,55 @@ def test_an_old_take_counts_its_notes_and_shows_the_headline(app_env, sketch):
     now = ui.library().get(old.id)
     assert now.notes_kept is not None and now.notes_kept > 0.8
     assert now.metadata["faithfulness"]["notes"]["score"] == now.notes_kept
-    assert f"Notes kept: {now.notes_kept:.0%}" in markdown(at)  # the headline
+    assert f"**Notes kept: {now.notes_kept:.0%}**" in markdown(at)  # the headline, bold
     assert "· chroma :" in markdown(at)  # the chroma badge beside it
     assert not [b for b in at.button if b.key == f"count_notes_{old.id}"]
-    assert [t for t in at.toggle if t.key == f"roll_{old.id}_toggle"]  # the piano roll
+    assert field(at, "toggle", "view.takes_piano_roll")  # the piano roll
+    # The strip is of the headline's measure: notes kept per bar, not chroma.
+    [strip] = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    assert strip["layout"]["yaxis"]["title"]["text"] == "notes kept"
+    counted_strip = now.metadata["faithfulness"]["notes"]["strip"]
+    assert len(values(strip["data"][0], "y")) == len(counted_strip)
 
     # Sorted by notes kept: the counted takes, most kept first.
     field(at, "selectbox", "view.takes_sort").set_value("Notes kept").run()
     assert not at.exception
     listed = [b.key.removeprefix("star_") for b in at.button if b.key.startswith("star_")]
     assert set(listed) == {old.id, counted.id}
+
+
+def test_the_piano_roll_toggle_outlives_a_trip_and_a_refresh(app_env, sketch):
+    library = ui.library()
+    library.keep_source(sketch)
+    take = count_notes(library, old_take(library, sketch).id)
+
+    def opened(at):
+        [more] = [b for b in at.button if b.key == f"more_{take.id}"]
+        more.click().run()
+        assert not at.exception
+        return at
+
+    at = opened(start("views/takes.py", song=False))
+    field(at, "toggle", "view.takes_piano_roll").set_value(True).run()
+    assert len(at.get("plotly_chart")) == 2  # the strip and the roll
+    at.switch_page("views/arrange.py").run()
+    at.switch_page("views/takes.py").run()
+    assert field(at, "toggle", "view.takes_piano_roll").value is True
+    assert len(at.get("plotly_chart")) == 2
+    again = opened(start("views/takes.py", song=False))  # a refresh
+    assert field(again, "toggle", "view.takes_piano_roll").value is True
+    assert len(again.get("plotly_chart")) == 2
+
+
+def test_a_take_without_notes_counted_charts_its_chroma(app_env, sketch):
+    library = ui.library()
+    old = old_take(library, sketch)
+    at = start("views/takes.py", song=False)
+    [more] = [b for b in at.button if b.key == f"more_{old.id}"]
+    more.click().run()
+    assert not at.exception
+    assert not at.get("plotly_chart")  # no notes to chart: the chroma bar chart
+    assert at.get("vega_lite_chart")
 
 
 def test_a_take_whose_song_was_not_kept_says_so_when_counting(app_env, sketch):
@@ -82,3 +126,20 @@ def test_a_take_whose_song_was_not_kept_says_so_when_counting(app_env, sketch):
     assert not at.exception
     assert any("was not kept with it" in e.value for e in at.error)
     assert ui.library().get(old.id).notes_kept is None
+
+
+def test_the_list_and_scores_say_the_sketchs_own_ceiling_where_less_than_all():
+    def take(ceiling):
+        notes = {"score": 0.5} if ceiling is None else {"score": 0.5, "ceiling": ceiling}
+        return SimpleNamespace(notes_kept=0.5, metadata={"faithfulness": {"notes": notes}})
+
+    said = list_help(take(0.79))
+    assert said.startswith("Notes kept 50% (sketch 79%): ") and "79% of the sketch's" in said
+    assert list_help(take(None)) is None  # an audio sketch, a take counted before
+    assert list_help(take(0.999)) is None  # heard whole: nothing to say
+    assert list_help(take("damaged")) is None
+    measured = {"score": 0.9, "notes": {"score": 0.5, "ceiling": 0.79}}
+    expected = f"notes kept {kept_badge(0.5)} (sketch 79%) · chroma {badge(0.9)}"
+    assert scores_text(measured) == expected
+    measured["notes"]["ceiling"] = None
+    assert "(sketch" not in scores_text(measured)

@@ -148,3 +148,41 @@ def test_field_paths_name_every_field_once():
     for part, kind in (("settings", Settings), ("model", ModelSpec), ("view", View)):
         assert {f"{part}.{f.name}" for f in dataclasses.fields(kind)} <= set(paths)
     assert {f"song.{f.name}" for f in dataclasses.fields(SongSetup)} <= set(paths)
+
+
+def test_using_a_model_remembers_each_engine_kinds_last_source(tmp_path):
+    """Compare engines loads each kind's last-used model (issue 27): a local folder used with
+    Stable Audio 3, then Riffusion's, are both remembered, and come back from the file."""
+    session = ComposerSession()
+    sa3 = ModelSpec.for_kind("stable-audio-3", source="/models/sa3")
+    session.use_model(sa3)
+    session.use_model(ModelSpec(source="/models/riffusion"))
+    assert session.model == ModelSpec(source="/models/riffusion")
+    assert session.view.engine_sources == {
+        "riffusion": "/models/riffusion",
+        "stable-audio-3": "/models/sa3",
+    }
+    # The model in use before is its kind's last-used one too (a session kept before this).
+    older = ComposerSession(model=ModelSpec.for_kind("ace-step", source="/models/ace"))
+    older.use_model(sa3)
+    assert older.view.engine_sources == {"ace-step": "/models/ace", "stable-audio-3": "/models/sa3"}
+    workspace = Workspace(tmp_path)
+    workspace.keep_state(session.to_dict())
+    assert ComposerSession.from_dict(workspace.state()) == session
+
+
+@pytest.mark.parametrize(
+    "kept, read",
+    [
+        ({"stable-audio-3": "/a", "suno": "/b", "ace-step": ""}, {"stable-audio-3": "/a"}),
+        ({"stable-audio-3": 3}, {}),  # a value that is not a source: the field's default
+        ("not a table", {}),
+        (None, {}),
+    ],
+)
+def test_remembered_engine_sources_are_read_leniently(kept, read):
+    data = a_session().to_dict()
+    data["view"]["engine_sources"] = kept
+    again = ComposerSession.from_dict(data)
+    assert again.view.engine_sources == read
+    assert again.view.takes_search == "funk"  # the rest of the view kept

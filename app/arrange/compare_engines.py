@@ -1,7 +1,8 @@
 """Arrange, after the grid: *Compare engines* on the preview region.
 
-Each engine whose model is on this machine (the Model page's choice for its engine, each
-other engine's default model; never downloaded) renders the preview region with the same
+Each engine whose model is on this machine (the Model page's choice for its engine; for
+each other engine the model last used with it, else its default or small model; never
+downloaded) renders the preview region with the same
 seeds, one batch per engine, one engine loaded at a time
 (:func:`neurochip.engine_comparison.compare_engines`). The rows say each one's notes kept,
 chroma and seconds per seed, the best marked; the A/B player plays one seed across engines.
@@ -22,7 +23,7 @@ from neurochip.engine import FAITHFUL_PREVIEW, PREVIEW_SECONDS, QUICK_PREVIEW
 from neurochip.engine_comparison import EngineRow, best_engines, compare_engines
 from neurochip.jobs import Job
 from neurochip.kinds import KIND_NAMES, KINDS
-from neurochip.model_spec import ModelSpec
+from neurochip.model_spec import DEFAULT_SOURCES, SMALL_SOURCES, ModelSpec
 from neurochip.variations import MAX_VALUES
 from neurochip.workspace import ComparisonPreview
 
@@ -46,6 +47,21 @@ def draw(page: Page) -> None:
     ui.job_progress(KIND, "Comparing engines", "Cancel the comparison")
     if job is not None and job.state == "failed":
         st.error(job.error)
+    if (
+        job is not None
+        and job.state == "cancelled"
+        and ui.job_info(KIND).get("song_key")
+        in (
+            None,
+            page.song.key,
+        )
+    ):
+        st.info(
+            "Comparison cancelled"
+            + ("; the last one is below." if shown is not None else ".")
+            + " *Compare engines* to start it again.",
+            icon=":material/cancel:",
+        )
     if shown is not None:
         results(page, shown, busy)
 
@@ -54,18 +70,34 @@ def draw(page: Page) -> None:
 
 
 def candidates() -> dict[str, tuple[ModelSpec, str | None]]:
-    """Each engine kind's model here: the Model page's choice for its own kind, each other
-    kind's default on the same device; and why it cannot be used (None: it is here)."""
+    """Each engine kind's model here, on the Model page's device, and why it cannot be used
+    (None: it is here).
+
+    The Model page's choice for its own kind; for each other kind the first of these on this
+    machine: the source the composer last used with it (``view.engine_sources``), its
+    default, its small model (:data:`~neurochip.model_spec.SMALL_SOURCES`). None there: the
+    first of them, with why. (Using one on the Model page remembers it for its kind.)
+    """
     choice = ui.model_choice()
+    remembered = state.get("view.engine_sources")
     found = {}
     for kind in KINDS:
         if kind == choice.kind:
-            spec = choice
-        else:
-            spec = ModelSpec.for_kind(kind, device=choice.device, dtype=choice.dtype)
-        check = check_model_cache(spec.source)  # the disk and the hub's cache: no download
-        found[kind] = (spec, None if check.ok else check.detail)
+            found[kind] = (choice, why_not_here(choice.source))
+            continue
+        sources = [remembered.get(kind), DEFAULT_SOURCES[kind], SMALL_SOURCES.get(kind)]
+        tried = [(s, why_not_here(s)) for s in dict.fromkeys(s for s in sources if s)]
+        source, why = next((t for t in tried if t[1] is None), tried[0])
+        spec = ModelSpec.for_kind(kind, source=source, device=choice.device, dtype=choice.dtype)
+        found[kind] = (spec, why)
     return found
+
+
+def why_not_here(source: str) -> str | None:
+    """Why model ``source`` is not on this machine, or None: it is (the disk and the hub's
+    cache are looked in; nothing is downloaded)."""
+    check = check_model_cache(source)
+    return None if check.ok else check.detail
 
 
 def picked(available: list[str]) -> list[str]:
@@ -209,13 +241,7 @@ def results(page: Page, shown: ComparisonPreview, busy: bool) -> None:
         with st.container(border=True):
             st.markdown(row_line(row, i in best, tied=len(best) > 1))
             if row.ok:
-                st.caption(
-                    " · ".join(
-                        f"seed {cell.settings.seed}: notes kept {cell.faithfulness.kept:.2f}, "
-                        f"chroma {cell.faithfulness.score:.2f}"
-                        for cell in row.cells
-                    )
-                )
+                st.caption(" · ".join(seed_text(cell) for cell in row.cells))
             else:
                 st.caption(ui.plain(row.error or ""))
     rendered = [row for row in rows if row.ok]
@@ -243,14 +269,29 @@ def results(page: Page, shown: ComparisonPreview, busy: bool) -> None:
     ab_player(sources, key="compare_ab", offset_s=first.render.start_s, height=120)
 
 
+def seed_text(cell) -> str:
+    """ "seed 5: notes kept 82%, chroma 0.91" (the chroma alone where notes were not counted)."""
+    faith = cell.faithfulness
+    kept = f"notes kept {faith.notes.score:.0%}, " if faith.notes is not None else ""
+    return f"seed {cell.settings.seed}: {kept}chroma {faith.score:.2f}"
+
+
 def row_line(row: EngineRow, best: bool, tied: bool) -> str:
-    """ "**Stable Audio 3** · notes kept 0.82 · chroma 0.91 · 2.1 s per seed · best"."""
+    """ "**Stable Audio 3** · notes kept 82% (sketch 79%) · chroma 0.91 · 2.1 s per seed ·
+    best": notes kept in percent as everywhere, with what the transcriber hears of the sketch
+    itself where that is less than all."""
     name = f"**{ui.plain(KIND_NAMES.get(row.kind, row.kind))}**"
     if not row.ok:
         return f"{name} · could not render"
+    counted = [cell.faithfulness.notes for cell in row.cells]
+    if all(notes is not None for notes in counted):
+        ceiling = next((ui.sketch_ceiling(n) for n in counted if ui.sketch_ceiling(n)), "")
+        kept = f"notes kept {row.kept:.0%}{ceiling}"
+    else:  # basic-pitch missing: row.kept is the chroma score then, not notes
+        kept = "notes not counted"
     parts = [
         name,
-        f"notes kept {row.kept:.2f}",
+        kept,
         f"chroma {row.chroma:.2f}",
         f"{ui.format_seconds(row.seconds_per_seed)} per seed",
     ]

@@ -193,12 +193,14 @@ def cells(page: Page, shown, busy: bool) -> None:
 
 
 def cell_measures(faith) -> str:
-    """ "notes kept 86% · chroma 0.91" (the chroma alone where notes were not counted)."""
+    """ "notes kept 86% (sketch 79%) · chroma 0.91" (the chroma alone where notes were not
+    counted; the sketch's own share heard where that is less than all)."""
     if faith.notes is None:
         return f"chroma {faith.score:.2f} (notes not counted)"
     if faith.notes.notes.sketch == 0:
         return f"notes kept: none to keep · chroma {faith.score:.2f}"
-    return f"notes kept {faith.notes.score:.0%} · chroma {faith.score:.2f}"
+    ceiling = ui.sketch_ceiling(faith.notes)
+    return f"notes kept {faith.notes.score:.0%}{ceiling} · chroma {faith.score:.2f}"
 
 
 def draw_cells(page: Page, shown, busy: bool) -> None:

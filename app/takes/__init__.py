@@ -52,6 +52,21 @@ def list_badge(take) -> str:
     return f"{badge(take.faithfulness)} :small[:gray[chroma]]"
 
 
+def list_help(take) -> str | None:
+    """The list's notes-kept badge explained where the sketch itself keeps less than all of
+    its own notes: "Notes kept 86% (sketch 79%): ..."; else None (the column's help says it)."""
+    measured = take.metadata.get("faithfulness")
+    notes = measured.get("notes") if isinstance(measured, dict) else None
+    ceiling = ui.ceiling_of(notes)
+    if take.notes_kept is None or ceiling is None:
+        return None
+    return (
+        f"Notes kept {take.notes_kept:.0%} (sketch {ceiling:.0%}): the transcriber hears "
+        f"{ceiling:.0%} of the sketch's own notes in the sketch itself over this span, so a "
+        "take keeps about that many at most."
+    )
+
+
 def measured_notes(measured) -> NotesKept | None:
     """The notes counted in one take's ``"faithfulness"`` (its metadata's), or None (not
     counted, a file of several takes, or a damaged record)."""
@@ -69,7 +84,10 @@ def scores_text(measured) -> str:
     wrapped = {"faithfulness": measured}
     kept, chroma = notes_kept_score(wrapped), faithfulness_score(wrapped)
     text = f"chroma {badge(chroma)}"
-    return f"notes kept {kept_badge(kept)} · {text}" if kept is not None else text
+    if kept is None:
+        return text
+    ceiling = ui.sketch_ceiling(measured.get("notes") if isinstance(measured, dict) else None)
+    return f"notes kept {kept_badge(kept)}{ceiling} · {text}"
 
 
 def player(take, where=st) -> None:

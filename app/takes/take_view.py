@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import streamlit as st
 
 from app import song as arrange_song
 from app import state, ui
 from app.abplayer import ab_player
+from app.figures import faithfulness_figure
 from app.mixer import stem_mixer
 from app.piano_roll import draw_piano_roll
 from app.takes import FAITHFULNESS_HELP, badge, measured_notes, player, scores_text
@@ -274,8 +276,9 @@ def reroll_results(take) -> None:
 
 def faithfulness_strip(take) -> None:
     """The take's note faithfulness: the notes-kept headline with the chroma score beside it
-    (or *Count notes* where they were not counted), the chroma per bar or second with its low
-    spots, and the piano roll of the notes counted."""
+    (or *Count notes* where they were not counted), notes kept per bar or second (the chroma
+    where notes were not counted) with the places to listen first, and the piano roll of the
+    notes counted."""
     measured = take.metadata.get("faithfulness")
     if not isinstance(measured, dict):
         measured = {}
@@ -283,7 +286,7 @@ def faithfulness_strip(take) -> None:
     held = measured.get("takes")
     if notes is not None:
         chroma = f" · chroma {badge(take.faithfulness)}" if take.faithfulness is not None else ""
-        st.markdown(f"{notes.headline()}{chroma}", help=FAITHFULNESS_HELP)
+        st.markdown(f"{ui.notes_headline(notes)}{chroma}", help=FAITHFULNESS_HELP)
     elif notes_kept_score(take.metadata) is not None:  # a pair's: the mean of its takes'
         st.markdown(f"{scores_text(measured)} (its takes' mean)", help=FAITHFULNESS_HELP)
     elif take.faithfulness is not None:
@@ -300,7 +303,10 @@ def faithfulness_strip(take) -> None:
         said = [f"take {key} {scores_text(value)}" for key, value in sorted(held.items())]
         st.markdown(" · ".join(said))
         return
-    chroma_strip(measured)
+    if notes is not None and len(notes.times_s):
+        notes_strip(notes, _start_s(take), take.duration_s, f"notes_strip_{take.id}")
+    else:
+        chroma_strip(measured)
     if notes is not None:
         draw_piano_roll(
             notes,
@@ -309,6 +315,7 @@ def faithfulness_strip(take) -> None:
             take.duration_s,
             f"roll_{take.id}",
             ui.memo(f"roll_{take.id}", (take.id, take.notes_kept), dict),
+            shown="view.takes_piano_roll",
         )
 
 
@@ -340,6 +347,29 @@ def count_notes_button(take) -> None:
             st.error(str(err))
         else:
             st.rerun()
+
+
+def notes_strip(notes, start_s: float, duration_s: float, key: str) -> None:
+    """Notes kept per bar (or second), in the song's seconds, with the bars to listen to
+    first: as Arrange's preview draws it."""
+    ends = np.append(notes.times_s[1:], max(duration_s, float(notes.times_s[-1])))
+    bars = notes.times_s + start_s if notes.segment == "bar" else ()
+    figure = ui.memo(  # made once per take and count, not on every run of the page
+        key,
+        (notes.score, start_s, duration_s, len(notes.strip)),
+        lambda: faithfulness_figure(notes.times_s, notes.strip, ends, notes.score, start_s, bars),
+    )
+    st.plotly_chart(figure, width="stretch", key=key)
+    unit = notes.segment
+    first = notes.first_bar if unit == "bar" else 1
+    low = [i for i, kept in enumerate(notes.strip) if kept < notes.score - LOW_BY]  # NaN: not
+    if low:
+        where = ", ".join(f"{unit} {first + i}" for i in low[:8])
+        st.caption(f"Listen first to {where}: far fewer notes kept than the rest.")
+
+
+#: A bar this far below the take's own notes kept is red in the strip: a place to listen first.
+LOW_BY = 0.15
 
 
 def chroma_strip(measured: dict) -> None:

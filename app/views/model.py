@@ -85,14 +85,18 @@ with st.form("model_form"):
             lora, preview_vae = ("", "") if kind != "riffusion" else (lora, preview_vae)
             state.set_settings(steps=KIND_DEFAULTS[kind].get("steps", 50))
         # What the page does not show (compile, channels last) stays as it was.
-        state.composer().model = dataclasses.replace(
-            choice,
-            source=source.strip(),
-            device=device,
-            dtype=dtype,
-            lora=lora.strip(),
-            lora_scale=float(lora_scale),
-            preview_vae=preview_vae.strip(),
+        # Its kind's source remembered too (and the last engine's): Compare engines loads
+        # each kind's last-used model.
+        state.composer().use_model(
+            dataclasses.replace(
+                choice,
+                source=source.strip(),
+                device=device,
+                dtype=dtype,
+                lora=lora.strip(),
+                lora_scale=float(lora_scale),
+                preview_vae=preview_vae.strip(),
+            )
         )
         state.save()  # the next session (a refresh, a restart) uses it too
         ui.forget_engine()

@@ -16,7 +16,7 @@ import streamlit as st
 
 from app import song as arrange_song
 from app import state, ui
-from app.takes import FAITHFULNESS_HELP, list_badge, player
+from app.takes import FAITHFULNESS_HELP, list_badge, list_help, player
 from app.takes import comp as comp_tool
 from app.takes import compare as compare_tool
 from app.takes.take_view import big_view
@@ -158,7 +158,7 @@ def take_row(take_id: str) -> None:
         f"**{ui.plain(take.name)}**{damaged}{note}  \n"
         f":small[:gray[{ui.plain(take_label(take.metadata, faithfulness=False))}]]"
     )
-    row[2].markdown(list_badge(take))
+    row[2].markdown(list_badge(take), help=list_help(take))
     created = datetime.datetime.fromtimestamp(take.created).strftime("%Y-%m-%d %H:%M")
     row[3].markdown(f":small[{created}]")
     if row[4].button(
