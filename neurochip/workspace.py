@@ -200,13 +200,7 @@ class Workspace:
         cells = []
         for i, variation in enumerate(grid.variations):
             arrays |= _render_arrays(variation.render, variation.faithfulness, f"{i}_")
-            cells.append(
-                {
-                    "label": variation.label,
-                    "region": variation.region,
-                    **_render_meta(variation.render, variation.faithfulness),
-                }
-            )
+            cells.append(_variation_meta(variation))
         _share_equal_arrays(arrays, len(cells), ("source", "input_image"))
         meta = {
             "song_key": grid.song_key,
@@ -223,17 +217,7 @@ class Workspace:
             grid = VariationGrid.from_dict(meta["grid"])
             variations = []
             for i, cell in enumerate(meta["cells"]):
-                render, faithfulness = _render_from(arrays, cell, f"{i}_")
-                region = cell["region"]
-                variations.append(
-                    Variation(
-                        settings=render.settings,
-                        render=render,
-                        faithfulness=faithfulness,
-                        label=str(cell["label"]),
-                        region=(float(region[0]), float(region[1])) if region else None,
-                    )
-                )
+                variations.append(_variation_from(arrays, cell, f"{i}_"))
             if [v.settings for v in variations] != grid.cells:
                 raise ValueError("the cells do not match the grid")
             return GridPreview(str(meta["song_key"]), _key(meta["key"]), grid, variations)
@@ -250,13 +234,7 @@ class Workspace:
             cells = []
             for k, cell in enumerate(row.cells):
                 arrays |= _render_arrays(cell.render, cell.faithfulness, f"{i}_{k}_")
-                cells.append(
-                    {
-                        "label": cell.label,
-                        "region": cell.region,
-                        **_render_meta(cell.render, cell.faithfulness),
-                    }
-                )
+                cells.append(_variation_meta(cell))
             rows.append(
                 {
                     "kind": row.kind,
@@ -280,17 +258,7 @@ class Workspace:
             for i, kept in enumerate(meta["rows"]):
                 cells = []
                 for k, cell in enumerate(kept["cells"]):
-                    render, faithfulness = _render_from(arrays, cell, f"{i}_{k}_")
-                    region = cell["region"]
-                    cells.append(
-                        Variation(
-                            settings=render.settings,
-                            render=render,
-                            faithfulness=faithfulness,
-                            label=str(cell["label"]),
-                            region=(float(region[0]), float(region[1])) if region else None,
-                        )
-                    )
+                    cells.append(_variation_from(arrays, cell, f"{i}_{k}_"))
                 spec, settings = kept["spec"], kept["settings"]
                 rows.append(
                     EngineRow(
@@ -432,6 +400,30 @@ def _render_from(
         notes=_notes_kept(faith.get("notes")),
     )
     return render, faithfulness
+
+
+def _variation_meta(variation: Variation) -> dict[str, Any]:
+    """A grid's or a comparison's cell as JSON-able values (its arrays kept beside)."""
+    return {
+        "label": variation.label,
+        "region": variation.region,
+        **_render_meta(variation.render, variation.faithfulness),
+    }
+
+
+def _variation_from(
+    arrays: Mapping[str, np.ndarray], cell: Mapping[str, Any], prefix: str
+) -> Variation:
+    """A grid's or a comparison's kept cell: its render, note faithfulness, label, region."""
+    render, faithfulness = _render_from(arrays, cell, prefix)
+    region = cell["region"]
+    return Variation(
+        settings=render.settings,
+        render=render,
+        faithfulness=faithfulness,
+        label=str(cell["label"]),
+        region=(float(region[0]), float(region[1])) if region else None,
+    )
 
 
 def _notes_kept(data: Any) -> NotesKept | None:

@@ -73,30 +73,29 @@ def _backfill_v2(conn: sqlite3.Connection) -> None:
 
 def _backfill_v4(conn: sqlite3.Connection) -> None:
     """Fill version 4's faithfulness scores from the metadata of the rows already there."""
-    updates = []
-    for take_id, text in conn.execute("SELECT id, metadata FROM takes").fetchall():
-        try:
-            metadata = json.loads(text)
-        except (TypeError, ValueError):
-            continue
-        score = faithfulness_score(metadata) if isinstance(metadata, dict) else None
-        if score is not None:
-            updates.append((score, take_id))
-    conn.executemany("UPDATE takes SET faithfulness = ? WHERE id = ?", updates)
+    _backfill(conn, "faithfulness", faithfulness_score)
 
 
 def _backfill_v5(conn: sqlite3.Connection) -> None:
     """Fill version 5's notes kept from the metadata of the rows already there."""
+    _backfill(conn, "notes_kept", notes_kept_score)
+
+
+def _backfill(
+    conn: sqlite3.Connection, column: str, score_of: Callable[[dict], float | None]
+) -> None:
+    """Set ``column`` of every row to ``score_of`` its metadata, where that gives one."""
     updates = []
     for take_id, text in conn.execute("SELECT id, metadata FROM takes").fetchall():
         try:
             metadata = json.loads(text)
         except (TypeError, ValueError):
             continue
-        score = notes_kept_score(metadata) if isinstance(metadata, dict) else None
+        score = score_of(metadata) if isinstance(metadata, dict) else None
         if score is not None:
             updates.append((score, take_id))
-    conn.executemany("UPDATE takes SET notes_kept = ? WHERE id = ?", updates)
+    # column is one of this module's own names, never outside input.
+    conn.executemany(f"UPDATE takes SET {column} = ? WHERE id = ?", updates)
 
 
 # One list of steps per schema version; version n's turns n - 1 into n. A step is an SQL
