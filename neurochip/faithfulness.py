@@ -42,7 +42,7 @@ from neurochip.io.audio import Audio
 from neurochip.notes_kept import NotesKept, notes_kept
 from neurochip.sketch import Sketch
 from neurochip.synth.midi import MidiSong
-from neurochip.transcription import Notes, TranscriberMissing, transcribe
+from neurochip.transcription import Notes, TranscriberMissing, reference_notes, transcribe
 
 log = logging.getLogger(__name__)
 
@@ -274,6 +274,29 @@ def note_faithfulness(
         if count_notes
         else None,
     )
+
+
+def span_faithfulness(
+    song: Sketch | Audio | None,
+    source: Audio,
+    take: Audio,
+    start_s: float,
+    song_bars: Sequence[float] | None = None,
+) -> Faithfulness:
+    """A take of ``song``'s span from ``start_s`` (``source``: the span as the engine heard
+    it), measured against the song's own notes there, by the song's bars.
+
+    The song's notes: a MIDI sketch's, an audio sketch's transcription (made once); plain
+    audio, or a sketch that cannot be transcribed (basic-pitch missing), falls back to
+    :func:`note_faithfulness`'s own handling. The strip's first bar is the one the span
+    starts in (:func:`bars_of_span`), and lost notes carry the song's bar numbers.
+    """
+    bars, first_bar = bars_of_span(song_bars, start_s)
+    try:
+        reference = reference_notes(song, start_s, source.duration_s)
+    except TranscriberMissing:
+        reference = None  # note_faithfulness then says notes were not counted
+    return note_faithfulness(source, take, bars, reference=reference, first_bar=first_bar or 1)
 
 
 def _count_notes(

@@ -36,7 +36,7 @@ from PIL import Image
 
 from neurochip.engine import Engine, ProgressCallback, Render
 from neurochip.errors import NeuroChipError
-from neurochip.faithfulness import bars_of_span, note_faithfulness, sketch_bar_times
+from neurochip.faithfulness import bars_of_span, sketch_bar_times, span_faithfulness
 from neurochip.io.audio import Audio, fade_ramp, span_frames
 from neurochip.library.metadata import combined_faithfulness as _combined_faithfulness
 from neurochip.library.metadata import save_take, take_metadata
@@ -46,7 +46,6 @@ from neurochip.mix import check_crossfade, crossfade_compare, stereo_pair
 from neurochip.settings import RenderSettings, TakeSetOptions
 from neurochip.sketch import Sketch
 from neurochip.spectrogram import SpectrogramParams
-from neurochip.transcription import reference_notes
 
 log = logging.getLogger(__name__)
 
@@ -343,14 +342,8 @@ def measure_take(
     transcription. ``None`` if the meter fails: logged, and the take kept.
     """
     try:
-        starts, first_bar = bars_of_span(bars, render.start_s)
-        found = note_faithfulness(
-            render.source,
-            render.audio,
-            starts,
-            reference=reference_notes(song, render.start_s, render.source.duration_s),
-            first_bar=first_bar or 1,
-        )
+        _, first_bar = bars_of_span(bars, render.start_s)
+        found = span_faithfulness(song, render.source, render.audio, render.start_s, bars)
         data = found.to_dict()
         if first_bar is not None and found.segment == "bar":
             data["first_bar"] = first_bar

@@ -31,7 +31,7 @@ from neurochip.engine import (
     Render,
 )
 from neurochip.errors import NeuroChipError, RenderCancelled
-from neurochip.faithfulness import Faithfulness, bars_of_span, note_faithfulness
+from neurochip.faithfulness import Faithfulness, span_faithfulness
 from neurochip.io.audio import Audio
 from neurochip.library.metadata import take_metadata
 from neurochip.library.names import default_take_name
@@ -39,7 +39,6 @@ from neurochip.library.store import TakeLibrary
 from neurochip.library.thumbnails import spectrogram_thumbnail
 from neurochip.settings import RenderSettings, describe
 from neurochip.sketch import Sketch
-from neurochip.transcription import TranscriberMissing, reference_notes
 
 __all__ = [
     "COLUMN_AXES",
@@ -346,21 +345,12 @@ def render_variations(
             raise RenderCancelled("The variation grid was cancelled.")
         if progress is not None:
             progress(_ENGINE_SHARE + (1 - _ENGINE_SHARE) * i / len(renders), "note faithfulness")
-        bars, first_bar = bars_of_span(bar_times_s, render.start_s)
-        try:
-            reference = reference_notes(sketch, render.start_s, render.source.duration_s)
-        except TranscriberMissing:  # an audio sketch's notes: the meter says they are not
-            reference = None
         variations.append(
             Variation(
                 settings=settings,
                 render=render,
-                faithfulness=note_faithfulness(
-                    render.source,
-                    render.audio,
-                    bars,
-                    reference=reference,
-                    first_bar=first_bar or 1,
+                faithfulness=span_faithfulness(
+                    sketch, render.source, render.audio, render.start_s, bar_times_s
                 ),
                 label=grid.label(i),
                 region=None if region is None else (float(region[0]), float(region[1])),

@@ -212,7 +212,7 @@ def test_a_failing_meter_loses_no_take(engine, tmp_path, monkeypatch, caplog):
     def broken(*args, **kwargs):
         raise RuntimeError("librosa is broken")
 
-    monkeypatch.setattr(takeset, "note_faithfulness", broken)
+    monkeypatch.setattr(takeset, "span_faithfulness", broken)
     library = TakeLibrary(tmp_path / "home")
     options = TakeSetOptions(stereo_pair=True)
     takes = render_take_set(engine, sketch(), FAST, options, library=library)

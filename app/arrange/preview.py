@@ -12,9 +12,8 @@ from app.figures import DRIFTING, faithfulness_figure, spectrogram_figure
 from app.piano_roll import draw_piano_roll
 from neurochip.engine import FAITHFUL_PREVIEW, PREVIEW_SECONDS, QUICK_PREVIEW, region_picture
 from neurochip.errors import NeuroChipError
-from neurochip.faithfulness import bars_of_span, note_faithfulness
+from neurochip.faithfulness import span_faithfulness
 from neurochip.jobs import Job
-from neurochip.transcription import TranscriberMissing, reference_notes
 
 
 def draw(page: Page) -> None:
@@ -111,13 +110,8 @@ def start_preview(page: Page, key: tuple, now: bool) -> None:
         )
         # Notes counted against the sketch's own (a MIDI file's notes; an audio sketch's
         # transcription, made once), by the song's bars: here, off the page's thread.
-        bars, first = bars_of_span(song_bars, result.start_s)
-        faithfulness = note_faithfulness(
-            result.source,
-            result.audio,
-            bars,
-            reference=sketch_reference(song, result.start_s, result.source.duration_s),
-            first_bar=first or 1,
+        faithfulness = span_faithfulness(
+            song, result.source, result.audio, result.start_s, song_bars
         )
         return ui.Preview(song_key, key, result, faithfulness)
 
@@ -125,15 +119,6 @@ def start_preview(page: Page, key: tuple, now: bool) -> None:
     job = Job(work, delay_s=ui.preview_delay(now), name="preview")
     ui.start_job("preview", job, "the preview", key=key)  # drawn the moment it is ready
     st.session_state["preview_key"] = key
-
-
-def sketch_reference(song, start_s: float, duration_s: float):
-    """The sketch's notes over a span; ``None`` where an audio sketch cannot be transcribed
-    (basic-pitch missing: the meter then says notes are not counted)."""
-    try:
-        return reference_notes(song, start_s, duration_s)
-    except TranscriberMissing:
-        return None
 
 
 def region_figure(page: Page):

@@ -27,13 +27,12 @@ import numpy as np
 
 from neurochip.bars import BarGrid
 from neurochip.errors import NeuroChipError
-from neurochip.faithfulness import bars_of_span, note_faithfulness, sketch_bar_times
+from neurochip.faithfulness import bars_of_span, sketch_bar_times, span_faithfulness
 from neurochip.io.audio import Audio
 from neurochip.library.metadata import combined_faithfulness, notes_kept_score
 from neurochip.library.record import Take
 from neurochip.library.store import TakeLibrary
 from neurochip.sketch import Sketch, load_sketch
-from neurochip.transcription import reference_notes
 
 __all__ = ["NOT_COUNTED_HERE", "count_notes", "has_notes", "take_song"]
 
@@ -143,14 +142,8 @@ def _measure(song: Sketch, start_s: float, take: Audio, name: str) -> dict[str, 
             f"({song.audio.duration_s:.1f} s): its notes cannot be counted."
         )
     span = song.audio.span(start_s, duration_s)
-    starts, first_bar = bars_of_span(sketch_bar_times(song), start_s)
-    found = note_faithfulness(
-        span,
-        take,
-        starts,
-        reference=reference_notes(song, start_s, duration_s),
-        first_bar=first_bar or 1,
-    )
+    _, first_bar = bars_of_span(sketch_bar_times(song), start_s)
+    found = span_faithfulness(song, span, take, start_s, sketch_bar_times(song))
     if found.notes is None:
         raise NeuroChipError(
             "Counting notes needs basic-pitch and onnxruntime, which are not installed: run "
