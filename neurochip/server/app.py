@@ -13,6 +13,8 @@ Routes (OpenAPI docs at ``/docs``):
 * ``POST /v1/faithfulness``: a sketch and a take (uploads) -> how well the take keeps its notes
   (notes kept, and the chroma score).
 * ``POST /run_inference/``: Riffusion's own endpoint and JSON (:mod:`neurochip.server.riffusion`).
+* ``POST /run_vst/``: RiffusionVST's: a base64 WAV in, a base64 WAV of its length out
+  (:mod:`neurochip.server.vst`).
 
 Every error is JSON, ``{"error": "what happened and what to do"}``, with a 4xx status for a
 bad request. Beyond localhost a token is required (``Authorization: Bearer ...``).
@@ -49,9 +51,14 @@ from neurochip.server.renders import Renders, SketchFile, parse_render_request
 from neurochip.server.riffusion import (
     InferenceInput,
     InferenceOutput,
+    clamped_headers,
+    parse_body,
+    request_schema,
     run_inference,
+    within_neurochip,
 )
 from neurochip.server.schema import read_settings, said
+from neurochip.server.vst import VstInput, VstOutput, run_vst
 from neurochip.sketch import load_sketch, outline_sketch
 from neurochip.transcription import reference_notes
 
@@ -63,6 +70,12 @@ EVENT_POLL_S = 0.25
 
 #: A Riffusion request is a few hundred bytes of JSON; anything else a few kB.
 JSON_BODY_BYTES = 1 << 20
+#: RiffusionVST's carries its clip, a base64 WAV: 5 s of 16-bit mono (~0.6 MB) at 44.1 kHz, more
+#: where the DAW runs faster; this takes ~90 s of 16-bit stereo at 48 kHz.
+VST_BODY_BYTES = 24 << 20
+
+#: The Riffusion-compatible routes: JSON whatever the Content-Type said.
+RIFFUSION_ROUTES = ("/run_inference/", "/run_vst/")
 SMALL_BODY_BYTES = 64 * 1024
 FORM_OVERHEAD_BYTES = 1 << 20  # the settings field and the multipart framing
 
@@ -137,6 +150,8 @@ def create_app(
             return 2 * limits.max_upload_bytes + FORM_OVERHEAD_BYTES
         if path == "/run_inference/":
             return JSON_BODY_BYTES
+        if path == "/run_vst/":
+            return VST_BODY_BYTES
         return SMALL_BODY_BYTES
 
     policy = Policy(
@@ -144,7 +159,7 @@ def create_app(
         cors_origins=cors_origins,
         token=token,
         body_limit=body_limit,
-        json_routes=("/run_inference/",),
+        json_routes=RIFFUSION_ROUTES,
         body_timeout_s=limits.body_timeout_s,
     )
     api.add_middleware(Gate, policy=policy)
@@ -280,16 +295,10 @@ def create_app(
                 files.append((where, name))
             return await on_cpu(_faithfulness, files, limits.max_duration_s)
 
-    @api.post("/run_inference/", response_model=InferenceOutput)
-    async def riffusion_inference(inputs: InferenceInput, request: Request) -> InferenceOutput:
-        """Riffusion's own endpoint and JSON (RiffusionVST, scripts written for Riffusion):
-        a seed image rendered from the ``start`` prompt toward ``end`` by ``alpha``.
-        Queued with the renders; a client that hangs up cancels its render."""
-
-        def work(progress, cancel) -> InferenceOutput:
-            return run_inference(renders.engine(), inputs, limits.seed_images, cancel, progress)
-
-        job: Job[InferenceOutput] = Job(work, name="riffusion")
+    async def riffusion_job(work, request: Request):
+        """Run ``work(progress, cancel)`` queued with the renders; a client that hangs up
+        cancels it; a request it refuses is a 400, as Riffusion's server answers."""
+        job: Job[Any] = Job(work, name="riffusion")
         renders.run(job)
         finished = asyncio.ensure_future(_finished(job))
         gone = asyncio.ensure_future(_disconnected(request))
@@ -304,6 +313,42 @@ def create_app(
         if job.state != "done":
             raise ApiError(503 if job.state == "cancelled" else 500, _unfinished(job))
         return job.result
+
+    # Riffusion's routes read their bodies themselves: JSON whatever the Content-Type says
+    # (Riffusion's clients post it as text/plain, or with no type at all).
+    @api.post(
+        "/run_inference/",
+        response_model=InferenceOutput,
+        openapi_extra=request_schema(InferenceInput),
+    )
+    async def riffusion_inference(request: Request) -> JSONResponse:
+        """Riffusion's own endpoint and JSON (the web app, scripts written for Riffusion):
+        a seed image rendered from the ``start`` prompt toward ``end`` by ``alpha``.
+        Queued with the renders; a client that hangs up cancels its render. Values outside
+        NeuroChip's ranges are clamped, and listed in the ``X-NeuroChip-Clamped`` header."""
+        inputs, clamped = within_neurochip(parse_body(await request.body(), InferenceInput))
+
+        def work(progress, cancel) -> InferenceOutput:
+            return run_inference(renders.engine(), inputs, limits.seed_images, cancel, progress)
+
+        output = await riffusion_job(work, request)
+        return JSONResponse(output.model_dump(), headers=clamped_headers(clamped))
+
+    @api.post("/run_vst/", response_model=VstOutput, openapi_extra=request_schema(VstInput))
+    async def riffusion_vst(request: Request) -> JSONResponse:
+        """RiffusionVST's endpoint: its clip (``"audio"``, a base64 WAV) rendered whole
+        from the ``start`` prompt toward ``end`` by ``alpha``, as a base64 WAV of the clip's
+        length; the take is kept in the library (source "RiffusionVST clip"). Queued with
+        the renders; a plugin that hangs up cancels its render; clamping as on
+        ``/run_inference/``."""
+        inputs, clamped = within_neurochip(parse_body(await request.body(), VstInput))
+
+        def work(progress, cancel) -> VstOutput:
+            engine = renders.engine()
+            return run_vst(engine, inputs, library, renders.max_work, cancel, progress)
+
+        output = await riffusion_job(work, request)
+        return JSONResponse(output.model_dump(), headers=clamped_headers(clamped))
 
     @api.get("/v1/takes")
     def list_takes(

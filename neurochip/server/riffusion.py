@@ -1,4 +1,4 @@
-"""Riffusion's own endpoint, ``POST /run_inference/``, so that RiffusionVST and scripts
+"""Riffusion's own endpoint, ``POST /run_inference/``, so that Riffusion's web app and scripts
 written for Riffusion's server work against NeuroChip unchanged.
 
 The request and response have Riffusion's shape (its ``InferenceInput`` with a ``start`` and
@@ -8,6 +8,20 @@ What happens in between is NeuroChip's: the seed image (``<id>.png`` in the seed
 folder, as Riffusion keeps them) is heard as audio, rendered by the engine with the prompts'
 embeddings and the seeds' noises interpolated by ``alpha`` (denoising and guidance mixed the
 same way, as Riffusion does), and the take's picture and sound come back.
+
+Riffusion's server is lenient where NeuroChip's own API is strict, and its clients count on
+it (:func:`parse_body`, :func:`within_neurochip`):
+
+* the body is read as JSON whatever its ``Content-Type`` (none, ``text/plain``...);
+* a seed may be any integer (RiffusionVST's are often negative): it is taken modulo 2**32
+  (:func:`neurochip_seed`), so the same request always gives the same take;
+* denoising, guidance and steps outside NeuroChip's ranges are clamped to the nearest value
+  allowed (denoising 0-1, guidance 0-50, steps 1-1000) and the response says so in its
+  ``X-NeuroChip-Clamped`` header (:data:`CLAMPED_HEADER`);
+* ``alpha`` within :data:`ALPHA_SLACK` of 0-1 (a browser's rounding) is taken as 0 or 1.
+
+Requests Riffusion itself refuses (not JSON, a field missing or of the wrong type, an
+unknown seed image) still get NeuroChip's readable JSON errors.
 """
 
 from __future__ import annotations
@@ -15,41 +29,65 @@ from __future__ import annotations
 import base64
 import dataclasses
 import io
+import json
 import re
 import tempfile
 import threading
 from pathlib import Path
+from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from neurochip.engine import Engine, ProgressCallback
 from neurochip.errors import NeuroChipError
 from neurochip.io.write import save_audio
 from neurochip.phase import PhaseSettings, audio_from_image
-from neurochip.settings import RenderSettings
+from neurochip.server.schema import said
+from neurochip.settings import MAX_SEED, RenderSettings
 from neurochip.spectrogram import amplitudes_from_image, load_image, spectrogram_image
 
 #: A seed or mask image id: a file name in the seed images folder, never a path.
 IMAGE_ID = re.compile(r"[A-Za-z0-9_\-]{1,64}")
 
+#: How far outside 0-1 an ``alpha`` may be and still be taken (as 0 or 1): the web app's
+#: ``alphaVelocity`` steps add up to 1.0000000000000002.
+ALPHA_SLACK = 1e-6
+
+#: The response header that lists the values clamped into NeuroChip's ranges, e.g.
+#: ``start.denoising=1.2->1.0; num_inference_steps=0->1``.
+CLAMPED_HEADER = "X-NeuroChip-Clamped"
+
+#: The ranges Riffusion's values are clamped into: (low, high) by field.
+DENOISING = (0.0, 1.0)
+GUIDANCE = (0.0, 50.0)
+STEPS = (1, 1000)
+
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+
 
 class PromptInput(BaseModel):
-    """One end of the interpolation (Riffusion's ``PromptInput``)."""
+    """One end of the interpolation (Riffusion's ``PromptInput``): any integer seed, any
+    denoising and guidance (clamped by :func:`within_neurochip`)."""
 
     prompt: str
-    seed: int = Field(ge=0)
+    seed: int
     negative_prompt: str | None = None
-    denoising: float = Field(0.75, ge=0.0, le=1.0)
-    guidance: float = Field(7.0, ge=0.0, le=50.0)
+    denoising: Finite = 0.75
+    guidance: Finite = 7.0
 
 
-class InferenceInput(BaseModel):
-    """Riffusion's request: from ``start`` to ``end`` by ``alpha``, on a seed image."""
+class Interpolation(BaseModel):
+    """What every Riffusion request says: from ``start`` to ``end`` by ``alpha``."""
 
     start: PromptInput
     end: PromptInput
-    alpha: float = Field(ge=0.0, le=1.0)
-    num_inference_steps: int = Field(50, ge=1, le=1000)
+    alpha: float = Field(ge=-ALPHA_SLACK, le=1.0 + ALPHA_SLACK)
+    num_inference_steps: int = 50
+
+
+class InferenceInput(Interpolation):
+    """Riffusion's ``/run_inference/`` request: an :class:`Interpolation` on a seed image."""
+
     seed_image_id: str = "og_beat"
     mask_image_id: str | None = None
 
@@ -66,9 +104,95 @@ class RiffusionRequestError(NeuroChipError):
     """A request Riffusion's server would refuse with a 400 (an unknown seed image...)."""
 
 
-def inference_settings(inputs: InferenceInput) -> RenderSettings:
-    """NeuroChip's settings for a Riffusion request: the start prompt and seed, moving toward
-    the end's by ``alpha``; denoising and guidance mixed by ``alpha`` as Riffusion does."""
+class RiffusionBodyError(NeuroChipError):
+    """A body that is not the route's JSON (not JSON at all, a field missing, a wrong type)."""
+
+
+Request = TypeVar("Request", bound=BaseModel)
+
+
+def parse_body(body: bytes, model: type[Request]) -> Request:
+    """A request's body as ``model``, read as JSON whatever its ``Content-Type`` said (as
+    Riffusion's server reads it).
+
+    Raises:
+        RiffusionBodyError: It is not JSON, or not ``model``'s; the message says what."""
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise RiffusionBodyError(f"Bad request: the body is not JSON ({err}).") from None
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        raise RiffusionBodyError(f"Bad request: {said(err)}.") from None
+
+
+def neurochip_seed(seed: int) -> int:
+    """A Riffusion seed (any integer: RiffusionVST's are C++ ``int`` hashes, often negative) as
+    NeuroChip's (0 to 2**32 - 1): ``seed % 2**32``, so -5 is 4294967291, 2**40 is 0, and a
+    seed already in range is itself."""
+    return seed % (MAX_SEED + 1)
+
+
+Clamped = TypeVar("Clamped", bound=Interpolation)
+
+
+def within_neurochip(inputs: Clamped) -> tuple[Clamped, list[str]]:
+    """``inputs`` with every value in NeuroChip's ranges, and what was clamped
+    (``"start.guidance=60.0->50.0"`` and so on; a seed's mapping by :func:`neurochip_seed` and
+    alpha's rounding slack are not listed)."""
+    notes: list[str] = []
+
+    def clamp(name: str, value: Any, low: Any, high: Any) -> Any:
+        kept = type(value)(min(max(value, low), high))
+        if kept != value:
+            notes.append(f"{name}={value}->{kept}")
+        return kept
+
+    ends = {}
+    for name in ("start", "end"):
+        end: PromptInput = getattr(inputs, name)
+        ends[name] = end.model_copy(
+            update={
+                "seed": neurochip_seed(end.seed),
+                "denoising": clamp(f"{name}.denoising", end.denoising, *DENOISING),
+                "guidance": clamp(f"{name}.guidance", end.guidance, *GUIDANCE),
+            }
+        )
+    steps = clamp("num_inference_steps", inputs.num_inference_steps, *STEPS)
+    alpha = min(max(inputs.alpha, 0.0), 1.0)
+    return inputs.model_copy(update={**ends, "num_inference_steps": steps, "alpha": alpha}), notes
+
+
+def clamped_headers(clamped: list[str]) -> dict[str, str]:
+    """The response headers that report ``clamped`` (none when nothing was)."""
+    return {CLAMPED_HEADER: "; ".join(clamped)} if clamped else {}
+
+
+def request_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """``model``'s JSON schema with its ``$defs`` written in place, for the OpenAPI docs of a
+    route that reads its body itself."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return inline(defs[ref.removeprefix("#/$defs/")])
+            return {k: inline(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [inline(v) for v in node]
+        return node
+
+    body = {"content": {"application/json": {"schema": inline(schema)}}, "required": True}
+    return {"requestBody": body}
+
+
+def inference_settings(inputs: Interpolation) -> RenderSettings:
+    """NeuroChip's settings for a Riffusion request (its values in NeuroChip's ranges: see
+    :func:`within_neurochip`): the start prompt and seed, moving toward the end's by
+    ``alpha``; denoising and guidance mixed by ``alpha`` as Riffusion does."""
     a = inputs.alpha
     return RenderSettings(
         prompt=inputs.start.prompt,
