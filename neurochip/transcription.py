@@ -136,15 +136,17 @@ class Notes:
 # --------------------------------------------------------------------------------------
 
 
-def transcribe(audio: Audio) -> Notes:
+def transcribe(audio: Audio, remember: bool = True) -> Notes:
     """The notes basic-pitch hears in ``audio`` (mixed to mono, at its 22,050 Hz).
 
-    The last few results are remembered by the audio's content: a grid's cells share one
-    sketch span, which is then transcribed once.
+    The last few results are remembered by the audio's content (``remember=False``: made
+    again): a grid's cells share one sketch span, which is then transcribed once.
 
     Raises:
         TranscriberMissing: If basic-pitch or onnxruntime is not installed.
     """
+    if not remember:
+        return _transcribe(audio)
     key = hashlib.sha1(audio.samples.tobytes()).hexdigest() + f"@{audio.sample_rate}"
     with _SKETCH_LOCK:
         found = _HEARD.get(key)
