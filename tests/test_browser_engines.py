@@ -36,8 +36,8 @@ SPAN_S = 4
 #: Each engine (its kind in a take's model spec) in the order used, and its takes' sample rate.
 ENGINES = {"riffusion": 44100, "ace-step": 48000, "stable-audio-3": 44100}
 
-#: How the Takes page labels each engine's take (its settings; faithfulness after them in
-#: the Compare tool's captions).
+#: How the Takes page labels each engine's take (its settings; notes kept and chroma after
+#: them in the Compare tool's captions).
 LABELS = {
     "riffusion": r"seed \d+ · denoise [\d.]+ · guidance [\d.]+ · 2 steps",
     "ace-step": r"ACE-Step 1\.5 · seed \d+ · 8 steps",
@@ -226,7 +226,8 @@ def test_one_sketch_rendered_by_three_engines_and_compared_on_takes(
         set_switch(page, COMPARE, True)
         player_holds(page, [["Take A", 44100], ["Take B", 48000]])
         for kind, shown in (("stable-audio-3", 2), ("ace-step", 2), ("riffusion", 1)):
-            label = re.compile(f"^{LABELS[kind]}( · faithfulness [\\d.]+)?$")
+            measured = r"( · notes kept \d+%( · chroma [\d.]+)?| · faithfulness [\d.]+)?"
+            label = re.compile(f"^{LABELS[kind]}{measured}$")
             expect(page.get_by_text(label).filter(visible=True)).to_have_count(shown)
         on_the_last_player(page, switch_at_the_same_place)
 
