@@ -43,7 +43,13 @@ from neurochip.model_spec import ModelSpec
 from neurochip.settings import RenderSettings, default_of
 from neurochip.sketch import Sketch
 from neurochip.stage_words import stage_words
-from neurochip.variations import Variation, VariationGrid, render_variations, variation_grid
+from neurochip.variations import (
+    Variation,
+    VariationGrid,
+    notes_kept_of,
+    render_variations,
+    variation_grid,
+)
 
 __all__ = [
     "CSV_FIELDS",
@@ -306,6 +312,15 @@ def _let_go() -> None:
         pass
 
 
+def _row_notes_kept(row: EngineRow) -> float | None:
+    """A row's mean notes kept for a summary; ``None`` unless every cell's notes were counted
+    (``row.kept`` then ranks by chroma, which a summary must not call notes kept)."""
+    notes = [cell.faithfulness.notes for cell in row.cells]
+    if not notes or None in notes:
+        return None
+    return round(statistics.fmean(n.score for n in notes), 4)
+
+
 def best_engines(rows: Sequence[EngineRow], decimals: int = 2) -> list[int]:
     """The rows that keep the most notes as scores are shown (ties all marked); [] if none
     rendered, if only one did (nothing to compare it with) or if all read the same."""
@@ -362,7 +377,7 @@ def _cell_rows(rows: Sequence[EngineRow], files: Sequence[Sequence[str]] | None)
                     **common,
                     "seed": s.seed,
                     "file": None if files is None else files[i][k],
-                    "notes_kept": round(cell.faithfulness.kept, 4),
+                    "notes_kept": notes_kept_of(cell),
                     "chroma": round(cell.faithfulness.score, 4),
                     "seconds": round(row.seconds_per_seed, 3),
                     "steps": s.steps,
@@ -396,7 +411,7 @@ def comparison_summary(
             {
                 "seed": cell.settings.seed,
                 "file": None if files is None else files[i][k],
-                "notes_kept": round(cell.faithfulness.kept, 4),
+                "notes_kept": notes_kept_of(cell),
                 "chroma": round(cell.faithfulness.score, 4),
                 "faithfulness_detail": cell.faithfulness.to_dict(),
             }
@@ -409,7 +424,7 @@ def comparison_summary(
                 "spec": None if row.spec is None else row.spec.to_dict(),
                 "settings": None if row.settings is None else row.settings.to_dict(),
                 "error": row.error,
-                "notes_kept": None if row.kept is None else round(row.kept, 4),
+                "notes_kept": _row_notes_kept(row),
                 "chroma": None if row.chroma is None else round(row.chroma, 4),
                 "seconds": None if row.seconds is None else round(row.seconds, 3),
                 "load_s": None if row.load_s is None else round(row.load_s, 3),

@@ -501,7 +501,9 @@ def summary_csv(
     return out.getvalue()
 
 
-def _notes_kept(variation: Variation) -> float | None:
+def notes_kept_of(variation: Variation) -> float | None:
+    """A cell's notes kept (to 4 places) for a summary; ``None`` where notes were not
+    counted (its ``faithfulness.kept`` is then the chroma score, not a share of notes)."""
     notes = variation.faithfulness.notes
     return None if notes is None else round(notes.score, 4)
 
@@ -533,7 +535,7 @@ def _rows(
                 "steps": s.steps,
                 "scheduler": s.scheduler,
                 "faithfulness": round(variation.faithfulness.score, 4),
-                "notes_kept": _notes_kept(variation),
+                "notes_kept": notes_kept_of(variation),
                 "best": i == best,
             }
         )
