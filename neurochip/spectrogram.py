@@ -408,18 +408,33 @@ def amplitudes_from_image(image: Image.Image) -> DecodedImage:
     if ExifTag.STEREO not in exif:
         looks_stereo = not rgb[:, :, 0].any() and not np.array_equal(rgb[:, :, 1], rgb[:, :, 2])
         params = replace(params, stereo=bool(looks_stereo))
+    pixels, max_value = image_pixels(image, params)
+    amplitudes = float_image_to_amplitudes(
+        pixels, max_value or DEFAULT_MAX_VALUE, params.stereo, params.power_for_image
+    )
+    num_samples = int(exif[ExifTag.NUM_SAMPLES]) if ExifTag.NUM_SAMPLES in exif else None
+    return DecodedImage(amplitudes, params, max_value, num_samples)
+
+
+def image_pixels(
+    image: Image.Image, params: SpectrogramParams = SpectrogramParams()
+) -> tuple[torch.Tensor, float | None]:
+    """A spectrogram image as the model sees it: its RGB pixels (3, n_mels, W) in [0, 1], and
+    the amplitude its white stands for (its EXIF ``max_value``; None when it has none).
+
+    Raises:
+        NeuroChipError: It is not ``params.num_frequencies`` pixels tall.
+    """
+    rgb = np.asarray(image.convert("RGB"))
     if rgb.shape[0] != params.num_frequencies:
         raise NeuroChipError(
             f"This image is {rgb.shape[0]} pixels tall, but a spectrogram image must be "
             f"{params.num_frequencies} tall (one row per mel band). Is it a Riffusion spectrogram?"
         )
     pixels = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1))).float() / 255.0
+    exif = image.getexif()
     max_value = float(exif[ExifTag.MAX_VALUE]) if ExifTag.MAX_VALUE in exif else None
-    amplitudes = float_image_to_amplitudes(
-        pixels, max_value or DEFAULT_MAX_VALUE, params.stereo, params.power_for_image
-    )
-    num_samples = int(exif[ExifTag.NUM_SAMPLES]) if ExifTag.NUM_SAMPLES in exif else None
-    return DecodedImage(amplitudes, params, max_value, num_samples)
+    return pixels, max_value
 
 
 def spectrogram_image(

@@ -307,7 +307,7 @@ def test_the_vst_route_at_another_rate_in_stereo_keeps_the_clip_shape(client):
     [
         ({"audio": ""}, 400, "no clip"),
         ({"audio": base64.b64encode(b"not a wav").decode()}, 400, "not a WAV"),
-        ({"mask_image_id": "mask_beat_lines_80"}, 400, "Mask images are not supported"),
+        ({"mask_image_id": "mask_beat_lines_80"}, 400, "Mask images apply to seed images"),
         ({"start": None}, 422, "start"),
     ],
 )

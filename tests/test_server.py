@@ -293,7 +293,9 @@ def test_run_inference_answers_a_riffusion_request_as_riffusion_does(riffusion_c
     [
         ({"seed_image_id": "nope"}, "Invalid seed image: nope"),
         ({"seed_image_id": "../etc/passwd"}, "Invalid seed image"),
-        ({"mask_image_id": "mask_beat_lines_80"}, "Mask images are not supported"),
+        # No such mask in the folder (Riffusion answers the same), and no paths as ids.
+        ({"mask_image_id": "mask_beat_lines_80"}, "Invalid mask image: mask_beat_lines_80"),
+        ({"mask_image_id": "../seed_images/og_beat"}, "Invalid mask image"),
     ],
 )
 def test_run_inference_refuses_what_riffusion_would(riffusion_client, request_changes, said):

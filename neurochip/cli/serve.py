@@ -73,12 +73,24 @@ def add_parser(commands) -> None:
         "under a name of its own (DNS rebinding)",
     )
     parser.add_argument(
+        "--cors",
         "--cors-origin",
+        dest="cors_origin",
         action="append",
         default=[],
-        metavar="URL",
-        help="let the web page at this origin (e.g. http://localhost:3000) call the server "
-        "from the browser; pages of other origins are refused",
+        metavar="ORIGIN",
+        help="let the web page at this origin (e.g. http://localhost:3000, Riffusion's web "
+        "app) call the server from the browser (CORS); repeat for more. Pages of other "
+        "origins are refused",
+    )
+    parser.add_argument(
+        "--riffusion-open",
+        action="append",
+        default=[],
+        metavar="CIDR",
+        help="let machines of this network (e.g. 192.168.0.0/16) use Riffusion's endpoints "
+        "(/run_inference/, /run_vst/: RiffusionVST, the web app) without the API token, which "
+        "they cannot send; /v1 still needs it. Needs --host beyond 127.0.0.1; repeat for more",
     )
     parser.add_argument(
         "--queue",
@@ -114,8 +126,17 @@ def run(args: argparse.Namespace) -> None:
     if args.host not in LOCAL_HOSTS and not token:
         raise NeuroChipError(
             f"Serving on {args.host} lets other machines in: set an API token first, e.g. "
-            "NEUROCHIP_API_TOKEN=$(openssl rand -hex 16), and give it to your clients."
+            "NEUROCHIP_API_TOKEN=$(openssl rand -hex 16), and give it to your clients "
+            "(Riffusion's clients, from a --riffusion-open network, need none)."
         )
+    networks = [_network(cidr) for cidr in args.riffusion_open]
+    for origin in args.cors_origin:
+        if origin.strip() in ("*", "null") or "://" not in origin:
+            raise NeuroChipError(
+                f"--cors {origin}: name one web page's origin, as the browser sends it "
+                "(scheme, host and port, e.g. http://192.168.1.20:3000); every origin would "
+                "let any site you visit use the server."
+            )
     if args.allow_folder is not None and not args.allow_folder.is_dir():
         raise NeuroChipError(f"--allow-folder {args.allow_folder} is not a folder.")
     if args.seed_images is not None and not args.seed_images.is_dir():
@@ -145,6 +166,7 @@ def run(args: argparse.Namespace) -> None:
         token,
         allowed_hosts=tuple(args.allow_host),
         cors_origins=tuple(args.cors_origin),
+        riffusion_open=tuple(str(network) for network in networks),
     )
     # The model loads before the server listens: loading it (Python imports, mostly) holds the
     # interpreter for seconds, which would stall every request that came meanwhile.
@@ -159,6 +181,8 @@ def run(args: argparse.Namespace) -> None:
         file=sys.stderr,
         flush=True,
     )
+    for line in access_lines(args.host, token, tuple(args.cors_origin), networks):
+        print(f"  {line}", file=sys.stderr, flush=True)
     config = uvicorn.Config(
         api,
         host=args.host,
@@ -176,3 +200,48 @@ def run(args: argparse.Namespace) -> None:
             super().handle_exit(sig, frame)
 
     Server(config).run()
+
+
+def access_lines(
+    host: str, token: str | None, origins: tuple[str, ...], networks: list
+) -> list[str]:
+    """What is open to whom, said at start."""
+    local = host in LOCAL_HOSTS
+    lines = [
+        "Open to this machine only."
+        if local
+        else f"Listening on {host}: other machines can reach it.",
+        "Every route needs the API token (Authorization: Bearer ...)."
+        if token
+        else "No token: only this machine's programs can call it.",
+    ]
+    if networks:
+        named = ", ".join(str(n) for n in networks)
+        lines.append(
+            f"Riffusion's /run_inference/ and /run_vst/ take no token from {named}"
+            + (
+                " (but this server listens on this machine only: start it with --host "
+                "0.0.0.0 to let them in)."
+                if local
+                else "; /v1 still needs it."
+            )
+        )
+    if origins:
+        lines.append("Web pages that may call it from the browser: " + ", ".join(origins) + ".")
+    return lines
+
+
+def _network(cidr: str):
+    """``--riffusion-open``'s network, refused where it is every address."""
+    from neurochip.server.gate import open_network
+
+    try:
+        network = open_network(cidr)
+    except ValueError as err:
+        raise NeuroChipError(f"--riffusion-open: {err}") from None
+    if network.prefixlen == 0:
+        raise NeuroChipError(
+            f"--riffusion-open {cidr} is every address on the internet: name your own "
+            "network, e.g. 192.168.0.0/16."
+        )
+    return network

@@ -10,7 +10,9 @@ call, given a :class:`RenderJob`:
 - :meth:`Backend.work`: units of work of each of its stages (for progress and estimates);
 - :meth:`Backend.render`: several takes of one or more songs (stems) of one length, in one
   batch, for a region with context (a preview) or the whole song;
-- :meth:`Backend.repaint`: a region of a take rendered anew, the rest kept.
+- :meth:`Backend.repaint`: a region of a take rendered anew, the rest kept;
+- ``render_picture`` (Riffusion only): a spectrogram picture rendered as itself, with a mask
+  (Riffusion's protocol: a seed image and a mask image, :class:`PictureJob`).
 
 :class:`Capabilities` says what it renders and what it does natively. "Adding a model" in
 ``docs/ARCHITECTURE.md`` walks through a new one.
@@ -89,6 +91,19 @@ class Repaint:
 
 
 @dataclass(frozen=True)
+class PictureJob:
+    """A spectrogram picture rendered as itself (Riffusion's img2img on a seed image, no
+    audio in between), for a backend whose ``capabilities.pictures`` is True."""
+
+    image: torch.Tensor  # (3, 512, W) float picture in [0, 1], loud = dark (the PNG's pixels)
+    max_value: float  # the amplitude its white stands for (the image's EXIF, or Riffusion's)
+    settings: RenderSettings
+    # (512, W) in [0, 1]: 1 renders anew, 0 keeps the picture (a Riffusion mask's white and
+    # black); None renders all of it.
+    mask: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
 class RenderJob:
     """One engine call as a backend receives it.
 
@@ -106,6 +121,7 @@ class RenderJob:
     loop_pad: int = 0  # a loop's own samples wrapped round each side (0: not a loop)
     repaint: Repaint | None = None
     part: str = ""  # an instrument made alone to play along with the songs (of `parts`)
+    picture: PictureJob | None = None  # a picture rendered as itself (songs: its silence)
 
 
 @dataclass(frozen=True)
@@ -121,6 +137,7 @@ class Capabilities:
     repaint: bool = False  # a region of a take anew, the rest kept
     batching: bool = False  # several takes in one loop, each as it would be alone
     parts: tuple[str, ...] = ()  # instruments it can add as a part of their own
+    pictures: bool = False  # a spectrogram picture rendered as itself, masks kept (Riffusion)
     # The render settings it reads: front ends show these knobs; None: all of them.
     knobs: tuple[str, ...] | None = None
 
@@ -175,3 +192,6 @@ class Backend(Protocol):
     def repaint(self, job: RenderJob, encoding: Encoding, report: StagedProgress) -> list[Render]:
         """Each take of ``job`` rendered over ``job.repaint``'s region of its parent."""
         ...
+
+    # Only where ``capabilities.pictures``:
+    # def render_picture(self, job: PictureJob, report: StagedProgress) -> Render

@@ -26,6 +26,7 @@ from neurochip.engine.backend import (
     Backend,
     Capabilities,
     Encoding,
+    PictureJob,
     PreviewQuality,
     Render,
     RenderJob,
@@ -189,7 +190,7 @@ class Engine:
         monos = each_once(spans, Audio.to_mono)
         with self._lock:
             if takes[0].loop:
-                results = self._render_loop(monos, takes, progress, cancel, span_start_s)
+                results = _render_loop(self, monos, takes, progress, cancel, span_start_s)
             else:
                 job = RenderJob(monos, takes, 0, monos[0].frames, span_start_s, part=part)
                 results = self._run(job, progress, cancel)
@@ -336,6 +337,22 @@ class Engine:
             results = self._run(job, progress, cancel)
         return [replace(result, start_s=start_s) for result in results]
 
+    def render_picture(
+        self,
+        job: PictureJob,
+        progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Render:
+        """A spectrogram picture rendered as itself, its mask's black kept (Riffusion's seed
+        and mask images), by a backend that renders pictures (:func:`check_pictures`)."""
+        check_pictures(self.backend.capabilities)
+        length = self.params.num_samples(job.image.shape[-1])
+        # Silence of the picture's length stands for the song: the work is counted by it.
+        silence = Audio(np.zeros((1, length), np.float32), self.params.sample_rate)
+        with self._lock:
+            job = RenderJob([silence], [job.settings], 0, length, picture=job)
+            return self._run(job, progress, cancel)[0]
+
     def cache_size_bytes(self) -> int:
         """Memory the kept song encodings take (pictures and latents)."""
         return sum(entry.nbytes for entry in self._cache.values())
@@ -370,46 +387,18 @@ class Engine:
             progress, self._rates, work, self._clock, lambda: synchronize(self.device), cancel
         )
         report.stage("encode", 0.0, "encode")
-        for_model = job.repaint is not None or any(s.denoise_steps > 0 for s in job.takes)
-        encodings = {id(m): self._encoding(m, keys[id(m)], for_model) for m in distinct}
-        if job.repaint is not None:
-            results = self.backend.repaint(job, encodings[id(job.songs[0])], report)
+        if job.picture is not None:  # a picture rendered as itself: no song to encode
+            results = [self.backend.render_picture(job.picture, report)]
         else:
-            results = self.backend.render(job, [encodings[id(m)] for m in job.songs], report)
+            for_model = job.repaint is not None or any(s.denoise_steps > 0 for s in job.takes)
+            encodings = {id(m): self._encoding(m, keys[id(m)], for_model) for m in distinct}
+            if job.repaint is not None:
+                results = self.backend.repaint(job, encodings[id(job.songs[0])], report)
+            else:
+                results = self.backend.render(job, [encodings[id(m)] for m in job.songs], report)
         report.finish()
         seconds = round(self._clock() - began, 3)
         return [replace(result, seconds=seconds) for result in results]
-
-    def _render_loop(
-        self,
-        monos: Sequence[Audio],
-        takes: Sequence[RenderSettings],
-        progress: ProgressCallback | None,
-        cancel: threading.Event | None,
-        span_start_s: float,
-    ) -> list[Render]:
-        """Render a span as a seamless loop (``settings.loop``).
-
-        The span is rendered with its own end wrapped round before its start and its start
-        after its end (the backend says how much), with noise that repeats with the span's
-        period, so the music on both sides of the loop point is what it is on repeat; then
-        :func:`finish_loop` crossfades the loop point. ``monos[i]`` is the span of
-        ``takes[i]`` (one span, repeated, but for stems).
-        """
-        if not self.backend.capabilities.loops:
-            raise NeuroChipError("This model cannot render seamless loops: use Riffusion.")
-        check_loop(monos[0])
-        rate, length = monos[0].sample_rate, monos[0].frames
-        pad = self.backend.loop_pad(length)
-        fade_in = round(LOOP_INPUT_FADE_S * rate)
-        wrapped = each_once(monos, lambda m: Audio(wrap_loop(m.samples, pad, fade_in), rate))
-        start_s = span_start_s - pad / rate  # its own end wrapped round before its start
-        job = RenderJob(wrapped, takes, 0, wrapped[0].frames, song_start_s=start_s, loop_pad=pad)
-        results = self._run(job, progress, cancel)
-        return [
-            finish_loop(result, mono, pad, self.params)
-            for mono, result in zip(monos, results, strict=True)
-        ]
 
     def _encoding(self, mono: Audio, key: str, for_model: bool) -> Encoding:
         """The backend's encoding of a whole song, kept for the next call on it."""
@@ -458,6 +447,38 @@ class Engine:
         key = content_key(mono)
         self._last_song = (weakref.ref(song.samples), song.sample_rate, mono, key)
         return mono, key
+
+
+def _render_loop(
+    engine: Engine,
+    monos: Sequence[Audio],
+    takes: Sequence[RenderSettings],
+    progress: ProgressCallback | None,
+    cancel: threading.Event | None,
+    span_start_s: float,
+) -> list[Render]:
+    """Render a span as a seamless loop (``settings.loop``).
+
+    The span is rendered with its own end wrapped round before its start and its start
+    after its end (the backend says how much), with noise that repeats with the span's
+    period, so the music on both sides of the loop point is what it is on repeat; then
+    :func:`finish_loop` crossfades the loop point. ``monos[i]`` is the span of
+    ``takes[i]`` (one span, repeated, but for stems).
+    """
+    if not engine.backend.capabilities.loops:
+        raise NeuroChipError("This model cannot render seamless loops: use Riffusion.")
+    check_loop(monos[0])
+    rate, length = monos[0].sample_rate, monos[0].frames
+    pad = engine.backend.loop_pad(length)
+    fade_in = round(LOOP_INPUT_FADE_S * rate)
+    wrapped = each_once(monos, lambda m: Audio(wrap_loop(m.samples, pad, fade_in), rate))
+    start_s = span_start_s - pad / rate  # its own end wrapped round before its start
+    job = RenderJob(wrapped, takes, 0, wrapped[0].frames, song_start_s=start_s, loop_pad=pad)
+    results = engine._run(job, progress, cancel)
+    return [
+        finish_loop(result, mono, pad, engine.params)
+        for mono, result in zip(monos, results, strict=True)
+    ]
 
 
 def _spec_of(source: Any, device, dtype, lora, lora_scale, compile, channels_last, preview_vae):
@@ -514,6 +535,15 @@ def check_capable(
             raise NeuroChipError("This model cannot add a part: choose ACE-Step to add one.")
         raise NeuroChipError(
             f"No instrument {part!r} to add: choose one of {', '.join(caps.parts)}."
+        )
+
+
+def check_pictures(capabilities: Capabilities) -> None:
+    """Refuse a picture for a model that renders audio (ACE-Step, Stable Audio)."""
+    if not capabilities.pictures:
+        raise NeuroChipError(
+            "This model renders audio, not spectrogram pictures: seed images and mask "
+            "images need a Riffusion model (neurochip serve --model riffusion/...)."
         )
 
 

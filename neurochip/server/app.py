@@ -49,6 +49,8 @@ from neurochip.jobs import Job, JobQueue, QueueFull
 from neurochip.server.gate import Gate, Policy
 from neurochip.server.renders import Renders, SketchFile, parse_render_request
 from neurochip.server.riffusion import (
+    CLAMPED_HEADER,
+    IGNORED_HEADER,
     InferenceInput,
     InferenceOutput,
     clamped_headers,
@@ -56,6 +58,7 @@ from neurochip.server.riffusion import (
     request_schema,
     run_inference,
     within_neurochip,
+    without_negative_prompts,
 )
 from neurochip.server.schema import read_settings, said
 from neurochip.server.vst import VstInput, VstOutput, run_vst
@@ -115,6 +118,7 @@ def create_app(
     *,
     allowed_hosts: tuple[str, ...] = (),
     cors_origins: tuple[str, ...] = (),
+    riffusion_open: tuple[str, ...] = (),
 ) -> FastAPI:
     """The API over ``renders`` (and its take library).
 
@@ -122,6 +126,8 @@ def create_app(
         token: Required of every request to the API when set.
         allowed_hosts: Names the server answers to besides its addresses and localhost.
         cors_origins: Web pages' origins allowed to call it (none by default).
+        riffusion_open: Client networks (``192.168.0.0/16``) that use Riffusion's routes
+            without the token (its clients cannot send one); ``/v1`` still needs it.
     """
     library = renders.library
     cpu = JobQueue(limits.cpu_workers, limits.cpu_depth, name="jobs")
@@ -161,6 +167,8 @@ def create_app(
         body_limit=body_limit,
         json_routes=RIFFUSION_ROUTES,
         body_timeout_s=limits.body_timeout_s,
+        open_networks=riffusion_open,
+        open_paths=RIFFUSION_ROUTES,
     )
     api.add_middleware(Gate, policy=policy)
     if cors_origins:  # outermost: it answers the preflights of the pages named
@@ -169,6 +177,7 @@ def create_app(
             allow_origins=list(cors_origins),
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Authorization", "Content-Type"],
+            expose_headers=[CLAMPED_HEADER, IGNORED_HEADER],
         )
 
     @api.exception_handler(ApiError)
@@ -325,14 +334,16 @@ def create_app(
         """Riffusion's own endpoint and JSON (the web app, scripts written for Riffusion):
         a seed image rendered from the ``start`` prompt toward ``end`` by ``alpha``.
         Queued with the renders; a client that hangs up cancels its render. Values outside
-        NeuroChip's ranges are clamped, and listed in the ``X-NeuroChip-Clamped`` header."""
+        NeuroChip's ranges are clamped, and listed in the ``X-NeuroChip-Clamped`` header;
+        a negative prompt is not used (Riffusion's is not either: ``X-NeuroChip-Ignored``)."""
         inputs, clamped = within_neurochip(parse_body(await request.body(), InferenceInput))
+        inputs, ignored = without_negative_prompts(inputs)
 
         def work(progress, cancel) -> InferenceOutput:
             return run_inference(renders.engine(), inputs, limits.seed_images, cancel, progress)
 
         output = await riffusion_job(work, request)
-        return JSONResponse(output.model_dump(), headers=clamped_headers(clamped))
+        return JSONResponse(output.model_dump(), headers=clamped_headers(clamped, ignored))
 
     @api.post("/run_vst/", response_model=VstOutput, openapi_extra=request_schema(VstInput))
     async def riffusion_vst(request: Request) -> JSONResponse:
@@ -340,15 +351,16 @@ def create_app(
         from the ``start`` prompt toward ``end`` by ``alpha``, as a base64 WAV of the clip's
         length; the take is kept in the library (source "RiffusionVST clip"). Queued with
         the renders; a plugin that hangs up cancels its render; clamping as on
-        ``/run_inference/``."""
+        ``/run_inference/``, and negative prompts unused as there."""
         inputs, clamped = within_neurochip(parse_body(await request.body(), VstInput))
+        inputs, ignored = without_negative_prompts(inputs)
 
         def work(progress, cancel) -> VstOutput:
             engine = renders.engine()
             return run_vst(engine, inputs, library, renders.max_work, cancel, progress)
 
         output = await riffusion_job(work, request)
-        return JSONResponse(output.model_dump(), headers=clamped_headers(clamped))
+        return JSONResponse(output.model_dump(), headers=clamped_headers(clamped, ignored))
 
     @api.get("/v1/takes")
     def list_takes(

@@ -11,7 +11,9 @@ front of every route, refuses:
   browser sends no ``Origin``), unless the operator named that origin (``--cors-origin``);
   scripts, curl and plugins send neither and come in as before;
 * form-encoded bodies on JSON routes (an HTML form is a web page's one way round CORS);
-* a missing or wrong token, when the server has one;
+* a missing or wrong token, when the server has one (but for Riffusion's routes from a
+  network the operator opened to them, ``--riffusion-open``: Riffusion's clients cannot
+  send a token);
 * a body over its route's limit (cut off at the limit, whatever the declared length), or one
   that stalls (no data for ``body_timeout_s``).
 """
@@ -24,6 +26,7 @@ import ipaddress
 import json
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
+from typing import Any
 
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
@@ -51,6 +54,10 @@ class Policy:
         body_limit: The largest body of a request, in bytes, by (method, path).
         json_routes: Paths whose bodies are JSON: form encodings are refused there.
         body_timeout_s: A body that sends nothing for this long is cut off (408).
+        token_paths: Paths (by prefix) that need the token.
+        open_networks: Client networks (``192.168.0.0/16``) that may use ``open_paths``
+            without the token.
+        open_paths: The paths (exactly) those networks use without one: Riffusion's.
     """
 
     allowed_hosts: Collection[str] = ()
@@ -60,11 +67,15 @@ class Policy:
     json_routes: Collection[str] = ()
     body_timeout_s: float = 30.0
     token_paths: tuple[str, ...] = ("/v1", "/run_")
+    open_networks: Collection[str] = ()
+    open_paths: Collection[str] = ()
     _hosts: frozenset[str] = field(init=False, repr=False)
+    _networks: tuple[Any, ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         names = {h.strip().lower().rstrip(".") for h in self.allowed_hosts}
         object.__setattr__(self, "_hosts", LOCAL_NAMES | names)
+        object.__setattr__(self, "_networks", tuple(open_network(n) for n in self.open_networks))
 
     def refusal(self, scope: Scope, headers: Headers) -> tuple[int, str] | None:
         """Why this request is refused (status, message), or None to let it in."""
@@ -90,11 +101,24 @@ class Policy:
         content_type = headers.get("content-type", "").split(";")[0].strip().lower()
         if scope["path"] in self.json_routes and content_type in FORM_TYPES:
             return 415, "Send this route JSON (Content-Type: application/json), not a form."
-        if self.token and scope["path"].startswith(self.token_paths):
+        if self.token and scope["path"].startswith(self.token_paths) and not self.opened(scope):
             given = headers.get("authorization", "")
             if not hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode()):
                 return 401, "Give the API token: an 'Authorization: Bearer ...' header."
         return None
+
+    def opened(self, scope: Scope) -> bool:
+        """Whether this request is to an open path from an open network (no token needed)."""
+        if scope["path"] not in self.open_paths or not self._networks:
+            return False
+        client = scope.get("client")
+        try:
+            address = ipaddress.ip_address((client or ("",))[0])
+        except ValueError:  # no address (a test client's name, a Unix socket)
+            return False
+        if address.version == 6 and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped  # ::ffff:192.168.1.5 on a dual-stack socket
+        return any(address in network for network in self._networks)
 
     def host_allowed(self, host: str) -> bool:
         name = _hostname(host)
@@ -155,6 +179,21 @@ def _limited(receive: Receive, limit: int, timeout_s: float) -> Receive:
         return message
 
     return limited
+
+
+def open_network(cidr: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """A network named as ``192.168.0.0/16`` (or one address).
+
+    Raises:
+        ValueError: Not a network; the message says what to write.
+    """
+    try:
+        return ipaddress.ip_network(cidr.strip(), strict=False)
+    except ValueError:
+        raise ValueError(
+            f"{cidr!r} is not a network: write it as an address and a prefix length, e.g. "
+            "192.168.0.0/16 (a home network) or 10.0.0.5/32 (one machine)."
+        ) from None
 
 
 def _too_large(limit: int) -> str:

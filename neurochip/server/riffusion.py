@@ -4,10 +4,15 @@ written for Riffusion's server work against NeuroChip unchanged.
 The request and response have Riffusion's shape (its ``InferenceInput`` with a ``start`` and
 an ``end`` prompt, ``alpha``, ``num_inference_steps``, ``seed_image_id``; its
 ``InferenceOutput`` with a base64 JPEG ``image``, a base64 MP3 ``audio`` and ``duration_s``).
-What happens in between is NeuroChip's: the seed image (``<id>.png`` in the seed images
-folder, as Riffusion keeps them) is heard as audio, rendered by the engine with the prompts'
-embeddings and the seeds' noises interpolated by ``alpha`` (denoising and guidance mixed the
-same way, as Riffusion does), and the take's picture and sound come back.
+In between, NeuroChip does what Riffusion does, so that a client hears what it would hear
+from Riffusion: the seed image (``<id>.png`` in the seed images folder, as Riffusion keeps
+them) is rendered as a picture, img2img on its pixels (no audio in between), with the
+prompts' embeddings and the seeds' noises interpolated by ``alpha`` (denoising and guidance
+mixed the same way); a mask image (``mask_image_id``, from the same folder) keeps the
+picture where it is black and renders anew where it is white; ``negative_prompt`` is not
+used (Riffusion's pipeline never passes it on: the ``X-NeuroChip-Ignored`` header says so);
+the sound comes from random phase, as Riffusion's. A model that renders audio, not pictures
+(ACE-Step, Stable Audio), hears the seed image as audio instead, and takes no masks.
 
 Riffusion's server is lenient where NeuroChip's own API is strict, and its clients count on
 it (:func:`parse_body`, :func:`within_neurochip`):
@@ -36,15 +41,24 @@ import threading
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
+import numpy as np
+import torch
+from PIL import Image
 from pydantic import BaseModel, Field, ValidationError
 
-from neurochip.engine import Engine, ProgressCallback
+from neurochip.engine import Engine, PictureJob, ProgressCallback
 from neurochip.errors import NeuroChipError
 from neurochip.io.write import save_audio
 from neurochip.phase import PhaseSettings, audio_from_image
 from neurochip.server.schema import said
 from neurochip.settings import MAX_SEED, RenderSettings
-from neurochip.spectrogram import amplitudes_from_image, load_image, spectrogram_image
+from neurochip.spectrogram import (
+    DEFAULT_MAX_VALUE,
+    amplitudes_from_image,
+    image_pixels,
+    load_image,
+    spectrogram_image,
+)
 
 #: A seed or mask image id: a file name in the seed images folder, never a path.
 IMAGE_ID = re.compile(r"[A-Za-z0-9_\-]{1,64}")
@@ -56,6 +70,10 @@ ALPHA_SLACK = 1e-6
 #: The response header that lists the values clamped into NeuroChip's ranges, e.g.
 #: ``start.denoising=1.2->1.0; num_inference_steps=0->1``.
 CLAMPED_HEADER = "X-NeuroChip-Clamped"
+
+#: The response header that lists what Riffusion's own server would not have used either
+#: (``start.negative_prompt``): NeuroChip's ``/v1`` API uses it.
+IGNORED_HEADER = "X-NeuroChip-Ignored"
 
 #: The ranges Riffusion's values are clamped into: (low, high) by field.
 DENOISING = (0.0, 1.0)
@@ -164,9 +182,28 @@ def within_neurochip(inputs: Clamped) -> tuple[Clamped, list[str]]:
     return inputs.model_copy(update={**ends, "num_inference_steps": steps, "alpha": alpha}), notes
 
 
-def clamped_headers(clamped: list[str]) -> dict[str, str]:
-    """The response headers that report ``clamped`` (none when nothing was)."""
-    return {CLAMPED_HEADER: "; ".join(clamped)} if clamped else {}
+def without_negative_prompts(inputs: Clamped) -> tuple[Clamped, list[str]]:
+    """``inputs`` without negative prompts, as Riffusion renders them (its pipeline takes
+    none from a request), and which ones were dropped (``"start.negative_prompt"``)."""
+    dropped = [
+        f"{name}.negative_prompt"
+        for name in ("start", "end")
+        if getattr(inputs, name).negative_prompt
+    ]
+    ends = {
+        name: getattr(inputs, name).model_copy(update={"negative_prompt": None})
+        for name in ("start", "end")
+    }
+    return inputs.model_copy(update=ends), dropped
+
+
+def clamped_headers(clamped: list[str], ignored: list[str] = ()) -> dict[str, str]:
+    """The response headers that report what was ``clamped`` and ``ignored`` (none when
+    nothing was)."""
+    headers = {CLAMPED_HEADER: "; ".join(clamped)} if clamped else {}
+    if ignored:
+        headers[IGNORED_HEADER] = "; ".join(ignored)
+    return headers
 
 
 def request_schema(model: type[BaseModel]) -> dict[str, Any]:
@@ -207,19 +244,30 @@ def inference_settings(inputs: Interpolation) -> RenderSettings:
     )
 
 
-def seed_image_path(folder: Path | None, image_id: str) -> Path:
-    """The seed image ``<id>.png`` in ``folder``; the id is a name, never a path."""
+def seed_image_path(folder: Path | None, image_id: str, kind: str = "seed") -> Path:
+    """The seed (or mask) image ``<id>.png`` in ``folder``; the id is a name, never a path."""
     if folder is None:
         raise RiffusionRequestError(
-            "This server has no seed images: start it with --seed-images DIR (Riffusion's "
+            f"This server has no {kind} images: start it with --seed-images DIR (Riffusion's "
             "seed_images folder, or your own spectrogram PNGs named <id>.png)."
         )
     if not IMAGE_ID.fullmatch(image_id):
-        raise RiffusionRequestError(f"Invalid seed image: {image_id!r} (letters, digits, _ -).")
+        raise RiffusionRequestError(f"Invalid {kind} image: {image_id!r} (letters, digits, _ -).")
     path = folder / f"{image_id}.png"
     if not path.is_file():
-        raise RiffusionRequestError(f"Invalid seed image: {image_id}")
+        raise RiffusionRequestError(f"Invalid {kind} image: {image_id}")
     return path
+
+
+def mask_pixels(path: Path, size: tuple[int, int]) -> torch.Tensor:
+    """A mask image as (height, width) in [0, 1] at the seed image's ``size`` (width,
+    height): 1 (white) renders anew, 0 (black) keeps the seed; a mask of another size is
+    stretched to it, nearest pixel."""
+    with Image.open(path) as image:
+        gray = image.convert("L")
+    if gray.size != size:
+        gray = gray.resize(size, resample=Image.Resampling.NEAREST)
+    return torch.from_numpy(np.asarray(gray, dtype=np.float32) / 255.0)
 
 
 def run_inference(
@@ -231,17 +279,39 @@ def run_inference(
 ) -> InferenceOutput:
     """Riffusion's ``/run_inference/`` on NeuroChip's engine -> :class:`InferenceOutput`.
 
-    ``cancel`` stops the render at its next step (the client hung up)."""
+    ``cancel`` stops the render at its next step (the client hung up).
+
+    Raises:
+        RiffusionRequestError: An unknown seed or mask image, or a mask for a model that
+            renders audio, not pictures.
+    """
+    try:
+        seed = load_image(seed_image_path(seed_images, inputs.seed_image_id))
+    except RiffusionRequestError:
+        raise
+    except NeuroChipError as err:  # there, but not an image
+        raise RiffusionRequestError(f"Invalid seed image: {err}") from None
+    mask_path = None
     if inputs.mask_image_id:
-        raise RiffusionRequestError(
-            "Mask images are not supported by NeuroChip: to render part of a take again, use "
-            "its re-roll (neurochip reroll, or Fix a part in the app)."
-        )
-    decoded = amplitudes_from_image(load_image(seed_image_path(seed_images, inputs.seed_image_id)))
-    # The seed image heard as audio (it has no phase of its own: Riffusion's random phase).
-    mono = dataclasses.replace(decoded, amplitudes=decoded.amplitudes.mean(dim=0, keepdim=True))
-    seed_audio = audio_from_image(mono, PhaseSettings(mode="random"))
-    render = engine.render(seed_audio, inference_settings(inputs), progress, cancel)
+        mask_path = seed_image_path(seed_images, inputs.mask_image_id, "mask")
+    settings = inference_settings(inputs)
+    if engine.backend.capabilities.pictures:
+        pixels, max_value = image_pixels(seed, engine.params)
+        mask = mask_pixels(mask_path, seed.size) if mask_path is not None else None
+        job = PictureJob(pixels, max_value or DEFAULT_MAX_VALUE, settings, mask)
+        render = engine.render_picture(job, progress, cancel)
+    else:
+        if mask_path is not None:
+            raise RiffusionRequestError(
+                f"Mask images need a Riffusion model; this server renders with "
+                f"{engine.describe()}. To render part of a take again, use its re-roll "
+                "(neurochip reroll, or Fix a part in the app)."
+            )
+        # The seed image heard as audio (it has no phase of its own: Riffusion's random phase).
+        decoded = amplitudes_from_image(seed)
+        mono = dataclasses.replace(decoded, amplitudes=decoded.amplitudes.mean(dim=0, keepdim=True))
+        seed_audio = audio_from_image(mono, PhaseSettings(mode="random"))
+        render = engine.render(seed_audio, settings, progress, cancel)
 
     picture = io.BytesIO()
     image = spectrogram_image(render.audio)

@@ -90,8 +90,9 @@ def run_vst(
     """
     if inputs.mask_image_id:
         raise RiffusionRequestError(
-            "Mask images are not supported by NeuroChip: to render part of a take again, use "
-            "its re-roll (neurochip reroll, or Fix a part in the app)."
+            "Mask images apply to seed images (/run_inference/), not to a plugin's clip: to "
+            "render part of a take again, use its re-roll (neurochip reroll, or Fix a part in "
+            "the app)."
         )
     wav = clip_bytes(inputs.audio)
     try:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from neurochip.engine.backend import Capabilities, Render, RenderJob
+from neurochip.engine.backend import Capabilities, PictureJob, Render, RenderJob
 from neurochip.engine.device import MemoryProbe, batch_for_memory
 from neurochip.engine.progress import StagedProgress
 from neurochip.engine.riffusion.lanes import song_noise
@@ -26,6 +26,7 @@ from neurochip.engine.riffusion.latents import (
     lazy_latents,
     region_columns,
 )
+from neurochip.engine.riffusion.picture import render_picture
 from neurochip.engine.riffusion.pipeline import img2img
 from neurochip.engine.riffusion.windows import SHALLOW_SHARE, WINDOW_COLUMNS, count_unet_work
 from neurochip.errors import NeuroChipError
@@ -84,6 +85,7 @@ class RiffusionBackend:
             sections=True,
             repaint=True,
             batching=True,
+            pictures=True,
         )
         self._prompts: OrderedDict[str, torch.Tensor] = OrderedDict()
         if model.device.type == "cpu":
@@ -315,6 +317,10 @@ class RiffusionBackend:
                 )
             )
         return results
+
+    def render_picture(self, job: PictureJob, report: StagedProgress) -> Render:
+        """Riffusion's own img2img on a picture, its mask's black kept (:mod:`.picture`)."""
+        return render_picture(self, job, report)
 
     # -- the model's parts ----------------------------------------------------------------------
 
