@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 from fastapi.testclient import TestClient
+from PIL import Image
 
 from neurochip.engine import Engine
 from neurochip.library.store import TakeLibrary
@@ -118,7 +119,11 @@ def served(tiny_model_dir, tmp_path_factory):
     port = free_port()
     command = [sys.executable, "-m", "neurochip", "serve", "--port", str(port)]
     command += ["--model", str(tiny_model_dir), "--home", str(folder / "home")]
-    command += ["--seed-images", str(seed_images(folder))]
+    seeds = seed_images(folder)
+    top_third = np.zeros((512, 512, 3), np.uint8)
+    top_third[: 512 // 3] = 255  # as Riffusion's mask_top_third_75: the highs rendered anew
+    Image.fromarray(top_third).save(seeds / "mask_top_third_75.png")
+    command += ["--seed-images", str(seeds)]
     log_path = folder / "serve.log"
     log = log_path.open("w")
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
@@ -180,6 +185,22 @@ def test_a_json_body_without_content_type_renders(served):
         reply = http.send(request)
         assert reply.status_code == 200, reply.text + log.read_text()
         assert reply.json()["audio"].startswith("data:audio/mpeg;base64,")
+
+
+def test_the_web_app_with_a_mask_through_a_real_server(served):
+    url, log = served
+    # pages/api/server.js forwards the page's JSON.stringify(inferenceInput) with these headers.
+    headers = {"Content-Type": "application/json", "Access-Control-Allow-Origin": "*"}
+    request = fast_request(mask_image_id="mask_top_third_75")
+    request["start"]["negative_prompt"] = "noise"
+    with httpx.Client(base_url=url, timeout=TIMEOUT) as http:
+        reply = http.post("/run_inference/", content=json.dumps(request), headers=headers)
+        assert reply.status_code == 200, reply.text + log.read_text()
+        assert reply.headers["X-NeuroChip-Ignored"] == "start.negative_prompt"
+        unknown = http.post("/run_inference/", json=fast_request(mask_image_id="mask_nope"))
+        assert unknown.status_code == 400 and "Invalid mask image" in unknown.json()["error"]
+    # The server said at start who may come in.
+    assert "Open to this machine only." in log.read_text()
 
 
 # --- The same app in a test client --------------------------------------------------------------
