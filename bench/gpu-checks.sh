@@ -1,60 +1,104 @@
 #!/usr/bin/env bash
-# Issue 11's GPU measurements as one prepared script, for the lent GPU machine (device `run`):
+# The GPU measurements as ONE prepared call of at most 8 minutes, for the lent GPU machine:
 #
-#   bench/gpu-wheels.sh                        # here, once: the wheels the image lacks -> .whl/
-#   device run, carry [".whl"], timeout_s 600: bash bench/gpu-checks.sh core    (~6 min)
-#   device run, carry [".whl"], timeout_s 600: bash bench/gpu-checks.sh extra   (~5 min)
+#   bench/gpu-wheels.sh                      # here, once: the wheels the image lacks -> .whl/
+#   device run, carry [".whl"], timeout_s 540: bash bench/gpu-checks.sh
+#   bash bench/gpu-checks.sh --dry-run       # the CPU: every step with tiny models (a test)
+#   bash bench/gpu-checks.sh --list          # the steps and their limits, running nothing
 #
-# Each benchmark writes its JSON into $OUT (what comes back); a failing one is logged and the
-# rest still run. Random weights throughout (none can be downloaded): timings and counts only.
-#   core:  the 3-minute stereo pair at the defaults with the Riffusion-style loop in the same
-#          run; the same pair with --draft; a 10-minute song on an 8 GB memory cap.
-#   extra: the preview benchmark (with the tiny preview VAE on quick previews, and a 3 x 3
-#          grid); one VAE tile by SD 1.5's VAE and by TAESD; the pair with --compile
-#          reduce-overhead (CUDA graphs) and --channels-last.
-# QUICK=1 runs the same commands at CPU size (reduced width, 10 s) to check the script here.
+# Steps run in priority order, each under its own time limit, and each writes its JSON into
+# $OUT the moment it ends (a later failure never loses an earlier result). A step whose limit
+# would carry the run past the budget (BUDGET, 480 s) is skipped and listed, never half-run;
+# if the preflight fails (imports, CUDA), the rest is skipped. The summary table at the end
+# (bench/gpu_summary.py) reads the JSONs; $OUT/steps.tsv says how each step ended.
+# Random weights throughout (none can be downloaded): timings and counts only.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-part=${1:-core}
+mode=gpu
+case "${1:-}" in
+  --dry-run) mode=dry ;;
+  --list) mode=list ;;
+  "") ;;
+  *) echo "usage: bench/gpu-checks.sh [--dry-run | --list]" >&2; exit 2 ;;
+esac
 OUT=${OUT:-$(mktemp -d)}
+BUDGET=${BUDGET:-480}
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1
-if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
+if [ "$mode" = gpu ] && [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/site .whl/*.whl && export PYTHONPATH="$PYTHONPATH:/tmp/site"
 fi
 PY=${PY:-python3}
-if [ "${QUICK:-0}" = 1 ]; then
-  size=(--quick) long=(--quick --seconds 20) preview=(--model tiny --song-seconds 30 --start 10)
+
+# Sizes: the real ones on the GPU; the smallest that walk the same code on a CPU.
+if [ "$mode" = dry ]; then
+  song=(--tiny --seconds 2 --steps 2 --denoise 0.5 --device cpu) long=(--seconds 4)
+  sweep=(--tiny --repeat 1 --device cpu) engines=(--quick --seconds 2 --device cpu)
+  pair=(--single)
+  export TORCHDYNAMO_DISABLE=1  # --compile walks its path; compiling C++ on a CPU is minutes
 else
-  size=(--seconds 180) long=(--seconds 600) preview=(--model full --song-seconds 180)
+  song=(--seconds 180) long=(--seconds 600) sweep=() pair=()
+  engines=(--seconds 180 --engines ace-step,stable-audio-3-small,stable-audio-3-medium)
 fi
-"$PY" -c "import torch; print(torch.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU')"
 
-step() {  # step NAME SECONDS COMMAND...: one benchmark, its log and JSON in $OUT
-  local name=$1 limit=$2
-  shift 2
-  echo "== $name (at most ${limit} s): $*"
-  if ! timeout "$limit" "$@" --json "$OUT/$name.json" >"$OUT/$name.log" 2>&1; then
-    echo "!! $name failed or ran out of time; the end of its log:"
+# NAME LIMIT_S COMMAND...: in priority order; the limits add up to at most BUDGET.
+STEPS=(
+  "preflight 20 $PY bench/preflight.py"
+  "unet-sweep 45 $PY bench/unet_sweep.py ${sweep[*]}"
+  "pair-vs-loop 110 $PY bench/render.py ${song[*]} ${pair[*]}"
+  "pair-compiled 90 $PY bench/render.py ${song[*]} ${pair[*]} --skip-riffusion --compile --warmup-full"
+  "pair-shifted 35 $PY bench/render.py ${song[*]} ${pair[*]} --skip-riffusion --windows shifted"
+  "draft 25 $PY bench/render.py ${song[*]} ${pair[*]} --skip-riffusion --draft"
+  "lcm-draft 25 $PY bench/render.py ${song[*]} ${pair[*]} --skip-riffusion --scheduler lcm --steps 8 --denoise 0.5 --guidance 1.5"
+  "engines 70 $PY bench/engines.py ${engines[*]}"
+  "song-600s-8gb 55 $PY bench/render.py ${song[*]} ${long[*]} ${pair[*]} --skip-riffusion --memory-cap-gb 8"
+)
+
+if [ "$mode" = list ]; then
+  total=0
+  for entry in "${STEPS[@]}"; do
+    read -r name limit _ <<<"$entry"
+    printf '%s\t%s\n' "$name" "$limit"
+    total=$((total + limit))
+  done
+  printf 'total\t%s\n' "$total"
+  exit 0
+fi
+
+# The dry run's limits are the GPU's, times this (a 2-core CPU is slower than an H100).
+scale=$([ "$mode" = dry ] && echo "${DRY_SCALE:-4}" || echo 1)
+mkdir -p "$OUT"
+: >"$OUT/steps.tsv"
+began=$SECONDS
+stop=""
+for entry in "${STEPS[@]}"; do
+  read -r name limit command <<<"$entry"
+  limit=$((limit * scale))
+  used=$((SECONDS - began))
+  if [ -n "$stop" ]; then
+    printf '%s\tskipped\t0\t%s\t%s\n' "$name" "$limit" "$stop" >>"$OUT/steps.tsv"
+    continue
   fi
-  tail -n 25 "$OUT/$name.log"
-}
-
-case "$part" in
-  core)
-    step render-pair 240 "$PY" bench/render.py "${size[@]}" --repeat 1
-    step render-pair-draft 120 "$PY" bench/render.py "${size[@]}" --draft --skip-riffusion
-    step render-600s-8gb 150 "$PY" bench/render.py "${long[@]}" --memory-cap-gb 8 --skip-riffusion
-    ;;
-  extra)
-    step preview 150 "$PY" bench/preview.py "${preview[@]}" --repeat 5 --grid 3 --preview-vae
-    step vae-decode 60 "$PY" bench/vae_decode.py --repeat 10
-    step render-pair-compiled 300 "$PY" bench/render.py "${size[@]}" --skip-riffusion \
-      --compile reduce-overhead --channels-last
-    ;;
-  *)
-    echo "usage: bench/gpu-checks.sh core|extra" >&2
-    exit 2
-    ;;
-esac
-ls -la "$OUT"
+  if [ $((used + limit)) -gt $((BUDGET * scale)) ]; then
+    printf '%s\tskipped\t0\t%s\tpast the budget\n' "$name" "$limit" >>"$OUT/steps.tsv"
+    continue
+  fi
+  echo "== $name (at most $limit s): $command"
+  start=$SECONDS
+  # shellcheck disable=SC2086  # the command's words, as listed above
+  timeout "$limit" $command --json "$OUT/$name.json" >"$OUT/$name.log" 2>&1
+  code=$?
+  spent=$((SECONDS - start))
+  case $code in
+    0) status=ok ;;
+    124) status=timeout ;;
+    *) status="failed ($code)" ;;
+  esac
+  printf '%s\t%s\t%s\t%s\t\n' "$name" "$status" "$spent" "$limit" >>"$OUT/steps.tsv"
+  tail -n 12 "$OUT/$name.log"
+  if [ "$name" = preflight ] && [ "$status" != ok ]; then
+    stop="the preflight failed"
+  fi
+done
+echo
+"$PY" bench/gpu_summary.py "$OUT"

@@ -150,6 +150,7 @@ class Architecture:
     text_layers: int
     text_heads: int
     text_intermediate: int
+    heads: int = 8  # the UNet's attention heads (SD 1.5's 8)
 
 
 FULL = Architecture(
@@ -171,6 +172,19 @@ QUICK = Architecture(
     text_layers=2,
     text_heads=4,
     text_intermediate=256,
+)
+
+#: The smallest member, for dry runs of the GPU checks on a CPU (seconds, not minutes).
+TINY = Architecture(
+    name="SD 1.5 layout, tiny (random weights)",
+    unet_channels=(8, 8, 16, 16),
+    vae_channels=(8, 8, 8, 8),
+    norm_groups=4,
+    text_hidden=16,
+    text_layers=1,
+    text_heads=2,
+    text_intermediate=32,
+    heads=1,
 )
 
 
@@ -207,7 +221,7 @@ def build_unet(arch: Architecture) -> torch.nn.Module:
         layers_per_block=2,
         norm_num_groups=arch.norm_groups,
         cross_attention_dim=arch.text_hidden,
-        attention_head_dim=8,  # SD 1.5's value (diffusers' name for it: it is really 8 heads)
+        attention_head_dim=arch.heads,  # diffusers' name for it: it is really the heads
         down_block_types=(
             "CrossAttnDownBlock2D",
             "CrossAttnDownBlock2D",
@@ -504,14 +518,21 @@ def timed(
 # --- contender 1: NeuroChip -------------------------------------------------------------------
 
 
-def neurochip_settings(prompt: str, denoise: float, steps: int, **engine: Any) -> RenderSettings:
+def neurochip_settings(
+    prompt: str,
+    denoise: float,
+    steps: int,
+    guidance: float = GUIDANCE,
+    scheduler: str = SCHEDULER,
+    **engine: Any,
+) -> RenderSettings:
     return RenderSettings(
         prompt=prompt,
         denoise=denoise,
-        guidance=GUIDANCE,
+        guidance=guidance,
         steps=steps,
         seed=SEED,
-        scheduler=SCHEDULER,
+        scheduler=scheduler,
         phase="source",
         **engine,
     )
@@ -785,6 +806,28 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=None, help="scheduler steps (50; quick 10)")
     parser.add_argument("--denoise", type=float, default=0.35, help="img2img strength (0.35)")
     parser.add_argument("--prompt", default=DEFAULT_PROMPT, help="text prompt (speed: any)")
+    parser.add_argument(
+        "--guidance",
+        type=float,
+        default=GUIDANCE,
+        help=f"NeuroChip's guidance ({GUIDANCE:g}; 1 skips the unprompted half: LCM drafts)",
+    )
+    parser.add_argument(
+        "--scheduler",
+        default=SCHEDULER,
+        help=f"NeuroChip's scheduler ({SCHEDULER}; lcm for LCM drafts; the loop keeps {SCHEDULER})",
+    )
+    parser.add_argument(
+        "--tiny",
+        action="store_true",
+        help="the smallest SD layout: a dry run of the steps on a CPU, in seconds",
+    )
+    parser.add_argument(
+        "--warmup-full",
+        action="store_true",
+        help="warm up on the whole song (the timed shapes: a compile or CUDA graphs are made "
+        "there, not in the timed run); the warm-up's time is reported apart",
+    )
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument(
         "--dtype",
@@ -917,7 +960,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     takes = 1 if args.single else 2
     try:
         settings = neurochip_settings(
-            args.prompt, args.denoise, args.steps, **engine_settings(args)
+            args.prompt,
+            args.denoise,
+            args.steps,
+            args.guidance,
+            args.scheduler,
+            **engine_settings(args),
         )
         if args.count_only:
             counts = count_contenders(args.seconds, settings, takes, args.count_batch)
@@ -943,7 +991,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # keeps random weights from changing CPU speed through denormal arithmetic.
         torch.set_flush_denormal(True)
 
-    arch = QUICK if args.quick else FULL
+    arch = TINY if args.tiny else QUICK if args.quick else FULL
     log(f"building {arch.name} on {device} ...")
     model = build_model(arch, device, dtype)
     if args.channels_last:
@@ -954,7 +1002,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if device.type == "cuda" and not args.quick and song.shape[-1] / SAMPLE_RATE < 30:
         log("note: short songs are dominated by fixed costs; the full benchmark uses 60 s")
 
-    warm = song[:, : round(min(WARMUP_SECONDS, args.seconds) * SAMPLE_RATE)]
+    warm_s = args.seconds if args.warmup_full else min(WARMUP_SECONDS, args.seconds)
+    warm = song[:, : round(warm_s * SAMPLE_RATE)]
     pipeline = None if args.skip_riffusion else make_img2img_pipeline(model)
     loop = None
     if pipeline is not None:
@@ -963,8 +1012,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
 
     # Warm-up: first calls pay for kernel selection, allocator growth and cached filters.
-    log("warming up ...")
+    log(f"warming up on {warm_s:g} s ...")
+    warm_began = time.perf_counter()
     neurochip_render(model, warm, settings, takes)()
+    synchronize(device)
+    warmup_s = time.perf_counter() - warm_began  # a compile's time, where there is one
     if pipeline is not None:
         riffusion_render(pipeline, warm, device, args.prompt, args.denoise, args.steps)()
     synchronize(device)
@@ -1002,6 +1054,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             shallow = work["unet_items"] - work["full_items"]
             in_model = sum(r.stages_s.get(k, 0.0) for k in ("encode", "denoise", "decode"))
+            # What no stage accounts for: the engine's own work between them.
+            r.stages_s["other"] = max(0.0, r.wall_s - sum(r.stages_s.values()))
             r.non_model_share = max(0.0, 1 - in_model / r.wall_s)
         r.tflop = arithmetic.of(r, shallow) / 1e12
         r.tflops_achieved = r.tflop / r.wall_s
@@ -1023,7 +1077,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"input: {label}, {song.shape[-1] / SAMPLE_RATE:.2f} s mono; steps {args.steps}, "
         f"denoise {args.denoise} ({settings.denoise_steps} denoising steps), guidance "
-        f"{GUIDANCE:g}, seed {SEED}, {SCHEDULER}; NeuroChip: phase source"
+        f"{args.guidance:g}, seed {SEED}, {args.scheduler}; NeuroChip: phase source"
         + ("; a stereo pair: takes A and B (seed + 1) in every row" if takes > 1 else "")
         + (
             ""
@@ -1062,6 +1116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "device_peak_tflops": peak,
             "memory_cap_gb": args.memory_cap_gb,
             "compile": args.compile,
+            "warmup_s": warmup_s,
+            "warmup_seconds_of_song": warm_s,
             "channels_last": args.channels_last,
             "takes": takes,
             "ratios": ratios,
