@@ -4,7 +4,7 @@
 #   bench/gpu-wheels.sh                      # here, once: the wheels the image lacks -> .whl/
 #   device run, carry [".whl"], timeout_s 540: bash bench/gpu-checks.sh
 #   bash bench/gpu-checks.sh --dry-run       # the CPU: every step with tiny models (a test)
-#   bash bench/gpu-checks.sh --list          # the steps and their limits, running nothing
+#   bash bench/gpu-checks.sh --list          # each step's limit and command, running nothing
 #
 # Steps run in priority order, each under its own time limit, and each writes its JSON into
 # $OUT the moment it ends (a later failure never loses an earlier result). A step whose limit
@@ -57,8 +57,8 @@ STEPS=(
 if [ "$mode" = list ]; then
   total=0
   for entry in "${STEPS[@]}"; do
-    read -r name limit _ <<<"$entry"
-    printf '%s\t%s\n' "$name" "$limit"
+    read -r name limit command <<<"$entry"
+    printf '%s\t%s\t%s\n' "$name" "$limit" "$command"
     total=$((total + limit))
   done
   printf 'total\t%s\n' "$total"

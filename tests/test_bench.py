@@ -58,23 +58,18 @@ def test_a_pair_makes_no_more_calls_than_one_take_when_the_batch_has_room(render
 def test_the_prepared_gpu_script_asks_the_benchmarks_only_what_they_take(render_bench):
     """bench/gpu-checks.sh runs on a lent GPU with minutes to spare: a typo in an option
     there would waste the whole lease, so every bench/render.py line it runs is parsed here."""
-    import re
     import shlex
     import subprocess
 
-    script = (BENCH / "gpu-checks.sh").read_text()
     assert subprocess.run(["bash", "-n", str(BENCH / "gpu-checks.sh")]).returncode == 0
-    sizes = {
-        "size": ["--seconds", "180"],
-        "long": ["--seconds", "600"],
-    }
-    lines = re.findall(r"bench/render\.py (.*?)(?<!\\)\n", script.replace("\\\n", " "))
-    assert len(lines) == 4
-    for line in lines:
-        argv = []
-        for word in shlex.split(line):
-            expanded = re.fullmatch(r'"?\$\{(\w+)\[@\]\}"?', word)
-            argv += sizes[expanded.group(1)] if expanded else [word]
+    listed = subprocess.run(
+        ["bash", str(BENCH / "gpu-checks.sh"), "--list"], capture_output=True, text=True
+    ).stdout
+    commands = [line.split("\t")[2] for line in listed.splitlines() if line.count("\t") == 2]
+    renders = [c for c in commands if "bench/render.py" in c]
+    assert len(renders) == 6
+    for command in renders:
+        argv = shlex.split(command.split("bench/render.py", 1)[1])
         args = render_bench.parse_args(argv)  # exits on an unknown option
         assert args.seconds in (180.0, 600.0)
 

@@ -52,7 +52,7 @@ def test_the_steps_fit_one_call_of_eight_minutes():
     listed = subprocess.run(
         ["bash", str(SCRIPT), "--list"], capture_output=True, text=True, check=True
     ).stdout
-    limits = dict(line.split("\t") for line in listed.splitlines())
+    limits = {line.split("\t")[0]: line.split("\t")[1] for line in listed.splitlines()}
     total = int(limits.pop("total"))
     assert list(limits) == STEPS  # in priority order
     assert total == sum(int(v) for v in limits.values()) <= 480
