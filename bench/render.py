@@ -577,14 +577,15 @@ def neurochip_render(
 
 
 def make_img2img_pipeline(model: RiffusionModel) -> Any:
-    """diffusers' img2img pipeline around the very same modules (no copies)."""
+    """diffusers' img2img pipeline around the very same modules (no copies). The UNet as it
+    was loaded, never compiled: the contender is the playground's loop, not ours made faster."""
     from diffusers import StableDiffusionImg2ImgPipeline
 
     pipeline = StableDiffusionImg2ImgPipeline(
         vae=model.vae,
         text_encoder=model.text_encoder,
         tokenizer=model.tokenizer,
-        unet=model.unet,
+        unet=getattr(model.unet, "_orig_mod", model.unet),
         scheduler=model.make_scheduler(SCHEDULER),  # DPM++ from the same config as the engine
         safety_checker=None,
         feature_extractor=None,

@@ -55,6 +55,43 @@ def full_unet(
     return out, kept["deep"]
 
 
+def written_out_unet(
+    unet: Any, sample: torch.Tensor, t: torch.Tensor, context: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """As :func:`full_unet`, block by block with no hook: what ``torch.compile`` can trace
+    (a hook registered inside a compiled function is not replayed). Follows
+    ``UNet2DConditionModel.forward``, keeping only what SD 1.x uses."""
+    unet = getattr(unet, "_orig_mod", unet)
+    emb = unet.time_embedding(unet.get_time_embed(sample=sample, timestep=t), None)
+    if unet.time_embed_act is not None:
+        emb = unet.time_embed_act(emb)
+    hidden = unet.conv_in(sample)
+    skips: tuple[torch.Tensor, ...] = (hidden,)
+    for block in unet.down_blocks:
+        if getattr(block, "has_cross_attention", False):
+            hidden, more = block(hidden_states=hidden, temb=emb, encoder_hidden_states=context)
+        else:
+            hidden, more = block(hidden_states=hidden, temb=emb)
+        skips += more
+    hidden = unet.mid_block(hidden, emb, encoder_hidden_states=context)
+    deep = hidden
+    for block in unet.up_blocks:
+        deep = hidden  # the last one's input, when the loop ends
+        taken, skips = skips[-len(block.resnets) :], skips[: -len(block.resnets)]
+        if getattr(block, "has_cross_attention", False):
+            hidden = block(
+                hidden_states=hidden,
+                temb=emb,
+                res_hidden_states_tuple=taken,
+                encoder_hidden_states=context,
+            )
+        else:
+            hidden = block(hidden_states=hidden, temb=emb, res_hidden_states_tuple=taken)
+    if unet.conv_norm_out is not None:
+        hidden = unet.conv_act(unet.conv_norm_out(hidden))
+    return unet.conv_out(hidden), deep
+
+
 def shallow_unet(
     unet: Any, sample: torch.Tensor, t: torch.Tensor, context: torch.Tensor, deep: torch.Tensor
 ) -> torch.Tensor:

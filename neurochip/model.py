@@ -61,6 +61,8 @@ class RiffusionModel:
     dtype: torch.dtype
     source: str
     compiled: bool = False  # the UNet went through torch.compile (see compile_unet)
+    # torch.compile's options it went through with: feature reuse compiles its paths alike.
+    compile_options: dict | None = None
     channels_last: bool = False  # weights in channels-last order (see use_channels_last)
     # A tiny VAE for quick previews (neurochip.preview_vae), None: previews use ``vae``.
     preview_vae: Any = None
@@ -99,16 +101,15 @@ class RiffusionModel:
 
         ``mode`` is one of :data:`COMPILE_MODES`: ``reduce-overhead`` also records CUDA
         graphs of the fixed window shape, so a step's calls launch as one graph each (one
-        graph per batch size met; the CPU ignores it). Feature reuse runs the uncompiled
-        UNet (its hooks and shallow path need the modules as they are).
+        graph per batch size met; the CPU ignores it). Feature reuse compiles its own two
+        paths (the full one keeping deep features, the shallow one) with the same options.
         """
         if mode not in COMPILE_MODES:
             raise NeuroChipError(
                 f"Unknown compile mode {mode!r}: choose one of {', '.join(COMPILE_MODES)}."
             )
-        self.unet = torch.compile(
-            self.unet, backend=backend, mode=None if mode == "default" else mode
-        )
+        self.compile_options = {"backend": backend, "mode": None if mode == "default" else mode}
+        self.unet = torch.compile(self.unet, **self.compile_options)
         self.compiled = True
 
     def use_channels_last(self) -> None:
@@ -193,6 +194,10 @@ def assemble_model(
 
     unet.set_attn_processor(AttnProcessor2_0())
     vae.set_attn_processor(AttnProcessor2_0())
+    if device.type == "cuda":
+        # Windows and VAE tiles are of a few fixed shapes: cuDNN's pick of the fastest
+        # convolution for each, made once, pays for itself within a render.
+        torch.backends.cudnn.benchmark = True
     return RiffusionModel(
         unet=unet,
         vae=vae,

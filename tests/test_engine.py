@@ -204,6 +204,26 @@ def test_vae_tiling_keeps_full_height_and_equals_the_untiled_result(width):
     torch.testing.assert_close(up, decode_like(down), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("at_once", [2, 3, 64])
+def test_vae_tiles_in_batches_are_the_tiles_one_at_a_time(at_once):
+    from neurochip.engine.riffusion.latents import tile_starts
+
+    x = torch.rand(2, 4, 64, 700)  # two takes, seven tiles of 128 columns
+    tiles = len(tile_starts(700, 128, 16))
+    batches = []
+
+    def decode_like(tiles: torch.Tensor) -> torch.Tensor:
+        batches.append(tiles.shape[0])
+        return torch.sin(tiles).repeat_interleave(8, dim=-1)
+
+    one = tiled_along_time(decode_like, x, 128, 16, 8)
+    assert batches == [2] * tiles == [2] * 7
+    batches.clear()
+    together = tiled_along_time(decode_like, x, 128, 16, 8, tiles_at_once=at_once)
+    torch.testing.assert_close(together, one)
+    assert sum(batches) == 2 * tiles and batches[0] == 2 * min(at_once, tiles)
+
+
 def test_nan_from_the_model_is_a_clear_error(engine, monkeypatch):
     vae = engine.model.vae
     original = vae.decode
@@ -835,6 +855,20 @@ def test_shallow_unet_with_the_same_steps_features_is_the_whole_unet(tiny_model)
     torch.testing.assert_close(shallow, whole, atol=1e-5, rtol=1e-5)
 
 
+def test_the_written_out_unet_is_the_whole_unet_and_keeps_the_same_features(tiny_model):
+    from neurochip.feature_reuse import full_unet, written_out_unet
+
+    unet = tiny_model.unet
+    sample = torch.randn(2, 4, 64, 64, generator=torch.Generator().manual_seed(1))
+    t = torch.tensor([700, 30])
+    context = torch.randn(2, 77, unet.config.cross_attention_dim)
+    with torch.no_grad():
+        whole, deep = full_unet(unet, sample, t, context)
+        written, written_deep = written_out_unet(unet, sample, t, context)
+    torch.testing.assert_close(written, whole)
+    torch.testing.assert_close(written_deep, deep)
+
+
 def test_feature_reuse_runs_far_fewer_whole_unet_evaluations(engine, tiny_model):
     audio = song(9.0)
     calls = count_unet_calls(tiny_model)
@@ -969,6 +1003,23 @@ def test_compile_modes_are_checked_and_reach_torch_compile(tiny_model_dir, monke
     model.compile_unet(mode="reduce-overhead")  # CUDA graphs of the window shape
     model.compile_unet()
     assert [kw["mode"] for kw in seen] == ["reduce-overhead", None]
+
+
+def test_a_compiled_unet_compiles_the_feature_reuse_paths_alike(tiny_model_dir, monkeypatch):
+    from neurochip.model import load_model
+
+    model = load_model(tiny_model_dir, device="cpu")
+    seen = []
+
+    def compile(fn, **options):
+        seen.append((getattr(fn, "__name__", type(fn).__name__), options))
+        return fn
+
+    monkeypatch.setattr(torch, "compile", compile)
+    model.compile_unet(mode="reduce-overhead")
+    Engine(model).render(song(3.0), dataclasses.replace(FAST, steps=12, feature_reuse=2))
+    options = {"backend": "inductor", "mode": "reduce-overhead"}
+    assert seen[1:] == [("written_out_unet", options), ("shallow_unet", options)]  # drafts too
 
 
 def test_channels_last_weights_render_the_same_takes(tiny_model_dir):

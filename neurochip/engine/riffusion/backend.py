@@ -409,17 +409,19 @@ class RiffusionBackend:
         """
         vae = vae if vae is not None else self.model.vae
         size = self.decode_batch_size(len(latents), latents[0].shape, vae)
+        # Room left over by the takes of a batch goes to decoding several of their tiles at once.
+        tiles = max(1, self.decode_batch_size(1 << 20, latents[0].shape, vae) // size)
         images: list[torch.Tensor] = []
         for first in range(0, len(latents), size):
             report.stage("decode", first / len(latents), "decode")
-            pixels = decode(self.model, torch.cat(list(latents[first : first + size])), vae)
-            images.extend(pixels.unbind(0))
+            batch = torch.cat(list(latents[first : first + size]))
+            images.extend(decode(self.model, batch, vae, tiles).unbind(0))
         return images
 
     def decode_batch_size(self, takes: int, latent_shape: torch.Size, vae: Any) -> int:
-        """Takes ``vae`` decodes in one batch: ``decode_batch`` if set; on a GPU as many as
-        fit the memory share (one tile's activations measured once by a probe); one on the
-        CPU and MPS."""
+        """Takes ``vae`` decodes in one batch (tiles, given many takes): ``decode_batch`` if
+        set; on a GPU as many as fit the memory share (one tile's activations measured once by
+        a probe); one on the CPU and MPS."""
         from neurochip.engine.device import MEMORY_SHARE
 
         if self.decode_batch is not None:

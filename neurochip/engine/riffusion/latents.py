@@ -37,13 +37,15 @@ def tiled_along_time(
     tile: int,
     overlap: int,
     ratio: float,
+    tiles_at_once: int = 1,
 ) -> torch.Tensor:
     """Apply ``fn`` to overlapping tiles of ``x`` along its last (time) axis and blend them.
 
     The VAE sees the spectrogram's full height in every tile: square tiles would cut the
     picture into a top part and a thin strip of the lowest bands (bass and kick) with little
-    context. ``fn`` maps (1, C, H, tile) to (1, C', H', tile * ratio); tiles overlap by
+    context. ``fn`` maps (n, C, H, tile) to (n, C', H', tile * ratio); tiles overlap by
     ``overlap`` columns, crossfaded with the same tapered weight as the UNet windows.
+    ``tiles_at_once`` tiles go through ``fn`` in one batch (a GPU's memory allowing).
     """
     width = x.shape[-1]
     if width <= tile:
@@ -52,8 +54,7 @@ def tiled_along_time(
     out_tile = round(tile * ratio)
     weight = window_weight(out_tile, overlap / tile, x.device)
     out = norm = None
-    for start in starts:
-        y = fn(x[..., start : start + tile]).float()
+    for start, y in zip(starts, _tiles(fn, x, starts, tile, tiles_at_once), strict=True):
         if out is None:
             out = torch.zeros(*y.shape[:-1], round(width * ratio), device=y.device)
             norm = torch.zeros(round(width * ratio), device=y.device)
@@ -61,6 +62,23 @@ def tiled_along_time(
         out[..., a : a + out_tile] += y * weight.to(y.device)
         norm[a : a + out_tile] += weight.to(y.device)
     return out / norm
+
+
+def _tiles(
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    starts: list[int],
+    tile: int,
+    at_once: int,
+):
+    """``fn`` of each tile of ``x`` (from ``starts``), ``at_once`` tiles per call, in order."""
+    for first in range(0, len(starts), max(1, at_once)):
+        group = starts[first : first + max(1, at_once)]
+        if len(group) == 1:
+            yield fn(x[..., group[0] : group[0] + tile]).float()
+            continue
+        batch = torch.cat([x[..., s : s + tile] for s in group])
+        yield from fn(batch).float().split(x.shape[0])
 
 
 # --- preview regions -----------------------------------------------------------------------------
@@ -190,9 +208,10 @@ def lazy_latents(model: Any, image: torch.Tensor) -> SongLatents:
 
 
 @torch.no_grad()
-def decode(model: Any, latents: torch.Tensor, vae: Any) -> torch.Tensor:
-    """Latents (n, 4, 64, W') -> float pictures (n, 3, 512, W' * 8), in tiles along time,
-    by ``vae`` (the model's own, or a tiny preview VAE with a scaling of its own, 1)."""
+def decode(model: Any, latents: torch.Tensor, vae: Any, tiles_at_once: int = 1) -> torch.Tensor:
+    """Latents (n, 4, 64, W') -> float pictures (n, 3, 512, W' * 8), in tiles along time
+    (``tiles_at_once`` per call), by ``vae`` (the model's own, or a tiny preview VAE with a
+    scaling of its own, 1)."""
     scale = model.vae_scale
     scaling = float(vae.config.scaling_factor)
 
@@ -200,7 +219,7 @@ def decode(model: Any, latents: torch.Tensor, vae: Any) -> torch.Tensor:
         return vae.decode((tile / scaling).to(model.dtype)).sample
 
     pixels = tiled_along_time(
-        decode_tile, latents, VAE_TILE // scale, VAE_TILE_OVERLAP // scale, scale
+        decode_tile, latents, VAE_TILE // scale, VAE_TILE_OVERLAP // scale, scale, tiles_at_once
     )
     if not torch.isfinite(pixels).all():
         raise NeuroChipError(

@@ -86,7 +86,8 @@ def img2img(
             lane.place(settings, a, b - a, column_s, song_start_s)
         window = WINDOW_COLUMNS // scale
         plan = WindowPlan(takes[0], b - a, window, a, whole, model.device)
-        reuse = FeatureReuse(model.unet, takes[0].feature_reuse)
+        compiled = getattr(model, "compile_options", None)
+        reuse = FeatureReuse(model.unet, takes[0].feature_reuse, compiled)
         chosen = [s.batch_size for s in takes if s.batch_size]
         batch = min(chosen) if chosen else backend.unet_batch(latents[0].shape, 2)
         smallest = max(lane.items(0) for lane in lanes)  # one window of the costliest take
@@ -166,7 +167,7 @@ def predict_windows(
         group = [work[j] for j in call]
         signature = tuple((work[j], sizes[j]) for j in call)
         before_call()
-        columns = [window_columns(s, width, total) for _, s, _ in group]
+        columns = [plan.columns(s) for _, s, _ in group]
         crops = [
             inputs[i][..., c].to(model.dtype) for (i, _, _), c in zip(group, columns, strict=True)
         ]
@@ -194,5 +195,5 @@ def predict_windows(
             if isinstance(c, slice):
                 outs[i][..., c] += prediction * blend
             else:
-                outs[i].index_add_(-1, torch.tensor(c, device=outs[i].device), prediction * blend)
+                outs[i].index_add_(-1, c, prediction * blend)
     return [out / norm for out in outs]

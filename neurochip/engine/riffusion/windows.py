@@ -17,7 +17,7 @@ import torch
 
 from neurochip.engine.backend import WINDOW_COLUMNS
 from neurochip.feature_reuse import check_supported as check_feature_reuse
-from neurochip.feature_reuse import full_unet, shallow_unet
+from neurochip.feature_reuse import full_unet, shallow_unet, written_out_unet
 from neurochip.settings import RenderSettings
 from neurochip.spectrogram import SpectrogramParams
 
@@ -119,6 +119,18 @@ class WindowPlan:
             else window_weight(size, settings.overlap, device)
         )
         self._norms: dict[tuple[int, ...], torch.Tensor] = {}
+        self._wrapped: dict[int, torch.Tensor] = {}
+
+    def columns(self, start: int) -> slice | torch.Tensor:
+        """The columns of the window at ``start``: a slice, or for one wrapping past the end
+        its index on the device, made once (not copied from the host at every step)."""
+        columns = window_columns(start, self.weight.shape[0], self.width)
+        if isinstance(columns, slice):
+            return columns
+        index = self._wrapped.get(start)
+        if index is None:
+            index = self._wrapped[start] = torch.tensor(columns, device=self.weight.device)
+        return index
 
     def starts(self, k: int) -> list[int]:
         if self.fixed is not None:
@@ -133,13 +145,12 @@ class WindowPlan:
         norm = self._norms.get(tuple(starts))
         if norm is None:
             norm = torch.zeros(self.width, device=self.weight.device)
-            size = self.weight.shape[0]
             for start in starts:
-                columns = window_columns(start, size, self.width)
+                columns = self.columns(start)
                 if isinstance(columns, slice):
                     norm[columns] += self.weight
                 else:
-                    norm.index_add_(0, torch.tensor(columns, device=norm.device), self.weight)
+                    norm.index_add_(0, columns, self.weight)
             self._norms[tuple(starts)] = norm
         return starts, self.weight, norm
 
@@ -159,11 +170,17 @@ class FeatureReuse:
     finished, or guidance that stopped, changes the calls: those run whole).
     """
 
-    def __init__(self, unet: Any, every: int) -> None:
+    def __init__(self, unet: Any, every: int, compile_options: dict | None = None) -> None:
         self.unet, self.every = unet, every
         self.kept: dict[int, tuple[Any, torch.Tensor | None]] = {}
+        self.full, self.shallow = full_unet, shallow_unet
         if every > 1 and unet is not None:
             check_feature_reuse(unet)
+            if compile_options is not None:
+                # A compiled UNet: its reuse paths call the plain modules, so they are
+                # compiled alike (else drafts would run eager).
+                self.full = torch.compile(written_out_unet, **compile_options)
+                self.shallow = torch.compile(shallow_unet, **compile_options)
 
     def whole(self, number: int, signature: Any, k: int) -> bool:
         kept = self.kept.get(number)
@@ -181,10 +198,10 @@ class FeatureReuse:
         if self.every == 1:
             return self.unet(sample, t, encoder_hidden_states=context).sample
         if self.whole(number, signature, k):
-            out, deep = full_unet(self.unet, sample, t, context)
+            out, deep = self.full(self.unet, sample, t, context)
             self.keep(number, signature, deep)
             return out
-        return shallow_unet(self.unet, sample, t, context, self.kept[number][1])
+        return self.shallow(self.unet, sample, t, context, self.kept[number][1])
 
     def keep(self, number: int, signature: Any, deep: torch.Tensor | None) -> None:
         """Call ``number``'s deep features (None where only counting) and what it held."""
