@@ -1035,6 +1035,28 @@ def test_channels_last_weights_render_the_same_takes(tiny_model_dir):
     np.testing.assert_allclose(take.output_image, expected.output_image, atol=1e-4)
 
 
+@pytest.mark.parametrize("windows", ["overlap", "shifted"])
+def test_nothing_in_the_denoising_loop_waits_on_the_host(engine, windows):
+    """Host round trips a GPU would wait on (a scalar read back, a tensor made from a Python
+    list), counted by the profiler on the CPU: none grow with the steps."""
+    import collections
+
+    from torch.profiler import ProfilerActivity, profile
+
+    audio = song(12.0)  # three windows; shifted ones wrap round the end
+    waits = ("aten::_local_scalar_dense", "aten::lift_fresh", "aten::nonzero")
+
+    def counted(steps: int) -> dict[str, int]:
+        settings = RenderSettings(prompt="x", steps=steps, denoise=1.0, windows=windows)
+        with profile(activities=[ProfilerActivity.CPU]) as profiler:
+            engine.render(audio, settings)
+        seen = collections.Counter(event.name for event in profiler.events())
+        return {name: seen[name] for name in waits}
+
+    counted(4)  # the prompt's embedding and the song's picture: made once, then kept
+    assert counted(4) == counted(8)
+
+
 def test_the_denoising_loop_runs_in_inference_mode(engine, tiny_model):
     modes = []
     hook = tiny_model.unet.register_forward_pre_hook(

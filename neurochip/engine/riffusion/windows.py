@@ -123,13 +123,15 @@ class WindowPlan:
 
     def columns(self, start: int) -> slice | torch.Tensor:
         """The columns of the window at ``start``: a slice, or for one wrapping past the end
-        its index on the device, made once (not copied from the host at every step)."""
-        columns = window_columns(start, self.weight.shape[0], self.width)
-        if isinstance(columns, slice):
-            return columns
+        its index, made on the device (never copied from the host inside the loop) and kept."""
+        size = self.weight.shape[0]
+        if start + size <= self.width:
+            return slice(start, start + size)
         index = self._wrapped.get(start)
         if index is None:
-            index = self._wrapped[start] = torch.tensor(columns, device=self.weight.device)
+            device = self.weight.device
+            index = torch.arange(start, start + size, device=device) % self.width
+            self._wrapped[start] = index
         return index
 
     def starts(self, k: int) -> list[int]:
