@@ -182,6 +182,14 @@ def parameters_m(engine: Engine) -> float:
     )
 
 
+def denoiser(engine: Engine) -> torch.nn.Module | None:
+    """The model each denoising step calls: Riffusion's UNet, the others' transformer."""
+    model = engine.backend.model
+    components = getattr(model, "components", None) or {}
+    found = components.get("transformer") or getattr(model, "unet", None)
+    return found if isinstance(found, torch.nn.Module) else None
+
+
 def measure(row: str, engine: Engine, song: Audio, label: str, real: bool) -> dict[str, Any]:
     settings = SETTINGS[row]
     engine.render(song, settings.replace(duration_s=2.0))  # warm-up, untimed
@@ -196,8 +204,22 @@ def measure(row: str, engine: Engine, song: Audio, label: str, real: bool) -> di
         # "denoise step 3 of 17" is the denoise stage.
         last[0], last[1] = now, stage.split()[0] if stage else None
 
-    take = engine.render(song, settings, progress=progress)
+    calls, items = [0], [0]
+
+    def count(module: Any, args: tuple, kwargs: dict) -> None:
+        first = args[0] if args else next(iter(kwargs.values()))
+        calls[0] += 1
+        items[0] += int(first.shape[0])
+
+    model = denoiser(engine)
+    hook = model.register_forward_pre_hook(count, with_kwargs=True) if model else None
+    try:
+        take = engine.render(song, settings, progress=progress)
+    finally:
+        if hook is not None:
+            hook.remove()
     wall = time.perf_counter() - began
+    stages["other"] = max(0.0, wall - sum(stages.values()))  # what no stage accounts for
     assert take.audio.frames == song.span(0.0).resample(take.audio.sample_rate).frames
     return {
         "engine": row,
@@ -211,6 +233,8 @@ def measure(row: str, engine: Engine, song: Audio, label: str, real: bool) -> di
         "wall_s": round(wall, 2),
         "x_realtime": round(song.duration_s / wall, 3),
         "stages_s": {k: round(v, 2) for k, v in stages.items()},
+        "denoiser_calls": calls[0] if model else None,
+        "denoiser_items": items[0] if model else None,
     }
 
 

@@ -115,6 +115,9 @@ def test_a_dry_run_walks_every_step_and_keeps_each_json(tmp_path):
     stages = render["results"][0]["stages_s"]
     assert set(stages) == {"encode", "denoise", "decode", "phase", "other"}
     assert abs(sum(stages.values()) - render["results"][0]["wall_s"]) < 0.05
+    for row in json.loads((out / "engines.json").read_text())["rows"]:
+        assert row["denoiser_calls"] > 0 and row["denoiser_items"] >= row["denoiser_calls"]
+        assert "other" in row["stages_s"]
     lcm = json.loads((out / "lcm-draft.json").read_text())
     assert lcm["settings"]["scheduler"] == "lcm" and lcm["settings"]["guidance"] == 1.5
     compiled = json.loads((out / "pair-compiled.json").read_text())
