@@ -62,9 +62,7 @@ def written_out_unet(
     (a hook registered inside a compiled function is not replayed). Follows
     ``UNet2DConditionModel.forward``, keeping only what SD 1.x uses."""
     unet = getattr(unet, "_orig_mod", unet)
-    emb = unet.time_embedding(unet.get_time_embed(sample=sample, timestep=t), None)
-    if unet.time_embed_act is not None:
-        emb = unet.time_embed_act(emb)
+    emb = _time_embedding(unet, sample, t)
     hidden = unet.conv_in(sample)
     skips: tuple[torch.Tensor, ...] = (hidden,)
     for block in unet.down_blocks:
@@ -78,18 +76,8 @@ def written_out_unet(
     for block in unet.up_blocks:
         deep = hidden  # the last one's input, when the loop ends
         taken, skips = skips[-len(block.resnets) :], skips[: -len(block.resnets)]
-        if getattr(block, "has_cross_attention", False):
-            hidden = block(
-                hidden_states=hidden,
-                temb=emb,
-                res_hidden_states_tuple=taken,
-                encoder_hidden_states=context,
-            )
-        else:
-            hidden = block(hidden_states=hidden, temb=emb, res_hidden_states_tuple=taken)
-    if unet.conv_norm_out is not None:
-        hidden = unet.conv_act(unet.conv_norm_out(hidden))
-    return unet.conv_out(hidden), deep
+        hidden = _up(block, hidden, emb, taken, context)
+    return _out(unet, hidden), deep
 
 
 def shallow_unet(
@@ -100,9 +88,7 @@ def shallow_unet(
     Follows ``UNet2DConditionModel.forward`` step by step, keeping only what SD 1.x uses.
     """
     unet = getattr(unet, "_orig_mod", unet)
-    emb = unet.time_embedding(unet.get_time_embed(sample=sample, timestep=t), None)
-    if unet.time_embed_act is not None:
-        emb = unet.time_embed_act(emb)
+    emb = _time_embedding(unet, sample, t)
     hidden = unet.conv_in(sample)
     skips: tuple[torch.Tensor, ...] = (hidden,)
     first = unet.down_blocks[0]
@@ -112,16 +98,33 @@ def shallow_unet(
         if attention is not None:
             hidden = attention(hidden, encoder_hidden_states=context, return_dict=False)[0]
         skips += (hidden,)
-    last = unet.up_blocks[-1]
-    if getattr(last, "has_cross_attention", False):
-        hidden = last(
-            hidden_states=deep,
+    return _out(unet, _up(unet.up_blocks[-1], deep, emb, skips, context))
+
+
+def _time_embedding(unet: Any, sample: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    emb = unet.time_embedding(unet.get_time_embed(sample=sample, timestep=t), None)
+    return unet.time_embed_act(emb) if unet.time_embed_act is not None else emb
+
+
+def _up(
+    block: Any,
+    hidden: torch.Tensor,
+    emb: torch.Tensor,
+    skips: tuple[torch.Tensor, ...],
+    context: torch.Tensor,
+) -> torch.Tensor:
+    """One up block on ``hidden`` and its skip connections."""
+    if getattr(block, "has_cross_attention", False):
+        return block(
+            hidden_states=hidden,
             temb=emb,
             res_hidden_states_tuple=skips,
             encoder_hidden_states=context,
         )
-    else:
-        hidden = last(hidden_states=deep, temb=emb, res_hidden_states_tuple=skips)
+    return block(hidden_states=hidden, temb=emb, res_hidden_states_tuple=skips)
+
+
+def _out(unet: Any, hidden: torch.Tensor) -> torch.Tensor:
     if unet.conv_norm_out is not None:
         hidden = unet.conv_act(unet.conv_norm_out(hidden))
     return unet.conv_out(hidden)
