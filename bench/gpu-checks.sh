@@ -44,14 +44,14 @@ fi
 # NAME LIMIT_S COMMAND...: in priority order; the limits add up to at most BUDGET.
 STEPS=(
   "preflight 20 $PY bench/preflight.py"
-  "unet-sweep 45 $PY bench/unet_sweep.py ${sweep[*]}"
-  "pair-vs-loop 110 $PY bench/render.py ${song[*]} ${pair[*]}"
-  "pair-compiled 90 $PY bench/render.py ${song[*]} ${pair[*]} --skip-riffusion --compile --warmup-full"
-  "pair-shifted 35 $PY bench/render.py ${song[*]} ${pair[*]} --skip-riffusion --windows shifted"
-  "draft 25 $PY bench/render.py ${song[*]} ${pair[*]} --skip-riffusion --draft"
-  "lcm-draft 25 $PY bench/render.py ${song[*]} ${pair[*]} --skip-riffusion --scheduler lcm --steps 8 --denoise 0.5 --guidance 1.5"
-  "engines 70 $PY bench/engines.py ${engines[*]}"
-  "song-600s-8gb 55 $PY bench/render.py ${song[*]} ${long[*]} ${pair[*]} --skip-riffusion --memory-cap-gb 8"
+  "unet-sweep 40 $PY bench/unet_sweep.py ${sweep[*]}"
+  "pair-vs-loop 150 $PY bench/render.py ${song[*]} ${pair[*]}"
+  "pair-compiled 85 $PY bench/render.py ${song[*]} ${pair[*]} --skip-riffusion --compile --warmup-full"
+  "pair-shifted 30 $PY bench/render.py ${song[*]} ${pair[*]} --skip-riffusion --windows shifted"
+  "draft 20 $PY bench/render.py ${song[*]} ${pair[*]} --skip-riffusion --draft"
+  "lcm-draft 20 $PY bench/render.py ${song[*]} ${pair[*]} --skip-riffusion --scheduler lcm --steps 8 --denoise 0.5 --guidance 1.5"
+  "engines 65 $PY bench/engines.py ${engines[*]}"
+  "song-600s-8gb 50 $PY bench/render.py ${song[*]} ${long[*]} ${pair[*]} --skip-riffusion --memory-cap-gb 8"
 )
 
 if [ "$mode" = list ]; then

@@ -73,6 +73,8 @@ def headline(step: str, report: dict[str, Any], gpu: bool) -> tuple[str, list[st
     if row is None:
         return "no result", judged
     parts = [f"{row['wall_s']:.2f} s for {row['audio_s']:g} s ({row['realtime_x']:.1f}x RT)"]
+    if report.get("partial"):  # cut off by its limit: the runs it had finished
+        parts.insert(0, "partial")
     share = row.get("non_model_share")
     if share is not None:
         parts.append(f"outside the model {100 * share:.0f}%")

@@ -955,6 +955,14 @@ def print_counts(counts: dict[str, Any]) -> None:
     )
 
 
+def keep_partial(path: Path | None, runs: dict[str, list[Result]]) -> None:
+    """The runs so far, in the JSON: a step cut off by its time limit keeps them (the full
+    report replaces this at the end)."""
+    if path is not None:
+        done = [asdict(r) for contender in runs.values() for r in contender]
+        path.write_text(json.dumps({"partial": True, "results": done}, indent=2) + "\n")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
@@ -1035,6 +1043,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name, render in contenders.items():
             log(f"[{k + 1}/{args.repeat}] {name}: {song.shape[-1] / SAMPLE_RATE:.2f} s ...")
             runs[name].append(timed(name, render, model, song.shape[-1]))
+            keep_partial(args.json, runs)
         if loop is not None:
             # The playground renders with the VAE as loaded: undo the tiling the engine left on.
             model.vae.disable_tiling()
@@ -1042,6 +1051,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             runs["Riffusion loop"].append(
                 timed("Riffusion loop", loop, model, song.shape[-1], clips)
             )
+            keep_partial(args.json, runs)
     results = [best_of(r) for r in runs.values() if r]
     log("counting the model's arithmetic ...")
     arithmetic = count_arithmetic(model)
