@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from neurochip.engine.backend import Capabilities, PictureJob, Render, RenderJob
+from neurochip.engine.backend import Capabilities, Render, RenderJob
 from neurochip.engine.device import MemoryProbe, batch_for_memory
 from neurochip.engine.progress import StagedProgress
 from neurochip.engine.riffusion.lanes import song_noise
@@ -318,9 +318,8 @@ class RiffusionBackend:
             )
         return results
 
-    def render_picture(self, job: PictureJob, report: StagedProgress) -> Render:
-        """Riffusion's own img2img on a picture, its mask's black kept (:mod:`.picture`)."""
-        return render_picture(self, job, report)
+    # Riffusion's own img2img on a picture, its mask's black kept (a PictureJob).
+    render_picture = render_picture
 
     # -- the model's parts ----------------------------------------------------------------------
 
@@ -419,9 +418,8 @@ class RiffusionBackend:
         return images
 
     def decode_batch_size(self, takes: int, latent_shape: torch.Size, vae: Any) -> int:
-        """Takes ``vae`` decodes in one batch (tiles, given many takes): ``decode_batch`` if
-        set; on a GPU as many as fit the memory share (one tile's activations measured once by
-        a probe); one on the CPU and MPS."""
+        """Takes (or tiles) ``vae`` decodes in one batch: ``decode_batch`` if set; on a GPU as
+        many as fit the memory share (one tile's activations measured by a probe); one else."""
         from neurochip.engine.device import MEMORY_SHARE
 
         if self.decode_batch is not None:
