@@ -465,27 +465,7 @@ def settled_box(page, element) -> dict:
 def edit_cell(page, grid, row: int, column_x: float, text: str, new_row=False) -> None:
     """Type ``text`` into a data editor's cell, as with a keyboard: click the cell (row 0
     is the first under the header), Enter, type, Enter. A click on the row past the last
-    (``new_row``) adds a row and opens its cell's editor itself.
-
-    A run that ends while the cell's editor is open (the demo's first preview) draws the
-    table anew and closes the editor with what was typed: then the cell is typed again, as a
-    composer would, until the table shows it."""
-    from playwright.sync_api import expect
-
-    shown = grid.locator("[role='gridcell']").filter(has_text=text)
-    for _ in range(3):
-        type_cell(page, grid, row, column_x, text, new_row)
-        try:
-            expect(shown).not_to_have_count(0, timeout=30_000)
-            return
-        except AssertionError:
-            new_row = False  # the first click added the row
-    type_cell(page, grid, row, column_x, text, new_row)  # its failure is the test's
-    expect(shown).not_to_have_count(0)
-
-
-def type_cell(page, grid, row: int, column_x: float, text: str, new_row: bool) -> None:
-    """One try of :func:`edit_cell`."""
+    (``new_row``) adds a row and opens its cell's editor itself."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     editor = page.locator(".gdg-input").last

@@ -160,22 +160,8 @@ def upload(page, path: Path, seconds: float) -> None:
     """Upload an audio sketch; returns once it is the song open (its length on the page)."""
     from playwright.sync_api import expect
 
-    opened = page.get_by_text(f"({seconds:.2f} s)")
-    uploader = page.locator("[data-testid='stFileUploader']")
-    for _ in range(3):
-        uploader.locator("input[type='file']").set_input_files(path)
-        try:
-            expect(opened).to_be_visible(timeout=60_000)
-            return
-        except AssertionError:
-            # A run that drew the uploader anew as the file went in (after a restart, the
-            # kept song reopening) drops it, and the box shows no file: drop it again, as a
-            # composer would. One that took it is still loading: wait on.
-            if uploader.get_by_text(path.name).count():
-                expect(opened).to_be_visible()
-                return
-    uploader.locator("input[type='file']").set_input_files(path)  # its failure is the test's
-    expect(opened).to_be_visible()
+    page.locator("[data-testid='stFileUploader'] input[type='file']").set_input_files(path)
+    expect(page.get_by_text(f"({seconds:.2f} s)")).to_be_visible()
 
 
 def bars_title(page):
