@@ -285,10 +285,9 @@ def run_inference(
         RiffusionRequestError: An unknown seed or mask image, or a mask for a model that
             renders audio, not pictures.
     """
+    path = seed_image_path(seed_images, inputs.seed_image_id)
     try:
-        seed = load_image(seed_image_path(seed_images, inputs.seed_image_id))
-    except RiffusionRequestError:
-        raise
+        seed = load_image(path)
     except NeuroChipError as err:  # there, but not an image
         raise RiffusionRequestError(f"Invalid seed image: {err}") from None
     mask_path = None
